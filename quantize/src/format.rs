@@ -1,0 +1,100 @@
+//! The formats and the packed layout every kernel (CPU, CubeCL, NPU) reads.
+//!
+//! # Layout contract
+//!
+//! A [`QuantizedTensor`] holds a logical row-major tensor. For a weight matrix the shape is
+//! `[N, K]` (N output features, K input features); "row" below means one run of the last
+//! dimension (`K` elements), and `numel` is the product of the shape.
+//!
+//! | format | `data` | `scales` (f32) | blocks run over |
+//! | --- | --- | --- | --- |
+//! | `Nf4 { block_size, .. }` | 4-bit codes, two per byte, **first element in the high nibble** (bitsandbytes order); `ceil(numel/2)` bytes, an odd tail's low nibble is 0 | one absmax per block: `ceil(numel/block_size)`; with double quantization these are the decoded absmax values (the 8-bit form is kept in [`QuantizedTensor::nested`]) | the flattened tensor (bitsandbytes), last block may be partial |
+//! | `Q4_0` | llama.cpp `block_q4_0`: 18 bytes per 32 values = f16 `d` (little-endian) then 16 bytes `qs`; byte `j` holds value `j` in its low nibble and value `j+16` in its high nibble; value = `d * (q - 8)` | empty (scales are inline) | each row, `K % 32 == 0` |
+//! | `Q8_0` | llama.cpp `block_q8_0`: 34 bytes per 32 values = f16 `d` then 32 × i8; value = `d * q` | empty | each row, `K % 32 == 0` |
+//! | `Tq2_0` | llama.cpp `block_tq2_0`: 66 bytes per 256 values = 64 bytes `qs` then f16 `d`; in half `h` (0..2) byte `j` (0..32) of `qs[32h..]`, bits `2l..2l+2` (l in 0..4) hold value `128h + 32l + j` as `q` in 0..=2; value = `d * (q - 1)` | empty | each row, `K % 256 == 0` |
+//! | `Ternary` (BitNet b1.58) | 2 bits per value, four per byte, value `i` in bits `2*(i%4)` of byte `i/4`, code `q` in 0..=2; `ceil(numel/4)` bytes | one per tensor: the absmean scale; value = `scale * (q - 1)` | the flattened tensor |
+//! | `Int8PerChannel` | one i8 per value (stored as its byte) | one per row (absmax/127): `numel / K` | each row |
+//! | `Int8PerBlock { block_size }` | one i8 per value | `rows * ceil(K/block_size)`, row-major | each row; the last block of a row may be partial |
+//! | `Fp8E4M3 { block_size }`, `Fp8E5M2 { block_size }` | one FP8 byte per value (E4M3 is the finite-only "fn" variant) | `None`: one per tensor; `Some(b)`: `rows * ceil(K/b)`, row-major; value = `decode(byte) * scale` | each row (per block) |
+//!
+//! All multi-byte fields are little-endian. Every constructor validates that `data` and
+//! `scales` lengths agree with the shape and format and answers `ShapeMismatch` otherwise, so
+//! a kernel handed a `QuantizedTensor` may trust these lengths.
+
+use std::fmt;
+
+/// A quantization format with its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuantFormat {
+    /// NormalFloat4 (QLoRA / bitsandbytes), blockwise absmax.
+    Nf4 {
+        /// Values per absmax block: a power of two from 32 to 4096 (bitsandbytes default 64).
+        block_size: usize,
+        /// Whether the absmax values are themselves quantized (QLoRA double quantization).
+        double_quant: bool,
+    },
+    /// llama.cpp Q4_0: 32 values per block, f16 scale.
+    Q4_0,
+    /// llama.cpp Q8_0: 32 values per block, f16 scale.
+    Q8_0,
+    /// llama.cpp TQ2_0: ternary, 256 values per block, f16 scale.
+    Tq2_0,
+    /// BitNet b1.58 ternary with one absmean scale per tensor.
+    Ternary,
+    /// Symmetric int8 with one absmax scale per row (output channel).
+    Int8PerChannel,
+    /// Symmetric int8 with one absmax scale per block of a row.
+    Int8PerBlock {
+        /// Values per block along a row.
+        block_size: usize,
+    },
+    /// FP8 E4M3 (finite-only), scaled per tensor or per block of a row.
+    Fp8E4M3 {
+        /// `None` for one scale per tensor, else values per block along a row.
+        block_size: Option<usize>,
+    },
+    /// FP8 E5M2, scaled per tensor or per block of a row.
+    Fp8E5M2 {
+        /// `None` for one scale per tensor, else values per block along a row.
+        block_size: Option<usize>,
+    },
+}
+
+impl QuantFormat {
+    /// A short, stable name used in serialized metadata and bench ids (`nf4`, `q4_0`,
+    /// `int8_block`, `fp8_e4m3`).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Nf4 { .. } => "nf4",
+            Self::Q4_0 => "q4_0",
+            Self::Q8_0 => "q8_0",
+            Self::Tq2_0 => "tq2_0",
+            Self::Ternary => "ternary",
+            Self::Int8PerChannel => "int8_channel",
+            Self::Int8PerBlock { .. } => "int8_block",
+            Self::Fp8E4M3 { .. } => "fp8_e4m3",
+            Self::Fp8E5M2 { .. } => "fp8_e5m2",
+        }
+    }
+}
+
+impl fmt::Display for QuantFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Nf4 {
+                block_size,
+                double_quant,
+            } => write!(
+                f,
+                "nf4(block {block_size}{})",
+                if *double_quant { ", double quant" } else { "" }
+            ),
+            Self::Int8PerBlock { block_size } => write!(f, "int8_block({block_size})"),
+            Self::Fp8E4M3 { block_size: Some(b) } | Self::Fp8E5M2 { block_size: Some(b) } => {
+                write!(f, "{}(block {b})", self.name())
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}

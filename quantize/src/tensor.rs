@@ -1,0 +1,299 @@
+//! `QuantizedTensor`: what every format produces and every kernel consumes.
+
+use aihal_core::{CoreError, DType, Result, TensorBuffer};
+
+use crate::format::QuantFormat;
+
+/// The 8-bit form of NF4 absmax values under double quantization (QLoRA): blocks of 256
+/// absmax values, each stored as an index into `code` (bitsandbytes' dynamic 8-bit map),
+/// scaled by its block's `scales` entry, plus `offset` (the mean subtracted before
+/// quantizing).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NestedAbsmax {
+    /// One byte per first-level block.
+    pub codes: Vec<u8>,
+    /// One scale per 256 codes (`ceil(codes.len() / 256)`).
+    pub scales: Vec<f32>,
+    /// The 256-entry code book the bytes index.
+    pub code: Vec<f32>,
+    /// The mean that was subtracted from the absmax values.
+    pub offset: f32,
+    /// Codes per nested block (256 in QLoRA).
+    pub block_size: usize,
+}
+
+/// A quantized tensor: format, logical shape, packed bytes and f32 scales, laid out as the
+/// [layout contract](crate::format) says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedTensor {
+    format: QuantFormat,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+    scales: Vec<f32>,
+    nested: Option<NestedAbsmax>,
+}
+
+impl QuantizedTensor {
+    /// Assembles a tensor from its parts, checking every length against the shape and format
+    /// (`ShapeMismatch` on disagreement, `InvalidConfig` on a bad block size).
+    pub fn from_parts(format: QuantFormat, shape: Vec<usize>, data: Vec<u8>, scales: Vec<f32>) -> Result<Self> {
+        let (want_data, want_scales) = expected_lens(format, &shape)?;
+        if data.len() != want_data {
+            return Err(CoreError::shape_mismatch(
+                format!("{format} packed bytes for shape {shape:?}"),
+                [want_data],
+                [data.len()],
+            ));
+        }
+        if scales.len() != want_scales {
+            return Err(CoreError::shape_mismatch(
+                format!("{format} scales for shape {shape:?}"),
+                [want_scales],
+                [scales.len()],
+            ));
+        }
+        Ok(Self {
+            format,
+            shape,
+            data,
+            scales,
+            nested: None,
+        })
+    }
+
+    /// Attaches the 8-bit form of the absmax values (NF4 double quantization only).
+    pub fn with_nested(mut self, nested: NestedAbsmax) -> Result<Self> {
+        if !matches!(self.format, QuantFormat::Nf4 { double_quant: true, .. }) {
+            return Err(CoreError::invalid_input(format!(
+                "nested absmax given for {}, which is not NF4 with double quantization",
+                self.format
+            )));
+        }
+        if nested.codes.len() != self.scales.len()
+            || nested.block_size == 0
+            || nested.scales.len() != nested.codes.len().div_ceil(nested.block_size)
+            || nested.code.len() != 256
+        {
+            return Err(CoreError::shape_mismatch(
+                "NF4 nested absmax (codes, scales, code book)",
+                [
+                    self.scales.len(),
+                    self.scales.len().div_ceil(nested.block_size.max(1)),
+                    256,
+                ],
+                [nested.codes.len(), nested.scales.len(), nested.code.len()],
+            ));
+        }
+        self.nested = Some(nested);
+        Ok(self)
+    }
+
+    /// The format.
+    pub fn format(&self) -> QuantFormat {
+        self.format
+    }
+
+    /// The logical shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The packed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The f32 scales (empty for the GGML formats, whose scales are inline).
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// The 8-bit absmax of an NF4 tensor with double quantization.
+    pub fn nested(&self) -> Option<&NestedAbsmax> {
+        self.nested.as_ref()
+    }
+
+    /// The number of logical elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The length of a row (the last dimension; 1 for a scalar).
+    pub fn row_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// The number of rows (`numel / row_len`).
+    pub fn rows(&self) -> usize {
+        self.numel().checked_div(self.row_len()).unwrap_or(0)
+    }
+
+    /// Bytes of storage as it would be kept: packed data plus scales (for double-quantized
+    /// NF4, the 8-bit absmax and its nested scales instead of the f32 absmax).
+    pub fn storage_bytes(&self) -> usize {
+        let scales = match &self.nested {
+            Some(n) => n.codes.len() + 4 * n.scales.len() + 4,
+            None => 4 * self.scales.len(),
+        };
+        self.data.len() + scales
+    }
+
+    /// Storage bits per logical weight.
+    pub fn bits_per_weight(&self) -> f64 {
+        if self.numel() == 0 {
+            return 0.0;
+        }
+        8.0 * self.storage_bytes() as f64 / self.numel() as f64
+    }
+
+    /// The packed bytes as a `u8` [`TensorBuffer`] (shape `[data.len()]`), for device kernels.
+    pub fn data_buffer(&self) -> Result<TensorBuffer> {
+        TensorBuffer::from_bytes(&self.data, &[self.data.len()], DType::U8)
+    }
+
+    /// The scales as an `f32` [`TensorBuffer`] (shape `[scales.len()]`).
+    pub fn scales_buffer(&self) -> Result<TensorBuffer> {
+        TensorBuffer::from_slice(&self.scales, &[self.scales.len()])
+    }
+
+    /// Splits the tensor into its parts.
+    pub fn into_parts(self) -> (QuantFormat, Vec<usize>, Vec<u8>, Vec<f32>) {
+        (self.format, self.shape, self.data, self.scales)
+    }
+}
+
+fn check_block(format: QuantFormat, block: usize, power_of_two_from: Option<usize>) -> Result<()> {
+    let ok = match power_of_two_from {
+        Some(min) => block.is_power_of_two() && (min..=4096).contains(&block),
+        None => block > 0,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::invalid_config(format!(
+            "{format}: block size {block} is not allowed{}",
+            power_of_two_from.map_or(" (must be positive)".to_owned(), |m| format!(
+                " (must be a power of two from {m} to 4096)"
+            ))
+        )))
+    }
+}
+
+fn check_row_multiple(format: QuantFormat, row: usize, block: usize) -> Result<()> {
+    if row % block == 0 {
+        Ok(())
+    } else {
+        Err(CoreError::invalid_input(format!(
+            "{format} needs rows that are a multiple of {block} values, got a row of {row}"
+        )))
+    }
+}
+
+/// `(data bytes, scale count)` a tensor of `shape` must have in `format`.
+pub(crate) fn expected_lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize)> {
+    let numel: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| CoreError::invalid_input(format!("shape {shape:?} overflows")))?;
+    let row = shape.last().copied().unwrap_or(1);
+    let rows = numel.checked_div(row).unwrap_or(0);
+    Ok(match format {
+        QuantFormat::Nf4 { block_size, .. } => {
+            check_block(format, block_size, Some(32))?;
+            (numel.div_ceil(2), numel.div_ceil(block_size))
+        }
+        QuantFormat::Q4_0 => {
+            check_row_multiple(format, row, 32)?;
+            (numel / 32 * 18, 0)
+        }
+        QuantFormat::Q8_0 => {
+            check_row_multiple(format, row, 32)?;
+            (numel / 32 * 34, 0)
+        }
+        QuantFormat::Tq2_0 => {
+            check_row_multiple(format, row, 256)?;
+            (numel / 256 * 66, 0)
+        }
+        QuantFormat::Ternary => (numel.div_ceil(4), 1),
+        QuantFormat::Int8PerChannel => (numel, rows),
+        QuantFormat::Int8PerBlock { block_size } => {
+            check_block(format, block_size, None)?;
+            (numel, rows * row.div_ceil(block_size))
+        }
+        QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => match block_size {
+            None => (numel, 1),
+            Some(b) => {
+                check_block(format, b, None)?;
+                (numel, rows * row.div_ceil(b))
+            }
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_follow_the_layout_contract() {
+        let cases = [
+            (QuantFormat::Q4_0, vec![4, 64], 4 * 2 * 18, 0),
+            (QuantFormat::Q8_0, vec![2, 32], 2 * 34, 0),
+            (QuantFormat::Tq2_0, vec![1, 512], 2 * 66, 0),
+            (
+                QuantFormat::Nf4 {
+                    block_size: 64,
+                    double_quant: false,
+                },
+                vec![3, 43],
+                65,
+                3,
+            ),
+            (QuantFormat::Ternary, vec![5, 3], 4, 1),
+            (QuantFormat::Int8PerChannel, vec![3, 7], 21, 3),
+            (QuantFormat::Int8PerBlock { block_size: 4 }, vec![3, 7], 21, 6),
+            (QuantFormat::Fp8E4M3 { block_size: None }, vec![3, 7], 21, 1),
+            (QuantFormat::Fp8E5M2 { block_size: Some(3) }, vec![2, 7], 14, 6),
+        ];
+        for (format, shape, data, scales) in cases {
+            assert_eq!(
+                expected_lens(format, &shape).unwrap(),
+                (data, scales),
+                "{format} {shape:?}"
+            );
+            let t = QuantizedTensor::from_parts(format, shape.clone(), vec![0; data], vec![1.0; scales]).unwrap();
+            assert_eq!(t.numel(), shape.iter().product::<usize>());
+            let err =
+                QuantizedTensor::from_parts(format, shape.clone(), vec![0; data + 1], vec![1.0; scales]).unwrap_err();
+            assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{format}");
+            let err = QuantizedTensor::from_parts(format, shape, vec![0; data], vec![1.0; scales + 1]).unwrap_err();
+            assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{format}");
+        }
+    }
+
+    #[test]
+    fn bad_blocks_and_rows_are_errors() {
+        assert!(expected_lens(QuantFormat::Q4_0, &[2, 33]).is_err());
+        assert!(expected_lens(QuantFormat::Tq2_0, &[2, 128]).is_err());
+        for bad in [0, 16, 48, 8192] {
+            let f = QuantFormat::Nf4 {
+                block_size: bad,
+                double_quant: false,
+            };
+            assert!(
+                matches!(expected_lens(f, &[64]).unwrap_err(), CoreError::InvalidConfig(_)),
+                "{bad}"
+            );
+        }
+        assert!(expected_lens(QuantFormat::Int8PerBlock { block_size: 0 }, &[4]).is_err());
+        assert!(expected_lens(QuantFormat::Q8_0, &[usize::MAX, 64]).is_err());
+    }
+
+    #[test]
+    fn bits_per_weight_counts_scales() {
+        let t = QuantizedTensor::from_parts(QuantFormat::Q4_0, vec![1, 32], vec![0; 18], vec![]).unwrap();
+        assert!((t.bits_per_weight() - 4.5).abs() < 1e-12);
+        let t = QuantizedTensor::from_parts(QuantFormat::Q8_0, vec![1, 32], vec![0; 34], vec![]).unwrap();
+        assert!((t.bits_per_weight() - 8.5).abs() < 1e-12);
+    }
+}
