@@ -1,1 +1,1 @@
-//! aihal
+//! placeholder, written next
