@@ -1,1 +1,21 @@
-//! Placeholder: this crate is being written.
+//! The CPU backend of aihal: quantized matmul `y = x · Wᵀ` fused with weight decoding for
+//! every aihal-quantize format, and the small ops between the matmuls of a transformer layer.
+//!
+//! Two layers:
+//! - [`reference`]: scalar ops with a fixed evaluation order. They define the results every
+//!   fast kernel (here, in CubeCL, on the NPU) is tested against, and run where nothing
+//!   faster fits.
+//! - The fast API ([`matmul`], [`matmul_with`], [`QuantLinear`], [`ops`]): SIMD kernels
+//!   chosen once per process from what the CPU reports at run time (AVX2/FMA/F16C on x86_64,
+//!   NEON with dotprod on aarch64), threads over the output features with rayon. Results do
+//!   not depend on the number of threads.
+// Tests compare floats exactly on purpose: the fixed-order reference is deterministic.
+#![cfg_attr(test, allow(clippy::float_cmp))]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+
+mod decode;
+pub mod reference;

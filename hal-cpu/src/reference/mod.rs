@@ -1,0 +1,85 @@
+//! Scalar reference ops: the definition every fast kernel (here, in CubeCL and on the NPU)
+//! is tested against, and the fallback when no SIMD kernel fits.
+//!
+//! These functions are written for clarity and fixed evaluation order, not speed: each one
+//! states its exact arithmetic so a device kernel can say how far it may differ. All take
+//! row-major `f32` slices and answer a [`CoreError`](aihal_core::CoreError) for shapes that
+//! do not fit; none panics on bad input.
+//!
+//! | op | shape | computes |
+//! | --- | --- | --- |
+//! | [`matmul`] | x `[M, K]`, W `[N, K]` quantized | `y = x · Wᵀ`, `[M, N]` |
+//! | [`rms_norm`] | rows of `dim` | `x / sqrt(mean(x²) + eps) * weight` |
+//! | [`layer_norm`] | rows of `dim` | `(x - mean) / sqrt(var + eps) * weight + bias` |
+//! | [`softmax`] | rows of `dim` | `exp(x - max) / sum` |
+//! | [`silu`], [`gelu`] | elementwise | `x * sigmoid(x)`, tanh-approximated GELU |
+//! | [`rope`] | `[seq, heads, head_dim]` | rotary position embedding |
+//! | [`attention`] | q `[q_len, heads, d]`, k/v `[kv_len, kv_heads, d]` | causal GQA attention |
+
+mod ops;
+
+use aihal_quantize::QuantizedTensor;
+
+use crate::decode::{check_matmul, decode_row_into};
+use aihal_core::Result;
+
+pub use ops::{attention, gelu, layer_norm, rms_norm, rope, silu, softmax, AttentionShape, RopeStyle};
+
+/// `y = x · Wᵀ` with the weight decoded exactly as the layout contract says.
+///
+/// `x` is `[m, K]` row-major f32, `w` is `[N, K]` in any [`QuantFormat`](aihal_quantize::QuantFormat);
+/// the result is `[m, N]` row-major with
+/// `y[i][n] = Σ_k x[i][k] * dequant(W)[n][k]`, where `dequant` is the contract's
+/// `scale * code` rounded to f32, each product rounded to f32 and added to an f32 accumulator
+/// that starts at `0.0`, in increasing `k` (no fused multiply-add). NaN and infinities in `x`
+/// or in decoded weights (FP8 NaN, E5M2 infinities) propagate as IEEE arithmetic says.
+///
+/// Errors: `InvalidInput` when `w` is not rank 2, `ShapeMismatch` when `x.len() != m * K`,
+/// `Unsupported` for a format this crate does not know.
+///
+/// ```
+/// use aihal_quantize::{QuantFormat, QuantizedTensor};
+/// // One Q8_0 row of 32 values: d = 1.0 (f16 0x3C00), codes 0, 1, 2, ...
+/// let mut block = vec![0x00, 0x3C];
+/// block.extend(0u8..32);
+/// let w = QuantizedTensor::from_parts(QuantFormat::Q8_0, vec![1, 32], block, vec![])?;
+/// let x = vec![1.0f32; 32];
+/// assert_eq!(aihal_cpu::reference::matmul(&x, 1, &w)?, [496.0]);
+/// # Ok::<(), aihal_core::CoreError>(())
+/// ```
+pub fn matmul(x: &[f32], m: usize, w: &QuantizedTensor) -> Result<Vec<f32>> {
+    let (n, k) = check_matmul(x.len(), m, w)?;
+    let mut y = vec![0.0f32; m * n];
+    let mut row = vec![0.0f32; k];
+    for j in 0..n {
+        decode_row_into(w, j, 0, &mut row);
+        for i in 0..m {
+            y[i * n + j] = dot_in_order(&x[i * k..(i + 1) * k], &row);
+        }
+    }
+    Ok(y)
+}
+
+/// `Σ a[k] * b[k]` with an f32 accumulator in increasing `k`, no FMA.
+pub(crate) fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (&p, &q) in a.iter().zip(b) {
+        acc += p * q;
+    }
+    acc
+}
+
+/// The fully dequantized `[N, K]` weight as f32 (for tests and tools, never on a hot path).
+///
+/// Errors as [`matmul`].
+pub fn dequantize_weight(w: &QuantizedTensor) -> Result<Vec<f32>> {
+    let (n, k) = check_matmul(0, 0, w)?;
+    let mut out = vec![0.0f32; n * k];
+    for (j, row) in out.chunks_exact_mut(k.max(1)).enumerate().take(n) {
+        decode_row_into(w, j, 0, row);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! The small transformer ops, scalar.
+
+use aihal_core::{CoreError, Result};
+
+/// Checks that `len` is a whole number of rows of `dim` (`dim > 0`) and returns the row count.
+pub(crate) fn rows_of(op: &str, len: usize, dim: usize) -> Result<usize> {
+    if dim == 0 {
+        return Err(CoreError::invalid_input(format!(
+            "{op}: row length (dim) must be positive"
+        )));
+    }
+    if !len.is_multiple_of(dim) {
+        return Err(CoreError::invalid_input(format!(
+            "{op}: input of {len} values is not a whole number of rows of {dim}"
+        )));
+    }
+    Ok(len / dim)
+}
+
+fn check_len(op: &str, what: &str, want: usize, got: usize) -> Result<()> {
+    if want == got {
+        Ok(())
+    } else {
+        Err(CoreError::shape_mismatch(format!("{op} {what}"), [want], [got]))
+    }
+}
+
+fn check_eps(op: &str, eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(CoreError::invalid_input(format!(
+            "{op}: eps must be finite and ≥ 0, got {eps}"
+        )))
+    }
+}
+
+/// RMSNorm over rows of `dim`: `y = x / sqrt(mean(x²) + eps) * weight`.
+///
+/// `mean(x²)` is an f32 sum of squares in increasing index divided by `dim`; the result is
+/// `x * (1 / sqrt(ms + eps)) * weight`, multiplied in that order. `weight` has `dim` values.
+pub fn rms_norm(x: &[f32], dim: usize, weight: &[f32], eps: f32) -> Result<Vec<f32>> {
+    rows_of("rms_norm", x.len(), dim)?;
+    check_len("rms_norm", "weight", dim, weight.len())?;
+    check_eps("rms_norm", eps)?;
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(dim) {
+        let mut ss = 0.0f32;
+        for &v in row {
+            ss += v * v;
+        }
+        let inv = 1.0 / (ss / dim as f32 + eps).sqrt();
+        y.extend(row.iter().zip(weight).map(|(&v, &g)| v * inv * g));
+    }
+    Ok(y)
+}
+
+/// LayerNorm over rows of `dim`: `y = (x - mean) / sqrt(var + eps) * weight + bias`.
+///
+/// Two passes in f32: `mean = Σx / dim`, `var = Σ(x - mean)² / dim` (biased, as PyTorch), then
+/// `(x - mean) * (1 / sqrt(var + eps)) * weight + bias`. `bias` is optional (zero).
+pub fn layer_norm(x: &[f32], dim: usize, weight: &[f32], bias: Option<&[f32]>, eps: f32) -> Result<Vec<f32>> {
+    rows_of("layer_norm", x.len(), dim)?;
+    check_len("layer_norm", "weight", dim, weight.len())?;
+    if let Some(b) = bias {
+        check_len("layer_norm", "bias", dim, b.len())?;
+    }
+    check_eps("layer_norm", eps)?;
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(dim) {
+        let mut sum = 0.0f32;
+        for &v in row {
+            sum += v;
+        }
+        let mean = sum / dim as f32;
+        let mut var = 0.0f32;
+        for &v in row {
+            var += (v - mean) * (v - mean);
+        }
+        let inv = 1.0 / (var / dim as f32 + eps).sqrt();
+        for (i, &v) in row.iter().enumerate() {
+            let b = bias.map_or(0.0, |b| b[i]);
+            y.push((v - mean) * inv * weight[i] + b);
+        }
+    }
+    Ok(y)
+}
+
+/// Softmax over rows of `dim`, numerically safe: `exp(x - max) / Σ exp(x - max)`.
+///
+/// The maximum is subtracted first so no finite input overflows. A row whose maximum is
+/// `-inf` (every position masked) gives all zeros rather than NaN; a NaN anywhere in a row
+/// makes the whole row NaN; a `+inf` gives NaN for that row (`inf - inf`), as IEEE says.
+pub fn softmax(x: &[f32], dim: usize) -> Result<Vec<f32>> {
+    rows_of("softmax", x.len(), dim)?;
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(dim) {
+        softmax_row_into(row, &mut y);
+    }
+    Ok(y)
+}
+
+fn softmax_row_into(row: &[f32], y: &mut Vec<f32>) {
+    let mut max = f32::NEG_INFINITY;
+    let mut nan = false;
+    for &v in row {
+        nan |= v.is_nan();
+        max = max.max(v);
+    }
+    if nan {
+        y.extend(std::iter::repeat_n(f32::NAN, row.len()));
+        return;
+    }
+    if max == f32::NEG_INFINITY {
+        y.extend(std::iter::repeat_n(0.0, row.len()));
+        return;
+    }
+    let start = y.len();
+    let mut sum = 0.0f32;
+    for &v in row {
+        let e = (v - max).exp();
+        sum += e;
+        y.push(e);
+    }
+    let inv = 1.0 / sum;
+    for v in &mut y[start..] {
+        *v *= inv;
+    }
+}
+
+/// SiLU (swish): `x / (1 + exp(-x))`, elementwise.
+pub fn silu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| v / (1.0 + (-v).exp())).collect()
+}
+
+/// GELU, tanh approximation (as GPT-2, llama.cpp's `gelu` and candle's `gelu`):
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, elementwise.
+pub fn gelu(x: &[f32]) -> Vec<f32> {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    x.iter()
+        .map(|&v| 0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044_715 * v * v * v)).tanh()))
+        .collect()
+}
+
+/// Which pairs of a head's values a rotary embedding rotates together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RopeStyle {
+    /// Pairs `(i, i + head_dim/2)`: GPT-NeoX and Hugging Face Llama (the common case).
+    #[default]
+    Half,
+    /// Pairs `(2i, 2i + 1)`: GPT-J and the original Llama checkpoints (llama.cpp "normal").
+    Interleaved,
+}
+
+/// Rotary position embedding of `x` laid out `[seq, n_heads, head_dim]`, the token at row
+/// `s` having position `pos0 + s`.
+///
+/// Pair `i` (in `0..head_dim/2`) of every head turns by the angle
+/// `(pos0 + s) * theta^(-2i/head_dim)`: `(a, b) -> (a cos - b sin, a sin + b cos)`. The angle,
+/// sine and cosine are computed in f64 and rounded to f32; the rotation is f32.
+/// `head_dim` must be even and `theta` finite and > 0.
+pub fn rope(x: &[f32], n_heads: usize, head_dim: usize, pos0: usize, theta: f32, style: RopeStyle) -> Result<Vec<f32>> {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
+        return Err(CoreError::invalid_input(format!(
+            "rope: head_dim must be even and positive, got {head_dim}"
+        )));
+    }
+    if !(theta.is_finite() && theta > 0.0) {
+        return Err(CoreError::invalid_input(format!(
+            "rope: theta must be finite and > 0, got {theta}"
+        )));
+    }
+    let row = n_heads
+        .checked_mul(head_dim)
+        .ok_or_else(|| CoreError::invalid_input("rope: n_heads * head_dim overflows"))?;
+    let seq = rows_of("rope", x.len(), row.max(1))?;
+    let half = head_dim / 2;
+    let mut y = x.to_vec();
+    for s in 0..seq {
+        let pos = (pos0 + s) as f64;
+        for i in 0..half {
+            let (sin, cos) = rope_angle(pos, i, head_dim, theta);
+            for h in 0..n_heads {
+                let base = s * row + h * head_dim;
+                let (ia, ib) = match style {
+                    RopeStyle::Half => (base + i, base + i + half),
+                    RopeStyle::Interleaved => (base + 2 * i, base + 2 * i + 1),
+                };
+                let (a, b) = (x[ia], x[ib]);
+                y[ia] = a * cos - b * sin;
+                y[ib] = a * sin + b * cos;
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// `(sin, cos)` of the angle of pair `i` at `pos`, computed in f64, rounded to f32.
+pub(crate) fn rope_angle(pos: f64, i: usize, head_dim: usize, theta: f32) -> (f32, f32) {
+    let freq = f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64);
+    let (s, c) = (pos * freq).sin_cos();
+    (s as f32, c as f32)
+}
+
+/// The head layout of an [`attention`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionShape {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads; divides `n_heads` (equal for multi-head, fewer for grouped-query,
+    /// 1 for multi-query attention). Query head `h` reads key/value head
+    /// `h / (n_heads / n_kv_heads)`.
+    pub n_kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.n_heads == 0 || self.n_kv_heads == 0 || self.head_dim == 0 {
+            return Err(CoreError::invalid_input(format!(
+                "attention: heads and head_dim must be positive, got {self:?}"
+            )));
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(CoreError::invalid_input(format!(
+                "attention: n_kv_heads ({}) must divide n_heads ({})",
+                self.n_kv_heads, self.n_heads
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Causal scaled-dot-product attention for one sequence (batch 1), multi-head or
+/// grouped-query.
+///
+/// `q` is `[q_len, n_heads, head_dim]` (the newest `q_len` tokens, 1 for a decode step), `k`
+/// and `v` are the caches `[kv_len, n_kv_heads, head_dim]` that already include those tokens,
+/// so query row `t` sits at position `kv_len - q_len + t` and attends to key positions
+/// `0..=kv_len - q_len + t`. `scale` defaults to `1 / sqrt(head_dim)`.
+///
+/// Per query head: scores `s_j = (Σ_d q[d] * k_j[d]) * scale` (f32, increasing `d`), then
+/// [`softmax`] over the visible `j`, then `out[d] = Σ_j p_j * v_j[d]` in increasing `j`.
+/// Returns `[q_len, n_heads, head_dim]`.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_len: usize,
+    shape: AttentionShape,
+    scale: Option<f32>,
+) -> Result<Vec<f32>> {
+    let q_len = check_attention(q, k, v, kv_len, shape)?;
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: d,
+    } = shape;
+    let scale = scale.unwrap_or(1.0 / (d as f32).sqrt());
+    let group = n_heads / n_kv_heads;
+    let mut out = vec![0.0f32; q_len * n_heads * d];
+    let mut scores = Vec::with_capacity(kv_len);
+    let mut probs = Vec::with_capacity(kv_len);
+    for t in 0..q_len {
+        let visible = kv_len - q_len + t + 1;
+        for h in 0..n_heads {
+            let kvh = h / group;
+            let qv = &q[(t * n_heads + h) * d..][..d];
+            scores.clear();
+            for j in 0..visible {
+                let kv = &k[(j * n_kv_heads + kvh) * d..][..d];
+                scores.push(super::dot_in_order(qv, kv) * scale);
+            }
+            probs.clear();
+            softmax_row_into(&scores, &mut probs);
+            let o = &mut out[(t * n_heads + h) * d..][..d];
+            for (j, &p) in probs.iter().enumerate() {
+                let vv = &v[(j * n_kv_heads + kvh) * d..][..d];
+                for (od, &vd) in o.iter_mut().zip(vv) {
+                    *od += p * vd;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Validates an attention call and returns `q_len`.
+pub(crate) fn check_attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, shape: AttentionShape) -> Result<usize> {
+    shape.check()?;
+    let q_len = rows_of("attention q", q.len(), shape.n_heads * shape.head_dim)?;
+    let kv = kv_len * shape.n_kv_heads * shape.head_dim;
+    check_len("attention", "k cache [kv_len, n_kv_heads, head_dim]", kv, k.len())?;
+    check_len("attention", "v cache [kv_len, n_kv_heads, head_dim]", kv, v.len())?;
+    if q_len > kv_len {
+        return Err(CoreError::invalid_input(format!(
+            "attention: {q_len} query rows but only {kv_len} cached keys; the caches must include the queried tokens"
+        )));
+    }
+    Ok(q_len)
+}
