@@ -4,10 +4,22 @@
 //!
 //! Every format produces a [`QuantizedTensor`] whose packed layout is fixed by the
 //! [layout contract](format); the CPU, CubeCL and NPU kernels read that layout directly.
+//!
+//! The slice-level functions [`quantize`], [`dequantize`] and [`dequantize_into`] define the
+//! exact semantics every kernel is tested against; each format's module documents its
+//! rounding.
 #![forbid(unsafe_code)]
 
 pub mod format;
+pub mod fp8;
+pub mod ggml;
+mod linear;
+pub mod nf4;
+mod ops;
+mod par;
 mod tensor;
 
 pub use format::QuantFormat;
+pub use linear::TERNARY_EPS;
+pub use ops::{dequantize, dequantize_into, quantize, quantize_with, NonFinitePolicy};
 pub use tensor::{NestedAbsmax, QuantizedTensor};

@@ -180,7 +180,7 @@ fn check_block(format: QuantFormat, block: usize, power_of_two_from: Option<usiz
 }
 
 fn check_row_multiple(format: QuantFormat, row: usize, block: usize) -> Result<()> {
-    if row % block == 0 {
+    if row.is_multiple_of(block) {
         Ok(())
     } else {
         Err(CoreError::invalid_input(format!(
