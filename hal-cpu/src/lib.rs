@@ -18,4 +18,9 @@
 )]
 
 mod decode;
+mod kernels;
+mod matmul;
 pub mod reference;
+
+pub use kernels::kernel_set_name;
+pub use matmul::{matmul, matmul_into, matmul_tensor, matmul_with, ActivationPrecision, Activations, MatmulOptions};

@@ -1,0 +1,109 @@
+//! The scalar kernel set. The exact kernels give the same bits as
+//! [`reference::matmul`](crate::reference::matmul); the q8 kernels define the int8-activation
+//! arithmetic the SIMD q8 kernels are tested against.
+
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+
+use super::{ActQ8, ExactFn, Kernels, Q8Fn};
+use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+
+pub(crate) static KERNELS: Kernels = Kernels {
+    name: "generic",
+    exact: |_| exact as ExactFn,
+    q8: q8_for,
+};
+
+/// Values decoded per step: a stack buffer, never a whole row or matrix.
+const CHUNK: usize = 256;
+
+/// The exact kernel for every format: decode `CHUNK` values of the row into a stack buffer,
+/// accumulate each activation row in increasing `k` (the reference order, no FMA). Slice
+/// lengths are checked by indexing.
+pub(crate) fn exact(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let k = w.row_len();
+    let mut buf = [0.0f32; CHUNK];
+    let mut acc = [0.0f32; super::MAX_ROWS];
+    let mut k0 = 0;
+    while k0 < k {
+        let len = CHUNK.min(k - k0);
+        let wv = &mut buf[..len];
+        decode_row_into(w, n, k0, wv);
+        for (r, a) in acc.iter_mut().enumerate().take(rows) {
+            let xr = &x[r * k + k0..r * k + k0 + len];
+            for (&p, &q) in xr.iter().zip(wv.iter()) {
+                *a += p * q;
+            }
+        }
+        k0 += len;
+    }
+    out[..rows].copy_from_slice(&acc[..rows]);
+}
+
+/// The int8-activation kernel of a format, if it has integer codes in blocks of 32.
+pub(crate) fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
+    has_q8(format).then_some(q8 as Q8Fn)
+}
+
+/// Whether `format` has an int8-activation path.
+pub(crate) fn has_q8(format: QuantFormat) -> bool {
+    match format {
+        QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Int8PerChannel => true,
+        QuantFormat::Int8PerBlock { block_size } => block_size.is_multiple_of(32),
+        _ => false,
+    }
+}
+
+/// The integer codes of block `b` (32 values, zero past the end of the row) of row `n`, and
+/// the block's weight scale.
+pub(crate) fn weight_block(w: &QuantizedTensor, n: usize, b: usize) -> ([i8; 32], f32) {
+    let k = w.row_len();
+    let data = w.data();
+    let mut codes = [0i8; 32];
+    let scale = match w.format() {
+        QuantFormat::Q8_0 => {
+            let blk = &data[(n * (k / 32) + b) * Q8_0_BLOCK_BYTES..][..Q8_0_BLOCK_BYTES];
+            for (c, &q) in codes.iter_mut().zip(&blk[2..]) {
+                *c = q as i8;
+            }
+            f16_at(blk)
+        }
+        QuantFormat::Q4_0 => {
+            let blk = &data[(n * (k / 32) + b) * Q4_0_BLOCK_BYTES..][..Q4_0_BLOCK_BYTES];
+            for j in 0..16 {
+                codes[j] = (blk[2 + j] & 0xF) as i8 - 8;
+                codes[j + 16] = (blk[2 + j] >> 4) as i8 - 8;
+            }
+            f16_at(blk)
+        }
+        QuantFormat::Int8PerChannel | QuantFormat::Int8PerBlock { .. } => {
+            let start = b * 32;
+            let end = (start + 32).min(k);
+            for (c, &q) in codes.iter_mut().zip(&data[n * k + start..n * k + end]) {
+                *c = q as i8;
+            }
+            match w.format() {
+                QuantFormat::Int8PerBlock { block_size } => w.scales()[n * k.div_ceil(block_size) + start / block_size],
+                _ => w.scales()[n],
+            }
+        }
+        _ => f32::NAN,
+    };
+    (codes, scale)
+}
+
+/// `out[r] = Σ_b (ws_b * dx_b) * isum_b` in increasing `b`, `isum_b` the exact integer dot
+/// product of block `b`. Slice lengths are checked by indexing.
+fn q8(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let nb = a.nb;
+    let mut acc = [0.0f32; super::MAX_ROWS];
+    for b in 0..nb {
+        let (codes, ws) = weight_block(w, n, b);
+        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            let i = row0 + r;
+            let q = &a.qs[(i * nb + b) * 32..][..32];
+            let isum: i32 = codes.iter().zip(q).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
+            *acc += ws * a.d[i * nb + b] * isum as f32;
+        }
+    }
+    out[..rows].copy_from_slice(&acc[..rows]);
+}

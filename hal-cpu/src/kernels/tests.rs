@@ -1,0 +1,338 @@
+//! Every kernel set against the generic one and the reference, over generated shapes.
+
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use half::f16;
+use proptest::prelude::*;
+
+use super::{best, generic, ActQ8, Kernels};
+use crate::matmul::{run, ActivationPrecision};
+use crate::reference;
+
+/// SplitMix64: fresh, reproducible random data from a proptest seed.
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub(crate) fn f32_in(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub(crate) fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len).map(|_| self.f32_in(lo, hi)).collect()
+    }
+}
+
+/// Random packed bytes for `format` `[n, k]` with sane scales: inline f16 scales in
+/// [0.01, 0.5), FP8 bytes that are neither NaN nor infinite.
+pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut Rng) -> QuantizedTensor {
+    let numel = n * k;
+    let (data_len, scale_len) = match format {
+        QuantFormat::Nf4 { block_size, .. } => (numel.div_ceil(2), numel.div_ceil(block_size)),
+        QuantFormat::Q4_0 => (numel / 32 * 18, 0),
+        QuantFormat::Q8_0 => (numel / 32 * 34, 0),
+        QuantFormat::Tq2_0 => (numel / 256 * 66, 0),
+        QuantFormat::Ternary => (numel.div_ceil(4), 1),
+        QuantFormat::Int8PerChannel => (numel, n),
+        QuantFormat::Int8PerBlock { block_size } => (numel, n * k.div_ceil(block_size)),
+        QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => {
+            (numel, block_size.map_or(1, |b| n * k.div_ceil(b)))
+        }
+        _ => unreachable!("test formats are listed below"),
+    };
+    let mut data: Vec<u8> = (0..data_len).map(|_| rng.next_u64() as u8).collect();
+    let scale = |rng: &mut Rng| f16::from_f32(rng.f32_in(0.01, 0.5)).to_le_bytes();
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q8_0 => {
+            let bytes = if format == QuantFormat::Q4_0 { 18 } else { 34 };
+            for blk in data.chunks_exact_mut(bytes) {
+                blk[..2].copy_from_slice(&scale(rng));
+            }
+        }
+        QuantFormat::Tq2_0 => {
+            for blk in data.chunks_exact_mut(66) {
+                blk[64..].copy_from_slice(&scale(rng));
+            }
+        }
+        QuantFormat::Fp8E4M3 { .. } => {
+            for b in &mut data {
+                if *b & 0x7F == 0x7F {
+                    *b &= 0xFE;
+                }
+            }
+        }
+        QuantFormat::Fp8E5M2 { .. } => {
+            for b in &mut data {
+                if *b & 0x7C == 0x7C {
+                    *b &= 0xBF;
+                }
+            }
+        }
+        _ => {}
+    }
+    let scales = rng.vec(scale_len, 0.001, 0.05);
+    QuantizedTensor::from_parts(format, vec![n, k], data, scales).expect("lengths follow the layout contract")
+}
+
+pub(crate) fn all_formats() -> Vec<QuantFormat> {
+    vec![
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Tq2_0,
+        QuantFormat::Ternary,
+        QuantFormat::Int8PerChannel,
+        QuantFormat::Int8PerBlock { block_size: 32 },
+        QuantFormat::Int8PerBlock { block_size: 64 },
+        QuantFormat::Int8PerBlock { block_size: 7 },
+        QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: false,
+        },
+        QuantFormat::Nf4 {
+            block_size: 32,
+            double_quant: false,
+        },
+        QuantFormat::Fp8E4M3 { block_size: None },
+        QuantFormat::Fp8E4M3 { block_size: Some(32) },
+        QuantFormat::Fp8E5M2 { block_size: None },
+        QuantFormat::Fp8E5M2 { block_size: Some(20) },
+    ]
+}
+
+/// A `k` the format allows, from a free draw.
+pub(crate) fn fit_k(format: QuantFormat, k: usize) -> usize {
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q8_0 => 32 * (k / 32).max(1),
+        QuantFormat::Tq2_0 => 256 * (k / 256).max(1),
+        _ => k.max(1),
+    }
+}
+
+fn run_with(kernels: &Kernels, x: &[f32], m: usize, w: &QuantizedTensor, p: ActivationPrecision) -> Vec<f32> {
+    let mut y = vec![0.0; m * w.shape()[0]];
+    run(kernels, x, m, w, p, &mut y);
+    y
+}
+
+/// `Σ_k |x[i][k]| * |W[n][k]|` for every output: the scale of its rounding error.
+fn abs_products(x: &[f32], m: usize, w: &QuantizedTensor) -> Vec<f32> {
+    let wd: Vec<f32> = reference::dequantize_weight(w)
+        .unwrap()
+        .iter()
+        .map(|v| v.abs())
+        .collect();
+    let xa: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let (n, k) = (w.shape()[0], w.row_len());
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = xa[i * k..(i + 1) * k]
+                .iter()
+                .zip(&wd[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+    }
+    out
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], scale: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len());
+    for (i, ((&g, &r), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tol = rel * s + 1e-30;
+        assert!(
+            (g - r).abs() <= tol || (g.is_nan() && r.is_nan()) || g == r,
+            "{what}: output {i}: got {g}, want {r} (tolerance {tol})"
+        );
+    }
+}
+
+fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, seed: u64) {
+    let k = fit_k(format, k);
+    let mut rng = Rng::new(seed);
+    let w = random_weight(format, n, k, &mut rng);
+    let x = rng.vec(m * k, -2.0, 2.0);
+    let want = reference::matmul(&x, m, &w).unwrap();
+    let scale = abs_products(&x, m, &w);
+    // The generic exact kernels are the reference, bit for bit.
+    assert_eq!(
+        run_with(generic(), &x, m, &w, ActivationPrecision::F32),
+        want,
+        "{format} generic exact"
+    );
+    // The best kernels differ by the order of f32 additions only.
+    let fast = run_with(best(), &x, m, &w, ActivationPrecision::F32);
+    assert_close(&format!("{format} {} exact", best().name), &fast, &want, &scale, 1e-5);
+    // The int8-activation path: fast against generic (same integer sums), and generic against
+    // the reference within the activation rounding budget: |x - d q| <= d / 2 = amax / 254
+    // per value, so the output moves by at most Σ_k (amax of k's block / 254) |w_k|.
+    let gq = run_with(generic(), &x, m, &w, ActivationPrecision::Int8);
+    let fq = run_with(best(), &x, m, &w, ActivationPrecision::Int8);
+    assert_close(&format!("{format} {} int8", best().name), &fq, &gq, &scale, 1e-5);
+    if (generic().q8)(format).is_some() {
+        let mut amax = x.clone();
+        for blk in amax.chunks_mut(k).flat_map(|row| row.chunks_mut(32)) {
+            let a = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            blk.fill(a);
+        }
+        let budget = abs_products(&amax, m, &w);
+        for (i, ((&g, &r), &b)) in gq.iter().zip(&want).zip(&budget).enumerate() {
+            let tol = b / 254.0 * 1.001 + 1e-5 * scale[i];
+            assert!(
+                (g - r).abs() <= tol,
+                "{format} int8 vs reference at {i}: {g} vs {r} (budget {tol})"
+            );
+        }
+    } else {
+        assert_close(&format!("{format} int8 falls back to exact"), &gq, &want, &scale, 1e-5);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_kernels_match_the_reference(
+        f in 0usize..14, m in 1usize..10, n in 1usize..40, k in 1usize..300, seed in any::<u64>()
+    ) {
+        check_case(all_formats()[f], m, n, k, seed);
+    }
+}
+
+#[test]
+fn every_format_at_block_and_vector_edges() {
+    for (s, format) in all_formats().into_iter().enumerate() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 3, 31),
+            (5, 17, 33),
+            (4, 16, 64),
+            (9, 33, 95),
+            (2, 5, 256),
+            (3, 2, 513),
+        ] {
+            check_case(format, m, n, k, s as u64 * 1000 + k as u64);
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    for format in all_formats() {
+        let (m, n, k) = (6, 203, fit_k(format, 288));
+        let mut rng = Rng::new(7);
+        let w = random_weight(format, n, k, &mut rng);
+        let x = rng.vec(m * k, -1.0, 1.0);
+        for p in [ActivationPrecision::F32, ActivationPrecision::Int8] {
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| run_with(best(), &x, m, &w, p))
+            };
+            let one = on(1);
+            assert_eq!(one, on(2), "{format} {p:?}");
+            assert_eq!(one, on(5), "{format} {p:?}");
+        }
+    }
+}
+
+#[test]
+fn zeros_outliers_and_denormals() {
+    for format in all_formats() {
+        let (m, n, k) = (3, 9, fit_k(format, 96));
+        let mut rng = Rng::new(11);
+        let w = random_weight(format, n, k, &mut rng);
+        // Zero activations give exact zeros on every path.
+        let zeros = vec![0.0; m * k];
+        for p in [ActivationPrecision::F32, ActivationPrecision::Int8] {
+            assert!(
+                run_with(best(), &zeros, m, &w, p).iter().all(|&v| v == 0.0),
+                "{format} {p:?}"
+            );
+        }
+        // One large outlier per block of 32, and denormal values elsewhere.
+        let mut x = rng.vec(m * k, -1.0, 1.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            if i % 32 == 5 {
+                *v = 3.0e4;
+            } else if i % 7 == 0 {
+                *v = 1.0e-40;
+            }
+        }
+        let want = reference::matmul(&x, m, &w).unwrap();
+        let scale = abs_products(&x, m, &w);
+        let got = run_with(best(), &x, m, &w, ActivationPrecision::F32);
+        assert_close(&format!("{format} outliers"), &got, &want, &scale, 1e-5);
+    }
+}
+
+#[test]
+fn nan_and_inf_in_activations_propagate_on_every_path() {
+    for format in all_formats() {
+        let (m, n, k) = (5, 6, fit_k(format, 64));
+        let mut rng = Rng::new(3);
+        let w = random_weight(format, n, k, &mut rng);
+        let mut x = rng.vec(m * k, -1.0, 1.0);
+        x[k + 3] = f32::NAN; // row 1
+        x[3 * k + 1] = f32::INFINITY; // row 3
+        let want = reference::matmul(&x, m, &w).unwrap();
+        for p in [ActivationPrecision::F32, ActivationPrecision::Int8] {
+            let got = run_with(best(), &x, m, &w, p);
+            for j in 0..n {
+                assert!(got[n + j].is_nan(), "{format} {p:?}: NaN row");
+                let (g, r) = (got[3 * n + j], want[3 * n + j]);
+                assert!(
+                    g == r || (g.is_nan() && r.is_nan()),
+                    "{format} {p:?}: inf row gives {g}, reference {r}"
+                );
+                assert!(got[j].is_finite() && got[2 * n + j].is_finite() && got[4 * n + j].is_finite());
+            }
+        }
+    }
+}
+
+#[test]
+fn fp8_special_and_subnormal_weights_decode_like_the_reference() {
+    let mut rng = Rng::new(5);
+    for format in [
+        QuantFormat::Fp8E4M3 { block_size: None },
+        QuantFormat::Fp8E5M2 { block_size: Some(32) },
+    ] {
+        let (n, k) = (4, 64);
+        let w = random_weight(format, n, k, &mut rng);
+        let (f, shape, mut data, scales) = w.into_parts();
+        // Every byte value appears: subnormals, ±0, NaN, and (E5M2) ±inf.
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let w = QuantizedTensor::from_parts(f, shape, data, scales).unwrap();
+        // One-hot activations read single weights: compare every decoded value.
+        for kk in 0..k {
+            let mut e = vec![0.0f32; k];
+            e[kk] = 1.0;
+            let want = reference::matmul(&e, 1, &w).unwrap();
+            let got = run_with(best(), &e, 1, &w, ActivationPrecision::F32);
+            for (g, r) in got.iter().zip(&want) {
+                assert!(
+                    g == r || (g.is_nan() && r.is_nan()),
+                    "{format} byte at {kk}: {g} vs {r}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn act_quantization_keeps_rows_apart() {
+    let x = [1.0f32, -2.0, 0.5, 4.0];
+    let a = ActQ8::quantize(&x, 2, 2);
+    assert_eq!(a.nb, 1);
+    assert_eq!(&a.qs[..2], &[64, -127]);
+    assert_eq!(&a.qs[32..34], &[16, 127]);
+}

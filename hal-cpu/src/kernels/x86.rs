@@ -1,0 +1,660 @@
+//! x86_64 kernels: AVX2 + FMA + F16C (every x86 CPU since Haswell / Zen 1).
+//!
+//! Weights are decoded 32 at a time in registers: integer codes for the q8 path
+//! (`vpmaddubsw` on |w| and sign-adjusted activations, as ggml does), or f32 vectors for the
+//! exact path, used for up to `MAX_ROWS` activation rows before the next block is read.
+
+use std::arch::x86_64::{
+    __m128i, __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_blendv_ps, _mm256_castps256_ps128,
+    _mm256_castsi128_si256, _mm256_castsi256_ps, _mm256_castsi256_si128, _mm256_cmpeq_epi32, _mm256_cmpgt_epi32,
+    _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi32, _mm256_extractf128_ps, _mm256_extracti128_si256,
+    _mm256_fmadd_ps, _mm256_inserti128_si256, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set1_epi16,
+    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_sign_epi8, _mm256_slli_epi32,
+    _mm256_srli_epi32, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128,
+    _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16,
+    _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+};
+
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+
+use super::{ActQ8, ExactFn, Kernels, Q8Fn, MAX_ROWS};
+use crate::decode::{decode_row_into, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+
+/// The AVX2 set, when the CPU has AVX2, FMA and F16C.
+pub(crate) fn detect() -> Option<&'static Kernels> {
+    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
+        .then_some(&AVX2)
+}
+
+pub(crate) static AVX2: Kernels = Kernels {
+    name: "avx2+fma+f16c",
+    exact: exact_for,
+    q8: q8_for,
+};
+
+fn exact_for(format: QuantFormat) -> ExactFn {
+    match format {
+        QuantFormat::Q8_0 => exact_q8_0,
+        QuantFormat::Q4_0 => exact_q4_0,
+        QuantFormat::Int8PerChannel => exact_int8_channel,
+        QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8_block,
+        QuantFormat::Tq2_0 => exact_tq2_0,
+        QuantFormat::Nf4 { .. } => exact_nf4,
+        QuantFormat::Fp8E4M3 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_e4m3,
+        QuantFormat::Fp8E5M2 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_e5m2,
+        _ => exact_chunked,
+    }
+}
+
+fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
+    match format {
+        QuantFormat::Q8_0 => Some(q8_q8_0),
+        QuantFormat::Q4_0 => Some(q8_q4_0),
+        QuantFormat::Int8PerChannel => Some(q8_int8_channel),
+        QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(q8_int8_block),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Weight rows as blocks of 32 values.
+
+/// One weight row read 32 values at a time.
+trait Row {
+    /// Blocks of 32 that lie entirely inside the row.
+    fn full_blocks(&self) -> usize;
+    /// Codes of full block `b` as 32 i8 lanes, and the block's scale.
+    ///
+    /// # Safety
+    /// AVX2 and F16C are available and `b < full_blocks()`.
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32);
+}
+
+/// Reads the f16 scale at `p` with F16C.
+///
+/// # Safety
+/// F16C is available and `p` points at 2 readable bytes.
+#[target_feature(enable = "f16c")]
+#[inline]
+unsafe fn f16_scale(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees 2 readable bytes at `p`.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+struct Q8_0Row<'a>(&'a [u8]);
+impl Row for Q8_0Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q8_0_BLOCK_BYTES
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let blk = &self.0[b * Q8_0_BLOCK_BYTES..][..Q8_0_BLOCK_BYTES];
+        // SAFETY: `blk` has 34 bytes: the f16 scale then 32 codes.
+        unsafe { (_mm256_loadu_si256(blk.as_ptr().add(2).cast()), f16_scale(blk.as_ptr())) }
+    }
+}
+
+struct Q4_0Row<'a>(&'a [u8]);
+impl Row for Q4_0Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q4_0_BLOCK_BYTES
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let blk = &self.0[b * Q4_0_BLOCK_BYTES..][..Q4_0_BLOCK_BYTES];
+        // SAFETY: `blk` has 18 bytes: the f16 scale then 16 bytes of nibbles.
+        let (v, d) = unsafe { (_mm_loadu_si128(blk.as_ptr().add(2).cast()), f16_scale(blk.as_ptr())) };
+        let m = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(v, m);
+        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+        let q = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+        (_mm256_sub_epi8(q, _mm256_set1_epi8(8)), d)
+    }
+}
+
+/// An int8 row with one scale per row (`block == 0`) or per `block` values (a multiple of 32).
+struct Int8Row<'a> {
+    codes: &'a [u8],
+    scales: &'a [f32],
+    blocks_per_scale: usize,
+}
+impl Row for Int8Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.codes.len() / 32
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let c = &self.codes[b * 32..][..32];
+        let s = self.scales[b.checked_div(self.blocks_per_scale).unwrap_or(0)];
+        // SAFETY: `c` has 32 bytes.
+        (unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }, s)
+    }
+}
+
+impl Int8Row<'_> {
+    /// The codes of the partial last block, zero padded, and its scale.
+    fn tail(&self) -> Option<([u8; 32], f32)> {
+        let full = self.full_blocks();
+        let rest = &self.codes[full * 32..];
+        if rest.is_empty() {
+            return None;
+        }
+        let mut pad = [0u8; 32];
+        pad[..rest.len()].copy_from_slice(rest);
+        let s = self.scales[full.checked_div(self.blocks_per_scale).unwrap_or(0)];
+        Some((pad, s))
+    }
+}
+
+fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
+    let k = w.row_len();
+    let codes = &w.data()[n * k..(n + 1) * k];
+    match w.format() {
+        QuantFormat::Int8PerBlock { block_size } => {
+            let nbs = k.div_ceil(block_size);
+            Int8Row {
+                codes,
+                scales: &w.scales()[n * nbs..(n + 1) * nbs],
+                blocks_per_scale: block_size / 32,
+            }
+        }
+        _ => Int8Row {
+            codes,
+            scales: &w.scales()[n..=n],
+            blocks_per_scale: 0,
+        },
+    }
+}
+
+fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
+    let bytes = w.row_len() / 32 * Q8_0_BLOCK_BYTES;
+    Q8_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
+    let bytes = w.row_len() / 32 * Q4_0_BLOCK_BYTES;
+    Q4_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+// ---------------------------------------------------------------------------------------
+// The q8 path.
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+}
+
+/// `Σ_j w[j] * x[j]` over 32 i8 lanes as 8 i32 lanes. `x` must not hold -128 (activation
+/// codes are in -127..=127), so negating it by the sign of `w` cannot overflow.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn idot(aw: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    let sx = _mm256_sign_epi8(x, w);
+    // |w| <= 128 and |x| <= 127: each pair sum is at most 2 * 128 * 127 < i16::MAX.
+    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+}
+
+/// # Safety
+/// AVX2, FMA and F16C are available, `a` holds rows `row0 .. row0 + R` of `row`'s length,
+/// `out.len() >= R`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_rows<const R: usize>(
+    row: &impl Row,
+    tail: Option<([u8; 32], f32)>,
+    a: &ActQ8,
+    row0: usize,
+    out: &mut [f32],
+) {
+    let nb = a.nb;
+    let qs = &a.qs[row0 * nb * 32..(row0 + R) * nb * 32];
+    let ds = &a.d[row0 * nb..(row0 + R) * nb];
+    let full = row.full_blocks();
+    assert!(full <= nb && full + usize::from(tail.is_some()) <= nb);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..full {
+        // SAFETY: b < full_blocks(); the features are enabled on this function.
+        let (w, dw) = unsafe { row.codes(b) };
+        let aw = _mm256_sign_epi8(w, w);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: block b of row r lies inside `qs` (b < nb, r < R).
+            let x = unsafe { _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * 32).cast()) };
+            let p = idot(aw, w, x);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ds[r * nb + b]), *acc);
+        }
+    }
+    if let Some((pad, dw)) = tail {
+        // SAFETY: `pad` has 32 bytes.
+        let w = unsafe { _mm256_loadu_si256(pad.as_ptr().cast()) };
+        let aw = _mm256_sign_epi8(w, w);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: block `full` of row r lies inside `qs` (full < nb, r < R).
+            let x = unsafe { _mm256_loadu_si256(qs.as_ptr().add((r * nb + full) * 32).cast()) };
+            let p = idot(aw, w, x);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ds[r * nb + full]), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = hsum(acc);
+    }
+}
+
+/// Dispatches on the row count.
+///
+/// # Safety
+/// As [`q8_rows`] with `R = rows`, `1 <= rows <= MAX_ROWS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_any(row: &impl Row, tail: Option<([u8; 32], f32)>, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            4 => q8_rows::<4>(row, tail, a, row0, out),
+            3 => q8_rows::<3>(row, tail, a, row0, out),
+            2 => q8_rows::<2>(row, tail, a, row0, out),
+            _ => q8_rows::<1>(row, tail, a, row0, out),
+        }
+    }
+}
+
+const _: () = assert!(MAX_ROWS == 4);
+
+/// # Safety
+/// See [`Q8Fn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_q8_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&q8_0_row(w, n), None, a, row0, rows, out) }
+}
+
+/// # Safety
+/// See [`Q8Fn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_q4_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&q4_0_row(w, n), None, a, row0, rows, out) }
+}
+
+/// # Safety
+/// See [`Q8Fn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_int8_channel(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let row = int8_row(w, n);
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&row, row.tail(), a, row0, rows, out) }
+}
+
+/// # Safety
+/// See [`Q8Fn`]; the block size is a multiple of 32 (checked by `q8_for`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_int8_block(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let row = int8_row(w, n);
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&row, row.tail(), a, row0, rows, out) }
+}
+
+// ---------------------------------------------------------------------------------------
+// The exact path.
+
+/// Decodes one block of 32 values to f32 (scale applied) as 4 vectors of 8.
+trait F32Row {
+    /// Blocks of 32 that lie entirely inside the row.
+    fn full_blocks(&self) -> usize;
+    /// Values `32b .. 32b + 32` of the row.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available and `b < full_blocks()`.
+    unsafe fn values(&self, b: usize) -> [__m256; 4];
+}
+
+/// 32 i8 codes times `scale` as 4 f32 vectors.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn widen_codes(q: __m256i, scale: f32) -> [__m256; 4] {
+    let s = _mm256_set1_ps(scale);
+    let lo = _mm256_castsi256_si128(q);
+    let hi = _mm256_extracti128_si256(q, 1);
+    let f = |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), s);
+    [f(lo), f(_mm_srli_si128(lo, 8)), f(hi), f(_mm_srli_si128(hi, 8))]
+}
+
+/// Any integer-code row, widened.
+struct Widen<'a, T: Row>(&'a T);
+impl<T: Row> F32Row for Widen<'_, T> {
+    fn full_blocks(&self) -> usize {
+        self.0.full_blocks()
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        // SAFETY: forwarded from the caller.
+        let (q, d) = unsafe { self.0.codes(b) };
+        widen_codes(q, d)
+    }
+}
+
+/// `out[r] = Σ_k x[r][k] * w[k]`: full blocks in registers, the rest (`k >= 32 * full`) by
+/// the scalar decode of the layout contract.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `x` holds `R` rows of `K = w.row_len()`; `n < N`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn exact_rows<const R: usize>(row: &impl F32Row, w: &QuantizedTensor, n: usize, x: &[f32], out: &mut [f32]) {
+    let k = w.row_len();
+    let x = &x[..R * k];
+    let full = row.full_blocks();
+    assert!(full * 32 <= k);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..full {
+        // SAFETY: b < full_blocks().
+        let v = unsafe { row.values(b) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let p = x[r * k + 32 * b..][..32].as_ptr();
+            // SAFETY: the 32 values at `p` are inside row r of `x` (32 * (b + 1) <= k).
+            unsafe {
+                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(p), v[0], acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), v[1], acc[1]);
+                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(16)), v[2], acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(24)), v[3], acc[1]);
+            }
+        }
+    }
+    let tail = k - full * 32;
+    let mut buf = [0.0f32; 32];
+    if tail > 0 {
+        decode_row_into(w, n, full * 32, &mut buf[..tail]);
+    }
+    for (r, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
+        let mut s = hsum(_mm256_add_ps(acc[0], acc[1]));
+        for (&p, &q) in x[r * k + full * 32..(r + 1) * k].iter().zip(&buf[..tail]) {
+            s += p * q;
+        }
+        *o = s;
+    }
+}
+
+/// # Safety
+/// As [`exact_rows`] with `R = rows`, `1 <= rows <= MAX_ROWS`, `out.len() >= rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_any(row: &impl F32Row, w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            4 => exact_rows::<4>(row, w, n, x, out),
+            3 => exact_rows::<3>(row, w, n, x, out),
+            2 => exact_rows::<2>(row, w, n, x, out),
+            _ => exact_rows::<1>(row, w, n, x, out),
+        }
+    }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_q8_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&Widen(&q8_0_row(w, n)), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_q4_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&Widen(&q4_0_row(w, n)), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_int8_channel(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&Widen(&int8_row(w, n)), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; the block size is a multiple of 32 (checked by `exact_for`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_int8_block(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&Widen(&int8_row(w, n)), w, n, x, rows, out) }
+}
+
+/// A TQ2_0 row: 256-value blocks, group `g` of 32 values in 2-bit field `g % 4` of bytes
+/// `32 * (g / 4) ..`.
+struct Tq2Row<'a>(&'a [u8]);
+impl F32Row for Tq2Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / TQ2_0_BLOCK_BYTES * 8
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        let blk = &self.0[(b / 8) * TQ2_0_BLOCK_BYTES..][..TQ2_0_BLOCK_BYTES];
+        let g = b % 8;
+        // SAFETY: the 32 bytes at 32 * (g / 4) and the f16 at 64 are inside `blk`.
+        let (v, d) = unsafe {
+            (
+                _mm256_loadu_si256(blk.as_ptr().add(32 * (g / 4)).cast()),
+                f16_scale(blk.as_ptr().add(64)),
+            )
+        };
+        let shift = _mm_cvtsi32_si128(2 * (g % 4) as i32);
+        let q = _mm256_and_si256(std::arch::x86_64::_mm256_srl_epi16(v, shift), _mm256_set1_epi8(3));
+        widen_codes(_mm256_sub_epi8(q, _mm256_set1_epi8(1)), d)
+    }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_tq2_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
+    let row = Tq2Row(&w.data()[n * bytes..(n + 1) * bytes]);
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&row, w, n, x, rows, out) }
+}
+
+/// An NF4 row whose start is 32-aligned in the flattened tensor (`K % 32 == 0`), so each group
+/// of 32 lies inside one absmax block (block sizes are powers of two ≥ 32).
+struct Nf4Row<'a> {
+    bytes: &'a [u8],
+    scales: &'a [f32],
+    first: usize,
+    block_size: usize,
+}
+impl F32Row for Nf4Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.bytes.len() / 16
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        let src = &self.bytes[16 * b..][..16];
+        // SAFETY: `src` has 16 bytes.
+        let v = unsafe { _mm_loadu_si128(src.as_ptr().cast()) };
+        let m = _mm_set1_epi8(0x0F);
+        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+        let lo = _mm_and_si128(v, m);
+        // Element 2i is the high nibble of byte i, element 2i + 1 the low one.
+        let e0 = _mm_unpacklo_epi8(hi, lo);
+        let e1 = _mm_unpackhi_epi8(hi, lo);
+        // SAFETY: NF4_LEVELS has 16 values: two loads of 8.
+        let (l0, l1) = unsafe {
+            (
+                _mm256_loadu_ps(NF4_LEVELS.as_ptr()),
+                _mm256_loadu_ps(NF4_LEVELS.as_ptr().add(8)),
+            )
+        };
+        let s = _mm256_set1_ps(self.scales[(self.first + 32 * b) / self.block_size]);
+        let look = |c: __m128i| {
+            let idx = _mm256_cvtepu8_epi32(c);
+            let a = _mm256_permutevar8x32_ps(l0, idx);
+            let z = _mm256_permutevar8x32_ps(l1, idx);
+            let sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+            _mm256_mul_ps(_mm256_blendv_ps(a, z, sel), s)
+        };
+        [
+            look(e0),
+            look(_mm_srli_si128(e0, 8)),
+            look(e1),
+            look(_mm_srli_si128(e1, 8)),
+        ]
+    }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_nf4(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let k = w.row_len();
+    let QuantFormat::Nf4 { block_size, .. } = w.format() else {
+        return;
+    };
+    if !k.is_multiple_of(32) {
+        // SAFETY: forwarded from the caller (the ExactFn contract).
+        return unsafe { exact_chunked(w, n, x, rows, out) };
+    }
+    let row = Nf4Row {
+        bytes: &w.data()[n * k / 2..(n + 1) * k / 2],
+        scales: w.scales(),
+        first: n * k,
+        block_size,
+    };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&row, w, n, x, rows, out) }
+}
+
+/// An FP8 row with its scales, one per tensor (`per == 0`) or per `per` groups of 32.
+struct Fp8Row<'a, const E5M2: bool> {
+    bytes: &'a [u8],
+    scales: &'a [f32],
+    per: usize,
+}
+impl<const E5M2: bool> F32Row for Fp8Row<'_, E5M2> {
+    fn full_blocks(&self) -> usize {
+        self.bytes.len() / 32
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        let src = &self.bytes[32 * b..][..32];
+        let s = _mm256_set1_ps(self.scales[b.checked_div(self.per).unwrap_or(0)]);
+        let decode = |i: usize| {
+            // SAFETY: bytes 8i .. 8i + 8 are inside `src` (i < 4).
+            let v = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(src.as_ptr().add(8 * i).cast()) });
+            let mag = _mm256_and_si256(v, _mm256_set1_epi32(0x7F));
+            let sign = _mm256_slli_epi32(_mm256_srli_epi32(v, 7), 31);
+            // The magnitude bits placed under the f32 exponent, then rebiased by a multiply:
+            // exact for normals and subnormals alike.
+            let (f, special, special_bits) = if E5M2 {
+                let f = _mm256_mul_ps(
+                    _mm256_castsi256_ps(_mm256_slli_epi32(mag, 21)),
+                    _mm256_set1_ps(2f32.powi(112)),
+                );
+                let special = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7B));
+                let bits = _mm256_or_si256(
+                    _mm256_set1_epi32(0x7F80_0000),
+                    _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(3)), 21),
+                );
+                (f, special, bits)
+            } else {
+                let f = _mm256_mul_ps(
+                    _mm256_castsi256_ps(_mm256_slli_epi32(mag, 20)),
+                    _mm256_set1_ps(2f32.powi(120)),
+                );
+                let special = _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F));
+                (f, special, _mm256_set1_epi32(0x7FC0_0000))
+            };
+            let f = _mm256_blendv_ps(f, _mm256_castsi256_ps(special_bits), _mm256_castsi256_ps(special));
+            let f = _mm256_castsi256_ps(_mm256_or_si256(std::arch::x86_64::_mm256_castps_si256(f), sign));
+            _mm256_mul_ps(f, s)
+        };
+        [decode(0), decode(1), decode(2), decode(3)]
+    }
+}
+
+fn fp8_row<const E5M2: bool>(w: &QuantizedTensor, n: usize, block_size: Option<usize>) -> Fp8Row<'_, E5M2> {
+    let k = w.row_len();
+    let bytes = &w.data()[n * k..(n + 1) * k];
+    match block_size {
+        Some(b) => {
+            let nbs = k.div_ceil(b);
+            Fp8Row {
+                bytes,
+                scales: &w.scales()[n * nbs..(n + 1) * nbs],
+                per: b / 32,
+            }
+        }
+        None => Fp8Row {
+            bytes,
+            scales: w.scales(),
+            per: 0,
+        },
+    }
+}
+
+/// # Safety
+/// See [`ExactFn`]; the block size is `None` or a multiple of 32 (checked by `exact_for`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_e4m3(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let QuantFormat::Fp8E4M3 { block_size } = w.format() else {
+        return;
+    };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&fp8_row::<false>(w, n, block_size), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; the block size is `None` or a multiple of 32 (checked by `exact_for`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_e5m2(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let QuantFormat::Fp8E5M2 { block_size } = w.format() else {
+        return;
+    };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&fp8_row::<true>(w, n, block_size), w, n, x, rows, out) }
+}
+
+/// Any format: the scalar decode into a stack buffer of 32, then AVX2 dot products.
+struct Chunked<'a> {
+    w: &'a QuantizedTensor,
+    n: usize,
+}
+impl F32Row for Chunked<'_> {
+    fn full_blocks(&self) -> usize {
+        self.w.row_len() / 32
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        let mut buf = [0.0f32; 32];
+        decode_row_into(self.w, self.n, 32 * b, &mut buf);
+        // SAFETY: `buf` has 32 values.
+        unsafe {
+            let p = buf.as_ptr();
+            [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ]
+        }
+    }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_chunked(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&Chunked { w, n }, w, n, x, rows, out) }
+}
