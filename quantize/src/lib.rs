@@ -13,6 +13,7 @@
 pub mod format;
 pub mod fp8;
 pub mod ggml;
+mod interop;
 mod linear;
 pub mod nf4;
 mod ops;
@@ -20,6 +21,7 @@ mod par;
 mod tensor;
 
 pub use format::QuantFormat;
+pub use interop::{read_gguf_tensor, Quantizer};
 pub use linear::TERNARY_EPS;
 pub use ops::{dequantize, dequantize_into, quantize, quantize_with, NonFinitePolicy};
 pub use tensor::{NestedAbsmax, QuantizedTensor};

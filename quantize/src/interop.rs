@@ -1,0 +1,165 @@
+//! Candle interop: the [`Quantizer`] scheme implementing aihal-core's `Quantize` and
+//! `Dequantize` traits on candle tensors, and conversion to and from candle's GGML
+//! `QTensor` (so Q4_0 / Q8_0 tensors read from a GGUF file are used without
+//! re-quantization).
+
+use std::borrow::Cow;
+use std::io::{Read, Seek};
+
+use aihal_core::{CoreError, Dequantize, Device, Quantize, Result, TensorBuffer};
+use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
+use candle_core::Tensor;
+
+use crate::format::QuantFormat;
+use crate::ops::{dequantize, quantize_with, NonFinitePolicy};
+use crate::tensor::QuantizedTensor;
+
+/// A quantization scheme on candle tensors: a [`QuantFormat`] and what to do with
+/// non-finite values.
+///
+/// Quantization runs on the CPU whatever `device` says (a tensor on another device is
+/// copied to the CPU first). Dequantization returns an f32 tensor on `device` when candle
+/// has such a device (CPU, CUDA), and on the CPU for devices candle does not know (the NPU,
+/// Vulkan), which take CPU tensors.
+///
+/// ```
+/// use aihal_core::{Dequantize, Device, Quantize};
+/// use aihal_quantize::{QuantFormat, Quantizer};
+/// use candle_core::Tensor;
+///
+/// let w = Tensor::randn(0f32, 1.0, (64, 128), &candle_core::Device::Cpu)?;
+/// let q4 = Quantizer::new(QuantFormat::Q4_0);
+/// let q = q4.quantize(&w, &Device::Cpu)?;
+/// assert_eq!(q.shape(), &[64, 128]);
+/// let back = q4.dequantize(&q, &Device::Cpu)?;
+/// assert_eq!(back.dims(), &[64, 128]);
+/// # Ok::<(), aihal_core::CoreError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Quantizer {
+    /// The target format.
+    pub format: QuantFormat,
+    /// The treatment of NaN and infinities (rejected by default).
+    pub nonfinite: NonFinitePolicy,
+}
+
+impl Quantizer {
+    /// A scheme for `format` that rejects non-finite input.
+    pub fn new(format: QuantFormat) -> Self {
+        Self {
+            format,
+            nonfinite: NonFinitePolicy::Reject,
+        }
+    }
+
+    /// The same scheme with another non-finite policy.
+    #[must_use]
+    pub fn with_nonfinite(mut self, policy: NonFinitePolicy) -> Self {
+        self.nonfinite = policy;
+        self
+    }
+
+    /// NF4 with bitsandbytes' default block of 64, optionally double-quantized.
+    pub fn nf4(double_quant: bool) -> Self {
+        Self::new(QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant,
+        })
+    }
+}
+
+impl Quantize<QuantizedTensor> for Quantizer {
+    fn quantize(&self, tensor: &Tensor, _device: &Device) -> Result<QuantizedTensor> {
+        let shape = tensor.dims().to_vec();
+        let values = tensor
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        quantize_with(self.format, &values, &shape, self.nonfinite)
+    }
+}
+
+impl Dequantize<QuantizedTensor> for Quantizer {
+    /// Dequantizes `q`, which must be in this scheme's format (`InvalidInput` otherwise).
+    fn dequantize(&self, q: &QuantizedTensor, device: &Device) -> Result<Tensor> {
+        if q.format() != self.format {
+            return Err(CoreError::invalid_input(format!(
+                "a {} tensor handed to a {} dequantizer",
+                q.format(),
+                self.format
+            )));
+        }
+        q.to_tensor(device)
+    }
+}
+
+impl QuantizedTensor {
+    /// Dequantizes into an f32 candle tensor of the logical shape, on `device` where candle
+    /// has it (see [`Quantizer`]).
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        let t = Tensor::from_vec(dequantize(self)?, self.shape(), &candle_core::Device::Cpu)?;
+        if let Device::Cuda { .. } = device {
+            Ok(t.to_device(&device.to_candle()?)?)
+        } else {
+            // The CPU, and devices candle has no tensors for (their backends take CPU tensors).
+            Ok(t)
+        }
+    }
+
+    /// Dequantizes into an f32 [`TensorBuffer`] of the logical shape.
+    pub fn to_buffer(&self) -> Result<TensorBuffer> {
+        TensorBuffer::from_slice(&dequantize(self)?, self.shape())
+    }
+
+    /// Takes a candle GGML tensor of type Q4_0 or Q8_0 as it is (bytes copied, never
+    /// re-quantized). Other GGML types are `Unsupported`.
+    pub fn from_qtensor(q: &QTensor) -> Result<Self> {
+        let format = match q.dtype() {
+            GgmlDType::Q4_0 => QuantFormat::Q4_0,
+            GgmlDType::Q8_0 => QuantFormat::Q8_0,
+            other => {
+                return Err(CoreError::unsupported(
+                    "aihal-quantize import of a GGML tensor",
+                    format!("{other:?} (Q4_0 and Q8_0 are supported)"),
+                ))
+            }
+        };
+        Self::from_parts(format, q.shape().dims().to_vec(), q.data()?.into_owned(), Vec::new())
+    }
+
+    /// A candle GGML tensor (on the CPU) with the same bytes: Q4_0 and Q8_0 only.
+    pub fn to_qtensor(&self) -> Result<QTensor> {
+        let dtype = match self.format() {
+            QuantFormat::Q4_0 => GgmlDType::Q4_0,
+            QuantFormat::Q8_0 => GgmlDType::Q8_0,
+            other => return Err(CoreError::unsupported("conversion to a candle QTensor", other)),
+        };
+        let storage = QStorage::from_data(Cow::Borrowed(self.data()), &candle_core::Device::Cpu, dtype)?;
+        Ok(QTensor::new(storage, self.shape())?)
+    }
+}
+
+/// Reads tensor `name` of a GGUF file through candle's reader, without re-quantization.
+///
+/// `content` is the file's header (`gguf_file::Content::read`). Q4_0 and Q8_0 tensors are
+/// supported; a missing tensor, a truncated file or another type is an error. Shapes are
+/// candle's (row-major, the GGUF dimension order reversed), so a weight is `[N, K]`.
+pub fn read_gguf_tensor<R: Read + Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+    name: &str,
+) -> Result<QuantizedTensor> {
+    let info = content
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| CoreError::invalid_input(format!("GGUF file has no tensor named {name:?}")))?;
+    if !matches!(info.ggml_dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0) {
+        return Err(CoreError::unsupported(
+            format!("aihal-quantize import of GGUF tensor {name:?}"),
+            format!("{:?} (Q4_0 and Q8_0 are supported)", info.ggml_dtype),
+        ));
+    }
+    let q = content.tensor(reader, name, &candle_core::Device::Cpu)?;
+    QuantizedTensor::from_qtensor(&q)
+}
