@@ -1,1 +1,46 @@
-//! Placeholder: this crate is being written.
+//! Safe Rust for the RK3588 NPU: run compiled `.rknn` models and offload int8/f16 matrix
+//! products, on any RKNN runtime from 1.5.0 to 2.3.x, loaded at run time.
+//!
+//! Three levels, as in cudarc: `aihal-rknn-sys` declares the C API and loads the library;
+//! [`RknnStatus`]/[`RknnError`] turn every status code into a `Result` naming the call
+//! (`rknn_run failed: RKNN_ERR_TIMEOUT (-2)`); [`RknnModel`], [`RknnMatMul`] and
+//! [`RknnLinear`] own their handles and release them on drop.
+//!
+//! ```no_run
+//! use aihal_rknn::{BOrder, MatMulType, RknnLibrary, RknnMatMul};
+//!
+//! let lib = RknnLibrary::load()?; // RUST_AI_RKNN_LIB, else librknnrt.so
+//! let mut mm = RknnMatMul::new(&lib, 4, 64, 32, MatMulType::Int8ToInt32)?;
+//! mm.set_b_i8(&vec![1i8; 64 * 32], BOrder::KxN)?;
+//! let c = mm.run_i8(&vec![2i8; 4 * 64])?;
+//! assert_eq!(c[0], 128);
+//! # Ok::<(), aihal_rknn::RknnError>(())
+//! ```
+//!
+//! # Threads
+//!
+//! [`RknnLibrary`] is `Send + Sync`. [`RknnModel`] and [`RknnMatMul`] are `Send` but not
+//! `Sync`: the runtime does not document concurrent calls on one context, so each call that
+//! reaches the runtime takes `&mut self`; for parallel inference give each thread its own
+//! context with [`RknnModel::duplicate`]. [`RknnLinear`] is `Send + Sync` and serialises
+//! its NPU calls internally.
+//!
+//! # Verification
+//!
+//! Verified against `aihal-rknn-emulator`, our emulator of the documented ABI, on x86_64 and
+//! on emulated aarch64; not yet run on RK3588 silicon.
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+
+mod error;
+mod library;
+mod matmul;
+mod mem;
+
+pub use aihal_rknn_sys::{MatmulInfoLayout, RuntimeVersion};
+pub use error::{Result, RknnError, RknnStatus};
+pub use library::{RknnLibrary, RuntimeInfo, VersionSource};
+pub use matmul::{BLayout, BOrder, MatMulType, QuantMatrix, RknnMatMul};

@@ -158,7 +158,7 @@ impl MatMulCtx {
             let a = m.checked_mul(k)?.checked_mul(e)?;
             let b = k.checked_mul(n)?.checked_mul(e)?;
             let c = m.checked_mul(n)?.checked_mul(ec)?;
-            (a <= u32::MAX as usize && b <= u32::MAX as usize && c <= u32::MAX as usize).then_some((a, b, c))
+            [a, b, c].iter().all(|&v| u32::try_from(v).is_ok()).then_some((a, b, c))
         };
         let (a_size, b_size, c_size) = sizes().ok_or(RKNN_ERR_PARAM_INVALID)?;
         let (_, _, ab_ty, c_ty) = elem_sizes(desc.ty);

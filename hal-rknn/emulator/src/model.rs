@@ -144,42 +144,6 @@ impl EmuModel {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn model() -> EmuModel {
-        EmuModel {
-            h: 2,
-            w: 3,
-            c: 4,
-            o: 5,
-            in_scale: 0.05,
-            in_zp: -3,
-            w_scale: 0.02,
-            out_scale: 0.01,
-            out_zp: -128,
-            weights: (0..20).map(|i| (i * 13 % 255 - 127) as i8).collect(),
-            bias: vec![10, -20, 30, -40, 50],
-            custom: "emulated".into(),
-        }
-    }
-
-    #[test]
-    fn models_round_trip_and_malformed_ones_are_rejected() {
-        let m = model();
-        let bytes = m.to_bytes();
-        assert_eq!(EmuModel::parse(&bytes), Some(m));
-        assert_eq!(EmuModel::parse(&bytes[..40]), None);
-        let mut bad = bytes.clone();
-        bad[0] = b'X';
-        assert_eq!(EmuModel::parse(&bad), None);
-        let mut zero_dim = bytes;
-        zero_dim[8..12].copy_from_slice(&0u32.to_le_bytes());
-        assert_eq!(EmuModel::parse(&zero_dim), None);
-    }
-}
-
 /// The state of a model context.
 pub struct ModelCtx {
     /// The version the context behaves as.
@@ -301,4 +265,40 @@ fn set_dims(a: &mut aihal_rknn_sys::rknn_tensor_attr, dims: &[usize]) {
         *d = v as u32;
     }
     a.n_elems = dims.iter().product::<usize>() as u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> EmuModel {
+        EmuModel {
+            h: 2,
+            w: 3,
+            c: 4,
+            o: 5,
+            in_scale: 0.05,
+            in_zp: -3,
+            w_scale: 0.02,
+            out_scale: 0.01,
+            out_zp: -128,
+            weights: (0..20).map(|i| (i * 13 % 255 - 127) as i8).collect(),
+            bias: vec![10, -20, 30, -40, 50],
+            custom: "emulated".into(),
+        }
+    }
+
+    #[test]
+    fn models_round_trip_and_malformed_ones_are_rejected() {
+        let m = model();
+        let bytes = m.to_bytes();
+        assert_eq!(EmuModel::parse(&bytes), Some(m));
+        assert_eq!(EmuModel::parse(&bytes[..40]), None);
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert_eq!(EmuModel::parse(&bad), None);
+        let mut zero_dim = bytes;
+        zero_dim[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(EmuModel::parse(&zero_dim), None);
+    }
 }
