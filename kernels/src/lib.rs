@@ -1,1 +1,33 @@
-//! Placeholder: this crate is being written.
+//! CubeCL kernels for quantized inference, written once and run on any CubeCL runtime
+//! (CUDA through `aihal-cuda`, Vulkan through wgpu with this crate's `wgpu` feature).
+//!
+//! - [`dequantize`]: every `aihal_quantize` format into f32, f16 or bf16.
+//!
+//! Every op takes a [`Context`] (a CubeCL client and the launch limits read from it) and
+//! device buffers; every failure, including a panic inside CubeCL, is a [`CoreError`].
+//!
+//! [`CoreError`]: aihal_core::CoreError
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+
+#[cfg(feature = "export-tests")]
+pub mod conformance;
+mod decode;
+mod dequant;
+mod launch;
+mod luts;
+mod packed;
+#[cfg(feature = "wgpu")]
+mod wgpu_device;
+
+pub use dequant::{dequantize, dequantize_into};
+pub use launch::{Context, Limits};
+pub use packed::DeviceQuantized;
+#[cfg(feature = "wgpu")]
+pub use wgpu_device::{wgpu_adapters, wgpu_context, wgpu_device, WgpuAdapter, WgpuProbe};
+
+/// Re-exported so that users name the CubeCL version these kernels were built with.
+pub use cubecl;

@@ -1,0 +1,219 @@
+//! The checks themselves, generic over the runtime.
+//!
+//! # Panics
+//!
+//! Every check panics (fails its test) on a mismatch, naming the seed.
+
+use aihal_core::CoreError;
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use cubecl::prelude::*;
+use half::{bf16, f16};
+
+use super::rng::Rng;
+use crate::{dequantize_into, Context, DeviceQuantized};
+
+/// Every format with a shape that straddles the kernels' edges (partial cubes, odd element
+/// counts, partial blocks), paired with a value range.
+pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
+    vec![
+        (QuantFormat::Q8_0, vec![7, 96]),
+        (QuantFormat::Q4_0, vec![5, 160]),
+        (QuantFormat::Tq2_0, vec![3, 512]),
+        (QuantFormat::Ternary, vec![7, 37]),
+        (
+            QuantFormat::Nf4 {
+                block_size: 64,
+                double_quant: false,
+            },
+            vec![5, 77],
+        ),
+        (
+            QuantFormat::Nf4 {
+                block_size: 32,
+                double_quant: true,
+            },
+            vec![40, 300],
+        ),
+        (QuantFormat::Int8PerChannel, vec![6, 45]),
+        (QuantFormat::Int8PerBlock { block_size: 16 }, vec![4, 50]),
+        (QuantFormat::Fp8E4M3 { block_size: None }, vec![3, 33]),
+        (QuantFormat::Fp8E4M3 { block_size: Some(32) }, vec![4, 70]),
+        (QuantFormat::Fp8E5M2 { block_size: None }, vec![5, 31]),
+        (QuantFormat::Fp8E5M2 { block_size: Some(16) }, vec![3, 40]),
+    ]
+}
+
+/// Random weights of `shape` quantized to `format` with `aihal_quantize::quantize`.
+///
+/// # Panics
+///
+/// When quantization fails (a bug in the case table).
+pub fn random_weights(rng: &mut Rng, format: QuantFormat, shape: &[usize]) -> QuantizedTensor {
+    let n: usize = shape.iter().product();
+    let scale = rng.uniform(0.5, 4.0);
+    let values = rng.values(n, scale);
+    aihal_quantize::quantize(format, &values, shape)
+        .unwrap_or_else(|e| panic!("quantize {format} {shape:?} (seed {}): {e}", rng.seed()))
+}
+
+/// Asserts `got` matches `want` element by element within `tol(want)`; NaN never matches
+/// (outputs are poisoned with NaN, so an unwritten element fails here).
+///
+/// # Panics
+///
+/// On a length difference or any element out of tolerance.
+pub fn assert_close(what: &str, seed: u64, got: &[f32], want: &[f32], tol: impl Fn(usize, f32) -> f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length (seed {seed})");
+    let bad: Vec<(usize, f32, f32)> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(i, (g, w))| !((*g - *w).abs() <= tol(*i, **w)))
+        .map(|(i, (g, w))| (i, *g, *w))
+        .collect();
+    let first: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(i, g, w)| format!("[{i}] got {g} want {w} (tolerance {})", tol(*i, *w)))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} elements out of tolerance (seed {seed}; replay with AIHAL_TEST_SEED={seed}): {}",
+        bad.len(),
+        got.len(),
+        first.join("; ")
+    );
+}
+
+/// A device output buffer of `len` elements of `E`, filled with `poison`.
+///
+/// # Panics
+///
+/// When the upload fails.
+pub fn poisoned<R: Runtime, E: CubeElement>(ctx: &Context<R>, len: usize, poison: E) -> cubecl::server::Handle {
+    ctx.upload(&vec![poison; len])
+        .expect("upload of a poisoned output buffer")
+}
+
+fn upload<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> DeviceQuantized<R> {
+    DeviceQuantized::upload(ctx, q).unwrap_or_else(|e| panic!("upload {}: {e}", q.format()))
+}
+
+/// Dequantize every format to f32 and compare with `aihal_quantize::dequantize`.
+///
+/// Tolerance: the kernel computes the contract's `decode(code) * scale` in f32, so results
+/// equal the reference up to the compiler contracting a multiply-add (NF4 double
+/// quantization: `code * scale + offset`): 2⁻²⁰ of the tensor's largest magnitude there,
+/// 2⁻²² of the value elsewhere.
+pub fn dequantize_every_format_f32<R: Runtime>(ctx: &Context<R>) {
+    let mut rng = Rng::fresh();
+    for (format, shape) in format_cases() {
+        let q = random_weights(&mut rng, format, &shape);
+        let want = aihal_quantize::dequantize(&q).expect("reference dequantize");
+        let dq = upload(ctx, &q);
+        let out = poisoned(ctx, q.numel(), f32::NAN);
+        dequantize_into::<R, f32>(ctx, &dq, &out, q.numel()).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let got: Vec<f32> = ctx.download(out, q.numel()).expect("download");
+        let max = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let nested = matches!(format, QuantFormat::Nf4 { double_quant: true, .. });
+        assert_close(
+            &format!("dequantize {format} {shape:?} to f32"),
+            rng.seed(),
+            &got,
+            &want,
+            |_, w| {
+                if nested {
+                    max * 2f32.powi(-20)
+                } else {
+                    w.abs() * 2f32.powi(-22)
+                }
+            },
+        );
+    }
+}
+
+/// Dequantize every format to f16 and bf16 where the device supports them, compared with the
+/// reference rounded once to that type: within one unit in the last place of the half type
+/// (2⁻¹⁰ relative for f16, 2⁻⁷ for bf16, plus f16's smallest subnormal).
+pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
+    let mut rng = Rng::fresh();
+    let mut ran = false;
+    for (format, shape) in format_cases() {
+        let q = random_weights(&mut rng, format, &shape);
+        let want = aihal_quantize::dequantize(&q).expect("reference dequantize");
+        let dq = upload(ctx, &q);
+        let n = q.numel();
+        if ctx.supports::<f16>() {
+            let out = poisoned(ctx, n, f16::NAN);
+            dequantize_into::<R, f16>(ctx, &dq, &out, n).unwrap_or_else(|e| panic!("{format} f16: {e}"));
+            let got: Vec<f32> = ctx
+                .download::<f16>(out, n)
+                .expect("download")
+                .iter()
+                .map(|v| v.to_f32())
+                .collect();
+            let want16: Vec<f32> = want.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+            assert_close(
+                &format!("dequantize {format} to f16"),
+                rng.seed(),
+                &got,
+                &want16,
+                |_, w| w.abs() * 2f32.powi(-10) + 2f32.powi(-24),
+            );
+            ran = true;
+        }
+        if ctx.supports::<bf16>() {
+            let out = poisoned(ctx, n, bf16::NAN);
+            dequantize_into::<R, bf16>(ctx, &dq, &out, n).unwrap_or_else(|e| panic!("{format} bf16: {e}"));
+            let got: Vec<f32> = ctx
+                .download::<bf16>(out, n)
+                .expect("download")
+                .iter()
+                .map(|v| v.to_f32())
+                .collect();
+            let want16: Vec<f32> = want.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+            assert_close(
+                &format!("dequantize {format} to bf16"),
+                rng.seed(),
+                &got,
+                &want16,
+                |_, w| w.abs() * 2f32.powi(-7),
+            );
+            ran = true;
+        } else {
+            let err = dequantize_into::<R, bf16>(ctx, &dq, &poisoned(ctx, n, 0u16), n).unwrap_err();
+            assert!(matches!(err, CoreError::Unsupported { .. }), "{err}");
+        }
+    }
+    if !ran {
+        eprintln!(
+            "note: {} supports neither f16 nor bf16; only the Unsupported answer was checked",
+            ctx.backend()
+        );
+    }
+}
+
+/// A wrong output length or a too-small buffer is a `ShapeMismatch`, and NF4 with double
+/// quantization but no nested absmax is refused at upload.
+pub fn dequantize_rejects_bad_output<R: Runtime>(ctx: &Context<R>) {
+    let mut rng = Rng::fresh();
+    let q = random_weights(&mut rng, QuantFormat::Q8_0, &[2, 64]);
+    let dq = upload(ctx, &q);
+    let small = poisoned(ctx, 100, 0.0f32);
+    for len in [100, 129] {
+        let err = dequantize_into::<R, f32>(ctx, &dq, &small, len).unwrap_err();
+        assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{err}");
+    }
+    let q = random_weights(
+        &mut rng,
+        QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: true,
+        },
+        &[2, 64],
+    );
+    let (format, shape, data, scales) = q.into_parts();
+    let bare = QuantizedTensor::from_parts(format, shape, data, scales).expect("parts");
+    let err = DeviceQuantized::upload(ctx, &bare).unwrap_err();
+    assert!(matches!(err, CoreError::InvalidInput(_)), "{err}");
+}

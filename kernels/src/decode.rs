@@ -1,0 +1,128 @@
+//! Element decoders for the packed layouts of `aihal_quantize::format`, as `#[cube]`
+//! functions shared by the dequantize and matmul kernels.
+//!
+//! Packed bytes reach the device as little-endian `u32` words (WGSL has no byte type), so
+//! byte `b` of the layout is bits `8 * (b % 4)..` of word `b / 4`.
+
+use cubecl::prelude::*;
+
+/// How a layout is decoded: a compile-time value, so every format gets its own kernel.
+///
+/// The values are the `kind` field of `LayoutKey`.
+pub(crate) mod kind {
+    pub(crate) const Q8_0: u32 = 0;
+    pub(crate) const Q4_0: u32 = 1;
+    pub(crate) const TQ2_0: u32 = 2;
+    pub(crate) const TERNARY: u32 = 3;
+    pub(crate) const NF4: u32 = 4;
+    pub(crate) const NF4_DOUBLE: u32 = 5;
+    pub(crate) const INT8_CHANNEL: u32 = 6;
+    pub(crate) const INT8_BLOCK: u32 = 7;
+    pub(crate) const FP8_TENSOR: u32 = 8;
+    pub(crate) const FP8_BLOCK: u32 = 9;
+}
+
+/// Byte `index` of a packed buffer held as little-endian words.
+#[cube]
+pub(crate) fn byte_at(data: &Array<u32>, index: usize) -> u32 {
+    let word = data[index / 4];
+    (word >> (((index % 4) * 8) as u32)) & 0xFFu32
+}
+
+/// A byte as a signed 8-bit value.
+#[cube]
+pub(crate) fn i8_of(byte: u32) -> f32 {
+    f32::cast_from(byte) - f32::cast_from((byte >> 7u32) * 256u32)
+}
+
+/// An IEEE half from its 16 bits (little-endian field at byte `index`), exactly.
+#[cube]
+pub(crate) fn f16_at(data: &Array<u32>, index: usize) -> f32 {
+    let bits = byte_at(data, index) | (byte_at(data, index + 1) << 8u32);
+    let sign = (bits & 0x8000u32) << 16u32;
+    let exp = (bits >> 10u32) & 0x1Fu32;
+    let mant = bits & 0x3FFu32;
+    if exp == 0u32 {
+        // Zero or subnormal: mant * 2^-24.
+        let mag = f32::cast_from(mant) * 5.960_464_5e-8f32;
+        if sign != 0u32 {
+            -mag
+        } else {
+            mag
+        }
+    } else if exp == 31u32 {
+        f32::reinterpret(sign | 0x7F80_0000u32 | (mant << 13u32))
+    } else {
+        f32::reinterpret(sign | ((exp + 112u32) << 23u32) | (mant << 13u32))
+    }
+}
+
+/// Decodes logical element `index` (row `row`, column `col` of rows of `k` values).
+///
+/// `scales` are the layout's f32 scales, `lut` a 16- or 256-entry code book (NF4, FP8),
+/// `nested` the double-quantization codes of NF4 as words and `nested_scales` their scales
+/// followed by the offset. Unused inputs are one-element placeholders.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode(
+    data: &Array<u32>,
+    scales: &Array<f32>,
+    lut: &Array<f32>,
+    nested: &Array<u32>,
+    nested_scales: &Array<f32>,
+    index: usize,
+    row: usize,
+    col: usize,
+    k: usize,
+    #[comptime] layout: u32,
+    #[comptime] block: usize,
+    #[comptime] nested_block: usize,
+) -> f32 {
+    if layout == kind::Q8_0 {
+        let base = (index / 32) * 34;
+        f16_at(data, base) * i8_of(byte_at(data, base + 2 + index % 32))
+    } else if layout == kind::Q4_0 {
+        let base = (index / 32) * 18;
+        let j = index % 32;
+        // Value j sits in the low nibble of byte j, value j + 16 in its high nibble.
+        let byte = byte_at(data, base + 2 + j % 16);
+        let q = (byte >> (((j / 16) * 4) as u32)) & 0xFu32;
+        f16_at(data, base) * (f32::cast_from(q) - 8.0f32)
+    } else if layout == kind::TQ2_0 {
+        let base = (index / 256) * 66;
+        let t = index % 256;
+        let half = t / 128;
+        let rem = t % 128;
+        let l = rem / 32;
+        let j = rem % 32;
+        let q = (byte_at(data, base + 32 * half + j) >> ((2 * l) as u32)) & 3u32;
+        f16_at(data, base + 64) * (f32::cast_from(q) - 1.0f32)
+    } else if layout == kind::TERNARY {
+        let q = (byte_at(data, index / 4) >> ((2 * (index % 4)) as u32)) & 3u32;
+        scales[0] * (f32::cast_from(q) - 1.0f32)
+    } else if layout == kind::NF4 || layout == kind::NF4_DOUBLE {
+        // The first element of a byte is in its high nibble.
+        let byte = byte_at(data, index / 2);
+        let code = (byte >> ((4 - (index % 2) * 4) as u32)) & 0xFu32;
+        let b = index / block;
+        let absmax = if layout == kind::NF4 {
+            scales[b]
+        } else {
+            // lut holds the 16 NF4 values then the 256-entry nested code book; the offset
+            // follows the nested scales.
+            let nested_count = nested_scales.len() - 1;
+            lut[16 + byte_at(nested, b) as usize] * nested_scales[b / nested_block] + nested_scales[nested_count]
+        };
+        lut[code as usize] * absmax
+    } else if layout == kind::INT8_CHANNEL {
+        i8_of(byte_at(data, index)) * scales[row]
+    } else if layout == kind::INT8_BLOCK {
+        let per_row = k.div_ceil(block);
+        i8_of(byte_at(data, index)) * scales[row * per_row + col / block]
+    } else if layout == kind::FP8_TENSOR {
+        lut[byte_at(data, index) as usize] * scales[0]
+    } else {
+        let per_row = k.div_ceil(block);
+        lut[byte_at(data, index) as usize] * scales[row * per_row + col / block]
+    }
+}

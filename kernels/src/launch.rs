@@ -1,0 +1,217 @@
+//! The device context every op runs in: a CubeCL client, the launch limits read from it, and
+//! the helper that turns every CubeCL failure (an error or a panic inside CubeCL) into a
+//! [`CoreError`].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use aihal_core::{CoreError, Result};
+use cubecl::ir::features::Plane;
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+/// Launch limits of a device, read from its CubeCL client (never assumed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most units (threads) in one cube (workgroup / block).
+    pub max_units_per_cube: u32,
+    /// Largest cube count per dimension.
+    pub max_cube_count: (u32, u32, u32),
+    /// Largest cube dimension in x.
+    pub max_cube_dim_x: u32,
+    /// Shared (workgroup) memory per cube, in bytes.
+    pub max_shared_memory: usize,
+    /// Whether plane (warp / subgroup) operations may be used.
+    pub plane_ops: bool,
+    /// The plane size when `plane_ops` holds and the device reports one fixed size.
+    pub plane_size: Option<u32>,
+}
+
+impl Limits {
+    /// Reads the limits of `client`'s device.
+    pub fn of<R: Runtime>(client: &ComputeClient<R>) -> Self {
+        let hw = &client.properties().hardware;
+        let plane_ops = client.features().plane.contains(Plane::Ops);
+        let fixed = hw.plane_size_min == hw.plane_size_max && hw.plane_size_min > 0;
+        Self {
+            max_units_per_cube: hw.max_units_per_cube.max(1),
+            max_cube_count: hw.max_cube_count,
+            max_cube_dim_x: hw.max_cube_dim.0.max(1),
+            max_shared_memory: hw.max_shared_memory_size,
+            plane_ops: plane_ops && fixed,
+            plane_size: (plane_ops && fixed).then_some(hw.plane_size_min),
+        }
+    }
+
+    /// The number of units per cube for a 1-D kernel: `want` rounded down to a power of two
+    /// that the device accepts (at least 1).
+    pub fn units_1d(&self, want: u32) -> u32 {
+        let cap = want.min(self.max_units_per_cube).min(self.max_cube_dim_x).max(1);
+        1 << (31 - cap.leading_zeros())
+    }
+
+    /// A cube count of `cubes` cubes, spread over x and y when x alone cannot hold them.
+    /// Kernels recover the linear cube index as `CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X`
+    /// and skip indices past `cubes`.
+    pub fn cube_count_1d(&self, cubes: u64) -> Result<CubeCount> {
+        let max_x = u64::from(self.max_cube_count.0.max(1));
+        let max_y = u64::from(self.max_cube_count.1.max(1));
+        let cubes = cubes.max(1);
+        if cubes <= max_x {
+            return Ok(CubeCount::Static(cubes as u32, 1, 1));
+        }
+        let y = cubes.div_ceil(max_x);
+        if y > max_y {
+            return Err(CoreError::invalid_input(format!(
+                "{cubes} workgroups exceed the device limit of {max_x} x {max_y}; split the work"
+            )));
+        }
+        Ok(CubeCount::Static(max_x as u32, y as u32, 1))
+    }
+}
+
+/// A device to run kernels on: a CubeCL client with its limits.
+///
+/// Cheap to clone (the client is reference counted). Build one with [`Context::new`] from a
+/// runtime device; the backend crates build it only after probing that the device exists,
+/// since CubeCL's own client constructors panic when the driver is missing.
+pub struct Context<R: Runtime> {
+    client: ComputeClient<R>,
+    limits: Limits,
+    backend: &'static str,
+}
+
+impl<R: Runtime> Clone for Context<R> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            limits: self.limits,
+            backend: self.backend,
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for Context<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("backend", &self.backend)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Context<R> {
+    /// Opens `device`. A panic inside CubeCL (no driver, no adapter) becomes
+    /// `DeviceNotAvailable`.
+    pub fn new(device: &R::Device) -> Result<Self> {
+        let client = catch_unwind(AssertUnwindSafe(|| R::client(device))).map_err(|p| {
+            CoreError::device_not_available(
+                format!("{device:?}"),
+                format!("the runtime failed to open it: {}", panic_text(&*p)),
+            )
+        })?;
+        Ok(Self::from_client(client))
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: ComputeClient<R>) -> Self {
+        let limits = Limits::of(&client);
+        let backend = R::name(&client);
+        Self {
+            client,
+            limits,
+            backend,
+        }
+    }
+
+    /// The CubeCL client.
+    pub fn client(&self) -> &ComputeClient<R> {
+        &self.client
+    }
+
+    /// The launch limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The runtime's name (`wgpu<wgsl>`, `cuda`), used in error messages.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Whether the device can hold elements of type `E` (f16 and bf16 are optional on
+    /// Vulkan).
+    pub fn supports<E: CubePrimitive>(&self) -> bool {
+        self.client.properties().supports_type(E::as_type_native_unchecked())
+    }
+
+    /// `Unsupported` unless the device can hold `E`.
+    pub(crate) fn require<E: CubePrimitive>(&self, op: &str) -> Result<()> {
+        if self.supports::<E>() {
+            Ok(())
+        } else {
+            Err(CoreError::unsupported(
+                format!("{op} on {}", self.backend),
+                std::any::type_name::<E>().rsplit("::").next().unwrap_or("this type"),
+            ))
+        }
+    }
+
+    /// Runs `launch` (which enqueues one kernel) and flushes the queue, turning a CubeCL
+    /// error or panic into a `Kernel` error naming `kernel`.
+    pub(crate) fn launch(&self, kernel: &str, launch: impl FnOnce()) -> Result<()> {
+        catch_unwind(AssertUnwindSafe(launch)).map_err(|p| CoreError::kernel(self.backend, kernel, panic_text(&*p)))?;
+        self.client
+            .flush()
+            .map_err(|e| CoreError::kernel(self.backend, kernel, first_line(&e.to_string())))
+    }
+
+    /// Uploads `data`.
+    pub fn upload<E: CubeElement>(&self, data: &[E]) -> Result<Handle> {
+        catch_unwind(AssertUnwindSafe(|| self.client.create_from_slice(E::as_bytes(data))))
+            .map_err(|p| CoreError::kernel(self.backend, "upload", panic_text(&*p)))
+    }
+
+    /// Allocates room for `len` elements of `E` (at least one, as Vulkan cannot bind an
+    /// empty buffer).
+    pub fn alloc<E: CubeElement>(&self, len: usize) -> Result<Handle> {
+        let bytes = len
+            .max(1)
+            .checked_mul(std::mem::size_of::<E>())
+            .ok_or_else(|| CoreError::invalid_input(format!("{len} elements overflow the address space")))?;
+        catch_unwind(AssertUnwindSafe(|| self.client.empty(bytes)))
+            .map_err(|_| CoreError::out_of_memory(self.backend, Some(bytes as u64)))
+    }
+
+    /// Reads the first `len` elements of `handle` back to the host.
+    pub fn download<E: CubeElement>(&self, handle: Handle, len: usize) -> Result<Vec<E>> {
+        let bytes = catch_unwind(AssertUnwindSafe(|| self.client.read_one(handle)))
+            .map_err(|p| CoreError::kernel(self.backend, "download", panic_text(&*p)))?
+            .map_err(|e| CoreError::kernel(self.backend, "download", first_line(&e.to_string())))?;
+        let want = len * std::mem::size_of::<E>();
+        if bytes.len() < want {
+            return Err(CoreError::shape_mismatch(
+                "device buffer read back (bytes)",
+                [want],
+                [bytes.len()],
+            ));
+        }
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..want]))
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .map_or_else(|| "the runtime panicked".to_owned(), |s| first_line(&s))
+}
+
+/// The linear cube index of a kernel launched with [`Limits::cube_count_1d`].
+#[cube]
+pub(crate) fn cube_index() -> usize {
+    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+}

@@ -1,0 +1,186 @@
+//! A [`QuantizedTensor`] uploaded to a device, exactly as packed.
+
+use aihal_core::{CoreError, Result};
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+use crate::decode::kind;
+use crate::launch::Context;
+use crate::luts;
+
+/// The compile-time description of a layout that selects a kernel variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct LayoutKey {
+    pub(crate) kind: u32,
+    pub(crate) block: usize,
+    pub(crate) nested_block: usize,
+}
+
+/// A quantized tensor on a device: its packed bytes (as little-endian words, the last one
+/// zero-padded), its scales and the code book its format indexes, uploaded once and reused.
+///
+/// Built with [`DeviceQuantized::upload`]; the tensor's own validation guarantees the
+/// lengths the kernels trust.
+pub struct DeviceQuantized<R: Runtime> {
+    pub(crate) format: QuantFormat,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) key: LayoutKey,
+    pub(crate) data: (Handle, usize),
+    pub(crate) scales: (Handle, usize),
+    pub(crate) lut: (Handle, usize),
+    pub(crate) nested: (Handle, usize),
+    pub(crate) nested_scales: (Handle, usize),
+    bytes: usize,
+    _runtime: std::marker::PhantomData<R>,
+}
+
+impl<R: Runtime> std::fmt::Debug for DeviceQuantized<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceQuantized")
+            .field("format", &self.format)
+            .field("shape", &self.shape)
+            .field("device_bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Packs bytes into little-endian words, zero-padding the last one.
+pub(crate) fn words_of(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(w)
+        })
+        .collect()
+}
+
+fn non_empty(v: &[f32]) -> &[f32] {
+    if v.is_empty() {
+        &[0.0]
+    } else {
+        v
+    }
+}
+
+impl<R: Runtime> DeviceQuantized<R> {
+    /// Uploads `q` to `ctx`'s device.
+    ///
+    /// NF4 with double quantization needs its nested absmax ([`QuantizedTensor::nested`]):
+    /// the kernels decode the 8-bit absmax on the device, as QLoRA stores it.
+    pub fn upload(ctx: &Context<R>, q: &QuantizedTensor) -> Result<Self> {
+        let format = q.format();
+        let k = q.row_len();
+        if q.numel() == 0 {
+            return Err(CoreError::invalid_input(format!(
+                "{format} tensor of shape {:?} is empty",
+                q.shape()
+            )));
+        }
+        let mut lut: Vec<f32> = Vec::new();
+        let mut nested_words = vec![0u32];
+        let mut nested_scales = vec![0.0f32];
+        let key = match format {
+            QuantFormat::Q8_0 => (kind::Q8_0, 32, 1),
+            QuantFormat::Q4_0 => (kind::Q4_0, 32, 1),
+            QuantFormat::Tq2_0 => (kind::TQ2_0, 256, 1),
+            QuantFormat::Ternary => (kind::TERNARY, 1, 1),
+            QuantFormat::Nf4 {
+                block_size,
+                double_quant,
+            } => {
+                lut.extend_from_slice(&luts::NF4_CODE);
+                match (double_quant, q.nested()) {
+                    (true, Some(n)) => {
+                        lut.extend_from_slice(&n.code);
+                        nested_words = words_of(&n.codes);
+                        nested_scales = n.scales.clone();
+                        nested_scales.push(n.offset);
+                        (kind::NF4_DOUBLE, block_size, n.block_size)
+                    }
+                    (true, None) => {
+                        return Err(CoreError::invalid_input(
+                            "NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)",
+                        ))
+                    }
+                    (false, _) => (kind::NF4, block_size, 1),
+                }
+            }
+            QuantFormat::Int8PerChannel => (kind::INT8_CHANNEL, k, 1),
+            QuantFormat::Int8PerBlock { block_size } => (kind::INT8_BLOCK, block_size, 1),
+            QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => {
+                lut = if matches!(format, QuantFormat::Fp8E4M3 { .. }) {
+                    luts::e4m3_lut()
+                } else {
+                    luts::e5m2_lut()
+                };
+                match block_size {
+                    None => (kind::FP8_TENSOR, 1, 1),
+                    Some(b) => (kind::FP8_BLOCK, b, 1),
+                }
+            }
+            other => return Err(CoreError::unsupported("device upload", other)),
+        };
+        let words = words_of(q.data());
+        let scales = non_empty(q.scales());
+        let lut = non_empty(&lut);
+        let bytes = 4 * (words.len() + scales.len() + lut.len() + nested_words.len() + nested_scales.len());
+        Ok(Self {
+            format,
+            shape: q.shape().to_vec(),
+            key: LayoutKey {
+                kind: key.0,
+                block: key.1.max(1),
+                nested_block: key.2.max(1),
+            },
+            data: (ctx.upload(&words)?, words.len()),
+            scales: (ctx.upload(scales)?, scales.len()),
+            lut: (ctx.upload(lut)?, lut.len()),
+            nested: (ctx.upload(&nested_words)?, nested_words.len()),
+            nested_scales: (ctx.upload(&nested_scales)?, nested_scales.len()),
+            bytes,
+            _runtime: std::marker::PhantomData,
+        })
+    }
+
+    /// The format.
+    pub fn format(&self) -> QuantFormat {
+        self.format
+    }
+
+    /// The logical shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of logical elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The row length (the last dimension).
+    pub fn row_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Bytes held on the device.
+    pub fn device_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The five arrays every decoding kernel takes, with the lengths that were uploaded.
+    pub(crate) fn args(&self) -> [ArrayArg<R>; 5] {
+        // SAFETY: each handle was created from a slice of exactly the recorded length.
+        unsafe {
+            [
+                ArrayArg::from_raw_parts(self.data.0.clone(), self.data.1),
+                ArrayArg::from_raw_parts(self.scales.0.clone(), self.scales.1),
+                ArrayArg::from_raw_parts(self.lut.0.clone(), self.lut.1),
+                ArrayArg::from_raw_parts(self.nested.0.clone(), self.nested.1),
+                ArrayArg::from_raw_parts(self.nested_scales.0.clone(), self.nested_scales.1),
+            ]
+        }
+    }
+}
