@@ -10,15 +10,18 @@
 //! rounding.
 #![forbid(unsafe_code)]
 
+pub mod bnb;
 pub mod format;
 pub mod fp8;
 pub mod ggml;
 mod interop;
+pub mod io;
 mod linear;
 pub mod nf4;
 mod ops;
 mod par;
 mod tensor;
+mod validate;
 
 pub use format::QuantFormat;
 pub use interop::{read_gguf_tensor, Quantizer};

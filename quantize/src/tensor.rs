@@ -88,6 +88,18 @@ impl QuantizedTensor {
         Ok(self)
     }
 
+    /// Assembles a double-quantized NF4 tensor from its packed codes and its 8-bit absmax;
+    /// the f32 scales are decoded from `nested` (`code[q] * scale + offset`). Lengths are
+    /// checked as in [`from_parts`](Self::from_parts) and [`with_nested`](Self::with_nested).
+    pub fn from_nested(format: QuantFormat, shape: Vec<usize>, data: Vec<u8>, nested: NestedAbsmax) -> Result<Self> {
+        let (_, want_scales) = expected_lens(format, &shape)?;
+        let mut t = Self::from_parts(format, shape, data, vec![0.0; want_scales])?.with_nested(nested)?;
+        if let Some(n) = &t.nested {
+            t.scales = crate::nf4::decode_nested(n);
+        }
+        Ok(t)
+    }
+
     /// The format.
     pub fn format(&self) -> QuantFormat {
         self.format
