@@ -111,7 +111,7 @@ pub(crate) fn check_bound(
                 let s = i / block_size * block_size;
                 let a = absmax(&x[s..(s + block_size).min(x.len())]);
                 let stored = scales[i / block_size];
-                0.1522 * a * (1.0 + 1e-5) + (stored - a).abs() + tiny
+                (0.1522 * a + (stored - a).abs()) * (1.0 + 1e-5) + tiny
             }
             QuantFormat::Int8PerChannel | QuantFormat::Int8PerBlock { .. } => {
                 let b = match format {
