@@ -37,10 +37,14 @@
 
 mod error;
 mod library;
+mod linear;
 mod matmul;
 mod mem;
+mod probe;
 
 pub use aihal_rknn_sys::{MatmulInfoLayout, RuntimeVersion};
 pub use error::{Result, RknnError, RknnStatus};
 pub use library::{RknnLibrary, RuntimeInfo, VersionSource};
+pub use linear::RknnLinear;
 pub use matmul::{BLayout, BOrder, MatMulType, QuantMatrix, RknnMatMul};
+pub use probe::RknnProbe;

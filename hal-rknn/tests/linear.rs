@@ -1,0 +1,208 @@
+//! `RknnLinear` and `RknnProbe`: the NPU route of the quantized linear layer through
+//! `GpuDispatchable`, compared with aihal-cpu, and its fallbacks.
+// Exact float equality on purpose: the emulator computes in a documented, fixed order.
+#![allow(clippy::float_cmp)]
+
+mod common;
+
+use aihal_core::candle_core::{Device as CandleDevice, Tensor};
+use aihal_core::{BackendStatus, CoreError, Device, GpuDispatchable, NpuCoreMask, Unavailable};
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use aihal_rknn::{MatMulType, RknnLibrary, RknnLinear, RknnProbe};
+use common::{Emu, Rng};
+use half::f16;
+
+const NPU: Device = Device::Rknn {
+    core_mask: NpuCoreMask::AUTO,
+};
+
+fn int8_weight(rng: &mut Rng, n: usize, k: usize) -> QuantizedTensor {
+    let w = rng.f32s(n * k, 1.0);
+    aihal_quantize::quantize(QuantFormat::Int8PerChannel, &w, &[n, k]).unwrap()
+}
+
+#[test]
+fn the_int8_npu_route_is_exact_on_quantized_activations_and_close_to_the_cpu() {
+    let emu = Emu::new("2.3.2");
+    let mut rng = Rng::new(11);
+    let (m, k, n) = (3, 70, 45);
+    let w = int8_weight(&mut rng, n, k);
+    let x = rng.f32s(m * k, 3.0);
+    let layer = RknnLinear::with_library(w.clone(), Some(emu.lib.clone())).unwrap();
+    assert_eq!(layer.npu_type(), Some(MatMulType::Int8ToInt32));
+    assert!(layer.npu_available());
+
+    let xt = Tensor::from_vec(x.clone(), (1, m, k), &CandleDevice::Cpu).unwrap();
+    let d = layer.dispatch_traced(&xt, &NPU).unwrap();
+    assert_eq!(d.ran_on, NPU);
+    assert_eq!(d.fallback, None);
+    assert_eq!(d.output.dims(), [1, m, n]);
+    let got: Vec<f32> = d.output.flatten_all().unwrap().to_vec1().unwrap();
+
+    // Independent computation of the documented algorithm.
+    let wq: Vec<i8> = w.data().iter().map(|&b| b as i8).collect();
+    let cpu = aihal_cpu::reference::matmul(&x, m, &w).unwrap();
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let sx = row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        let q: Vec<i32> = row.iter().map(|v| (v / sx).round() as i32).collect();
+        for j in 0..n {
+            let acc: i32 = (0..k).map(|kk| q[kk] * i32::from(wq[j * k + kk])).sum();
+            let exact = acc as f32 * sx * w.scales()[j];
+            assert_eq!(got[i * n + j], exact, "({i}, {j})");
+            // Against the f32 CPU result: only the activation rounding differs.
+            let bound: f32 = (0..k)
+                .map(|kk| f32::from(wq[j * k + kk]).abs() * w.scales()[j])
+                .sum::<f32>()
+                * sx
+                / 2.0;
+            let err = (got[i * n + j] - cpu[i * n + j]).abs();
+            assert!(
+                err <= bound * 1.001 + 1e-5,
+                "({i}, {j}): error {err} above bound {bound}"
+            );
+        }
+    }
+
+    // The CPU route is aihal-cpu's result exactly.
+    let on_cpu = layer.dispatch_traced(&xt, &Device::Cpu).unwrap();
+    assert_eq!(on_cpu.ran_on, Device::Cpu);
+    let cpu_fast = aihal_cpu::matmul(&x, m, &w).unwrap();
+    assert_eq!(on_cpu.output.flatten_all().unwrap().to_vec1::<f32>().unwrap(), cpu_fast);
+
+    // A second call with the same M reuses the context; another M and a core mask work too.
+    let again = layer.dispatch(&xt, &NPU).unwrap();
+    assert_eq!(again.flatten_all().unwrap().to_vec1::<f32>().unwrap(), got);
+    let x1 = Tensor::from_vec(x[..k].to_vec(), (1, k), &CandleDevice::Cpu).unwrap();
+    let one = layer
+        .dispatch(
+            &x1,
+            &Device::Rknn {
+                core_mask: NpuCoreMask::CORE_1,
+            },
+        )
+        .unwrap();
+    assert_eq!(one.flatten_all().unwrap().to_vec1::<f32>().unwrap(), got[..n]);
+    drop(layer);
+    assert_eq!(emu.live(), (0, 0));
+}
+
+#[test]
+fn the_f16_route_matches_f16_rounded_inputs() {
+    let emu = Emu::new("1.6.0");
+    let mut rng = Rng::new(12);
+    let (m, k, n) = (2, 48, 20);
+    let w: Vec<f16> = rng.f32s(n * k, 1.0).into_iter().map(f16::from_f32).collect();
+    let x = rng.f32s(m * k, 2.0);
+    let layer = RknnLinear::from_f16(w.clone(), n, k, Some(emu.lib.clone())).unwrap();
+    let xt = Tensor::from_vec(x.clone(), (m, k), &CandleDevice::Cpu).unwrap();
+    let got: Vec<f32> = layer
+        .dispatch(&xt, &NPU)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f32;
+            for kk in 0..k {
+                acc += f16::from_f32(x[i * k + kk]).to_f32() * w[j * k + kk].to_f32();
+            }
+            assert_eq!(got[i * n + j], acc);
+        }
+    }
+    assert!(RknnLinear::from_f16(w, n, k + 1, None).is_err());
+}
+
+#[test]
+fn formats_without_an_npu_route_and_missing_runtimes_fall_back_with_a_reason() {
+    let emu = Emu::new("2.3.2");
+    let mut rng = Rng::new(13);
+    let (m, k, n) = (2, 64, 8);
+    let x = rng.f32s(m * k, 1.0);
+    let xt = Tensor::from_vec(x.clone(), (m, k), &CandleDevice::Cpu).unwrap();
+
+    let q4 = aihal_quantize::quantize(QuantFormat::Q4_0, &rng.f32s(n * k, 1.0), &[n, k]).unwrap();
+    let layer = RknnLinear::with_library(q4.clone(), Some(emu.lib.clone())).unwrap();
+    assert_eq!(layer.npu_type(), None);
+    let d = layer.dispatch_traced(&xt, &NPU).unwrap();
+    assert_eq!(d.ran_on, Device::Cpu);
+    assert!(d.fallback.unwrap().contains("q4_0"));
+    assert_eq!(
+        d.output.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        aihal_cpu::matmul(&x, m, &q4).unwrap()
+    );
+
+    let w = int8_weight(&mut rng, n, k);
+    let no_runtime = RknnLinear::with_library(w, None).unwrap();
+    assert!(!no_runtime.npu_available());
+    let d = no_runtime.dispatch_traced(&xt, &NPU).unwrap();
+    assert_eq!(d.ran_on, Device::Cpu);
+    assert!(d.fallback.unwrap().contains("no route available"));
+}
+
+#[test]
+fn bad_inputs_and_npu_failures_are_errors_not_fallbacks() {
+    let emu = Emu::new("2.3.2");
+    let mut rng = Rng::new(14);
+    let (k, n) = (32, 32);
+    let layer = RknnLinear::with_library(int8_weight(&mut rng, n, k), Some(emu.lib.clone())).unwrap();
+    let mut x = rng.f32s(k, 1.0);
+    x[5] = f32::NAN;
+    let xt = Tensor::from_vec(x, (1, k), &CandleDevice::Cpu).unwrap();
+    assert!(matches!(layer.dispatch(&xt, &NPU), Err(CoreError::InvalidInput(_))));
+    let wrong_k = Tensor::zeros((1, k + 1), aihal_core::candle_core::DType::F32, &CandleDevice::Cpu).unwrap();
+    assert!(matches!(
+        layer.dispatch(&wrong_k, &NPU),
+        Err(CoreError::ShapeMismatch { .. })
+    ));
+
+    let xt = Tensor::from_vec(rng.f32s(k, 1.0), (1, k), &CandleDevice::Cpu).unwrap();
+    emu.fail("rknn_matmul_run:-2");
+    let err = layer.dispatch(&xt, &NPU).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rknn_matmul_run failed: RKNN_ERR_TIMEOUT (-2)"),
+        "{err}"
+    );
+    emu.heal();
+    assert!(
+        layer.dispatch(&xt, &NPU).is_ok(),
+        "the layer recovers once the NPU does"
+    );
+
+    let bad_shape = aihal_quantize::quantize(QuantFormat::Int8PerChannel, &[1.0; 8], &[2, 2, 2]).unwrap();
+    assert!(RknnLinear::with_library(bad_shape, None).is_err());
+}
+
+#[test]
+fn the_probe_reports_the_npu_or_why_it_is_missing() {
+    let emu = Emu::new("2.1.0");
+    match RknnProbe::status_of(Ok(emu.lib.clone())) {
+        BackendStatus::Available(devices) => {
+            assert_eq!(devices.len(), 1);
+            assert_eq!(devices[0].device, NPU);
+            let detail = devices[0].detail.as_deref().unwrap();
+            assert!(detail.contains("2.1.0"), "{detail}");
+        }
+        other @ BackendStatus::Unavailable(_) => panic!("expected the NPU, got {other:?}"),
+    }
+    match RknnProbe::status_of(RknnLibrary::load_from("/nonexistent/librknnrt.so")) {
+        BackendStatus::Unavailable(Unavailable::LibraryMissing { detail }) => {
+            assert!(detail.contains("/nonexistent/librknnrt.so"), "{detail}");
+            assert!(detail.contains("RUST_AI_RKNN_LIB"), "{detail}");
+        }
+        other => panic!("expected a missing library, got {other:?}"),
+    }
+    // A runtime that cannot reach the NPU is "no device", with the runtime's status.
+    let emu2 = emu; // keep the lock
+    let fresh = RknnLibrary::load_from(&emu2.path).unwrap();
+    emu2.fail("rknn_matmul_create:-3");
+    match RknnProbe::status_of(Ok(fresh)) {
+        BackendStatus::Unavailable(Unavailable::NoDevice { detail }) => {
+            assert!(detail.contains("RKNN_ERR_DEVICE_UNAVAILABLE (-3)"), "{detail}");
+        }
+        other => panic!("expected no device, got {other:?}"),
+    }
+}
