@@ -221,9 +221,9 @@ impl Device {
         match device.location() {
             candle_core::DeviceLocation::Cpu => Ok(Self::Cpu),
             candle_core::DeviceLocation::Cuda { gpu_id } => Ok(Self::Cuda { ordinal: gpu_id }),
-            other => Err(CoreError::unsupported(
+            candle_core::DeviceLocation::Metal { gpu_id } => Err(CoreError::unsupported(
                 "conversion from a candle device",
-                format!("{other:?}"),
+                format!("Metal device {gpu_id}"),
             )),
         }
     }

@@ -118,6 +118,9 @@ pub enum CoreError {
     },
 }
 
+// The constructors take `impl Display` by value so call sites can pass a `Device`, a `&str`
+// or a `String` alike.
+#[allow(clippy::needless_pass_by_value)]
 impl CoreError {
     /// An [`InvalidConfig`](CoreError::InvalidConfig) error.
     pub fn invalid_config(message: impl Into<String>) -> Self {

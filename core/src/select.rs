@@ -221,7 +221,7 @@ impl fmt::Display for SelectionReason {
                     }
                     match why {
                         Unavailable::NotCompiled => {
-                            write!(f, "{kind}: not compiled in (enable the `{}` feature)", kind.feature())?
+                            write!(f, "{kind}: not compiled in (enable the `{}` feature)", kind.feature())?;
                         }
                         other => write!(f, "{kind}: {other}")?,
                     }
