@@ -4,7 +4,7 @@
 //! re-quantization).
 
 use std::borrow::Cow;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 
 use aihal_core::{CoreError, Dequantize, Device, Quantize, Result, TensorBuffer};
 use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
@@ -140,11 +140,14 @@ impl QuantizedTensor {
     }
 }
 
-/// Reads tensor `name` of a GGUF file through candle's reader, without re-quantization.
+/// Reads tensor `name` of a GGUF file whose header candle parsed, without re-quantization.
 ///
 /// `content` is the file's header (`gguf_file::Content::read`). Q4_0 and Q8_0 tensors are
-/// supported; a missing tensor, a truncated file or another type is an error. Shapes are
-/// candle's (row-major, the GGUF dimension order reversed), so a weight is `[N, K]`.
+/// supported; a missing tensor, a shape whose size overflows or does not divide into
+/// blocks, data past the end of the file, or another type is an error. The bytes are read
+/// here rather than through candle's `Content::tensor`, which panics on some malformed
+/// shapes. Shapes are candle's (row-major, the GGUF dimension order reversed), so a weight
+/// is `[N, K]`.
 pub fn read_gguf_tensor<R: Read + Seek>(
     content: &gguf_file::Content,
     reader: &mut R,
@@ -154,12 +157,32 @@ pub fn read_gguf_tensor<R: Read + Seek>(
         .tensor_infos
         .get(name)
         .ok_or_else(|| CoreError::invalid_input(format!("GGUF file has no tensor named {name:?}")))?;
-    if !matches!(info.ggml_dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0) {
-        return Err(CoreError::unsupported(
-            format!("aihal-quantize import of GGUF tensor {name:?}"),
-            format!("{:?} (Q4_0 and Q8_0 are supported)", info.ggml_dtype),
-        ));
+    let format = match info.ggml_dtype {
+        GgmlDType::Q4_0 => QuantFormat::Q4_0,
+        GgmlDType::Q8_0 => QuantFormat::Q8_0,
+        other => {
+            return Err(CoreError::unsupported(
+                format!("aihal-quantize import of GGUF tensor {name:?}"),
+                format!("{other:?} (Q4_0 and Q8_0 are supported)"),
+            ))
+        }
+    };
+    let shape = info.shape.dims().to_vec();
+    let bad = |what: String| CoreError::invalid_input(format!("GGUF tensor {name:?}: {what}"));
+    // Checks the shape (overflow, row multiple of 32) and gives the byte count.
+    let (size, _) = crate::tensor::expected_lens(format, &shape)?;
+    let start = content
+        .tensor_data_offset
+        .checked_add(info.offset)
+        .ok_or_else(|| bad("offset overflows".into()))?;
+    let file_len = reader.seek(SeekFrom::End(0))?;
+    if start.checked_add(size as u64).is_none_or(|end| end > file_len) {
+        return Err(bad(format!(
+            "{size} bytes at offset {start} run past the end of the file ({file_len} bytes)"
+        )));
     }
-    let q = content.tensor(reader, name, &candle_core::Device::Cpu)?;
-    QuantizedTensor::from_qtensor(&q)
+    let mut data = vec![0u8; size];
+    reader.seek(SeekFrom::Start(start))?;
+    reader.read_exact(&mut data)?;
+    QuantizedTensor::from_parts(format, shape, data, Vec::new())
 }
