@@ -16,7 +16,7 @@ fn mutate(rng: &mut Rng, good: &[u8]) -> Vec<u8> {
     match rng.next_u64() % 4 {
         0 => b.truncate((rng.next_u64() as usize) % (b.len() + 1)),
         1 => {
-            for _ in 0..1 + rng.next_u64() % 8 {
+            for _ in 0..=(rng.next_u64() % 8) {
                 let i = (rng.next_u64() as usize) % b.len();
                 b[i] = rng.next_u64() as u8;
             }
