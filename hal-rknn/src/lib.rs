@@ -40,11 +40,15 @@ mod library;
 mod linear;
 mod matmul;
 mod mem;
+mod model;
 mod probe;
+mod tensor;
 
 pub use aihal_rknn_sys::{MatmulInfoLayout, RuntimeVersion};
 pub use error::{Result, RknnError, RknnStatus};
 pub use library::{RknnLibrary, RuntimeInfo, VersionSource};
 pub use linear::RknnLinear;
 pub use matmul::{BLayout, BOrder, MatMulType, QuantMatrix, RknnMatMul};
+pub use model::{ModelOptions, Priority, RknnModel};
 pub use probe::RknnProbe;
+pub use tensor::{Input, InputData, Quantization, RawOutput, TensorAttr, TensorFormat, TensorType};

@@ -743,3 +743,106 @@ pub unsafe extern "C" fn aihal_rknn_emu_live_objects(out: *mut u64) -> c_int {
     }
     RKNN_SUCC
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EmuModel;
+
+    fn tiny_model() -> Vec<u8> {
+        EmuModel {
+            h: 1,
+            w: 2,
+            c: 3,
+            o: 2,
+            in_scale: 0.1,
+            in_zp: 0,
+            w_scale: 0.1,
+            out_scale: 0.1,
+            out_zp: 0,
+            weights: vec![1, -2, 3, 4, 5, -6],
+            bias: vec![0, 1],
+            custom: String::new(),
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn query_rejects_small_buffers_and_unknown_contexts_like_the_runtime() {
+        let mut bytes = tiny_model();
+        let mut ctx: rknn_context = 0;
+        // SAFETY: valid pointers and sizes, as the C API requires.
+        let code = unsafe {
+            rknn_init(
+                &raw mut ctx,
+                bytes.as_mut_ptr().cast(),
+                bytes.len() as u32,
+                0,
+                ptr::null_mut(),
+            )
+        };
+        assert_eq!(code, RKNN_SUCC);
+        let mut attr = rknn_tensor_attr::zeroed();
+        let p = (&raw mut attr).cast::<c_void>();
+        // SAFETY: `attr` is writable for the sizes passed (372 < 376 is rejected unread).
+        unsafe {
+            assert_eq!(
+                rknn_query(ctx, sys::RKNN_QUERY_INPUT_ATTR, p, 372),
+                RKNN_ERR_PARAM_INVALID
+            );
+            assert_eq!(rknn_query(ctx, sys::RKNN_QUERY_INPUT_ATTR, p, 376), RKNN_SUCC);
+            assert_eq!(
+                rknn_query(ctx + 1, sys::RKNN_QUERY_INPUT_ATTR, p, 376),
+                RKNN_ERR_CTX_INVALID
+            );
+            assert_eq!(rknn_query(ctx, 99, p, 376), RKNN_ERR_PARAM_INVALID);
+            assert_eq!(
+                rknn_query(ctx, sys::RKNN_QUERY_INPUT_ATTR, ptr::null_mut(), 376),
+                RKNN_ERR_PARAM_INVALID
+            );
+        }
+        assert_eq!(sys::read_c_name(&attr.name), "input");
+        // SAFETY: live context, destroyed once; the second call sees an unknown handle.
+        unsafe {
+            assert_eq!(rknn_destroy(ctx), RKNN_SUCC);
+            assert_eq!(rknn_destroy(ctx), RKNN_ERR_CTX_INVALID);
+            assert_eq!(rknn_run(ctx, ptr::null_mut()), RKNN_ERR_CTX_INVALID);
+        }
+    }
+
+    #[test]
+    fn matmul_create_enforces_alignment_and_null_checks() {
+        let mut info = sys::rknn_matmul_info_v2::zeroed();
+        (info.M, info.K, info.N, info.type_) = (1, 48, 32, sys::RKNN_INT8_MM_INT8_TO_INT32);
+        let mut io = rknn_matmul_io_attr::zeroed();
+        let mut ctx: rknn_matmul_ctx = 0;
+        // SAFETY: valid pointers (the default version, 2.3.2, reads the 64-byte layout).
+        unsafe {
+            let p = (&raw mut info).cast::<c_void>();
+            assert_eq!(
+                rknn_matmul_create(&raw mut ctx, p, &raw mut io),
+                RKNN_ERR_PARAM_INVALID,
+                "K=48"
+            );
+            info.K = 64;
+            info.reserved[3] = 1;
+            let p = (&raw mut info).cast::<c_void>();
+            assert_eq!(
+                rknn_matmul_create(&raw mut ctx, p, &raw mut io),
+                RKNN_ERR_PARAM_INVALID,
+                "reserved"
+            );
+            info.reserved[3] = 0;
+            let p = (&raw mut info).cast::<c_void>();
+            assert_eq!(
+                rknn_matmul_create(ptr::null_mut(), p, &raw mut io),
+                RKNN_ERR_PARAM_INVALID
+            );
+            assert_eq!(rknn_matmul_create(&raw mut ctx, p, &raw mut io), RKNN_SUCC);
+            assert_eq!(io.A.size, 64);
+            assert_eq!(io.C.size, 32 * 4);
+            assert_eq!(rknn_matmul_run(ctx), RKNN_ERR_PARAM_INVALID, "nothing bound");
+            assert_eq!(rknn_matmul_destroy(ctx), RKNN_SUCC);
+        }
+    }
+}
