@@ -20,6 +20,7 @@ mod linear;
 pub mod nf4;
 mod ops;
 mod par;
+pub mod stats;
 mod tensor;
 mod validate;
 
@@ -27,4 +28,5 @@ pub use format::QuantFormat;
 pub use interop::{read_gguf_tensor, Quantizer};
 pub use linear::TERNARY_EPS;
 pub use ops::{dequantize, dequantize_into, quantize, quantize_with, NonFinitePolicy};
+pub use stats::ErrorStats;
 pub use tensor::{NestedAbsmax, QuantizedTensor};

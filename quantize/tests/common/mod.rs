@@ -88,6 +88,18 @@ pub(crate) fn check_bound(
     let k = shape.last().copied().unwrap_or(1).max(1);
     let tiny = 1e-30f32;
     let tensor_amax = absmax(x);
+    // Elements are visited in order, so one cached range makes block maxima cheap.
+    let cache = std::cell::Cell::new((usize::MAX, 0usize, 0.0f32));
+    let absmax = |b: &[f32]| -> f32 {
+        let key = (b.as_ptr() as usize, b.len());
+        let (p, l, v) = cache.get();
+        if (p, l) == key {
+            return v;
+        }
+        let v = absmax(b);
+        cache.set((key.0, key.1, v));
+        v
+    };
     let bound_at = |i: usize| -> f32 {
         match format {
             QuantFormat::Q8_0 => {
