@@ -1,1 +1,26 @@
-//! Placeholder: this crate is being written.
+//! The CUDA backend: finding NVIDIA GPUs with cudarc (the driver is loaded at run time, so
+//! this crate builds and runs on machines without CUDA), running the `aihal-kernels`
+//! CubeCL kernels on them, and moving candle tensors to and from CubeCL buffers.
+//!
+//! Nothing here panics when the driver is missing: [`CudaProbe`] answers "unavailable" and
+//! [`cuda_context`] answers `DeviceNotAvailable` with the reason.
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+
+mod probe;
+
+use aihal_core::Result;
+use aihal_kernels::Context;
+pub use cubecl::cuda::{CudaDevice, CudaRuntime};
+
+pub use probe::{cuda_device_info, cuda_devices, driver_present, CudaDeviceInfo, CudaProbe};
+
+/// Opens a kernel context on CUDA device `ordinal`, after checking that the driver and the
+/// device exist (`DeviceNotAvailable` otherwise; CubeCL's own client would panic).
+pub fn cuda_context(ordinal: usize) -> Result<Context<CudaRuntime>> {
+    cuda_device_info(ordinal)?;
+    Context::new(&CudaDevice { index: ordinal })
+}

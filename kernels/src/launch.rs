@@ -46,7 +46,7 @@ impl Limits {
     /// that the device accepts (at least 1).
     pub fn units_1d(&self, want: u32) -> u32 {
         let cap = want.min(self.max_units_per_cube).min(self.max_cube_dim_x).max(1);
-        1 << (31 - cap.leading_zeros())
+        1 << cap.ilog2()
     }
 
     /// A cube count of `cubes` cubes, spread over x and y when x alone cannot hold them.

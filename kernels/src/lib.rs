@@ -18,7 +18,6 @@ pub mod conformance;
 mod decode;
 mod dequant;
 mod launch;
-mod luts;
 mod packed;
 #[cfg(feature = "wgpu")]
 mod wgpu_device;

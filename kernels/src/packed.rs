@@ -7,7 +7,6 @@ use cubecl::server::Handle;
 
 use crate::decode::kind;
 use crate::launch::Context;
-use crate::luts;
 
 /// The compile-time description of a layout that selects a kernel variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,12 +90,12 @@ impl<R: Runtime> DeviceQuantized<R> {
                 block_size,
                 double_quant,
             } => {
-                lut.extend_from_slice(&luts::NF4_CODE);
+                lut.extend_from_slice(&aihal_quantize::nf4::NF4_CODE);
                 match (double_quant, q.nested()) {
                     (true, Some(n)) => {
                         lut.extend_from_slice(&n.code);
                         nested_words = words_of(&n.codes);
-                        nested_scales = n.scales.clone();
+                        nested_scales.clone_from(&n.scales);
                         nested_scales.push(n.offset);
                         (kind::NF4_DOUBLE, block_size, n.block_size)
                     }
@@ -111,11 +110,12 @@ impl<R: Runtime> DeviceQuantized<R> {
             QuantFormat::Int8PerChannel => (kind::INT8_CHANNEL, k, 1),
             QuantFormat::Int8PerBlock { block_size } => (kind::INT8_BLOCK, block_size, 1),
             QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => {
-                lut = if matches!(format, QuantFormat::Fp8E4M3 { .. }) {
-                    luts::e4m3_lut()
+                let decode = if matches!(format, QuantFormat::Fp8E4M3 { .. }) {
+                    aihal_quantize::fp8::e4m3_to_f32
                 } else {
-                    luts::e5m2_lut()
+                    aihal_quantize::fp8::e5m2_to_f32
                 };
+                lut = (0..=255u8).map(decode).collect();
                 match block_size {
                     None => (kind::FP8_TENSOR, 1, 1),
                     Some(b) => (kind::FP8_BLOCK, b, 1),

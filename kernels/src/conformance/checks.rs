@@ -3,6 +3,9 @@
 //! # Panics
 //!
 //! Every check panics (fails its test) on a mismatch, naming the seed.
+#![allow(clippy::missing_panics_doc)]
+
+use std::cmp::Ordering;
 
 use aihal_core::CoreError;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -68,7 +71,12 @@ pub fn assert_close(what: &str, seed: u64, got: &[f32], want: &[f32], tol: impl 
         .iter()
         .zip(want)
         .enumerate()
-        .filter(|(i, (g, w))| !((*g - *w).abs() <= tol(*i, **w)))
+        .filter(|(i, (g, w))| {
+            !matches!(
+                (*g - *w).abs().partial_cmp(&tol(*i, **w)),
+                Some(Ordering::Less | Ordering::Equal)
+            )
+        })
         .map(|(i, (g, w))| (i, *g, *w))
         .collect();
     let first: Vec<String> = bad
