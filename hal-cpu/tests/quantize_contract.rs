@@ -115,7 +115,10 @@ fn fused_matmul_stays_within_each_formats_budget_of_the_f32_product() {
         // Block absmax of the original weights, per weight (blocks of 32 along a row cover
         // every format's block here: 32, 64 and per-row blocks are all at least that wide
         // or per tensor, so the 32-block absmax is a lower bound; use the row absmax).
-        let row_amax: Vec<f32> = w.chunks(k).map(|r| r.iter().fold(0.0f32, |a, v| a.max(v.abs()))).collect();
+        let row_amax: Vec<f32> = w
+            .chunks(k)
+            .map(|r| r.iter().fold(0.0f32, |a, v| a.max(v.abs())))
+            .collect();
         for options in [MatmulOptions::exact(), MatmulOptions::default()] {
             let y = matmul_with(x.as_slice().into(), m, &q, options).unwrap();
             for i in 0..m {

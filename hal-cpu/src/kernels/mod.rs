@@ -11,6 +11,8 @@
 //!   integer codes (Q8_0, Q4_0, int8 per channel, int8 per block of a multiple of 32) have one.
 
 pub(crate) mod act;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod arm;
 pub(crate) mod generic;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;

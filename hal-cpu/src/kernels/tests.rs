@@ -115,6 +115,29 @@ pub(crate) fn fit_k(format: QuantFormat, k: usize) -> usize {
     }
 }
 
+/// Every SIMD kernel set this CPU can run (on an A76: plain NEON and NEON with dotprod).
+fn simd_sets() -> Vec<&'static Kernels> {
+    #[allow(unused_mut)]
+    let mut sets: Vec<&'static Kernels> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    sets.extend(super::x86::detect());
+    #[cfg(target_arch = "aarch64")]
+    {
+        sets.push(&super::arm::NEON);
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            sets.push(&super::arm::NEON_DOTPROD);
+        }
+    }
+    sets
+}
+
+#[test]
+fn the_best_set_is_the_widest_this_cpu_runs() {
+    let sets = simd_sets();
+    assert!(!sets.is_empty(), "x86_64 and aarch64 CI machines have a SIMD set");
+    assert_eq!(best().name, sets.last().map_or("generic", |s| s.name));
+}
+
 fn run_with(kernels: &Kernels, x: &[f32], m: usize, w: &QuantizedTensor, p: ActivationPrecision) -> Vec<f32> {
     let mut y = vec![0.0; m * w.shape()[0]];
     run(kernels, x, m, w, p, &mut y);
@@ -167,15 +190,18 @@ fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, seed: u64) {
         want,
         "{format} generic exact"
     );
-    // The best kernels differ by the order of f32 additions only.
-    let fast = run_with(best(), &x, m, &w, ActivationPrecision::F32);
-    assert_close(&format!("{format} {} exact", best().name), &fast, &want, &scale, 1e-5);
-    // The int8-activation path: fast against generic (same integer sums), and generic against
-    // the reference within the activation rounding budget: |x - d q| <= d / 2 = amax / 254
-    // per value, so the output moves by at most Σ_k (amax of k's block / 254) |w_k|.
+    // The int8-activation path: every SIMD set against generic (same integer sums), and
+    // generic against the reference within the activation rounding budget:
+    // |x - d q| <= d / 2 = amax / 254 per value, so the output moves by at most
+    // Σ_k (amax of k's block / 254) |w_k|.
     let gq = run_with(generic(), &x, m, &w, ActivationPrecision::Int8);
-    let fq = run_with(best(), &x, m, &w, ActivationPrecision::Int8);
-    assert_close(&format!("{format} {} int8", best().name), &fq, &gq, &scale, 1e-5);
+    for set in simd_sets() {
+        // The SIMD kernels differ from the reference by the order of f32 additions only.
+        let fast = run_with(set, &x, m, &w, ActivationPrecision::F32);
+        assert_close(&format!("{format} {} exact", set.name), &fast, &want, &scale, 1e-5);
+        let fq = run_with(set, &x, m, &w, ActivationPrecision::Int8);
+        assert_close(&format!("{format} {} int8", set.name), &fq, &gq, &scale, 1e-5);
+    }
     if (generic().q8)(format).is_some() {
         let mut amax = x.clone();
         for blk in amax.chunks_mut(k).flat_map(|row| row.chunks_mut(32)) {
