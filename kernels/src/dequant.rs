@@ -2,10 +2,9 @@
 
 use aihal_core::{CoreError, Result};
 use cubecl::prelude::*;
-use cubecl::server::Handle;
 
 use crate::decode::decode;
-use crate::launch::{cube_index, Context};
+use crate::launch::{cube_index, Context, DeviceBuffer};
 use crate::packed::DeviceQuantized;
 
 #[cube(launch)]
@@ -48,37 +47,35 @@ fn dequantize_kernel<F: Float>(
 ///
 /// Elements are the layout contract's `decode(byte) * scale` computed in f32, then rounded
 /// once to `F`.
-pub fn dequantize<R: Runtime, F: Float + CubeElement>(ctx: &Context<R>, q: &DeviceQuantized<R>) -> Result<Handle> {
+pub fn dequantize<R: Runtime, F: Float + CubeElement>(
+    ctx: &Context<R>,
+    q: &DeviceQuantized<R>,
+) -> Result<DeviceBuffer<R, F>> {
     let out = ctx.alloc::<F>(q.numel())?;
-    dequantize_into::<R, F>(ctx, q, &out, q.numel())?;
+    dequantize_into::<R, F>(ctx, q, &out)?;
     Ok(out)
 }
 
-/// Dequantizes `q` into `out`, a device buffer of `out_len` elements of `F` that must equal
-/// `q.numel()` (reuse it across calls in a hot loop).
+/// Dequantizes `q` into `out`, which must hold `q.numel()` elements (reuse it across calls
+/// in a hot loop).
 pub fn dequantize_into<R: Runtime, F: Float + CubeElement>(
     ctx: &Context<R>,
     q: &DeviceQuantized<R>,
-    out: &Handle,
-    out_len: usize,
+    out: &DeviceBuffer<R, F>,
 ) -> Result<()> {
     ctx.require::<F>("dequantize")?;
     let numel = q.numel();
-    if out_len != numel || (out.size() as usize) < numel * std::mem::size_of::<F>() {
-        return Err(CoreError::shape_mismatch(
-            format!("dequantize output for {} of shape {:?}", q.format(), q.shape()),
-            [numel],
-            [out_len.min(out.size() as usize / std::mem::size_of::<F>())],
-        ));
-    }
+    out.expect_len(
+        &format!("dequantize output for {} of shape {:?}", q.format(), q.shape()),
+        numel,
+    )?;
     let k = u32::try_from(q.row_len())
         .map_err(|_| CoreError::invalid_input(format!("row length {} exceeds u32", q.row_len())))?;
     let units = ctx.limits().units_1d(256);
     let count = ctx.limits().cube_count_1d((numel as u64).div_ceil(u64::from(units)))?;
     let [data, scales, lut, nested, nested_scales] = q.args();
     let key = q.key;
-    // SAFETY: `out` holds at least `numel` elements of `F` (checked above).
-    let out_arg = unsafe { ArrayArg::from_raw_parts(out.clone(), numel) };
+    let out_arg = out.arg();
     ctx.launch("dequantize", || {
         dequantize_kernel::launch::<F, R>(
             ctx.client(),

@@ -2,6 +2,7 @@
 //! the helper that turns every CubeCL failure (an error or a panic inside CubeCL) into a
 //! [`CoreError`].
 
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use aihal_core::{CoreError, Result};
@@ -47,6 +48,16 @@ impl Limits {
     pub fn units_1d(&self, want: u32) -> u32 {
         let cap = want.min(self.max_units_per_cube).min(self.max_cube_dim_x).max(1);
         1 << cap.ilog2()
+    }
+
+    /// The plane size to hand a reducing kernel for cubes of `units` units: the device's
+    /// fixed plane size when plane operations are available and it divides `units`, else 0
+    /// (the shared-memory path). Lavapipe reports no plane operations; NVIDIA reports 32.
+    pub fn plane_for(&self, units: u32) -> u32 {
+        match self.plane_size {
+            Some(p) if self.plane_ops && p > 0 && units.is_multiple_of(p) => p,
+            _ => 0,
+        }
     }
 
     /// A cube count of `cubes` cubes, spread over x and y when x alone cannot hold them.
@@ -165,26 +176,30 @@ impl<R: Runtime> Context<R> {
             .map_err(|e| CoreError::kernel(self.backend, kernel, first_line(&e.to_string())))
     }
 
-    /// Uploads `data`.
-    pub fn upload<E: CubeElement>(&self, data: &[E]) -> Result<Handle> {
-        catch_unwind(AssertUnwindSafe(|| self.client.create_from_slice(E::as_bytes(data))))
-            .map_err(|p| CoreError::kernel(self.backend, "upload", panic_text(&*p)))
+    /// Uploads `data` (an empty slice gives a one-element buffer of length 0, as Vulkan
+    /// cannot bind an empty buffer).
+    pub fn upload<E: CubeElement>(&self, data: &[E]) -> Result<DeviceBuffer<R, E>> {
+        let padded: &[E] = if data.is_empty() { &[E::minimum_value()] } else { data };
+        let handle = catch_unwind(AssertUnwindSafe(|| self.client.create_from_slice(E::as_bytes(padded))))
+            .map_err(|p| CoreError::kernel(self.backend, "upload", panic_text(&*p)))?;
+        Ok(DeviceBuffer::new(handle, data.len()))
     }
 
-    /// Allocates room for `len` elements of `E` (at least one, as Vulkan cannot bind an
-    /// empty buffer).
-    pub fn alloc<E: CubeElement>(&self, len: usize) -> Result<Handle> {
+    /// Allocates an uninitialized buffer of `len` elements of `E`.
+    pub fn alloc<E: CubeElement>(&self, len: usize) -> Result<DeviceBuffer<R, E>> {
         let bytes = len
             .max(1)
             .checked_mul(std::mem::size_of::<E>())
             .ok_or_else(|| CoreError::invalid_input(format!("{len} elements overflow the address space")))?;
-        catch_unwind(AssertUnwindSafe(|| self.client.empty(bytes)))
-            .map_err(|_| CoreError::out_of_memory(self.backend, Some(bytes as u64)))
+        let handle = catch_unwind(AssertUnwindSafe(|| self.client.empty(bytes)))
+            .map_err(|_| CoreError::out_of_memory(self.backend, Some(bytes as u64)))?;
+        Ok(DeviceBuffer::new(handle, len))
     }
 
-    /// Reads the first `len` elements of `handle` back to the host.
-    pub fn download<E: CubeElement>(&self, handle: Handle, len: usize) -> Result<Vec<E>> {
-        let bytes = catch_unwind(AssertUnwindSafe(|| self.client.read_one(handle)))
+    /// Reads `buffer` back to the host (waits for the kernels that write it).
+    pub fn download<E: CubeElement>(&self, buffer: &DeviceBuffer<R, E>) -> Result<Vec<E>> {
+        let len = buffer.len();
+        let bytes = catch_unwind(AssertUnwindSafe(|| self.client.read_one(buffer.handle().clone())))
             .map_err(|p| CoreError::kernel(self.backend, "download", panic_text(&*p)))?
             .map_err(|e| CoreError::kernel(self.backend, "download", first_line(&e.to_string())))?;
         let want = len * std::mem::size_of::<E>();
@@ -208,6 +223,82 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .map_or_else(|| "the runtime panicked".to_owned(), |s| first_line(&s))
+}
+
+/// A device buffer of `len` elements of `E`, the unit every op reads and writes.
+///
+/// The length is kept with the handle (CubeCL pads allocations), so every op can check that
+/// its operands have the sizes it needs.
+pub struct DeviceBuffer<R: Runtime, E> {
+    handle: Handle,
+    len: usize,
+    _marker: PhantomData<(R, E)>,
+}
+
+impl<R: Runtime, E> Clone for DeviceBuffer<R, E> {
+    fn clone(&self) -> Self {
+        Self::new(self.handle.clone(), self.len)
+    }
+}
+
+impl<R: Runtime, E> std::fmt::Debug for DeviceBuffer<R, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("len", &self.len)
+            .field("element", &std::any::type_name::<E>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime, E> DeviceBuffer<R, E> {
+    pub(crate) fn new(handle: Handle, len: usize) -> Self {
+        Self {
+            handle,
+            len,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Wraps a CubeCL handle holding at least `len` elements of `E`.
+    ///
+    /// # Safety
+    ///
+    /// `handle` must hold at least `len * size_of::<E>()` bytes: kernels index it up to
+    /// `len` without further checks.
+    pub unsafe fn from_raw_parts(handle: Handle, len: usize) -> Self {
+        Self::new(handle, len)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The CubeCL handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// `ShapeMismatch` unless the buffer holds exactly `len` elements.
+    pub(crate) fn expect_len(&self, what: &str, len: usize) -> Result<()> {
+        if self.len == len {
+            Ok(())
+        } else {
+            Err(CoreError::shape_mismatch(what, [len], [self.len]))
+        }
+    }
+
+    /// The buffer as a kernel argument.
+    pub(crate) fn arg(&self) -> ArrayArg<R> {
+        // SAFETY: every constructor guarantees `len` elements fit in the handle (`upload` and
+        // `alloc` allocate at least that, `from_raw_parts` makes it the caller's promise).
+        unsafe { ArrayArg::from_raw_parts(self.handle.clone(), self.len.max(1)) }
+    }
 }
 
 /// The linear cube index of a kernel launched with [`Limits::cube_count_1d`].

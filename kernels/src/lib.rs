@@ -2,6 +2,8 @@
 //! (CUDA through `aihal-cuda`, Vulkan through wgpu with this crate's `wgpu` feature).
 //!
 //! - [`dequantize`]: every `aihal_quantize` format into f32, f16 or bf16.
+//! - [`quant_matmul`]: `y = x · Wᵀ` over a packed weight (GEMV for one row, tiled GEMM
+//!   otherwise), f32 or f16 activations, f32 accumulation.
 //!
 //! Every op takes a [`Context`] (a CubeCL client and the launch limits read from it) and
 //! device buffers; every failure, including a panic inside CubeCL, is a [`CoreError`].
@@ -18,12 +20,15 @@ pub mod conformance;
 mod decode;
 mod dequant;
 mod launch;
+mod matmul;
 mod packed;
+mod reduce;
 #[cfg(feature = "wgpu")]
 mod wgpu_device;
 
 pub use dequant::{dequantize, dequantize_into};
-pub use launch::{Context, Limits};
+pub use launch::{Context, DeviceBuffer, Limits};
+pub use matmul::{quant_matmul, quant_matmul_into};
 pub use packed::DeviceQuantized;
 #[cfg(feature = "wgpu")]
 pub use wgpu_device::{wgpu_adapters, wgpu_context, wgpu_device, WgpuAdapter, WgpuProbe};

@@ -3,10 +3,9 @@
 use aihal_core::{CoreError, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use cubecl::prelude::*;
-use cubecl::server::Handle;
 
 use crate::decode::kind;
-use crate::launch::Context;
+use crate::launch::{Context, DeviceBuffer};
 
 /// The compile-time description of a layout that selects a kernel variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,11 +24,11 @@ pub struct DeviceQuantized<R: Runtime> {
     pub(crate) format: QuantFormat,
     pub(crate) shape: Vec<usize>,
     pub(crate) key: LayoutKey,
-    pub(crate) data: (Handle, usize),
-    pub(crate) scales: (Handle, usize),
-    pub(crate) lut: (Handle, usize),
-    pub(crate) nested: (Handle, usize),
-    pub(crate) nested_scales: (Handle, usize),
+    data: DeviceBuffer<R, u32>,
+    scales: DeviceBuffer<R, f32>,
+    lut: DeviceBuffer<R, f32>,
+    nested: DeviceBuffer<R, u32>,
+    nested_scales: DeviceBuffer<R, f32>,
     bytes: usize,
     _runtime: std::marker::PhantomData<R>,
 }
@@ -135,11 +134,11 @@ impl<R: Runtime> DeviceQuantized<R> {
                 block: key.1.max(1),
                 nested_block: key.2.max(1),
             },
-            data: (ctx.upload(&words)?, words.len()),
-            scales: (ctx.upload(scales)?, scales.len()),
-            lut: (ctx.upload(lut)?, lut.len()),
-            nested: (ctx.upload(&nested_words)?, nested_words.len()),
-            nested_scales: (ctx.upload(&nested_scales)?, nested_scales.len()),
+            data: ctx.upload(&words)?,
+            scales: ctx.upload(scales)?,
+            lut: ctx.upload(lut)?,
+            nested: ctx.upload(&nested_words)?,
+            nested_scales: ctx.upload(&nested_scales)?,
             bytes,
             _runtime: std::marker::PhantomData,
         })
@@ -172,15 +171,12 @@ impl<R: Runtime> DeviceQuantized<R> {
 
     /// The five arrays every decoding kernel takes, with the lengths that were uploaded.
     pub(crate) fn args(&self) -> [ArrayArg<R>; 5] {
-        // SAFETY: each handle was created from a slice of exactly the recorded length.
-        unsafe {
-            [
-                ArrayArg::from_raw_parts(self.data.0.clone(), self.data.1),
-                ArrayArg::from_raw_parts(self.scales.0.clone(), self.scales.1),
-                ArrayArg::from_raw_parts(self.lut.0.clone(), self.lut.1),
-                ArrayArg::from_raw_parts(self.nested.0.clone(), self.nested.1),
-                ArrayArg::from_raw_parts(self.nested_scales.0.clone(), self.nested_scales.1),
-            ]
-        }
+        [
+            self.data.arg(),
+            self.scales.arg(),
+            self.lut.arg(),
+            self.nested.arg(),
+            self.nested_scales.arg(),
+        ]
     }
 }

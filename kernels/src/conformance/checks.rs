@@ -13,7 +13,7 @@ use cubecl::prelude::*;
 use half::{bf16, f16};
 
 use super::rng::Rng;
-use crate::{dequantize_into, Context, DeviceQuantized};
+use crate::{dequantize_into, Context, DeviceBuffer, DeviceQuantized};
 
 /// Every format with a shape that straddles the kernels' edges (partial cubes, odd element
 /// counts, partial blocks), paired with a value range.
@@ -98,7 +98,7 @@ pub fn assert_close(what: &str, seed: u64, got: &[f32], want: &[f32], tol: impl 
 /// # Panics
 ///
 /// When the upload fails.
-pub fn poisoned<R: Runtime, E: CubeElement>(ctx: &Context<R>, len: usize, poison: E) -> cubecl::server::Handle {
+pub fn poisoned<R: Runtime, E: CubeElement>(ctx: &Context<R>, len: usize, poison: E) -> DeviceBuffer<R, E> {
     ctx.upload(&vec![poison; len])
         .expect("upload of a poisoned output buffer")
 }
@@ -120,8 +120,8 @@ pub fn dequantize_every_format_f32<R: Runtime>(ctx: &Context<R>) {
         let want = aihal_quantize::dequantize(&q).expect("reference dequantize");
         let dq = upload(ctx, &q);
         let out = poisoned(ctx, q.numel(), f32::NAN);
-        dequantize_into::<R, f32>(ctx, &dq, &out, q.numel()).unwrap_or_else(|e| panic!("{format}: {e}"));
-        let got: Vec<f32> = ctx.download(out, q.numel()).expect("download");
+        dequantize_into::<R, f32>(ctx, &dq, &out).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let got: Vec<f32> = ctx.download(&out).expect("download");
         let max = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let nested = matches!(format, QuantFormat::Nf4 { double_quant: true, .. });
         assert_close(
@@ -153,9 +153,9 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
         let n = q.numel();
         if ctx.supports::<f16>() {
             let out = poisoned(ctx, n, f16::NAN);
-            dequantize_into::<R, f16>(ctx, &dq, &out, n).unwrap_or_else(|e| panic!("{format} f16: {e}"));
+            dequantize_into::<R, f16>(ctx, &dq, &out).unwrap_or_else(|e| panic!("{format} f16: {e}"));
             let got: Vec<f32> = ctx
-                .download::<f16>(out, n)
+                .download(&out)
                 .expect("download")
                 .iter()
                 .map(|v| v.to_f32())
@@ -172,9 +172,9 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
         }
         if ctx.supports::<bf16>() {
             let out = poisoned(ctx, n, bf16::NAN);
-            dequantize_into::<R, bf16>(ctx, &dq, &out, n).unwrap_or_else(|e| panic!("{format} bf16: {e}"));
+            dequantize_into::<R, bf16>(ctx, &dq, &out).unwrap_or_else(|e| panic!("{format} bf16: {e}"));
             let got: Vec<f32> = ctx
-                .download::<bf16>(out, n)
+                .download(&out)
                 .expect("download")
                 .iter()
                 .map(|v| v.to_f32())
@@ -189,7 +189,7 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
             );
             ran = true;
         } else {
-            let err = dequantize_into::<R, bf16>(ctx, &dq, &poisoned(ctx, n, 0u16), n).unwrap_err();
+            let err = dequantize_into::<R, bf16>(ctx, &dq, &poisoned(ctx, n, bf16::ZERO)).unwrap_err();
             assert!(matches!(err, CoreError::Unsupported { .. }), "{err}");
         }
     }
@@ -201,15 +201,14 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
     }
 }
 
-/// A wrong output length or a too-small buffer is a `ShapeMismatch`, and NF4 with double
+/// A wrong output length is a `ShapeMismatch`, and NF4 with double
 /// quantization but no nested absmax is refused at upload.
 pub fn dequantize_rejects_bad_output<R: Runtime>(ctx: &Context<R>) {
     let mut rng = Rng::fresh();
     let q = random_weights(&mut rng, QuantFormat::Q8_0, &[2, 64]);
     let dq = upload(ctx, &q);
-    let small = poisoned(ctx, 100, 0.0f32);
     for len in [100, 129] {
-        let err = dequantize_into::<R, f32>(ctx, &dq, &small, len).unwrap_err();
+        let err = dequantize_into::<R, f32>(ctx, &dq, &poisoned(ctx, len, 0.0f32)).unwrap_err();
         assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{err}");
     }
     let q = random_weights(
@@ -223,5 +222,110 @@ pub fn dequantize_rejects_bad_output<R: Runtime>(ctx: &Context<R>) {
     let (format, shape, data, scales) = q.into_parts();
     let bare = QuantizedTensor::from_parts(format, shape, data, scales).expect("parts");
     let err = DeviceQuantized::upload(ctx, &bare).unwrap_err();
+    assert!(matches!(err, CoreError::InvalidInput(_)), "{err}");
+}
+
+/// `Σ_k |x[i][k] * w[n][k]|` for every output: the scale of the rounding error of a sum.
+fn abs_products(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..k).map(|c| (x[i * k + c] * w[j * k + c]).abs()).sum();
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_case<R: Runtime, F: Float + CubeElement>(
+    ctx: &Context<R>,
+    rng: &mut Rng,
+    format: QuantFormat,
+    shape: &[usize],
+    m: usize,
+    to_f: impl Fn(f32) -> F,
+    from_f: impl Fn(F) -> f32,
+    out_ulp: f32,
+    poison: F,
+) {
+    let q = random_weights(rng, format, shape);
+    let (n, k) = (shape[0], shape[1]);
+    // Activations as the device sees them (rounded to F), so only the matmul is compared.
+    let x: Vec<F> = rng.values(m * k, 2.0).into_iter().map(&to_f).collect();
+    let x32: Vec<f32> = x.iter().map(|&v| from_f(v)).collect();
+    let want = aihal_cpu::reference::matmul(&x32, m, &q).expect("reference matmul");
+    let scale = abs_products(&x32, m, &aihal_quantize::dequantize(&q).expect("dequantize"), n, k);
+    let dq = upload(ctx, &q);
+    let xh = ctx.upload(&x).expect("upload x");
+    let out = poisoned(ctx, m * n, poison);
+    crate::quant_matmul_into::<R, F>(ctx, &xh, m, &dq, &out).unwrap_or_else(|e| panic!("{format} m={m}: {e}"));
+    let got: Vec<f32> = ctx.download(&out).expect("download").into_iter().map(&from_f).collect();
+    let gamma = 2.0 * k as f32 * 2f32.powi(-24);
+    assert_close(
+        &format!(
+            "matmul {format} x[{m}, {k}] · W[{n}, {k}]ᵀ as {}",
+            std::any::type_name::<F>()
+        ),
+        rng.seed(),
+        &got,
+        &want,
+        |i, w| gamma * scale[i] + out_ulp * w.abs() + 1e-30,
+    );
+}
+
+/// Fused matmul for every format, M = 1 (GEMV) and M = 3, 17 (GEMM, straddling the 16-row
+/// tile), f32 activations, against `aihal_cpu::reference::matmul`.
+///
+/// Tolerance: the standard bound for a reordered f32 sum, `2 K u Σ|x w|` with `u = 2⁻²⁴`.
+pub fn matmul_every_format_f32<R: Runtime>(ctx: &Context<R>) {
+    let mut rng = Rng::fresh();
+    for (format, shape) in format_cases() {
+        for m in [1, 3, 17] {
+            matmul_case::<R, f32>(ctx, &mut rng, format, &shape, m, |v| v, |v| v, 0.0, f32::NAN);
+        }
+    }
+}
+
+/// Fused matmul with f16 activations and output (where the device has f16): the reference
+/// gets the same f16-rounded activations; the output adds one f16 rounding (2⁻¹⁰ relative).
+pub fn matmul_f16_activations<R: Runtime>(ctx: &Context<R>) {
+    if !ctx.supports::<f16>() {
+        eprintln!("note: {} has no f16; f16 matmul not checked", ctx.backend());
+        return;
+    }
+    let mut rng = Rng::fresh();
+    for (format, shape) in format_cases().into_iter().step_by(2) {
+        for m in [1, 18] {
+            matmul_case::<R, f16>(
+                ctx,
+                &mut rng,
+                format,
+                &shape,
+                m,
+                f16::from_f32,
+                f16::to_f32,
+                2f32.powi(-10),
+                f16::NAN,
+            );
+        }
+    }
+}
+
+/// Wrong shapes are errors: a weight that is not 2-D, an x or output buffer too small, m = 0.
+pub fn matmul_rejects_bad_shapes<R: Runtime>(ctx: &Context<R>) {
+    let mut rng = Rng::fresh();
+    let q = random_weights(&mut rng, QuantFormat::Q8_0, &[8, 64]);
+    let dq = upload(ctx, &q);
+    let x = ctx.upload(&rng.values(2 * 64, 1.0)).expect("upload");
+    let out = poisoned(ctx, 16, 0.0f32);
+    let err = crate::quant_matmul_into::<R, f32>(ctx, &x, 3, &dq, &out).unwrap_err();
+    assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{err}");
+    let small = poisoned(ctx, 15, 0.0f32);
+    let err = crate::quant_matmul_into::<R, f32>(ctx, &x, 2, &dq, &small).unwrap_err();
+    assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{err}");
+    let err = crate::quant_matmul_into::<R, f32>(ctx, &x, 0, &dq, &out).unwrap_err();
+    assert!(matches!(err, CoreError::InvalidInput(_)), "{err}");
+    let q3 = random_weights(&mut rng, QuantFormat::Int8PerChannel, &[2, 2, 32]);
+    let err = crate::quant_matmul::<R, f32>(ctx, &x, 1, &upload(ctx, &q3)).unwrap_err();
     assert!(matches!(err, CoreError::InvalidInput(_)), "{err}");
 }

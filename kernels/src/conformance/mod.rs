@@ -82,6 +82,9 @@ macro_rules! testgen_conformance {
             dequantize_every_format_f32,
             dequantize_every_format_half,
             dequantize_rejects_bad_output,
+            matmul_every_format_f32,
+            matmul_f16_activations,
+            matmul_rejects_bad_shapes,
         );
     };
     (@tests $runtime:ty, $context:expr, $($check:ident),* $(,)?) => {
