@@ -4,7 +4,7 @@
 //! Each check is a generic function over the runtime; [`testgen_conformance!`] turns them
 //! into `#[test]`s for one runtime, the way CubeCL's own `runtime_tests` do:
 //!
-//! ```ignore
+//! ```text
 //! fn context() -> Option<aihal_kernels::Context<MyRuntime>> { /* None skips loudly */ }
 //! aihal_kernels::testgen_conformance!(MyRuntime, context());
 //! ```
@@ -14,9 +14,11 @@
 //! stated per check and per dtype next to each comparison.
 
 mod checks;
+mod ops_checks;
 mod rng;
 
 pub use checks::*;
+pub use ops_checks::*;
 pub use rng::Rng;
 
 #[cfg(feature = "wgpu")]
@@ -85,6 +87,11 @@ macro_rules! testgen_conformance {
             matmul_every_format_f32,
             matmul_f16_activations,
             matmul_rejects_bad_shapes,
+            rms_norm_matches_reference,
+            softmax_matches_reference,
+            activations_match_reference,
+            rope_matches_reference,
+            attention_matches_reference,
         );
     };
     (@tests $runtime:ty, $context:expr, $($check:ident),* $(,)?) => {
