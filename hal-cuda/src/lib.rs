@@ -2,6 +2,9 @@
 //! this crate builds and runs on machines without CUDA), running the `aihal-kernels`
 //! CubeCL kernels on them, and moving candle tensors to and from CubeCL buffers.
 //!
+//! The same kernels run on Vulkan through `aihal-kernels`' wgpu runtime when a user asks
+//! for `Device::Wgpu { adapter }` ([`QuantMatmul`] routes both).
+//!
 //! Nothing here panics when the driver is missing: [`CudaProbe`] answers "unavailable" and
 //! [`cuda_context`] answers `DeviceNotAvailable` with the reason.
 #![deny(
@@ -10,12 +13,16 @@
     clippy::missing_safety_doc
 )]
 
+mod dispatch;
+mod interop;
 mod probe;
 
 use aihal_core::Result;
 use aihal_kernels::Context;
 pub use cubecl::cuda::{CudaDevice, CudaRuntime};
 
+pub use dispatch::{cuda_device_context, gpu_present, wgpu_device_context, QuantMatmul};
+pub use interop::{allocate_output_buffer, candle_to_cubecl_handle, cubecl_to_candle_tensor, CubeTensor};
 pub use probe::{cuda_device_info, cuda_devices, driver_present, CudaDeviceInfo, CudaProbe};
 
 /// Opens a kernel context on CUDA device `ordinal`, after checking that the driver and the
