@@ -176,6 +176,13 @@ impl<R: Runtime> Context<R> {
             .map_err(|e| CoreError::kernel(self.backend, kernel, first_line(&e.to_string())))
     }
 
+    /// Waits until every kernel queued on this client has finished (benchmarks stop the
+    /// clock after this).
+    pub fn sync(&self) -> Result<()> {
+        cubecl::future::block_on(self.client.sync())
+            .map_err(|e| CoreError::kernel(self.backend, "sync", first_line(&e.to_string())))
+    }
+
     /// Uploads `data` (an empty slice gives a one-element buffer of length 0, as Vulkan
     /// cannot bind an empty buffer).
     pub fn upload<E: CubeElement>(&self, data: &[E]) -> Result<DeviceBuffer<R, E>> {
