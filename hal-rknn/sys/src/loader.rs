@@ -182,12 +182,16 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound { attempts, from_env } => {
-                f.write_str("the RKNN runtime (librknnrt.so) could not be loaded; tried ")?;
+                f.write_str("the RKNN runtime (librknnrt.so) could not be loaded; tried: ")?;
                 for (i, (path, err)) in attempts.iter().enumerate() {
                     if i > 0 {
-                        f.write_str(", ")?;
+                        f.write_str("; ")?;
                     }
-                    write!(f, "{path} ({err})")?;
+                    if err.starts_with(path.as_str()) {
+                        f.write_str(err)?;
+                    } else {
+                        write!(f, "{path} ({err})")?;
+                    }
                 }
                 if *from_env {
                     write!(f, ". {LIBRARY_ENV} names this path: fix or unset it")
@@ -290,7 +294,12 @@ impl RknnLib {
             match unsafe { Library::new(path) } {
                 // SAFETY: as above; the symbols are resolved with the declared signatures.
                 Ok(library) => return unsafe { Self::resolve(library, path.clone()) },
-                Err(e) => attempts.push((path.display().to_string(), e.to_string())),
+                Err(e) => {
+                    // libloading's message is generic ("dlopen failed"); the loader's own
+                    // reason (file not found, wrong ELF class, …) is its source.
+                    let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+                    attempts.push((path.display().to_string(), reason));
+                }
             }
         }
         Err(LoadError::NotFound { attempts, from_env })
