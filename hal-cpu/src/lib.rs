@@ -19,8 +19,12 @@
 
 mod decode;
 mod kernels;
+mod linear;
 mod matmul;
+pub mod ops;
 pub mod reference;
+
+pub use linear::QuantLinear;
 
 pub use kernels::kernel_set_name;
 pub use matmul::{matmul, matmul_into, matmul_tensor, matmul_with, ActivationPrecision, Activations, MatmulOptions};

@@ -101,6 +101,13 @@ pub fn softmax(x: &[f32], dim: usize) -> Result<Vec<f32>> {
 }
 
 fn softmax_row_into(row: &[f32], y: &mut Vec<f32>) {
+    let start = y.len();
+    y.resize(start + row.len(), 0.0);
+    softmax_row_into_slice(row, &mut y[start..]);
+}
+
+/// One softmax row into `y` (same length as `row`).
+pub(crate) fn softmax_row_into_slice(row: &[f32], y: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
     let mut nan = false;
     for &v in row {
@@ -108,22 +115,21 @@ fn softmax_row_into(row: &[f32], y: &mut Vec<f32>) {
         max = max.max(v);
     }
     if nan {
-        y.extend(std::iter::repeat_n(f32::NAN, row.len()));
+        y.fill(f32::NAN);
         return;
     }
     if max == f32::NEG_INFINITY {
-        y.extend(std::iter::repeat_n(0.0, row.len()));
+        y.fill(0.0);
         return;
     }
-    let start = y.len();
     let mut sum = 0.0f32;
-    for &v in row {
+    for (o, &v) in y.iter_mut().zip(row) {
         let e = (v - max).exp();
         sum += e;
-        y.push(e);
+        *o = e;
     }
     let inv = 1.0 / sum;
-    for v in &mut y[start..] {
+    for v in y.iter_mut() {
         *v *= inv;
     }
 }

@@ -1,0 +1,177 @@
+//! `QuantLinear`: a quantized drop-in for `candle_nn::Linear`.
+
+use aihal_core::{CoreError, Device, GpuDispatchable, Result};
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use candle_core::{DType, Tensor};
+
+use crate::decode::check_matmul;
+use crate::matmul::{matmul_with, ActivationPrecision, Activations, MatmulOptions};
+
+/// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`.
+///
+/// Implements [`candle_nn::Module`], so a candle model can swap its `Linear` layers for
+/// quantized ones: the input is `[..., in_features]` in f32, f16 or bf16 on the CPU, the
+/// output `[..., out_features]` in the input's dtype (accumulation is f32).
+///
+/// ```
+/// use aihal_cpu::QuantLinear;
+/// use aihal_quantize::QuantFormat;
+/// use candle_core::{Device, Module, Tensor};
+///
+/// let w = Tensor::randn(0f32, 1.0, (64, 128), &Device::Cpu)?;
+/// let layer = QuantLinear::from_tensor(&w, None, QuantFormat::Q8_0)?;
+/// let x = Tensor::randn(0f32, 1.0, (2, 5, 128), &Device::Cpu)?;
+/// let y = layer.forward(&x)?;
+/// assert_eq!(y.dims(), &[2, 5, 64]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct QuantLinear {
+    weight: QuantizedTensor,
+    bias: Option<Vec<f32>>,
+    activations: ActivationPrecision,
+}
+
+impl QuantLinear {
+    /// A layer over `weight` (`[out_features, in_features]`, any format) and an optional f32
+    /// bias of `out_features` values.
+    pub fn new(weight: QuantizedTensor, bias: Option<Vec<f32>>) -> Result<Self> {
+        let (n, _) = check_matmul(0, 0, &weight)?;
+        if let Some(b) = &bias {
+            if b.len() != n {
+                return Err(CoreError::shape_mismatch(
+                    "QuantLinear bias [out_features]",
+                    [n],
+                    [b.len()],
+                ));
+            }
+        }
+        Ok(Self {
+            weight,
+            bias,
+            activations: ActivationPrecision::default(),
+        })
+    }
+
+    /// Quantizes a candle weight `[out_features, in_features]` (and takes an optional bias
+    /// `[out_features]`), as `candle_nn::Linear::new(weight, bias)` would hold them.
+    pub fn from_tensor(weight: &Tensor, bias: Option<&Tensor>, format: QuantFormat) -> Result<Self> {
+        let dims = weight.dims().to_vec();
+        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let q = aihal_quantize::quantize(format, &w, &dims)?;
+        let b = bias
+            .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        Self::new(q, b)
+    }
+
+    /// Chooses how activations meet the weights (int8 per block of 32 by default).
+    #[must_use]
+    pub fn with_activations(mut self, activations: ActivationPrecision) -> Self {
+        self.activations = activations;
+        self
+    }
+
+    /// The quantized weight.
+    pub fn weight(&self) -> &QuantizedTensor {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// `in_features` (K).
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// `out_features` (N).
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// `y = x · Wᵀ + b` for `m` rows of f32, f16 or bf16 activations; `[m, out_features]` f32.
+    pub fn forward_slice(&self, x: Activations<'_>, m: usize) -> Result<Vec<f32>> {
+        let options = MatmulOptions {
+            activations: self.activations,
+            output: None,
+        };
+        let mut y = matmul_with(x, m, &self.weight, options)?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                for (v, &bv) in row.iter_mut().zip(b) {
+                    *v += bv;
+                }
+            }
+        }
+        Ok(y)
+    }
+
+    /// The [`candle_nn::Module`] forward pass with an aihal error.
+    pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.device().is_cpu() {
+            return Err(CoreError::device_mismatch(
+                "cpu",
+                format!("{:?}", x.device().location()),
+            ));
+        }
+        let dims = x.dims();
+        let Some((&k, lead)) = dims.split_last() else {
+            return Err(CoreError::invalid_input(
+                "QuantLinear: input must be [..., in_features]",
+            ));
+        };
+        if k != self.in_features() {
+            return Err(CoreError::dimension_mismatch(
+                "QuantLinear input features (last dimension)",
+                self.in_features(),
+                k,
+            ));
+        }
+        let m: usize = lead.iter().product();
+        let flat = x.flatten_all()?;
+        let y = match x.dtype() {
+            DType::F32 => self.forward_slice(Activations::F32(&flat.to_vec1::<f32>()?), m)?,
+            DType::F16 => self.forward_slice(Activations::F16(&flat.to_vec1::<half::f16>()?), m)?,
+            DType::BF16 => self.forward_slice(Activations::Bf16(&flat.to_vec1::<half::bf16>()?), m)?,
+            other => return Err(CoreError::unsupported("QuantLinear input", format!("{other:?}"))),
+        };
+        let mut shape = lead.to_vec();
+        shape.push(self.out_features());
+        Ok(Tensor::from_vec(y, shape, &candle_core::Device::Cpu)?.to_dtype(x.dtype())?)
+    }
+}
+
+impl candle_nn::Module for QuantLinear {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_tensor(xs).map_err(candle_core::Error::wrap)
+    }
+}
+
+/// The CPU route is [`QuantLinear::forward_tensor`]. This crate has no GPU route
+/// (`gpu_available` is `false`): dispatching to a GPU device runs on the CPU with a warning
+/// printed once, and [`aihal_core::Dispatched::fallback`] says so.
+impl GpuDispatchable for QuantLinear {
+    type Input = Tensor;
+    type Output = Tensor;
+
+    fn name(&self) -> &'static str {
+        "aihal-cpu QuantLinear"
+    }
+
+    fn dispatch_gpu(&self, _input: &Tensor, device: &Device) -> Result<Tensor> {
+        Err(CoreError::not_implemented(format!(
+            "QuantLinear of aihal-cpu on {device} (aihal-kernels runs quantized matmul on GPUs)"
+        )))
+    }
+
+    fn dispatch_cpu(&self, input: &Tensor) -> Result<Tensor> {
+        self.forward_tensor(input)
+    }
+
+    fn gpu_available(&self) -> bool {
+        false
+    }
+}
