@@ -336,3 +336,25 @@ mod random_shapes {
         }
     }
 }
+
+#[test]
+fn without_an_sdk_answer_the_symbols_decide_and_the_64_byte_info_still_reads_right_on_1_x() {
+    // A 1.6 runtime that does not answer RKNN_QUERY_SDK_VERSION: the emulator exports the 2.0
+    // symbols, so the symbol rule answers 2.0 and the 64-byte struct is passed. Its first 24
+    // bytes read as the same shape and layouts in the 1.x view, so products stay exact.
+    let emu = Emu::new("1.6.0");
+    emu.fail("rknn_query");
+    let info = emu.lib.runtime_info().unwrap();
+    emu.heal();
+    assert_eq!(info.source, VersionSource::Symbols);
+    assert_eq!(info.version, RuntimeVersion::new(2, 0, 0));
+    assert_eq!(info.api_version, None);
+    let mut rng = Rng::new(6);
+    let (m, k, n) = (2, 64, 64);
+    let a = rng.i8s(m * k);
+    let b = rng.i8s(k * n);
+    let mut mm = RknnMatMul::new(&emu.lib, m, k, n, MatMulType::Int8ToInt32).unwrap();
+    assert_eq!(mm.info_layout(), MatmulInfoLayout::V2);
+    mm.set_b_i8(&b, BOrder::KxN).unwrap();
+    assert_eq!(mm.run_i8(&a).unwrap(), reference_i8(&a, &b, m, k, n));
+}
