@@ -42,7 +42,9 @@ fn main() -> ExitCode {
 fn values(n: usize, mut seed: u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
@@ -95,7 +97,10 @@ fn run() -> Result<()> {
             max_ref = max_ref.max(cpu[i * N + j].abs());
         }
     }
-    println!("linear layer {M}x{K} · ({N}x{K})ᵀ, int8 weights with per-row scales, ran on {}", d.ran_on);
+    println!(
+        "linear layer {M}x{K} · ({N}x{K})ᵀ, int8 weights with per-row scales, ran on {}",
+        d.ran_on
+    );
     println!(
         "max |npu - cpu| = {max_err:.3e} ({:.3e} of max |y|), within the activation-rounding bound: {within}",
         max_err / max_ref
@@ -109,6 +114,8 @@ fn run() -> Result<()> {
     if within {
         Ok(())
     } else {
-        Err(aihal::CoreError::invalid_input("the NPU result is outside the expected error bound"))
+        Err(aihal::CoreError::invalid_input(
+            "the NPU result is outside the expected error bound",
+        ))
     }
 }
