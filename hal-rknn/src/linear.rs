@@ -25,8 +25,8 @@ enum Weight {
 }
 
 struct Npu {
-    /// `(M, matmul, core mask last set)`, most recent last.
-    cache: Vec<(usize, RknnMatMul, NpuCoreMask)>,
+    /// `(M, one matmul per K chunk, core mask last set)`, most recent last.
+    cache: Vec<(usize, Vec<RknnMatMul>, NpuCoreMask)>,
 }
 
 /// A linear layer `y = x · Wᵀ` (`W` is `[N, K]`) that runs on the NPU, on the CPU, or on the
@@ -40,6 +40,9 @@ struct Npu {
 ///   the activation rounding: at most `scale_x[m] / 2 * sum_k |w[n][k]|` per output.
 /// - **f16 weights** ([`RknnLinear::from_f16`]): `x` is rounded to f16 and the NPU
 ///   accumulates exact f16 products in f32.
+///
+/// K longer than the runtime's limit ([`MatMulType::max_k`]) is split into chunks whose
+/// partial products are summed on the host (exactly for int8; in f32 for f16).
 ///
 /// Other formats have no NPU route: dispatch to the NPU falls back to the CPU with a warning
 /// printed once. The CPU route is aihal-cpu's exact matmul (candle's for f16 weights).
@@ -170,28 +173,42 @@ impl RknnLinear {
                 "NPU linear input has a non-finite value at index {i}"
             )));
         }
+        let f16_overflow = x.iter().position(|v| v.abs() > f32::from(f16::MAX));
+        if let (MatMulType::Float16ToFloat32, Some(i)) = (ty, f16_overflow) {
+            return Err(CoreError::invalid_input(format!(
+                "NPU f16 linear input {} at index {i} is outside the f16 range",
+                x[i]
+            )));
+        }
         let (n, k) = (self.n, self.k);
+        let chunks = k_chunks(k, ty.max_k(lib.version()?));
         let mut npu = self.npu.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = if let Some(i) = npu.cache.iter().position(|(cm, ..)| *cm == m) {
             i
         } else {
-            let mut mm = RknnMatMul::new(lib, m, k, n, ty)?;
-            match &self.weight {
-                Weight::Quantized { int8: Some((w, _)), .. } => mm.set_b_i8(w, BOrder::NxK)?,
-                Weight::F16 { values } => mm.set_b_f16(values, BOrder::NxK)?,
-                Weight::Quantized { int8: None, .. } => {
-                    return Err(CoreError::not_implemented("this weight format on the NPU"));
+            let mut parts = Vec::with_capacity(chunks.len());
+            for &(k0, k1) in &chunks {
+                let mut mm = RknnMatMul::new(lib, m, k1 - k0, n, ty)?;
+                match &self.weight {
+                    Weight::Quantized { int8: Some((w, _)), .. } => mm.set_b_i8(&columns(w, k, k0, k1), BOrder::NxK)?,
+                    Weight::F16 { values } => mm.set_b_f16(&columns(values, k, k0, k1), BOrder::NxK)?,
+                    Weight::Quantized { int8: None, .. } => {
+                        return Err(CoreError::not_implemented("this weight format on the NPU"));
+                    }
                 }
+                parts.push(mm);
             }
             if npu.cache.len() == CACHED_SHAPES {
                 npu.cache.remove(0);
             }
-            npu.cache.push((m, mm, NpuCoreMask::AUTO));
+            npu.cache.push((m, parts, NpuCoreMask::AUTO));
             npu.cache.len() - 1
         };
-        let (_, mm, current) = &mut npu.cache[slot];
+        let (_, parts, current) = &mut npu.cache[slot];
         if *current != mask {
-            mm.set_core_mask(mask)?;
+            for mm in parts.iter_mut() {
+                mm.set_core_mask(mask)?;
+            }
             *current = mask;
         }
         if let Weight::Quantized {
@@ -200,21 +217,25 @@ impl RknnLinear {
         } = &self.weight
         {
             let (q, x_scales) = quantize_rows(x, m, k);
-            let acc = mm.run_i8(&q)?;
+            let mut acc = vec![0i32; m * n];
+            for (mm, &(k0, k1)) in parts.iter_mut().zip(&chunks) {
+                // Exact: each part is an int32 dot product of a slice of K.
+                let part = mm.run_i8(&columns(&q, k, k0, k1))?;
+                acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+            }
             let mut y = Vec::with_capacity(m * n);
             for i in 0..m {
                 y.extend((0..n).map(|j| acc[i * n + j] as f32 * x_scales[i] * w_scales[j]));
             }
             return Ok(y);
         }
-        if let Some(i) = x.iter().position(|v| v.abs() > f32::from(f16::MAX)) {
-            return Err(CoreError::invalid_input(format!(
-                "NPU f16 linear input {} at index {i} is outside the f16 range",
-                x[i]
-            )));
-        }
         let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
-        Ok(mm.run_f16(&xh)?)
+        let mut y = vec![0f32; m * n];
+        for (mm, &(k0, k1)) in parts.iter_mut().zip(&chunks) {
+            let part = mm.run_f16(&columns(&xh, k, k0, k1))?;
+            y.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+        }
+        Ok(y)
     }
 
     fn format_name(&self) -> String {
@@ -245,6 +266,18 @@ impl RknnLinear {
         lead.push(self.n);
         Ok(Tensor::from_vec(y, lead, &aihal_core::candle_core::Device::Cpu)?)
     }
+}
+
+/// Splits `0..k` into chunks the NPU accepts: at most `max_k` long, multiples of 32 except
+/// the last.
+fn k_chunks(k: usize, max_k: usize) -> Vec<(usize, usize)> {
+    let step = (max_k / 32 * 32).max(32);
+    (0..k).step_by(step).map(|k0| (k0, (k0 + step).min(k))).collect()
+}
+
+/// Columns `k0..k1` of a row-major matrix with rows of `k`.
+fn columns<T: Copy>(x: &[T], k: usize, k0: usize, k1: usize) -> Vec<T> {
+    x.chunks_exact(k).flat_map(|row| row[k0..k1].iter().copied()).collect()
 }
 
 /// Symmetric per-row int8 quantization: `q = round(x / s)`, `s = max|x| / 127` (1 for an

@@ -36,7 +36,7 @@ impl RknnProbe {
                     Device::Rknn {
                         core_mask: NpuCoreMask::AUTO,
                     },
-                    "Rockchip RKNPU (RK3588, 3 cores)",
+                    "Rockchip NPU (RKNN runtime)",
                 );
                 device.detail = Some(format!("{info}, loaded from {}", lib.path().display()));
                 BackendStatus::Available(vec![device])

@@ -206,3 +206,57 @@ fn the_probe_reports_the_npu_or_why_it_is_missing() {
         other => panic!("expected no device, got {other:?}"),
     }
 }
+
+#[test]
+fn k_beyond_the_runtime_limit_is_split_and_summed() {
+    // Runtime 1.5.2 takes K up to 4096 (int8) and 2048 (f16) per product.
+    let emu = Emu::new("1.5.2");
+    let mut rng = Rng::new(15);
+    let (m, k, n) = (2, 5000, 40);
+    let w = int8_weight(&mut rng, n, k);
+    let x = rng.f32s(m * k, 1.0);
+    let layer = RknnLinear::with_library(w.clone(), Some(emu.lib.clone())).unwrap();
+    let xt = Tensor::from_vec(x.clone(), (m, k), &CandleDevice::Cpu).unwrap();
+    let got: Vec<f32> = layer
+        .dispatch(&xt, &NPU)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let wq: Vec<i8> = w.data().iter().map(|&b| b as i8).collect();
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let sx = row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        for j in 0..n {
+            let acc: i32 = (0..k)
+                .map(|kk| (row[kk] / sx).round() as i32 * i32::from(wq[j * k + kk]))
+                .sum();
+            assert_eq!(got[i * n + j], acc as f32 * sx * w.scales()[j], "({i}, {j})");
+        }
+    }
+
+    let (m, k, n) = (1, 2100, 16);
+    let wh: Vec<f16> = rng.f32s(n * k, 1.0).into_iter().map(f16::from_f32).collect();
+    let x = rng.f32s(m * k, 1.0);
+    let layer = RknnLinear::from_f16(wh.clone(), n, k, Some(emu.lib.clone())).unwrap();
+    let xt = Tensor::from_vec(x.clone(), (m, k), &CandleDevice::Cpu).unwrap();
+    let got: Vec<f32> = layer
+        .dispatch(&xt, &NPU)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for j in 0..n {
+        // Two products (K 0..2048 and 2048..2100), each accumulated in order, then added.
+        let part = |k0: usize, k1: usize| {
+            let mut acc = 0f32;
+            for kk in k0..k1 {
+                acc += f16::from_f32(x[kk]).to_f32() * wh[j * k + kk].to_f32();
+            }
+            acc
+        };
+        assert_eq!(got[j], 0.0 + part(0, 2048) + part(2048, k), "{j}");
+    }
+}
