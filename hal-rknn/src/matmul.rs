@@ -366,14 +366,13 @@ impl RknnMatMul {
         RknnStatus(unsafe { f(self.ctx, &raw mut params) }).result("rknn_matmul_set_quant_params")
     }
 
-    fn b_offset(&self, kk: usize, j: usize) -> usize {
+    /// Where B's element `(kk, j)` lives in NPU memory, in elements.
+    fn b_offsets(&self) -> impl Fn(usize, usize) -> usize {
         let [kp, np] = self.padded;
-        match self.b_layout {
+        let (layout, nb) = (self.b_layout, self.ty.alignment().1);
+        move |kk, j| match layout {
             BLayout::Normal => kk * np + j,
-            BLayout::Native => {
-                let nb = self.ty.alignment().1;
-                (((j / nb) * (kp / 32) + kk / 32) * nb + j % nb) * 32 + kk % 32
-            }
+            BLayout::Native => (((j / nb) * (kp / 32) + kk / 32) * nb + j % nb) * 32 + kk % 32,
         }
     }
 
@@ -401,21 +400,18 @@ impl RknnMatMul {
         }
     }
 
-    fn write_b(&mut self, order: BOrder, elem: usize, mut put: impl FnMut(&mut [u8], usize, usize)) {
+    fn write_b(&mut self, order: BOrder, elem: usize, mut put: impl FnMut(&mut [u8], usize)) {
         let [_, k, n] = self.dims;
-        let offsets: Vec<usize> = (0..k * n)
-            .map(|idx| {
-                let (kk, j) = match order {
-                    BOrder::KxN => (idx / n, idx % n),
-                    BOrder::NxK => (idx % k, idx / k),
-                };
-                self.b_offset(kk, j) * elem
-            })
-            .collect();
+        let offset = self.b_offsets();
         let b = self.mems[1].bytes_mut();
         b.fill(0);
-        for (idx, off) in offsets.into_iter().enumerate() {
-            put(&mut b[off..off + elem], idx, elem);
+        for idx in 0..k * n {
+            let (kk, j) = match order {
+                BOrder::KxN => (idx / n, idx % n),
+                BOrder::NxK => (idx % k, idx / k),
+            };
+            let off = offset(kk, j) * elem;
+            put(&mut b[off..off + elem], idx);
         }
         self.b_set = true;
     }
@@ -424,7 +420,7 @@ impl RknnMatMul {
     pub fn set_b_i8(&mut self, b: &[i8], order: BOrder) -> Result<()> {
         self.check_type(true, "set_b_i8")?;
         self.check_b_len(b.len())?;
-        self.write_b(order, 1, |dst, idx, _| dst[0] = b[idx] as u8);
+        self.write_b(order, 1, |dst, idx| dst[0] = b[idx] as u8);
         self.sync(1, sys::RKNN_MEMORY_SYNC_TO_DEVICE)
     }
 
@@ -432,7 +428,7 @@ impl RknnMatMul {
     pub fn set_b_f16(&mut self, b: &[f16], order: BOrder) -> Result<()> {
         self.check_type(false, "set_b_f16")?;
         self.check_b_len(b.len())?;
-        self.write_b(order, 2, |dst, idx, _| dst.copy_from_slice(&b[idx].to_le_bytes()));
+        self.write_b(order, 2, |dst, idx| dst.copy_from_slice(&b[idx].to_le_bytes()));
         self.sync(1, sys::RKNN_MEMORY_SYNC_TO_DEVICE)
     }
 
