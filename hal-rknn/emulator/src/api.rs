@@ -14,18 +14,17 @@ use std::time::Instant;
 use aihal_rknn_sys as sys;
 use half::f16;
 use sys::{
-    rknn_context, rknn_init_extend, rknn_input, rknn_matmul_ctx, rknn_matmul_io_attr, rknn_matmul_tensor_attr,
-    rknn_output, rknn_output_extend, rknn_quant_params, rknn_run_extend, rknn_tensor_attr, rknn_tensor_mem,
-    RuntimeVersion, RKNN_ERR_CTX_INVALID, RKNN_ERR_FAIL, RKNN_ERR_INPUT_INVALID, RKNN_ERR_MODEL_INVALID,
-    RKNN_ERR_OUTPUT_INVALID, RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
+    rknn_context, rknn_init_extend, rknn_input, rknn_matmul_ctx, rknn_output, rknn_output_extend, rknn_run_extend,
+    rknn_tensor_attr, rknn_tensor_mem, RuntimeVersion, RKNN_ERR_CTX_INVALID, RKNN_ERR_FAIL, RKNN_ERR_INPUT_INVALID,
+    RKNN_ERR_MODEL_INVALID, RKNN_ERR_OUTPUT_INVALID, RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
 };
 
-use crate::matmul::{desc_from_v1, desc_from_v2, MatMulCtx, Quant};
+use crate::matmul::MatMulCtx;
 use crate::model::{EmuModel, ModelCtx};
 use crate::state::{configured_version, injected_fault, with_state, Context, State};
 
 /// Runs `body` unless a fault is injected for `name`, turning a panic into `RKNN_ERR_FAIL`.
-fn entry(name: &str, body: impl FnOnce() -> c_int) -> c_int {
+pub(crate) fn entry(name: &str, body: impl FnOnce() -> c_int) -> c_int {
     if let Some(code) = injected_fault(name) {
         return code;
     }
@@ -33,7 +32,7 @@ fn entry(name: &str, body: impl FnOnce() -> c_int) -> c_int {
 }
 
 /// Runs `body`, turning a panic into `RKNN_ERR_FAIL`.
-fn guarded(body: impl FnOnce() -> c_int) -> c_int {
+pub(crate) fn guarded(body: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(RKNN_ERR_FAIL)
 }
 
@@ -44,18 +43,18 @@ fn model_ctx(state: &mut State, ctx: rknn_context) -> Result<&mut ModelCtx, c_in
     }
 }
 
-fn matmul_ctx(state: &mut State, ctx: rknn_matmul_ctx) -> Result<&mut MatMulCtx, c_int> {
+pub(crate) fn matmul_ctx(state: &mut State, ctx: rknn_matmul_ctx) -> Result<&mut MatMulCtx, c_int> {
     match state.context(ctx) {
         Some(Context::MatMul(m)) => Ok(m),
         _ => Err(RKNN_ERR_CTX_INVALID),
     }
 }
 
-fn status(r: Result<(), c_int>) -> c_int {
+pub(crate) fn status(r: Result<(), c_int>) -> c_int {
     r.err().unwrap_or(RKNN_SUCC)
 }
 
-fn valid_core_mask(version: RuntimeVersion, mask: u32) -> bool {
+pub(crate) fn valid_core_mask(version: RuntimeVersion, mask: u32) -> bool {
     matches!(mask, 0..=4 | 7) || (mask == sys::RKNN_NPU_CORE_ALL && version >= RuntimeVersion::new(2, 0, 0))
 }
 
@@ -560,174 +559,6 @@ pub unsafe extern "C" fn rknn_mem_sync(ctx: rknn_context, mem: *mut rknn_tensor_
     })
 }
 
-/// `rknn_matmul_create`: reads the 24- or 64-byte `rknn_matmul_info` of the configured
-/// version and fills `io_attr`.
-#[no_mangle]
-pub unsafe extern "C" fn rknn_matmul_create(
-    ctx_out: *mut rknn_matmul_ctx,
-    info: *mut c_void,
-    io_attr: *mut rknn_matmul_io_attr,
-) -> c_int {
-    entry("rknn_matmul_create", || {
-        if ctx_out.is_null() || info.is_null() || io_attr.is_null() {
-            return RKNN_ERR_PARAM_INVALID;
-        }
-        let Some(version) = configured_version() else {
-            return RKNN_ERR_FAIL;
-        };
-        let desc = if version.matmul_info_layout() == sys::MatmulInfoLayout::V1 {
-            // SAFETY: the caller passes the struct of this version's layout (C API contract).
-            desc_from_v1(&unsafe { info.cast::<sys::rknn_matmul_info_v1>().read_unaligned() })
-        } else {
-            // SAFETY: as above, the 64-byte layout.
-            match desc_from_v2(&unsafe { info.cast::<sys::rknn_matmul_info_v2>().read_unaligned() }) {
-                Ok(d) => d,
-                Err(e) => return e,
-            }
-        };
-        let ctx = match MatMulCtx::new(version, desc) {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let io = ctx.io;
-        let handle = with_state(|s| s.add_context(Context::MatMul(Box::new(ctx))));
-        // SAFETY: both are non-null and writable (C API contract).
-        unsafe {
-            ctx_out.write_unaligned(handle);
-            io_attr.write_unaligned(io);
-        }
-        RKNN_SUCC
-    })
-}
-
-/// `rknn_matmul_set_io_mem`: binds memory (at least the matrix's size) to A, B or C.
-#[no_mangle]
-pub unsafe extern "C" fn rknn_matmul_set_io_mem(
-    ctx: rknn_matmul_ctx,
-    mem: *mut rknn_tensor_mem,
-    attr: *mut rknn_matmul_tensor_attr,
-) -> c_int {
-    entry("rknn_matmul_set_io_mem", || {
-        if attr.is_null() {
-            return RKNN_ERR_PARAM_INVALID;
-        }
-        // SAFETY: non-null and readable (C API contract).
-        let attr = unsafe { attr.read_unaligned() };
-        with_state(|s| {
-            let mem_len = s.mem(ctx, mem).map(|e| e.len);
-            let mm = match matmul_ctx(s, ctx) {
-                Ok(m) => m,
-                Err(e) => return e,
-            };
-            let Some(which) = MatMulCtx::matrix_index(&sys::read_c_name(&attr.name)) else {
-                return RKNN_ERR_PARAM_INVALID;
-            };
-            let want = [mm.io.A.size, mm.io.B.size, mm.io.C.size][which] as usize;
-            match mem_len {
-                Some(len) if len >= want => {
-                    mm.bound[which] = Some(mem as usize);
-                    RKNN_SUCC
-                }
-                _ => RKNN_ERR_PARAM_INVALID,
-            }
-        })
-    })
-}
-
-/// `rknn_matmul_set_core_mask`: multi-core masks fail before 2.0 (as 1.6.0 did).
-#[no_mangle]
-pub unsafe extern "C" fn rknn_matmul_set_core_mask(ctx: rknn_matmul_ctx, mask: u32) -> c_int {
-    entry("rknn_matmul_set_core_mask", || {
-        with_state(|s| {
-            status(matmul_ctx(s, ctx).and_then(|mm| {
-                if !valid_core_mask(mm.version, mask) {
-                    return Err(RKNN_ERR_PARAM_INVALID);
-                }
-                if mask.count_ones() > 1 && mm.version < RuntimeVersion::new(2, 0, 0) {
-                    return Err(RKNN_ERR_FAIL);
-                }
-                mm.core_mask = mask;
-                Ok(())
-            }))
-        })
-    })
-}
-
-/// `rknn_matmul_set_quant_params` (2.0.0 and later).
-#[no_mangle]
-pub unsafe extern "C" fn rknn_matmul_set_quant_params(ctx: rknn_matmul_ctx, params: *mut rknn_quant_params) -> c_int {
-    entry("rknn_matmul_set_quant_params", || {
-        if params.is_null() {
-            return RKNN_ERR_PARAM_INVALID;
-        }
-        // SAFETY: non-null and readable (C API contract).
-        let p = unsafe { params.read_unaligned() };
-        let len_ok = |l: i32| (1..=1 << 20).contains(&l);
-        if p.scale.is_null() || p.zp.is_null() || !len_ok(p.scale_len) || !len_ok(p.zp_len) {
-            return RKNN_ERR_PARAM_INVALID;
-        }
-        // SAFETY: the caller passes `scale_len` floats and `zp_len` ints (C API contract).
-        let (scale, zp) = unsafe {
-            (
-                std::slice::from_raw_parts(p.scale, p.scale_len as usize).to_vec(),
-                std::slice::from_raw_parts(p.zp, p.zp_len as usize).to_vec(),
-            )
-        };
-        with_state(|s| {
-            status(matmul_ctx(s, ctx).and_then(|mm| {
-                let which = MatMulCtx::matrix_index(&sys::read_c_name(&p.name)).ok_or(RKNN_ERR_PARAM_INVALID)?;
-                mm.set_quant(which, Quant { scale, zp })
-            }))
-        })
-    })
-}
-
-/// `rknn_matmul_run`: computes C exactly from the bound A and B.
-#[no_mangle]
-pub unsafe extern "C" fn rknn_matmul_run(ctx: rknn_matmul_ctx) -> c_int {
-    entry("rknn_matmul_run", || {
-        with_state(|s| {
-            let (bound, sizes) = match matmul_ctx(s, ctx) {
-                Ok(mm) => (mm.bound, [mm.io.A.size, mm.io.B.size, mm.io.C.size]),
-                Err(e) => return e,
-            };
-            let [Some(a), Some(b), Some(c)] = bound else {
-                return RKNN_ERR_PARAM_INVALID;
-            };
-            let mut read = |addr: usize, n: u32| s.mem_by_addr(addr).map(|m| m.bytes()[..n as usize].to_vec());
-            let (Some(a), Some(b)) = (read(a, sizes[0]), read(b, sizes[1])) else {
-                return RKNN_ERR_PARAM_INVALID;
-            };
-            let mut out = vec![0u8; sizes[2] as usize];
-            match matmul_ctx(s, ctx) {
-                Ok(mm) => mm.compute(&a, &b, &mut out),
-                Err(e) => return e,
-            }
-            match s.mem_by_addr(c) {
-                Some(mem) => {
-                    mem.bytes_mut()[..out.len()].copy_from_slice(&out);
-                    RKNN_SUCC
-                }
-                None => RKNN_ERR_PARAM_INVALID,
-            }
-        })
-    })
-}
-
-/// `rknn_matmul_destroy`: frees the context and any memory still bound to it. An injected
-/// fault still frees it (see `rknn_destroy`).
-#[no_mangle]
-pub unsafe extern "C" fn rknn_matmul_destroy(ctx: rknn_matmul_ctx) -> c_int {
-    let fault = injected_fault("rknn_matmul_destroy");
-    let code = guarded(
-        || match with_state(|s| matmul_ctx(s, ctx).map(|_| ()).map(|()| s.remove_context(ctx))) {
-            Ok(_) => RKNN_SUCC,
-            Err(e) => e,
-        },
-    );
-    fault.unwrap_or(code)
-}
-
 /// Diagnostic for tests, not part of the runtime's API: writes the number of live contexts
 /// and memory blocks to `out[0]` and `out[1]`.
 #[no_mangle]
@@ -807,42 +638,6 @@ mod tests {
             assert_eq!(rknn_destroy(ctx), RKNN_SUCC);
             assert_eq!(rknn_destroy(ctx), RKNN_ERR_CTX_INVALID);
             assert_eq!(rknn_run(ctx, ptr::null_mut()), RKNN_ERR_CTX_INVALID);
-        }
-    }
-
-    #[test]
-    fn matmul_create_enforces_alignment_and_null_checks() {
-        let mut info = sys::rknn_matmul_info_v2::zeroed();
-        (info.M, info.K, info.N, info.type_) = (1, 48, 32, sys::RKNN_INT8_MM_INT8_TO_INT32);
-        let mut io = rknn_matmul_io_attr::zeroed();
-        let mut ctx: rknn_matmul_ctx = 0;
-        // SAFETY: valid pointers (the default version, 2.3.2, reads the 64-byte layout).
-        unsafe {
-            let p = (&raw mut info).cast::<c_void>();
-            assert_eq!(
-                rknn_matmul_create(&raw mut ctx, p, &raw mut io),
-                RKNN_ERR_PARAM_INVALID,
-                "K=48"
-            );
-            info.K = 64;
-            info.reserved[3] = 1;
-            let p = (&raw mut info).cast::<c_void>();
-            assert_eq!(
-                rknn_matmul_create(&raw mut ctx, p, &raw mut io),
-                RKNN_ERR_PARAM_INVALID,
-                "reserved"
-            );
-            info.reserved[3] = 0;
-            let p = (&raw mut info).cast::<c_void>();
-            assert_eq!(
-                rknn_matmul_create(ptr::null_mut(), p, &raw mut io),
-                RKNN_ERR_PARAM_INVALID
-            );
-            assert_eq!(rknn_matmul_create(&raw mut ctx, p, &raw mut io), RKNN_SUCC);
-            assert_eq!(io.A.size, 64);
-            assert_eq!(io.C.size, 32 * 4);
-            assert_eq!(rknn_matmul_run(ctx), RKNN_ERR_PARAM_INVALID, "nothing bound");
-            assert_eq!(rknn_matmul_destroy(ctx), RKNN_SUCC);
         }
     }
 }

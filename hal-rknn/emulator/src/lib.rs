@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod matmul;
+pub mod matmul_api;
 pub mod model;
 pub mod state;
 
