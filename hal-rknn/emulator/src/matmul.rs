@@ -301,3 +301,69 @@ impl MatMulCtx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(ty: u32, b_layout: i32, ac_layout: i32) -> MatMulCtx {
+        let desc = MatMulDesc {
+            m: 3,
+            k: 64,
+            n: 32,
+            ty,
+            b_layout,
+            ac_layout,
+        };
+        MatMulCtx::new(RuntimeVersion::new(2, 3, 2), desc).unwrap()
+    }
+
+    #[test]
+    fn perf_a_and_c_layouts_hold_the_same_product_as_normal_ones() {
+        let (m, k, n) = (3, 64, 32);
+        let a: Vec<u8> = (0..m * k).map(|i| (i * 37 % 251) as u8).collect();
+        let b: Vec<u8> = (0..k * n).map(|i| (i * 91 % 241) as u8).collect();
+        let normal = ctx(RKNN_INT8_MM_INT8_TO_INT32, RKNN_MM_LAYOUT_NORM, RKNN_MM_LAYOUT_NORM);
+        let mut c_normal = vec![0u8; m * n * 4];
+        normal.compute(&a, &b, &mut c_normal);
+
+        // A in [K/16, M, 16], C in [N/4, M, 4].
+        let perf = ctx(RKNN_INT8_MM_INT8_TO_INT32, RKNN_MM_LAYOUT_NORM, RKNN_MM_LAYOUT_NATIVE);
+        let mut a_perf = vec![0u8; m * k];
+        for i in 0..m {
+            for kk in 0..k {
+                a_perf[((kk / 16) * m + i) * 16 + kk % 16] = a[i * k + kk];
+            }
+        }
+        let mut c_perf = vec![0u8; m * n * 4];
+        perf.compute(&a_perf, &b, &mut c_perf);
+        for i in 0..m {
+            for j in 0..n {
+                let p = (((j / 4) * m + i) * 4 + j % 4) * 4;
+                let q = (i * n + j) * 4;
+                assert_eq!(c_perf[p..p + 4], c_normal[q..q + 4], "({i}, {j})");
+            }
+        }
+        assert!(c_normal.iter().any(|&v| v != 0));
+    }
+
+    #[test]
+    fn version_gates_types_layouts_and_k_limits() {
+        let v = |s| RuntimeVersion::parse(s).unwrap();
+        let desc = |k, ty, b_layout| MatMulDesc {
+            m: 1,
+            k,
+            n: 32,
+            ty,
+            b_layout,
+            ac_layout: 0,
+        };
+        assert!(MatMulCtx::new(v("2.0.0"), desc(32, RKNN_INT8_MM_INT8_TO_FLOAT32, 0)).is_err());
+        assert!(MatMulCtx::new(v("2.1.0"), desc(32, RKNN_INT8_MM_INT8_TO_FLOAT32, 0)).is_ok());
+        assert!(MatMulCtx::new(v("2.0.0"), desc(32, RKNN_INT8_MM_INT8_TO_INT32, RKNN_MM_LAYOUT_TP_NORM)).is_err());
+        assert!(MatMulCtx::new(v("1.5.2"), desc(4128, RKNN_INT8_MM_INT8_TO_INT32, 0)).is_err());
+        assert!(MatMulCtx::new(v("1.6.0"), desc(4128, RKNN_INT8_MM_INT8_TO_INT32, 0)).is_ok());
+        assert!(MatMulCtx::new(v("1.5.2"), desc(2080, RKNN_FLOAT16_MM_FLOAT16_TO_FLOAT32, 0)).is_err());
+        assert!(MatMulCtx::new(v("2.3.2"), desc(10272, RKNN_INT8_MM_INT8_TO_INT32, 0)).is_err());
+    }
+}
