@@ -52,3 +52,14 @@ pub use matmul::{BLayout, BOrder, MatMulType, QuantMatrix, RknnMatMul};
 pub use model::{ModelOptions, Priority, RknnModel};
 pub use probe::RknnProbe;
 pub use tensor::{Input, InputData, Quantization, RawOutput, TensorAttr, TensorFormat, TensorType};
+
+// The thread-safety documented above, checked at compile time.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RknnLibrary>();
+    send_sync::<RknnLinear>();
+    send_sync::<RknnError>();
+    send::<RknnModel>();
+    send::<RknnMatMul>();
+};
