@@ -27,4 +27,7 @@ pub mod reference;
 pub use linear::QuantLinear;
 
 pub use kernels::kernel_set_name;
-pub use matmul::{matmul, matmul_into, matmul_tensor, matmul_with, ActivationPrecision, Activations, MatmulOptions};
+pub use matmul::{
+    has_int8_activation_path, matmul, matmul_into, matmul_tensor, matmul_with, ActivationPrecision, Activations,
+    MatmulOptions,
+};

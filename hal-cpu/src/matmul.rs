@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use aihal_core::{CoreError, Result};
-use aihal_quantize::QuantizedTensor;
+use aihal_quantize::{QuantFormat, QuantizedTensor};
 use candle_core::{DType, Tensor};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
@@ -69,8 +69,8 @@ impl<'a> From<&'a [bf16]> for Activations<'a> {
 pub enum ActivationPrecision {
     /// Activations quantized to int8 per block of 32 (one f32 scale per block, as llama.cpp
     /// quantizes activations for its Q8_0/Q4_0 dot products), integer dot products per
-    /// block. Used for Q8_0, Q4_0, int8 per channel and int8 per block (block size a multiple
-    /// of 32); other formats, and activation rows holding NaN or infinities, take the
+    /// block. Used for Q8_0, Q4_0, TQ2_0, int8 per channel and int8 per block (block size a
+    /// multiple of 32); other formats, and activation rows holding NaN or infinities, take the
     /// [`F32`](Self::F32) path. The measured error is in the crate README.
     #[default]
     Int8,
@@ -97,6 +97,12 @@ impl MatmulOptions {
             output: None,
         }
     }
+}
+
+/// Whether `format` has an int8-activation path ([`ActivationPrecision::Int8`] uses it);
+/// formats without one always take the f32 path.
+pub fn has_int8_activation_path(format: QuantFormat) -> bool {
+    kernels::generic::has_q8(format)
 }
 
 /// `y = x · Wᵀ` on the exact path: `x` `[m, K]` f32, `w` `[N, K]` in any format, `y`

@@ -7,15 +7,15 @@
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32,
     vdupq_n_s32, vdupq_n_s8, vdupq_n_u8, vfmaq_f32, vget_high_s16, vget_high_s8, vget_low_s16, vget_low_s8, vld1q_f32,
-    vld1q_s8, vld1q_u8, vmovl_s16, vmovl_s8, vmull_s8, vmulq_n_f32, vpaddlq_s16, vreinterpretq_s8_u8, vshrq_n_u8,
-    vsubq_s8,
+    vld1q_s8, vld1q_u8, vmovl_s16, vmovl_s8, vmull_s8, vmulq_n_f32, vpaddlq_s16, vreinterpretq_s8_u8, vshlq_u8,
+    vshrq_n_u8, vsubq_s8,
 };
 use std::arch::asm;
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 /// `neon+dotprod` when the CPU has the int8 dot product, else `neon`.
 pub(crate) fn detect() -> Option<&'static Kernels> {
@@ -45,6 +45,7 @@ fn exact_for(format: QuantFormat) -> ExactFn {
     match format {
         QuantFormat::Q8_0 => exact_q8_0,
         QuantFormat::Q4_0 => exact_q4_0,
+        QuantFormat::Tq2_0 => exact_tq2_0,
         QuantFormat::Int8PerChannel => exact_int8,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8,
         _ => exact_chunked,
@@ -55,6 +56,7 @@ fn q8_for<const DOT: bool>(format: QuantFormat) -> Option<Q8Fn> {
     match format {
         QuantFormat::Q8_0 => Some(q8_q8_0::<DOT>),
         QuantFormat::Q4_0 => Some(q8_q4_0::<DOT>),
+        QuantFormat::Tq2_0 => Some(q8_tq2_0::<DOT>),
         QuantFormat::Int8PerChannel => Some(q8_int8::<DOT>),
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(q8_int8::<DOT>),
         _ => None,
@@ -107,6 +109,49 @@ impl Row for Q4_0Row<'_> {
         let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
         (lo, hi, f16_at(blk))
     }
+}
+
+/// A TQ2_0 row: group `g` of 32 values in 2-bit field `g % 4` of bytes `32 * (g / 4) ..` of
+/// its 256-value block, code `q - 1`.
+struct Tq2Row<'a>(&'a [u8]);
+impl Row for Tq2Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / TQ2_0_BLOCK_BYTES * 8
+    }
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (int8x16_t, int8x16_t, f32) {
+        let blk = &self.0[(b / 8) * TQ2_0_BLOCK_BYTES..][..TQ2_0_BLOCK_BYTES];
+        let g = b % 8;
+        let src = &blk[32 * (g / 4)..][..32];
+        // SAFETY: `src` has 32 bytes.
+        let (v0, v1) = unsafe { (vld1q_u8(src.as_ptr()), vld1q_u8(src.as_ptr().add(16))) };
+        let shift = vdupq_n_s8(-2 * (g % 4) as i8);
+        let three = vdupq_n_u8(3);
+        let one = vdupq_n_s8(1);
+        let c = |v| vsubq_s8(vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v, shift), three)), one);
+        (c(v0), c(v1), f16_at(&blk[64..]))
+    }
+}
+
+fn tq2_row(w: &QuantizedTensor, n: usize) -> Tq2Row<'_> {
+    let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
+    Tq2Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+/// # Safety
+/// See [`Q8Fn`]; FEAT_DotProd when `DOT`.
+#[target_feature(enable = "neon")]
+unsafe fn q8_tq2_0<const DOT: bool>(
+    w: &QuantizedTensor,
+    n: usize,
+    a: &ActQ8,
+    row0: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any::<DOT>(&tq2_row(w, n), a, row0, rows, out) }
 }
 
 struct Int8Row<'a> {
@@ -419,6 +464,17 @@ unsafe fn exact_q8_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 #[target_feature(enable = "neon")]
 unsafe fn exact_q4_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
     let row = q4_0_row(w, n);
+    // SAFETY: NEON is enabled here; b < full_blocks() in exact_rows.
+    let f = |b| unsafe { widen_block(&row, b) };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&f, row.full_blocks(), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "neon")]
+unsafe fn exact_tq2_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let row = tq2_row(w, n);
     // SAFETY: NEON is enabled here; b < full_blocks() in exact_rows.
     let f = |b| unsafe { widen_block(&row, b) };
     // SAFETY: forwarded from the caller (the ExactFn contract).

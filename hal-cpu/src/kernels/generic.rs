@@ -5,7 +5,7 @@
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "generic",
@@ -47,7 +47,7 @@ pub(crate) fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
 /// Whether `format` has an int8-activation path.
 pub(crate) fn has_q8(format: QuantFormat) -> bool {
     match format {
-        QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Int8PerChannel => true,
+        QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Tq2_0 | QuantFormat::Int8PerChannel => true,
         QuantFormat::Int8PerBlock { block_size } => block_size.is_multiple_of(32),
         _ => false,
     }
@@ -74,6 +74,14 @@ pub(crate) fn weight_block(w: &QuantizedTensor, n: usize, b: usize) -> ([i8; 32]
                 codes[j + 16] = (blk[2 + j] >> 4) as i8 - 8;
             }
             f16_at(blk)
+        }
+        QuantFormat::Tq2_0 => {
+            let blk = &data[(n * (k / 256) + b / 8) * TQ2_0_BLOCK_BYTES..][..TQ2_0_BLOCK_BYTES];
+            let g = b % 8;
+            for (j, c) in codes.iter_mut().enumerate() {
+                *c = ((blk[32 * (g / 4) + j] >> (2 * (g % 4))) & 3) as i8 - 1;
+            }
+            f16_at(&blk[64..])
         }
         QuantFormat::Int8PerChannel | QuantFormat::Int8PerBlock { .. } => {
             let start = b * 32;

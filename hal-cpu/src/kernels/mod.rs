@@ -8,7 +8,8 @@
 //!   quantization). Every format has one.
 //! - **q8**: activations quantized to int8 per block of 32 (one f32 scale per block, see
 //!   [`ActQ8`]), integer dot products per block, scaled and summed in f32. Formats with
-//!   integer codes (Q8_0, Q4_0, int8 per channel, int8 per block of a multiple of 32) have one.
+//!   integer codes (Q8_0, Q4_0, TQ2_0, int8 per channel, int8 per block of a multiple of 32)
+//!   have one.
 
 pub(crate) mod act;
 #[cfg(target_arch = "aarch64")]

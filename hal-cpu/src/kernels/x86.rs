@@ -51,6 +51,7 @@ fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
     match format {
         QuantFormat::Q8_0 => Some(q8_q8_0),
         QuantFormat::Q4_0 => Some(q8_q4_0),
+        QuantFormat::Tq2_0 => Some(q8_tq2_0),
         QuantFormat::Int8PerChannel => Some(q8_int8_channel),
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(q8_int8_block),
         _ => None,
@@ -429,15 +430,15 @@ unsafe fn exact_int8_block(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize
 }
 
 /// A TQ2_0 row: 256-value blocks, group `g` of 32 values in 2-bit field `g % 4` of bytes
-/// `32 * (g / 4) ..`.
+/// `32 * (g / 4) ..`, code `q - 1`.
 struct Tq2Row<'a>(&'a [u8]);
-impl F32Row for Tq2Row<'_> {
+impl Row for Tq2Row<'_> {
     fn full_blocks(&self) -> usize {
         self.0.len() / TQ2_0_BLOCK_BYTES * 8
     }
-    #[target_feature(enable = "avx2,fma,f16c")]
+    #[target_feature(enable = "avx2,f16c")]
     #[inline]
-    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
         let blk = &self.0[(b / 8) * TQ2_0_BLOCK_BYTES..][..TQ2_0_BLOCK_BYTES];
         let g = b % 8;
         // SAFETY: the 32 bytes at 32 * (g / 4) and the f16 at 64 are inside `blk`.
@@ -449,18 +450,29 @@ impl F32Row for Tq2Row<'_> {
         };
         let shift = _mm_cvtsi32_si128(2 * (g % 4) as i32);
         let q = _mm256_and_si256(std::arch::x86_64::_mm256_srl_epi16(v, shift), _mm256_set1_epi8(3));
-        widen_codes(_mm256_sub_epi8(q, _mm256_set1_epi8(1)), d)
+        (_mm256_sub_epi8(q, _mm256_set1_epi8(1)), d)
     }
+}
+
+fn tq2_row(w: &QuantizedTensor, n: usize) -> Tq2Row<'_> {
+    let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
+    Tq2Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+/// # Safety
+/// See [`Q8Fn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_tq2_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&tq2_row(w, n), None, a, row0, rows, out) }
 }
 
 /// # Safety
 /// See [`ExactFn`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exact_tq2_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
-    let row = Tq2Row(&w.data()[n * bytes..(n + 1) * bytes]);
     // SAFETY: forwarded from the caller (the ExactFn contract).
-    unsafe { exact_any(&row, w, n, x, rows, out) }
+    unsafe { exact_any(&Widen(&tq2_row(w, n)), w, n, x, rows, out) }
 }
 
 /// An NF4 row whose start is 32-aligned in the flattened tensor (`K % 32 == 0`), so each group
@@ -469,7 +481,8 @@ struct Nf4Row<'a> {
     bytes: &'a [u8],
     scales: &'a [f32],
     first: usize,
-    block_size: usize,
+    /// log2 of the block size (a power of two).
+    block_shift: u32,
 }
 impl F32Row for Nf4Row<'_> {
     fn full_blocks(&self) -> usize {
@@ -494,7 +507,7 @@ impl F32Row for Nf4Row<'_> {
                 _mm256_loadu_ps(NF4_LEVELS.as_ptr().add(8)),
             )
         };
-        let s = _mm256_set1_ps(self.scales[(self.first + 32 * b) / self.block_size]);
+        let s = _mm256_set1_ps(self.scales[(self.first + 32 * b) >> self.block_shift]);
         let look = |c: __m128i| {
             let idx = _mm256_cvtepu8_epi32(c);
             let a = _mm256_permutevar8x32_ps(l0, idx);
@@ -527,7 +540,7 @@ unsafe fn exact_nf4(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: 
         bytes: &w.data()[n * k / 2..(n + 1) * k / 2],
         scales: w.scales(),
         first: n * k,
-        block_size,
+        block_shift: block_size.trailing_zeros(),
     };
     // SAFETY: forwarded from the caller (the ExactFn contract).
     unsafe { exact_any(&row, w, n, x, rows, out) }

@@ -1,0 +1,284 @@
+//! Quantized matmul `y = x · Wᵀ` on the CPU: aihal-cpu against candle's `QMatMul` on the same
+//! weights and the DRAM read bandwidth measured in the same run, in one table.
+//!
+//! ```text
+//! cargo run --release --example bench_matmul            # full table (a few minutes)
+//! cargo run --release --example bench_matmul -- quick   # 4096x4096 only, M = 1 and 32
+//! RAYON_NUM_THREADS=1 cargo run --release --example bench_matmul
+//! ```
+//!
+//! Method (see the crate README): every call reads a different weight matrix from a rotating
+//! set of at least 4x the L3 size (128 MiB and more), so M = 1 figures are DRAM figures; the
+//! floor is a parallel sum over a 1 GiB buffer with the same rayon pool. Each figure is the
+//! median of several passes over the rotation.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use aihal_cpu::{matmul_into, reference, ActivationPrecision, Activations, MatmulOptions};
+use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+
+/// Bytes every rotating working set spans at least (4x a 32 MiB L3).
+const WORKING_SET: usize = 128 << 20;
+
+struct Rng(u64);
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.f32()).collect()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median seconds per call of `f(i)` over passes of `copies` calls, at least 3 passes and
+/// about `budget` of wall time.
+fn time_rotating(copies: usize, budget: Duration, mut f: impl FnMut(usize)) -> f64 {
+    for i in 0..copies {
+        f(i); // warm-up pass: page faults, thread pool start
+    }
+    let mut passes = Vec::new();
+    let start = Instant::now();
+    while passes.len() < 3 || (start.elapsed() < budget && passes.len() < 50) {
+        let t = Instant::now();
+        for i in 0..copies {
+            f(i);
+        }
+        passes.push(t.elapsed().as_secs_f64() / copies as f64);
+    }
+    median(passes)
+}
+
+/// DRAM read bandwidth (bytes/s): a parallel sum over 1 GiB of u64, median of 5.
+fn dram_read_bandwidth() -> f64 {
+    let buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect();
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        let t = Instant::now();
+        let s: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .sum();
+        black_box(s);
+        runs.push((buf.len() * 8) as f64 / t.elapsed().as_secs_f64());
+    }
+    runs.remove(0);
+    median(runs)
+}
+
+struct Row {
+    name: String,
+    seconds: f64,
+    bytes: usize,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "quick");
+    let threads = rayon::current_num_threads();
+    println!(
+        "aihal-cpu kernel set: {}, rayon threads: {threads}",
+        aihal_cpu::kernel_set_name()
+    );
+    let bw = dram_read_bandwidth();
+    println!(
+        "DRAM read floor: {:.1} GB/s (1 GiB parallel sum, same pool)\n",
+        bw / 1e9
+    );
+
+    let shapes: &[(usize, usize)] = if quick {
+        &[(4096, 4096)]
+    } else {
+        &[(4096, 4096), (11008, 4096)]
+    };
+    let ms: &[usize] = if quick { &[1, 32] } else { &[1, 8, 32, 128] };
+    let ours = [
+        QuantFormat::Q4_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Int8PerChannel,
+        QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: false,
+        },
+        QuantFormat::Fp8E4M3 { block_size: None },
+        QuantFormat::Tq2_0,
+    ];
+    let mut rng = Rng(42);
+    println!(
+        "| weights N x K | M | kernel | ms/call | weight GB/s | % of floor | GFLOP/s | vs candle Q4_0 | vs candle Q8_0 | vs candle Q4_K |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for &(n, k) in shapes {
+        let w = rng.vec(n * k);
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)?;
+        // candle's matrices, each rotation made of distinct copies.
+        let mut candle = Vec::new();
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K] {
+            let q = QTensor::quantize(&wt, dtype)?;
+            let bytes = q.storage_size_in_bytes();
+            let copies = WORKING_SET.div_ceil(bytes) + 1;
+            let mats: Vec<QMatMul> = (0..copies)
+                .map(|_| QMatMul::from_qtensor(QTensor::quantize(&wt, dtype).expect("quantize")))
+                .collect::<Result<_, _>>()?;
+            candle.push((format!("candle {dtype:?}"), bytes, mats));
+        }
+        let mut weights = Vec::new();
+        for format in ours {
+            let q = quantize(format, &w, &[n, k])?;
+            let bytes = q.storage_bytes();
+            let copies = WORKING_SET.div_ceil(bytes) + 1;
+            weights.push((format, bytes, vec![q; copies]));
+        }
+        for &m in ms {
+            let x = rng.vec(m * k);
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
+            let flops = 2.0 * (m * n * k) as f64;
+            let budget = Duration::from_millis(if m == 1 { 1500 } else { 2500 });
+            let mut rows = Vec::new();
+            for (name, bytes, mats) in &candle {
+                let s = time_rotating(mats.len(), budget, |i| {
+                    black_box(mats[i].forward(black_box(&xt)).expect("candle forward"));
+                });
+                rows.push(Row {
+                    name: name.clone(),
+                    seconds: s,
+                    bytes: *bytes,
+                });
+            }
+            let mut y = vec![0.0f32; m * n];
+            for (format, bytes, mats) in &weights {
+                for precision in [ActivationPrecision::Int8, ActivationPrecision::F32] {
+                    if precision == ActivationPrecision::Int8 && !aihal_cpu::has_int8_activation_path(*format) {
+                        continue;
+                    }
+                    let options = MatmulOptions {
+                        activations: precision,
+                        output: None,
+                    };
+                    // Check the timed path against the scalar reference first (one matrix).
+                    matmul_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
+                    check(&x, m, &mats[0], &y, precision)?;
+                    let s = time_rotating(mats.len(), budget, |i| {
+                        matmul_into(Activations::F32(black_box(&x)), m, &mats[i], options, &mut y).expect("matmul");
+                        black_box(&y);
+                    });
+                    let tag = if precision == ActivationPrecision::Int8 {
+                        "x int8"
+                    } else {
+                        "x f32"
+                    };
+                    rows.push(Row {
+                        name: format!("aihal {format} ({tag})"),
+                        seconds: s,
+                        bytes: *bytes,
+                    });
+                }
+            }
+            let peer = |i: usize| rows[i].seconds;
+            for r in &rows {
+                let gbs = r.bytes as f64 / r.seconds / 1e9;
+                let vs = |i: usize| {
+                    if r.name.starts_with("candle") {
+                        "".to_owned()
+                    } else {
+                        format!("{:.2}x", peer(i) / r.seconds)
+                    }
+                };
+                println!(
+                    "| {n} x {k} | {m} | {} | {:.3} | {:.1} | {:.0}% | {:.0} | {} | {} | {} |",
+                    r.name,
+                    r.seconds * 1e3,
+                    gbs,
+                    100.0 * gbs * 1e9 / bw,
+                    flops / r.seconds / 1e9,
+                    vs(0),
+                    vs(1),
+                    vs(2),
+                );
+            }
+        }
+        accuracy(&w, n, k, &mut rng)?;
+    }
+    Ok(())
+}
+
+/// The timed output against the scalar reference (the reference takes seconds on big
+/// shapes, so only the first 64 output features are checked).
+fn check(
+    x: &[f32],
+    m: usize,
+    w: &QuantizedTensor,
+    y: &[f32],
+    p: ActivationPrecision,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let rows = n.min(64);
+    let (format, _, data, scales) = w.clone().into_parts();
+    let bytes_per_row = data.len() / n;
+    let sub = if scales.len() == n || scales.len() % n == 0 && scales.len() > 1 {
+        let per = scales.len() / n;
+        QuantizedTensor::from_parts(
+            format,
+            vec![rows, k],
+            data[..rows * bytes_per_row].to_vec(),
+            scales[..rows * per].to_vec(),
+        )?
+    } else {
+        QuantizedTensor::from_parts(format, vec![rows, k], data[..rows * bytes_per_row].to_vec(), scales)?
+    };
+    let want = reference::matmul(x, m, &sub)?;
+    let tol = if p == ActivationPrecision::Int8 { 2e-2 } else { 1e-4 };
+    for i in 0..m {
+        for j in 0..rows {
+            let (a, b) = (y[i * n + j], want[i * rows + j]);
+            let scale: f32 = want[i * rows..(i + 1) * rows]
+                .iter()
+                .map(|v| v.abs())
+                .fold(0.0, f32::max);
+            if (a - b).abs() > tol * scale.max(1.0) {
+                return Err(format!("{format} m={m}: y[{i}][{j}] = {a}, reference {b}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The accuracy cost of int8 activations: relative RMS difference from the f32-activation path
+/// (same weights) on Gaussian-ish activations, per format.
+fn accuracy(w: &[f32], n: usize, k: usize, rng: &mut Rng) -> Result<(), Box<dyn std::error::Error>> {
+    let m = 8;
+    // Sum of 4 uniforms: bell-shaped activations, plus an outlier channel as LLMs have.
+    let mut x: Vec<f32> = (0..m * k)
+        .map(|_| rng.f32() + rng.f32() + rng.f32() + rng.f32())
+        .collect();
+    for i in 0..m {
+        x[i * k + 7] = 40.0;
+    }
+    println!("\nint8-activation error on {n} x {k}, M = {m} (relative RMS vs the f32-activation path, same weights):");
+    for format in [
+        QuantFormat::Q4_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Int8PerChannel,
+        QuantFormat::Tq2_0,
+    ] {
+        let q = quantize(format, w, &[n, k])?;
+        let exact = aihal_cpu::matmul_with(x.as_slice().into(), m, &q, MatmulOptions::exact())?;
+        let fast = aihal_cpu::matmul_with(x.as_slice().into(), m, &q, MatmulOptions::default())?;
+        let num: f64 = exact.iter().zip(&fast).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let den: f64 = exact.iter().map(|a| f64::from(*a).powi(2)).sum();
+        println!("  {format}: {:.2e}", (num / den).sqrt());
+    }
+    println!();
+    Ok(())
+}
