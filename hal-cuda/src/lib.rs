@@ -14,6 +14,7 @@
 )]
 
 mod dispatch;
+mod glue;
 mod interop;
 mod probe;
 
@@ -22,6 +23,7 @@ use aihal_kernels::Context;
 pub use cubecl::cuda::{CudaDevice, CudaRuntime};
 
 pub use dispatch::{cuda_device_context, gpu_present, wgpu_device_context, QuantMatmul};
+pub use glue::{AttentionInput, AttentionOp, Glue, GlueOp};
 pub use interop::{allocate_output_buffer, candle_to_cubecl_handle, cubecl_to_candle_tensor, CubeTensor};
 pub use probe::{cuda_device_info, cuda_devices, driver_present, CudaDeviceInfo, CudaProbe};
 

@@ -133,3 +133,67 @@ fn a_missing_cuda_device_is_an_error_not_a_silent_fallback() {
         }
     }
 }
+
+#[test]
+fn glue_and_attention_ops_run_on_an_explicit_wgpu_device_and_match_the_cpu_route() {
+    use aihal_cuda::{AttentionInput, AttentionOp, Glue, GlueOp};
+    use aihal_kernels::AttentionDims;
+    let Some((index, _)) = adapter() else { return };
+    let gpu = Device::Wgpu { adapter: index };
+    let mut rng = Rng::fresh();
+    let x = Tensor::from_vec(rng.values(4 * 96, 3.0), (4, 96), &candle_core::Device::Cpu).unwrap();
+    for glue in [
+        Glue::RmsNorm {
+            weight: rng.values(96, 1.0),
+            eps: 1e-6,
+        },
+        Glue::Softmax,
+        Glue::Silu,
+        Glue::Gelu,
+    ] {
+        let op = GlueOp::new(glue);
+        let d = op.dispatch_traced(&x, &gpu).unwrap();
+        assert_eq!(d.ran_on, gpu, "{:?}", d.fallback);
+        let got = d.output.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = op
+            .dispatch(&x, &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_close(op.name(), rng.seed(), &got, &want, |i, w| {
+            1e-5 * w.abs() + 1e-6 * xs[i].abs().max(1.0)
+        });
+    }
+    let dims = AttentionDims {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 32,
+    };
+    let t =
+        |n: usize, h: usize| Tensor::from_vec(rng_values(n * h * 32), (n, h, 32), &candle_core::Device::Cpu).unwrap();
+    let input = AttentionInput {
+        q: t(3, 4),
+        k: t(20, 2),
+        v: t(20, 2),
+    };
+    let op = AttentionOp { dims, scale: None };
+    let d = op.dispatch_traced(&input, &gpu).unwrap();
+    assert_eq!(d.ran_on, gpu);
+    let got = d.output.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = op
+        .dispatch(&input, &Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_close("attention op", rng.seed(), &got, &want, |_, _| 1e-5);
+}
+
+/// Values in [-1, 1) from a fresh generator, never zero.
+fn rng_values(n: usize) -> Vec<f32> {
+    Rng::fresh().values(n, 1.0)
+}

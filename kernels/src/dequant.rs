@@ -3,7 +3,7 @@
 use aihal_core::{CoreError, Result};
 use cubecl::prelude::*;
 
-use crate::decode::decode;
+use crate::decode::{decode, i8_of, kind};
 use crate::launch::{cube_index, Context, DeviceBuffer};
 use crate::packed::DeviceQuantized;
 
@@ -42,6 +42,66 @@ fn dequantize_kernel<F: Float>(
     }
 }
 
+/// Dequantize for the formats whose codes are whole bytes or nibbles at their element's own
+/// offset (int8, FP8, NF4 without double quantization): each unit loads one packed word
+/// once and writes the 4 (bytes) or 8 (nibbles) values it holds.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn dequantize_words_kernel<F: Float>(
+    data: &Array<u32>,
+    scales: &Array<f32>,
+    lut: &Array<f32>,
+    out: &mut Array<F>,
+    k: u32,
+    #[comptime] layout: u32,
+    #[comptime] block: usize,
+    #[comptime] per_word: usize,
+) {
+    let w = cube_index() * CUBE_DIM as usize + UNIT_POS as usize;
+    let first = w * per_word;
+    let numel = out.len();
+    if first < numel {
+        let word = data[w];
+        let k = k as usize;
+        let bits = 32 / per_word;
+        #[unroll]
+        for j in 0..per_word {
+            let i = first + j;
+            if i < numel {
+                let value = if layout == kind::NF4 {
+                    // Two codes per byte, the first in the high nibble.
+                    let shift = 8 * (j / 2) + 4 - 4 * (j % 2);
+                    let code = (word >> shift as u32) & 0xFu32;
+                    lut[code as usize] * scales[i / block]
+                } else {
+                    let byte = (word >> (bits * j) as u32) & 0xFFu32;
+                    let row = i / k;
+                    let col = i % k;
+                    if layout == kind::INT8_CHANNEL {
+                        i8_of(byte) * scales[row]
+                    } else if layout == kind::INT8_BLOCK {
+                        i8_of(byte) * scales[row * k.div_ceil(block) + col / block]
+                    } else if layout == kind::FP8_TENSOR {
+                        lut[byte as usize] * scales[0]
+                    } else {
+                        lut[byte as usize] * scales[row * k.div_ceil(block) + col / block]
+                    }
+                };
+                out[i] = F::cast_from(value);
+            }
+        }
+    }
+}
+
+/// Values per packed word for the layouts [`dequantize_words_kernel`] handles.
+fn values_per_word(layout: u32) -> Option<usize> {
+    match layout {
+        kind::NF4 => Some(8),
+        kind::INT8_CHANNEL | kind::INT8_BLOCK | kind::FP8_TENSOR | kind::FP8_BLOCK => Some(4),
+        _ => None,
+    }
+}
+
 /// Dequantizes `q` on its device into a new buffer of `q.numel()` elements of `F`
 /// (`f32`, `half::f16` or `half::bf16`; the device must support the type).
 ///
@@ -72,10 +132,29 @@ pub fn dequantize_into<R: Runtime, F: Float + CubeElement>(
     let k = u32::try_from(q.row_len())
         .map_err(|_| CoreError::invalid_input(format!("row length {} exceeds u32", q.row_len())))?;
     let units = ctx.limits().units_1d(256);
-    let count = ctx.limits().cube_count_1d((numel as u64).div_ceil(u64::from(units)))?;
     let [data, scales, lut, nested, nested_scales] = q.args();
     let key = q.key;
     let out_arg = out.arg();
+    if let Some(per_word) = values_per_word(key.kind) {
+        let words = (numel as u64).div_ceil(per_word as u64);
+        let count = ctx.limits().cube_count_1d(words.div_ceil(u64::from(units)))?;
+        return ctx.launch("dequantize", || {
+            dequantize_words_kernel::launch::<F, R>(
+                ctx.client(),
+                count,
+                CubeDim::new_1d(units),
+                data,
+                scales,
+                lut,
+                out_arg,
+                k,
+                key.kind,
+                key.block,
+                per_word,
+            );
+        });
+    }
+    let count = ctx.limits().cube_count_1d((numel as u64).div_ceil(u64::from(units)))?;
     ctx.launch("dequantize", || {
         dequantize_kernel::launch::<F, R>(
             ctx.client(),
