@@ -117,7 +117,7 @@ impl RknnLibrary {
 
     /// The version, driver and how they were found (detected once per library).
     ///
-    /// Detection creates a throw-away 1×32×32 int8 matmul context and asks it for
+    /// Detection creates a throw-away 1×64×64 int8 matmul context and asks it for
     /// `RKNN_QUERY_SDK_VERSION`. Its info struct is the 64-byte layout with zero quantization
     /// fields, which a 1.x runtime reads as the same shape and layouts through its 24-byte
     /// view. A runtime that creates the context but does not answer the query is judged by
@@ -140,8 +140,9 @@ impl RknnLibrary {
         let api = self.api();
         let mut info = sys::rknn_matmul_info_v2::zeroed();
         info.M = 1;
-        info.K = 32;
-        info.N = 32;
+        // 64, not 32: one user guide for 1.5.2 asks for K and N above 32.
+        info.K = 64;
+        info.N = 64;
         info.type_ = sys::RKNN_INT8_MM_INT8_TO_INT32;
         let mut io = sys::rknn_matmul_io_attr::zeroed();
         let mut ctx: sys::rknn_matmul_ctx = 0;
