@@ -109,6 +109,8 @@ impl fmt::Display for NpuCoreMask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if *self == Self::ALL {
             write!(f, "0xffff")
+        } else if *self == Self::AUTO {
+            write!(f, "auto")
         } else {
             write!(f, "{:#05b}", self.0)
         }
@@ -118,9 +120,12 @@ impl fmt::Display for NpuCoreMask {
 impl FromStr for NpuCoreMask {
     type Err = CoreError;
 
-    /// Parses `0b111`, `0x7` or `7`.
+    /// Parses `0b111`, `0x7`, `7`, or `auto` (the runtime chooses).
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::AUTO);
+        }
         let parsed = if let Some(bin) = s.strip_prefix("0b").or_else(|| s.strip_prefix("0B")) {
             u32::from_str_radix(bin, 2)
         } else if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -129,7 +134,9 @@ impl FromStr for NpuCoreMask {
             s.parse()
         };
         let bits = parsed.map_err(|_| {
-            CoreError::invalid_config(format!("`{s}` is not an NPU core mask; write it as 0b111, 0x7 or 7"))
+            CoreError::invalid_config(format!(
+                "`{s}` is not an NPU core mask; write it as 0b111, 0x7, 7 or auto"
+            ))
         })?;
         Self::new(bits)
     }
@@ -266,7 +273,7 @@ pub enum DeviceRequest {
 
 impl DeviceRequest {
     /// The forms `RUST_AI_DEVICE` accepts, for error messages.
-    pub const ACCEPTED_FORMS: &'static str = "cpu, cuda, cuda:N, rknn, rknn:MASK (e.g. rknn:0b111), wgpu, wgpu:N";
+    pub const ACCEPTED_FORMS: &'static str = "cpu, cuda, cuda:N, rknn, rknn:MASK (e.g. rknn:0b111, rknn:auto), wgpu, wgpu:N";
 
     /// The backend asked for.
     pub const fn backend(&self) -> BackendKind {
@@ -417,6 +424,9 @@ mod tests {
             Device::Rknn {
                 core_mask: NpuCoreMask::ALL,
             },
+            Device::Rknn {
+                core_mask: NpuCoreMask::AUTO,
+            },
             Device::Wgpu { adapter: 2 },
         ];
         for d in devices {
@@ -436,6 +446,8 @@ mod tests {
         assert!(NpuCoreMask::new(0x10000).is_err());
         assert_eq!(NpuCoreMask::CORE_0.to_string(), "0b001");
         assert_eq!("0xffff".parse::<NpuCoreMask>().unwrap(), NpuCoreMask::ALL);
+        assert_eq!(NpuCoreMask::AUTO.to_string(), "auto");
+        assert_eq!("AUTO".parse::<NpuCoreMask>().unwrap(), NpuCoreMask::AUTO);
     }
 
     #[test]

@@ -274,6 +274,10 @@ mod tests {
 
     #[test]
     fn conversions_keep_the_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("RKNN_ERR_TIMEOUT (-2)")]
+        struct VendorError;
+
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "model.rknn");
         let e: CoreError = io.into();
         assert!(matches!(e, CoreError::Io(_)));
@@ -284,9 +288,6 @@ mod tests {
         assert!(matches!(e, CoreError::Candle(_)));
         assert_eq!(e.to_string(), "boom");
 
-        #[derive(Debug, thiserror::Error)]
-        #[error("RKNN_ERR_TIMEOUT (-2)")]
-        struct VendorError;
         let e = CoreError::backend("rknn", VendorError);
         assert_eq!(e.to_string(), "rknn backend: RKNN_ERR_TIMEOUT (-2)");
         let source = std::error::Error::source(&e).expect("backend error keeps its source");

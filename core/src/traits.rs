@@ -217,7 +217,7 @@ mod tests {
     impl GpuDispatchable for Double {
         type Input = [f32];
         type Output = Vec<f32>;
-        fn name(&self) -> &str {
+        fn name(&self) -> &'static str {
             "double"
         }
         fn dispatch_gpu(&self, _: &[f32], _: &Device) -> Result<Vec<f32>> {
