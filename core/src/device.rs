@@ -273,7 +273,8 @@ pub enum DeviceRequest {
 
 impl DeviceRequest {
     /// The forms `RUST_AI_DEVICE` accepts, for error messages.
-    pub const ACCEPTED_FORMS: &'static str = "cpu, cuda, cuda:N, rknn, rknn:MASK (e.g. rknn:0b111, rknn:auto), wgpu, wgpu:N";
+    pub const ACCEPTED_FORMS: &'static str =
+        "cpu, cuda, cuda:N, rknn, rknn:MASK (e.g. rknn:0b111, rknn:auto), wgpu, wgpu:N";
 
     /// The backend asked for.
     pub const fn backend(&self) -> BackendKind {
