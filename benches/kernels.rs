@@ -22,7 +22,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
-            let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed).rotate_left(13);
+            let h = (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed)
+                .rotate_left(13);
             (h % 2001) as f32 / 1000.0 - 1.0 + 1e-3
         })
         .collect()
@@ -110,7 +113,9 @@ fn run<R: Runtime>(c: &mut Criterion, ctx: &Context<R>, device: &str) {
         });
         let on_device = candle_to_cubecl_handle(ctx, &t).expect("upload");
         g.bench_function(BenchmarkId::new("cubecl_to_candle", format!("{mb}MB")), |b| {
-            b.iter(|| cubecl_to_candle_tensor(ctx, black_box(&on_device), &candle_core::Device::Cpu).expect("download"));
+            b.iter(|| {
+                cubecl_to_candle_tensor(ctx, black_box(&on_device), &candle_core::Device::Cpu).expect("download")
+            });
         });
     }
     g.finish();
