@@ -22,7 +22,7 @@ pub enum Activations<'a> {
     Bf16(&'a [bf16]),
 }
 
-impl Activations<'_> {
+impl<'a> Activations<'a> {
     fn len(&self) -> usize {
         match self {
             Self::F32(x) => x.len(),
@@ -31,9 +31,9 @@ impl Activations<'_> {
         }
     }
 
-    fn to_f32(self) -> Cow<'static, [f32]> {
+    fn to_f32(self) -> Cow<'a, [f32]> {
         match self {
-            Self::F32(x) => Cow::Owned(x.to_vec()),
+            Self::F32(x) => Cow::Borrowed(x),
             Self::F16(x) => {
                 let mut v = vec![0.0; x.len()];
                 x.convert_to_f32_slice(&mut v);
@@ -123,7 +123,7 @@ pub fn matmul(x: &[f32], m: usize, w: &QuantizedTensor) -> Result<Vec<f32>> {
 /// `y = x · Wᵀ` with `x` in f32, f16 or bf16 and a choice of [`ActivationPrecision`].
 pub fn matmul_with(x: Activations<'_>, m: usize, w: &QuantizedTensor, options: MatmulOptions) -> Result<Vec<f32>> {
     let (n, _) = check_matmul(x.len(), m, w)?;
-    let mut y = vec![0.0f32; m * n];
+    let mut y = vec![0.0f32; output_len(m, n)?];
     matmul_into(x, m, w, options, &mut y)?;
     Ok(y)
 }
@@ -137,15 +137,18 @@ pub fn matmul_into(
     out: &mut [f32],
 ) -> Result<()> {
     let (n, _) = check_matmul(x.len(), m, w)?;
-    if out.len() != m * n {
-        return Err(CoreError::shape_mismatch("matmul output [M, N]", [m * n], [out.len()]));
+    let want = output_len(m, n)?;
+    if out.len() != want {
+        return Err(CoreError::shape_mismatch("matmul output [M, N]", [want], [out.len()]));
     }
-    let x: Cow<'_, [f32]> = match x {
-        Activations::F32(x) => Cow::Borrowed(x),
-        other => other.to_f32(),
-    };
+    let x = x.to_f32();
     run(kernels::best(), &x, m, w, options.activations, out);
     Ok(())
+}
+
+fn output_len(m: usize, n: usize) -> Result<usize> {
+    m.checked_mul(n)
+        .ok_or_else(|| CoreError::invalid_input(format!("matmul output of {m} x {n} values overflows")))
 }
 
 /// `y = x · Wᵀ` for a candle tensor `x` of shape `[..., K]` (f32, f16 or bf16, on the CPU),
@@ -158,7 +161,7 @@ pub fn matmul_tensor(x: &Tensor, w: &QuantizedTensor, options: MatmulOptions) ->
         ));
     }
     let dims = x.dims();
-    let Some((&k, lead)) = dims.split_last() else {
+    let Some((_, lead)) = dims.split_last() else {
         return Err(CoreError::invalid_input(
             "matmul_tensor: x must have at least one dimension [..., K]",
         ));
@@ -176,7 +179,6 @@ pub fn matmul_tensor(x: &Tensor, w: &QuantizedTensor, options: MatmulOptions) ->
             ))
         }
     };
-    let _ = k;
     let mut shape = lead.to_vec();
     shape.push(w.shape()[0]);
     let t = Tensor::from_vec(y, shape, &candle_core::Device::Cpu)?;
