@@ -1,12 +1,13 @@
 //! Criterion benches of aihal-cpu's quantized matmul against candle's `QMatMul` on the same
 //! Q4_0 / Q8_0 weights (one 4096 x 4096 matrix: these figures are cache-resident for Q4_0;
 //! `examples/bench_matmul.rs` measures DRAM-bound figures with a rotating working set).
+#![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
 
 use std::hint::black_box;
 
 use aihal_cpu::{matmul_into, Activations, MatmulOptions};
 use aihal_quantize::{quantize, QuantFormat};
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -190,7 +190,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let gbs = r.bytes as f64 / r.seconds / 1e9;
                 let vs = |i: usize| {
                     if r.name.starts_with("candle") {
-                        "".to_owned()
+                        String::new()
                     } else {
                         format!("{:.2}x", peer(i) / r.seconds)
                     }
