@@ -2,7 +2,7 @@
 //! every aihal-quantize format, and the small ops between the matmuls of a transformer layer.
 //!
 //! Two layers:
-//! - [`reference`]: scalar ops with a fixed evaluation order. They define the results every
+//! - [`reference`](mod@reference): scalar ops with a fixed evaluation order. They define the results every
 //!   fast kernel (here, in CubeCL, on the NPU) is tested against, and run where nothing
 //!   faster fits.
 //! - The fast API ([`matmul`], [`matmul_with`], [`QuantLinear`], [`ops`]): SIMD kernels

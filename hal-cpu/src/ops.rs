@@ -1,7 +1,7 @@
 //! The small transformer ops, fast: rows (or heads) in parallel with rayon, inner loops in
 //! 8 independent lanes so the compiler vectorizes them for the build target.
 //!
-//! Same signatures and semantics as the [`reference`](crate::reference) ops, up to the order
+//! Same signatures and semantics as the [`reference`](mod@crate::reference) ops, up to the order
 //! of f32 additions (the tests bound the difference). Results do not depend on the number
 //! of threads: each row is computed by one task in a fixed order.
 

@@ -84,7 +84,8 @@ fn detect() -> &'static Kernels {
     generic()
 }
 
-/// The name of the kernel set [`best`] chose (`avx2`, `neon+dotprod`, `generic`).
+/// The name of the kernel set chosen for this CPU at run time (`avx2+fma+f16c`, `neon+dotprod`,
+/// `neon` or `generic`).
 pub fn kernel_set_name() -> &'static str {
     best().name
 }
