@@ -11,6 +11,7 @@
 use std::hint::black_box;
 
 use aihal_quantize::{dequantize, dequantize_into, quantize, QuantFormat};
+use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ8_0, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -77,16 +78,36 @@ fn bench_dequantize(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("candle", id(format)), |b| {
             b.iter(|| black_box(theirs.dequantize(&candle_core::Device::Cpu).unwrap()));
         });
+        // Decoders alone, into a buffer allocated once (no page faults in the loop).
         let mut out = vec![0.0f32; ROWS * COLS];
         g.bench_function(BenchmarkId::new("aihal_into", id(format)), |b| {
             b.iter(|| dequantize_into(black_box(&q), black_box(&mut out)).unwrap());
         });
+        match format {
+            QuantFormat::Q4_0 => candle_into::<BlockQ4_0>(&mut g, &x, &mut out, id(format)),
+            _ => candle_into::<BlockQ8_0>(&mut g, &x, &mut out, id(format)),
+        }
     }
     // The floor: a plain copy of the same amount of f32 (read + write).
     let src = vec![1.0f32; ROWS * COLS];
     let mut dst = vec![0.0f32; ROWS * COLS];
     g.bench_function("copy_f32", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
     g.finish();
+}
+
+/// candle's block decoder (`GgmlType::to_float`, what `QTensor::dequantize` runs) into a
+/// preallocated buffer.
+fn candle_into<T: GgmlType + Clone>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    x: &[f32],
+    out: &mut [f32],
+    id: String,
+) {
+    let mut blocks = vec![T::zeros(); x.len() / T::BLCK_SIZE];
+    T::from_float(x, &mut blocks);
+    g.bench_function(BenchmarkId::new("candle_into", id), |b| {
+        b.iter(|| T::to_float(black_box(&blocks), black_box(&mut *out)));
+    });
 }
 
 fn bench_quantize(c: &mut Criterion) {

@@ -45,6 +45,15 @@ fn pow2(e: i32) -> f32 {
     f32::from_bits(((e + 127) as u32) << 23)
 }
 
+/// Rounds `0 <= z < 2^22` to the nearest integer, ties to even: adding and subtracting 2^23
+/// in f32 (whose rounding is to nearest even) leaves no fraction bits. No libm call, so
+/// loops around it vectorize.
+#[inline]
+fn round_even_small(z: f32) -> u32 {
+    const MAGIC: f32 = 8_388_608.0; // 2^23
+    ((z + MAGIC) - MAGIC) as u32
+}
+
 fn encode(x: f32, spec: &Spec) -> u8 {
     let sign = if x.is_sign_negative() { 0x80 } else { 0 };
     if x.is_nan() {
@@ -67,10 +76,10 @@ fn encode(x: f32, spec: &Spec) -> u8 {
         // Subnormal in the target (f32 subnormals land here too): multiples of the quantum.
         // Dividing by a power of two is exact, so only the final rounding rounds.
         // q == 2^m carries into the smallest normal, which has the same bits.
-        (a / pow2(min_normal_exp - m as i32)).round_ties_even() as u32
+        round_even_small(a / pow2(min_normal_exp - m as i32))
     } else {
-        let q = (a / pow2(exp - m as i32)).round_ties_even() as u32; // in 2^m..=2^(m+1)
-                                                                     // A carry out of the mantissa (q == 2^(m+1)) bumps the exponent field by one.
+        let q = round_even_small(a / pow2(exp - m as i32)); // in 2^m..=2^(m+1)
+                                                            // A carry out of the mantissa (q == 2^(m+1)) bumps the exponent field by one.
         (((exp + spec.bias) as u32) << m) + (q - (1 << m))
     };
     sign | code.min(u32::from(spec.max_code)) as u8

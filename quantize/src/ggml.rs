@@ -12,7 +12,7 @@
 
 use half::f16;
 
-use crate::par::{units_per_task, zip_chunks, PAR_MIN_ELEMS};
+use crate::par::{round_half_away, units_per_task, zip_chunks, PAR_MIN_ELEMS};
 
 /// Values per Q4_0 / Q8_0 block.
 pub const QK: usize = 32;
@@ -40,7 +40,7 @@ fn q8_0_block(x: &[f32], out: &mut [u8]) {
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     for (o, &v) in out[2..].iter_mut().zip(x) {
-        *o = (v * id).round() as i8 as u8;
+        *o = round_half_away(v * id) as i8 as u8;
     }
 }
 
@@ -71,7 +71,7 @@ fn tq2_0_block(x: &[f32], out: &mut [u8]) {
         for j in 0..32 {
             let mut q = 0u8;
             for l in 0..4 {
-                let xi = ((x[128 * h + 32 * l + j] * id).round() as i32 + 1) & 3;
+                let xi = (round_half_away(x[128 * h + 32 * l + j] * id) + 1) & 3;
                 q |= (xi as u8) << (2 * l);
             }
             out[32 * h + j] = q;

@@ -5,9 +5,35 @@
 //! Every format produces a [`QuantizedTensor`] whose packed layout is fixed by the
 //! [layout contract](format); the CPU, CubeCL and NPU kernels read that layout directly.
 //!
-//! The slice-level functions [`quantize`], [`dequantize`] and [`dequantize_into`] define the
-//! exact semantics every kernel is tested against; each format's module documents its
-//! rounding.
+//! - Slice level: [`quantize`], [`quantize_with`] (with a [`NonFinitePolicy`]),
+//!   [`dequantize`] and [`dequantize_into`] define the exact semantics every kernel is
+//!   tested against. The rounding of each format is documented in [`nf4`], [`ggml`], and
+//!   [`fp8`] (FP8 codecs), and below for int8 and ternary.
+//! - Candle level: [`Quantizer`] implements aihal-core's `Quantize` / `Dequantize` on
+//!   candle tensors; [`QuantizedTensor::from_qtensor`] and [`read_gguf_tensor`] take GGML
+//!   Q4_0 / Q8_0 tensors (from a GGUF file) as they are.
+//! - Files: [`io`] saves and loads any [`QuantizedTensor`] to safetensors with metadata
+//!   that fully describes it (the file layout is documented there); [`bnb`] reads and
+//!   writes bitsandbytes' serialized NF4 weights.
+//! - [`ErrorStats`]: RMSE, max |error| and SNR of a round trip.
+//!
+//! Int8 (per channel or per block): `scale = absmax / 127`, `q = round(x / scale)` (half
+//! away from zero). Ternary (BitNet b1.58): `scale = max(mean |x|, 1e-5)` over the tensor,
+//! `q = clamp(round_half_even(x / scale), -1, 1)`. FP8: `scale = absmax / max_finite`, per
+//! tensor or per block of a row, bytes rounded to nearest even and saturating.
+//!
+//! Large tensors are quantized and dequantized in parallel on rayon's pool.
+//!
+//! ```
+//! use aihal_quantize::{dequantize, quantize, ErrorStats, QuantFormat};
+//!
+//! let w: Vec<f32> = (0..4096).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+//! let q = quantize(QuantFormat::Nf4 { block_size: 64, double_quant: true }, &w, &[32, 128])?;
+//! assert!(q.bits_per_weight() < 4.2);
+//! let stats = ErrorStats::between(&w, &dequantize(&q)?)?;
+//! assert!(stats.snr_db > 15.0);
+//! # Ok::<(), aihal_core::CoreError>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod bnb;

@@ -11,7 +11,7 @@
 //!   `weight_quant` does; value = `q * scale`.
 
 use crate::fp8;
-use crate::par::{units_per_task, zip_chunks, zip_chunks2, PAR_MIN_ELEMS};
+use crate::par::{round_half_away, units_per_task, zip_chunks, zip_chunks2, PAR_MIN_ELEMS};
 
 /// Quantizes each row of `x` (rows of `k`) in blocks of `block`, one scale per block, using
 /// `enc` (which fills the block's bytes and returns its scale).
@@ -55,7 +55,7 @@ fn int8_block(x: &[f32], out: &mut [u8]) -> f32 {
         return 0.0;
     }
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v / scale).round().clamp(-127.0, 127.0) as i8 as u8;
+        *o = round_half_away(v / scale).clamp(-127, 127) as i8 as u8;
     }
     scale
 }
@@ -205,7 +205,9 @@ pub(crate) fn quantize_ternary(x: &[f32]) -> (Vec<u8>, f32) {
         for (o, q4) in d.iter_mut().zip(x.chunks(4)) {
             let mut b = 0u8;
             for (i, &v) in q4.iter().enumerate() {
-                let q = (v * inv).round_ties_even().clamp(-1.0, 1.0) as i8 + 1;
+                // round half to even, clamped to [-1, 1]: ±0.5 round to 0.
+                let y = v * inv;
+                let q = 1 + i8::from(y > 0.5) - i8::from(y < -0.5);
                 b |= (q as u8) << (2 * i);
             }
             *o = b;

@@ -157,12 +157,17 @@ fn apply_policy(data: &[f32], policy: NonFinitePolicy) -> Result<Cow<'_, [f32]>>
 }
 
 fn first_non_finite(data: &[f32]) -> Option<usize> {
-    if data.len() >= crate::par::PAR_MIN_ELEMS {
+    const CHUNK: usize = 1 << 14;
+    // A branch-free test per chunk (vectorizes), then the exact index in the first bad chunk.
+    let bad = |c: &[f32]| c.iter().fold(false, |acc, v| acc | !v.is_finite());
+    let chunk = if data.len() >= crate::par::PAR_MIN_ELEMS {
         use rayon::prelude::*;
-        data.par_iter().position_first(|v| !v.is_finite())
+        data.par_chunks(CHUNK).position_first(bad)
     } else {
-        data.iter().position(|v| !v.is_finite())
-    }
+        data.chunks(CHUNK).position(bad)
+    }?;
+    let start = chunk * CHUNK;
+    data[start..].iter().position(|v| !v.is_finite()).map(|i| start + i)
 }
 
 /// Dequantizes `q` into a new `Vec` of `q.numel()` f32 values (row-major, logical shape).

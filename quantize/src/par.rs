@@ -59,3 +59,44 @@ pub(crate) fn zip_chunks2<O, S, I, F>(
 pub(crate) fn units_per_task(elems_per_unit: usize) -> usize {
     (8192 / elems_per_unit.max(1)).max(1)
 }
+
+/// `roundf` (half away from zero) of `y` as an integer, for `|y| < 2^23`, without a libm
+/// call so that loops around it vectorize. NaN gives 0.
+#[inline]
+pub(crate) fn round_half_away(y: f32) -> i32 {
+    let i = y as i32; // truncates toward zero
+    let f = y - i as f32; // exact for |y| < 2^23
+    i + i32::from(f >= 0.5) - i32::from(f <= -0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_half_away_matches_roundf() {
+        let mut v = vec![
+            0.5f32,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.499_999_97,
+            -0.499_999_97,
+            126.5,
+            -127.49,
+            0.0,
+            -0.0,
+        ];
+        let mut s = 1u32;
+        for _ in 0..100_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            v.push((s >> 8) as f32 / (1u32 << 24) as f32 * 300.0 - 150.0);
+        }
+        for y in v {
+            assert_eq!(round_half_away(y), y.round() as i32, "{y}");
+            assert_eq!(round_half_away(y.next_up()), y.next_up().round() as i32, "{y}");
+        }
+        assert_eq!(round_half_away(f32::NAN), 0);
+    }
+}
