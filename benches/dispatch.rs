@@ -17,7 +17,7 @@ struct Sum16;
 impl GpuDispatchable for Sum16 {
     type Input = [f32; 16];
     type Output = f32;
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "sum16"
     }
     fn dispatch_gpu(&self, _: &[f32; 16], _: &Device) -> Result<f32> {
@@ -35,26 +35,28 @@ fn bench(c: &mut Criterion) {
     let x: [f32; 16] = std::array::from_fn(|i| i as f32 * 0.5);
     let config = DeviceConfig::new().force_cpu(true);
     let mut g = c.benchmark_group("dispatch");
-    g.bench_function("direct_call", |b| b.iter(|| Sum16.dispatch_cpu(black_box(&x))));
+    g.bench_function("direct_call", |b| {
+        b.iter(|| Sum16.dispatch_cpu(black_box(&x)));
+    });
     g.bench_function("dispatch_on_cpu", |b| {
-        b.iter(|| Sum16.dispatch(black_box(&x), black_box(&Device::Cpu)))
+        b.iter(|| Sum16.dispatch(black_box(&x), black_box(&Device::Cpu)));
     });
     g.bench_function("dispatch_traced_on_cpu", |b| {
-        b.iter(|| Sum16.dispatch_traced(black_box(&x), black_box(&Device::Cpu)))
+        b.iter(|| Sum16.dispatch_traced(black_box(&x), black_box(&Device::Cpu)));
     });
     // The fallback path: the GPU route answers NotImplemented, the CPU route runs, and the
     // (already printed) warning is looked up in the warn-once set.
     g.bench_function("dispatch_with_cpu_fallback", |b| {
-        b.iter(|| Sum16.dispatch(black_box(&x), black_box(&Device::Cuda { ordinal: 0 })))
+        b.iter(|| Sum16.dispatch(black_box(&x), black_box(&Device::Cuda { ordinal: 0 })));
     });
     g.bench_function("get_device_cached_probes", |b| {
-        b.iter(|| aihal::get_device(black_box(&config)))
+        b.iter(|| aihal::get_device(black_box(&config)));
     });
     g.bench_function("get_device_fresh_probes", |b| {
         b.iter(|| {
             refresh_probes();
             aihal::get_device(black_box(&DeviceConfig::new().strict(false)))
-        })
+        });
     });
     g.finish();
 }
