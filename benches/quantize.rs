@@ -62,30 +62,33 @@ fn bench_dequantize(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("dequantize_{ROWS}x{COLS}"));
     g.sample_size(10);
     g.throughput(Throughput::Bytes((ROWS * COLS * 4) as u64));
+    let mut out = vec![0.0f32; ROWS * COLS];
     for format in formats() {
         let q = quantize(format, &x, &[ROWS, COLS]).unwrap();
         g.bench_function(BenchmarkId::new("aihal", id(format)), |b| {
             b.iter(|| black_box(dequantize(black_box(&q)).unwrap()));
+        });
+        // Decoders alone, into a buffer allocated once (no page faults in the loop).
+        let expected = dequantize(&q).unwrap();
+        dequantize_into(&q, &mut out).unwrap();
+        assert_eq!(out, expected);
+        g.bench_function(BenchmarkId::new("aihal_into", id(format)), |b| {
+            b.iter(|| dequantize_into(black_box(&q), black_box(&mut out)).unwrap());
         });
         let dtype = match format {
             QuantFormat::Q4_0 => GgmlDType::Q4_0,
             QuantFormat::Q8_0 => GgmlDType::Q8_0,
             _ => continue,
         };
-        // Same bytes on both sides: the comparison is of the decoders alone.
+        // Same bytes on both sides.
         let theirs = QTensor::quantize(&t, dtype).unwrap();
         assert_eq!(&*theirs.data().unwrap(), q.data());
         g.bench_function(BenchmarkId::new("candle", id(format)), |b| {
             b.iter(|| black_box(theirs.dequantize(&candle_core::Device::Cpu).unwrap()));
         });
-        // Decoders alone, into a buffer allocated once (no page faults in the loop).
-        let mut out = vec![0.0f32; ROWS * COLS];
-        g.bench_function(BenchmarkId::new("aihal_into", id(format)), |b| {
-            b.iter(|| dequantize_into(black_box(&q), black_box(&mut out)).unwrap());
-        });
         match format {
-            QuantFormat::Q4_0 => candle_into::<BlockQ4_0>(&mut g, &x, &mut out, id(format)),
-            _ => candle_into::<BlockQ8_0>(&mut g, &x, &mut out, id(format)),
+            QuantFormat::Q4_0 => candle_into::<BlockQ4_0>(&mut g, &x, &mut out, &expected, id(format)),
+            _ => candle_into::<BlockQ8_0>(&mut g, &x, &mut out, &expected, id(format)),
         }
     }
     // The floor: a plain copy of the same amount of f32 (read + write).
@@ -101,10 +104,13 @@ fn candle_into<T: GgmlType + Clone>(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     x: &[f32],
     out: &mut [f32],
+    expected: &[f32],
     id: String,
 ) {
     let mut blocks = vec![T::zeros(); x.len() / T::BLCK_SIZE];
     T::from_float(x, &mut blocks);
+    T::to_float(&blocks, out);
+    assert_eq!(out, expected, "candle decodes the same values");
     g.bench_function(BenchmarkId::new("candle_into", id), |b| {
         b.iter(|| T::to_float(black_box(&blocks), black_box(&mut *out)));
     });

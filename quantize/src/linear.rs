@@ -129,14 +129,10 @@ pub(crate) fn quantize_fp8(x: &[f32], k: usize, block: Option<usize>, kind: Fp8)
 }
 
 /// Dequantizes the byte-per-value row-blocked formats: `decode(byte) * scale`.
-pub(crate) fn dequantize_row_blocks(
-    data: &[u8],
-    scales: &[f32],
-    k: usize,
-    block: usize,
-    decode: &[f32; 256],
-    out: &mut [f32],
-) {
+pub(crate) fn dequantize_row_blocks<D>(data: &[u8], scales: &[f32], k: usize, block: usize, decode: D, out: &mut [f32])
+where
+    D: Fn(u8) -> f32 + Sync + Send,
+{
     if out.is_empty() || k == 0 {
         return;
     }
@@ -154,7 +150,7 @@ pub(crate) fn dequantize_row_blocks(
                 let s = &scales[s0 + r * bpr..s0 + (r + 1) * bpr];
                 for ((o, d), &s) in o.chunks_mut(block).zip(d.chunks(block)).zip(s) {
                     for (o, &b) in o.iter_mut().zip(d) {
-                        *o = decode[usize::from(b)] * s;
+                        *o = decode(b) * s;
                     }
                 }
             }
@@ -162,15 +158,16 @@ pub(crate) fn dequantize_row_blocks(
     );
 }
 
-/// The int8 "decode table": byte `b` is the value `b as i8`.
-pub(crate) static I8_TABLE: std::sync::LazyLock<[f32; 256]> =
-    std::sync::LazyLock::new(|| std::array::from_fn(|b| f32::from(b as u8 as i8)));
+/// The int8 decoder: byte `b` is the value `b as i8` (a conversion that vectorizes).
+pub(crate) fn i8_value(b: u8) -> f32 {
+    f32::from(b as i8)
+}
 
 /// FP8 dequantization for either scale granularity.
 pub(crate) fn dequantize_fp8(data: &[u8], scales: &[f32], k: usize, block: Option<usize>, kind: Fp8, out: &mut [f32]) {
     let table = kind.table();
     if let Some(b) = block {
-        dequantize_row_blocks(data, scales, k, b, table, out);
+        dequantize_row_blocks(data, scales, k, b, |v| table[usize::from(v)], out);
     } else {
         let s = scales[0];
         zip_chunks(out, 8192, data, 8192, out.len() >= PAR_MIN_ELEMS, |_, o, d| {
@@ -219,11 +216,21 @@ pub(crate) fn quantize_ternary(x: &[f32]) -> (Vec<u8>, f32) {
 /// Dequantizes ternary codes: `scale * (q - 1)` (a code of 3, which the quantizer never
 /// writes, reads as `2 * scale`, the same formula).
 pub(crate) fn dequantize_ternary(data: &[u8], scale: f32, out: &mut [f32]) {
-    let lut = [-scale, 0.0, scale, 2.0 * scale];
+    let level = [-scale, 0.0, scale, 2.0 * scale];
+    // The four values of every byte, so that each byte is one 16-byte copy.
+    let quads: Vec<[f32; 4]> = (0..=255u8)
+        .map(|b| std::array::from_fn(|i| level[usize::from((b >> (2 * i)) & 3)]))
+        .collect();
     zip_chunks(out, 8192, data, 2048, out.len() >= PAR_MIN_ELEMS, |_, o, d| {
-        for (o4, &b) in o.chunks_mut(4).zip(d) {
-            for (i, o) in o4.iter_mut().enumerate() {
-                *o = lut[usize::from((b >> (2 * i)) & 3)];
+        let full = o.len() / 4;
+        let mut whole = o.chunks_exact_mut(4);
+        for (o4, &b) in (&mut whole).zip(d) {
+            o4.copy_from_slice(&quads[usize::from(b)]);
+        }
+        let tail = whole.into_remainder();
+        if let Some(&b) = d.get(full) {
+            for (o, v) in tail.iter_mut().zip(quads[usize::from(b)]) {
+                *o = v;
             }
         }
     });

@@ -197,9 +197,9 @@ pub fn dequantize_into(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         QuantFormat::Q8_0 => ggml::dequantize_q8_0(data, out),
         QuantFormat::Tq2_0 => ggml::dequantize_tq2_0(data, out),
         QuantFormat::Ternary => linear::dequantize_ternary(data, scales[0], out),
-        QuantFormat::Int8PerChannel => linear::dequantize_row_blocks(data, scales, k, k.max(1), &linear::I8_TABLE, out),
+        QuantFormat::Int8PerChannel => linear::dequantize_row_blocks(data, scales, k, k.max(1), linear::i8_value, out),
         QuantFormat::Int8PerBlock { block_size } => {
-            linear::dequantize_row_blocks(data, scales, k, block_size, &linear::I8_TABLE, out);
+            linear::dequantize_row_blocks(data, scales, k, block_size, linear::i8_value, out);
         }
         QuantFormat::Fp8E4M3 { block_size } => linear::dequantize_fp8(data, scales, k, block_size, Fp8::E4M3, out),
         QuantFormat::Fp8E5M2 { block_size } => linear::dequantize_fp8(data, scales, k, block_size, Fp8::E5M2, out),
