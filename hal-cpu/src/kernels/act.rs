@@ -46,9 +46,10 @@ fn quantize_row(row: &[f32], q: &mut [i8], d: &mut [f32]) {
     for ((xb, qb), db) in row.chunks(32).zip(q.chunks_exact_mut(32)).zip(d.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
-        let inv = if scale == 0.0 { 0.0 } else { 127.0 / amax };
+        // Dividing by the scale (not multiplying by 127 / amax) keeps blocks of subnormal
+        // values right: 127 / amax overflows to infinity there, v / scale never exceeds 127.
         for (qv, &v) in qb.iter_mut().zip(xb) {
-            *qv = (v * inv).round() as i8;
+            *qv = if scale == 0.0 { 0 } else { (v / scale).round() as i8 };
         }
         *db = scale;
     }
@@ -71,6 +72,15 @@ mod tests {
         assert_eq!(a.d[1], 19.0 / 127.0);
         assert_eq!(a.qs[32 + 7], 127);
         assert!(a.qs[32 + 8..].iter().all(|&q| q == 0));
+        // Subnormal blocks quantize like any other, within the precision subnormals have.
+        let tiny: Vec<f32> = [1.0f32, 0.5, -0.25, 0.0].iter().map(|v| v * 1e-40).collect();
+        let a = ActQ8::quantize(&tiny, 1, 4);
+        assert_eq!((a.qs[0], a.qs[3]), (127, 0));
+        assert!(
+            (i32::from(a.qs[1]) - 64).abs() <= 1 && (i32::from(a.qs[2]) + 32).abs() <= 1,
+            "{:?}",
+            &a.qs[..4]
+        );
         let a = ActQ8::quantize(&[0.0, f32::NAN, 1.0, 1.0], 2, 2);
         assert_eq!(a.non_finite, [true, false]);
     }

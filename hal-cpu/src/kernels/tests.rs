@@ -295,6 +295,23 @@ fn zeros_outliers_and_denormals() {
         let scale = abs_products(&x, m, &w);
         let got = run_with(best(), &x, m, &w, ActivationPrecision::F32);
         assert_close(&format!("{format} outliers"), &got, &want, &scale, 1e-5);
+        let got = run_with(best(), &x, m, &w, ActivationPrecision::Int8);
+        let budget = abs_products(&vec![3.0e4; m * k], m, &w);
+        for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+            let tol = budget[i] / 254.0 + 1e-5 * scale[i];
+            assert!((g - r).abs() <= tol, "{format} int8 outliers at {i}: {g} vs {r}");
+        }
+        // Rows made only of subnormal values: the int8 path keeps their (tiny) products.
+        let sub: Vec<f32> = rng.vec(m * k, -1.0, 1.0).iter().map(|v| v * 1e-39).collect();
+        let want = reference::matmul(&sub, m, &w).unwrap();
+        let got = run_with(best(), &sub, m, &w, ActivationPrecision::Int8);
+        let budget = abs_products(&vec![1e-39; m * k], m, &w);
+        for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - r).abs() <= budget[i] / 100.0 + 1e-44,
+                "{format} subnormal rows at {i}: {g} vs {r}"
+            );
+        }
     }
 }
 
