@@ -25,13 +25,11 @@ pub const Q8_0_BYTES: usize = 34;
 /// Bytes per TQ2_0 block.
 pub const TQ2_0_BYTES: usize = 66;
 
-/// Why a block cannot be stored: its f16 scale would overflow. Returns the first offending
-/// block's index and its largest magnitude.
-pub(crate) fn check_f16_scale(x: &[f32], block: usize, divisor: f32) -> Option<(usize, f32)> {
-    x.chunks(block).enumerate().find_map(|(i, b)| {
-        let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        (f16::from_f32(amax / divisor).is_infinite()).then_some((i, amax))
-    })
+/// The first block whose stored f16 scale overflowed to infinity, if any (`at` is the
+/// scale's byte offset inside a block of `bytes`).
+pub(crate) fn first_infinite_scale(data: &[u8], bytes: usize, at: usize) -> Option<usize> {
+    data.chunks_exact(bytes)
+        .position(|b| f16::from_le_bytes([b[at], b[at + 1]]).is_infinite())
 }
 
 fn q8_0_block(x: &[f32], out: &mut [u8]) {

@@ -63,15 +63,20 @@ pub fn quantize_with(
     let x = apply_policy(data, policy)?;
     let x: &[f32] = &x;
     let k = shape.last().copied().unwrap_or(1);
-    let check_f16 = |divisor: f32, block: usize| -> Result<()> {
-        match ggml::check_f16_scale(x, block, divisor) {
-            None => Ok(()),
-            Some((b, amax)) => Err(CoreError::invalid_input(format!(
-                "{format}: block {b} (values {}..{}) has magnitude {amax:e}, whose scale overflows f16; \
-                 scale the tensor down or use a format with f32 scales",
-                b * block,
-                (b + 1) * block
-            ))),
+    // GGML scales are f16: a block whose scale overflowed is an error, found after the
+    // (single) quantization pass.
+    let check_f16 = |data: Vec<u8>, block: usize, bytes: usize, at: usize| -> Result<(Vec<u8>, Vec<f32>)> {
+        match ggml::first_infinite_scale(&data, bytes, at) {
+            None => Ok((data, Vec::new())),
+            Some(b) => {
+                let amax = x[b * block..(b + 1) * block].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                Err(CoreError::invalid_input(format!(
+                    "{format}: block {b} (values {}..{}) has magnitude {amax:e}, whose scale overflows f16; \
+                     scale the tensor down or use a format with f32 scales",
+                    b * block,
+                    (b + 1) * block
+                )))
+            }
         }
     };
     let mut nested = None;
@@ -90,18 +95,9 @@ pub fn quantize_with(
                 (bytes, absmax)
             }
         }
-        QuantFormat::Q4_0 => {
-            check_f16(8.0, ggml::QK)?;
-            (ggml::quantize_q4_0(x), Vec::new())
-        }
-        QuantFormat::Q8_0 => {
-            check_f16(127.0, ggml::QK)?;
-            (ggml::quantize_q8_0(x), Vec::new())
-        }
-        QuantFormat::Tq2_0 => {
-            check_f16(1.0, ggml::QK_K)?;
-            (ggml::quantize_tq2_0(x), Vec::new())
-        }
+        QuantFormat::Q4_0 => check_f16(ggml::quantize_q4_0(x), ggml::QK, ggml::Q4_0_BYTES, 0)?,
+        QuantFormat::Q8_0 => check_f16(ggml::quantize_q8_0(x), ggml::QK, ggml::Q8_0_BYTES, 0)?,
+        QuantFormat::Tq2_0 => check_f16(ggml::quantize_tq2_0(x), ggml::QK_K, ggml::TQ2_0_BYTES, 64)?,
         QuantFormat::Ternary => {
             let (bytes, scale) = linear::quantize_ternary(x);
             (bytes, vec![scale])
