@@ -8,26 +8,9 @@ use aihal_core::{CoreError, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use half::f16;
 
-/// The 16 NormalFloat4 levels (QLoRA, appendix E; the values bitsandbytes ships), indexed
-/// by the 4-bit code.
-pub(crate) const NF4_LEVELS: [f32; 16] = [
-    -1.0,
-    -0.696_192_8,
-    -0.525_073_05,
-    -0.394_917_5,
-    -0.284_441_38,
-    -0.184_773_43,
-    -0.091_050_036,
-    0.0,
-    0.079_580_3,
-    0.160_930_2,
-    0.246_112_3,
-    0.337_915_24,
-    0.440_709_83,
-    0.562_617,
-    0.722_956_84,
-    1.0,
-];
+/// The 16 NormalFloat4 levels, indexed by the 4-bit code: aihal-quantize's code book, so the
+/// kernels and the quantizer can never disagree.
+pub(crate) use aihal_quantize::nf4::NF4_CODE as NF4_LEVELS;
 
 /// FP8 E4M3 ("fn": finite only, `S.1111.111` is NaN, no infinities) decoded for every byte.
 pub(crate) static E4M3_LUT: [f32; 256] = build_e4m3();
