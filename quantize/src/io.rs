@@ -7,7 +7,7 @@
 //!
 //! | safetensors entry | dtype | shape | content |
 //! | --- | --- | --- | --- |
-//! | `name` | `U8` | `[data bytes]` | the packed bytes, exactly as the [layout contract](crate::format) says |
+//! | `name` | `U8` | `[data bytes]` | the packed bytes, exactly as the [layout contract](mod@crate::format) says |
 //! | `name.scales` | `F32` | `[scale count]` | the f32 scales (absent when the format keeps none: Q4_0, Q8_0, TQ2_0) |
 //! | `name.nested_codes` | `U8` | `[blocks]` | NF4 with double quantization: the 8-bit absmax codes |
 //! | `name.nested_scales` | `F32` | `[ceil(blocks / 256)]` | their block scales |

@@ -3,7 +3,7 @@
 //! b1.58 ternary and FP8.
 //!
 //! Every format produces a [`QuantizedTensor`] whose packed layout is fixed by the
-//! [layout contract](format); the CPU, CubeCL and NPU kernels read that layout directly.
+//! [layout contract](mod@format); the CPU, CubeCL and NPU kernels read that layout directly.
 //!
 //! - Slice level: [`quantize`], [`quantize_with`] (with a [`NonFinitePolicy`]),
 //!   [`dequantize`] and [`dequantize_into`] define the exact semantics every kernel is

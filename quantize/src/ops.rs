@@ -24,7 +24,7 @@ pub enum NonFinitePolicy {
 /// Quantizes `data` (a row-major tensor of `shape`) to `format`, rejecting non-finite
 /// values.
 ///
-/// The result is laid out as the [layout contract](crate::format) says. Errors:
+/// The result is laid out as the [layout contract](mod@crate::format) says. Errors:
 /// `ShapeMismatch` when `data.len()` is not the product of `shape`; `InvalidConfig` for a
 /// disallowed block size; `InvalidInput` for a row length the format cannot block (GGML
 /// formats need rows that are multiples of 32 or 256), for a NaN or infinity (naming its

@@ -23,7 +23,7 @@ pub struct NestedAbsmax {
 }
 
 /// A quantized tensor: format, logical shape, packed bytes and f32 scales, laid out as the
-/// [layout contract](crate::format) says.
+/// [layout contract](mod@crate::format) says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedTensor {
     format: QuantFormat,
