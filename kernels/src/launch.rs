@@ -25,6 +25,8 @@ pub struct Limits {
     pub plane_ops: bool,
     /// The plane size when `plane_ops` holds and the device reports one fixed size.
     pub plane_size: Option<u32>,
+    /// The largest single buffer, in bytes (wgpu's storage-binding limit on Vulkan).
+    pub max_buffer_bytes: u64,
 }
 
 impl Limits {
@@ -40,6 +42,7 @@ impl Limits {
             max_shared_memory: hw.max_shared_memory_size,
             plane_ops: plane_ops && fixed,
             plane_size: (plane_ops && fixed).then_some(hw.plane_size_min),
+            max_buffer_bytes: client.properties().memory.max_page_size,
         }
     }
 
@@ -176,6 +179,21 @@ impl<R: Runtime> Context<R> {
             .map_err(|e| CoreError::kernel(self.backend, kernel, first_line(&e.to_string())))
     }
 
+    /// `OutOfMemory` for a buffer larger than the device's largest single buffer (CubeCL
+    /// would fail on its server thread, out of the caller's reach).
+    fn check_size(&self, bytes: usize) -> Result<()> {
+        if bytes as u64 > self.limits.max_buffer_bytes {
+            return Err(CoreError::out_of_memory(
+                format!(
+                    "{} (one buffer holds at most {} bytes on this device; split the tensor)",
+                    self.backend, self.limits.max_buffer_bytes
+                ),
+                Some(bytes as u64),
+            ));
+        }
+        Ok(())
+    }
+
     /// Waits until every kernel queued on this client has finished (benchmarks stop the
     /// clock after this).
     pub fn sync(&self) -> Result<()> {
@@ -187,6 +205,7 @@ impl<R: Runtime> Context<R> {
     /// cannot bind an empty buffer).
     pub fn upload<E: CubeElement>(&self, data: &[E]) -> Result<DeviceBuffer<R, E>> {
         let padded: &[E] = if data.is_empty() { &[E::minimum_value()] } else { data };
+        self.check_size(std::mem::size_of_val(padded))?;
         let handle = catch_unwind(AssertUnwindSafe(|| self.client.create_from_slice(E::as_bytes(padded))))
             .map_err(|p| CoreError::kernel(self.backend, "upload", panic_text(&*p)))?;
         Ok(DeviceBuffer::new(handle, data.len()))
@@ -198,6 +217,7 @@ impl<R: Runtime> Context<R> {
             .max(1)
             .checked_mul(std::mem::size_of::<E>())
             .ok_or_else(|| CoreError::invalid_input(format!("{len} elements overflow the address space")))?;
+        self.check_size(bytes)?;
         let handle = catch_unwind(AssertUnwindSafe(|| self.client.empty(bytes)))
             .map_err(|_| CoreError::out_of_memory(self.backend, Some(bytes as u64)))?;
         Ok(DeviceBuffer::new(handle, len))

@@ -2,7 +2,9 @@
 //! the kernel, never materialized in f32.
 //!
 //! - M = 1 (a decode step): a GEMV with one cube per output feature; its units stride over
-//!   K and meet in a cube reduction (plane operations where the device has them).
+//!   K and meet in a cube reduction (plane operations where the device has them). For the
+//!   32-value GGML blocks (Q8_0, Q4_0) each unit takes whole blocks and applies the block's
+//!   scale once to an integer-weighted sum.
 //! - M > 1: a tiled GEMM; each cube stages a tile of x and a decoded tile of W in shared
 //!   memory, so each weight is decoded once per tile of rows.
 //!
@@ -11,7 +13,7 @@
 use aihal_core::{CoreError, Result};
 use cubecl::prelude::*;
 
-use crate::decode::decode;
+use crate::decode::{byte_at, decode, f16_at, i8_of, kind};
 use crate::launch::{cube_index, Context, DeviceBuffer};
 use crate::packed::DeviceQuantized;
 use crate::reduce::cube_sum;
@@ -65,6 +67,58 @@ fn gemv_kernel<F: Float>(
                     nested_block,
                 );
                 acc += f32::cast_from(x[col]) * w;
+            }
+        }
+        let total = cube_sum(&mut smem, acc, plane);
+        if UNIT_POS == 0 {
+            y[row] = F::cast_from(total);
+        }
+    }
+}
+
+/// GEMV for the 32-value GGML blocks (Q8_0, Q4_0): each unit takes whole blocks, decodes the
+/// f16 scale once per block and multiplies it into the block's integer-weighted sum.
+#[cube(launch)]
+fn gemv_ggml_kernel<F: Float>(
+    x: &Array<F>,
+    data: &Array<u32>,
+    y: &mut Array<F>,
+    n: u32,
+    k: u32,
+    #[comptime] layout: u32,
+    #[comptime] units: usize,
+    #[comptime] plane: u32,
+) {
+    let row = cube_index();
+    let k = k as usize;
+    let blocks = k / 32;
+    let mut smem = SharedMemory::<f32>::new(units);
+    let mut acc = 0.0f32;
+    if row < n as usize {
+        let steps = blocks.div_ceil(units);
+        for step in 0..steps {
+            let b = step * units + UNIT_POS as usize;
+            if b < blocks {
+                let col0 = b * 32;
+                let mut block_sum = 0.0f32;
+                if layout == kind::Q8_0 {
+                    let base = (row * blocks + b) * 34;
+                    #[unroll]
+                    for j in 0..32usize {
+                        block_sum += i8_of(byte_at(data, base + 2 + j)) * f32::cast_from(x[col0 + j]);
+                    }
+                    acc += f16_at(data, base) * block_sum;
+                } else {
+                    let base = (row * blocks + b) * 18;
+                    #[unroll]
+                    for j in 0..16usize {
+                        let byte = byte_at(data, base + 2 + j);
+                        let lo = f32::cast_from(byte & 0xFu32) - 8.0f32;
+                        let hi = f32::cast_from(byte >> 4u32) - 8.0f32;
+                        block_sum += lo * f32::cast_from(x[col0 + j]) + hi * f32::cast_from(x[col0 + 16 + j]);
+                    }
+                    acc += f16_at(data, base) * block_sum;
+                }
             }
         }
         let total = cube_sum(&mut smem, acc, plane);
@@ -203,7 +257,27 @@ pub fn quant_matmul_into<R: Runtime, F: Float + CubeElement>(
     let key = w.key;
     let (x_arg, y_arg) = (x.arg(), out.arg());
     let limits = ctx.limits();
-    if m == 1 {
+    if m == 1 && matches!(key.kind, kind::Q8_0 | kind::Q4_0) {
+        // One block per unit: as many units as a row has blocks, 32 to 256.
+        let units = limits.units_1d(((k / 32).next_power_of_two()).clamp(32, 256) as u32);
+        let count = limits.cube_count_1d(n as u64)?;
+        let plane = limits.plane_for(units);
+        ctx.launch("gemv", || {
+            gemv_ggml_kernel::launch::<F, R>(
+                ctx.client(),
+                count,
+                CubeDim::new_1d(units),
+                x_arg,
+                data,
+                y_arg,
+                n32,
+                k32,
+                key.kind,
+                units as usize,
+                plane,
+            );
+        })
+    } else if m == 1 {
         let units = limits.units_1d(256);
         let count = limits.cube_count_1d(n as u64)?;
         let plane = limits.plane_for(units);

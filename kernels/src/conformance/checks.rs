@@ -201,6 +201,16 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
     }
 }
 
+/// A buffer larger than the device's largest single buffer is `OutOfMemory`, before
+/// anything is allocated.
+pub fn oversized_buffers_are_out_of_memory<R: Runtime>(ctx: &Context<R>) {
+    let max = ctx.limits().max_buffer_bytes;
+    let too_many = usize::try_from(max / 4 + 1).unwrap_or(usize::MAX);
+    let err = ctx.alloc::<f32>(too_many).unwrap_err();
+    assert!(matches!(err, CoreError::OutOfMemory { .. }), "{err}");
+    assert!(err.to_string().contains("split"), "{err}");
+}
+
 /// A wrong output length is a `ShapeMismatch`, and NF4 with double
 /// quantization but no nested absmax is refused at upload.
 pub fn dequantize_rejects_bad_output<R: Runtime>(ctx: &Context<R>) {

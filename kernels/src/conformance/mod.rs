@@ -84,6 +84,7 @@ macro_rules! testgen_conformance {
             dequantize_every_format_f32,
             dequantize_every_format_half,
             dequantize_rejects_bad_output,
+            oversized_buffers_are_out_of_memory,
             matmul_every_format_f32,
             matmul_f16_activations,
             matmul_rejects_bad_shapes,
