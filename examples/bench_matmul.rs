@@ -5,6 +5,7 @@
 //! cargo run --release --example bench_matmul            # full table (a few minutes)
 //! cargo run --release --example bench_matmul -- quick   # 4096x4096 only, M = 1 and 32
 //! RAYON_NUM_THREADS=1 cargo run --release --example bench_matmul
+//! cargo run --release --example bench_matmul -- quick m=32 only=q4_0   # one M, our formats containing "q4_0"
 //! ```
 //!
 //! Method (see the crate README): every call reads a different weight matrix from a rotating
@@ -102,7 +103,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         &[(4096, 4096), (11008, 4096)]
     };
-    let ms: &[usize] = if quick { &[1, 32] } else { &[1, 8, 32, 128] };
+    let arg = |key: &str| std::env::args().find_map(|a| a.strip_prefix(key).map(str::to_owned));
+    let only_m: Option<usize> = arg("m=").map(|v| v.parse()).transpose()?;
+    let only = arg("only=");
+    let ms: Vec<usize> = if quick { vec![1, 32] } else { vec![1, 8, 32, 128] }
+        .into_iter()
+        .filter(|&m| only_m.is_none_or(|o| o == m))
+        .collect();
+    let ms = if ms.is_empty() {
+        only_m.into_iter().collect()
+    } else {
+        ms
+    };
     let ours = [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -114,6 +126,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         QuantFormat::Fp8E4M3 { block_size: None },
         QuantFormat::Tq2_0,
     ];
+    let ours: Vec<QuantFormat> = ours
+        .into_iter()
+        .filter(|f| only.as_ref().is_none_or(|o| f.to_string().contains(o.as_str())))
+        .collect();
     let mut rng = Rng(42);
     println!(
         "| weights N x K | M | kernel | ms/call | weight GB/s | % of floor | GFLOP/s | vs candle Q4_0 | vs candle Q8_0 | vs candle Q4_K |"
@@ -134,13 +150,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             candle.push((format!("candle {dtype:?}"), bytes, mats));
         }
         let mut weights = Vec::new();
-        for format in ours {
+        for &format in &ours {
             let q = quantize(format, &w, &[n, k])?;
             let bytes = q.storage_bytes();
             let copies = WORKING_SET.div_ceil(bytes) + 1;
             weights.push((format, bytes, vec![q; copies]));
         }
-        for &m in ms {
+        for &m in &ms {
             let x = rng.vec(m * k);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
             let flops = 2.0 * (m * n * k) as f64;

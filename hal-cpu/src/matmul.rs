@@ -9,7 +9,7 @@ use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use crate::decode::check_matmul;
-use crate::kernels::{self, ActQ8, Kernels, MAX_ROWS};
+use crate::kernels::{self, ActQ8, Kernels, Panel, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
 
 /// Activations `x` (`[M, K]` row-major) in one of the float types models run in.
 #[derive(Clone, Copy, Debug)]
@@ -212,12 +212,78 @@ pub(crate) fn run(
         ActivationPrecision::Int8 => (kernels.q8)(w.format()),
         ActivationPrecision::F32 => None,
     };
+    let panel = q8
+        .and_then(|_| (kernels.panel)(w.format()))
+        .filter(|_| m >= PANEL_MIN_ROWS);
+    let exact_panel = match q8 {
+        None if m >= PANEL_MIN_ROWS => (kernels.exact_panel)(w.format()),
+        _ => None,
+    };
     let act = q8.map(|_| ActQ8::quantize(x, m, k));
 
     // One output row per weight row (`yt` is [N, m]), so that threads own disjoint slices.
     let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
     let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
     let threads = rayon::current_num_threads().max(1);
+    if let (Some(p), Some(a)) = (panel, &act) {
+        let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
+        yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+            let mut buf = Panel::default();
+            for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
+                let n0 = c * per_task + t * PANEL;
+                let cols = ytile.len() / m;
+                // SAFETY: the kernel comes from the table detected for this CPU for w's
+                // format; `w` passed check_matmul, n0 + cols <= N, cols <= PANEL, `ytile`
+                // holds cols * m values, `a` was quantized from rows of K values.
+                unsafe { p(w, n0, cols, a, &mut buf, ytile) };
+                // Rows with NaN or infinities take the exact path, as everywhere.
+                for i in (0..m).filter(|&i| a.non_finite[i]) {
+                    for jj in 0..cols {
+                        let one = std::slice::from_mut(&mut ytile[jj * m + i]);
+                        // SAFETY: as above, for the single row i of `x`.
+                        unsafe { exact(w, n0 + jj, &x[i * k..(i + 1) * k], 1, one) }
+                    }
+                }
+            }
+        });
+    } else if let Some(p) = exact_panel {
+        let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
+        yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+            let mut buf = Panel::default();
+            for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
+                let n0 = c * per_task + t * PANEL;
+                // SAFETY: the kernel comes from the table detected for this CPU for w's
+                // format; `w` passed check_matmul, n0 + cols <= N, cols <= PANEL, `x` holds
+                // m rows of K, `ytile` holds cols * m values.
+                unsafe { p(w, n0, ytile.len() / m, x, m, &mut buf, ytile) };
+            }
+        });
+    } else {
+        run_rows(exact, q8, act.as_ref(), w, x, m, yt, threads);
+    }
+    if m > 1 {
+        for (j, col) in transposed.chunks_exact(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[i * n + j] = v;
+            }
+        }
+    }
+}
+
+/// The row kernels: each call one weight row against up to [`MAX_ROWS`] activation rows.
+#[allow(clippy::too_many_arguments)]
+fn run_rows(
+    exact: kernels::ExactFn,
+    q8: Option<kernels::Q8Fn>,
+    act: Option<&ActQ8>,
+    w: &QuantizedTensor,
+    x: &[f32],
+    m: usize,
+    yt: &mut [f32],
+    threads: usize,
+) {
+    let n = w.shape()[0];
+    let k = w.row_len();
     let per_task = n.div_ceil(threads * 4).next_multiple_of(TILE_N).max(TILE_N);
     yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
         let n0 = c * per_task;
@@ -229,7 +295,7 @@ pub(crate) fn run(
                 for (jj, yrow) in ytile.chunks_exact_mut(m).enumerate() {
                     let j = nt0 + jj;
                     let dst = &mut yrow[i0..i0 + rows];
-                    match (q8, &act) {
+                    match (q8, act) {
                         (Some(f), Some(a)) if !a.non_finite[i0..i0 + rows].contains(&true) => {
                             // SAFETY: the kernels come from the table detected for this CPU;
                             // `w` passed check_matmul, j < N, rows i0..i0 + rows exist in `a`,
@@ -259,11 +325,4 @@ pub(crate) fn run(
             }
         }
     });
-    if m > 1 {
-        for (j, col) in transposed.chunks_exact(m).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                out[i * n + j] = v;
-            }
-        }
-    }
 }

@@ -3,16 +3,27 @@
 
 use rayon::prelude::*;
 
+/// The number of rows is padded with zero rows to a multiple of this.
+pub(crate) const ROW_PAD: usize = 4;
+
 /// `rows` activation rows quantized per block of 32: `q = round(x / d)` with
 /// `d = max|x| / 127` (ties away from zero), a row of `K` values padded with zeros to
-/// `nb = ceil(K / 32)` blocks.
+/// `nb = ceil(K / 32)` blocks. The rows are padded with zero rows to a multiple of
+/// [`ROW_PAD`], so the panel kernels can always take activation rows in groups of that size.
 pub(crate) struct ActQ8 {
-    /// `rows * nb * 32` codes in -127..=127.
+    /// `padded_rows * nb * 32` codes in -127..=127.
     pub(crate) qs: Vec<i8>,
-    /// `rows * nb` block scales.
+    /// `padded_rows * nb` block scales.
     pub(crate) d: Vec<f32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86 panel kernels
+    /// `padded_rows * nb` sums of the 32 codes of each block (the offset correction of the
+    /// panel kernels, whose weight codes are stored unsigned).
+    pub(crate) sums: Vec<i32>,
     /// Blocks per row.
     pub(crate) nb: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86 panel kernels
+    /// Rows holding activations (the rest up to a multiple of [`ROW_PAD`] are zero).
+    pub(crate) rows: usize,
     /// Rows with a NaN or infinity, which int8 cannot carry: these rows take the exact path
     /// so that non-finite values propagate as IEEE says.
     pub(crate) non_finite: Vec<bool>,
@@ -22,23 +33,36 @@ impl ActQ8 {
     /// Quantizes `x` (`rows` rows of `k` values).
     pub(crate) fn quantize(x: &[f32], rows: usize, k: usize) -> Self {
         let nb = k.div_ceil(32);
-        let mut qs = vec![0i8; rows * nb * 32];
-        let mut d = vec![0.0f32; rows * nb];
+        let padded = rows.next_multiple_of(ROW_PAD);
+        let mut qs = vec![0i8; padded * nb * 32];
+        let mut d = vec![0.0f32; padded * nb];
+        let mut sums = vec![0i32; padded * nb];
         let mut non_finite = vec![false; rows];
         if nb > 0 {
             qs.par_chunks_mut(nb * 32)
                 .zip(d.par_chunks_mut(nb))
+                .zip(sums.par_chunks_mut(nb))
                 .zip(non_finite.par_iter_mut())
                 .enumerate()
-                .for_each(|(r, ((q, d), bad))| {
+                .for_each(|(r, (((q, d), s), bad))| {
                     let row = &x[r * k..(r + 1) * k];
                     *bad = !row.iter().all(|v| v.is_finite());
                     if !*bad {
                         quantize_row(row, q, d);
+                        for (s, qb) in s.iter_mut().zip(q.chunks_exact(32)) {
+                            *s = qb.iter().map(|&v| i32::from(v)).sum();
+                        }
                     }
                 });
         }
-        Self { qs, d, nb, non_finite }
+        Self {
+            qs,
+            d,
+            sums,
+            nb,
+            rows,
+            non_finite,
+        }
     }
 }
 
@@ -48,16 +72,57 @@ fn quantize_row(row: &[f32], q: &mut [i8], d: &mut [f32]) {
         let scale = amax / 127.0;
         // Dividing by the scale (not multiplying by 127 / amax) keeps blocks of subnormal
         // values right: 127 / amax overflows to infinity there, v / scale never exceeds 127.
-        for (qv, &v) in qb.iter_mut().zip(xb) {
-            *qv = if scale == 0.0 { 0 } else { (v / scale).round() as i8 };
+        if scale == 0.0 {
+            qb.fill(0);
+        } else {
+            for (qv, &v) in qb.iter_mut().zip(xb) {
+                *qv = round_away(v / scale);
+            }
         }
         *db = scale;
     }
 }
 
+/// `t` rounded to the nearest integer, ties away from zero (`f32::round`), for
+/// `|t| <= 127`; written without a libm call so the loop vectorizes.
+#[inline]
+fn round_away(t: f32) -> i8 {
+    // Exact: |t| < 2^23, so the truncation and the fraction are exact.
+    let i = t as i32;
+    let frac = t - i as f32;
+    let r = if frac >= 0.5 {
+        i + 1
+    } else if frac <= -0.5 {
+        i - 1
+    } else {
+        i
+    };
+    r as i8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_matches_f32_round() {
+        let mut t = -127.0f32;
+        while t <= 127.0 {
+            for v in [
+                t,
+                t.next_up(),
+                t.next_down(),
+                t + 0.5,
+                (t + 0.5).next_up(),
+                (t + 0.5).next_down(),
+            ] {
+                if v.abs() <= 127.0 {
+                    assert_eq!(i32::from(round_away(v)), v.round() as i32, "{v}");
+                }
+            }
+            t += 0.25;
+        }
+    }
 
     #[test]
     fn quantizes_per_block_and_pads_the_tail() {
@@ -83,5 +148,14 @@ mod tests {
         );
         let a = ActQ8::quantize(&[0.0, f32::NAN, 1.0, 1.0], 2, 2);
         assert_eq!(a.non_finite, [true, false]);
+        // Block sums, and zero rows up to the padding.
+        let x: Vec<f32> = (0..3 * 40).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let a = ActQ8::quantize(&x, 3, 40);
+        assert_eq!((a.rows, a.qs.len(), a.d.len(), a.sums.len()), (3, 4 * 64, 8, 8));
+        for (s, q) in a.sums.iter().zip(a.qs.chunks_exact(32)) {
+            assert_eq!(*s, q.iter().map(|&v| i32::from(v)).sum::<i32>());
+        }
+        assert!(a.sums[..6].iter().any(|&s| s != 0));
+        assert!(a.qs[3 * 64..].iter().all(|&q| q == 0) && a.d[6..].iter().all(|&d| d == 0.0));
     }
 }

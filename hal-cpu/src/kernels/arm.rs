@@ -33,12 +33,16 @@ pub(crate) static NEON: Kernels = Kernels {
     name: "neon",
     exact: exact_for,
     q8: q8_for::<false>,
+    panel: |_| None,
+    exact_panel: |_| None,
 };
 
 pub(crate) static NEON_DOTPROD: Kernels = Kernels {
     name: "neon+dotprod",
     exact: exact_for,
     q8: q8_for::<true>,
+    panel: |_| None,
+    exact_panel: |_| None,
 };
 
 fn exact_for(format: QuantFormat) -> ExactFn {

@@ -11,6 +11,8 @@ pub(crate) static KERNELS: Kernels = Kernels {
     name: "generic",
     exact: |_| exact as ExactFn,
     q8: q8_for,
+    panel: |_| None,
+    exact_panel: |_| None,
 };
 
 /// Values decoded per step: a stack buffer, never a whole row or matrix.

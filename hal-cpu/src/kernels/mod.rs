@@ -10,6 +10,11 @@
 //!   [`ActQ8`]), integer dot products per block, scaled and summed in f32. Formats with
 //!   integer codes (Q8_0, Q4_0, TQ2_0, int8 per channel, int8 per block of a multiple of 32)
 //!   have one.
+//! - **panel**: the int8-activation arithmetic for M > 1, shaped as a small GEMM: 8 weight
+//!   rows are repacked so that one vector holds 4 consecutive codes of each of the 8 rows
+//!   (stored unsigned, with a per-format offset), each 4 activation codes are broadcast and
+//!   multiplied against all 8 rows at once, and each output lane is one output feature, so
+//!   no horizontal sums are needed and the repacked panel is reused by every activation row.
 
 pub(crate) mod act;
 #[cfg(target_arch = "aarch64")]
@@ -17,6 +22,10 @@ pub(crate) mod arm;
 pub(crate) mod generic;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_fpanel;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_panel;
 
 use std::sync::OnceLock;
 
@@ -43,6 +52,43 @@ pub(crate) type ExactFn = unsafe fn(w: &QuantizedTensor, n: usize, x: &[f32], ro
 /// As [`ExactFn`], and `row0 + rows <= a.rows`.
 pub(crate) type Q8Fn = unsafe fn(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]);
 
+/// Weight rows a panel kernel handles at once (one per f32 lane of a 256-bit vector).
+pub(crate) const PANEL: usize = 8;
+
+/// A repacked panel of [`PANEL`] weight rows, reused between calls to avoid allocations.
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86 sets have panels yet
+pub(crate) struct Panel {
+    /// Per block of 32 values: 8 groups of 4 codes × [`PANEL`] rows, unsigned.
+    pub(crate) codes: Vec<u8>,
+    /// Per block: the [`PANEL`] weight rows' scales (zero for rows past the matrix).
+    pub(crate) scales: Vec<f32>,
+    /// The exact panels: `K` × [`PANEL`] decoded weights, k-major.
+    pub(crate) values: Vec<f32>,
+}
+
+/// `yt[j * a.rows + i] = Σ_b scale(W, n0 + j, b) * d[i][b] * Σ_{l<32} Wq[n0 + j][32b + l] * q[i][32b + l]`
+/// for `j < cols` and every activation row `i` of `a` (the same sums as [`Q8Fn`], rounded
+/// in f32 with one FMA per block).
+///
+/// # Safety
+/// The CPU has the features of the kernel set, `w` passed `check_matmul` and has the format
+/// the kernel was chosen for, `n0 + cols <= N`, `1 <= cols <= PANEL`,
+/// `yt.len() >= cols * a.rows`, `a` was quantized from rows of `w.row_len()` values.
+pub(crate) type PanelFn =
+    unsafe fn(w: &QuantizedTensor, n0: usize, cols: usize, a: &ActQ8, buf: &mut Panel, yt: &mut [f32]);
+
+/// `yt[j * m + i] = Σ_k x[i][k] * W[n0 + j][k]` for `j < cols`, `i < m`: the exact path
+/// with the weights decoded to f32 once per panel (f32 FMA accumulation, in an order other
+/// than the reference's).
+///
+/// # Safety
+/// The CPU has the features of the kernel set, `w` passed `check_matmul` and has the format
+/// the kernel was chosen for, `n0 + cols <= N`, `1 <= cols <= PANEL`, `x.len() >= m * K`,
+/// `yt.len() >= cols * m`.
+pub(crate) type ExactPanelFn =
+    unsafe fn(w: &QuantizedTensor, n0: usize, cols: usize, x: &[f32], m: usize, buf: &mut Panel, yt: &mut [f32]);
+
 /// One set of kernels.
 pub(crate) struct Kernels {
     /// Shown in logs and bench output (`generic`, `avx2`, `neon+dotprod`).
@@ -51,7 +97,17 @@ pub(crate) struct Kernels {
     pub(crate) exact: fn(QuantFormat) -> ExactFn,
     /// The int8-activation kernel for a format, where the format has integer codes.
     pub(crate) q8: fn(QuantFormat) -> Option<Q8Fn>,
+    /// The panel kernel for a format, where the set has one (used for M >= [`PANEL_MIN_ROWS`]
+    /// on the int8-activation path).
+    pub(crate) panel: fn(QuantFormat) -> Option<PanelFn>,
+    /// The exact panel kernel for a format, where the set has one (used for
+    /// M >= [`PANEL_MIN_ROWS`] on the f32 path).
+    pub(crate) exact_panel: fn(QuantFormat) -> Option<ExactPanelFn>,
 }
+
+/// The smallest M for which either kind of panel kernel runs (below it, repacking costs more than the
+/// reuse gains).
+pub(crate) const PANEL_MIN_ROWS: usize = 4;
 
 /// The scalar kernels: the reference arithmetic, and what runs when no SIMD set fits.
 pub(crate) fn generic() -> &'static Kernels {

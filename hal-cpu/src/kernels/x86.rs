@@ -31,6 +31,8 @@ pub(crate) static AVX2: Kernels = Kernels {
     name: "avx2+fma+f16c",
     exact: exact_for,
     q8: q8_for,
+    panel: super::x86_panel::panel_avx2,
+    exact_panel: super::x86_fpanel::exact_panel_avx2,
 };
 
 fn exact_for(format: QuantFormat) -> ExactFn {
@@ -62,7 +64,7 @@ fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
 // Weight rows as blocks of 32 values.
 
 /// One weight row read 32 values at a time.
-trait Row {
+pub(super) trait Row {
     /// Blocks of 32 that lie entirely inside the row.
     fn full_blocks(&self) -> usize;
     /// Codes of full block `b` as 32 i8 lanes, and the block's scale.
@@ -78,13 +80,13 @@ trait Row {
 /// F16C is available and `p` points at 2 readable bytes.
 #[target_feature(enable = "f16c")]
 #[inline]
-unsafe fn f16_scale(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_scale(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees 2 readable bytes at `p`.
     let bits = unsafe { p.cast::<u16>().read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
-struct Q8_0Row<'a>(&'a [u8]);
+pub(super) struct Q8_0Row<'a>(&'a [u8]);
 impl Row for Q8_0Row<'_> {
     fn full_blocks(&self) -> usize {
         self.0.len() / Q8_0_BLOCK_BYTES
@@ -98,7 +100,7 @@ impl Row for Q8_0Row<'_> {
     }
 }
 
-struct Q4_0Row<'a>(&'a [u8]);
+pub(super) struct Q4_0Row<'a>(&'a [u8]);
 impl Row for Q4_0Row<'_> {
     fn full_blocks(&self) -> usize {
         self.0.len() / Q4_0_BLOCK_BYTES
@@ -118,7 +120,7 @@ impl Row for Q4_0Row<'_> {
 }
 
 /// An int8 row with one scale per row (`block == 0`) or per `block` values (a multiple of 32).
-struct Int8Row<'a> {
+pub(super) struct Int8Row<'a> {
     codes: &'a [u8],
     scales: &'a [f32],
     blocks_per_scale: usize,
@@ -139,7 +141,7 @@ impl Row for Int8Row<'_> {
 
 impl Int8Row<'_> {
     /// The codes of the partial last block, zero padded, and its scale.
-    fn tail(&self) -> Option<([u8; 32], f32)> {
+    pub(super) fn tail(&self) -> Option<([u8; 32], f32)> {
         let full = self.full_blocks();
         let rest = &self.codes[full * 32..];
         if rest.is_empty() {
@@ -152,7 +154,7 @@ impl Int8Row<'_> {
     }
 }
 
-fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
+pub(super) fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
     let k = w.row_len();
     let codes = &w.data()[n * k..(n + 1) * k];
     match w.format() {
@@ -172,12 +174,12 @@ fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
     }
 }
 
-fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
+pub(super) fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
     let bytes = w.row_len() / 32 * Q8_0_BLOCK_BYTES;
     Q8_0Row(&w.data()[n * bytes..(n + 1) * bytes])
 }
 
-fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
+pub(super) fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
     let bytes = w.row_len() / 32 * Q4_0_BLOCK_BYTES;
     Q4_0Row(&w.data()[n * bytes..(n + 1) * bytes])
 }
@@ -305,7 +307,7 @@ unsafe fn q8_int8_block(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, r
 // The exact path.
 
 /// Decodes one block of 32 values to f32 (scale applied) as 4 vectors of 8.
-trait F32Row {
+pub(super) trait F32Row {
     /// Blocks of 32 that lie entirely inside the row.
     fn full_blocks(&self) -> usize;
     /// Values `32b .. 32b + 32` of the row.
@@ -327,7 +329,7 @@ fn widen_codes(q: __m256i, scale: f32) -> [__m256; 4] {
 }
 
 /// Any integer-code row, widened.
-struct Widen<'a, T: Row>(&'a T);
+pub(super) struct Widen<'a, T: Row>(pub(super) &'a T);
 impl<T: Row> F32Row for Widen<'_, T> {
     fn full_blocks(&self) -> usize {
         self.0.full_blocks()
@@ -431,7 +433,7 @@ unsafe fn exact_int8_block(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize
 
 /// A TQ2_0 row: 256-value blocks, group `g` of 32 values in 2-bit field `g % 4` of bytes
 /// `32 * (g / 4) ..`, code `q - 1`.
-struct Tq2Row<'a>(&'a [u8]);
+pub(super) struct Tq2Row<'a>(&'a [u8]);
 impl Row for Tq2Row<'_> {
     fn full_blocks(&self) -> usize {
         self.0.len() / TQ2_0_BLOCK_BYTES * 8
@@ -454,7 +456,7 @@ impl Row for Tq2Row<'_> {
     }
 }
 
-fn tq2_row(w: &QuantizedTensor, n: usize) -> Tq2Row<'_> {
+pub(super) fn tq2_row(w: &QuantizedTensor, n: usize) -> Tq2Row<'_> {
     let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
     Tq2Row(&w.data()[n * bytes..(n + 1) * bytes])
 }
@@ -477,7 +479,7 @@ unsafe fn exact_tq2_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out
 
 /// An NF4 row whose start is 32-aligned in the flattened tensor (`K % 32 == 0`), so each group
 /// of 32 lies inside one absmax block (block sizes are powers of two ≥ 32).
-struct Nf4Row<'a> {
+pub(super) struct Nf4Row<'a> {
     bytes: &'a [u8],
     scales: &'a [f32],
     first: usize,
@@ -528,26 +530,30 @@ impl F32Row for Nf4Row<'_> {
 /// See [`ExactFn`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exact_nf4(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    match nf4_row(w, n) {
+        // SAFETY: forwarded from the caller (the ExactFn contract).
+        Some(row) => unsafe { exact_any(&row, w, n, x, rows, out) },
+        // SAFETY: forwarded from the caller (the ExactFn contract).
+        None => unsafe { exact_chunked(w, n, x, rows, out) },
+    }
+}
+
+/// Row `n` of an NF4 tensor whose rows are 32-aligned (`K % 32 == 0`), else `None`.
+pub(super) fn nf4_row(w: &QuantizedTensor, n: usize) -> Option<Nf4Row<'_>> {
     let k = w.row_len();
     let QuantFormat::Nf4 { block_size, .. } = w.format() else {
-        return;
+        return None;
     };
-    if !k.is_multiple_of(32) {
-        // SAFETY: forwarded from the caller (the ExactFn contract).
-        return unsafe { exact_chunked(w, n, x, rows, out) };
-    }
-    let row = Nf4Row {
+    k.is_multiple_of(32).then(|| Nf4Row {
         bytes: &w.data()[n * k / 2..(n + 1) * k / 2],
         scales: w.scales(),
         first: n * k,
         block_shift: block_size.trailing_zeros(),
-    };
-    // SAFETY: forwarded from the caller (the ExactFn contract).
-    unsafe { exact_any(&row, w, n, x, rows, out) }
+    })
 }
 
 /// An FP8 row with its scales, one per tensor (`per == 0`) or per `per` groups of 32.
-struct Fp8Row<'a, const E5M2: bool> {
+pub(super) struct Fp8Row<'a, const E5M2: bool> {
     bytes: &'a [u8],
     scales: &'a [f32],
     per: usize,
@@ -595,7 +601,7 @@ impl<const E5M2: bool> F32Row for Fp8Row<'_, E5M2> {
     }
 }
 
-fn fp8_row<const E5M2: bool>(w: &QuantizedTensor, n: usize, block_size: Option<usize>) -> Fp8Row<'_, E5M2> {
+pub(super) fn fp8_row<const E5M2: bool>(w: &QuantizedTensor, n: usize, block_size: Option<usize>) -> Fp8Row<'_, E5M2> {
     let k = w.row_len();
     let bytes = &w.data()[n * k..(n + 1) * k];
     match block_size {
@@ -638,9 +644,9 @@ unsafe fn exact_e5m2(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 }
 
 /// Any format: the scalar decode into a stack buffer of 32, then AVX2 dot products.
-struct Chunked<'a> {
-    w: &'a QuantizedTensor,
-    n: usize,
+pub(super) struct Chunked<'a> {
+    pub(super) w: &'a QuantizedTensor,
+    pub(super) n: usize,
 }
 impl F32Row for Chunked<'_> {
     fn full_blocks(&self) -> usize {

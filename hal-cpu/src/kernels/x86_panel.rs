@@ -1,0 +1,221 @@
+//! x86_64 panel kernels: the int8-activation path for M > 1, shaped as a small GEMM.
+//!
+//! A panel is [`PANEL`] = 8 weight rows repacked per block of 32 values into 8 vectors of 32
+//! bytes; vector `g` holds codes `4g .. 4g + 4` of each of the 8 rows, one row per 32-bit lane,
+//! stored unsigned (`code + offset`: 8 for Q4_0, 1 for TQ2_0). For each activation row, 4
+//! activation codes are broadcast to every lane and multiplied into the 8 rows at once
+//! (`vpmaddubsw` + `vpmaddwd`; unsigned codes below 16 cannot saturate it), so a lane
+//! ends a block holding the whole integer dot product of one weight row; the accumulator
+//! starts at `-offset * Σ q` of the activation block, which removes the offset exactly. One
+//! conversion and one FMA per block then scale 8 outputs at a time. The panel is decoded
+//! once and reused by every activation row; each activation load is reused by 8 weight rows.
+
+use std::arch::x86_64::{
+    __m256i, _mm256_add_epi32, _mm256_add_epi8, _mm256_cvtepi32_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_permute2x128_si256,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_storeu_ps, _mm256_storeu_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64, _mm256_unpacklo_epi32,
+    _mm256_unpacklo_epi64,
+};
+
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+
+use super::act::ROW_PAD;
+use super::x86::{q4_0_row, tq2_row, Row};
+use super::{ActQ8, Panel, PanelFn, PANEL};
+
+/// The AVX2 panel kernels: formats whose unsigned codes stay below 16, so that `vpmaddubsw`
+/// cannot saturate (2 · 15 · 127 < 2^15).
+pub(crate) fn panel_avx2(format: QuantFormat) -> Option<PanelFn> {
+    match format {
+        QuantFormat::Q4_0 => Some(avx2_q4_0),
+        QuantFormat::Tq2_0 => Some(avx2_tq2_0),
+        _ => None,
+    }
+}
+
+/// Transposes 8 vectors of 8 32-bit lanes: lane `g` of input `j` becomes lane `j` of output `g`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256(u0, u4, 0x20),
+        _mm256_permute2x128_si256(u1, u5, 0x20),
+        _mm256_permute2x128_si256(u2, u6, 0x20),
+        _mm256_permute2x128_si256(u3, u7, 0x20),
+        _mm256_permute2x128_si256(u0, u4, 0x31),
+        _mm256_permute2x128_si256(u1, u5, 0x31),
+        _mm256_permute2x128_si256(u2, u6, 0x31),
+        _mm256_permute2x128_si256(u3, u7, 0x31),
+    ]
+}
+
+/// Repacks up to [`PANEL`] weight rows (`None` past the matrix: scale 0) into `buf`, `nb`
+/// blocks of 32 each; `tail` gives the zero-padded partial last block of a row, if it has one.
+///
+/// # Safety
+/// AVX2 and F16C are available; every row has `nb` blocks counting its tail.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn pack<T: Row>(
+    rows: &[Option<T>; PANEL],
+    tail: impl Fn(&T) -> Option<([u8; 32], f32)>,
+    nb: usize,
+    offset: u8,
+    buf: &mut Panel,
+) {
+    buf.codes.clear();
+    buf.codes.resize(nb * 32 * PANEL, 0);
+    buf.scales.clear();
+    buf.scales.resize(nb * PANEL, 0.0);
+    let tails: [Option<([u8; 32], f32)>; PANEL] = std::array::from_fn(|j| rows[j].as_ref().and_then(&tail));
+    let off = _mm256_set1_epi8(i8::from_ne_bytes([offset]));
+    for b in 0..nb {
+        let mut v = [off; PANEL];
+        for (j, row) in rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            let (q, s) = if b < row.full_blocks() {
+                // SAFETY: b < full_blocks(); the features are enabled on this function.
+                unsafe { row.codes(b) }
+            } else if let Some((pad, s)) = &tails[j] {
+                // SAFETY: `pad` has 32 bytes.
+                (unsafe { _mm256_loadu_si256(pad.as_ptr().cast()) }, *s)
+            } else {
+                (_mm256_setzero_si256(), 0.0)
+            };
+            v[j] = _mm256_add_epi8(q, off);
+            buf.scales[b * PANEL + j] = s;
+        }
+        let dst = &mut buf.codes[b * 32 * PANEL..(b + 1) * 32 * PANEL];
+        for (g, t) in transpose8(v).into_iter().enumerate() {
+            // SAFETY: bytes 32g .. 32g + 32 lie inside `dst` (g < 8).
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(32 * g).cast(), t) };
+        }
+    }
+}
+
+/// `acc + Σ_{4 bytes} w · x` per 32-bit lane, `w` unsigned below 16 (no `vpmaddubsw`
+/// saturation), `x` signed.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
+}
+
+macro_rules! compute {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// Every activation row of `a` against the panel in `buf`, written to
+        /// `yt[j * a.rows + i]` for `j < cols`.
+        ///
+        /// # Safety
+        /// The features are available; `buf` was packed for `a.nb` blocks with `offset`.
+        #[target_feature(enable = $features)]
+        unsafe fn $name(buf: &Panel, offset: i32, a: &ActQ8, cols: usize, yt: &mut [f32]) {
+            let (nb, m) = (a.nb, a.rows);
+            let padded = m.next_multiple_of(ROW_PAD);
+            assert!(
+                buf.codes.len() >= nb * 32 * PANEL
+                    && buf.scales.len() >= nb * PANEL
+                    && a.qs.len() >= padded * nb * 32
+                    && a.d.len() >= padded * nb
+                    && a.sums.len() >= padded * nb
+                    && cols <= PANEL
+                    && yt.len() >= cols * m
+            );
+            let mut i0 = 0;
+            while i0 < m {
+                let mut accf = [_mm256_setzero_ps(); ROW_PAD];
+                for b in 0..nb {
+                    let mut acc0: [__m256i; ROW_PAD] =
+                        std::array::from_fn(|r| _mm256_set1_epi32(-offset * a.sums[(i0 + r) * nb + b]));
+                    let mut acc1 = [_mm256_setzero_si256(); ROW_PAD];
+                    let wp = buf.codes[b * 32 * PANEL..].as_ptr();
+                    let xp: [*const i8; ROW_PAD] = std::array::from_fn(|r| a.qs[((i0 + r) * nb + b) * 32..].as_ptr());
+                    for g in (0..8).step_by(2) {
+                        // SAFETY: the panel block has 8 vectors of 32 bytes (asserted above).
+                        let (w0, w1) = unsafe {
+                            (
+                                _mm256_loadu_si256(wp.add(32 * g).cast()),
+                                _mm256_loadu_si256(wp.add(32 * g + 32).cast()),
+                            )
+                        };
+                        for r in 0..ROW_PAD {
+                            // SAFETY: bytes 4g .. 4g + 8 of block b of row i0 + r are inside
+                            // `a.qs` (rows are padded to ROW_PAD, asserted above).
+                            let (x0, x1) = unsafe {
+                                (
+                                    xp[r].add(4 * g).cast::<i32>().read_unaligned(),
+                                    xp[r].add(4 * g + 4).cast::<i32>().read_unaligned(),
+                                )
+                            };
+                            acc0[r] = $dot(acc0[r], w0, _mm256_set1_epi32(x0));
+                            acc1[r] = $dot(acc1[r], w1, _mm256_set1_epi32(x1));
+                        }
+                    }
+                    // SAFETY: the panel has PANEL scales per block (asserted above).
+                    let sc = unsafe { _mm256_loadu_ps(buf.scales[b * PANEL..].as_ptr()) };
+                    for r in 0..ROW_PAD {
+                        let s = _mm256_mul_ps(sc, _mm256_set1_ps(a.d[(i0 + r) * nb + b]));
+                        let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(acc0[r], acc1[r]));
+                        accf[r] = _mm256_fmadd_ps(dot, s, accf[r]);
+                    }
+                }
+                for (r, acc) in accf.iter().enumerate().take(m - i0) {
+                    let mut lanes = [0.0f32; PANEL];
+                    // SAFETY: `lanes` has 8 f32.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
+                    for (j, &v) in lanes.iter().enumerate().take(cols) {
+                        yt[j * m + i0 + r] = v;
+                    }
+                }
+                i0 += ROW_PAD;
+            }
+        }
+    };
+}
+
+compute!(compute_avx2, "avx2,fma,f16c", dot_avx2);
+
+/// The rows `n0 .. n0 + cols` of `w` as `Row`s, `None` past `cols`.
+fn rows<'a, T: Row>(n0: usize, cols: usize, row: impl Fn(usize) -> T + 'a) -> [Option<T>; PANEL] {
+    std::array::from_fn(|j| (j < cols).then(|| row(n0 + j)))
+}
+
+fn no_tail<T>(_: &T) -> Option<([u8; 32], f32)> {
+    None
+}
+
+macro_rules! entry {
+    ($name:ident, $features:literal, $compute:ident, $row:ident, $tail:expr, $offset:literal) => {
+        /// # Safety
+        /// See [`PanelFn`].
+        #[target_feature(enable = $features)]
+        unsafe fn $name(w: &QuantizedTensor, n0: usize, cols: usize, a: &ActQ8, buf: &mut Panel, yt: &mut [f32]) {
+            let rows = rows(n0, cols, |n| $row(w, n));
+            // SAFETY: forwarded from the caller (the PanelFn contract); rows of `w` have
+            // `a.nb` blocks since `a` was quantized from rows of `w.row_len()` values.
+            unsafe {
+                pack(&rows, $tail, a.nb, $offset, buf);
+                $compute(buf, i32::from($offset), a, cols, yt);
+            }
+        }
+    };
+}
+
+entry!(avx2_q4_0, "avx2,fma,f16c", compute_avx2, q4_0_row, no_tail, 8);
+entry!(avx2_tq2_0, "avx2,fma,f16c", compute_avx2, tq2_row, no_tail, 1);
