@@ -333,3 +333,55 @@ impl<R: Runtime, E> DeviceBuffer<R, E> {
 pub(crate) fn cube_index() -> usize {
     (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(plane: Option<u32>, max_units: u32, max_count: u32) -> Limits {
+        Limits {
+            max_units_per_cube: max_units,
+            max_cube_count: (max_count, max_count, max_count),
+            max_cube_dim_x: max_units,
+            max_shared_memory: 16 << 10,
+            plane_ops: plane.is_some(),
+            plane_size: plane,
+            max_buffer_bytes: 1 << 27,
+        }
+    }
+
+    #[test]
+    fn cube_sizes_are_powers_of_two_within_the_device_limit() {
+        let l = limits(None, 1024, 65_535);
+        assert_eq!(l.units_1d(256), 256);
+        assert_eq!(l.units_1d(200), 128);
+        assert_eq!(l.units_1d(0), 1);
+        let small = limits(None, 96, 65_535);
+        assert_eq!(small.units_1d(256), 64);
+    }
+
+    #[test]
+    fn cube_counts_spill_into_y_and_refuse_what_cannot_fit() {
+        let l = limits(None, 256, 1000);
+        assert!(matches!(l.cube_count_1d(0).unwrap(), CubeCount::Static(1, 1, 1)));
+        assert!(matches!(l.cube_count_1d(1000).unwrap(), CubeCount::Static(1000, 1, 1)));
+        assert!(matches!(l.cube_count_1d(1001).unwrap(), CubeCount::Static(1000, 2, 1)));
+        assert!(matches!(
+            l.cube_count_1d(999_999).unwrap(),
+            CubeCount::Static(1000, 1000, 1)
+        ));
+        let err = l.cube_count_1d(1_000_001).unwrap_err();
+        assert!(matches!(err, CoreError::InvalidInput(_)), "{err}");
+    }
+
+    #[test]
+    fn plane_reductions_only_with_plane_ops_and_a_dividing_plane_size() {
+        assert_eq!(limits(None, 1024, 65_535).plane_for(256), 0);
+        let nvidia_like = limits(Some(32), 1024, 65_535);
+        assert_eq!(nvidia_like.plane_for(256), 32);
+        assert_eq!(nvidia_like.plane_for(16), 0);
+        let wide = limits(Some(64), 1024, 65_535);
+        assert_eq!(wide.plane_for(32), 0);
+        assert_eq!(wide.plane_for(128), 64);
+    }
+}
