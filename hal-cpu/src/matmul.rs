@@ -9,7 +9,7 @@ use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use crate::decode::check_matmul;
-use crate::kernels::{self, ActQ8, Kernels, Panel, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
+use crate::kernels::{self, ActQ8, Kernels, Panel, EXACT_PANEL, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
 
 /// Activations `x` (`[M, K]` row-major) in one of the float types models run in.
 #[derive(Clone, Copy, Debug)]
@@ -247,13 +247,13 @@ pub(crate) fn run(
             }
         });
     } else if let Some(p) = exact_panel {
-        let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
+        let per_task = n.div_ceil(threads * 4).next_multiple_of(EXACT_PANEL).max(EXACT_PANEL);
         yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
             let mut buf = Panel::default();
-            for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
-                let n0 = c * per_task + t * PANEL;
+            for (t, ytile) in ych.chunks_mut(EXACT_PANEL * m).enumerate() {
+                let n0 = c * per_task + t * EXACT_PANEL;
                 // SAFETY: the kernel comes from the table detected for this CPU for w's
-                // format; `w` passed check_matmul, n0 + cols <= N, cols <= PANEL, `x` holds
+                // format; `w` passed check_matmul, n0 + cols <= N, cols <= EXACT_PANEL, `x` holds
                 // m rows of K, `ytile` holds cols * m values.
                 unsafe { p(w, n0, ytile.len() / m, x, m, &mut buf, ytile) };
             }

@@ -55,6 +55,9 @@ pub(crate) type Q8Fn = unsafe fn(w: &QuantizedTensor, n: usize, a: &ActQ8, row0:
 /// Weight rows a panel kernel handles at once (one per f32 lane of a 256-bit vector).
 pub(crate) const PANEL: usize = 8;
 
+/// Weight rows an exact panel kernel handles at once (two 256-bit vectors of f32).
+pub(crate) const EXACT_PANEL: usize = 16;
+
 /// A repacked panel of [`PANEL`] weight rows, reused between calls to avoid allocations.
 #[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86 sets have panels yet
@@ -63,7 +66,7 @@ pub(crate) struct Panel {
     pub(crate) codes: Vec<u8>,
     /// Per block: the [`PANEL`] weight rows' scales (zero for rows past the matrix).
     pub(crate) scales: Vec<f32>,
-    /// The exact panels: `K` × [`PANEL`] decoded weights, k-major.
+    /// The exact panels: `K` × [`EXACT_PANEL`] decoded weights, k-major.
     pub(crate) values: Vec<f32>,
 }
 
@@ -84,7 +87,7 @@ pub(crate) type PanelFn =
 ///
 /// # Safety
 /// The CPU has the features of the kernel set, `w` passed `check_matmul` and has the format
-/// the kernel was chosen for, `n0 + cols <= N`, `1 <= cols <= PANEL`, `x.len() >= m * K`,
+/// the kernel was chosen for, `n0 + cols <= N`, `1 <= cols <= EXACT_PANEL`, `x.len() >= m * K`,
 /// `yt.len() >= cols * m`.
 pub(crate) type ExactPanelFn =
     unsafe fn(w: &QuantizedTensor, n0: usize, cols: usize, x: &[f32], m: usize, buf: &mut Panel, yt: &mut [f32]);

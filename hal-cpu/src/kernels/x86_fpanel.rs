@@ -1,22 +1,22 @@
 //! x86_64 exact panel kernels: the f32-activation path for M > 1, shaped as a small GEMM.
 //!
-//! [`PANEL`] = 8 weight rows are decoded once to f32 and stored k-major (value `k` of the 8
-//! rows side by side, one row per lane), then every activation row streams over the panel:
-//! one broadcast of `x[i][k]` and one FMA update 8 outputs. The decode, the expensive part for
-//! 4-bit and FP8 formats, is paid once per 8 weight rows instead of once per activation row
-//! group; each output lane accumulates in increasing `k`, split over two accumulators (even
-//! and odd `k`) added at the end.
+//! [`EXACT_PANEL`] = 16 weight rows are decoded once to f32 and stored k-major (value `k` of
+//! the 16 rows side by side, one row per lane of two vectors), then the activation rows stream
+//! over the panel 6 at a time: per `k`, two panel loads and 6 broadcasts of `x[i][k]` feed 12
+//! FMAs (12 accumulators, 6 × 16 outputs, in registers). The decode, the expensive part for
+//! 4-bit and FP8 formats, is paid once per 16 weight rows instead of once per activation row
+//! group; each output accumulates in increasing `k` with one FMA per value.
 
 use std::arch::x86_64::{
-    __m256, _mm256_add_ps, _mm256_castpd_ps, _mm256_castps_pd, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_permute2f128_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_unpackhi_pd,
-    _mm256_unpackhi_ps, _mm256_unpacklo_pd, _mm256_unpacklo_ps,
+    __m256, _mm256_castpd_ps, _mm256_castps_pd, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_permute2f128_ps,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_unpackhi_pd, _mm256_unpackhi_ps, _mm256_unpacklo_pd,
+    _mm256_unpacklo_ps,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::x86::{fp8_row, int8_row, nf4_row, q4_0_row, q8_0_row, tq2_row, Chunked, F32Row, Widen};
-use super::{ExactPanelFn, Panel, PANEL};
+use super::{ExactPanelFn, Panel, EXACT_PANEL, PANEL};
 use crate::decode::decode_row_into;
 
 /// The exact panel kernel of every format (formats without an in-register decoder decode 32
@@ -64,32 +64,41 @@ fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// Decodes rows `n0 .. n0 + cols` of `w` into `buf.values` (`K * PANEL` f32, k-major, zero
-/// lanes past `cols`): full blocks of 32 with `rows`, the rest with the scalar decoder.
+/// Decodes rows `n0 .. n0 + cols` of `w` into `buf.values` (`K * EXACT_PANEL` f32, k-major,
+/// zero lanes past `cols`): full blocks of 32 with `rows`, the rest with the scalar decoder.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available; `rows[j]` is row `n0 + j` of `w` for `j < cols`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack<T: F32Row>(rows: &[Option<T>; PANEL], w: &QuantizedTensor, n0: usize, cols: usize, buf: &mut Panel) {
+unsafe fn pack<T: F32Row>(
+    rows: &[Option<T>; EXACT_PANEL],
+    w: &QuantizedTensor,
+    n0: usize,
+    cols: usize,
+    buf: &mut Panel,
+) {
+    const W: usize = EXACT_PANEL;
     let k = w.row_len();
     buf.values.clear();
-    buf.values.resize(k * PANEL, 0.0);
+    buf.values.resize(k * W, 0.0);
     let full = rows[0].as_ref().map_or(0, F32Row::full_blocks);
     assert!(full * 32 <= k && rows.iter().flatten().all(|r| r.full_blocks() == full));
     for b in 0..full {
-        let mut v = [[_mm256_setzero_ps(); 4]; PANEL];
-        for (vj, row) in v.iter_mut().zip(rows) {
-            if let Some(row) = row {
-                // SAFETY: b < full_blocks(); the features are enabled on this function.
-                *vj = unsafe { row.values(b) };
+        for (h, half) in rows.chunks_exact(PANEL).enumerate() {
+            let mut v = [[_mm256_setzero_ps(); 4]; PANEL];
+            for (vj, row) in v.iter_mut().zip(half) {
+                if let Some(row) = row {
+                    // SAFETY: b < full_blocks(); the features are enabled on this function.
+                    *vj = unsafe { row.values(b) };
+                }
             }
-        }
-        for q in 0..4 {
-            let t = transpose8(v.map(|vj| vj[q]));
-            let dst = &mut buf.values[(32 * b + 8 * q) * PANEL..(32 * b + 8 * q + 8) * PANEL];
-            for (e, te) in t.into_iter().enumerate() {
-                // SAFETY: values 8e .. 8e + 8 lie inside `dst` (e < 8).
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(PANEL * e), te) };
+            for q in 0..4 {
+                let t = transpose8(v.map(|vj| vj[q]));
+                let dst = &mut buf.values[(32 * b + 8 * q) * W..(32 * b + 8 * q + 8) * W];
+                for (e, te) in t.into_iter().enumerate() {
+                    // SAFETY: values W e + 8h .. W e + 8h + 8 lie inside `dst` (e < 8, h < 2).
+                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(W * e + PANEL * h), te) };
+                }
             }
         }
     }
@@ -99,7 +108,7 @@ unsafe fn pack<T: F32Row>(rows: &[Option<T>; PANEL], w: &QuantizedTensor, n0: us
         for j in 0..cols {
             decode_row_into(w, n0 + j, full * 32, &mut vals[..tail]);
             for (t, &v) in vals[..tail].iter().enumerate() {
-                buf.values[(full * 32 + t) * PANEL + j] = v;
+                buf.values[(full * 32 + t) * W + j] = v;
             }
         }
     }
@@ -120,52 +129,43 @@ unsafe fn rows_times_panel<const R: usize>(
     i0: usize,
     yt: &mut [f32],
 ) {
-    assert!(panel.len() >= k * PANEL && x.len() >= R * k);
+    const W: usize = EXACT_PANEL;
+    assert!(panel.len() >= k * W && x.len() >= R * k);
     let (p, xp) = (panel.as_ptr(), x.as_ptr());
     let mut a0 = [_mm256_setzero_ps(); R];
     let mut a1 = [_mm256_setzero_ps(); R];
-    let mut kk = 0;
-    while kk + 2 <= k {
-        // SAFETY: kk + 1 < k: the panel has k * PANEL values and x has R rows of k (asserted).
+    for kk in 0..k {
+        // SAFETY: kk < k: the panel has k * W values and x has R rows of k (asserted).
         unsafe {
-            let (p0, p1) = (
-                _mm256_loadu_ps(p.add(kk * PANEL)),
-                _mm256_loadu_ps(p.add((kk + 1) * PANEL)),
-            );
+            let (p0, p1) = (_mm256_loadu_ps(p.add(kk * W)), _mm256_loadu_ps(p.add(kk * W + PANEL)));
             for (r, (a0, a1)) in a0.iter_mut().zip(&mut a1).enumerate() {
-                *a0 = _mm256_fmadd_ps(_mm256_set1_ps(*xp.add(r * k + kk)), p0, *a0);
-                *a1 = _mm256_fmadd_ps(_mm256_set1_ps(*xp.add(r * k + kk + 1)), p1, *a1);
-            }
-        }
-        kk += 2;
-    }
-    if kk < k {
-        // SAFETY: kk < k, as above.
-        unsafe {
-            let p0 = _mm256_loadu_ps(p.add(kk * PANEL));
-            for (r, a0) in a0.iter_mut().enumerate() {
-                *a0 = _mm256_fmadd_ps(_mm256_set1_ps(*xp.add(r * k + kk)), p0, *a0);
+                let xv = _mm256_set1_ps(*xp.add(r * k + kk));
+                *a0 = _mm256_fmadd_ps(xv, p0, *a0);
+                *a1 = _mm256_fmadd_ps(xv, p1, *a1);
             }
         }
     }
     for (r, (a0, a1)) in a0.into_iter().zip(a1).enumerate() {
-        let mut lanes = [0.0f32; PANEL];
-        // SAFETY: `lanes` has 8 f32.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a0, a1)) };
+        let mut lanes = [0.0f32; W];
+        // SAFETY: `lanes` has 16 f32.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), a0);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(PANEL), a1);
+        }
         for (j, &v) in lanes.iter().enumerate().take(cols) {
             yt[j * m + i0 + r] = v;
         }
     }
 }
 
-/// Packs the panel, then runs every activation row over it, 4 at a time.
+/// Packs the panel, then runs every activation row over it, 6 at a time.
 ///
 /// # Safety
 /// As [`pack`]; `x` holds `m` rows of `K`, `yt.len() >= cols * m`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run<T: F32Row>(
-    rows: &[Option<T>; PANEL],
+    rows: &[Option<T>; EXACT_PANEL],
     w: &QuantizedTensor,
     n0: usize,
     cols: usize,
@@ -179,11 +179,13 @@ unsafe fn run<T: F32Row>(
     unsafe { pack(rows, w, n0, cols, buf) };
     let mut i0 = 0;
     while i0 < m {
-        let r = (m - i0).min(4);
+        let r = (m - i0).min(6);
         let xs = &x[i0 * k..(i0 + r) * k];
         // SAFETY: the features are enabled on this function.
         unsafe {
             match r {
+                6 => rows_times_panel::<6>(&buf.values, xs, k, cols, m, i0, yt),
+                5 => rows_times_panel::<5>(&buf.values, xs, k, cols, m, i0, yt),
                 4 => rows_times_panel::<4>(&buf.values, xs, k, cols, m, i0, yt),
                 3 => rows_times_panel::<3>(&buf.values, xs, k, cols, m, i0, yt),
                 2 => rows_times_panel::<2>(&buf.values, xs, k, cols, m, i0, yt),
@@ -195,7 +197,7 @@ unsafe fn run<T: F32Row>(
 }
 
 /// The rows `n0 .. n0 + cols` of `w`, `None` past `cols`.
-fn rows<T>(n0: usize, cols: usize, row: impl Fn(usize) -> T) -> [Option<T>; PANEL] {
+fn rows<T>(n0: usize, cols: usize, row: impl Fn(usize) -> T) -> [Option<T>; EXACT_PANEL] {
     std::array::from_fn(|j| (j < cols).then(|| row(n0 + j)))
 }
 
