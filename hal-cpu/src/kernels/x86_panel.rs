@@ -6,7 +6,10 @@
 //! activation codes are broadcast to every lane and multiplied into the 8 rows at once
 //! (`vpmaddubsw` + `vpmaddwd`; unsigned codes below 16 cannot saturate it), so a lane
 //! ends a block holding the whole integer dot product of one weight row; the accumulator
-//! starts at `-offset * Σ q` of the activation block, which removes the offset exactly. One
+//! starts at `-offset * Σ q` of the activation block, which removes the offset exactly.
+//! 8-bit codes (Q8_0, int8) would saturate `vpmaddubsw` with an offset of 128, so their
+//! panels hold `|code|` and the signed codes, and the broadcast activations take the sign of
+//! each weight (`vpsignb`) before the multiply, one instruction more per product. One
 //! conversion and one FMA per block then scale 8 outputs at a time. The panel is decoded
 //! once and reused by every activation row; each activation load is reused by 8 weight rows.
 
@@ -14,14 +17,14 @@ use std::arch::x86_64::{
     __m256i, _mm256_add_epi32, _mm256_add_epi8, _mm256_cvtepi32_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
     _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_permute2x128_si256,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_storeu_ps, _mm256_storeu_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64, _mm256_unpacklo_epi32,
-    _mm256_unpacklo_epi64,
+    _mm256_sign_epi8, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64,
+    _mm256_unpacklo_epi32, _mm256_unpacklo_epi64,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::act::ROW_PAD;
-use super::x86::{q4_0_row, tq2_row, Row};
+use super::x86::{int8_row, q4_0_row, q8_0_row, tq2_row, Int8Row, Row};
 use super::{ActQ8, Panel, PanelFn, PANEL};
 
 /// The AVX2 panel kernels: formats whose unsigned codes stay below 16, so that `vpmaddubsw`
@@ -30,6 +33,9 @@ pub(crate) fn panel_avx2(format: QuantFormat) -> Option<PanelFn> {
     match format {
         QuantFormat::Q4_0 => Some(avx2_q4_0),
         QuantFormat::Tq2_0 => Some(avx2_tq2_0),
+        QuantFormat::Q8_0 => Some(avx2_q8_0),
+        QuantFormat::Int8PerChannel => Some(avx2_int8),
+        QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(avx2_int8),
         _ => None,
     }
 }
@@ -72,15 +78,16 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 /// # Safety
 /// AVX2 and F16C are available; every row has `nb` blocks counting its tail.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn pack<T: Row>(
+unsafe fn pack<T: Row, const SIGNED: bool>(
     rows: &[Option<T>; PANEL],
     tail: impl Fn(&T) -> Option<([u8; 32], f32)>,
     nb: usize,
     offset: u8,
     buf: &mut Panel,
 ) {
+    let stride = block_bytes::<SIGNED>();
     buf.codes.clear();
-    buf.codes.resize(nb * 32 * PANEL, 0);
+    buf.codes.resize(nb * stride, 0);
     buf.scales.clear();
     buf.scales.resize(nb * PANEL, 0.0);
     let tails: [Option<([u8; 32], f32)>; PANEL] = std::array::from_fn(|j| rows[j].as_ref().and_then(&tail));
@@ -101,95 +108,118 @@ unsafe fn pack<T: Row>(
             v[j] = _mm256_add_epi8(q, off);
             buf.scales[b * PANEL + j] = s;
         }
-        let dst = &mut buf.codes[b * 32 * PANEL..(b + 1) * 32 * PANEL];
-        for (g, t) in transpose8(v).into_iter().enumerate() {
+        let dst = &mut buf.codes[b * stride..(b + 1) * stride];
+        let abs = if SIGNED { v.map(|q| _mm256_sign_epi8(q, q)) } else { v };
+        for (g, t) in transpose8(abs).into_iter().enumerate() {
             // SAFETY: bytes 32g .. 32g + 32 lie inside `dst` (g < 8).
             unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(32 * g).cast(), t) };
+        }
+        if SIGNED {
+            for (g, t) in transpose8(v).into_iter().enumerate() {
+                // SAFETY: bytes 256 + 32g .. 256 + 32g + 32 lie inside `dst` (g < 8, SIGNED).
+                unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(32 * (PANEL + g)).cast(), t) };
+            }
         }
     }
 }
 
-/// `acc + Σ_{4 bytes} w · x` per 32-bit lane, `w` unsigned below 16 (no `vpmaddubsw`
-/// saturation), `x` signed.
+/// Bytes per block of a packed panel: the unsigned codes, and for signed panels the signed
+/// codes after them.
+const fn block_bytes<const SIGNED: bool>() -> usize {
+    if SIGNED {
+        64 * PANEL
+    } else {
+        32 * PANEL
+    }
+}
+
+/// `acc + Σ_{4 bytes} w · x` per 32-bit lane, `w` unsigned, `x` signed, no pair of products
+/// beyond ±2^15 (no `vpmaddubsw` saturation): `w < 16`, or `w = |code| <= 128` with
+/// `|x| <= 127` (`2 · 128 · 127 < 2^15`).
 #[target_feature(enable = "avx2")]
 #[inline]
 fn dot_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
 }
 
-macro_rules! compute {
-    ($name:ident, $features:literal, $dot:ident) => {
-        /// Every activation row of `a` against the panel in `buf`, written to
-        /// `yt[j * a.rows + i]` for `j < cols`.
-        ///
-        /// # Safety
-        /// The features are available; `buf` was packed for `a.nb` blocks with `offset`.
-        #[target_feature(enable = $features)]
-        unsafe fn $name(buf: &Panel, offset: i32, a: &ActQ8, cols: usize, yt: &mut [f32]) {
-            let (nb, m) = (a.nb, a.rows);
-            let padded = m.next_multiple_of(ROW_PAD);
-            assert!(
-                buf.codes.len() >= nb * 32 * PANEL
-                    && buf.scales.len() >= nb * PANEL
-                    && a.qs.len() >= padded * nb * 32
-                    && a.d.len() >= padded * nb
-                    && a.sums.len() >= padded * nb
-                    && cols <= PANEL
-                    && yt.len() >= cols * m
-            );
-            let mut i0 = 0;
-            while i0 < m {
-                let mut accf = [_mm256_setzero_ps(); ROW_PAD];
-                for b in 0..nb {
-                    let mut acc0: [__m256i; ROW_PAD] =
-                        std::array::from_fn(|r| _mm256_set1_epi32(-offset * a.sums[(i0 + r) * nb + b]));
-                    let mut acc1 = [_mm256_setzero_si256(); ROW_PAD];
-                    let wp = buf.codes[b * 32 * PANEL..].as_ptr();
-                    let xp: [*const i8; ROW_PAD] = std::array::from_fn(|r| a.qs[((i0 + r) * nb + b) * 32..].as_ptr());
-                    for g in (0..8).step_by(2) {
-                        // SAFETY: the panel block has 8 vectors of 32 bytes (asserted above).
-                        let (w0, w1) = unsafe {
-                            (
-                                _mm256_loadu_si256(wp.add(32 * g).cast()),
-                                _mm256_loadu_si256(wp.add(32 * g + 32).cast()),
-                            )
-                        };
-                        for r in 0..ROW_PAD {
-                            // SAFETY: bytes 4g .. 4g + 8 of block b of row i0 + r are inside
-                            // `a.qs` (rows are padded to ROW_PAD, asserted above).
-                            let (x0, x1) = unsafe {
-                                (
-                                    xp[r].add(4 * g).cast::<i32>().read_unaligned(),
-                                    xp[r].add(4 * g + 4).cast::<i32>().read_unaligned(),
-                                )
-                            };
-                            acc0[r] = $dot(acc0[r], w0, _mm256_set1_epi32(x0));
-                            acc1[r] = $dot(acc1[r], w1, _mm256_set1_epi32(x1));
-                        }
-                    }
-                    // SAFETY: the panel has PANEL scales per block (asserted above).
-                    let sc = unsafe { _mm256_loadu_ps(buf.scales[b * PANEL..].as_ptr()) };
-                    for r in 0..ROW_PAD {
-                        let s = _mm256_mul_ps(sc, _mm256_set1_ps(a.d[(i0 + r) * nb + b]));
-                        let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(acc0[r], acc1[r]));
-                        accf[r] = _mm256_fmadd_ps(dot, s, accf[r]);
-                    }
+/// Every activation row of `a` against the panel in `buf`, written to
+/// `yt[j * a.rows + i]` for `j < cols`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `buf` was packed for `a.nb` blocks with `offset`
+/// and `SIGNED`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn compute<const SIGNED: bool>(buf: &Panel, offset: i32, a: &ActQ8, cols: usize, yt: &mut [f32]) {
+    let stride = block_bytes::<SIGNED>();
+    let (nb, m) = (a.nb, a.rows);
+    let padded = m.next_multiple_of(ROW_PAD);
+    assert!(
+        buf.codes.len() >= nb * stride
+            && buf.scales.len() >= nb * PANEL
+            && a.qs.len() >= padded * nb * 32
+            && a.d.len() >= padded * nb
+            && a.sums.len() >= padded * nb
+            && cols <= PANEL
+            && yt.len() >= cols * m
+    );
+    let mut i0 = 0;
+    while i0 < m {
+        let mut accf = [_mm256_setzero_ps(); ROW_PAD];
+        for b in 0..nb {
+            let mut acc0: [__m256i; ROW_PAD] =
+                std::array::from_fn(|r| _mm256_set1_epi32(-offset * a.sums[(i0 + r) * nb + b]));
+            let mut acc1 = [_mm256_setzero_si256(); ROW_PAD];
+            let wp = buf.codes[b * stride..].as_ptr();
+            let xp: [*const i8; ROW_PAD] = std::array::from_fn(|r| a.qs[((i0 + r) * nb + b) * 32..].as_ptr());
+            for g in (0..8).step_by(2) {
+                // SAFETY: the panel block has 8 (16 when SIGNED) vectors of 32 bytes (asserted).
+                let (w0, w1, s0, s1) = unsafe {
+                    let s = if SIGNED { 32 * PANEL } else { 0 };
+                    (
+                        _mm256_loadu_si256(wp.add(32 * g).cast()),
+                        _mm256_loadu_si256(wp.add(32 * g + 32).cast()),
+                        _mm256_loadu_si256(wp.add(s + 32 * g).cast()),
+                        _mm256_loadu_si256(wp.add(s + 32 * g + 32).cast()),
+                    )
+                };
+                for r in 0..ROW_PAD {
+                    // SAFETY: bytes 4g .. 4g + 8 of block b of row i0 + r are inside
+                    // `a.qs` (rows are padded to ROW_PAD, asserted above).
+                    let (x0, x1) = unsafe {
+                        (
+                            _mm256_set1_epi32(xp[r].add(4 * g).cast::<i32>().read_unaligned()),
+                            _mm256_set1_epi32(xp[r].add(4 * g + 4).cast::<i32>().read_unaligned()),
+                        )
+                    };
+                    // Signed panels: |w| against x carrying w's sign.
+                    let (x0, x1) = if SIGNED {
+                        (_mm256_sign_epi8(x0, s0), _mm256_sign_epi8(x1, s1))
+                    } else {
+                        (x0, x1)
+                    };
+                    acc0[r] = dot_avx2(acc0[r], w0, x0);
+                    acc1[r] = dot_avx2(acc1[r], w1, x1);
                 }
-                for (r, acc) in accf.iter().enumerate().take(m - i0) {
-                    let mut lanes = [0.0f32; PANEL];
-                    // SAFETY: `lanes` has 8 f32.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
-                    for (j, &v) in lanes.iter().enumerate().take(cols) {
-                        yt[j * m + i0 + r] = v;
-                    }
-                }
-                i0 += ROW_PAD;
+            }
+            // SAFETY: the panel has PANEL scales per block (asserted above).
+            let sc = unsafe { _mm256_loadu_ps(buf.scales[b * PANEL..].as_ptr()) };
+            for r in 0..ROW_PAD {
+                let s = _mm256_mul_ps(sc, _mm256_set1_ps(a.d[(i0 + r) * nb + b]));
+                let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(acc0[r], acc1[r]));
+                accf[r] = _mm256_fmadd_ps(dot, s, accf[r]);
             }
         }
-    };
+        for (r, acc) in accf.iter().enumerate().take(m - i0) {
+            let mut lanes = [0.0f32; PANEL];
+            // SAFETY: `lanes` has 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *acc) };
+            for (j, &v) in lanes.iter().enumerate().take(cols) {
+                yt[j * m + i0 + r] = v;
+            }
+        }
+        i0 += ROW_PAD;
+    }
 }
-
-compute!(compute_avx2, "avx2,fma,f16c", dot_avx2);
 
 /// The rows `n0 .. n0 + cols` of `w` as `Row`s, `None` past `cols`.
 fn rows<'a, T: Row>(n0: usize, cols: usize, row: impl Fn(usize) -> T + 'a) -> [Option<T>; PANEL] {
@@ -201,21 +231,23 @@ fn no_tail<T>(_: &T) -> Option<([u8; 32], f32)> {
 }
 
 macro_rules! entry {
-    ($name:ident, $features:literal, $compute:ident, $row:ident, $tail:expr, $offset:literal) => {
+    ($name:ident, $row:ident, $tail:expr, $offset:literal, $signed:literal) => {
         /// # Safety
         /// See [`PanelFn`].
-        #[target_feature(enable = $features)]
+        #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name(w: &QuantizedTensor, n0: usize, cols: usize, a: &ActQ8, buf: &mut Panel, yt: &mut [f32]) {
             let rows = rows(n0, cols, |n| $row(w, n));
             // SAFETY: forwarded from the caller (the PanelFn contract); rows of `w` have
             // `a.nb` blocks since `a` was quantized from rows of `w.row_len()` values.
             unsafe {
-                pack(&rows, $tail, a.nb, $offset, buf);
-                $compute(buf, i32::from($offset), a, cols, yt);
+                pack::<_, $signed>(&rows, $tail, a.nb, $offset, buf);
+                compute::<$signed>(buf, i32::from($offset), a, cols, yt);
             }
         }
     };
 }
 
-entry!(avx2_q4_0, "avx2,fma,f16c", compute_avx2, q4_0_row, no_tail, 8);
-entry!(avx2_tq2_0, "avx2,fma,f16c", compute_avx2, tq2_row, no_tail, 1);
+entry!(avx2_q4_0, q4_0_row, no_tail, 8, false);
+entry!(avx2_tq2_0, tq2_row, no_tail, 1, false);
+entry!(avx2_q8_0, q8_0_row, no_tail, 0, true);
+entry!(avx2_int8, int8_row, Int8Row::tail, 0, true);
