@@ -27,7 +27,12 @@ impl RknnProbe {
         let lib = match library {
             Ok(lib) => lib,
             Err(e) => {
-                return BackendStatus::Unavailable(Unavailable::LibraryMissing { detail: e.to_string() });
+                // The reason alone: the report already says which backend and that it is missing.
+                let detail = match e {
+                    crate::error::RknnError::Core(aihal_core::CoreError::DeviceNotAvailable { reason, .. }) => reason,
+                    other => other.to_string(),
+                };
+                return BackendStatus::Unavailable(Unavailable::LibraryMissing { detail });
             }
         };
         match lib.runtime_info() {
