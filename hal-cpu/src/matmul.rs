@@ -9,7 +9,7 @@ use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use crate::decode::check_matmul;
-use crate::kernels::{self, ActQ8, Kernels, Panel, EXACT_PANEL, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
+use crate::kernels::{self, ActQ8, Kernels, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
 
 /// Activations `x` (`[M, K]` row-major) in one of the float types models run in.
 #[derive(Clone, Copy, Debug)]
@@ -216,7 +216,7 @@ pub(crate) fn run(
         .and_then(|_| (kernels.panel)(w.format()))
         .filter(|_| m >= PANEL_MIN_ROWS);
     let exact_panel = match q8 {
-        None if m >= PANEL_MIN_ROWS => (kernels.exact_panel)(w.format()),
+        None if m >= EXACT_PANEL_MIN_ROWS => (kernels.exact_panel)(w.format()),
         _ => None,
     };
     let act = q8.map(|_| ActQ8::quantize(x, m, k));

@@ -104,11 +104,16 @@ pub(crate) struct Kernels {
     /// on the int8-activation path).
     pub(crate) panel: fn(QuantFormat) -> Option<PanelFn>,
     /// The exact panel kernel for a format, where the set has one (used for
-    /// M >= [`PANEL_MIN_ROWS`] on the f32 path).
+    /// M >= [`EXACT_PANEL_MIN_ROWS`] on the f32 path).
     pub(crate) exact_panel: fn(QuantFormat) -> Option<ExactPanelFn>,
 }
 
-/// The smallest M for which either kind of panel kernel runs (below it, repacking costs more than the
+/// The smallest M for which the exact panel kernels run: their f32 panel is 16 × K × 4
+/// bytes, written once and read once per 6 activation rows, so it pays off later than the
+/// int8 panels.
+pub(crate) const EXACT_PANEL_MIN_ROWS: usize = 16;
+
+/// The smallest M for which the int8-activation panel kernels run (below it, repacking costs more than the
 /// reuse gains).
 pub(crate) const PANEL_MIN_ROWS: usize = 4;
 

@@ -226,7 +226,7 @@ proptest! {
 
     #[test]
     fn fast_kernels_match_the_reference(
-        f in 0usize..14, m in 1usize..10, n in 1usize..40, k in 1usize..300, seed in any::<u64>()
+        f in 0usize..14, m in 1usize..25, n in 1usize..40, k in 1usize..300, seed in any::<u64>()
     ) {
         check_case(all_formats()[f], m, n, k, seed);
     }
@@ -243,6 +243,11 @@ fn every_format_at_block_and_vector_edges() {
             (9, 33, 95),
             (2, 5, 256),
             (3, 2, 513),
+            // M at and past the panel thresholds (4 for int8 panels, 16 for exact panels),
+            // panels cut short by N, odd K.
+            (16, 40, 64),
+            (17, 21, 97),
+            (23, 9, 288),
         ] {
             check_case(format, m, n, k, s as u64 * 1000 + k as u64);
         }
@@ -251,8 +256,9 @@ fn every_format_at_block_and_vector_edges() {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    for format in all_formats() {
-        let (m, n, k) = (6, 203, fit_k(format, 288));
+    // M = 6 takes the row kernels or the int8 panels, M = 18 the panels of both paths.
+    for (format, m) in all_formats().into_iter().flat_map(|f| [(f, 6), (f, 18)]) {
+        let (n, k) = (203, fit_k(format, 288));
         let mut rng = Rng::new(7);
         let w = random_weight(format, n, k, &mut rng);
         let x = rng.vec(m * k, -1.0, 1.0);
