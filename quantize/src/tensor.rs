@@ -209,6 +209,13 @@ pub(crate) fn expected_lens(format: QuantFormat, shape: &[usize]) -> Result<(usi
         .ok_or_else(|| CoreError::invalid_input(format!("shape {shape:?} overflows")))?;
     let row = shape.last().copied().unwrap_or(1);
     let rows = numel.checked_div(row).unwrap_or(0);
+    // Blocks times bytes per block can exceed usize for absurd shapes (Q8_0 stores more
+    // bytes than values).
+    let block_bytes = |per_block: usize, bytes: usize| {
+        (numel / per_block)
+            .checked_mul(bytes)
+            .ok_or_else(|| CoreError::invalid_input(format!("{format} tensor of shape {shape:?} overflows memory")))
+    };
     Ok(match format {
         QuantFormat::Nf4 { block_size, .. } => {
             check_block(format, block_size, Some(32))?;
@@ -216,15 +223,15 @@ pub(crate) fn expected_lens(format: QuantFormat, shape: &[usize]) -> Result<(usi
         }
         QuantFormat::Q4_0 => {
             check_row_multiple(format, row, 32)?;
-            (numel / 32 * 18, 0)
+            (block_bytes(32, 18)?, 0)
         }
         QuantFormat::Q8_0 => {
             check_row_multiple(format, row, 32)?;
-            (numel / 32 * 34, 0)
+            (block_bytes(32, 34)?, 0)
         }
         QuantFormat::Tq2_0 => {
             check_row_multiple(format, row, 256)?;
-            (numel / 256 * 66, 0)
+            (block_bytes(256, 66)?, 0)
         }
         QuantFormat::Ternary => (numel.div_ceil(4), 1),
         QuantFormat::Int8PerChannel => (numel, rows),
@@ -299,6 +306,8 @@ mod tests {
         }
         assert!(expected_lens(QuantFormat::Int8PerBlock { block_size: 0 }, &[4]).is_err());
         assert!(expected_lens(QuantFormat::Q8_0, &[usize::MAX, 64]).is_err());
+        // Fits in usize as a value count, not as Q8_0 bytes (34 per 32 values).
+        assert!(expected_lens(QuantFormat::Q8_0, &[usize::MAX / 64 * 2, 32]).is_err());
     }
 
     #[test]
