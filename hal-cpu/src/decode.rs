@@ -12,56 +12,8 @@ use half::f16;
 /// kernels and the quantizer can never disagree.
 pub(crate) use aihal_quantize::nf4::NF4_CODE as NF4_LEVELS;
 
-/// FP8 E4M3 ("fn": finite only, `S.1111.111` is NaN, no infinities) decoded for every byte.
-pub(crate) static E4M3_LUT: [f32; 256] = build_e4m3();
-/// FP8 E5M2 (IEEE-like: exponent 31 is ±inf or NaN) decoded for every byte.
-pub(crate) static E5M2_LUT: [f32; 256] = build_e5m2();
-
-const fn build_e4m3() -> [f32; 256] {
-    let mut lut = [0.0f32; 256];
-    let mut b = 0usize;
-    while b < 256 {
-        let sign = ((b >> 7) as u32) << 31;
-        let e = ((b >> 3) & 0xF) as u32;
-        let m = (b & 7) as u32;
-        let mag = if e == 0xF && m == 7 {
-            f32::NAN
-        } else if e == 0 {
-            // Subnormal: m/8 * 2^-6 = m * 2^-9, exact in f32.
-            m as f32 * (1.0 / 512.0)
-        } else {
-            f32::from_bits(((e + 127 - 7) << 23) | (m << 20))
-        };
-        lut[b] = f32::from_bits(mag.to_bits() | sign);
-        b += 1;
-    }
-    lut
-}
-
-const fn build_e5m2() -> [f32; 256] {
-    let mut lut = [0.0f32; 256];
-    let mut b = 0usize;
-    while b < 256 {
-        let sign = ((b >> 7) as u32) << 31;
-        let e = ((b >> 2) & 0x1F) as u32;
-        let m = (b & 3) as u32;
-        let mag = if e == 0x1F {
-            if m == 0 {
-                f32::INFINITY
-            } else {
-                f32::NAN
-            }
-        } else if e == 0 {
-            // Subnormal: m/4 * 2^-14 = m * 2^-16, exact in f32.
-            m as f32 * (1.0 / 65536.0)
-        } else {
-            f32::from_bits(((e + 127 - 15) << 23) | (m << 21))
-        };
-        lut[b] = f32::from_bits(mag.to_bits() | sign);
-        b += 1;
-    }
-    lut
-}
+/// FP8 decode tables (every byte's value), shared with aihal-quantize's codecs.
+use aihal_quantize::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
 
 /// Reads the little-endian f16 at `bytes[0..2]` as f32.
 #[inline]
@@ -183,8 +135,8 @@ pub(crate) fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mu
                 *o = row_scales[kk / block_size] * f32::from(row[kk] as i8);
             }
         }
-        QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&E4M3_LUT, block_size, w, n, k0, out),
-        QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&E5M2_LUT, block_size, w, n, k0, out),
+        QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&*E4M3_LUT, block_size, w, n, k0, out),
+        QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&*E5M2_LUT, block_size, w, n, k0, out),
         // `check_matmul` has rejected every other format.
         _ => out.fill(f32::NAN),
     }

@@ -126,13 +126,12 @@ pub fn f32_to_e5m2(x: f32) -> u8 {
     encode(x, &E5M2)
 }
 
-/// All 256 E4M3 values, indexed by byte.
-pub(crate) static E4M3_TABLE: LazyLock<[f32; 256]> =
-    LazyLock::new(|| std::array::from_fn(|b| decode(b as u8, &E4M3, false)));
+/// All 256 E4M3 values, indexed by byte: the decode table kernels use (NaN at `0x7F`/`0xFF`).
+pub static E4M3_TABLE: LazyLock<[f32; 256]> = LazyLock::new(|| std::array::from_fn(|b| decode(b as u8, &E4M3, false)));
 
-/// All 256 E5M2 values, indexed by byte.
-pub(crate) static E5M2_TABLE: LazyLock<[f32; 256]> =
-    LazyLock::new(|| std::array::from_fn(|b| decode(b as u8, &E5M2, true)));
+/// All 256 E5M2 values, indexed by byte: the decode table kernels use (±inf at `0x7C`/`0xFC`,
+/// NaN above).
+pub static E5M2_TABLE: LazyLock<[f32; 256]> = LazyLock::new(|| std::array::from_fn(|b| decode(b as u8, &E5M2, true)));
 
 #[cfg(test)]
 mod tests {
