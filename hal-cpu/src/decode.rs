@@ -135,8 +135,8 @@ pub(crate) fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mu
                 *o = row_scales[kk / block_size] * f32::from(row[kk] as i8);
             }
         }
-        QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&*E4M3_LUT, block_size, w, n, k0, out),
-        QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&*E5M2_LUT, block_size, w, n, k0, out),
+        QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&E4M3_LUT, block_size, w, n, k0, out),
+        QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&E5M2_LUT, block_size, w, n, k0, out),
         // `check_matmul` has rejected every other format.
         _ => out.fill(f32::NAN),
     }
