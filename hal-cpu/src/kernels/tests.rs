@@ -248,6 +248,8 @@ fn every_format_at_block_and_vector_edges() {
             (16, 40, 64),
             (17, 21, 97),
             (23, 9, 288),
+            // Long rows: 40 blocks of 32, 5 of 256.
+            (5, 9, 1280),
         ] {
             check_case(format, m, n, k, s as u64 * 1000 + k as u64);
         }
