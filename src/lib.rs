@@ -22,6 +22,7 @@
 //! println!("{selection}");
 //! # Ok::<(), aihal::CoreError>(())
 //! ```
+#![forbid(unsafe_code)]
 
 pub use aihal_core as core;
 pub use aihal_quantize as quantize;
