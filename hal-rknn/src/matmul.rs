@@ -531,22 +531,15 @@ impl RknnMatMul {
             return Ok(());
         }
         self.released = true;
-        let mut errors = Vec::new();
-        for mem in self.mems.drain(..) {
-            // SAFETY: the memory came from this live context and is released once.
-            if let Err(e) = unsafe { mem.destroy(&self.lib, self.ctx) } {
-                errors.push(e);
-            }
-        }
-        // SAFETY: the context is live and destroyed once, after its memory.
-        let code = unsafe { (self.lib.api().rknn_matmul_destroy)(self.ctx) };
-        if let Err(e) = RknnStatus(code).result("rknn_matmul_destroy") {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(RknnError::Release(errors))
+        // SAFETY: the context is live (not yet released) and owns exactly these blocks.
+        unsafe {
+            crate::mem::release_context(
+                &self.lib,
+                self.ctx,
+                self.mems.drain(..),
+                self.lib.api().rknn_matmul_destroy,
+                "rknn_matmul_destroy",
+            )
         }
     }
 

@@ -71,3 +71,33 @@ impl NpuMem {
         RknnStatus(unsafe { (lib.api().rknn_destroy_mem)(ctx, self.desc.as_ptr()) }).result("rknn_destroy_mem")
     }
 }
+
+/// Destroys `mems`, then the context itself with `destroy_ctx` (named `what` in errors),
+/// collecting every failure: one failed release never stops the others.
+///
+/// # Safety
+/// `ctx` must be live, `mems` must have been created by it, and neither may be used after.
+pub(crate) unsafe fn release_context(
+    lib: &RknnLibrary,
+    ctx: sys::rknn_context,
+    mems: impl IntoIterator<Item = NpuMem>,
+    destroy_ctx: sys::loader::rknn_destroy_fn,
+    what: &'static str,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    for mem in mems {
+        // SAFETY: the caller's contract: memory of this live context, released once.
+        if let Err(e) = unsafe { mem.destroy(lib, ctx) } {
+            errors.push(e);
+        }
+    }
+    // SAFETY: the context is live and destroyed once, after its memory.
+    if let Err(e) = RknnStatus(unsafe { destroy_ctx(ctx) }).result(what) {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(RknnError::Release(errors))
+    }
+}

@@ -534,25 +534,14 @@ impl RknnModel {
             return Ok(());
         }
         self.released = true;
-        let mut errors = Vec::new();
-        if let Some(zc) = self.zero_copy.take() {
-            for (_, mem) in zc.inputs.into_iter().chain(zc.outputs) {
-                // SAFETY: memory of this live context, released once.
-                if let Err(e) = unsafe { mem.destroy(&self.lib, self.ctx) } {
-                    errors.push(e);
-                }
-            }
-        }
-        // SAFETY: the context is live and destroyed once, after its memory.
-        let code = unsafe { (self.lib.api().rknn_destroy)(self.ctx) };
-        if let Err(e) = RknnStatus(code).result("rknn_destroy") {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(RknnError::Release(errors))
-        }
+        let mems = self
+            .zero_copy
+            .take()
+            .into_iter()
+            .flat_map(|zc| zc.inputs.into_iter().chain(zc.outputs))
+            .map(|(_, mem)| mem);
+        // SAFETY: the context is live (not yet released) and owns exactly these blocks.
+        unsafe { crate::mem::release_context(&self.lib, self.ctx, mems, self.lib.api().rknn_destroy, "rknn_destroy") }
     }
 
     /// Releases the context and its memory, reporting any failure (drop does the same and
