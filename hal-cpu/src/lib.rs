@@ -21,10 +21,12 @@ mod decode;
 mod kernels;
 mod linear;
 mod matmul;
+mod packed;
 pub mod ops;
 pub mod reference;
 
 pub use linear::QuantLinear;
+pub use packed::{matmul_packed, matmul_packed_into, PackedWeights};
 
 pub use kernels::kernel_set_name;
 pub use matmul::{

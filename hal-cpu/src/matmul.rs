@@ -23,7 +23,7 @@ pub enum Activations<'a> {
 }
 
 impl<'a> Activations<'a> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Self::F32(x) => x.len(),
             Self::F16(x) => x.len(),
@@ -31,7 +31,7 @@ impl<'a> Activations<'a> {
         }
     }
 
-    fn to_f32(self) -> Cow<'a, [f32]> {
+    pub(crate) fn to_f32(self) -> Cow<'a, [f32]> {
         match self {
             Self::F32(x) => Cow::Borrowed(x),
             Self::F16(x) => {
@@ -146,7 +146,7 @@ pub fn matmul_into(
     Ok(())
 }
 
-fn output_len(m: usize, n: usize) -> Result<usize> {
+pub(crate) fn output_len(m: usize, n: usize) -> Result<usize> {
     m.checked_mul(n)
         .ok_or_else(|| CoreError::invalid_input(format!("matmul output of {m} x {n} values overflows")))
 }

@@ -26,6 +26,8 @@ pub(crate) mod x86;
 pub(crate) mod x86_fpanel;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_panel;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_packed;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,333 @@
+//! [`PackedWeights`]: a weight matrix repacked once for this CPU's int8-activation kernels,
+//! and [`matmul_packed`] over it.
+
+use aihal_core::{CoreError, Result};
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use rayon::prelude::*;
+
+use crate::decode::check_matmul;
+use crate::kernels::{self, ActQ8, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{x86_packed, PANEL};
+use crate::matmul::{matmul_into, output_len, ActivationPrecision, Activations, MatmulOptions};
+
+/// A weight matrix `[N, K]` repacked once for the int8-activation kernels of this CPU, so that
+/// no call decodes or repacks it again.
+///
+/// With the `avx2+fma+f16c` kernel set, Q4_0, Q8_0, TQ2_0, int8 per channel and int8 per
+/// block (block size a multiple of 32) are packed in panels of 8 weight rows: per block of 32
+/// values, one 32-byte vector holds 4 consecutive codes of each of the 8 rows, at the
+/// format's own bit width (4-bit codes stay two per byte, TQ2_0's stay four per byte), and the
+/// 8 rows' block scales are contiguous (f16 for the GGML formats, one conversion for 8 rows;
+/// f32 for int8). The packing only regroups bytes: the packed form takes the same memory as
+/// the original (plus zero rows up to a multiple of 8 rows) and converts back exactly
+/// ([`to_quantized`](Self::to_quantized)). The original tensor is not kept.
+///
+/// Packing reads and writes the weights once (about the cost of copying them). Where the CPU
+/// has no AVX2 or the format has no packed kernel (NF4, FP8, ternary, int8 blocks not a
+/// multiple of 32), the original tensor is kept and [`matmul_packed`] runs the same kernels as
+/// [`matmul_with`](crate::matmul_with); [`layout_name`](Self::layout_name) says which layout
+/// was chosen.
+///
+/// ```
+/// use aihal_cpu::{matmul_packed, MatmulOptions, PackedWeights};
+/// use aihal_quantize::{quantize, QuantFormat};
+///
+/// let w: Vec<f32> = (0..64 * 128).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+/// let q = quantize(QuantFormat::Q4_0, &w, &[64, 128])?;
+/// let packed = PackedWeights::new(&q)?;
+/// let x = vec![0.5f32; 2 * 128];
+/// let y = matmul_packed(x.as_slice().into(), 2, &packed, MatmulOptions::default())?;
+/// assert_eq!(y.len(), 2 * 64);
+/// assert_eq!(y, aihal_cpu::matmul_with(x.as_slice().into(), 2, &q, MatmulOptions::default())?);
+/// # Ok::<(), aihal_core::CoreError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct PackedWeights {
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    /// No packed layout here: the original tensor and today's kernels.
+    Original(QuantizedTensor),
+    /// Panels of 8 rows for the AVX2 set.
+    #[cfg(target_arch = "x86_64")]
+    Avx2(x86_packed::Packed),
+}
+
+impl PackedWeights {
+    /// Packs `w` (`[N, K]`) for this CPU, or keeps a copy of it where no packed layout fits
+    /// (see the type's docs). Errors: `w` is not rank 2, or its format is unknown here.
+    pub fn new(w: &QuantizedTensor) -> Result<Self> {
+        check_matmul(0, 0, w)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kind) = x86_packed::Kind::for_format(w.format()) {
+            return Ok(Self {
+                inner: Inner::Avx2(x86_packed::Packed::pack(w, kind)?),
+            });
+        }
+        Ok(Self {
+            inner: Inner::Original(w.clone()),
+        })
+    }
+
+    /// Like [`new`](Self::new), taking `w` by value: where no packed layout fits, `w` is kept
+    /// without a copy.
+    pub fn from_tensor(w: QuantizedTensor) -> Result<Self> {
+        check_matmul(0, 0, &w)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kind) = x86_packed::Kind::for_format(w.format()) {
+            return Ok(Self {
+                inner: Inner::Avx2(x86_packed::Packed::pack(&w, kind)?),
+            });
+        }
+        Ok(Self {
+            inner: Inner::Original(w),
+        })
+    }
+
+    /// Keeps `w` as it is (no packing): [`matmul_packed`] then runs the kernels of
+    /// [`matmul_with`](crate::matmul_with).
+    pub fn unpacked(w: QuantizedTensor) -> Result<Self> {
+        check_matmul(0, 0, &w)?;
+        Ok(Self {
+            inner: Inner::Original(w),
+        })
+    }
+
+    /// The layout chosen: `original`, or `avx2-panel8-<format>` (`avx2-panel8-q4_0`,
+    /// `avx2-panel8-q8_0`, `avx2-panel8-tq2_0`, `avx2-panel8-int8_channel`,
+    /// `avx2-panel8-int8_block`).
+    pub fn layout_name(&self) -> &'static str {
+        match &self.inner {
+            Inner::Original(_) => "original",
+            #[cfg(target_arch = "x86_64")]
+            Inner::Avx2(p) => p.kind.name(),
+        }
+    }
+
+    /// Whether the weights are held in a packed layout (not the original tensor).
+    pub fn is_packed(&self) -> bool {
+        !matches!(self.inner, Inner::Original(_))
+    }
+
+    /// The format of the weights.
+    pub fn format(&self) -> QuantFormat {
+        match &self.inner {
+            Inner::Original(w) => w.format(),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Avx2(p) => p.format,
+        }
+    }
+
+    /// `[N, K]`: output features, input features.
+    pub fn shape(&self) -> [usize; 2] {
+        match &self.inner {
+            Inner::Original(w) => [w.shape()[0], w.shape()[1]],
+            #[cfg(target_arch = "x86_64")]
+            Inner::Avx2(p) => [p.n, p.k],
+        }
+    }
+
+    /// Bytes of weight data held (codes and scales).
+    pub fn storage_bytes(&self) -> usize {
+        match &self.inner {
+            Inner::Original(w) => w.storage_bytes(),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Avx2(p) => p.storage_bytes(),
+        }
+    }
+
+    /// The original tensor, if it is kept (the `original` layout).
+    pub fn as_quantized(&self) -> Option<&QuantizedTensor> {
+        match &self.inner {
+            Inner::Original(w) => Some(w),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Avx2(_) => None,
+        }
+    }
+
+    /// The weights in their original format, bit for bit the tensor they were packed from
+    /// (rebuilt from the packed form, which allocates its size; cloned for the `original`
+    /// layout).
+    pub fn to_quantized(&self) -> QuantizedTensor {
+        match &self.inner {
+            Inner::Original(w) => w.clone(),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Avx2(p) => p.unpack(),
+        }
+    }
+}
+
+/// `y = x · Wᵀ` over packed weights: `x` `[m, K]` (f32, f16 or bf16), `y` `[m, N]` f32.
+///
+/// The same results as [`matmul_with`](crate::matmul_with) on the original tensor, bit for
+/// bit, with the same errors for bad input. On the int8-activation path the packed kernels
+/// run for every M (one pass over the weights for M ≤ 3, activation rows 4 at a time over
+/// each panel above); rows with NaN or infinities, and the [`ActivationPrecision::F32`] path,
+/// run the exact kernels on the weights converted back to their format 16 rows at a time (a
+/// decode pass the original tensor would not need: keep an unpacked
+/// [`PackedWeights::unpacked`] for a mostly-f32 workload).
+pub fn matmul_packed(x: Activations<'_>, m: usize, w: &PackedWeights, options: MatmulOptions) -> Result<Vec<f32>> {
+    let [n, _] = w.shape();
+    let mut y = vec![0.0f32; output_len(m, n)?];
+    matmul_packed_into(x, m, w, options, &mut y)?;
+    Ok(y)
+}
+
+/// Like [`matmul_packed`], writing `[m, N]` into `out`.
+pub fn matmul_packed_into(
+    x: Activations<'_>,
+    m: usize,
+    w: &PackedWeights,
+    options: MatmulOptions,
+    out: &mut [f32],
+) -> Result<()> {
+    match &w.inner {
+        Inner::Original(t) => matmul_into(x, m, t, options, out),
+        #[cfg(target_arch = "x86_64")]
+        Inner::Avx2(p) => {
+            let (n, k) = (p.n, p.k);
+            let want = m.checked_mul(k).ok_or_else(|| {
+                CoreError::invalid_input(format!("matmul activations: {m} rows of {k} values overflow"))
+            })?;
+            if x.len() != want {
+                return Err(CoreError::shape_mismatch(
+                    format!("matmul activations x ([M = {m}, K = {k}] row-major)"),
+                    [want],
+                    [x.len()],
+                ));
+            }
+            let want = output_len(m, n)?;
+            if out.len() != want {
+                return Err(CoreError::shape_mismatch("matmul output [M, N]", [want], [out.len()]));
+            }
+            let x = x.to_f32();
+            run_avx2(p, &x, m, options.activations, out);
+            Ok(())
+        }
+    }
+}
+
+/// Validated inputs over AVX2 panels.
+#[cfg(target_arch = "x86_64")]
+fn run_avx2(w: &x86_packed::Packed, x: &[f32], m: usize, precision: ActivationPrecision, out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // One output row per weight row (`yt` is [N, m]), so that threads own disjoint slices.
+    let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
+    let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
+    let threads = rayon::current_num_threads().max(1);
+    match precision {
+        ActivationPrecision::F32 => {
+            let per_task = n.div_ceil(threads * 4).next_multiple_of(EXACT_PANEL).max(EXACT_PANEL);
+            yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+                let mut tile = Tile::default();
+                for (t, ytile) in ych.chunks_mut(EXACT_PANEL * m).enumerate() {
+                    let n0 = c * per_task + t * EXACT_PANEL;
+                    tile.exact(w, n0, ytile.len() / m, x, m, (0..m).map(|i| (i, true)), ytile);
+                }
+            });
+        }
+        ActivationPrecision::Int8 => {
+            let a = ActQ8::quantize(x, m, k);
+            let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
+            yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+                let mut tile = Tile::default();
+                for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
+                    let p = (c * per_task) / PANEL + t;
+                    let cols = ytile.len() / m;
+                    x86_packed::panel(w, p, cols, &a, ytile);
+                    // Rows with NaN or infinities take the exact path, as everywhere.
+                    if a.non_finite.contains(&true) {
+                        let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
+                        tile.exact(w, p * PANEL, cols, x, m, rows, ytile);
+                    }
+                }
+            });
+        }
+    }
+    if m > 1 {
+        for (j, col) in transposed.chunks_exact(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[i * n + j] = v;
+            }
+        }
+    }
+}
+
+/// Reused buffers for rows converted back to their format.
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct Tile {
+    data: Vec<u8>,
+    scales: Vec<f32>,
+    panel: Panel,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile {
+    /// The exact path for weight rows `n0 .. n0 + cols` (`n0` a multiple of 8, `cols <= 16`)
+    /// and the activation rows `i` flagged in `rows`, written to `yt[j * m + i]`: the kernels
+    /// and row grouping [`matmul_with`](crate::matmul_with) uses on the f32 path, on these
+    /// rows converted back to their format.
+    #[allow(clippy::too_many_arguments)]
+    fn exact(
+        &mut self,
+        w: &x86_packed::Packed,
+        n0: usize,
+        cols: usize,
+        x: &[f32],
+        m: usize,
+        rows: impl Iterator<Item = (usize, bool)>,
+        yt: &mut [f32],
+    ) {
+        let k = w.k;
+        let tile = w.unpack_rows(
+            n0,
+            cols,
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.scales),
+        );
+        let set = kernels::best();
+        let exact = (set.exact)(w.format);
+        let rows: Vec<usize> = rows.filter_map(|(i, on)| on.then_some(i)).collect();
+        let all = rows.len() == m;
+        match (set.exact_panel)(w.format).filter(|_| all && m >= EXACT_PANEL_MIN_ROWS) {
+            // SAFETY: the kernels come from the table detected for this CPU for the tile's
+            // format; the tile is a valid [cols, K] tensor of that format (checked by
+            // `from_parts`); x holds m rows of K; yt holds cols * m values; cols <= 16.
+            Some(p) => unsafe { p(&tile, 0, cols, x, m, &mut self.panel, yt) },
+            None if all => {
+                for j in 0..cols {
+                    let mut i0 = 0;
+                    while i0 < m {
+                        let r = MAX_ROWS.min(m - i0);
+                        let dst = &mut yt[j * m + i0..j * m + i0 + r];
+                        // SAFETY: as above; rows i0 .. i0 + r of x exist, dst holds r values.
+                        unsafe { exact(&tile, j, &x[i0 * k..(i0 + r) * k], r, dst) };
+                        i0 += r;
+                    }
+                }
+            }
+            None => {
+                for j in 0..cols {
+                    for &i in &rows {
+                        let dst = std::slice::from_mut(&mut yt[j * m + i]);
+                        // SAFETY: as above, for the single row i of x.
+                        unsafe { exact(&tile, j, &x[i * k..(i + 1) * k], 1, dst) };
+                    }
+                }
+            }
+        }
+        let (_, _, data, scales) = tile.into_parts();
+        self.data = data;
+        self.scales = scales;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! Packed weights against the generic int8-activation kernels (bit for bit: the packed
+//! kernels compute the same integer block sums and round `(s_w · d_x) · isum` the same way),
+//! and against `matmul_with` of the best set where they run its exact kernels.
+
+use aihal_core::CoreError;
+use aihal_quantize::{QuantFormat, QuantizedTensor};
+use proptest::prelude::*;
+
+use super::{matmul_packed, matmul_packed_into, PackedWeights};
+use crate::kernels::generic;
+use crate::kernels::tests::{all_formats, fit_k, random_weight, Rng};
+use crate::matmul::{matmul_with, run, ActivationPrecision, MatmulOptions};
+
+fn int8() -> MatmulOptions {
+    MatmulOptions::default()
+}
+
+/// Bitwise equality, any NaN equal to any NaN.
+fn assert_same(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "{what}: output {i}: got {g}, want {w}"
+        );
+    }
+}
+
+/// Whether this CPU packs `format` (the AVX2 set with a packed layout for it).
+fn packs_here(format: QuantFormat) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::kernels::x86_packed::Kind::for_format(format).is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = format;
+        false
+    }
+}
+
+/// `bad` activation rows get a NaN, an infinity or both at random places.
+fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, bad: &[usize], seed: u64) {
+    let k = fit_k(format, k);
+    let mut rng = Rng::new(seed);
+    let w = random_weight(format, n, k, &mut rng);
+    let mut x = rng.vec(m * k, -2.0, 2.0);
+    for &i in bad.iter().filter(|&&i| i < m) {
+        let at = i * k + (rng.next_u64() as usize) % k;
+        x[at] = if rng.next_u64() % 2 == 0 {
+            f32::NAN
+        } else {
+            f32::INFINITY
+        };
+    }
+    let packed = PackedWeights::new(&w).unwrap();
+    assert_eq!(
+        packed.is_packed(),
+        packs_here(format),
+        "{format}: {}",
+        packed.layout_name()
+    );
+    assert_eq!(packed.shape(), [n, k]);
+    assert_eq!(packed.format(), format);
+    let what = format!("{format} {} m={m} n={n} k={k} bad={bad:?}", packed.layout_name());
+
+    // The f32 path: the exact kernels of the best set on the same bytes.
+    let exact = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
+    let got = matmul_packed(x.as_slice().into(), m, &packed, MatmulOptions::exact()).unwrap();
+    assert_same(&format!("{what} f32 path"), &got, &exact);
+
+    let got = matmul_packed(x.as_slice().into(), m, &packed, int8()).unwrap();
+    if packed.is_packed() {
+        // Finite rows: the generic q8 kernel, bit for bit. Non-finite rows: the best set's
+        // exact kernel, as matmul_with runs it.
+        let mut want = vec![0.0; m * n];
+        run(generic(), &x, m, &w, ActivationPrecision::Int8, &mut want);
+        for i in 0..m {
+            if !x[i * k..(i + 1) * k].iter().all(|v| v.is_finite()) {
+                want[i * n..(i + 1) * n].copy_from_slice(&exact[i * n..(i + 1) * n]);
+            }
+        }
+        assert_same(&format!("{what} int8 path"), &got, &want);
+        assert!(got.iter().any(|&v| v != 0.0), "{what}: outputs all zero");
+    } else {
+        let want = matmul_with(x.as_slice().into(), m, &w, int8()).unwrap();
+        assert_same(&format!("{what} original layout"), &got, &want);
+    }
+    // The packed form converts back to the same bytes.
+    let back = packed.to_quantized();
+    assert_eq!(
+        (back.format(), back.shape(), back.data(), back.scales()),
+        (w.format(), w.shape(), w.data(), w.scales()),
+        "{what}: round trip"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn packed_matches_the_generic_kernels(
+        f in 0usize..14, m in 1usize..25, n in 1usize..40, k in 1usize..300,
+        bad in proptest::collection::vec(0usize..24, 0..3), seed in any::<u64>()
+    ) {
+        check_case(all_formats()[f], m, n, k, &bad, seed);
+    }
+}
+
+fn packed_formats() -> [QuantFormat; 6] {
+    [
+        QuantFormat::Q4_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Tq2_0,
+        QuantFormat::Int8PerChannel,
+        QuantFormat::Int8PerBlock { block_size: 32 },
+        QuantFormat::Int8PerBlock { block_size: 96 },
+    ]
+}
+
+#[test]
+fn panel_and_block_edges() {
+    let mut seed = 7;
+    for format in packed_formats() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 8, 32),
+            (2, 9, 33),
+            (3, 7, 64),
+            (4, 16, 95),
+            (5, 17, 256),
+            (16, 15, 200),
+            (17, 24, 512),
+            (1, 40, 768),
+        ] {
+            seed += 1;
+            check_case(format, m, n, k, &[], seed);
+        }
+        check_case(format, 6, 13, 288, &[0, 5], seed + 100);
+    }
+}
+
+#[test]
+fn layouts_keep_the_bit_width() {
+    let mut rng = Rng::new(3);
+    for format in packed_formats() {
+        let w = random_weight(format, 16, 512, &mut rng);
+        let p = PackedWeights::new(&w).unwrap();
+        if !packs_here(format) {
+            assert_eq!(p.layout_name(), "original");
+            continue;
+        }
+        assert!(p.layout_name().starts_with("avx2-panel8-"), "{}", p.layout_name());
+        // 16 rows are two whole panels: not one byte more than the original.
+        assert_eq!(p.storage_bytes(), w.storage_bytes(), "{format}");
+        assert!(p.as_quantized().is_none());
+    }
+    let nf4 = random_weight(
+        QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: false,
+        },
+        4,
+        64,
+        &mut rng,
+    );
+    let p = PackedWeights::new(&nf4).unwrap();
+    assert_eq!((p.layout_name(), p.is_packed()), ("original", false));
+    assert_eq!(p.as_quantized().unwrap().data(), nf4.data());
+    let kept = PackedWeights::unpacked(random_weight(QuantFormat::Q4_0, 8, 64, &mut rng)).unwrap();
+    assert_eq!(kept.layout_name(), "original");
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let mut rng = Rng::new(11);
+    for format in packed_formats() {
+        let (n, k) = (61, fit_k(format, 520));
+        let w = random_weight(format, n, k, &mut rng);
+        let packed = PackedWeights::new(&w).unwrap();
+        for m in [1, 3, 4, 7, 20] {
+            let mut x = rng.vec(m * k, -1.0, 1.0);
+            if m > 3 {
+                x[2 * k + 5] = f32::NEG_INFINITY;
+            }
+            for options in [int8(), MatmulOptions::exact()] {
+                let runs: Vec<Vec<f32>> = [1, 2, 5]
+                    .iter()
+                    .map(|&t| {
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                        pool.install(|| matmul_packed(x.as_slice().into(), m, &packed, options).unwrap())
+                    })
+                    .collect();
+                assert_same(&format!("{format} m={m} 2 threads"), &runs[1], &runs[0]);
+                assert_same(&format!("{format} m={m} 5 threads"), &runs[2], &runs[0]);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let mut rng = Rng::new(5);
+    let w = random_weight(QuantFormat::Q4_0, 9, 64, &mut rng);
+    let p = PackedWeights::new(&w).unwrap();
+    let x = rng.vec(2 * 64, -1.0, 1.0);
+    let e = matmul_packed(x[..127].into(), 2, &p, int8()).unwrap_err();
+    assert!(matches!(e, CoreError::ShapeMismatch { .. }), "{e}");
+    let e = matmul_packed(x.as_slice().into(), usize::MAX, &p, int8()).unwrap_err();
+    assert!(matches!(e, CoreError::InvalidInput(_)), "{e}");
+    let mut out = vec![0.0; 17];
+    let e = matmul_packed_into(x.as_slice().into(), 2, &p, int8(), &mut out).unwrap_err();
+    assert!(matches!(e, CoreError::ShapeMismatch { .. }), "{e}");
+    assert!(out.iter().all(|&v| v == 0.0), "a failed call leaves the output alone");
+    // Rank 3 weights are refused when packing.
+    let (format, _, data, scales) = w.into_parts();
+    let w3 = QuantizedTensor::from_parts(format, vec![3, 3, 64], data, scales).unwrap();
+    assert!(matches!(PackedWeights::new(&w3), Err(CoreError::InvalidInput(_))));
+    assert!(PackedWeights::unpacked(w3).is_err());
+    // M = 0 and f16 / bf16 activations.
+    assert!(matmul_packed(crate::Activations::F32(&[]), 0, &p, int8())
+        .unwrap()
+        .is_empty());
+    let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let xw: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
+    assert_same(
+        "f16 activations",
+        &matmul_packed(xh.as_slice().into(), 2, &p, int8()).unwrap(),
+        &matmul_packed(xw.as_slice().into(), 2, &p, int8()).unwrap(),
+    );
+}
