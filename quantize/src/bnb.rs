@@ -17,8 +17,9 @@
 //! converts to `dtype` (usually bfloat16). [`BnbNf4::dequantize_as_stored_dtype`]
 //! reproduces that final rounding; the [`QuantizedTensor`] keeps the f32 values.
 //!
-//! The loader was tested against files written by [`to_safetensors_bytes`] following the
-//! layout above, not against a file written by bitsandbytes itself.
+//! Tested against files written by bitsandbytes 0.50.2 (`Linear4bit.state_dict()`, saved with
+//! safetensors): loading gives bitsandbytes' own dequantized values bit for bit, and
+//! [`to_safetensors_bytes`] writes the same entries with the same bytes.
 
 use std::collections::HashMap;
 

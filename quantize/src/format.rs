@@ -8,7 +8,7 @@
 //!
 //! | format | `data` | `scales` (f32) | blocks run over |
 //! | --- | --- | --- | --- |
-//! | `Nf4 { block_size, .. }` | 4-bit codes, two per byte, **first element in the high nibble** (bitsandbytes order); `ceil(numel/2)` bytes, an odd tail's low nibble is 0 | one absmax per block: `ceil(numel/block_size)`; with double quantization these are the decoded absmax values (the 8-bit form is kept in [`QuantizedTensor::nested`](crate::QuantizedTensor::nested)) | the flattened tensor (bitsandbytes), last block may be partial |
+//! | `Nf4 { block_size, .. }` | 4-bit codes, two per byte, **first element in the high nibble** (bitsandbytes order); `ceil(numel/2)` bytes, an odd tail's low nibble is padding (our quantizer writes code 7, the value 0.0, as bitsandbytes does; readers ignore it) | one absmax per block: `ceil(numel/block_size)`; with double quantization these are the decoded absmax values (the 8-bit form is kept in [`QuantizedTensor::nested`](crate::QuantizedTensor::nested)) | the flattened tensor (bitsandbytes), last block may be partial |
 //! | `Q4_0` | llama.cpp `block_q4_0`: 18 bytes per 32 values = f16 `d` (little-endian) then 16 bytes `qs`; byte `j` holds value `j` in its low nibble and value `j+16` in its high nibble; value = `d * (q - 8)` | empty (scales are inline) | each row, `K % 32 == 0` |
 //! | `Q8_0` | llama.cpp `block_q8_0`: 34 bytes per 32 values = f16 `d` then 32 × i8; value = `d * q` | empty | each row, `K % 32 == 0` |
 //! | `Tq2_0` | llama.cpp `block_tq2_0`: 66 bytes per 256 values = 64 bytes `qs` then f16 `d`; in half `h` (0..2) byte `j` (0..32) of `qs[32h..]`, bits `2l..2l+2` (l in 0..4) hold value `128h + 32l + j` as `q` in 0..=2; value = `d * (q - 1)` | empty | each row, `K % 256 == 0` |

@@ -1,16 +1,20 @@
 //! NF4 (NormalFloat4, QLoRA) as bitsandbytes stores it, with optional double quantization.
 //!
-//! Quantization (per block of `block_size` values of the flattened tensor):
-//! `absmax = max |x|`; each value is normalized as `x * (1 / absmax)` (f32, as bitsandbytes'
-//! kernel does) and mapped to the code whose value is nearest. "Nearest" is decided exactly
-//! as bitsandbytes' decision tree does it: against the 15 midpoints between neighbouring
-//! code values (rounded to f32), a value strictly above a midpoint takes the upper code and
-//! a value equal to it the lower one. Two codes share a byte, the first in the high nibble.
+//! Quantization follows bitsandbytes 0.50.2's CPU quantizer bit for bit (tested against
+//! files it wrote, `tests/bnb_compat.rs`). Per block of `block_size` values of the flattened
+//! tensor: `absmax = max |x|`; each value of a full block is normalized as
+//! `x * (1 / max(absmax, 1e-38))` in f32, and each value of a partial last block as
+//! `x / max(absmax, 1e-38)`, whose stored absmax is that clamped value. A normalized value
+//! takes the code whose value is nearest: it gets the number of the 15 midpoints between
+//! neighbouring code values (rounded once to f32) it lies strictly above, so a value equal to
+//! a midpoint takes the lower code. Two codes share a byte, the first in the high nibble; an
+//! odd tail is padded with the code of 0.0 (7). An all-zero block stores code 7 throughout.
 //! Dequantization is `NF4_CODE[code] * absmax` in f32.
 //!
-//! One deliberate difference: an all-zero block (absmax 0) stores code 7 (the value 0.0)
-//! for every element, where bitsandbytes' `0 * (1/0)` gives NaN and so code 0. Both
-//! dequantize to zeros without double quantization; with it, ours stays exactly zero.
+//! bitsandbytes' CUDA kernel decides with a tree of decimal thresholds that agree with these
+//! midpoints to within 1e-7 (not checked bit for bit: no GPU here), and stores code 0 for an
+//! all-zero block (`0 * (1/0)` is NaN there). Files from either load to the same values: the
+//! loader decodes the stored codes.
 //!
 //! Double quantization (QLoRA): the absmax values minus their mean are quantized blockwise
 //! (256 per block) to 8 bits with bitsandbytes' signed dynamic map, nearest code.
@@ -53,11 +57,14 @@ pub(crate) const NF4_THRESHOLDS: [f32; 15] = {
     t
 };
 
+/// The code of the value 0.0.
+pub(crate) const ZERO_CODE: u8 = 7;
+
 /// Codes per nested (double-quantization) block, as in QLoRA.
 pub const NESTED_BLOCK: usize = 256;
 
 /// The code of a normalized value: the number of thresholds it lies strictly above. A NaN
-/// lies above none and gets code 0, as in bitsandbytes.
+/// lies above none and gets code 0, as in bitsandbytes' CUDA decision tree.
 #[inline]
 pub(crate) fn nf4_index(x: f32) -> u8 {
     let mut c = 0u8;
@@ -67,25 +74,34 @@ pub(crate) fn nf4_index(x: f32) -> u8 {
     c
 }
 
-fn quantize_block(x: &[f32], out: &mut [u8]) -> f32 {
+/// The smallest absmax bitsandbytes divides by (`absmax.clamp(min=1e-38)`), as f32.
+const MIN_ABSMAX: f32 = 1e-38f64 as f32;
+
+/// Quantizes one block (`full`: the block has `block_size` values; the last block of a
+/// tensor may not) and returns the absmax bitsandbytes stores for it.
+fn quantize_block(x: &[f32], full: bool, out: &mut [u8]) -> f32 {
     let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let inv = 1.0 / absmax;
+    let clamped = absmax.max(MIN_ABSMAX);
+    // bitsandbytes multiplies full blocks by the reciprocal and divides the last, partial one.
+    let inv = 1.0 / clamped;
     let enc = |v: f32| -> u8 {
-        if absmax == 0.0 {
-            7
-        } else if inv.is_finite() {
+        if full {
             nf4_index(v * inv)
         } else {
-            // A subnormal absmax whose reciprocal overflows: divide instead.
-            nf4_index(v / absmax)
+            nf4_index(v / clamped)
         }
     };
     for (o, pair) in out.iter_mut().zip(x.chunks(2)) {
         let hi = enc(pair[0]);
-        let lo = pair.get(1).map_or(0, |&v| enc(v));
+        // An odd tail is padded with the value 0 before packing: code 7.
+        let lo = pair.get(1).map_or(ZERO_CODE, |&v| enc(v));
         *o = (hi << 4) | lo;
     }
-    absmax
+    if full {
+        absmax
+    } else {
+        clamped
+    }
 }
 
 /// Quantizes the flattened `x` into packed codes and one absmax per block.
@@ -100,7 +116,7 @@ pub(crate) fn quantize(x: &[f32], block: usize) -> (Vec<u8>, Vec<f32>) {
         x.len() >= PAR_MIN_ELEMS,
         |d, a, x| {
             for ((d, a), x) in d.chunks_mut(block / 2).zip(a.iter_mut()).zip(x.chunks(block)) {
-                *a = quantize_block(x, d);
+                *a = quantize_block(x, x.len() == block, d);
             }
         },
     );
@@ -143,28 +159,32 @@ pub(crate) fn dequantize(data: &[u8], absmax: &[f32], block: usize, out: &mut [f
 /// of double quantization: for `i` in 0..7, the `2^i` midpoints of `linspace(0.1, 1, 2^i + 1)`
 /// scaled by `10^(i-6)`, with both signs, plus 0 and 1, sorted.
 ///
-/// The map is computed here in f32 following that recipe; files written by bitsandbytes
-/// carry their own map (`nested_quant_map`), which the loader uses as it is.
+/// The map is computed in f32 with bitsandbytes' order of roundings, so that it is bit for
+/// bit the map bitsandbytes 0.50.2 builds (`tests/bnb_compat.rs`); files written by
+/// bitsandbytes carry their own map (`nested_quant_map`), which the loader uses as it is.
 pub static DYNAMIC_MAP: LazyLock<[f32; 256]> = LazyLock::new(|| {
     let mut v = Vec::with_capacity(256);
     for i in 0..7i32 {
         let n = (1usize << i) + 1;
         let step = (1.0f32 - 0.1) / (n - 1) as f32;
-        // torch.linspace fills the first half from the start and the second from the end.
+        // torch.linspace fills the first half from the start and the second from the end,
+        // each point rounded once (a fused multiply-add).
         let b: Vec<f32> = (0..n)
             .map(|k| {
                 if k < n / 2 {
-                    0.1 + step * k as f32
+                    step.mul_add(k as f32, 0.1)
                 } else {
-                    1.0 - step * (n - 1 - k) as f32
+                    (-step).mul_add((n - 1 - k) as f32, 1.0)
                 }
             })
             .collect();
-        let scale = 10f64.powi(i - 6);
+        // The power of ten rounded to f32 first, then an f32 product: bitsandbytes multiplies
+        // an f32 tensor by a Python float, which torch computes in f32.
+        let scale = [1e-6f64, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0][i as usize] as f32;
         for w in b.windows(2) {
-            let mean = f64::from(f32::midpoint(w[0], w[1]));
-            v.push((scale * mean) as f32);
-            v.push((-scale * mean) as f32);
+            let mean = f32::midpoint(w[0], w[1]);
+            v.push(scale * mean);
+            v.push(-scale * mean);
         }
     }
     v.push(0.0);
