@@ -1,17 +1,28 @@
 //! `QuantLinear`: a quantized drop-in for `candle_nn::Linear`.
 
+use std::sync::OnceLock;
+
 use aihal_core::{CoreError, Device, GpuDispatchable, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use candle_core::{DType, Tensor};
 
 use crate::decode::check_matmul;
-use crate::matmul::{matmul_with, ActivationPrecision, Activations, MatmulOptions};
+use crate::matmul::{ActivationPrecision, Activations, MatmulOptions};
+use crate::packed::{matmul_packed, PackedWeights};
 
 /// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`.
 ///
 /// Implements [`candle_nn::Module`], so a candle model can swap its `Linear` layers for
 /// quantized ones: the input is `[..., in_features]` in f32, f16 or bf16 on the CPU, the
 /// output `[..., out_features]` in the input's dtype (accumulation is f32).
+///
+/// The weight is held as [`PackedWeights`]: on the default int8-activation path it is
+/// repacked once, when the layer is built, for this CPU's kernels (about the cost of copying
+/// the weight; no extra memory: the packed form replaces the original). On the f32 path
+/// ([`with_activations`](Self::with_activations)`(F32)`), or after
+/// [`with_packing`](Self::with_packing)`(false)`, the original tensor is kept instead.
+/// [`weight`](Self::weight) rebuilds the original tensor from the packed form the first
+/// time it is called and keeps it (the weight's size again).
 ///
 /// ```
 /// use aihal_cpu::QuantLinear;
@@ -27,9 +38,12 @@ use crate::matmul::{matmul_with, ActivationPrecision, Activations, MatmulOptions
 /// ```
 #[derive(Clone, Debug)]
 pub struct QuantLinear {
-    weight: QuantizedTensor,
+    weight: PackedWeights,
+    /// The original tensor rebuilt from a packed weight, on the first call to `weight()`.
+    original: OnceLock<QuantizedTensor>,
     bias: Option<Vec<f32>>,
     activations: ActivationPrecision,
+    packing: bool,
 }
 
 impl QuantLinear {
@@ -47,9 +61,11 @@ impl QuantLinear {
             }
         }
         Ok(Self {
-            weight,
+            weight: PackedWeights::from_tensor(weight)?,
+            original: OnceLock::new(),
             bias,
             activations: ActivationPrecision::default(),
+            packing: true,
         })
     }
 
@@ -65,15 +81,56 @@ impl QuantLinear {
         Self::new(q, b)
     }
 
-    /// Chooses how activations meet the weights (int8 per block of 32 by default).
+    /// Chooses how activations meet the weights (int8 per block of 32 by default). The f32
+    /// path keeps the weight unpacked (converted back once if it was packed).
     #[must_use]
     pub fn with_activations(mut self, activations: ActivationPrecision) -> Self {
         self.activations = activations;
+        self.relayout()
+    }
+
+    /// Turns the one-time packing of the weight on (the default) or off. Off, the layer keeps
+    /// the original tensor and each call runs the kernels of
+    /// [`matmul_with`](crate::matmul_with) on it.
+    #[must_use]
+    pub fn with_packing(mut self, packing: bool) -> Self {
+        self.packing = packing;
+        self.relayout()
+    }
+
+    /// Packs or unpacks the weight for the current options.
+    fn relayout(mut self) -> Self {
+        let want_packed = self.packing && self.activations == ActivationPrecision::Int8;
+        if want_packed == self.weight.is_packed() {
+            return self;
+        }
+        let original = match (self.original.take(), self.weight.as_quantized()) {
+            (Some(w), _) => w,
+            (None, Some(w)) => w.clone(),
+            (None, None) => self.weight.to_quantized(),
+        };
+        self.weight = if want_packed {
+            // Packing a tensor that passed `new` cannot fail; keep it unpacked if it did.
+            PackedWeights::new(&original)
+                .or_else(|_| PackedWeights::unpacked(original))
+                .expect("the weight passed QuantLinear::new")
+        } else {
+            PackedWeights::unpacked(original).expect("the weight passed QuantLinear::new")
+        };
         self
     }
 
-    /// The quantized weight.
+    /// The quantized weight in its original format (rebuilt from the packed form on the first
+    /// call when the weight is packed, then kept).
     pub fn weight(&self) -> &QuantizedTensor {
+        match self.weight.as_quantized() {
+            Some(w) => w,
+            None => self.original.get_or_init(|| self.weight.to_quantized()),
+        }
+    }
+
+    /// The weight as the layer runs it (its [`PackedWeights::layout_name`] tells the layout).
+    pub fn packed_weight(&self) -> &PackedWeights {
         &self.weight
     }
 
@@ -98,7 +155,7 @@ impl QuantLinear {
             activations: self.activations,
             output: None,
         };
-        let mut y = matmul_with(x, m, &self.weight, options)?;
+        let mut y = matmul_packed(x, m, &self.weight, options)?;
         if let Some(b) = &self.bias {
             for row in y.chunks_exact_mut(b.len()) {
                 for (v, &bv) in row.iter_mut().zip(b) {

@@ -39,7 +39,9 @@ use crate::matmul::{matmul_into, output_len, ActivationPrecision, Activations, M
 /// let x = vec![0.5f32; 2 * 128];
 /// let y = matmul_packed(x.as_slice().into(), 2, &packed, MatmulOptions::default())?;
 /// assert_eq!(y.len(), 2 * 64);
-/// assert_eq!(y, aihal_cpu::matmul_with(x.as_slice().into(), 2, &q, MatmulOptions::default())?);
+/// // The same sums as matmul_with, rounded in another order.
+/// let z = aihal_cpu::matmul_with(x.as_slice().into(), 2, &q, MatmulOptions::default())?;
+/// assert!(y.iter().zip(&z).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
 /// # Ok::<(), aihal_core::CoreError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -162,13 +164,15 @@ impl PackedWeights {
 
 /// `y = x · Wᵀ` over packed weights: `x` `[m, K]` (f32, f16 or bf16), `y` `[m, N]` f32.
 ///
-/// The same results as [`matmul_with`](crate::matmul_with) on the original tensor, bit for
-/// bit, with the same errors for bad input. On the int8-activation path the packed kernels
-/// run for every M (one pass over the weights for M ≤ 3, activation rows 4 at a time over
-/// each panel above); rows with NaN or infinities, and the [`ActivationPrecision::F32`] path,
-/// run the exact kernels on the weights converted back to their format 16 rows at a time (a
-/// decode pass the original tensor would not need: keep an unpacked
-/// [`PackedWeights::unpacked`] for a mostly-f32 workload).
+/// The same errors for bad input as [`matmul_with`](crate::matmul_with), and the same
+/// results up to the order of f32 additions: on the int8-activation path the packed kernels
+/// give, bit for bit, what the scalar int8 kernel gives (the row and panel kernels of
+/// `matmul_with` round the same block sums in another order). They run for every M (one
+/// pass over the weights for M ≤ 3, activation rows 4 at a time over each panel above).
+/// Rows with NaN or infinities and the [`ActivationPrecision::F32`] path give `matmul_with`'s
+/// results bit for bit: they run its exact kernels on the weights converted back to their
+/// format 16 rows at a time, a decode pass the original tensor would not need (keep the
+/// weights [`PackedWeights::unpacked`] for a mostly-f32 workload).
 pub fn matmul_packed(x: Activations<'_>, m: usize, w: &PackedWeights, options: MatmulOptions) -> Result<Vec<f32>> {
     let [n, _] = w.shape();
     let mut y = vec![0.0f32; output_len(m, n)?];

@@ -36,7 +36,7 @@ use std::arch::x86_64::{
     _mm256_cvtph_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
     _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm_cvtsi32_si128,
-    _mm_loadu_si128,
+    _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use aihal_core::Result;
@@ -393,6 +393,9 @@ impl BlockDot for S8 {
     }
 }
 
+/// How far ahead of the block being read the kernels ask for the packed codes.
+const PREFETCH: usize = 1024;
+
 /// Where a kernel reads a panel's scales.
 #[derive(Clone, Copy)]
 enum Scales<'a> {
@@ -446,6 +449,8 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ
         let sw = unsafe { scales.load(g) };
         for b in g * bps..nb.min((g + 1) * bps) {
             let wb = &codes[D::chunk(b)..][..D::CHUNKS];
+            // A hint only (no access): the bytes PREFETCH ahead, in this panel or the next.
+            _mm_prefetch::<_MM_HINT_T0>(wb.as_ptr().cast::<i8>().wrapping_add(PREFETCH));
             let x: [*const i8; R] = std::array::from_fn(|r| a.qs[((row0 + r) * nb + b) * 32..][..32].as_ptr());
             let sums: [i32; R] = std::array::from_fn(|r| a.sums[(row0 + r) * nb + b]);
             // SAFETY: `wb` holds the block's D::CHUNKS chunks; each x[r] has 32 codes (both

@@ -47,7 +47,7 @@ fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, bad: &[usize], 
     let mut x = rng.vec(m * k, -2.0, 2.0);
     for &i in bad.iter().filter(|&&i| i < m) {
         let at = i * k + (rng.next_u64() as usize) % k;
-        x[at] = if rng.next_u64() % 2 == 0 {
+        x[at] = if rng.next_u64().is_multiple_of(2) {
             f32::NAN
         } else {
             f32::INFINITY
@@ -228,4 +228,52 @@ fn bad_input_is_an_error() {
         &matmul_packed(xh.as_slice().into(), 2, &p, int8()).unwrap(),
         &matmul_packed(xw.as_slice().into(), 2, &p, int8()).unwrap(),
     );
+}
+
+#[test]
+fn quant_linear_packs_once_and_answers_the_same() {
+    use crate::QuantLinear;
+    let mut rng = Rng::new(21);
+    for format in packed_formats() {
+        let (n, k, m) = (19, fit_k(format, 300), 5);
+        let w = random_weight(format, n, k, &mut rng);
+        let bias = rng.vec(n, -1.0, 1.0);
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let layer = QuantLinear::new(w.clone(), Some(bias.clone())).unwrap();
+        assert_eq!(layer.packed_weight().is_packed(), packs_here(format), "{format}");
+        let add_bias = |mut y: Vec<f32>| {
+            for row in y.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(&bias) {
+                    *v += b;
+                }
+            }
+            y
+        };
+        // Packed: the generic kernels' bits; unpacked: matmul_with's.
+        let mut generic_y = vec![0.0; m * n];
+        run(generic(), &x, m, &w, ActivationPrecision::Int8, &mut generic_y);
+        let plain_y = matmul_with(x.as_slice().into(), m, &w, int8()).unwrap();
+        let (want_packed, want) = (add_bias(generic_y), add_bias(plain_y));
+        let want_packed = if packs_here(format) { want_packed } else { want.clone() };
+        let got = layer.forward_slice(x.as_slice().into(), m).unwrap();
+        assert_same(&format!("{format} QuantLinear packed"), &got, &want_packed);
+        // The original tensor comes back bit for bit.
+        assert_eq!((layer.weight().data(), layer.weight().scales()), (w.data(), w.scales()));
+        let plain = layer.clone().with_packing(false);
+        assert_eq!(plain.packed_weight().layout_name(), "original");
+        assert_same(
+            &format!("{format} QuantLinear unpacked"),
+            &plain.forward_slice(x.as_slice().into(), m).unwrap(),
+            &want,
+        );
+        let exact = layer.with_activations(ActivationPrecision::F32);
+        assert!(!exact.packed_weight().is_packed());
+        let back = exact.with_activations(ActivationPrecision::Int8);
+        assert_eq!(back.packed_weight().is_packed(), packs_here(format));
+        assert_same(
+            &format!("{format} QuantLinear repacked"),
+            &back.forward_slice(x.as_slice().into(), m).unwrap(),
+            &want_packed,
+        );
+    }
 }
