@@ -21,8 +21,8 @@ mod decode;
 mod kernels;
 mod linear;
 mod matmul;
-mod packed;
 pub mod ops;
+mod packed;
 pub mod reference;
 
 pub use linear::QuantLinear;

@@ -25,9 +25,9 @@ pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fpanel;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_panel;
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_packed;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_panel;
 
 use std::sync::OnceLock;
 
