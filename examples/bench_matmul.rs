@@ -12,11 +12,16 @@
 //! set of at least 4x the L3 size (128 MiB and more), so M = 1 figures are DRAM figures; the
 //! floor is a parallel sum over a 1 GiB buffer with the same rayon pool. Each figure is the
 //! median of several passes over the rotation.
+//!
+//! The `packed` rows run `matmul_packed` over `PackedWeights` built once per matrix before
+//! any timing (the packing is not in the timed region; its one-time cost is printed apart).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aihal_cpu::{matmul_into, reference, ActivationPrecision, Activations, MatmulOptions};
+use aihal_cpu::{
+    matmul_into, matmul_packed_into, reference, ActivationPrecision, Activations, MatmulOptions, PackedWeights,
+};
 use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -150,12 +155,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             candle.push((format!("candle {dtype:?}"), bytes, mats));
         }
         let mut weights = Vec::new();
+        let mut packed = Vec::new();
         for &format in &ours {
             let q = quantize(format, &w, &[n, k])?;
             let bytes = q.storage_bytes();
             let copies = WORKING_SET.div_ceil(bytes) + 1;
+            let t = Instant::now();
+            let p = PackedWeights::new(&q)?;
+            let once = t.elapsed();
+            if p.is_packed() {
+                println!(
+                    "packing {n} x {k} {format} once: {:.1} ms ({}, {} bytes, original {bytes}); not timed below",
+                    once.as_secs_f64() * 1e3,
+                    p.layout_name(),
+                    p.storage_bytes(),
+                );
+                let copies: Vec<PackedWeights> =
+                    (0..copies).map(|_| PackedWeights::new(&q)).collect::<Result<_, _>>()?;
+                packed.push((format, p.storage_bytes(), copies));
+            }
             weights.push((format, bytes, vec![q; copies]));
         }
+        println!();
         for &m in &ms {
             let x = rng.vec(m * k);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
@@ -200,6 +221,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         bytes: *bytes,
                     });
                 }
+            }
+            for (format, bytes, mats) in &packed {
+                let options = MatmulOptions::default();
+                matmul_packed_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
+                check(&x, m, &mats[0].to_quantized(), &y, ActivationPrecision::Int8)?;
+                let s = time_rotating(mats.len(), budget, |i| {
+                    matmul_packed_into(Activations::F32(black_box(&x)), m, &mats[i], options, &mut y).expect("matmul");
+                    black_box(&y);
+                });
+                rows.push(Row {
+                    name: format!("aihal {format} packed (x int8)"),
+                    seconds: s,
+                    bytes: *bytes,
+                });
             }
             let peer = |i: usize| rows[i].seconds;
             for r in &rows {
