@@ -1,15 +1,16 @@
 //! [`PackedWeights`]: a weight matrix repacked once for this CPU's int8-activation kernels,
 //! and [`matmul_packed`] over it.
 
-use aihal_core::{CoreError, Result};
+use aihal_core::Result;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
-use rayon::prelude::*;
 
 use crate::decode::check_matmul;
-use crate::kernels::{self, ActQ8, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS};
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::{x86_packed, PANEL};
-use crate::matmul::{matmul_into, output_len, ActivationPrecision, Activations, MatmulOptions};
+use crate::kernels::x86_packed;
+use crate::matmul::{matmul_into, output_len, Activations, MatmulOptions};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// A weight matrix `[N, K]` repacked once for the int8-activation kernels of this CPU, so that
 /// no call decodes or repacks it again.
@@ -169,7 +170,7 @@ impl PackedWeights {
 /// give, bit for bit, what the scalar int8 kernel gives (the row and panel kernels of
 /// `matmul_with` round the same block sums in another order). They run for every M (one
 /// pass over the weights for M ≤ 3, activation rows 4 at a time over each panel above).
-/// Rows with NaN or infinities and the [`ActivationPrecision::F32`] path give `matmul_with`'s
+/// Rows with NaN or infinities and the [`ActivationPrecision::F32`](crate::ActivationPrecision::F32) path give `matmul_with`'s
 /// results bit for bit: they run its exact kernels on the weights converted back to their
 /// format 16 rows at a time, a decode pass the original tensor would not need (keep the
 /// weights [`PackedWeights::unpacked`] for a mostly-f32 workload).
@@ -191,145 +192,7 @@ pub fn matmul_packed_into(
     match &w.inner {
         Inner::Original(t) => matmul_into(x, m, t, options, out),
         #[cfg(target_arch = "x86_64")]
-        Inner::Avx2(p) => {
-            let (n, k) = (p.n, p.k);
-            let want = m.checked_mul(k).ok_or_else(|| {
-                CoreError::invalid_input(format!("matmul activations: {m} rows of {k} values overflow"))
-            })?;
-            if x.len() != want {
-                return Err(CoreError::shape_mismatch(
-                    format!("matmul activations x ([M = {m}, K = {k}] row-major)"),
-                    [want],
-                    [x.len()],
-                ));
-            }
-            let want = output_len(m, n)?;
-            if out.len() != want {
-                return Err(CoreError::shape_mismatch("matmul output [M, N]", [want], [out.len()]));
-            }
-            let x = x.to_f32();
-            run_avx2(p, &x, m, options.activations, out);
-            Ok(())
-        }
-    }
-}
-
-/// Validated inputs over AVX2 panels.
-#[cfg(target_arch = "x86_64")]
-fn run_avx2(w: &x86_packed::Packed, x: &[f32], m: usize, precision: ActivationPrecision, out: &mut [f32]) {
-    let (n, k) = (w.n, w.k);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // One output row per weight row (`yt` is [N, m]), so that threads own disjoint slices.
-    let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
-    let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
-    let threads = rayon::current_num_threads().max(1);
-    match precision {
-        ActivationPrecision::F32 => {
-            let per_task = n.div_ceil(threads * 4).next_multiple_of(EXACT_PANEL).max(EXACT_PANEL);
-            yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
-                let mut tile = Tile::default();
-                for (t, ytile) in ych.chunks_mut(EXACT_PANEL * m).enumerate() {
-                    let n0 = c * per_task + t * EXACT_PANEL;
-                    tile.exact(w, n0, ytile.len() / m, x, m, (0..m).map(|i| (i, true)), ytile);
-                }
-            });
-        }
-        ActivationPrecision::Int8 => {
-            let a = ActQ8::quantize(x, m, k);
-            let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
-            yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
-                let mut tile = Tile::default();
-                for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
-                    let p = (c * per_task) / PANEL + t;
-                    let cols = ytile.len() / m;
-                    x86_packed::panel(w, p, cols, &a, ytile);
-                    // Rows with NaN or infinities take the exact path, as everywhere.
-                    if a.non_finite.contains(&true) {
-                        let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
-                        tile.exact(w, p * PANEL, cols, x, m, rows, ytile);
-                    }
-                }
-            });
-        }
-    }
-    if m > 1 {
-        for (j, col) in transposed.chunks_exact(m).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                out[i * n + j] = v;
-            }
-        }
-    }
-}
-
-/// Reused buffers for rows converted back to their format.
-#[cfg(target_arch = "x86_64")]
-#[derive(Default)]
-struct Tile {
-    data: Vec<u8>,
-    scales: Vec<f32>,
-    panel: Panel,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Tile {
-    /// The exact path for weight rows `n0 .. n0 + cols` (`n0` a multiple of 8, `cols <= 16`)
-    /// and the activation rows `i` flagged in `rows`, written to `yt[j * m + i]`: the kernels
-    /// and row grouping [`matmul_with`](crate::matmul_with) uses on the f32 path, on these
-    /// rows converted back to their format.
-    #[allow(clippy::too_many_arguments)]
-    fn exact(
-        &mut self,
-        w: &x86_packed::Packed,
-        n0: usize,
-        cols: usize,
-        x: &[f32],
-        m: usize,
-        rows: impl Iterator<Item = (usize, bool)>,
-        yt: &mut [f32],
-    ) {
-        let k = w.k;
-        let tile = w.unpack_rows(
-            n0,
-            cols,
-            std::mem::take(&mut self.data),
-            std::mem::take(&mut self.scales),
-        );
-        let set = kernels::best();
-        let exact = (set.exact)(w.format);
-        let rows: Vec<usize> = rows.filter_map(|(i, on)| on.then_some(i)).collect();
-        let all = rows.len() == m;
-        match (set.exact_panel)(w.format).filter(|_| all && m >= EXACT_PANEL_MIN_ROWS) {
-            // SAFETY: the kernels come from the table detected for this CPU for the tile's
-            // format; the tile is a valid [cols, K] tensor of that format (checked by
-            // `from_parts`); x holds m rows of K; yt holds cols * m values; cols <= 16.
-            Some(p) => unsafe { p(&tile, 0, cols, x, m, &mut self.panel, yt) },
-            None if all => {
-                for j in 0..cols {
-                    let mut i0 = 0;
-                    while i0 < m {
-                        let r = MAX_ROWS.min(m - i0);
-                        let dst = &mut yt[j * m + i0..j * m + i0 + r];
-                        // SAFETY: as above; rows i0 .. i0 + r of x exist, dst holds r values.
-                        unsafe { exact(&tile, j, &x[i0 * k..(i0 + r) * k], r, dst) };
-                        i0 += r;
-                    }
-                }
-            }
-            None => {
-                for j in 0..cols {
-                    for &i in &rows {
-                        let dst = std::slice::from_mut(&mut yt[j * m + i]);
-                        // SAFETY: as above, for the single row i of x.
-                        unsafe { exact(&tile, j, &x[i * k..(i + 1) * k], 1, dst) };
-                    }
-                }
-            }
-        }
-        let (_, _, data, scales) = tile.into_parts();
-        self.data = data;
-        self.scales = scales;
+        Inner::Avx2(p) => avx2::run(p, x, m, options.activations, out),
     }
 }
 
