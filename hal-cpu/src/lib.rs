@@ -9,6 +9,9 @@
 //!   chosen once per process from what the CPU reports at run time (AVX2/FMA/F16C on x86_64,
 //!   NEON with dotprod on aarch64), threads over the output features with rayon. Results do
 //!   not depend on the number of threads.
+//! - [`PackedWeights`] and [`matmul_packed`]: a weight repacked once for this CPU's
+//!   int8-activation kernels (panels of 8 rows at the format's own bit width), so that no
+//!   call decodes or repacks it again; [`QuantLinear`] holds its weight this way.
 // Tests compare floats exactly on purpose: the fixed-order reference is deterministic.
 #![cfg_attr(test, allow(clippy::float_cmp))]
 #![deny(
