@@ -436,29 +436,38 @@ impl Scales<'_> {
 #[inline]
 unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ8, row0: usize) -> [[f32; PANEL]; R] {
     let nb = w.nb;
-    assert!(a.nb == nb && (row0 + R) * nb <= a.d.len() && (row0 + R) * nb * 32 <= a.qs.len());
+    assert!(a.nb == nb);
     let codes = &w.codes[p * w.panel_chunks..(p + 1) * w.panel_chunks];
     let scales = match w.kind {
         Kind::Int8 { .. } => Scales::F32(&w.scales32[p * w.groups * PANEL..(p + 1) * w.groups * PANEL]),
         _ => Scales::F16(&w.scales16[p * w.groups * PANEL..(p + 1) * w.groups * PANEL]),
     };
     let bps = w.kind.blocks_per_scale(nb);
+    // Each activation row's codes, scales and block sums, sliced once.
+    let qs: [&[i8]; R] = std::array::from_fn(|r| &a.qs[(row0 + r) * nb * 32..][..nb * 32]);
+    let ds: [&[f32]; R] = std::array::from_fn(|r| &a.d[(row0 + r) * nb..][..nb]);
+    let ss: [&[i32]; R] = std::array::from_fn(|r| &a.sums[(row0 + r) * nb..][..nb]);
+    // `D::chunk` grows with the block, so the last block bounds every block's chunks.
+    assert!(nb == 0 || D::chunk(nb - 1) + D::CHUNKS <= codes.len());
+    let cp = codes.as_ptr().cast::<u8>();
     let mut accf = [_mm256_setzero_ps(); R];
     for g in 0..w.groups {
         // SAFETY: g < groups; the features are enabled here.
         let sw = unsafe { scales.load(g) };
         for b in g * bps..nb.min((g + 1) * bps) {
-            let wb = &codes[D::chunk(b)..][..D::CHUNKS];
+            // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
+            // inside each row of `qs` (nb * 32 long).
+            let wb = cp.wrapping_add(32 * D::chunk(b));
+            let x: [*const i8; R] = std::array::from_fn(|r| qs[r].as_ptr().wrapping_add(32 * b));
             // A hint only (no access): the bytes PREFETCH ahead, in this panel or the next.
-            _mm_prefetch::<_MM_HINT_T0>(wb.as_ptr().cast::<i8>().wrapping_add(PREFETCH));
-            let x: [*const i8; R] = std::array::from_fn(|r| a.qs[((row0 + r) * nb + b) * 32..][..32].as_ptr());
-            let sums: [i32; R] = std::array::from_fn(|r| a.sums[(row0 + r) * nb + b]);
-            // SAFETY: `wb` holds the block's D::CHUNKS chunks; each x[r] has 32 codes (both
-            // sliced above).
-            let dots = unsafe { D::dot::<R>(wb.as_ptr().cast(), b, x, sums) };
+            _mm_prefetch::<_MM_HINT_T0>(wb.cast::<i8>().wrapping_add(PREFETCH));
+            let sums: [i32; R] = std::array::from_fn(|r| ss[r][b]);
+            // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
+            // (above).
+            let dots = unsafe { D::dot::<R>(wb, b, x, sums) };
             for r in 0..R {
                 // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-                let s = _mm256_mul_ps(sw, _mm256_set1_ps(a.d[(row0 + r) * nb + b]));
+                let s = _mm256_mul_ps(sw, _mm256_set1_ps(ds[r][b]));
                 accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
             }
         }
