@@ -40,6 +40,7 @@ pub mod bnb;
 pub mod format;
 pub mod fp8;
 pub mod ggml;
+pub mod gguf;
 mod interop;
 pub mod io;
 mod linear;
@@ -51,6 +52,7 @@ mod tensor;
 mod validate;
 
 pub use format::QuantFormat;
+pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use interop::{read_gguf_tensor, Quantizer};
 pub use linear::TERNARY_EPS;
 pub use ops::{dequantize, dequantize_into, quantize, quantize_with, NonFinitePolicy};
