@@ -2,8 +2,11 @@
 //! (`tests/fixtures/gen_gguf_fixture.py`): tensors byte for byte as the writer was handed
 //! them, TQ2_0 equal to our own quantization of the same input, Q4_0 / Q8_0 / F32 and all
 //! metadata equal to what candle 0.11's reader makes of the same file, metadata values as
-//! written. Malformed headers are in `tests/gguf_hostile.rs`.
+//! written. Malformed files are in `tests/gguf/hostile.rs`.
 #![allow(clippy::float_cmp)] // exact values are the point
+
+#[path = "gguf/hostile.rs"]
+mod hostile;
 
 use std::fs::File;
 use std::io::{Cursor, Seek};
@@ -79,7 +82,11 @@ fn every_tensor_reads_back_byte_for_byte() {
     let (gguf, mut f) = open("mixed.gguf");
     assert_eq!(gguf.version(), 3);
     assert_eq!(gguf.alignment(), 32);
-    let names: Vec<&str> = gguf.tensors().iter().map(aihal_quantize::GgufTensorInfo::name).collect();
+    let names: Vec<&str> = gguf
+        .tensors()
+        .iter()
+        .map(aihal_quantize::GgufTensorInfo::name)
+        .collect();
     let want_names: Vec<&str> = want.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, want_names, "tensors in file order");
     assert_eq!(gguf.tensors()[0].file_offset(), gguf.data_offset());
