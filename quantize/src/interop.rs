@@ -142,6 +142,11 @@ impl QuantizedTensor {
 
 /// Reads tensor `name` of a GGUF file whose header candle parsed, without re-quantization.
 ///
+/// Prefer [`GgufFile`](crate::GgufFile), this crate's own reader: candle's
+/// `gguf_file::Content::read` rejects a whole file when one tensor has a type candle does
+/// not know (TQ2_0 among them), and `GgufFile` also reads TQ2_0. This function remains for
+/// callers who already hold candle's parsed header.
+///
 /// `content` is the file's header (`gguf_file::Content::read`). Q4_0 and Q8_0 tensors are
 /// supported; a missing tensor, a shape whose size overflows or does not divide into
 /// blocks, data past the end of the file, or another type is an error. The bytes are read
