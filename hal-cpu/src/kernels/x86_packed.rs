@@ -36,11 +36,12 @@ use std::arch::x86_64::{
     _mm256_cvtph_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
     _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm_cvtsi32_si128,
-    _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm_loadu_si128,
 };
 
 use aihal_core::Result;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
+use rayon::prelude::*;
 
 use super::{ActQ8, PANEL};
 use crate::decode::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
@@ -127,8 +128,14 @@ pub(crate) struct Packed {
 
 /// Copies 4 bytes of `src` at `from` (zero past its end) into lane `j` of `chunk`.
 fn put4(chunk: &mut Chunk, j: usize, src: &[u8], from: usize) {
-    for t in 0..4 {
-        chunk.0[4 * j + t] = src.get(from + t).copied().unwrap_or(0);
+    let dst = &mut chunk.0[4 * j..4 * j + 4];
+    match src.get(from..from + 4) {
+        Some(s) => dst.copy_from_slice(s),
+        None => {
+            for (t, d) in dst.iter_mut().enumerate() {
+                *d = src.get(from + t).copied().unwrap_or(0);
+            }
+        }
     }
 }
 
@@ -157,41 +164,58 @@ impl Packed {
             _ => scales16.resize(panels * groups * PANEL, 0),
         }
         let data = w.data();
-        for row in 0..n {
-            let (p, j) = (row / PANEL, row % PANEL);
-            let pc = &mut codes[p * panel_chunks..(p + 1) * panel_chunks];
-            let sbase = p * groups * PANEL + j;
-            match kind {
-                Kind::Q4_0 | Kind::Q8_0 => {
-                    let (bytes, cpb) = if kind == Kind::Q4_0 {
-                        (Q4_0_BLOCK_BYTES, 4)
-                    } else {
-                        (Q8_0_BLOCK_BYTES, 8)
-                    };
-                    for b in 0..nb {
-                        let blk = &data[(row * nb + b) * bytes..][..bytes];
-                        for c in 0..cpb {
-                            put4(&mut pc[b * cpb + c], j, &blk[2..], 4 * c);
+        // Codes: whole panels in parallel (each a disjoint slice of `codes`).
+        codes.par_chunks_mut(panel_chunks).enumerate().for_each(|(p, pc)| {
+            for row in p * PANEL..n.min((p + 1) * PANEL) {
+                let j = row % PANEL;
+                match kind {
+                    Kind::Q4_0 | Kind::Q8_0 => {
+                        let (bytes, cpb) = if kind == Kind::Q4_0 {
+                            (Q4_0_BLOCK_BYTES, 4)
+                        } else {
+                            (Q8_0_BLOCK_BYTES, 8)
+                        };
+                        let row_bytes = &data[row * nb * bytes..(row + 1) * nb * bytes];
+                        for (b, blk) in row_bytes.chunks_exact(bytes).enumerate() {
+                            for c in 0..cpb {
+                                put4(&mut pc[b * cpb + c], j, &blk[2..], 4 * c);
+                            }
                         }
-                        scales16[sbase + b * PANEL] = u16::from_le_bytes([blk[0], blk[1]]);
+                    }
+                    Kind::Tq2_0 => {
+                        let row_bytes =
+                            &data[row * (nb / 8) * TQ2_0_BLOCK_BYTES..(row + 1) * (nb / 8) * TQ2_0_BLOCK_BYTES];
+                        for (sb, blk) in row_bytes.chunks_exact(TQ2_0_BLOCK_BYTES).enumerate() {
+                            for c in 0..16 {
+                                put4(&mut pc[sb * 16 + c], j, &blk[..64], 4 * c);
+                            }
+                        }
+                    }
+                    Kind::Int8 { .. } => {
+                        let codes_row = &data[row * k..(row + 1) * k];
+                        for (c, chunk) in pc.iter_mut().enumerate() {
+                            put4(chunk, j, codes_row, 4 * c);
+                        }
                     }
                 }
-                Kind::Tq2_0 => {
-                    for sb in 0..nb / 8 {
-                        let blk = &data[(row * (nb / 8) + sb) * TQ2_0_BLOCK_BYTES..][..TQ2_0_BLOCK_BYTES];
-                        for c in 0..16 {
-                            put4(&mut pc[sb * 16 + c], j, &blk[..64], 4 * c);
-                        }
-                        scales16[sbase + sb * PANEL] = u16::from_le_bytes([blk[64], blk[65]]);
+            }
+        });
+        // Scales: the 8 rows of a panel's group side by side.
+        for row in 0..n {
+            let sbase = (row / PANEL) * groups * PANEL + row % PANEL;
+            match kind {
+                Kind::Q4_0 | Kind::Q8_0 | Kind::Tq2_0 => {
+                    let (bytes, at) = match kind {
+                        Kind::Q4_0 => (Q4_0_BLOCK_BYTES, 0),
+                        Kind::Q8_0 => (Q8_0_BLOCK_BYTES, 0),
+                        _ => (TQ2_0_BLOCK_BYTES, 64),
+                    };
+                    let row_bytes = &data[row * groups * bytes..(row + 1) * groups * bytes];
+                    for (g, blk) in row_bytes.chunks_exact(bytes).enumerate() {
+                        scales16[sbase + g * PANEL] = u16::from_le_bytes([blk[at], blk[at + 1]]);
                     }
                 }
                 Kind::Int8 { .. } => {
-                    let codes_row = &data[row * k..(row + 1) * k];
-                    for b in 0..nb {
-                        for c in 0..8 {
-                            put4(&mut pc[b * 8 + c], j, codes_row, 32 * b + 4 * c);
-                        }
-                    }
                     for g in 0..groups {
                         scales32[sbase + g * PANEL] = w.scales()[row * groups + g];
                     }
@@ -393,9 +417,6 @@ impl BlockDot for S8 {
     }
 }
 
-/// How far ahead of the block being read the kernels ask for the packed codes.
-const PREFETCH: usize = 1024;
-
 /// Where a kernel reads a panel's scales.
 #[derive(Clone, Copy)]
 enum Scales<'a> {
@@ -459,8 +480,6 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ
             // inside each row of `qs` (nb * 32 long).
             let wb = cp.wrapping_add(32 * D::chunk(b));
             let x: [*const i8; R] = std::array::from_fn(|r| qs[r].as_ptr().wrapping_add(32 * b));
-            // A hint only (no access): the bytes PREFETCH ahead, in this panel or the next.
-            _mm_prefetch::<_MM_HINT_T0>(wb.cast::<i8>().wrapping_add(PREFETCH));
             let sums: [i32; R] = std::array::from_fn(|r| ss[r][b]);
             // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
             // (above).
