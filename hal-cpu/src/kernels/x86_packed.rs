@@ -165,41 +165,44 @@ impl Packed {
         }
         let data = w.data();
         // Codes: whole panels in parallel (each a disjoint slice of `codes`).
-        codes.par_chunks_mut(panel_chunks).enumerate().for_each(|(p, pc)| {
-            for row in p * PANEL..n.min((p + 1) * PANEL) {
-                let j = row % PANEL;
-                match kind {
-                    Kind::Q4_0 | Kind::Q8_0 => {
-                        let (bytes, cpb) = if kind == Kind::Q4_0 {
-                            (Q4_0_BLOCK_BYTES, 4)
-                        } else {
-                            (Q8_0_BLOCK_BYTES, 8)
-                        };
-                        let row_bytes = &data[row * nb * bytes..(row + 1) * nb * bytes];
-                        for (b, blk) in row_bytes.chunks_exact(bytes).enumerate() {
-                            for c in 0..cpb {
-                                put4(&mut pc[b * cpb + c], j, &blk[2..], 4 * c);
+        codes
+            .par_chunks_mut(panel_chunks.max(1))
+            .enumerate()
+            .for_each(|(p, pc)| {
+                for row in p * PANEL..n.min((p + 1) * PANEL) {
+                    let j = row % PANEL;
+                    match kind {
+                        Kind::Q4_0 | Kind::Q8_0 => {
+                            let (bytes, cpb) = if kind == Kind::Q4_0 {
+                                (Q4_0_BLOCK_BYTES, 4)
+                            } else {
+                                (Q8_0_BLOCK_BYTES, 8)
+                            };
+                            let row_bytes = &data[row * nb * bytes..(row + 1) * nb * bytes];
+                            for (b, blk) in row_bytes.chunks_exact(bytes).enumerate() {
+                                for c in 0..cpb {
+                                    put4(&mut pc[b * cpb + c], j, &blk[2..], 4 * c);
+                                }
                             }
                         }
-                    }
-                    Kind::Tq2_0 => {
-                        let row_bytes =
-                            &data[row * (nb / 8) * TQ2_0_BLOCK_BYTES..(row + 1) * (nb / 8) * TQ2_0_BLOCK_BYTES];
-                        for (sb, blk) in row_bytes.chunks_exact(TQ2_0_BLOCK_BYTES).enumerate() {
-                            for c in 0..16 {
-                                put4(&mut pc[sb * 16 + c], j, &blk[..64], 4 * c);
+                        Kind::Tq2_0 => {
+                            let row_bytes =
+                                &data[row * (nb / 8) * TQ2_0_BLOCK_BYTES..(row + 1) * (nb / 8) * TQ2_0_BLOCK_BYTES];
+                            for (sb, blk) in row_bytes.chunks_exact(TQ2_0_BLOCK_BYTES).enumerate() {
+                                for c in 0..16 {
+                                    put4(&mut pc[sb * 16 + c], j, &blk[..64], 4 * c);
+                                }
                             }
                         }
-                    }
-                    Kind::Int8 { .. } => {
-                        let codes_row = &data[row * k..(row + 1) * k];
-                        for (c, chunk) in pc.iter_mut().enumerate() {
-                            put4(chunk, j, codes_row, 4 * c);
+                        Kind::Int8 { .. } => {
+                            let codes_row = &data[row * k..(row + 1) * k];
+                            for (c, chunk) in pc.iter_mut().enumerate() {
+                                put4(chunk, j, codes_row, 4 * c);
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
         // Scales: the 8 rows of a panel's group side by side.
         for row in 0..n {
             let sbase = (row / PANEL) * groups * PANEL + row % PANEL;

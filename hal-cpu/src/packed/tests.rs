@@ -217,6 +217,17 @@ fn bad_input_is_an_error() {
     let w3 = QuantizedTensor::from_parts(format, vec![3, 3, 64], data, scales).unwrap();
     assert!(matches!(PackedWeights::new(&w3), Err(CoreError::InvalidInput(_))));
     assert!(PackedWeights::unpacked(w3).is_err());
+    // Empty matrices: K = 0 answers zeros, N = 0 nothing.
+    let empty_k = QuantizedTensor::from_parts(QuantFormat::Int8PerChannel, vec![3, 0], vec![], vec![]).unwrap();
+    let p0 = PackedWeights::new(&empty_k).unwrap();
+    assert_eq!(
+        matmul_packed(crate::Activations::F32(&[]), 2, &p0, int8()).unwrap(),
+        [0.0; 6]
+    );
+    assert_eq!(p0.to_quantized().shape(), [3, 0]);
+    let empty_n = QuantizedTensor::from_parts(QuantFormat::Q4_0, vec![0, 32], vec![], vec![]).unwrap();
+    let p0 = PackedWeights::new(&empty_n).unwrap();
+    assert!(matmul_packed(x[..64].into(), 2, &p0, int8()).unwrap().is_empty());
     // M = 0 and f16 / bf16 activations.
     assert!(matmul_packed(crate::Activations::F32(&[]), 0, &p, int8())
         .unwrap()
