@@ -154,6 +154,8 @@ fn layouts_keep_the_bit_width() {
         // 16 rows are two whole panels: not one byte more than the original.
         assert_eq!(p.storage_bytes(), w.storage_bytes(), "{format}");
         assert!(p.as_quantized().is_none());
+        let shown = format!("{p:?}");
+        assert!(shown.contains(p.layout_name()) && shown.len() < 200, "{shown}");
     }
     let nf4 = random_weight(
         QuantFormat::Nf4 {
