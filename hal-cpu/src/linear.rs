@@ -48,7 +48,8 @@ pub struct QuantLinear {
 
 impl QuantLinear {
     /// A layer over `weight` (`[out_features, in_features]`, any format) and an optional f32
-    /// bias of `out_features` values.
+    /// bias of `out_features` values. The weight is packed here, once, where this CPU has a
+    /// packed layout for its format (see the type's docs).
     pub fn new(weight: QuantizedTensor, bias: Option<Vec<f32>>) -> Result<Self> {
         let (n, _) = check_matmul(0, 0, &weight)?;
         if let Some(b) = &bias {
