@@ -12,6 +12,21 @@ use half::f16;
 /// kernels and the quantizer can never disagree.
 pub(crate) use aihal_quantize::nf4::NF4_CODE as NF4_LEVELS;
 
+/// The NF4 levels on the int8 grid of the int8-activation path: `round(127 * level)`, so a
+/// weight of code `c` in a block with absmax `a` counts as `NF4_I8[c] * (a / 127)`. Each
+/// entry is within 0.47 of `127 * level`: each weight moves by at most 0.0037 of its block's
+/// absmax, against up to 0.152 for the NF4 rounding itself.
+pub(crate) const NF4_I8: [i8; 16] = {
+    let mut t = [0i8; 16];
+    let mut i = 0;
+    while i < 16 {
+        // In range: every level is in [-1, 1].
+        t[i] = (127.0 * NF4_LEVELS[i]).round() as i8;
+        i += 1;
+    }
+    t
+};
+
 /// FP8 decode tables (every byte's value), shared with aihal-quantize's codecs.
 use aihal_quantize::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
 
@@ -191,6 +206,17 @@ mod tests {
     fn nf4_levels_are_sorted_and_span_minus_one_to_one() {
         assert!(NF4_LEVELS.windows(2).all(|p| p[0] < p[1]));
         assert_eq!((NF4_LEVELS[0], NF4_LEVELS[7], NF4_LEVELS[15]), (-1.0, 0.0, 1.0));
+    }
+
+    #[test]
+    fn nf4_int8_levels_round_the_code_book() {
+        assert_eq!(
+            NF4_I8,
+            [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]
+        );
+        for (&q, &l) in NF4_I8.iter().zip(&NF4_LEVELS) {
+            assert!((f32::from(q) - 127.0 * l).abs() <= 0.47, "{q} vs {l}");
+        }
     }
 
     #[test]

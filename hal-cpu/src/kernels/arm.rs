@@ -1,21 +1,22 @@
 //! aarch64 kernels: NEON (every aarch64 CPU), with the int8 dot product (`sdot`, FEAT_DotProd:
 //! Cortex-A55/A76 and later) where the CPU reports it.
 //!
-//! Q8_0, Q4_0 and int8 weights are decoded in registers on both paths; the other formats use
-//! the scalar decode of 32 values at a time with NEON dot products.
+//! Q8_0, Q4_0, TQ2_0 and int8 weights are decoded in registers on both paths, NF4 on the
+//! int8-activation path (`tbl` on its int8 levels); the other formats, and NF4 on the f32
+//! path, use the scalar decode of 32 values at a time with NEON dot products.
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32,
-    vdupq_n_s32, vdupq_n_s8, vdupq_n_u8, vfmaq_f32, vget_high_s16, vget_high_s8, vget_low_s16, vget_low_s8, vld1q_f32,
-    vld1q_s8, vld1q_u8, vmovl_s16, vmovl_s8, vmull_s8, vmulq_n_f32, vpaddlq_s16, vreinterpretq_s8_u8, vshlq_u8,
-    vshrq_n_u8, vsubq_s8,
+    vdupq_n_s32, vdupq_n_s8, vdupq_n_u8, vfmaq_f32, vfmaq_n_f32, vget_high_s16, vget_high_s8, vget_low_s16,
+    vget_low_s8, vld1q_f32, vld1q_s8, vld1q_u8, vmovl_s16, vmovl_s8, vmull_s8, vmulq_n_f32, vpaddlq_s16, vqtbl1q_s8,
+    vreinterpretq_s8_u8, vshlq_u8, vshrq_n_u8, vsubq_s8, vzip1q_u8, vzip2q_u8,
 };
 use std::arch::asm;
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::decode::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 /// `neon+dotprod` when the CPU has the int8 dot product, else `neon`.
 pub(crate) fn detect() -> Option<&'static Kernels> {
@@ -63,6 +64,7 @@ fn q8_for<const DOT: bool>(format: QuantFormat) -> Option<Q8Fn> {
         QuantFormat::Tq2_0 => Some(q8_tq2_0::<DOT>),
         QuantFormat::Int8PerChannel => Some(q8_int8::<DOT>),
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(q8_int8::<DOT>),
+        QuantFormat::Nf4 { block_size, .. } if block_size.is_multiple_of(32) => Some(q8_nf4::<DOT>),
         _ => None,
     }
 }
@@ -204,9 +206,69 @@ fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
         }
         _ => Int8Row {
             codes,
-            scales: &w.scales()[n..=n],
+            // Empty when K = 0 (no scales are stored then, and none is read).
+            scales: w.scales().get(n..=n).unwrap_or_default(),
             blocks_per_scale: 0,
         },
+    }
+}
+
+/// An NF4 row whose start is 32-aligned in the flattened tensor (`K % 32 == 0`), so each block
+/// of 32 lies inside one absmax block (block sizes are powers of two >= 32): codes as their
+/// [`NF4_I8`] levels (`tbl`), the scale `absmax / 127`, the arithmetic of
+/// [`generic::q8_nf4`](super::generic::q8_nf4).
+struct Nf4Row<'a> {
+    bytes: &'a [u8],
+    scales: &'a [f32],
+    first: usize,
+    /// log2 of the block size (a power of two).
+    block_shift: u32,
+}
+impl Row for Nf4Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.bytes.len() / 16
+    }
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (int8x16_t, int8x16_t, f32) {
+        let src = &self.bytes[16 * b..][..16];
+        // SAFETY: `src` has 16 bytes, NF4_I8 16 codes.
+        let (v, table) = unsafe { (vld1q_u8(src.as_ptr()), vld1q_s8(NF4_I8.as_ptr())) };
+        // Value 2i is the high nibble of byte i, value 2i + 1 its low nibble.
+        let hi = vshrq_n_u8(v, 4);
+        let lo = vandq_u8(v, vdupq_n_u8(0x0F));
+        let s = self.scales[(self.first + 32 * b) >> self.block_shift] / 127.0;
+        (
+            vqtbl1q_s8(table, vzip1q_u8(hi, lo)),
+            vqtbl1q_s8(table, vzip2q_u8(hi, lo)),
+            s,
+        )
+    }
+}
+
+/// Row `n` of an NF4 tensor whose rows are 32-aligned (`K % 32 == 0`), else `None`.
+fn nf4_row(w: &QuantizedTensor, n: usize) -> Option<Nf4Row<'_>> {
+    let k = w.row_len();
+    let QuantFormat::Nf4 { block_size, .. } = w.format() else {
+        return None;
+    };
+    k.is_multiple_of(32).then(|| Nf4Row {
+        bytes: &w.data()[n * k / 2..(n + 1) * k / 2],
+        scales: w.scales(),
+        first: n * k,
+        block_shift: block_size.trailing_zeros(),
+    })
+}
+
+/// # Safety
+/// See [`Q8Fn`]; FEAT_DotProd when `DOT`.
+#[target_feature(enable = "neon")]
+unsafe fn q8_nf4<const DOT: bool>(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    match nf4_row(w, n) {
+        // SAFETY: forwarded from the caller (the Q8Fn contract).
+        Some(row) => unsafe { q8_any::<DOT>(&row, a, row0, rows, out) },
+        // Rows that start inside a block of 32 (K % 32 != 0): the scalar definition.
+        None => super::generic::q8_nf4(w, n, a, row0, rows, out),
     }
 }
 
@@ -281,7 +343,9 @@ unsafe fn q8_rows<const R: usize, const DOT: bool>(row: &impl Row, a: &ActQ8, ro
             let x = &qs[(r * nb + b) * 32..][..32];
             // SAFETY: `x` has 32 codes; the features are enabled by the caller.
             let p = unsafe { idot::<DOT>(w0, w1, vld1q_s8(x.as_ptr()), vld1q_s8(x.as_ptr().add(16))) };
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(p), vdupq_n_f32(dw * ds[r * nb + b]));
+            // `dx · isum` first: it stays normal for tiny (subnormal) activations, where
+            // `dw · dx` could underflow.
+            *acc = vfmaq_n_f32(*acc, vmulq_n_f32(vcvtq_f32_s32(p), ds[r * nb + b]), dw);
         }
     };
     for b in 0..full {

@@ -5,7 +5,7 @@
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::decode::{decode_row_into, f16_at, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::decode::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "generic",
@@ -43,14 +43,18 @@ pub(crate) fn exact(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: 
 
 /// The int8-activation kernel of a format, if it has integer codes in blocks of 32.
 pub(crate) fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
-    has_q8(format).then_some(q8 as Q8Fn)
+    match format {
+        QuantFormat::Nf4 { .. } if has_q8(format) => Some(q8_nf4 as Q8Fn),
+        _ => has_q8(format).then_some(q8 as Q8Fn),
+    }
 }
 
 /// Whether `format` has an int8-activation path.
 pub(crate) fn has_q8(format: QuantFormat) -> bool {
     match format {
         QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Tq2_0 | QuantFormat::Int8PerChannel => true,
-        QuantFormat::Int8PerBlock { block_size } => block_size.is_multiple_of(32),
+        // NF4 block sizes are powers of two from 32 (validated by aihal-quantize).
+        QuantFormat::Int8PerBlock { block_size } | QuantFormat::Nf4 { block_size, .. } => block_size.is_multiple_of(32),
         _ => false,
     }
 }
@@ -113,6 +117,51 @@ fn q8(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &
             let q = &a.qs[(i * nb + b) * 32..][..32];
             let isum: i32 = codes.iter().zip(q).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
             *acc += ws * a.d[i * nb + b] * isum as f32;
+        }
+    }
+    out[..rows].copy_from_slice(&acc[..rows]);
+}
+
+/// The int8-activation kernel of NF4, the definition the SIMD kernels follow: each code `c`
+/// counts as the integer level [`NF4_I8`]`[c]` (`round(127 * level)`), each run of values that
+/// shares an absmax block and a block of 32 activations gives an exact integer dot product
+/// `isum`, and `out[r] = Σ (absmax / 127) * (d_x * isum)` in increasing `k`. (`d_x * isum`
+/// first: `absmax / 127 * d_x` underflows for subnormal activations and small absmax, `d_x *
+/// isum` stays normal.)
+///
+/// NF4 blocks run over the flattened tensor and hold at least 32 values (a power of two), so
+/// when `K % 32 == 0` each block of 32 lies in one absmax block; otherwise a block of 32 may
+/// straddle two, and is summed in two runs. Values past `K` count as zero. Slice lengths are
+/// checked by indexing.
+pub(crate) fn q8_nf4(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let QuantFormat::Nf4 { block_size, .. } = w.format() else {
+        out[..rows].fill(f32::NAN);
+        return;
+    };
+    let k = w.row_len();
+    let (data, scales, nb) = (w.data(), w.scales(), a.nb);
+    let mut acc = [0.0f32; super::MAX_ROWS];
+    for b in 0..nb {
+        let start = n * k + 32 * b;
+        let end = n * k + (32 * b + 32).min(k);
+        let mut s = start;
+        while s < end {
+            let blk = s / block_size;
+            let e = end.min((blk + 1) * block_size);
+            let ws = scales[blk] / 127.0;
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let i = row0 + r;
+                let q = &a.qs[(i * nb + b) * 32..][..32];
+                let isum: i32 = (s..e)
+                    .map(|flat| {
+                        let byte = data[flat / 2];
+                        let code = if flat.is_multiple_of(2) { byte >> 4 } else { byte & 0xF };
+                        i32::from(NF4_I8[usize::from(code)]) * i32::from(q[flat - start])
+                    })
+                    .sum();
+                *acc += ws * (a.d[i * nb + b] * isum as f32);
+            }
+            s = e;
         }
     }
     out[..rows].copy_from_slice(&acc[..rows]);

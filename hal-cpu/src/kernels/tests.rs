@@ -47,6 +47,15 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
         }
         _ => unreachable!("test formats are listed below"),
     };
+    if let QuantFormat::Nf4 { double_quant: true, .. } = format {
+        // Double quantization: the absmax values go through the 8-bit nested form, so the
+        // tensor carries the decoded absmax as the quantizer leaves it.
+        let mut wv = rng.vec(numel, -1.0, 1.0);
+        for (i, v) in wv.iter_mut().enumerate() {
+            *v *= 0.01 + (i / 64 % 7) as f32 * 0.1;
+        }
+        return aihal_quantize::quantize(format, &wv, &[n, k]).expect("NF4 quantizes any shape");
+    }
     let mut data: Vec<u8> = (0..data_len).map(|_| rng.next_u64() as u8).collect();
     let scale = |rng: &mut Rng| f16::from_f32(rng.f32_in(0.01, 0.5)).to_le_bytes();
     match format {
@@ -103,6 +112,14 @@ pub(crate) fn all_formats() -> Vec<QuantFormat> {
         QuantFormat::Fp8E4M3 { block_size: Some(32) },
         QuantFormat::Fp8E5M2 { block_size: None },
         QuantFormat::Fp8E5M2 { block_size: Some(20) },
+        QuantFormat::Nf4 {
+            block_size: 128,
+            double_quant: false,
+        },
+        QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: true,
+        },
     ]
 }
 
@@ -177,6 +194,26 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], scale: &[f32], rel: f32) 
     }
 }
 
+/// `Σ_k |x[i][k]| * absmax(W[n][k]) * 0.47 / 127` for every output of an NF4 weight (how far
+/// the int8 levels [`NF4_I8`](crate::decode::NF4_I8) may move it), zeros for other formats.
+fn nf4_level_budget(x: &[f32], m: usize, w: &QuantizedTensor) -> Vec<f32> {
+    let (n, k) = (w.shape()[0], w.row_len());
+    let QuantFormat::Nf4 { block_size, .. } = w.format() else {
+        return vec![0.0; m * n];
+    };
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..k)
+                .map(|kk| x[i * k + kk].abs() * w.scales()[(j * k + kk) / block_size])
+                .sum::<f32>()
+                * 0.47
+                / 127.0;
+        }
+    }
+    out
+}
+
 fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, seed: u64) {
     let k = fit_k(format, k);
     let mut rng = Rng::new(seed);
@@ -209,8 +246,11 @@ fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, seed: u64) {
             blk.fill(a);
         }
         let budget = abs_products(&amax, m, &w);
+        // NF4 also moves each weight to its int8 level: at most 0.47 / 127 of its absmax,
+        // met by activations of at most their block absmax.
+        let levels = nf4_level_budget(&amax, m, &w);
         for (i, ((&g, &r), &b)) in gq.iter().zip(&want).zip(&budget).enumerate() {
-            let tol = b / 254.0 * 1.001 + 1e-5 * scale[i];
+            let tol = (b / 254.0 + levels[i]) * 1.001 + 1e-5 * scale[i];
             assert!(
                 (g - r).abs() <= tol,
                 "{format} int8 vs reference at {i}: {g} vs {r} (budget {tol})"
@@ -226,9 +266,10 @@ proptest! {
 
     #[test]
     fn fast_kernels_match_the_reference(
-        f in 0usize..14, m in 1usize..25, n in 1usize..40, k in 1usize..300, seed in any::<u64>()
+        format in prop::sample::select(all_formats()), m in 1usize..25, n in 1usize..40, k in 1usize..300,
+        seed in any::<u64>()
     ) {
-        check_case(all_formats()[f], m, n, k, seed);
+        check_case(format, m, n, k, seed);
     }
 }
 
@@ -386,4 +427,134 @@ fn act_quantization_keeps_rows_apart() {
     assert_eq!(a.nb, 1);
     assert_eq!(&a.qs[..2], &[64, -127]);
     assert_eq!(&a.qs[32..34], &[16, 127]);
+}
+
+fn nf4(block_size: usize, double_quant: bool) -> QuantFormat {
+    QuantFormat::Nf4 {
+        block_size,
+        double_quant,
+    }
+}
+
+/// Every set that has an int8-activation kernel for `format`, the generic one first.
+fn q8_sets(format: QuantFormat) -> Vec<&'static Kernels> {
+    let mut sets = vec![generic()];
+    sets.extend(simd_sets());
+    sets.retain(|s| (s.q8)(format).is_some());
+    sets
+}
+
+#[test]
+fn nf4_has_the_int8_path_in_every_set() {
+    for format in [nf4(32, false), nf4(64, true), nf4(4096, false)] {
+        assert!(crate::matmul::has_int8_activation_path(format), "{format}");
+        assert_eq!(q8_sets(format).len(), 1 + simd_sets().len(), "{format}");
+        #[cfg(target_arch = "x86_64")]
+        assert!(simd_sets().iter().all(|s| (s.panel)(format).is_some()), "{format}");
+    }
+}
+
+#[test]
+fn nf4_int8_levels_in_layout_order() {
+    // Byte i holds codes (i % 16, 15 - i % 16): every code in both nibbles, first value in the
+    // high nibble. A one-hot activation row reads one weight: amax 1, code 127, so the result
+    // is NF4_I8[code] * (absmax / 127), the int8 level rather than the code book value.
+    let (n, k) = (2, 64);
+    let data: Vec<u8> = (0..n * k / 2).map(|i| ((i % 16) << 4 | (15 - i % 16)) as u8).collect();
+    let scales = vec![0.5, 2.0];
+    for double_quant in [false, true] {
+        let w = QuantizedTensor::from_parts(nf4(64, double_quant), vec![n, k], data.clone(), scales.clone()).unwrap();
+        for set in q8_sets(w.format()) {
+            for m in [1, 5] {
+                // Row i of x is one-hot at (3i + hot) % k; m = 5 takes the panels where a set has them.
+                for hot in 0..k {
+                    let mut x = vec![0.0f32; m * k];
+                    for i in 0..m {
+                        x[i * k + (3 * i + hot) % k] = 1.0;
+                    }
+                    let y = run_with(set, &x, m, &w, ActivationPrecision::Int8);
+                    for i in 0..m {
+                        let kk = (3 * i + hot) % k;
+                        for j in 0..n {
+                            let flat = j * k + kk;
+                            let byte = data[flat / 2];
+                            let code = if kk % 2 == 0 { byte >> 4 } else { byte & 0xF };
+                            let want = f32::from(crate::decode::NF4_I8[usize::from(code)]) * (scales[j] / 127.0);
+                            let got = y[i * n + j];
+                            assert!(
+                                (got - want).abs() <= 1e-6 * want.abs(),
+                                "{} {}: y[{i}][{j}] at k = {kk}: {got}, want {want}",
+                                set.name,
+                                w.format()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The fused NF4 matmul on both paths against the f32 product of the weights before
+/// quantization. Per weight, the result may move by (bounds in units of the block absmax `a`,
+/// the decoded one `a'` under double quantization): NF4 rounding, half the widest gap between
+/// levels, 0.152 `a`; the 8-bit absmax, `|a' - a|`; on the int8 path the int8 level, 0.47 / 127
+/// `a'`, and the activation rounding, half a step of the activation block absmax times `a'`.
+#[test]
+fn nf4_fused_matmul_within_budget_of_the_original_weights() {
+    let mut rng = Rng::new(17);
+    for (format, m, n, k) in [
+        (nf4(32, false), 3, 7, 96),
+        (nf4(64, false), 6, 17, 320),
+        (nf4(64, true), 5, 9, 256),
+        (nf4(128, true), 1, 11, 512),
+        (nf4(256, true), 4, 8, 1024),
+        (nf4(64, true), 2, 5, 77),
+        (nf4(32, false), 7, 9, 45),
+    ] {
+        let mut wv = rng.vec(n * k, -1.0, 1.0);
+        for (i, v) in wv.iter_mut().enumerate() {
+            *v *= 0.05 + (i / 32 % 5) as f32 * 0.3;
+        }
+        let w = aihal_quantize::quantize(format, &wv, &[n, k]).unwrap();
+        let QuantFormat::Nf4 { block_size, .. } = format else {
+            unreachable!()
+        };
+        let amax: Vec<f32> = wv
+            .chunks(block_size)
+            .map(|b| b.iter().fold(0.0f32, |m, v| m.max(v.abs())))
+            .collect();
+        let x = rng.vec(m * k, -2.0, 2.0);
+        for p in [ActivationPrecision::F32, ActivationPrecision::Int8] {
+            let y = run_with(best(), &x, m, &w, p);
+            for i in 0..m {
+                let xr = &x[i * k..(i + 1) * k];
+                let xa: Vec<f32> = xr
+                    .chunks(32)
+                    .flat_map(|b| {
+                        let a = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        std::iter::repeat_n(a, b.len())
+                    })
+                    .collect();
+                for j in 0..n {
+                    let (mut exact, mut tol) = (0.0f64, 1e-5f64);
+                    for kk in 0..k {
+                        let blk = (j * k + kk) / block_size;
+                        let (a, a2) = (f64::from(amax[blk]), f64::from(w.scales()[blk]));
+                        let (xv, wv) = (f64::from(xr[kk]), f64::from(wv[j * k + kk]));
+                        exact += xv * wv;
+                        tol += xv.abs() * (0.1521 * a + (a2 - a).abs());
+                        if p == ActivationPrecision::Int8 {
+                            tol += xv.abs() * 0.47 / 127.0 * a2 + f64::from(xa[kk]) / 254.0 * a2;
+                        }
+                    }
+                    let got = f64::from(y[i * n + j]);
+                    assert!(
+                        (got - exact).abs() <= tol,
+                        "{format} {p:?} m={m} n={n} k={k}: y[{i}][{j}] = {got}, f32 product {exact}, budget {tol}"
+                    );
+                }
+            }
+        }
+    }
 }

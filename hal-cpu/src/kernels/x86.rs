@@ -7,19 +7,20 @@
 use std::arch::x86_64::{
     __m128i, __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_blendv_ps, _mm256_castps256_ps128,
     _mm256_castsi128_si256, _mm256_castsi256_ps, _mm256_castsi256_si128, _mm256_cmpeq_epi32, _mm256_cmpgt_epi32,
-    _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi32, _mm256_extractf128_ps, _mm256_extracti128_si256,
-    _mm256_fmadd_ps, _mm256_inserti128_si256, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256, _mm256_permutevar8x32_ps, _mm256_set1_epi16,
-    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_sign_epi8, _mm256_slli_epi32,
-    _mm256_srli_epi32, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128,
-    _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16,
-    _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi16, _mm256_cvtepu8_epi32, _mm256_extractf128_ps,
+    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_inserti128_si256, _mm256_loadu_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256, _mm256_permutevar8x32_ps,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_shuffle_epi8,
+    _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8,
+    _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64,
+    _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8,
+    _mm_unpacklo_epi8,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn, MAX_ROWS};
-use crate::decode::{decode_row_into, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::decode::{decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 /// The AVX2 set, when the CPU has AVX2, FMA and F16C.
 pub(crate) fn detect() -> Option<&'static Kernels> {
@@ -56,6 +57,7 @@ fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
         QuantFormat::Tq2_0 => Some(q8_tq2_0),
         QuantFormat::Int8PerChannel => Some(q8_int8_channel),
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(q8_int8_block),
+        QuantFormat::Nf4 { block_size, .. } if block_size.is_multiple_of(32) => Some(q8_nf4),
         _ => None,
     }
 }
@@ -168,7 +170,8 @@ pub(super) fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
         }
         _ => Int8Row {
             codes,
-            scales: &w.scales()[n..=n],
+            // Empty when K = 0 (no scales are stored then, and none is read).
+            scales: w.scales().get(n..=n).unwrap_or_default(),
             blocks_per_scale: 0,
         },
     }
@@ -205,6 +208,15 @@ fn idot(aw: __m256i, w: __m256i, x: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
 }
 
+/// The integer sums `p` times the activation scale `dx`, before the weight scale: `dx · isum`
+/// stays a normal float when `dx` is tiny (subnormal activations), where `dw · dx` could
+/// underflow and lose every bit of precision.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn scaled(p: __m256i, dx: f32) -> __m256 {
+    _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dx))
+}
+
 /// # Safety
 /// AVX2, FMA and F16C are available, `a` holds rows `row0 .. row0 + R` of `row`'s length,
 /// `out.len() >= R`.
@@ -227,22 +239,24 @@ unsafe fn q8_rows<const R: usize>(
         // SAFETY: b < full_blocks(); the features are enabled on this function.
         let (w, dw) = unsafe { row.codes(b) };
         let aw = _mm256_sign_epi8(w, w);
+        let dw = _mm256_set1_ps(dw);
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: block b of row r lies inside `qs` (b < nb, r < R).
             let x = unsafe { _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * 32).cast()) };
             let p = idot(aw, w, x);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ds[r * nb + b]), *acc);
+            *acc = _mm256_fmadd_ps(scaled(p, ds[r * nb + b]), dw, *acc);
         }
     }
     if let Some((pad, dw)) = tail {
         // SAFETY: `pad` has 32 bytes.
         let w = unsafe { _mm256_loadu_si256(pad.as_ptr().cast()) };
         let aw = _mm256_sign_epi8(w, w);
+        let dw = _mm256_set1_ps(dw);
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: block `full` of row r lies inside `qs` (full < nb, r < R).
             let x = unsafe { _mm256_loadu_si256(qs.as_ptr().add((r * nb + full) * 32).cast()) };
             let p = idot(aw, w, x);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ds[r * nb + full]), *acc);
+            *acc = _mm256_fmadd_ps(scaled(p, ds[r * nb + full]), dw, *acc);
         }
     }
     for (o, acc) in out.iter_mut().zip(acc) {
@@ -488,7 +502,7 @@ pub(super) struct Nf4Row<'a> {
 }
 impl F32Row for Nf4Row<'_> {
     fn full_blocks(&self) -> usize {
-        self.bytes.len() / 16
+        <Self as Row>::full_blocks(self)
     }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
@@ -523,6 +537,58 @@ impl F32Row for Nf4Row<'_> {
             look(e1),
             look(_mm_srli_si128(e1, 8)),
         ]
+    }
+}
+
+/// [`NF4_I8`] in both 128-bit lanes, for `vpshufb`.
+static NF4_I8_X2: [i8; 32] = {
+    let mut t = [0i8; 32];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = NF4_I8[i % 16];
+        i += 1;
+    }
+    t
+};
+
+/// The int8-activation view of an NF4 row: codes as their [`NF4_I8`] levels, the scale
+/// `absmax / 127` (the arithmetic of [`generic::q8_nf4`](super::generic::q8_nf4)).
+impl Row for Nf4Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.bytes.len() / 16
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let src = &self.bytes[16 * b..][..16];
+        // SAFETY: `src` has 16 bytes; NF4_I8_X2 has 32.
+        let (v, table) = unsafe {
+            (
+                _mm_loadu_si128(src.as_ptr().cast()),
+                _mm256_loadu_si256(NF4_I8_X2.as_ptr().cast()),
+            )
+        };
+        // Byte i widened to 16 bits: its high nibble (value 2i) goes to the low byte, its low
+        // nibble (value 2i + 1) to the high byte, so the 32 bytes are the codes in order.
+        let x = _mm256_cvtepu8_epi16(v);
+        let idx = _mm256_and_si256(
+            _mm256_or_si256(_mm256_srli_epi16(x, 4), _mm256_slli_epi16(x, 8)),
+            _mm256_set1_epi16(0x0F0F),
+        );
+        let s = self.scales[(self.first + 32 * b) >> self.block_shift] / 127.0;
+        (_mm256_shuffle_epi8(table, idx), s)
+    }
+}
+
+/// # Safety
+/// See [`Q8Fn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_nf4(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    match nf4_row(w, n) {
+        // SAFETY: forwarded from the caller (the Q8Fn contract).
+        Some(row) => unsafe { q8_any(&row, None, a, row0, rows, out) },
+        // Rows that start inside a block of 32 (K % 32 != 0): the scalar definition.
+        None => super::generic::q8_nf4(w, n, a, row0, rows, out),
     }
 }
 

@@ -7,11 +7,12 @@
 //! (`vpmaddubsw` + `vpmaddwd`; unsigned codes below 16 cannot saturate it), so a lane
 //! ends a block holding the whole integer dot product of one weight row; the accumulator
 //! starts at `-offset * Σ q` of the activation block, which removes the offset exactly.
-//! 8-bit codes (Q8_0, int8) would saturate `vpmaddubsw` with an offset of 128, so their
-//! panels hold `|code|` and the signed codes, and the broadcast activations take the sign of
-//! each weight (`vpsignb`) before the multiply, one instruction more per product. One
-//! conversion and one FMA per block then scale 8 outputs at a time. The panel is decoded
-//! once and reused by every activation row; each activation load is reused by 8 weight rows.
+//! 8-bit codes (Q8_0, int8, and NF4's int8 levels) would saturate `vpmaddubsw` with an offset
+//! of 128, so their panels hold `|code|` and the signed codes, and the broadcast activations
+//! take the sign of each weight (`vpsignb`) before the multiply, one instruction more per
+//! product. One conversion, one multiply by the activation scale and one FMA with the 8
+//! weight scales per block then scale 8 outputs at a time. The panel is decoded once and
+//! reused by every activation row; each activation load is reused by 8 weight rows.
 
 use std::arch::x86_64::{
     __m256i, _mm256_add_epi32, _mm256_add_epi8, _mm256_cvtepi32_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
@@ -24,11 +25,12 @@ use std::arch::x86_64::{
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::act::ROW_PAD;
-use super::x86::{int8_row, q4_0_row, q8_0_row, tq2_row, Int8Row, Row};
-use super::{ActQ8, Panel, PanelFn, PANEL};
+use super::x86::{int8_row, nf4_row, q4_0_row, q8_0_row, tq2_row, Int8Row, Row};
+use super::{generic, ActQ8, Panel, PanelFn, MAX_ROWS, PANEL};
 
-/// The AVX2 panel kernels: formats whose unsigned codes stay below 16, so that `vpmaddubsw`
-/// cannot saturate (2 · 15 · 127 < 2^15).
+/// The AVX2 panel kernels: unsigned panels for formats whose codes plus offset stay below
+/// 16, so that `vpmaddubsw` cannot saturate (2 · 15 · 127 < 2^15); signed panels for the 8-bit
+/// codes (Q8_0, int8) and for NF4's int8 levels ([`NF4_I8`](crate::decode::NF4_I8)).
 pub(crate) fn panel_avx2(format: QuantFormat) -> Option<PanelFn> {
     match format {
         QuantFormat::Q4_0 => Some(avx2_q4_0),
@@ -36,6 +38,7 @@ pub(crate) fn panel_avx2(format: QuantFormat) -> Option<PanelFn> {
         QuantFormat::Q8_0 => Some(avx2_q8_0),
         QuantFormat::Int8PerChannel => Some(avx2_int8),
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(avx2_int8),
+        QuantFormat::Nf4 { block_size, .. } if block_size.is_multiple_of(32) => Some(avx2_nf4),
         _ => None,
     }
 }
@@ -204,9 +207,11 @@ unsafe fn compute<const SIGNED: bool>(buf: &Panel, offset: i32, a: &ActQ8, cols:
             // SAFETY: the panel has PANEL scales per block (asserted above).
             let sc = unsafe { _mm256_loadu_ps(buf.scales[b * PANEL..].as_ptr()) };
             for r in 0..ROW_PAD {
-                let s = _mm256_mul_ps(sc, _mm256_set1_ps(a.d[(i0 + r) * nb + b]));
+                // `dx · isum` first, then the weight scales: it stays normal for tiny
+                // (subnormal) activations, where `dw · dx` could underflow.
                 let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(acc0[r], acc1[r]));
-                accf[r] = _mm256_fmadd_ps(dot, s, accf[r]);
+                let dot = _mm256_mul_ps(dot, _mm256_set1_ps(a.d[(i0 + r) * nb + b]));
+                accf[r] = _mm256_fmadd_ps(dot, sc, accf[r]);
             }
         }
         for (r, acc) in accf.iter().enumerate().take(m - i0) {
@@ -251,3 +256,34 @@ entry!(avx2_q4_0, q4_0_row, no_tail, 8, false);
 entry!(avx2_tq2_0, tq2_row, no_tail, 1, false);
 entry!(avx2_q8_0, q8_0_row, no_tail, 0, true);
 entry!(avx2_int8, int8_row, Int8Row::tail, 0, true);
+
+/// NF4 as a signed panel: each code packed as its int8 level, the scale `absmax / 127` per
+/// block of 32 (the arithmetic of [`generic::q8_nf4`]). Rows that start inside a block of 32
+/// (`K % 32 != 0`, where a block of 32 may straddle two absmax blocks) take the scalar
+/// definition, a weight row at a time.
+///
+/// # Safety
+/// See [`PanelFn`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_nf4(w: &QuantizedTensor, n0: usize, cols: usize, a: &ActQ8, buf: &mut Panel, yt: &mut [f32]) {
+    if !w.row_len().is_multiple_of(32) {
+        let m = a.rows;
+        for j in 0..cols {
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = MAX_ROWS.min(m - i0);
+                generic::q8_nf4(w, n0 + j, a, i0, rows, &mut yt[j * m + i0..j * m + i0 + rows]);
+                i0 += rows;
+            }
+        }
+        return;
+    }
+    // Every row of an NF4 tensor with K % 32 == 0 has its view (None only past `cols`).
+    let rows: [Option<_>; PANEL] = std::array::from_fn(|j| if j < cols { nf4_row(w, n0 + j) } else { None });
+    // SAFETY: forwarded from the caller (the PanelFn contract); rows of `w` have `a.nb`
+    // blocks since `a` was quantized from rows of `w.row_len()` values.
+    unsafe {
+        pack::<_, true>(&rows, no_tail, a.nb, 0, buf);
+        compute::<true>(buf, 0, a, cols, yt);
+    }
+}
