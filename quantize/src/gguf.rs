@@ -141,8 +141,9 @@ impl GgufFile {
     /// Parses the header of the GGUF file that fills `reader` from byte 0.
     ///
     /// The stream is read through an internal buffer (a bare `File` is fine), its length is
-    /// taken with `seek(End)`, and it is left positioned at the end of the header. Errors: `InvalidInput` for a malformed header (naming the
-    /// byte offset), `Unsupported` for version 1 and big-endian files, `Io` for read errors.
+    /// taken with `seek(End)`, and it is left positioned at the end of the header. Errors:
+    /// `InvalidInput` for a malformed header (naming the byte offset), `Unsupported` for
+    /// version 1 and big-endian files, `Io` for read errors.
     pub fn read<R: Read + Seek>(reader: &mut R) -> Result<Self> {
         let len = reader.seek(SeekFrom::End(0))?;
         reader.seek(SeekFrom::Start(0))?;
