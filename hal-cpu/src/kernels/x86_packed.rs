@@ -164,42 +164,37 @@ impl Packed {
             _ => scales16.resize(panels * groups * PANEL, 0),
         }
         let data = w.data();
-        // Codes: whole panels in parallel (each a disjoint slice of `codes`).
+        // Codes: whole panels in parallel (each a disjoint slice of `codes`), each chunk
+        // written at once from the 8 rows read side by side.
+        let row_bytes = match kind {
+            Kind::Q4_0 => nb * Q4_0_BLOCK_BYTES,
+            Kind::Q8_0 => nb * Q8_0_BLOCK_BYTES,
+            Kind::Tq2_0 => nb / 8 * TQ2_0_BLOCK_BYTES,
+            Kind::Int8 { .. } => k,
+        };
+        // Where chunk `c` of a panel starts in each row's bytes.
+        let source = |c: usize| match kind {
+            Kind::Q4_0 => (c / 4) * Q4_0_BLOCK_BYTES + 2 + 4 * (c % 4),
+            Kind::Q8_0 => (c / 8) * Q8_0_BLOCK_BYTES + 2 + 4 * (c % 8),
+            Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
+            Kind::Int8 { .. } => 4 * c,
+        };
         codes
             .par_chunks_mut(panel_chunks.max(1))
             .enumerate()
             .for_each(|(p, pc)| {
-                for row in p * PANEL..n.min((p + 1) * PANEL) {
-                    let j = row % PANEL;
-                    match kind {
-                        Kind::Q4_0 | Kind::Q8_0 => {
-                            let (bytes, cpb) = if kind == Kind::Q4_0 {
-                                (Q4_0_BLOCK_BYTES, 4)
-                            } else {
-                                (Q8_0_BLOCK_BYTES, 8)
-                            };
-                            let row_bytes = &data[row * nb * bytes..(row + 1) * nb * bytes];
-                            for (b, blk) in row_bytes.chunks_exact(bytes).enumerate() {
-                                for c in 0..cpb {
-                                    put4(&mut pc[b * cpb + c], j, &blk[2..], 4 * c);
-                                }
-                            }
-                        }
-                        Kind::Tq2_0 => {
-                            let row_bytes =
-                                &data[row * (nb / 8) * TQ2_0_BLOCK_BYTES..(row + 1) * (nb / 8) * TQ2_0_BLOCK_BYTES];
-                            for (sb, blk) in row_bytes.chunks_exact(TQ2_0_BLOCK_BYTES).enumerate() {
-                                for c in 0..16 {
-                                    put4(&mut pc[sb * 16 + c], j, &blk[..64], 4 * c);
-                                }
-                            }
-                        }
-                        Kind::Int8 { .. } => {
-                            let codes_row = &data[row * k..(row + 1) * k];
-                            for (c, chunk) in pc.iter_mut().enumerate() {
-                                put4(chunk, j, codes_row, 4 * c);
-                            }
-                        }
+                let rows: [&[u8]; PANEL] = std::array::from_fn(|j| {
+                    let row = p * PANEL + j;
+                    if row < n {
+                        &data[row * row_bytes..(row + 1) * row_bytes]
+                    } else {
+                        &[]
+                    }
+                });
+                for (c, chunk) in pc.iter_mut().enumerate() {
+                    let from = source(c);
+                    for (j, src) in rows.iter().enumerate() {
+                        put4(chunk, j, src, from);
                     }
                 }
             });
