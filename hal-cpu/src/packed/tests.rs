@@ -290,3 +290,20 @@ fn quant_linear_packs_once_and_answers_the_same() {
         );
     }
 }
+
+#[test]
+fn packed_weights_and_layers_cross_threads() {
+    fn shareable<T: Send + Sync + Clone>(_: &T) {}
+    let mut rng = Rng::new(2);
+    let p = PackedWeights::new(&random_weight(QuantFormat::Q4_0, 8, 64, &mut rng)).unwrap();
+    shareable(&p);
+    let layer = crate::QuantLinear::new(p.to_quantized(), None).unwrap();
+    shareable(&layer);
+    // A clone answers like the original.
+    let x = rng.vec(64, -1.0, 1.0);
+    assert_same(
+        "clone",
+        &matmul_packed(x.as_slice().into(), 1, &p.clone(), int8()).unwrap(),
+        &matmul_packed(x.as_slice().into(), 1, &p, int8()).unwrap(),
+    );
+}
