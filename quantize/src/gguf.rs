@@ -197,15 +197,12 @@ impl GgufFile {
             match end {
                 Some((start, end)) if end <= len => t.file_offset = start,
                 _ => {
+                    let size = t.byte_len.map_or("data".to_owned(), |n| format!("{n} bytes"));
                     return Err(CoreError::invalid_input(format!(
-                        "GGUF tensor {:?} ({}, shape {:?}): its {} bytes at offset {} of the data section \
+                        "GGUF tensor {:?} ({}, shape {:?}): its {size} at offset {} of the data section \
                          (which starts at byte {data_offset}) run past the end of the file ({len} bytes)",
-                        t.name,
-                        t.ggml_type,
-                        t.shape,
-                        t.byte_len.unwrap_or(0),
-                        t.offset
-                    )))
+                        t.name, t.ggml_type, t.shape, t.offset
+                    )));
                 }
             }
         }

@@ -293,6 +293,11 @@ fn bad_tensor_infos() {
         &one(&[32], GgmlType::F32, 1 << 40),
         "run past the end of the file",
     );
+    invalid(
+        "unknown type past the end",
+        &one(&[10], GgmlType(99), 1 << 40),
+        "its data at offset",
+    );
     let mut truncated = good(3);
     truncated.pop();
     invalid("data truncated", &truncated, "run past the end of the file");
