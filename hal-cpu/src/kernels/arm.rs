@@ -215,8 +215,8 @@ fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
 
 /// An NF4 row whose start is 32-aligned in the flattened tensor (`K % 32 == 0`), so each block
 /// of 32 lies inside one absmax block (block sizes are powers of two >= 32): codes as their
-/// [`NF4_I8`] levels (`tbl`), the scale `absmax / 127`, the arithmetic of
-/// [`generic::q8_nf4`](super::generic::q8_nf4).
+/// [`NF4_I8`] levels (`tbl`), the scale `absmax` (the caller divides each output by 127 once,
+/// as [`generic::q8_nf4`](super::generic::q8_nf4) does).
 struct Nf4Row<'a> {
     bytes: &'a [u8],
     scales: &'a [f32],
@@ -237,7 +237,7 @@ impl Row for Nf4Row<'_> {
         // Value 2i is the high nibble of byte i, value 2i + 1 its low nibble.
         let hi = vshrq_n_u8(v, 4);
         let lo = vandq_u8(v, vdupq_n_u8(0x0F));
-        let s = self.scales[(self.first + 32 * b) >> self.block_shift] / 127.0;
+        let s = self.scales[(self.first + 32 * b) >> self.block_shift];
         (
             vqtbl1q_s8(table, vzip1q_u8(hi, lo)),
             vqtbl1q_s8(table, vzip2q_u8(hi, lo)),
@@ -265,8 +265,13 @@ fn nf4_row(w: &QuantizedTensor, n: usize) -> Option<Nf4Row<'_>> {
 #[target_feature(enable = "neon")]
 unsafe fn q8_nf4<const DOT: bool>(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
     match nf4_row(w, n) {
-        // SAFETY: forwarded from the caller (the Q8Fn contract).
-        Some(row) => unsafe { q8_any::<DOT>(&row, a, row0, rows, out) },
+        Some(row) => {
+            // SAFETY: forwarded from the caller (the Q8Fn contract).
+            unsafe { q8_any::<DOT>(&row, a, row0, rows, out) };
+            for o in &mut out[..rows] {
+                *o /= 127.0;
+            }
+        }
         // Rows that start inside a block of 32 (K % 32 != 0): the scalar definition.
         None => super::generic::q8_nf4(w, n, a, row0, rows, out),
     }

@@ -125,9 +125,10 @@ fn q8(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &
 /// The int8-activation kernel of NF4, the definition the SIMD kernels follow: each code `c`
 /// counts as the integer level [`NF4_I8`]`[c]` (`round(127 * level)`), each run of values that
 /// shares an absmax block and a block of 32 activations gives an exact integer dot product
-/// `isum`, and `out[r] = Σ (absmax / 127) * (d_x * isum)` in increasing `k`. (`d_x * isum`
-/// first: `absmax / 127 * d_x` underflows for subnormal activations and small absmax, `d_x *
-/// isum` stays normal.)
+/// `isum`, and `out[r] = (Σ absmax * (d_x * isum)) / 127`, summed in increasing `k`. `d_x *
+/// isum` comes first because `absmax * d_x` can underflow for subnormal activations where
+/// `d_x * isum` stays normal; the division by 127 comes last, once per output (the sum is 127
+/// times the result, so it overflows only for results beyond `f32::MAX / 127`).
 ///
 /// NF4 blocks run over the flattened tensor and hold at least 32 values (a power of two), so
 /// when `K % 32 == 0` each block of 32 lies in one absmax block; otherwise a block of 32 may
@@ -148,7 +149,7 @@ pub(crate) fn q8_nf4(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows
         while s < end {
             let blk = s / block_size;
             let e = end.min((blk + 1) * block_size);
-            let ws = scales[blk] / 127.0;
+            let ws = scales[blk];
             for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                 let i = row0 + r;
                 let q = &a.qs[(i * nb + b) * 32..][..32];
@@ -164,5 +165,7 @@ pub(crate) fn q8_nf4(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows
             s = e;
         }
     }
-    out[..rows].copy_from_slice(&acc[..rows]);
+    for (o, acc) in out.iter_mut().zip(&acc).take(rows) {
+        *o = acc / 127.0;
+    }
 }

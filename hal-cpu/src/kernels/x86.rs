@@ -552,7 +552,8 @@ static NF4_I8_X2: [i8; 32] = {
 };
 
 /// The int8-activation view of an NF4 row: codes as their [`NF4_I8`] levels, the scale
-/// `absmax / 127` (the arithmetic of [`generic::q8_nf4`](super::generic::q8_nf4)).
+/// `absmax` (the caller divides each output by 127 once, as
+/// [`generic::q8_nf4`](super::generic::q8_nf4) does).
 impl Row for Nf4Row<'_> {
     fn full_blocks(&self) -> usize {
         self.bytes.len() / 16
@@ -575,7 +576,7 @@ impl Row for Nf4Row<'_> {
             _mm256_or_si256(_mm256_srli_epi16(x, 4), _mm256_slli_epi16(x, 8)),
             _mm256_set1_epi16(0x0F0F),
         );
-        let s = self.scales[(self.first + 32 * b) >> self.block_shift] / 127.0;
+        let s = self.scales[(self.first + 32 * b) >> self.block_shift];
         (_mm256_shuffle_epi8(table, idx), s)
     }
 }
@@ -585,8 +586,13 @@ impl Row for Nf4Row<'_> {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_nf4(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
     match nf4_row(w, n) {
-        // SAFETY: forwarded from the caller (the Q8Fn contract).
-        Some(row) => unsafe { q8_any(&row, None, a, row0, rows, out) },
+        Some(row) => {
+            // SAFETY: forwarded from the caller (the Q8Fn contract).
+            unsafe { q8_any(&row, None, a, row0, rows, out) };
+            for o in &mut out[..rows] {
+                *o /= 127.0;
+            }
+        }
         // Rows that start inside a block of 32 (K % 32 != 0): the scalar definition.
         None => super::generic::q8_nf4(w, n, a, row0, rows, out),
     }

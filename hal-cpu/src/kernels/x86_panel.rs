@@ -257,8 +257,8 @@ entry!(avx2_tq2_0, tq2_row, no_tail, 1, false);
 entry!(avx2_q8_0, q8_0_row, no_tail, 0, true);
 entry!(avx2_int8, int8_row, Int8Row::tail, 0, true);
 
-/// NF4 as a signed panel: each code packed as its int8 level, the scale `absmax / 127` per
-/// block of 32 (the arithmetic of [`generic::q8_nf4`]). Rows that start inside a block of 32
+/// NF4 as a signed panel: each code packed as its int8 level, the scale `absmax` per block of
+/// 32, each output divided by 127 at the end (the arithmetic of [`generic::q8_nf4`]). Rows that start inside a block of 32
 /// (`K % 32 != 0`, where a block of 32 may straddle two absmax blocks) take the scalar
 /// definition, a weight row at a time.
 ///
@@ -285,5 +285,8 @@ unsafe fn avx2_nf4(w: &QuantizedTensor, n0: usize, cols: usize, a: &ActQ8, buf: 
     unsafe {
         pack::<_, true>(&rows, no_tail, a.nb, 0, buf);
         compute::<true>(buf, 0, a, cols, yt);
+    }
+    for v in &mut yt[..cols * a.rows] {
+        *v /= 127.0;
     }
 }
