@@ -390,3 +390,20 @@ fn reads_from_an_in_memory_stream_and_files_candle_writes() {
     let w = gguf.read_tensor(&mut buf, "w").unwrap();
     assert!(w == quantize(QuantFormat::Q8_0, &x, &[4, 64]).unwrap());
 }
+
+#[test]
+fn ggml_type_table_is_the_gguf_packages() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{DIR}gguf_manifest.json")).unwrap()).unwrap();
+    let table = manifest["ggml_types"].as_object().unwrap();
+    assert!(table.len() > 30);
+    for (name, v) in table {
+        let v: Vec<u64> = v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let t = GgmlType(v[0] as u32);
+        assert_eq!(t.name(), Some(name.as_str()), "id {}", v[0]);
+        assert_eq!(t.block_layout(), Some((v[1], v[2])), "{name}");
+    }
+    // And nothing beyond it.
+    let known = (0..64).filter(|&id| GgmlType(id).name().is_some()).count();
+    assert_eq!(known, table.len());
+}
