@@ -25,7 +25,8 @@ mod avx2;
 /// ([`to_quantized`](Self::to_quantized)). The original tensor is not kept.
 ///
 /// Packing reads and writes the weights once, in parallel (about the cost of copying them: a
-/// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 6 ms on 2 busy threads here). Where the CPU
+/// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 6 to 14 ms on 2 threads of a busy machine, page
+/// faults of the new buffer included). Where the CPU
 /// has no AVX2 or the format has no packed kernel (NF4, FP8, ternary, int8 blocks not a
 /// multiple of 32), the original tensor is kept and [`matmul_packed`] runs the same kernels as
 /// [`matmul_with`](crate::matmul_with); [`layout_name`](Self::layout_name) says which layout
