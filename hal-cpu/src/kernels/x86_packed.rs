@@ -478,13 +478,16 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ
             // inside each row of `qs` (nb * 32 long).
             let wb = cp.wrapping_add(32 * D::chunk(b));
             let x: [*const i8; R] = std::array::from_fn(|r| qs[r].as_ptr().wrapping_add(32 * b));
-            let sums: [i32; R] = std::array::from_fn(|r| ss[r][b]);
+            // SAFETY: b < nb, and each row of `ss` holds nb sums (sliced above).
+            let sums: [i32; R] = std::array::from_fn(|r| unsafe { ss[r].as_ptr().add(b).read() });
             // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
             // (above).
             let dots = unsafe { D::dot::<R>(wb, b, x, sums) };
             for r in 0..R {
                 // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-                let s = _mm256_mul_ps(sw, _mm256_set1_ps(ds[r][b]));
+                // SAFETY: b < nb, and each row of `ds` holds nb scales (sliced above).
+                let d = unsafe { ds[r].as_ptr().add(b).read() };
+                let s = _mm256_mul_ps(sw, _mm256_set1_ps(d));
                 accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
             }
         }
