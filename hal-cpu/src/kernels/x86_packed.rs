@@ -35,8 +35,7 @@ use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps,
     _mm256_cvtph_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
     _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_sub_epi32, _mm_cvtsi32_si128,
-    _mm_loadu_si128,
+    _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm_cvtsi32_si128, _mm_loadu_si128,
 };
 
 use aihal_core::Result;
@@ -308,7 +307,9 @@ trait BlockDot {
     /// # Safety
     /// AVX2 is available; `w` points at the block's chunks (as [`BlockDot::chunk`] places
     /// them), each `x[r]` at 32 readable activation codes in -127..=127.
-    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], sums: [i32; R]) -> [__m256i; R];
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R];
+    /// The unsigned codes' offset (`q + OFFSET` is stored), 0 for signed codes.
+    const OFFSET: i32;
 }
 
 /// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
@@ -322,26 +323,24 @@ unsafe fn bcast4(p: *const i8) -> __m256i {
     _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
 }
 
-/// `acc` (i16 sums of unsigned codes times activations, two per lane) widened to i32, minus
-/// `offset * Σ x`.
+/// `acc` (i16 sums of unsigned codes times activations, two per lane) widened to i32, plus
+/// `neg = -offset * Σ x`.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn finish_unsigned(acc: __m256i, offset: i32, sum: i32) -> __m256i {
-    _mm256_sub_epi32(
-        _mm256_madd_epi16(acc, _mm256_set1_epi16(1)),
-        _mm256_set1_epi32(offset * sum),
-    )
+fn finish_unsigned(acc: __m256i, neg: i32) -> __m256i {
+    _mm256_add_epi32(_mm256_madd_epi16(acc, _mm256_set1_epi16(1)), _mm256_set1_epi32(neg))
 }
 
 struct Q4;
 impl BlockDot for Q4 {
     const CHUNKS: usize = 4;
+    const OFFSET: i32 = 8;
     fn chunk(b: usize) -> usize {
         4 * b
     }
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], sums: [i32; R]) -> [__m256i; R] {
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
         let mask = _mm256_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_si256(); R];
         for c in 0..4 {
@@ -357,19 +356,20 @@ impl BlockDot for Q4 {
                 acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(hi, xh));
             }
         }
-        std::array::from_fn(|r| finish_unsigned(acc[r], 8, sums[r]))
+        std::array::from_fn(|r| finish_unsigned(acc[r], neg[r]))
     }
 }
 
 struct Tq2;
 impl BlockDot for Tq2 {
     const CHUNKS: usize = 8;
+    const OFFSET: i32 = 1;
     fn chunk(b: usize) -> usize {
         16 * (b / 8) + 8 * ((b % 8) / 4)
     }
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], sums: [i32; R]) -> [__m256i; R] {
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
         let mask = _mm256_set1_epi8(3);
         let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
         let mut acc = [_mm256_setzero_si256(); R];
@@ -383,7 +383,7 @@ impl BlockDot for Tq2 {
                 acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(q, xb));
             }
         }
-        std::array::from_fn(|r| finish_unsigned(acc[r], 1, sums[r]))
+        std::array::from_fn(|r| finish_unsigned(acc[r], neg[r]))
     }
 }
 
@@ -391,12 +391,13 @@ impl BlockDot for Tq2 {
 struct S8;
 impl BlockDot for S8 {
     const CHUNKS: usize = 8;
+    const OFFSET: i32 = 0;
     fn chunk(b: usize) -> usize {
         8 * b
     }
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _sums: [i32; R]) -> [__m256i; R] {
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_si256(); R];
         for c in 0..8 {
@@ -412,6 +413,32 @@ impl BlockDot for S8 {
             }
         }
         acc
+    }
+}
+
+/// Activations quantized for the packed kernels: the [`ActQ8`] rows and, per row and block,
+/// `-offset · Σ q` for the layout's unsigned codes (computed once per call, not per panel).
+pub(crate) struct PackedAct<'a> {
+    a: &'a ActQ8,
+    /// The code offset these values were computed for (0: none, `neg` empty).
+    offset: i32,
+    neg: Vec<i32>,
+}
+
+impl<'a> PackedAct<'a> {
+    /// `a` prepared for the kernels of `w`.
+    pub(crate) fn new(w: &Packed, a: &'a ActQ8) -> Self {
+        let offset = match w.kind {
+            Kind::Q4_0 => Q4::OFFSET,
+            Kind::Tq2_0 => Tq2::OFFSET,
+            Kind::Q8_0 | Kind::Int8 { .. } => S8::OFFSET,
+        };
+        let neg = if offset == 0 {
+            Vec::new()
+        } else {
+            a.sums.iter().map(|&s| -offset * s).collect()
+        };
+        Self { a, offset, neg }
     }
 }
 
@@ -453,9 +480,14 @@ impl Scales<'_> {
 /// `w.k` values and has rows `row0 .. row0 + R`; `w.kind` matches `D`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ8, row0: usize) -> [[f32; PANEL]; R] {
-    let nb = w.nb;
-    assert!(a.nb == nb);
+unsafe fn panel_rows<D: BlockDot, const R: usize>(
+    w: &Packed,
+    p: usize,
+    act: &PackedAct<'_>,
+    row0: usize,
+) -> [[f32; PANEL]; R] {
+    let (a, nb) = (act.a, w.nb);
+    assert!(a.nb == nb && act.offset == D::OFFSET);
     let codes = &w.codes[p * w.panel_chunks..(p + 1) * w.panel_chunks];
     let scales = match w.kind {
         Kind::Int8 { .. } => Scales::F32(&w.scales32[p * w.groups * PANEL..(p + 1) * w.groups * PANEL]),
@@ -465,7 +497,13 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ
     // Each activation row's codes, scales and block sums, sliced once.
     let qs: [&[i8]; R] = std::array::from_fn(|r| &a.qs[(row0 + r) * nb * 32..][..nb * 32]);
     let ds: [&[f32]; R] = std::array::from_fn(|r| &a.d[(row0 + r) * nb..][..nb]);
-    let ss: [&[i32]; R] = std::array::from_fn(|r| &a.sums[(row0 + r) * nb..][..nb]);
+    let ss: [&[i32]; R] = std::array::from_fn(|r| {
+        if D::OFFSET == 0 {
+            &[][..]
+        } else {
+            &act.neg[(row0 + r) * nb..][..nb]
+        }
+    });
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(nb == 0 || D::chunk(nb - 1) + D::CHUNKS <= codes.len());
     let cp = codes.as_ptr().cast::<u8>();
@@ -478,11 +516,15 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ
             // inside each row of `qs` (nb * 32 long).
             let wb = cp.wrapping_add(32 * D::chunk(b));
             let x: [*const i8; R] = std::array::from_fn(|r| qs[r].as_ptr().wrapping_add(32 * b));
-            // SAFETY: b < nb, and each row of `ss` holds nb sums (sliced above).
-            let sums: [i32; R] = std::array::from_fn(|r| unsafe { ss[r].as_ptr().add(b).read() });
+            let neg: [i32; R] = if D::OFFSET == 0 {
+                [0; R]
+            } else {
+                // SAFETY: b < nb, and each row of `ss` holds nb values (sliced above).
+                std::array::from_fn(|r| unsafe { ss[r].as_ptr().add(b).read() })
+            };
             // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
             // (above).
-            let dots = unsafe { D::dot::<R>(wb, b, x, sums) };
+            let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
             for r in 0..R {
                 // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
                 // SAFETY: b < nb, and each row of `ds` holds nb scales (sliced above).
@@ -507,8 +549,8 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(w: &Packed, p: usize, a: &ActQ
 /// AVX2, FMA and F16C are available; `p` is a panel of `w` with `cols <= PANEL` rows inside
 /// the matrix; `a` was quantized from rows of `w.k` values; `yt.len() >= cols * a.rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, cols: usize, a: &ActQ8, yt: &mut [f32]) {
-    let m = a.rows;
+unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, cols: usize, a: &PackedAct<'_>, yt: &mut [f32]) {
+    let m = a.a.rows;
     let mut i0 = 0;
     while i0 < m {
         let rows = (m - i0).min(4);
@@ -538,7 +580,8 @@ unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, cols: usize, a: &ActQ8, y
 /// # Panics
 /// If `a` was not quantized from rows of `w.k` values, `p` is not a panel of `w`, `cols`
 /// exceeds the panel's rows, or `yt` is shorter than `cols * a.rows`.
-pub(crate) fn panel(w: &Packed, p: usize, cols: usize, a: &ActQ8, yt: &mut [f32]) {
+pub(crate) fn panel(w: &Packed, p: usize, cols: usize, act: &PackedAct<'_>, yt: &mut [f32]) {
+    let a = act.a;
     assert!(
         a.nb == w.nb
             && p < w.n.div_ceil(PANEL)
@@ -555,9 +598,9 @@ pub(crate) fn panel(w: &Packed, p: usize, cols: usize, a: &ActQ8, yt: &mut [f32]
     // they are); the shapes were asserted above.
     unsafe {
         match w.kind {
-            Kind::Q4_0 => panel_all::<Q4>(w, p, cols, a, yt),
-            Kind::Tq2_0 => panel_all::<Tq2>(w, p, cols, a, yt),
-            Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, cols, a, yt),
+            Kind::Q4_0 => panel_all::<Q4>(w, p, cols, act, yt),
+            Kind::Tq2_0 => panel_all::<Tq2>(w, p, cols, act, yt),
+            Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, cols, act, yt),
         }
     }
 }

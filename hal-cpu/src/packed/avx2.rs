@@ -59,13 +59,14 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
         }
         ActivationPrecision::Int8 => {
             let a = ActQ8::quantize(x, m, k);
+            let act = x86_packed::PackedAct::new(w, &a);
             let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
             yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
                 let mut tile = Tile::default();
                 for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
                     let p = (c * per_task) / PANEL + t;
                     let cols = ytile.len() / m;
-                    x86_packed::panel(w, p, cols, &a, ytile);
+                    x86_packed::panel(w, p, cols, &act, ytile);
                     // Rows with NaN or infinities take the exact path, as everywhere.
                     if a.non_finite.contains(&true) {
                         let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
