@@ -10,7 +10,7 @@ use crate::kernels::x86_packed;
 use crate::matmul::{matmul_into, output_len, Activations, MatmulOptions};
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+mod x86;
 
 /// A weight matrix `[N, K]` repacked once for the int8-activation kernels of this CPU, so that
 /// no call decodes or repacks it again.
@@ -56,9 +56,9 @@ pub struct PackedWeights {
 enum Inner {
     /// No packed layout here: the original tensor and today's kernels.
     Original(QuantizedTensor),
-    /// Panels of 8 rows for the AVX2 set.
+    /// Panels of 8 rows for the AVX2 set, or of 16 rows for AVX-512 VNNI.
     #[cfg(target_arch = "x86_64")]
-    Avx2(x86_packed::Packed),
+    X86(x86_packed::Packed),
 }
 
 /// Format, shape, layout and size (not the bytes).
@@ -79,9 +79,9 @@ impl PackedWeights {
     pub fn new(w: &QuantizedTensor) -> Result<Self> {
         check_matmul(0, 0, w)?;
         #[cfg(target_arch = "x86_64")]
-        if let Some(kind) = x86_packed::Kind::for_format(w.format()) {
+        if let (Some(kind), Some(isa)) = (x86_packed::Kind::for_format(w.format()), x86_packed::Isa::detected()) {
             return Ok(Self {
-                inner: Inner::Avx2(x86_packed::Packed::pack(w, kind)?),
+                inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa)?),
             });
         }
         Ok(Self {
@@ -94,14 +94,33 @@ impl PackedWeights {
     pub fn from_tensor(w: QuantizedTensor) -> Result<Self> {
         check_matmul(0, 0, &w)?;
         #[cfg(target_arch = "x86_64")]
-        if let Some(kind) = x86_packed::Kind::for_format(w.format()) {
+        if let (Some(kind), Some(isa)) = (x86_packed::Kind::for_format(w.format()), x86_packed::Isa::detected()) {
             return Ok(Self {
-                inner: Inner::Avx2(x86_packed::Packed::pack(&w, kind)?),
+                inner: Inner::X86(x86_packed::Packed::pack(&w, kind, isa)?),
             });
         }
         Ok(Self {
             inner: Inner::Original(w),
         })
+    }
+
+    /// `w` packed in every layout this CPU runs (the best last), or kept as it is where none
+    /// fits: what the tests compare layout by layout.
+    #[cfg(test)]
+    pub(crate) fn every_layout(w: &QuantizedTensor) -> Vec<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kind) = x86_packed::Kind::for_format(w.format()) {
+            let all: Vec<Self> = x86_packed::Isa::available()
+                .iter()
+                .map(|&isa| Self {
+                    inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa).unwrap()),
+                })
+                .collect();
+            if !all.is_empty() {
+                return all;
+            }
+        }
+        vec![Self::unpacked(w.clone()).unwrap()]
     }
 
     /// Keeps `w` as it is (no packing): [`matmul_packed`] then runs the kernels of
@@ -113,14 +132,14 @@ impl PackedWeights {
         })
     }
 
-    /// The layout chosen: `original`, or `avx2-panel8-<format>` (`avx2-panel8-q4_0`,
-    /// `avx2-panel8-q8_0`, `avx2-panel8-tq2_0`, `avx2-panel8-int8_channel`,
-    /// `avx2-panel8-int8_block`).
+    /// The layout chosen: `original`, `avx512vnni-panel16-<format>` where the CPU has
+    /// AVX-512 F/BW and VNNI, else `avx2-panel8-<format>`; `<format>` is `q4_0`, `q8_0`,
+    /// `tq2_0`, `int8_channel` or `int8_block`.
     pub fn layout_name(&self) -> &'static str {
         match &self.inner {
             Inner::Original(_) => "original",
             #[cfg(target_arch = "x86_64")]
-            Inner::Avx2(p) => p.kind.name(),
+            Inner::X86(p) => p.kind.name(p.isa),
         }
     }
 
@@ -134,7 +153,7 @@ impl PackedWeights {
         match &self.inner {
             Inner::Original(w) => w.format(),
             #[cfg(target_arch = "x86_64")]
-            Inner::Avx2(p) => p.format,
+            Inner::X86(p) => p.format,
         }
     }
 
@@ -143,7 +162,7 @@ impl PackedWeights {
         match &self.inner {
             Inner::Original(w) => [w.shape()[0], w.shape()[1]],
             #[cfg(target_arch = "x86_64")]
-            Inner::Avx2(p) => [p.n, p.k],
+            Inner::X86(p) => [p.n, p.k],
         }
     }
 
@@ -152,7 +171,7 @@ impl PackedWeights {
         match &self.inner {
             Inner::Original(w) => w.storage_bytes(),
             #[cfg(target_arch = "x86_64")]
-            Inner::Avx2(p) => p.storage_bytes(),
+            Inner::X86(p) => p.storage_bytes(),
         }
     }
 
@@ -161,7 +180,7 @@ impl PackedWeights {
         match &self.inner {
             Inner::Original(w) => Some(w),
             #[cfg(target_arch = "x86_64")]
-            Inner::Avx2(_) => None,
+            Inner::X86(_) => None,
         }
     }
 
@@ -172,7 +191,7 @@ impl PackedWeights {
         match &self.inner {
             Inner::Original(w) => w.clone(),
             #[cfg(target_arch = "x86_64")]
-            Inner::Avx2(p) => p.unpack(),
+            Inner::X86(p) => p.unpack(),
         }
     }
 }
@@ -206,7 +225,7 @@ pub fn matmul_packed_into(
     match &w.inner {
         Inner::Original(t) => matmul_into(x, m, t, options, out),
         #[cfg(target_arch = "x86_64")]
-        Inner::Avx2(p) => avx2::run(p, x, m, options.activations, out),
+        Inner::X86(p) => x86::run(p, x, m, options.activations, out),
     }
 }
 

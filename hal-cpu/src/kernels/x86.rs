@@ -28,6 +28,15 @@ pub(crate) fn detect() -> Option<&'static Kernels> {
         .then_some(&AVX2)
 }
 
+/// Whether the CPU also has AVX-512 F and BW with VNNI (`vpdpbusd` on 512-bit vectors), which
+/// the packed kernels of [`super::x86_packed512`] need, on top of the AVX2 set.
+pub(crate) fn avx512_vnni() -> bool {
+    detect().is_some()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
 pub(crate) static AVX2: Kernels = Kernels {
     name: "avx2+fma+f16c",
     exact: exact_for,

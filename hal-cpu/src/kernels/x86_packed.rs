@@ -38,17 +38,58 @@ use std::arch::x86_64::{
     _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm_cvtsi32_si128, _mm_loadu_si128,
 };
 
+use std::sync::OnceLock;
+
 use aihal_core::Result;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use rayon::prelude::*;
 
-use super::{ActQ8, PANEL};
+use super::ActQ8;
 use crate::decode::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
-/// 32 bytes, aligned for vector loads.
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(32))]
-pub(crate) struct Chunk(pub(crate) [u8; 32]);
+/// 64 bytes, aligned for vector loads: the storage unit of the packed codes.
+#[derive(Clone, Copy, Debug, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C, align(64))]
+pub(crate) struct Line([u8; 64]);
+
+/// The instruction set a packed matrix is laid out for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX2 + FMA + F16C: panels of 8 rows, `vpmaddubsw` arithmetic.
+    Avx2,
+    /// AVX-512 F/BW with VNNI: panels of 16 rows, `vpdpbusd` arithmetic.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best packed layout this CPU runs, if any.
+    pub(crate) fn detected() -> Option<Self> {
+        Self::available().last().copied()
+    }
+
+    /// Every packed layout this CPU runs, from the least to the most capable.
+    pub(crate) fn available() -> &'static [Self] {
+        static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut v = Vec::new();
+            if super::x86::detect().is_some() {
+                v.push(Self::Avx2);
+                if super::x86::avx512_vnni() {
+                    v.push(Self::Avx512Vnni);
+                }
+            }
+            v
+        })
+    }
+
+    /// Weight rows per panel: one per 32-bit lane of the set's vectors.
+    pub(crate) fn rows(self) -> usize {
+        match self {
+            Self::Avx2 => 8,
+            Self::Avx512Vnni => 16,
+        }
+    }
+}
 
 /// The packed code layouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +109,9 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    /// The packed layout for `format` on this CPU, if the AVX2 set runs here and has one.
+    /// The packed layout for `format`, if there is one.
     pub(crate) fn for_format(format: QuantFormat) -> Option<Self> {
-        let kind = match format {
+        Some(match format {
             QuantFormat::Q4_0 => Self::Q4_0,
             QuantFormat::Q8_0 => Self::Q8_0,
             QuantFormat::Tq2_0 => Self::Tq2_0,
@@ -79,23 +120,48 @@ impl Kind {
                 block_size: Some(block_size),
             },
             _ => return None,
-        };
-        super::x86::detect().map(|_| kind)
+        })
     }
 
-    /// A short name of the layout (`avx2-panel8-q4_0`, ...).
-    pub(crate) fn name(self) -> &'static str {
+    /// A short name of the layout (`avx2-panel8-q4_0`, `avx512vnni-panel16-q4_0`, ...).
+    pub(crate) fn name(self, isa: Isa) -> &'static str {
+        match (isa, self) {
+            (Isa::Avx2, Self::Q4_0) => "avx2-panel8-q4_0",
+            (Isa::Avx2, Self::Q8_0) => "avx2-panel8-q8_0",
+            (Isa::Avx2, Self::Tq2_0) => "avx2-panel8-tq2_0",
+            (Isa::Avx2, Self::Int8 { block_size: None }) => "avx2-panel8-int8_channel",
+            (Isa::Avx2, Self::Int8 { .. }) => "avx2-panel8-int8_block",
+            (Isa::Avx512Vnni, Self::Q4_0) => "avx512vnni-panel16-q4_0",
+            (Isa::Avx512Vnni, Self::Q8_0) => "avx512vnni-panel16-q8_0",
+            (Isa::Avx512Vnni, Self::Tq2_0) => "avx512vnni-panel16-tq2_0",
+            (Isa::Avx512Vnni, Self::Int8 { block_size: None }) => "avx512vnni-panel16-int8_channel",
+            (Isa::Avx512Vnni, Self::Int8 { .. }) => "avx512vnni-panel16-int8_block",
+        }
+    }
+
+    /// The offset added to the stored codes (`q + offset` is stored, or for 8-bit codes on
+    /// AVX-512, `q + 128` is what the kernel multiplies), removed through the activation
+    /// block sums.
+    pub(crate) fn offset(self, isa: Isa) -> i32 {
+        match (self, isa) {
+            (Self::Q4_0, _) => 8,
+            (Self::Tq2_0, _) => 1,
+            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2) => 0,
+            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx512Vnni) => 128,
+        }
+    }
+
+    /// Code chunks per block of 32 values of a panel (a chunk holds 4 code bytes per row).
+    fn chunks_per_block(self) -> usize {
         match self {
-            Self::Q4_0 => "avx2-panel8-q4_0",
-            Self::Q8_0 => "avx2-panel8-q8_0",
-            Self::Tq2_0 => "avx2-panel8-tq2_0",
-            Self::Int8 { block_size: None } => "avx2-panel8-int8_channel",
-            Self::Int8 { .. } => "avx2-panel8-int8_block",
+            Self::Q4_0 => 4,
+            Self::Q8_0 | Self::Int8 { .. } => 8,
+            Self::Tq2_0 => 2,
         }
     }
 
     /// Blocks of 32 sharing one scale.
-    fn blocks_per_scale(self, nb: usize) -> usize {
+    pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
             Self::Q4_0 | Self::Q8_0 => 1,
             Self::Tq2_0 => 8,
@@ -105,29 +171,31 @@ impl Kind {
     }
 }
 
-/// A weight matrix `[N, K]` packed in panels of [`PANEL`] rows (see the module docs).
+/// A weight matrix `[N, K]` packed in panels of [`Isa::rows`] rows (see the module docs).
 #[derive(Clone, Debug)]
 pub(crate) struct Packed {
     pub(crate) kind: Kind,
+    pub(crate) isa: Isa,
     pub(crate) format: QuantFormat,
     pub(crate) n: usize,
     pub(crate) k: usize,
     /// Blocks of 32 per row (the last one zero padded for int8 rows with `K % 32 != 0`).
     pub(crate) nb: usize,
     /// Scale groups per row (`ceil(nb / blocks_per_scale)`).
-    groups: usize,
-    /// Chunks per panel.
-    panel_chunks: usize,
-    codes: Vec<Chunk>,
-    /// f16 bits (Q4_0, Q8_0, TQ2_0), `panels * groups * 8`.
+    pub(super) groups: usize,
+    /// Code bytes per panel (`chunks_per_block * nb * 4 * rows`).
+    panel_bytes: usize,
+    /// The panels one after the other; past `panels * panel_bytes`, zeros up to a whole line.
+    codes: Vec<Line>,
+    /// f16 bits (Q4_0, Q8_0, TQ2_0), `panels * groups * rows`.
     scales16: Vec<u16>,
-    /// f32 scales (int8), `panels * groups * 8`.
+    /// f32 scales (int8), `panels * groups * rows`.
     scales32: Vec<f32>,
 }
 
 /// Copies 4 bytes of `src` at `from` (zero past its end) into lane `j` of `chunk`.
-fn put4(chunk: &mut Chunk, j: usize, src: &[u8], from: usize) {
-    let dst = &mut chunk.0[4 * j..4 * j + 4];
+fn put4(chunk: &mut [u8], j: usize, src: &[u8], from: usize) {
+    let dst = &mut chunk[4 * j..4 * j + 4];
     match src.get(from..from + 4) {
         Some(s) => dst.copy_from_slice(s),
         None => {
@@ -139,32 +207,28 @@ fn put4(chunk: &mut Chunk, j: usize, src: &[u8], from: usize) {
 }
 
 impl Packed {
-    /// Packs `w` (validated by `check_matmul`, rank 2) as `kind`.
-    pub(crate) fn pack(w: &QuantizedTensor, kind: Kind) -> Result<Self> {
+    /// Packs `w` (validated by `check_matmul`, rank 2) as `kind` in `isa`'s panels.
+    pub(crate) fn pack(w: &QuantizedTensor, kind: Kind, isa: Isa) -> Result<Self> {
         let (n, k) = (w.shape()[0], w.shape()[1]);
+        let pr = isa.rows();
         let nb = k.div_ceil(32);
         let bps = kind.blocks_per_scale(nb);
         let groups = nb.div_ceil(bps);
-        let panels = n.div_ceil(PANEL);
-        let panel_chunks = match kind {
-            Kind::Q4_0 => 4 * nb,
-            Kind::Q8_0 | Kind::Int8 { .. } => 8 * nb,
-            Kind::Tq2_0 => 2 * nb,
-        };
-        let total = panels
-            .checked_mul(panel_chunks)
-            .filter(|&c| c.checked_mul(32).is_some())
-            .ok_or_else(|| aihal_core::CoreError::invalid_input(format!("packing {n} x {k} weights overflows")))?;
-        let mut codes = vec![Chunk::default(); total];
+        let panels = n.div_ceil(pr);
+        let panel_chunks = kind.chunks_per_block() * nb;
+        let overflow = || aihal_core::CoreError::invalid_input(format!("packing {n} x {k} weights overflows"));
+        let panel_bytes = panel_chunks.checked_mul(4 * pr).ok_or_else(overflow)?;
+        let total = panels.checked_mul(panel_bytes).ok_or_else(overflow)?;
+        let mut codes = vec![Line([0; 64]); total.div_ceil(64)];
         let mut scales16 = Vec::new();
         let mut scales32 = Vec::new();
         match kind {
-            Kind::Int8 { .. } => scales32.resize(panels * groups * PANEL, 0.0),
-            _ => scales16.resize(panels * groups * PANEL, 0),
+            Kind::Int8 { .. } => scales32.resize(panels * groups * pr, 0.0),
+            _ => scales16.resize(panels * groups * pr, 0),
         }
         let data = w.data();
         // Codes: whole panels in parallel (each a disjoint slice of `codes`), each chunk
-        // written at once from the 8 rows read side by side.
+        // written at once from the panel's rows read side by side.
         let row_bytes = match kind {
             Kind::Q4_0 => nb * Q4_0_BLOCK_BYTES,
             Kind::Q8_0 => nb * Q8_0_BLOCK_BYTES,
@@ -178,28 +242,31 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } => 4 * c,
         };
-        codes
-            .par_chunks_mut(panel_chunks.max(1))
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut codes);
+        bytes[..total]
+            .par_chunks_mut(panel_bytes.max(1))
             .enumerate()
             .for_each(|(p, pc)| {
-                let rows: [&[u8]; PANEL] = std::array::from_fn(|j| {
-                    let row = p * PANEL + j;
-                    if row < n {
-                        &data[row * row_bytes..(row + 1) * row_bytes]
-                    } else {
-                        &[]
-                    }
-                });
-                for (c, chunk) in pc.iter_mut().enumerate() {
+                let rows: Vec<&[u8]> = (0..pr)
+                    .map(|j| {
+                        let row = p * pr + j;
+                        if row < n {
+                            &data[row * row_bytes..(row + 1) * row_bytes]
+                        } else {
+                            &[]
+                        }
+                    })
+                    .collect();
+                for (c, chunk) in pc.chunks_exact_mut(4 * pr).enumerate() {
                     let from = source(c);
                     for (j, src) in rows.iter().enumerate() {
                         put4(chunk, j, src, from);
                     }
                 }
             });
-        // Scales: the 8 rows of a panel's group side by side.
+        // Scales: the rows of a panel's group side by side.
         for row in 0..n {
-            let sbase = (row / PANEL) * groups * PANEL + row % PANEL;
+            let sbase = (row / pr) * groups * pr + row % pr;
             match kind {
                 Kind::Q4_0 | Kind::Q8_0 | Kind::Tq2_0 => {
                     let (bytes, at) = match kind {
@@ -209,37 +276,53 @@ impl Packed {
                     };
                     let row_bytes = &data[row * groups * bytes..(row + 1) * groups * bytes];
                     for (g, blk) in row_bytes.chunks_exact(bytes).enumerate() {
-                        scales16[sbase + g * PANEL] = u16::from_le_bytes([blk[at], blk[at + 1]]);
+                        scales16[sbase + g * pr] = u16::from_le_bytes([blk[at], blk[at + 1]]);
                     }
                 }
                 Kind::Int8 { .. } => {
                     for g in 0..groups {
-                        scales32[sbase + g * PANEL] = w.scales()[row * groups + g];
+                        scales32[sbase + g * pr] = w.scales()[row * groups + g];
                     }
                 }
             }
         }
         Ok(Self {
             kind,
+            isa,
             format: w.format(),
             n,
             k,
             nb,
             groups,
-            panel_chunks,
+            panel_bytes,
             codes,
             scales16,
             scales32,
         })
     }
 
+    /// The code bytes of panel `p`.
+    pub(crate) fn panel_codes(&self, p: usize) -> &[u8] {
+        let bytes: &[u8] = bytemuck::cast_slice(&self.codes);
+        &bytes[p * self.panel_bytes..(p + 1) * self.panel_bytes]
+    }
+
+    /// The scales of panel `p`: `groups * rows` values, group-major.
+    pub(super) fn panel_scales(&self, p: usize) -> Scales<'_> {
+        let per = self.groups * self.isa.rows();
+        match self.kind {
+            Kind::Int8 { .. } => Scales::F32(&self.scales32[p * per..(p + 1) * per]),
+            _ => Scales::F16(&self.scales16[p * per..(p + 1) * per]),
+        }
+    }
+
     /// Bytes held (codes and scales).
     pub(crate) fn storage_bytes(&self) -> usize {
-        self.codes.len() * 32 + self.scales16.len() * 2 + self.scales32.len() * 4
+        self.n.div_ceil(self.isa.rows()) * self.panel_bytes + self.scales16.len() * 2 + self.scales32.len() * 4
     }
 
     /// Rows `n0 .. n0 + rows` in the original format, exactly the bytes they were packed from.
-    /// `n0` is a multiple of [`PANEL`] and `n0 + rows <= N`; `data` and `scales` are reused
+    /// `n0` is a multiple of the panel's rows and `n0 + rows <= N`; `data` and `scales` are reused
     /// buffers (cleared here).
     pub(crate) fn unpack_rows(
         &self,
@@ -248,19 +331,19 @@ impl Packed {
         mut data: Vec<u8>,
         mut scales: Vec<f32>,
     ) -> QuantizedTensor {
-        let (nb, k) = (self.nb, self.k);
+        let (nb, k, pr) = (self.nb, self.k, self.isa.rows());
         data.clear();
         scales.clear();
         for row in n0..n0 + rows {
-            let (p, j) = (row / PANEL, row % PANEL);
-            let pc = &self.codes[p * self.panel_chunks..(p + 1) * self.panel_chunks];
-            let sbase = p * self.groups * PANEL + j;
-            let lane = |c: usize| &pc[c].0[4 * j..4 * j + 4];
+            let (p, j) = (row / pr, row % pr);
+            let pc = self.panel_codes(p);
+            let sbase = p * self.groups * pr + j;
+            let lane = |c: usize| &pc[4 * pr * c + 4 * j..][..4];
             match self.kind {
                 Kind::Q4_0 | Kind::Q8_0 => {
                     let cpb = if self.kind == Kind::Q4_0 { 4 } else { 8 };
                     for b in 0..nb {
-                        data.extend_from_slice(&self.scales16[sbase + b * PANEL].to_le_bytes());
+                        data.extend_from_slice(&self.scales16[sbase + b * pr].to_le_bytes());
                         for c in 0..cpb {
                             data.extend_from_slice(lane(b * cpb + c));
                         }
@@ -271,7 +354,7 @@ impl Packed {
                         for c in 0..16 {
                             data.extend_from_slice(lane(sb * 16 + c));
                         }
-                        data.extend_from_slice(&self.scales16[sbase + sb * PANEL].to_le_bytes());
+                        data.extend_from_slice(&self.scales16[sbase + sb * pr].to_le_bytes());
                     }
                 }
                 Kind::Int8 { .. } => {
@@ -280,7 +363,7 @@ impl Packed {
                         data.extend_from_slice(lane(c));
                     }
                     data.truncate(start + k);
-                    scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * PANEL]));
+                    scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
                 }
             }
         }
@@ -417,22 +500,18 @@ impl BlockDot for S8 {
 }
 
 /// Activations quantized for the packed kernels: the [`ActQ8`] rows and, per row and block,
-/// `-offset · Σ q` for the layout's unsigned codes (computed once per call, not per panel).
+/// `-offset · Σ q` for the layout's code offset (computed once per call, not per panel).
 pub(crate) struct PackedAct<'a> {
-    a: &'a ActQ8,
+    pub(super) a: &'a ActQ8,
     /// The code offset these values were computed for (0: none, `neg` empty).
-    offset: i32,
-    neg: Vec<i32>,
+    pub(super) offset: i32,
+    pub(super) neg: Vec<i32>,
 }
 
 impl<'a> PackedAct<'a> {
     /// `a` prepared for the kernels of `w`.
     pub(crate) fn new(w: &Packed, a: &'a ActQ8) -> Self {
-        let offset = match w.kind {
-            Kind::Q4_0 => Q4::OFFSET,
-            Kind::Tq2_0 => Tq2::OFFSET,
-            Kind::Q8_0 | Kind::Int8 { .. } => S8::OFFSET,
-        };
+        let offset = w.kind.offset(w.isa);
         let neg = if offset == 0 {
             Vec::new()
         } else {
@@ -440,17 +519,29 @@ impl<'a> PackedAct<'a> {
         };
         Self { a, offset, neg }
     }
+
+    /// Activation row `i`'s codes, block scales and offset corrections (empty without an
+    /// offset).
+    pub(super) fn row(&self, i: usize) -> (&[i8], &[f32], &[i32]) {
+        let nb = self.a.nb;
+        let neg = if self.offset == 0 {
+            &[][..]
+        } else {
+            &self.neg[i * nb..][..nb]
+        };
+        (&self.a.qs[i * nb * 32..][..nb * 32], &self.a.d[i * nb..][..nb], neg)
+    }
 }
 
 /// Where a kernel reads a panel's scales.
 #[derive(Clone, Copy)]
-enum Scales<'a> {
+pub(super) enum Scales<'a> {
     F16(&'a [u16]),
     F32(&'a [f32]),
 }
 
 impl Scales<'_> {
-    /// The 8 scales of group `g`.
+    /// The 8 scales of group `g` (AVX2 panels).
     ///
     /// # Safety
     /// AVX2 and F16C are available.
@@ -459,12 +550,12 @@ impl Scales<'_> {
     unsafe fn load(self, g: usize) -> __m256 {
         match self {
             Self::F16(s) => {
-                let s = &s[g * PANEL..][..PANEL];
+                let s = &s[g * 8..][..8];
                 // SAFETY: `s` has 8 u16 (16 bytes).
                 _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
             }
             Self::F32(s) => {
-                let s = &s[g * PANEL..][..PANEL];
+                let s = &s[g * 8..][..8];
                 // SAFETY: `s` has 8 f32.
                 unsafe { _mm256_loadu_ps(s.as_ptr()) }
             }
@@ -476,8 +567,9 @@ impl Scales<'_> {
 /// weight row `8p + j` for activation row `row0 + r`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `p` is a panel of `w`; `a` was quantized from rows of
-/// `w.k` values and has rows `row0 .. row0 + R`; `w.kind` matches `D`.
+/// AVX2, FMA and F16C are available; `p` is a panel of `w`, laid out for [`Isa::Avx2`]; `a`
+/// was quantized from rows of `w.k` values and has rows `row0 .. row0 + R`; `w.kind` matches
+/// `D`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn panel_rows<D: BlockDot, const R: usize>(
@@ -485,56 +577,45 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     p: usize,
     act: &PackedAct<'_>,
     row0: usize,
-) -> [[f32; PANEL]; R] {
-    let (a, nb) = (act.a, w.nb);
-    assert!(a.nb == nb && act.offset == D::OFFSET);
-    let codes = &w.codes[p * w.panel_chunks..(p + 1) * w.panel_chunks];
-    let scales = match w.kind {
-        Kind::Int8 { .. } => Scales::F32(&w.scales32[p * w.groups * PANEL..(p + 1) * w.groups * PANEL]),
-        _ => Scales::F16(&w.scales16[p * w.groups * PANEL..(p + 1) * w.groups * PANEL]),
-    };
+) -> [[f32; 8]; R] {
+    let nb = w.nb;
+    assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::Avx2);
+    let codes = w.panel_codes(p);
+    let scales = w.panel_scales(p);
     let bps = w.kind.blocks_per_scale(nb);
     // Each activation row's codes, scales and block sums, sliced once.
-    let qs: [&[i8]; R] = std::array::from_fn(|r| &a.qs[(row0 + r) * nb * 32..][..nb * 32]);
-    let ds: [&[f32]; R] = std::array::from_fn(|r| &a.d[(row0 + r) * nb..][..nb]);
-    let ss: [&[i32]; R] = std::array::from_fn(|r| {
-        if D::OFFSET == 0 {
-            &[][..]
-        } else {
-            &act.neg[(row0 + r) * nb..][..nb]
-        }
-    });
+    let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
-    assert!(nb == 0 || D::chunk(nb - 1) + D::CHUNKS <= codes.len());
-    let cp = codes.as_ptr().cast::<u8>();
+    assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
+    let cp = codes.as_ptr();
     let mut accf = [_mm256_setzero_ps(); R];
     for g in 0..w.groups {
         // SAFETY: g < groups; the features are enabled here.
         let sw = unsafe { scales.load(g) };
         for b in g * bps..nb.min((g + 1) * bps) {
             // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
-            // inside each row of `qs` (nb * 32 long).
+            // inside each row's codes (nb * 32 long).
             let wb = cp.wrapping_add(32 * D::chunk(b));
-            let x: [*const i8; R] = std::array::from_fn(|r| qs[r].as_ptr().wrapping_add(32 * b));
+            let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
             let neg: [i32; R] = if D::OFFSET == 0 {
                 [0; R]
             } else {
-                // SAFETY: b < nb, and each row of `ss` holds nb values (sliced above).
-                std::array::from_fn(|r| unsafe { ss[r].as_ptr().add(b).read() })
+                // SAFETY: b < nb, and each row's corrections hold nb values (sliced above).
+                std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() })
             };
             // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
             // (above).
             let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
             for r in 0..R {
                 // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-                // SAFETY: b < nb, and each row of `ds` holds nb scales (sliced above).
-                let d = unsafe { ds[r].as_ptr().add(b).read() };
+                // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
+                let d = unsafe { rows[r].1.as_ptr().add(b).read() };
                 let s = _mm256_mul_ps(sw, _mm256_set1_ps(d));
                 accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
             }
         }
     }
-    let mut out = [[0.0f32; PANEL]; R];
+    let mut out = [[0.0f32; 8]; R];
     for (o, acc) in out.iter_mut().zip(accf) {
         // SAFETY: `o` has 8 f32.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
@@ -543,22 +624,20 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
 }
 
 /// Panel `p` against every activation row of `a` (up to 4 at a time; 1 to 3 in one pass),
-/// written to `yt[j * a.rows + i]` for `j < cols`.
+/// written to `y[8 i + j]`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `p` is a panel of `w` with `cols <= PANEL` rows inside
-/// the matrix; `a` was quantized from rows of `w.k` values; `yt.len() >= cols * a.rows`.
+/// AVX2, FMA and F16C are available; `p` is a panel of `w` (laid out for [`Isa::Avx2`]); `a`
+/// was quantized from rows of `w.k` values; `y.len() >= 8 * a.rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, cols: usize, a: &PackedAct<'_>, yt: &mut [f32]) {
+unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
     let m = a.a.rows;
     let mut i0 = 0;
     while i0 < m {
         let rows = (m - i0).min(4);
-        let mut put = |out: &[[f32; PANEL]]| {
+        let mut put = |out: &[[f32; 8]]| {
             for (r, lanes) in out.iter().enumerate() {
-                for (j, &v) in lanes.iter().enumerate().take(cols) {
-                    yt[j * m + i0 + r] = v;
-                }
+                y[8 * (i0 + r)..][..8].copy_from_slice(lanes);
             }
         };
         // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
@@ -574,33 +653,37 @@ unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, cols: usize, a: &PackedAc
     }
 }
 
-/// Panel `p` of `w` (`cols` rows inside the matrix) against every row of `a`, written to
-/// `yt[j * a.rows + i]`. The same sums and roundings as the generic q8 kernel.
+/// Panel `p` of `w` against every row `i` of `a`, written to `y[rows * i + j]` for the
+/// panel's `rows` weight rows `j` (zero for rows past the matrix). The same sums and
+/// roundings as the generic q8 kernel.
 ///
 /// # Panics
-/// If `a` was not quantized from rows of `w.k` values, `p` is not a panel of `w`, `cols`
-/// exceeds the panel's rows, or `yt` is shorter than `cols * a.rows`.
-pub(crate) fn panel(w: &Packed, p: usize, cols: usize, act: &PackedAct<'_>, yt: &mut [f32]) {
+/// If `a` was not quantized from rows of `w.k` values or prepared for another layout, `p` is
+/// not a panel of `w`, or `y` is shorter than `rows * a.rows`.
+pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     let a = act.a;
+    let pr = w.isa.rows();
     assert!(
         a.nb == w.nb
-            && p < w.n.div_ceil(PANEL)
-            && cols <= PANEL
-            && p * PANEL + cols <= w.n
-            && yt.len() >= cols * a.rows
+            && p < w.n.div_ceil(pr)
+            && y.len() >= pr * a.rows
             && a.sums.len() >= a.rows * a.nb
+            && act.offset == w.kind.offset(w.isa)
     );
     assert!(
-        super::x86::detect().is_some(),
-        "packed weights exist only where AVX2 runs"
+        Isa::available().contains(&w.isa),
+        "packed weights exist only where their instruction set runs"
     );
-    // SAFETY: AVX2, FMA and F16C were detected (checked above; `Packed` is only built when
-    // they are); the shapes were asserted above.
-    unsafe {
-        match w.kind {
-            Kind::Q4_0 => panel_all::<Q4>(w, p, cols, act, yt),
-            Kind::Tq2_0 => panel_all::<Tq2>(w, p, cols, act, yt),
-            Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, cols, act, yt),
-        }
+    match w.isa {
+        // SAFETY: AVX2, FMA and F16C were detected (checked above); the shapes were asserted
+        // above.
+        Isa::Avx2 => unsafe {
+            match w.kind {
+                Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
+                Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
+                Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+            }
+        },
+        Isa::Avx512Vnni => super::x86_packed512::panel(w, p, act, y),
     }
 }

@@ -26,11 +26,12 @@ fn assert_same(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-/// Whether this CPU packs `format` (the AVX2 set with a packed layout for it).
+/// Whether this CPU packs `format` (an x86 set with a packed layout for it).
 fn packs_here(format: QuantFormat) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         crate::kernels::x86_packed::Kind::for_format(format).is_some()
+            && crate::kernels::x86_packed::Isa::detected().is_some()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -53,7 +54,17 @@ fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, bad: &[usize], 
             f32::INFINITY
         };
     }
-    let packed = PackedWeights::new(&w).unwrap();
+    let best = PackedWeights::new(&w).unwrap();
+    let layouts = PackedWeights::every_layout(&w);
+    assert_eq!(layouts.last().unwrap().layout_name(), best.layout_name());
+    for packed in &layouts {
+        check_layout(&w, packed, &x, m, n, k, bad);
+    }
+}
+
+/// One layout of `w` against the generic kernels (see [`check_case`]).
+fn check_layout(w: &QuantizedTensor, packed: &PackedWeights, x: &[f32], m: usize, n: usize, k: usize, bad: &[usize]) {
+    let format = w.format();
     assert_eq!(
         packed.is_packed(),
         packs_here(format),
@@ -65,16 +76,16 @@ fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, bad: &[usize], 
     let what = format!("{format} {} m={m} n={n} k={k} bad={bad:?}", packed.layout_name());
 
     // The f32 path: the exact kernels of the best set on the same bytes.
-    let exact = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
-    let got = matmul_packed(x.as_slice().into(), m, &packed, MatmulOptions::exact()).unwrap();
+    let exact = matmul_with(x.into(), m, w, MatmulOptions::exact()).unwrap();
+    let got = matmul_packed(x.into(), m, packed, MatmulOptions::exact()).unwrap();
     assert_same(&format!("{what} f32 path"), &got, &exact);
 
-    let got = matmul_packed(x.as_slice().into(), m, &packed, int8()).unwrap();
+    let got = matmul_packed(x.into(), m, packed, int8()).unwrap();
     if packed.is_packed() {
         // Finite rows: the generic q8 kernel, bit for bit. Non-finite rows: the best set's
         // exact kernel, as matmul_with runs it.
         let mut want = vec![0.0; m * n];
-        run(generic(), &x, m, &w, ActivationPrecision::Int8, &mut want);
+        run(generic(), x, m, w, ActivationPrecision::Int8, &mut want);
         for i in 0..m {
             if !x[i * k..(i + 1) * k].iter().all(|v| v.is_finite()) {
                 want[i * n..(i + 1) * n].copy_from_slice(&exact[i * n..(i + 1) * n]);
@@ -83,7 +94,7 @@ fn check_case(format: QuantFormat, m: usize, n: usize, k: usize, bad: &[usize], 
         assert_same(&format!("{what} int8 path"), &got, &want);
         assert!(got.iter().any(|&v| v != 0.0), "{what}: outputs all zero");
     } else {
-        let want = matmul_with(x.as_slice().into(), m, &w, int8()).unwrap();
+        let want = matmul_with(x.into(), m, &w, int8()).unwrap();
         assert_same(&format!("{what} original layout"), &got, &want);
     }
     // The packed form converts back to the same bytes.
@@ -150,7 +161,11 @@ fn layouts_keep_the_bit_width() {
             assert_eq!(p.layout_name(), "original");
             continue;
         }
-        assert!(p.layout_name().starts_with("avx2-panel8-"), "{}", p.layout_name());
+        let name = p.layout_name();
+        assert!(
+            name.starts_with("avx2-panel8-") || name.starts_with("avx512vnni-panel16-"),
+            "{name}"
+        );
         // 16 rows are two whole panels: not one byte more than the original.
         assert_eq!(p.storage_bytes(), w.storage_bytes(), "{format}");
         assert!(p.as_quantized().is_none());

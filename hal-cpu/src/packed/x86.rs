@@ -1,11 +1,11 @@
-//! `matmul_packed` over AVX2 panels: validation, threads over whole panels, and the exact
-//! path on rows converted back to their format.
+//! `matmul_packed` over x86 panels (AVX2's 8 rows, AVX-512 VNNI's 16): validation, threads
+//! over whole panels, and the exact path on rows converted back to their format.
 
 use aihal_core::{CoreError, Result};
 use rayon::prelude::*;
 
 use crate::kernels::x86_packed::{self, Packed};
-use crate::kernels::{self, ActQ8, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS, PANEL};
+use crate::kernels::{self, ActQ8, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS};
 use crate::matmul::{output_len, ActivationPrecision, Activations};
 
 /// Checks `x` (`m` rows of `K`) and `out` (`[m, N]`) as `matmul_into` does, then runs.
@@ -36,18 +36,19 @@ pub(super) fn run(
     Ok(())
 }
 
-/// Validated inputs over AVX2 panels.
+/// Validated inputs over the panels.
 fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     if m == 0 || n == 0 {
         return;
     }
-    // One output row per weight row (`yt` is [N, m]), so that threads own disjoint slices.
-    let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
-    let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
     let threads = rayon::current_num_threads().max(1);
     match precision {
         ActivationPrecision::F32 => {
+            // One output row per weight row (`yt` is [N, m]), so that threads own disjoint
+            // slices.
+            let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
+            let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
             let per_task = n.div_ceil(threads * 4).next_multiple_of(EXACT_PANEL).max(EXACT_PANEL);
             yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
                 let mut tile = Tile::default();
@@ -56,31 +57,53 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
                     tile.exact(w, n0, ytile.len() / m, x, m, (0..m).map(|i| (i, true)), ytile);
                 }
             });
+            if m > 1 {
+                for (j, col) in transposed.chunks_exact(m).enumerate() {
+                    for (i, &v) in col.iter().enumerate() {
+                        out[i * n + j] = v;
+                    }
+                }
+            }
         }
         ActivationPrecision::Int8 => {
             let a = ActQ8::quantize(x, m, k);
             let act = x86_packed::PackedAct::new(w, &a);
-            let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
-            yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+            let pr = w.isa.rows();
+            let per_task = n.div_ceil(threads * 4).next_multiple_of(pr).max(pr);
+            // Each task owns the columns `c * per_task ..` of every output row: the rows split
+            // into disjoint slices, so the panels' results go straight to `out`.
+            let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per_task)).map(|_| Vec::with_capacity(m)).collect();
+            for row in out.chunks_mut(n) {
+                for (t, cols) in row.chunks_mut(per_task).enumerate() {
+                    tasks[t].push(cols);
+                }
+            }
+            let any_bad = a.non_finite.contains(&true);
+            tasks.into_par_iter().enumerate().for_each(|(c, mut dst)| {
                 let mut tile = Tile::default();
-                for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
-                    let p = (c * per_task) / PANEL + t;
-                    let cols = ytile.len() / m;
-                    x86_packed::panel(w, p, cols, &act, ytile);
+                // The panel's outputs, `y[pr * i + j]`, and the exact path's, `yt[j * m + i]`.
+                let mut y = vec![0.0f32; pr * m];
+                let mut yt = if any_bad { vec![0.0f32; pr * m] } else { Vec::new() };
+                let width = dst[0].len();
+                for t in 0..width.div_ceil(pr) {
+                    let p = (c * per_task) / pr + t;
+                    let cols = pr.min(width - t * pr);
+                    x86_packed::panel(w, p, &act, &mut y);
                     // Rows with NaN or infinities take the exact path, as everywhere.
-                    if a.non_finite.contains(&true) {
+                    if any_bad {
                         let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
-                        tile.exact(w, p * PANEL, cols, x, m, rows, ytile);
+                        tile.exact(w, p * pr, cols, x, m, rows, &mut yt[..cols * m]);
+                        for (i, _) in a.non_finite.iter().enumerate().filter(|(_, &bad)| bad) {
+                            for j in 0..cols {
+                                y[pr * i + j] = yt[j * m + i];
+                            }
+                        }
+                    }
+                    for (i, row) in dst.iter_mut().enumerate() {
+                        row[t * pr..t * pr + cols].copy_from_slice(&y[pr * i..pr * i + cols]);
                     }
                 }
             });
-        }
-    }
-    if m > 1 {
-        for (j, col) in transposed.chunks_exact(m).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                out[i * n + j] = v;
-            }
         }
     }
 }
@@ -94,7 +117,8 @@ struct Tile {
 }
 
 impl Tile {
-    /// The exact path for weight rows `n0 .. n0 + cols` (`n0` a multiple of 8, `cols <= 16`)
+    /// The exact path for weight rows `n0 .. n0 + cols` (`n0` a multiple of the panel rows,
+    /// `cols <= 16`)
     /// and the activation rows `i` flagged in `rows`, written to `yt[j * m + i]`: the kernels
     /// and row grouping [`matmul_with`](crate::matmul_with) uses on the f32 path, on these
     /// rows converted back to their format.
