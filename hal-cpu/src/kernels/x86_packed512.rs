@@ -25,7 +25,7 @@ use std::arch::x86_64::{
     __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
     _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32,
     _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_srl_epi16, _mm512_srli_epi16, _mm512_storeu_ps,
-    _mm512_xor_si512, _mm_cvtsi32_si128,
+    _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::x86_packed::{Isa, Kind, Packed, PackedAct, Scales};
@@ -62,7 +62,7 @@ unsafe fn bcast4(p: *const i8) -> __m512i {
 
 /// Whether `R` rows keep two accumulators each (see the module docs).
 const fn split(r: usize) -> bool {
-    r <= 4
+    r <= 6
 }
 
 /// Accumulates `codes · x[r] (4 codes at `at`)` for every row into the accumulator of chunk
@@ -232,30 +232,31 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
     let cp = codes.as_ptr();
     // SAFETY: acc holds R rows of 16 f32 (asserted above).
     let mut accf: [__m512; R] = std::array::from_fn(|r| unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) });
-    // SAFETY (for `sw` here and below): the group index is below `groups`; the features are
-    // enabled here.
-    let mut sw = unsafe { load_scales(scales, b0 / bps) };
-    for b in b0..b1 {
-        if b % bps == 0 && b != b0 {
-            // SAFETY: as above.
-            sw = unsafe { load_scales(scales, b / bps) };
-        }
-        // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
-        // inside each row's codes (nb * 32 long).
-        let wb = cp.wrapping_add(64 * D::chunk(b));
-        let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
-        // SAFETY: b < nb, and each row's corrections hold nb values (every layout here has an
-        // offset, so they were computed; sliced above).
-        let neg: [i32; R] = std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() });
-        // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
-        // (above).
-        let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
-        for r in 0..R {
-            // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-            // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
-            let d = unsafe { rows[r].1.as_ptr().add(b).read() };
-            let s = _mm512_mul_ps(sw, _mm512_set1_ps(d));
-            accf[r] = _mm512_add_ps(accf[r], _mm512_mul_ps(_mm512_cvtepi32_ps(dots[r]), s));
+    for g in b0 / bps..b1.div_ceil(bps) {
+        // SAFETY: g < groups; the features are enabled here.
+        let sw = unsafe { load_scales(scales, g) };
+        for b in b0.max(g * bps)..b1.min((g + 1) * bps) {
+            // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
+            // inside each row's codes (nb * 32 long).
+            let wb = cp.wrapping_add(64 * D::chunk(b));
+            // Prefetch the codes 8 blocks ahead (a hint: any address is allowed).
+            for c in 0..D::CHUNKS {
+                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(64 * (D::CHUNKS * PREFETCH + c)).cast());
+            }
+            let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
+            // SAFETY: b < nb, and each row's corrections hold nb values (every layout here has an
+            // offset, so they were computed; sliced above).
+            let neg: [i32; R] = std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() });
+            // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
+            // (above).
+            let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+            for r in 0..R {
+                // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
+                // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
+                let d = unsafe { rows[r].1.as_ptr().add(b).read() };
+                let s = _mm512_mul_ps(sw, _mm512_set1_ps(d));
+                accf[r] = _mm512_add_ps(accf[r], _mm512_mul_ps(_mm512_cvtepi32_ps(dots[r]), s));
+            }
         }
     }
     for (o, a) in acc.chunks_exact_mut(ROWS).zip(accf) {
@@ -264,9 +265,12 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
     }
 }
 
+/// Blocks ahead the codes are prefetched.
+const PREFETCH: usize = 8;
+
 /// Blocks per pass when more than 8 activation rows share a panel: the panel's codes for
 /// these blocks (4 to 8 KiB) stay in L1 while every group of rows passes over them.
-const K_BLOCKS: usize = 16;
+const K_BLOCKS: usize = 64;
 
 /// Panel `p` against every activation row (8 at a time, then 4, then the last 1 to 3; in
 /// passes of [`K_BLOCKS`] blocks when there are more than 8 rows), written to
@@ -280,7 +284,7 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
     let acc = &mut y[..m * ROWS];
     acc.fill(0.0);
     let nb = w.nb;
-    let step = if m > 8 { K_BLOCKS } else { nb.max(1) };
+    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
     let mut b0 = 0;
     while b0 < nb {
         let range = (b0, nb.min(b0 + step));
@@ -292,11 +296,11 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
             // and `a` holds as many accumulators.
             let taken = unsafe {
                 match left {
-                    8.. => {
-                        panel_rows::<D, 8>(w, p, act, i0, range, a);
-                        8
+                    6.. => {
+                        panel_rows::<D, 6>(w, p, act, i0, range, a);
+                        6
                     }
-                    4..=7 => {
+                    4..=5 => {
                         panel_rows::<D, 4>(w, p, act, i0, range, a);
                         4
                     }

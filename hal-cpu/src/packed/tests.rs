@@ -94,7 +94,7 @@ fn check_layout(w: &QuantizedTensor, packed: &PackedWeights, x: &[f32], m: usize
         assert_same(&format!("{what} int8 path"), &got, &want);
         assert!(got.iter().any(|&v| v != 0.0), "{what}: outputs all zero");
     } else {
-        let want = matmul_with(x.into(), m, &w, int8()).unwrap();
+        let want = matmul_with(x.into(), m, w, int8()).unwrap();
         assert_same(&format!("{what} original layout"), &got, &want);
     }
     // The packed form converts back to the same bytes.
