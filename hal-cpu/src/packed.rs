@@ -15,18 +15,19 @@ mod x86;
 /// A weight matrix `[N, K]` repacked once for the int8-activation kernels of this CPU, so that
 /// no call decodes or repacks it again.
 ///
-/// With the `avx2+fma+f16c` kernel set, Q4_0, Q8_0, TQ2_0, int8 per channel and int8 per
-/// block (block size a multiple of 32) are packed in panels of 8 weight rows: per block of 32
-/// values, one 32-byte vector holds 4 consecutive codes of each of the 8 rows, at the
-/// format's own bit width (4-bit codes stay two per byte, TQ2_0's stay four per byte), and the
-/// 8 rows' block scales are contiguous (f16 for the GGML formats, one conversion for 8 rows;
-/// f32 for int8). The packing only regroups bytes: the packed form takes the same memory as
-/// the original (plus zero rows up to a multiple of 8 rows) and converts back exactly
+/// Q4_0, Q8_0, TQ2_0, int8 per channel and int8 per block (block size a multiple of 32) are
+/// packed in panels of 16 weight rows where the CPU has AVX-512 F/BW with VNNI (the kernels
+/// multiply with `vpdpbusd`), else of 8 rows where it has AVX2, FMA and F16C (`vpmaddubsw`):
+/// per block of 32 values, one vector holds 4 consecutive codes of each row of the panel, at
+/// the format's own bit width (4-bit codes stay two per byte, TQ2_0's stay four per byte), and
+/// the panel's block scales are contiguous (f16 for the GGML formats, one conversion per
+/// panel; f32 for int8). The packing only regroups bytes: the packed form takes the same
+/// memory as the original (plus zero rows up to a whole panel) and converts back exactly
 /// ([`to_quantized`](Self::to_quantized)). The original tensor is not kept.
 ///
 /// Packing reads and writes the weights once, in parallel (about the cost of copying them: a
-/// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 6 to 14 ms on 2 threads of a busy machine, page
-/// faults of the new buffer included). Where the CPU
+/// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 3 ms on 2 threads of a quiet machine and 6 to 14 ms
+/// on a busy one, page faults of the new buffer included). Where the CPU
 /// has no AVX2 or the format has no packed kernel (NF4, FP8, ternary, int8 blocks not a
 /// multiple of 32), the original tensor is kept and [`matmul_packed`] runs the same kernels as
 /// [`matmul_with`](crate::matmul_with); [`layout_name`](Self::layout_name) says which layout
@@ -73,13 +74,22 @@ impl std::fmt::Debug for PackedWeights {
     }
 }
 
+/// The best x86 layout for `w` on this CPU: the most capable instruction set that has one.
+#[cfg(target_arch = "x86_64")]
+fn x86_layout(w: &QuantizedTensor) -> Option<(x86_packed::Kind, x86_packed::Isa)> {
+    x86_packed::Isa::available()
+        .iter()
+        .rev()
+        .find_map(|&isa| Some((x86_packed::Kind::for_tensor(w, isa)?, isa)))
+}
+
 impl PackedWeights {
     /// Packs `w` (`[N, K]`) for this CPU, or keeps a copy of it where no packed layout fits
     /// (see the type's docs). Errors: `w` is not rank 2, or its format is unknown here.
     pub fn new(w: &QuantizedTensor) -> Result<Self> {
         check_matmul(0, 0, w)?;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(kind), Some(isa)) = (x86_packed::Kind::for_format(w.format()), x86_packed::Isa::detected()) {
+        if let Some((kind, isa)) = x86_layout(w) {
             return Ok(Self {
                 inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa)?),
             });
@@ -94,7 +104,7 @@ impl PackedWeights {
     pub fn from_tensor(w: QuantizedTensor) -> Result<Self> {
         check_matmul(0, 0, &w)?;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(kind), Some(isa)) = (x86_packed::Kind::for_format(w.format()), x86_packed::Isa::detected()) {
+        if let Some((kind, isa)) = x86_layout(&w) {
             return Ok(Self {
                 inner: Inner::X86(x86_packed::Packed::pack(&w, kind, isa)?),
             });
@@ -109,11 +119,14 @@ impl PackedWeights {
     #[cfg(test)]
     pub(crate) fn every_layout(w: &QuantizedTensor) -> Vec<Self> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(kind) = x86_packed::Kind::for_format(w.format()) {
+        {
             let all: Vec<Self> = x86_packed::Isa::available()
                 .iter()
-                .map(|&isa| Self {
-                    inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa).unwrap()),
+                .filter_map(|&isa| {
+                    let kind = x86_packed::Kind::for_tensor(w, isa)?;
+                    Some(Self {
+                        inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa).unwrap()),
+                    })
                 })
                 .collect();
             if !all.is_empty() {

@@ -3,22 +3,25 @@
 //!
 //! # Layout
 //!
-//! The weight rows are taken in panels of [`PANEL`] = 8 rows (the last panel padded with zero
-//! rows). Per block of 32 values, a panel holds its codes as 32-byte chunks in which the
-//! 32-bit lane `j` holds 4 consecutive code bytes of row `j`, in the original bit width:
+//! The weight rows are taken in panels of `P` rows, one per 32-bit lane of the instruction
+//! set's vectors ([`Isa::rows`]: 8 for AVX2, 16 for AVX-512 VNNI; the last panel padded with
+//! zero rows). Per block of 32 values, a panel holds its codes as chunks of `4 P` bytes in
+//! which the 32-bit lane `j` holds 4 consecutive code bytes of row `j`, in the original bit
+//! width:
 //!
 //! | format | chunks per block | chunk `c`, lane `j` | scales per panel |
 //! | --- | --- | --- | --- |
-//! | Q4_0 | 4 | bytes `4c .. 4c + 4` of row `j`'s `qs`: low nibbles are codes `4c ..`, high nibbles codes `16 + 4c ..` | 8 f16 per block |
-//! | Q8_0 | 8 | codes `4c .. 4c + 4` (i8) | 8 f16 per block |
-//! | int8 per channel / per block (multiple of 32) | 8 | codes `4c .. 4c + 4`, zero past `K` | 8 f32 per scale block (per channel: one) |
-//! | TQ2_0 | 16 per 256 values | bytes `4c .. 4c + 4` of row `j`'s 64 bytes of `qs` (2-bit fields: 4 blocks of 32 in one byte) | 8 f16 per 256 values |
+//! | Q4_0 | 4 | bytes `4c .. 4c + 4` of row `j`'s `qs`: low nibbles are codes `4c ..`, high nibbles codes `16 + 4c ..` | `P` f16 per block |
+//! | Q8_0 | 8 | codes `4c .. 4c + 4` (i8) | `P` f16 per block |
+//! | int8 per channel / per block (multiple of 32) | 8 | codes `4c .. 4c + 4`, zero past `K` | `P` f32 per scale block (per channel: one) |
+//! | TQ2_0 | 16 per 256 values | bytes `4c .. 4c + 4` of row `j`'s 64 bytes of `qs` (2-bit fields: 4 blocks of 32 in one byte) | `P` f16 per 256 values |
 //!
 //! The packing moves whole groups of 4 bytes, so it keeps the bit width (4 bits stay 4 bits,
-//! 2 bits stay 2) and is exactly reversible ([`Packed::unpack_rows`]). The 8 scales of a
-//! panel's block are contiguous, converted by one `vcvtph2ps`.
+//! 2 bits stay 2) and is exactly reversible ([`Packed::unpack_rows`]). The `P` scales of a
+//! panel's block are contiguous, converted by one `vcvtph2ps`. The codes live in 64-byte
+//! aligned storage, so every chunk load of either set is aligned.
 //!
-//! # Arithmetic
+//! # Arithmetic (AVX2; AVX-512 VNNI in [`super::x86_packed512`])
 //!
 //! For each activation row, 4 activation codes are broadcast to every lane and multiplied into
 //! the 8 rows at once with `vpmaddubsw` (unsigned weight codes × signed activation codes), so a
@@ -62,11 +65,6 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
-    /// The best packed layout this CPU runs, if any.
-    pub(crate) fn detected() -> Option<Self> {
-        Self::available().last().copied()
-    }
-
     /// Every packed layout this CPU runs, from the least to the most capable.
     pub(crate) fn available() -> &'static [Self] {
         static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
@@ -106,12 +104,28 @@ pub(crate) enum Kind {
         /// Values per scale block, `None` for one scale per row.
         block_size: Option<usize>,
     },
+    /// NF4 whose blocks tile the rows (`K` a multiple of the block size, itself a multiple of
+    /// 32), AVX-512 VNNI only: 4 chunks per block of 32 holding the codes in Q4_0's nibble
+    /// order (byte `i` of a block: code `i` low, code `16 + i` high; bitsandbytes' order is
+    /// restored on unpacking), f32 absmax per NF4 block.
+    Nf4 {
+        /// Values per absmax.
+        block_size: usize,
+    },
 }
 
 impl Kind {
-    /// The packed layout for `format`, if there is one.
-    pub(crate) fn for_format(format: QuantFormat) -> Option<Self> {
-        Some(match format {
+    /// The packed layout for `w` in `isa`'s panels, if there is one.
+    pub(crate) fn for_tensor(w: &QuantizedTensor, isa: Isa) -> Option<Self> {
+        Some(match w.format() {
+            QuantFormat::Nf4 { block_size, .. }
+                if isa == Isa::Avx512Vnni
+                    && block_size.is_multiple_of(32)
+                    && w.shape().len() == 2
+                    && w.shape()[1].is_multiple_of(block_size) =>
+            {
+                Self::Nf4 { block_size }
+            }
             QuantFormat::Q4_0 => Self::Q4_0,
             QuantFormat::Q8_0 => Self::Q8_0,
             QuantFormat::Tq2_0 => Self::Tq2_0,
@@ -136,6 +150,7 @@ impl Kind {
             (Isa::Avx512Vnni, Self::Tq2_0) => "avx512vnni-panel16-tq2_0",
             (Isa::Avx512Vnni, Self::Int8 { block_size: None }) => "avx512vnni-panel16-int8_channel",
             (Isa::Avx512Vnni, Self::Int8 { .. }) => "avx512vnni-panel16-int8_block",
+            (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
         }
     }
 
@@ -147,14 +162,15 @@ impl Kind {
             (Self::Q4_0, _) => 8,
             (Self::Tq2_0, _) => 1,
             (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2) => 0,
-            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx512Vnni) => 128,
+            // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
+            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
         }
     }
 
     /// Code chunks per block of 32 values of a panel (a chunk holds 4 code bytes per row).
     fn chunks_per_block(self) -> usize {
         match self {
-            Self::Q4_0 => 4,
+            Self::Q4_0 | Self::Nf4 { .. } => 4,
             Self::Q8_0 | Self::Int8 { .. } => 8,
             Self::Tq2_0 => 2,
         }
@@ -166,7 +182,7 @@ impl Kind {
             Self::Q4_0 | Self::Q8_0 => 1,
             Self::Tq2_0 => 8,
             Self::Int8 { block_size: None } => nb.max(1),
-            Self::Int8 { block_size: Some(b) } => b / 32,
+            Self::Int8 { block_size: Some(b) } | Self::Nf4 { block_size: b } => b / 32,
         }
     }
 }
@@ -189,8 +205,23 @@ pub(crate) struct Packed {
     codes: Vec<Line>,
     /// f16 bits (Q4_0, Q8_0, TQ2_0), `panels * groups * rows`.
     scales16: Vec<u16>,
-    /// f32 scales (int8), `panels * groups * rows`.
+    /// f32 scales (int8, NF4), `panels * groups * rows`.
     scales32: Vec<f32>,
+    /// NF4's 8-bit absmax (double quantization), kept as it came for unpacking.
+    nested: Option<aihal_quantize::NestedAbsmax>,
+}
+
+/// 16 bytes of NF4 codes in bitsandbytes' order (code `2i` in the high nibble of byte `i`,
+/// `2i + 1` in the low) to Q4_0's (code `i` in the low nibble of byte `i`, `16 + i` high).
+fn nf4_to_q4_order(b: [u8; 16]) -> [u8; 16] {
+    let code = |t: usize| if t.is_multiple_of(2) { b[t / 2] >> 4 } else { b[t / 2] & 0xF };
+    std::array::from_fn(|i| code(i) | code(16 + i) << 4)
+}
+
+/// The inverse of [`nf4_to_q4_order`].
+fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
+    let code = |t: usize| if t < 16 { b[t] & 0xF } else { b[t - 16] >> 4 };
+    std::array::from_fn(|i| code(2 * i) << 4 | code(2 * i + 1))
 }
 
 /// Copies 4 bytes of `src` at `from` (zero past its end) into lane `j` of `chunk`.
@@ -209,6 +240,13 @@ fn put4(chunk: &mut [u8], j: usize, src: &[u8], from: usize) {
 impl Packed {
     /// Packs `w` (validated by `check_matmul`, rank 2) as `kind` in `isa`'s panels.
     pub(crate) fn pack(w: &QuantizedTensor, kind: Kind, isa: Isa) -> Result<Self> {
+        if Kind::for_tensor(w, isa) != Some(kind) {
+            return Err(aihal_core::CoreError::invalid_input(format!(
+                "{} weights {:?} have no {kind:?} layout for {isa:?}",
+                w.format(),
+                w.shape()
+            )));
+        }
         let (n, k) = (w.shape()[0], w.shape()[1]);
         let pr = isa.rows();
         let nb = k.div_ceil(32);
@@ -223,10 +261,20 @@ impl Packed {
         let mut scales16 = Vec::new();
         let mut scales32 = Vec::new();
         match kind {
-            Kind::Int8 { .. } => scales32.resize(panels * groups * pr, 0.0),
+            Kind::Int8 { .. } | Kind::Nf4 { .. } => scales32.resize(panels * groups * pr, 0.0),
             _ => scales16.resize(panels * groups * pr, 0),
         }
-        let data = w.data();
+        // NF4's codes in Q4_0's nibble order, 16 bytes per block of 32, then packed as Q4_0's.
+        let reordered: Vec<u8>;
+        let data = if let Kind::Nf4 { .. } = kind {
+            reordered = w.data()[..n * k / 2]
+                .par_chunks(16)
+                .flat_map_iter(|blk| nf4_to_q4_order(blk.try_into().expect("K is a multiple of 32")))
+                .collect();
+            &reordered[..]
+        } else {
+            w.data()
+        };
         // Codes: whole panels in parallel (each a disjoint slice of `codes`), each chunk
         // written at once from the panel's rows read side by side.
         let row_bytes = match kind {
@@ -234,6 +282,7 @@ impl Packed {
             Kind::Q8_0 => nb * Q8_0_BLOCK_BYTES,
             Kind::Tq2_0 => nb / 8 * TQ2_0_BLOCK_BYTES,
             Kind::Int8 { .. } => k,
+            Kind::Nf4 { .. } => k / 2,
         };
         // Where chunk `c` of a panel starts in each row's bytes.
         let source = |c: usize| match kind {
@@ -241,6 +290,7 @@ impl Packed {
             Kind::Q8_0 => (c / 8) * Q8_0_BLOCK_BYTES + 2 + 4 * (c % 8),
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } => 4 * c,
+            Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
         };
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut codes);
         bytes[..total]
@@ -279,7 +329,7 @@ impl Packed {
                         scales16[sbase + g * pr] = u16::from_le_bytes([blk[at], blk[at + 1]]);
                     }
                 }
-                Kind::Int8 { .. } => {
+                Kind::Int8 { .. } | Kind::Nf4 { .. } => {
                     for g in 0..groups {
                         scales32[sbase + g * pr] = w.scales()[row * groups + g];
                     }
@@ -298,6 +348,7 @@ impl Packed {
             codes,
             scales16,
             scales32,
+            nested: w.nested().cloned(),
         })
     }
 
@@ -311,7 +362,7 @@ impl Packed {
     pub(super) fn panel_scales(&self, p: usize) -> Scales<'_> {
         let per = self.groups * self.isa.rows();
         match self.kind {
-            Kind::Int8 { .. } => Scales::F32(&self.scales32[p * per..(p + 1) * per]),
+            Kind::Int8 { .. } | Kind::Nf4 { .. } => Scales::F32(&self.scales32[p * per..(p + 1) * per]),
             _ => Scales::F16(&self.scales16[p * per..(p + 1) * per]),
         }
     }
@@ -357,6 +408,16 @@ impl Packed {
                         data.extend_from_slice(&self.scales16[sbase + sb * pr].to_le_bytes());
                     }
                 }
+                Kind::Nf4 { .. } => {
+                    for b in 0..nb {
+                        let mut blk = [0u8; 16];
+                        for c in 0..4 {
+                            blk[4 * c..4 * c + 4].copy_from_slice(lane(4 * b + c));
+                        }
+                        data.extend_from_slice(&q4_order_to_nf4(blk));
+                    }
+                    scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
+                }
                 Kind::Int8 { .. } => {
                     let start = data.len();
                     for c in 0..8 * nb {
@@ -371,9 +432,15 @@ impl Packed {
             .expect("unpacking restores the lengths the layout contract checked at packing")
     }
 
-    /// Every row back in the original format.
+    /// Every row back in the original format (with NF4's 8-bit absmax where it had one).
     pub(crate) fn unpack(&self) -> QuantizedTensor {
-        self.unpack_rows(0, self.n, Vec::new(), Vec::new())
+        let t = self.unpack_rows(0, self.n, Vec::new(), Vec::new());
+        match &self.nested {
+            Some(nested) => t
+                .with_nested(nested.clone())
+                .expect("the nested absmax came with a tensor of this shape and format"),
+            None => t,
+        }
     }
 }
 
@@ -682,6 +749,7 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+                Kind::Nf4 { .. } => unreachable!("NF4 is packed for AVX-512 VNNI only (Kind::for_tensor)"),
             }
         },
         Isa::Avx512Vnni => super::x86_packed512::panel(w, p, act, y),

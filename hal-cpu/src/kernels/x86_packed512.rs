@@ -22,13 +22,15 @@
 //! the latency of one chain of `vpdpbusd`.
 
 use std::arch::x86_64::{
-    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
-    _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32,
-    _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_srl_epi16, _mm512_srli_epi16, _mm512_storeu_ps,
-    _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
+    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_broadcast_i32x4,
+    _mm512_cvtepi32_ps, _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps,
+    _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_srl_epi16,
+    _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch,
+    _MM_HINT_T0,
 };
 
 use super::x86_packed::{Isa, Kind, Packed, PackedAct, Scales};
+use crate::decode::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
 const ROWS: usize = 16;
@@ -47,6 +49,10 @@ trait Dot {
     /// [`Dot::chunk`] places them, 64 bytes each), each `x[r]` at 32 readable activation codes
     /// in -127..=127; `neg[r]` is `-OFFSET` times the sum of those codes.
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R];
+    /// Whether the format rounds as the generic NF4 kernel does: `acc + s_w · (d_x · isum)`
+    /// per block and the sum divided by 127 at the end (the levels are `127 ×` the code
+    /// book's), instead of `acc + (s_w · d_x) · isum`.
+    const NF4: bool = false;
 }
 
 /// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
@@ -129,6 +135,49 @@ impl Dot for Q4 {
         finish(acc)
     }
 }
+
+/// NF4 (codes in Q4_0's nibble order): each code looked up in the code book's int8 levels
+/// plus 128 (`vpshufb`), then as Q4_0.
+struct Nf4;
+impl Dot for Nf4 {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 128;
+    const NF4: bool = true;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+        let mask = _mm512_set1_epi8(0x0F);
+        // SAFETY: NF4_U8 has 16 bytes, broadcast to each 128-bit lane.
+        let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(NF4_U8.as_ptr().cast()) });
+        let mut acc = start(neg);
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
+            let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
+            let lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, mask));
+            let hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask));
+            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+            unsafe {
+                step(&mut acc, 0, lo, x, 4 * c);
+                step(&mut acc, 1, hi, x, 16 + 4 * c);
+            }
+        }
+        finish(acc)
+    }
+}
+
+/// The NF4 code book's int8 levels ([`NF4_I8`]) plus 128, as unsigned bytes.
+const NF4_U8: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (NF4_I8[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
 
 /// TQ2_0: per block of 32, 8 chunks of the 32 bytes that hold it, 2-bit fields at bit
 /// `2 (b % 4)`.
@@ -254,8 +303,13 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
                 // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
                 // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
                 let d = unsafe { rows[r].1.as_ptr().add(b).read() };
-                let s = _mm512_mul_ps(sw, _mm512_set1_ps(d));
-                accf[r] = _mm512_add_ps(accf[r], _mm512_mul_ps(_mm512_cvtepi32_ps(dots[r]), s));
+                let isum = _mm512_cvtepi32_ps(dots[r]);
+                let term = if D::NF4 {
+                    _mm512_mul_ps(sw, _mm512_mul_ps(_mm512_set1_ps(d), isum))
+                } else {
+                    _mm512_mul_ps(isum, _mm512_mul_ps(sw, _mm512_set1_ps(d)))
+                };
+                accf[r] = _mm512_add_ps(accf[r], term);
             }
         }
     }
@@ -322,6 +376,11 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
         }
         b0 = range.1;
     }
+    if D::NF4 {
+        for v in acc.iter_mut() {
+            *v /= 127.0;
+        }
+    }
 }
 
 /// Panel `p` of `w` against every row of `act`; the caller ([`super::x86_packed::panel`])
@@ -337,6 +396,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+            Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
         }
     }
 }
