@@ -84,6 +84,25 @@ fn dram_read_bandwidth() -> f64 {
     median(runs)
 }
 
+/// The read floor of calls that each read `bytes` from a rotating set of at least
+/// [`WORKING_SET`], as the timed kernels do: bytes/s of a parallel sum over one buffer of the
+/// rotation per call, the same pool, the same timing.
+fn rotating_floor(bytes: usize) -> f64 {
+    let words = bytes / 8;
+    let copies = WORKING_SET.div_ceil(bytes) + 1;
+    let bufs: Vec<Vec<u64>> = (0..copies)
+        .map(|c| (0..words).map(|i| (i ^ c) as u64).collect())
+        .collect();
+    let s = time_rotating(copies, Duration::from_millis(1500), |i| {
+        let s: u64 = bufs[i]
+            .par_chunks(1 << 14)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .sum();
+        black_box(s);
+    });
+    (words * 8) as f64 / s
+}
+
 struct Row {
     name: String,
     seconds: f64,
@@ -99,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let bw = dram_read_bandwidth();
     println!(
-        "DRAM read floor: {:.1} GB/s (1 GiB parallel sum, same pool)\n",
+        "DRAM read bandwidth: {:.1} GB/s (1 GiB parallel sum, same pool; each block of rows below also measures its own floor)\n",
         bw / 1e9
     );
 
@@ -182,6 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
             let flops = 2.0 * (m * n * k) as f64;
             let budget = Duration::from_millis(if m == 1 { 1500 } else { 2500 });
+            let floor_before = rotating_floor(n * k / 32 * 34);
             let mut rows = Vec::new();
             for (name, bytes, mats) in &candle {
                 let s = time_rotating(mats.len(), budget, |i| {
@@ -225,17 +245,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (format, bytes, mats) in &packed {
                 let options = MatmulOptions::default();
                 matmul_packed_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
-                check(&x, m, &mats[0].to_quantized(), &y, ActivationPrecision::Int8)?;
+                let precision = if aihal_cpu::has_int8_activation_path(*format) {
+                    ActivationPrecision::Int8
+                } else {
+                    ActivationPrecision::F32
+                };
+                check(&x, m, &mats[0].to_quantized(), &y, precision)?;
                 let s = time_rotating(mats.len(), budget, |i| {
                     matmul_packed_into(Activations::F32(black_box(&x)), m, &mats[i], options, &mut y).expect("matmul");
                     black_box(&y);
                 });
+                // Formats without an int8-activation path (FP8) run f32 activations packed too.
+                let tag = if aihal_cpu::has_int8_activation_path(*format) {
+                    "x int8"
+                } else {
+                    "x f32"
+                };
                 rows.push(Row {
-                    name: format!("aihal {format} packed (x int8)"),
+                    name: format!("aihal {format} packed ({tag})"),
                     seconds: s,
                     bytes: *bytes,
                 });
             }
+            // The floor of this shape, read the way the kernels read (rotating buffers of the
+            // Q8_0 matrix's size), before and after the rows above; the higher one is used, so
+            // that a drift of the machine's bandwidth during the rows cannot flatter them.
+            let floor_after = rotating_floor(n * k / 32 * 34);
+            let floor = floor_before.max(floor_after);
+            println!(
+                "\nread floor, {n} x {k}, M = {m}: {:.1} GB/s before these rows, {:.1} GB/s after (rotating {} MB buffers); % of floor uses {:.1}\n",
+                floor_before / 1e9,
+                floor_after / 1e9,
+                n * k / 32 * 34 / 1_000_000,
+                floor / 1e9
+            );
             let peer = |i: usize| rows[i].seconds;
             for r in &rows {
                 let gbs = r.bytes as f64 / r.seconds / 1e9;
@@ -251,7 +294,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     r.name,
                     r.seconds * 1e3,
                     gbs,
-                    100.0 * gbs * 1e9 / bw,
+                    100.0 * gbs * 1e9 / floor,
                     flops / r.seconds / 1e9,
                     vs(0),
                     vs(1),

@@ -112,6 +112,15 @@ pub(crate) enum Kind {
         /// Values per absmax.
         block_size: usize,
     },
+    /// FP8 E4M3 or E5M2 per tensor or per block of a multiple of 32, AVX-512 only, for the
+    /// exact (f32-activation) path: 8 chunks per block, f32 scales per scale block (per
+    /// tensor: the one scale in every row's single group).
+    Fp8 {
+        /// E5M2 (else E4M3).
+        e5m2: bool,
+        /// Values per scale, `None` for one scale per tensor.
+        block_size: Option<usize>,
+    },
 }
 
 impl Kind {
@@ -125,6 +134,14 @@ impl Kind {
                     && w.shape()[1].is_multiple_of(block_size) =>
             {
                 Self::Nf4 { block_size }
+            }
+            QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size }
+                if isa == Isa::Avx512Vnni && block_size.is_none_or(|b| b.is_multiple_of(32)) =>
+            {
+                Self::Fp8 {
+                    e5m2: matches!(w.format(), QuantFormat::Fp8E5M2 { .. }),
+                    block_size,
+                }
             }
             QuantFormat::Q4_0 => Self::Q4_0,
             QuantFormat::Q8_0 => Self::Q8_0,
@@ -151,6 +168,8 @@ impl Kind {
             (Isa::Avx512Vnni, Self::Int8 { block_size: None }) => "avx512vnni-panel16-int8_channel",
             (Isa::Avx512Vnni, Self::Int8 { .. }) => "avx512vnni-panel16-int8_block",
             (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
+            (_, Self::Fp8 { e5m2: false, .. }) => "avx512vnni-panel16-fp8_e4m3",
+            (_, Self::Fp8 { e5m2: true, .. }) => "avx512vnni-panel16-fp8_e5m2",
         }
     }
 
@@ -161,7 +180,8 @@ impl Kind {
         match (self, isa) {
             (Self::Q4_0, _) => 8,
             (Self::Tq2_0, _) => 1,
-            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2) => 0,
+            // 8-bit codes on AVX2 enter signed; FP8 is not on the int8-activation path.
+            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2) | (Self::Fp8 { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
             (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
         }
@@ -171,7 +191,7 @@ impl Kind {
     fn chunks_per_block(self) -> usize {
         match self {
             Self::Q4_0 | Self::Nf4 { .. } => 4,
-            Self::Q8_0 | Self::Int8 { .. } => 8,
+            Self::Q8_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8,
             Self::Tq2_0 => 2,
         }
     }
@@ -181,8 +201,12 @@ impl Kind {
         match self {
             Self::Q4_0 | Self::Q8_0 => 1,
             Self::Tq2_0 => 8,
-            Self::Int8 { block_size: None } => nb.max(1),
-            Self::Int8 { block_size: Some(b) } | Self::Nf4 { block_size: b } => b / 32,
+            Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
+            Self::Int8 { block_size: Some(b) }
+            | Self::Nf4 { block_size: b }
+            | Self::Fp8 {
+                block_size: Some(b), ..
+            } => b / 32,
         }
     }
 }
@@ -209,12 +233,22 @@ pub(crate) struct Packed {
     scales32: Vec<f32>,
     /// NF4's 8-bit absmax (double quantization), kept as it came for unpacking.
     nested: Option<aihal_quantize::NestedAbsmax>,
+    /// FP8 per tensor: the tensor's scales as they came, for unpacking.
+    tensor_scales: Vec<f32>,
+    /// FP8: whether any code is NaN or infinite (the kernels then decode those codes).
+    pub(super) fp8_special: bool,
 }
 
 /// 16 bytes of NF4 codes in bitsandbytes' order (code `2i` in the high nibble of byte `i`,
 /// `2i + 1` in the low) to Q4_0's (code `i` in the low nibble of byte `i`, `16 + i` high).
 fn nf4_to_q4_order(b: [u8; 16]) -> [u8; 16] {
-    let code = |t: usize| if t.is_multiple_of(2) { b[t / 2] >> 4 } else { b[t / 2] & 0xF };
+    let code = |t: usize| {
+        if t.is_multiple_of(2) {
+            b[t / 2] >> 4
+        } else {
+            b[t / 2] & 0xF
+        }
+    };
     std::array::from_fn(|i| code(i) | code(16 + i) << 4)
 }
 
@@ -261,7 +295,7 @@ impl Packed {
         let mut scales16 = Vec::new();
         let mut scales32 = Vec::new();
         match kind {
-            Kind::Int8 { .. } | Kind::Nf4 { .. } => scales32.resize(panels * groups * pr, 0.0),
+            Kind::Int8 { .. } | Kind::Nf4 { .. } | Kind::Fp8 { .. } => scales32.resize(panels * groups * pr, 0.0),
             _ => scales16.resize(panels * groups * pr, 0),
         }
         // NF4's codes in Q4_0's nibble order, 16 bytes per block of 32, then packed as Q4_0's.
@@ -281,7 +315,7 @@ impl Packed {
             Kind::Q4_0 => nb * Q4_0_BLOCK_BYTES,
             Kind::Q8_0 => nb * Q8_0_BLOCK_BYTES,
             Kind::Tq2_0 => nb / 8 * TQ2_0_BLOCK_BYTES,
-            Kind::Int8 { .. } => k,
+            Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
         };
         // Where chunk `c` of a panel starts in each row's bytes.
@@ -289,7 +323,7 @@ impl Packed {
             Kind::Q4_0 => (c / 4) * Q4_0_BLOCK_BYTES + 2 + 4 * (c % 4),
             Kind::Q8_0 => (c / 8) * Q8_0_BLOCK_BYTES + 2 + 4 * (c % 8),
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
-            Kind::Int8 { .. } => 4 * c,
+            Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
         };
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut codes);
@@ -329,9 +363,18 @@ impl Packed {
                         scales16[sbase + g * pr] = u16::from_le_bytes([blk[at], blk[at + 1]]);
                     }
                 }
-                Kind::Int8 { .. } | Kind::Nf4 { .. } => {
+                Kind::Int8 { .. }
+                | Kind::Nf4 { .. }
+                | Kind::Fp8 {
+                    block_size: Some(_), ..
+                } => {
                     for g in 0..groups {
                         scales32[sbase + g * pr] = w.scales()[row * groups + g];
+                    }
+                }
+                Kind::Fp8 { block_size: None, .. } => {
+                    for g in 0..groups {
+                        scales32[sbase + g * pr] = w.scales()[0];
                     }
                 }
             }
@@ -349,6 +392,16 @@ impl Packed {
             scales16,
             scales32,
             nested: w.nested().cloned(),
+            tensor_scales: if let Kind::Fp8 { block_size: None, .. } = kind {
+                w.scales().to_vec()
+            } else {
+                Vec::new()
+            },
+            fp8_special: match kind {
+                Kind::Fp8 { e5m2: false, .. } => w.data().par_iter().any(|&b| b & 0x7F == 0x7F),
+                Kind::Fp8 { e5m2: true, .. } => w.data().par_iter().any(|&b| b & 0x7F > 0x7B),
+                _ => false,
+            },
         })
     }
 
@@ -362,14 +415,18 @@ impl Packed {
     pub(super) fn panel_scales(&self, p: usize) -> Scales<'_> {
         let per = self.groups * self.isa.rows();
         match self.kind {
-            Kind::Int8 { .. } | Kind::Nf4 { .. } => Scales::F32(&self.scales32[p * per..(p + 1) * per]),
+            Kind::Int8 { .. } | Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                Scales::F32(&self.scales32[p * per..(p + 1) * per])
+            }
             _ => Scales::F16(&self.scales16[p * per..(p + 1) * per]),
         }
     }
 
     /// Bytes held (codes and scales).
     pub(crate) fn storage_bytes(&self) -> usize {
-        self.n.div_ceil(self.isa.rows()) * self.panel_bytes + self.scales16.len() * 2 + self.scales32.len() * 4
+        self.n.div_ceil(self.isa.rows()) * self.panel_bytes
+            + self.scales16.len() * 2
+            + (self.scales32.len() + self.tensor_scales.len()) * 4
     }
 
     /// Rows `n0 .. n0 + rows` in the original format, exactly the bytes they were packed from.
@@ -418,15 +475,20 @@ impl Packed {
                     }
                     scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
                 }
-                Kind::Int8 { .. } => {
+                Kind::Int8 { .. } | Kind::Fp8 { .. } => {
                     let start = data.len();
                     for c in 0..8 * nb {
                         data.extend_from_slice(lane(c));
                     }
                     data.truncate(start + k);
-                    scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
+                    if !matches!(self.kind, Kind::Fp8 { block_size: None, .. }) {
+                        scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
+                    }
                 }
             }
+        }
+        if let Kind::Fp8 { block_size: None, .. } = self.kind {
+            scales.extend_from_slice(&self.tensor_scales);
         }
         QuantizedTensor::from_parts(self.format, vec![rows, k], data, scales)
             .expect("unpacking restores the lengths the layout contract checked at packing")
@@ -749,7 +811,9 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-                Kind::Nf4 { .. } => unreachable!("NF4 is packed for AVX-512 VNNI only (Kind::for_tensor)"),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                    unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
+                }
             }
         },
         Isa::Avx512Vnni => super::x86_packed512::panel(w, p, act, y),

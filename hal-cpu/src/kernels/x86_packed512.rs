@@ -397,6 +397,217 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
+            Kind::Fp8 { .. } => unreachable!("FP8 runs fp8_panel, on f32 activations"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// FP8 on the exact path: the codes decoded to f32 in registers, f32 activations, FMA.
+
+/// Byte `T` of every 32-bit lane of `v` (FP8 codes) as f32 values times the lanes' scales.
+///
+/// The code's magnitude bits are placed under the f32 exponent and rebiased by a multiply
+/// (`2^120` for E4M3, `2^112` for E5M2), which is exact for normal and subnormal codes alike;
+/// with `SPECIAL`, NaN codes (and E5M2's infinities) are decoded too. The value is then
+/// multiplied by the scale: the decode of the layout contract, `value(code) · scale`, rounded
+/// once.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn fp8_values<const T: u32, const E5M2: bool, const SPECIAL: bool>(v: __m512i, scale: __m512) -> __m512 {
+    use std::arch::x86_64::{
+        _mm512_castps_si512, _mm512_castsi512_ps, _mm512_cmpeq_epi32_mask, _mm512_cmpgt_epi32_mask,
+        _mm512_mask_blend_ps, _mm512_or_si512, _mm512_slli_epi32, _mm512_srli_epi32,
+    };
+    // The code in bits 24..32: the sign where f32 keeps it.
+    let top = match T {
+        0 => _mm512_slli_epi32::<24>(v),
+        1 => _mm512_slli_epi32::<16>(v),
+        2 => _mm512_slli_epi32::<8>(v),
+        _ => v,
+    };
+    let sign = _mm512_and_si512(top, _mm512_set1_epi32(i32::MIN));
+    let mag = _mm512_srli_epi32::<24>(_mm512_and_si512(top, _mm512_set1_epi32(0x7F00_0000)));
+    let f = if E5M2 {
+        _mm512_mul_ps(
+            _mm512_castsi512_ps(_mm512_slli_epi32::<21>(mag)),
+            _mm512_set1_ps(f32::from_bits((127 + 112) << 23)),
+        )
+    } else {
+        _mm512_mul_ps(
+            _mm512_castsi512_ps(_mm512_slli_epi32::<20>(mag)),
+            _mm512_set1_ps(f32::from_bits((127 + 120) << 23)),
+        )
+    };
+    let f = if SPECIAL {
+        if E5M2 {
+            // 0x7C: infinity; 0x7D..=0x7F: NaN (the mantissa kept, quiet).
+            let special = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7B));
+            let bits = _mm512_or_si512(
+                _mm512_set1_epi32(0x7F80_0000),
+                _mm512_slli_epi32::<21>(_mm512_and_si512(mag, _mm512_set1_epi32(3))),
+            );
+            _mm512_mask_blend_ps(special, f, _mm512_castsi512_ps(bits))
+        } else {
+            // 0x7F: NaN (E4M3 has no infinities).
+            let special = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7F));
+            _mm512_mask_blend_ps(special, f, _mm512_castsi512_ps(_mm512_set1_epi32(0x7FC0_0000)))
+        }
+    } else {
+        f
+    };
+    let f = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(f), sign));
+    _mm512_mul_ps(f, scale)
+}
+
+/// Blocks `b0 .. b1` of FP8 panel `p` against the f32 activation rows `row0 .. row0 + R` of
+/// `x` (rows of `stride >= 32 * b1` values), added to `acc[16 r + j]`. For one or two rows,
+/// each row keeps 4 accumulators (one per code of a lane), so that one row is not held up by
+/// the latency of a single FMA chain.
+///
+/// # Safety
+/// AVX-512 F is available; `p` is a panel of `w`, an FP8 layout for [`Isa::Avx512Vnni`] of
+/// the format `E5M2` names; `x` holds rows `row0 .. row0 + R` of `stride` values with
+/// `stride >= 32 * b1`; `b0 <= b1 <= w.nb`; `acc.len() >= 16 R`.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fp8_rows<const E5M2: bool, const SPECIAL: bool, const R: usize>(
+    w: &Packed,
+    p: usize,
+    x: &[f32],
+    stride: usize,
+    row0: usize,
+    (b0, b1): (usize, usize),
+    acc: &mut [f32],
+) {
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_setzero_ps};
+    let nb = w.nb;
+    assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * ROWS && x.len() >= (row0 + R) * stride && stride >= 32 * b1);
+    let codes = w.panel_codes(p);
+    assert!(codes.len() >= 64 * 8 * b1);
+    let scales = w.panel_scales(p);
+    let bps = w.kind.blocks_per_scale(nb);
+    let split = R <= 2;
+    let xs: [*const f32; R] = std::array::from_fn(|r| x[(row0 + r) * stride..].as_ptr());
+    let mut a = [[_mm512_setzero_ps(); R]; 4];
+    for (r, a0) in a[0].iter_mut().enumerate() {
+        // SAFETY: acc holds R rows of 16 f32 (asserted above).
+        *a0 = unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) };
+    }
+    let cp = codes.as_ptr();
+    for g in b0 / bps..b1.div_ceil(bps) {
+        // SAFETY: g < groups; the features are enabled here.
+        let sw = unsafe { load_scales(scales, g) };
+        for b in b0.max(g * bps)..b1.min((g + 1) * bps) {
+            for c in 0..8 {
+                // SAFETY: chunk 8b + c of the panel lies inside `codes` (b < b1, asserted).
+                let v = unsafe { _mm512_loadu_si512(cp.add(64 * (8 * b + c)).cast()) };
+                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (8 * (b + PREFETCH) + c)).cast());
+                let wv = [
+                    fp8_values::<0, E5M2, SPECIAL>(v, sw),
+                    fp8_values::<1, E5M2, SPECIAL>(v, sw),
+                    fp8_values::<2, E5M2, SPECIAL>(v, sw),
+                    fp8_values::<3, E5M2, SPECIAL>(v, sw),
+                ];
+                for (t, wt) in wv.into_iter().enumerate() {
+                    let slot = if split { t } else { 0 };
+                    for r in 0..R {
+                        // SAFETY: value 32b + 4c + t < 32 b1 <= stride lies in row row0 + r.
+                        let xv = unsafe { xs[r].add(32 * b + 4 * c + t).read() };
+                        a[slot][r] = _mm512_fmadd_ps(wt, _mm512_set1_ps(xv), a[slot][r]);
+                    }
+                }
+            }
+        }
+    }
+    for (r, o) in acc.chunks_exact_mut(ROWS).take(R).enumerate() {
+        let s = if split {
+            _mm512_add_ps(_mm512_add_ps(a[0][r], a[1][r]), _mm512_add_ps(a[2][r], a[3][r]))
+        } else {
+            a[0][r]
+        };
+        // SAFETY: `o` holds 16 f32.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), s) };
+    }
+}
+
+/// FP8 panel `p` against every f32 activation row of `x` (`m` rows of `stride` values, zero
+/// past `K` up to `32 nb`), written to `y[16 i + j]`: 6 rows at a time, then 4, then the last
+/// 1 to 3, in passes of [`K_BLOCKS`] blocks when there are more than 6 rows.
+///
+/// # Safety
+/// AVX-512 F and FMA are available; as [`fp8_rows`] for every row; `y.len() >= 16 m`.
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn fp8_all<const E5M2: bool, const SPECIAL: bool>(
+    w: &Packed,
+    p: usize,
+    x: &[f32],
+    stride: usize,
+    m: usize,
+    y: &mut [f32],
+) {
+    let acc = &mut y[..m * ROWS];
+    acc.fill(0.0);
+    let nb = w.nb;
+    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
+    let mut b0 = 0;
+    while b0 < nb {
+        let range = (b0, nb.min(b0 + step));
+        let mut i0 = 0;
+        while i0 < m {
+            let a = &mut acc[i0 * ROWS..];
+            // SAFETY: forwarded from the caller; rows i0 .. i0 + (rows taken) exist and `a`
+            // holds as many accumulators.
+            let taken = unsafe {
+                match m - i0 {
+                    6.. => {
+                        fp8_rows::<E5M2, SPECIAL, 6>(w, p, x, stride, i0, range, a);
+                        6
+                    }
+                    4..=5 => {
+                        fp8_rows::<E5M2, SPECIAL, 4>(w, p, x, stride, i0, range, a);
+                        4
+                    }
+                    3 => {
+                        fp8_rows::<E5M2, SPECIAL, 3>(w, p, x, stride, i0, range, a);
+                        3
+                    }
+                    2 => {
+                        fp8_rows::<E5M2, SPECIAL, 2>(w, p, x, stride, i0, range, a);
+                        2
+                    }
+                    _ => {
+                        fp8_rows::<E5M2, SPECIAL, 1>(w, p, x, stride, i0, range, a);
+                        1
+                    }
+                }
+            };
+            i0 += taken;
+        }
+        b0 = range.1;
+    }
+}
+
+/// FP8 panel `p` of `w` against the `m` f32 activation rows of `x` (rows of `stride >= 32 nb`
+/// values, zero past `K`), written to `y[16 i + j]`.
+///
+/// # Panics
+/// If `w` is not an FP8 layout for AVX-512 on a CPU that runs it, `p` is not one of its
+/// panels, or `x` / `y` are shorter than said.
+pub(crate) fn fp8_panel(w: &Packed, p: usize, x: &[f32], stride: usize, m: usize, y: &mut [f32]) {
+    let Kind::Fp8 { e5m2, .. } = w.kind else {
+        panic!("fp8_panel on a {:?} layout", w.kind);
+    };
+    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_vnni() && is_x86_feature_detected!("fma"));
+    assert!(p < w.n.div_ceil(ROWS) && stride >= 32 * w.nb && x.len() >= m * stride && y.len() >= ROWS * m);
+    // SAFETY: AVX-512 F and FMA were detected, and the shapes asserted, above.
+    unsafe {
+        match (e5m2, w.fp8_special) {
+            (false, false) => fp8_all::<false, false>(w, p, x, stride, m, y),
+            (false, true) => fp8_all::<false, true>(w, p, x, stride, m, y),
+            (true, false) => fp8_all::<true, false>(w, p, x, stride, m, y),
+            (true, true) => fp8_all::<true, true>(w, p, x, stride, m, y),
         }
     }
 }

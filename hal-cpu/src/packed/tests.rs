@@ -26,6 +26,36 @@ fn assert_same(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// Within `bound[i]` of `want[i]` where that is finite; equal (or both NaN) where not.
+fn assert_close(what: &str, got: &[f32], want: &[f32], bound: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let ok = if w.is_finite() {
+            (g - w).abs() <= b
+        } else {
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan())
+        };
+        assert!(ok, "{what}: output {i}: got {g}, want {w} (bound {b})");
+    }
+}
+
+/// The bound for sums of `k` products in another order: `2 k ε Σ |w x|` (plus the smallest
+/// normal, for sums that cancel to nothing).
+fn order_bound(w: &QuantizedTensor, x: &[f32], m: usize) -> Vec<f32> {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let dense = aihal_quantize::dequantize(w).unwrap();
+    let mut b = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|t| f64::from(dense[j * k + t].abs()) * f64::from(x[i * k + t].abs()))
+                .sum();
+            b[i * n + j] = (2.0 * k as f64 * f64::from(f32::EPSILON) * s) as f32 + f32::MIN_POSITIVE;
+        }
+    }
+    b
+}
+
 /// Whether this CPU packs `w` (an x86 set with a packed layout for its format and shape).
 fn packs_here(w: &QuantizedTensor) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -70,13 +100,26 @@ fn check_layout(w: &QuantizedTensor, packed: &PackedWeights, x: &[f32], m: usize
     assert_eq!(packed.format(), format);
     let what = format!("{format} {} m={m} n={n} k={k} bad={bad:?}", packed.layout_name());
 
-    // The f32 path: the exact kernels of the best set on the same bytes.
+    // The f32 path: the exact kernels of the best set on the same bytes; FP8's own packed
+    // kernel (f32 FMA in another order) within the bound of a reordered sum.
     let exact = matmul_with(x.into(), m, w, MatmulOptions::exact()).unwrap();
     let got = matmul_packed(x.into(), m, packed, MatmulOptions::exact()).unwrap();
-    assert_same(&format!("{what} f32 path"), &got, &exact);
+    let fp8 = packed.is_packed() && matches!(format, QuantFormat::Fp8E4M3 { .. } | QuantFormat::Fp8E5M2 { .. });
+    if fp8 {
+        let bound = order_bound(w, x, m);
+        assert_close(&format!("{what} f32 path"), &got, &exact, &bound);
+        // FP8 has no int8 path: the same kernel on either precision.
+        let got8 = matmul_packed(x.into(), m, packed, int8()).unwrap();
+        assert_same(&format!("{what} int8 option"), &got8, &got);
+        assert!(got.iter().any(|&v| v != 0.0), "{what}: outputs all zero");
+    } else {
+        assert_same(&format!("{what} f32 path"), &got, &exact);
+    }
 
     let got = matmul_packed(x.into(), m, packed, int8()).unwrap();
-    if packed.is_packed() {
+    if fp8 {
+        // Checked above.
+    } else if packed.is_packed() {
         // Finite rows: the generic q8 kernel, bit for bit. Non-finite rows: the best set's
         // exact kernel, as matmul_with runs it.
         let mut want = vec![0.0; m * n];
@@ -128,7 +171,7 @@ proptest! {
     }
 }
 
-fn packed_formats() -> [QuantFormat; 9] {
+fn packed_formats() -> [QuantFormat; 13] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -148,6 +191,10 @@ fn packed_formats() -> [QuantFormat; 9] {
             block_size: 128,
             double_quant: false,
         },
+        QuantFormat::Fp8E4M3 { block_size: None },
+        QuantFormat::Fp8E4M3 { block_size: Some(64) },
+        QuantFormat::Fp8E5M2 { block_size: None },
+        QuantFormat::Fp8E5M2 { block_size: Some(32) },
     ]
 }
 
@@ -188,9 +235,12 @@ fn layouts_keep_the_bit_width() {
             name.starts_with("avx2-panel8-") || name.starts_with("avx512vnni-panel16-"),
             "{name}"
         );
-        // 16 rows are whole panels: not one byte more than the original (NF4 with double
-        // quantization keeps its decoded absmax besides the 8-bit form).
-        if w.nested().is_none() {
+        // 16 rows are whole panels: not one byte more than the original, but for NF4 with
+        // double quantization (its decoded absmax besides the 8-bit form) and FP8 per tensor
+        // (the scale once per row).
+        if let QuantFormat::Fp8E4M3 { block_size: None } | QuantFormat::Fp8E5M2 { block_size: None } = format {
+            assert_eq!(p.storage_bytes(), w.storage_bytes() + 4 * 16, "{format}");
+        } else if w.nested().is_none() {
             assert_eq!(p.storage_bytes(), w.storage_bytes(), "{format}");
         }
         assert!(p.as_quantized().is_none());
@@ -309,8 +359,18 @@ fn quant_linear_packs_once_and_answers_the_same() {
         let plain_y = matmul_with(x.as_slice().into(), m, &w, int8()).unwrap();
         let (want_packed, want) = (add_bias(generic_y), add_bias(plain_y));
         let want_packed = if packs_here(&w) { want_packed } else { want.clone() };
+        let fp8 = packs_here(&w) && matches!(format, QuantFormat::Fp8E4M3 { .. } | QuantFormat::Fp8E5M2 { .. });
+        // FP8's packed kernel (exact, f32 FMA in another order): within a reordered sum.
+        let check_packed = |what: &str, got: &[f32]| {
+            if fp8 {
+                let bound: Vec<f32> = order_bound(&w, &x, m).iter().map(|b| 2.0 * b).collect();
+                assert_close(what, got, &want, &bound);
+            } else {
+                assert_same(what, got, &want_packed);
+            }
+        };
         let got = layer.forward_slice(x.as_slice().into(), m).unwrap();
-        assert_same(&format!("{format} QuantLinear packed"), &got, &want_packed);
+        check_packed(&format!("{format} QuantLinear packed"), &got);
         // The original tensor comes back bit for bit.
         assert_eq!((layer.weight().data(), layer.weight().scales()), (w.data(), w.scales()));
         let plain = layer.clone().with_packing(false);
@@ -324,10 +384,9 @@ fn quant_linear_packs_once_and_answers_the_same() {
         assert!(!exact.packed_weight().is_packed());
         let back = exact.with_activations(ActivationPrecision::Int8);
         assert_eq!(back.packed_weight().is_packed(), packs_here(&w));
-        assert_same(
+        check_packed(
             &format!("{format} QuantLinear repacked"),
             &back.forward_slice(x.as_slice().into(), m).unwrap(),
-            &want_packed,
         );
     }
 }
@@ -347,4 +406,66 @@ fn packed_weights_and_layers_cross_threads() {
         &matmul_packed(x.as_slice().into(), 1, &p.clone(), int8()).unwrap(),
         &matmul_packed(x.as_slice().into(), 1, &p, int8()).unwrap(),
     );
+}
+
+#[test]
+fn packed_fp8_decodes_every_code_like_the_exact_kernels() {
+    // Every byte, NaN and infinity codes included (which quantizing never writes, but a file
+    // may hold): a third of the rows holds every code once (NaN outputs), a third finite codes
+    // and one infinity (E5M2: infinite outputs), a third finite codes only.
+    let mut rng = Rng::new(17);
+    for format in [
+        QuantFormat::Fp8E4M3 { block_size: None },
+        QuantFormat::Fp8E5M2 { block_size: Some(64) },
+    ] {
+        let (n, k) = (20, 256);
+        let is_special = |b: u8| match format {
+            QuantFormat::Fp8E4M3 { .. } => b & 0x7F == 0x7F,
+            _ => b & 0x7F > 0x7B,
+        };
+        let data: Vec<u8> = (0..n * k)
+            .map(|i| {
+                let (j, t) = (i / k, i % k);
+                let every = (t as u8).wrapping_add(j as u8);
+                match j % 3 {
+                    0 => every,
+                    1 if t == j && matches!(format, QuantFormat::Fp8E5M2 { .. }) => 0x7C | (j as u8 & 1) << 7,
+                    _ if is_special(every) => 0x3A,
+                    _ => every,
+                }
+            })
+            .collect();
+        let scales = match format {
+            QuantFormat::Fp8E4M3 { .. } => vec![0.75],
+            _ => (0..n * k / 64).map(|i| 0.5 + i as f32 / 64.0).collect(),
+        };
+        let w = QuantizedTensor::from_parts(format, vec![n, k], data, scales).unwrap();
+        let packed = PackedWeights::new(&w).unwrap();
+        if !packed.is_packed() {
+            continue;
+        }
+        for m in [1, 7] {
+            let x = rng.vec(m * k, -1.0, 1.0);
+            let want = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
+            let got = matmul_packed(x.as_slice().into(), m, &packed, MatmulOptions::exact()).unwrap();
+            assert!(want.iter().any(|v| v.is_nan()), "{format}: NaN codes reach the outputs");
+            assert!(want.iter().any(|v| v.is_finite()), "{format}: finite rows");
+            if let QuantFormat::Fp8E5M2 { .. } = format {
+                assert!(
+                    want.iter().any(|v| v.is_infinite()),
+                    "{format}: infinities reach the outputs"
+                );
+            }
+            // Rows whose sum is finite: within a reordered sum (the bound from the finite codes).
+            let finite = {
+                let (f, s, d, sc) = w.clone().into_parts();
+                let d: Vec<u8> = d.iter().map(|&b| if is_special(b) { 0 } else { b }).collect();
+                QuantizedTensor::from_parts(f, s, d, sc).unwrap()
+            };
+            let bound = order_bound(&finite, &x, m);
+            assert_close(&format!("{format} m={m}"), &got, &want, &bound);
+            let back = packed.to_quantized();
+            assert_eq!((back.data(), back.scales()), (w.data(), w.scales()));
+        }
+    }
 }

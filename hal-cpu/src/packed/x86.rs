@@ -4,7 +4,7 @@
 use aihal_core::{CoreError, Result};
 use rayon::prelude::*;
 
-use crate::kernels::x86_packed::{self, Packed};
+use crate::kernels::x86_packed::{self, Kind, Packed};
 use crate::kernels::{self, ActQ8, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS};
 use crate::matmul::{output_len, ActivationPrecision, Activations};
 
@@ -36,6 +36,36 @@ pub(super) fn run(
     Ok(())
 }
 
+/// Runs `panel(p, y, tile)` for every panel of `w` on the pool, `y` holding the panel's
+/// outputs as `y[rows * i + j]`, and copies them into `out` (`[m, N]`). Each task owns the
+/// columns `c * per_task ..` of every output row: the rows split into disjoint slices, so the
+/// results go straight to `out`, without a transposed copy.
+fn for_each_panel(w: &Packed, m: usize, out: &mut [f32], panel: impl Fn(usize, &mut [f32], &mut Tile) + Sync) {
+    let n = w.n;
+    let threads = rayon::current_num_threads().max(1);
+    let pr = w.isa.rows();
+    let per_task = n.div_ceil(threads * 4).next_multiple_of(pr).max(pr);
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per_task)).map(|_| Vec::with_capacity(m)).collect();
+    for row in out.chunks_mut(n) {
+        for (t, cols) in row.chunks_mut(per_task).enumerate() {
+            tasks[t].push(cols);
+        }
+    }
+    tasks.into_par_iter().enumerate().for_each(|(c, mut dst)| {
+        let mut tile = Tile::default();
+        let mut y = vec![0.0f32; pr * m];
+        let width = dst[0].len();
+        for t in 0..width.div_ceil(pr) {
+            let p = (c * per_task) / pr + t;
+            let cols = pr.min(width - t * pr);
+            panel(p, &mut y, &mut tile);
+            for (i, row) in dst.iter_mut().enumerate() {
+                row[t * pr..t * pr + cols].copy_from_slice(&y[pr * i..pr * i + cols]);
+            }
+        }
+    });
+}
+
 /// Validated inputs over the panels.
 fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
@@ -43,6 +73,30 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
         return;
     }
     let threads = rayon::current_num_threads().max(1);
+    if let Kind::Fp8 { .. } = w.kind {
+        // FP8 has no int8-activation path: both precisions run the exact packed kernel, on
+        // activation rows zero padded to whole blocks.
+        let stride = 32 * w.nb;
+        let padded: Vec<f32>;
+        let xs = if stride == k {
+            x
+        } else {
+            padded = x
+                .chunks_exact(k.max(1))
+                .take(m)
+                .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(0.0, stride - k)))
+                .collect();
+            &padded[..]
+        };
+        if k == 0 {
+            out.fill(0.0);
+            return;
+        }
+        for_each_panel(w, m, out, |p, y, _| {
+            kernels::x86_packed512::fp8_panel(w, p, xs, stride, m, y);
+        });
+        return;
+    }
     match precision {
         ActivationPrecision::F32 => {
             // One output row per weight row (`yt` is [N, m]), so that threads own disjoint
@@ -69,38 +123,19 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
             let a = ActQ8::quantize(x, m, k);
             let act = x86_packed::PackedAct::new(w, &a);
             let pr = w.isa.rows();
-            let per_task = n.div_ceil(threads * 4).next_multiple_of(pr).max(pr);
-            // Each task owns the columns `c * per_task ..` of every output row: the rows split
-            // into disjoint slices, so the panels' results go straight to `out`.
-            let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per_task)).map(|_| Vec::with_capacity(m)).collect();
-            for row in out.chunks_mut(n) {
-                for (t, cols) in row.chunks_mut(per_task).enumerate() {
-                    tasks[t].push(cols);
-                }
-            }
             let any_bad = a.non_finite.contains(&true);
-            tasks.into_par_iter().enumerate().for_each(|(c, mut dst)| {
-                let mut tile = Tile::default();
-                // The panel's outputs, `y[pr * i + j]`, and the exact path's, `yt[j * m + i]`.
-                let mut y = vec![0.0f32; pr * m];
-                let mut yt = if any_bad { vec![0.0f32; pr * m] } else { Vec::new() };
-                let width = dst[0].len();
-                for t in 0..width.div_ceil(pr) {
-                    let p = (c * per_task) / pr + t;
-                    let cols = pr.min(width - t * pr);
-                    x86_packed::panel(w, p, &act, &mut y);
-                    // Rows with NaN or infinities take the exact path, as everywhere.
-                    if any_bad {
-                        let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
-                        tile.exact(w, p * pr, cols, x, m, rows, &mut yt[..cols * m]);
-                        for (i, _) in a.non_finite.iter().enumerate().filter(|(_, &bad)| bad) {
-                            for j in 0..cols {
-                                y[pr * i + j] = yt[j * m + i];
-                            }
+            for_each_panel(w, m, out, |p, y, tile| {
+                x86_packed::panel(w, p, &act, y);
+                // Rows with NaN or infinities take the exact path, as everywhere.
+                if any_bad {
+                    let cols = pr.min(n - p * pr);
+                    let mut yt = vec![0.0f32; cols * m];
+                    let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
+                    tile.exact(w, p * pr, cols, x, m, rows, &mut yt);
+                    for (i, _) in a.non_finite.iter().enumerate().filter(|(_, &bad)| bad) {
+                        for j in 0..cols {
+                            y[pr * i + j] = yt[j * m + i];
                         }
-                    }
-                    for (i, row) in dst.iter_mut().enumerate() {
-                        row[t * pr..t * pr + cols].copy_from_slice(&y[pr * i..pr * i + cols]);
                     }
                 }
             });
