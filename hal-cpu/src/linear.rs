@@ -19,8 +19,9 @@ use crate::packed::{matmul_packed, PackedWeights};
 /// The weight is held as [`PackedWeights`]: on the default int8-activation path it is
 /// repacked once, when the layer is built, for this CPU's kernels (about the cost of copying
 /// the weight; no extra memory: the packed form replaces the original). On the f32 path
-/// ([`with_activations`](Self::with_activations)`(F32)`), or after
-/// [`with_packing`](Self::with_packing)`(false)`, the original tensor is kept instead.
+/// ([`with_activations`](Self::with_activations)`(F32)`; FP8 weights excepted, whose packed
+/// kernels run f32 activations), or after [`with_packing`](Self::with_packing)`(false)`, the
+/// original tensor is kept instead.
 /// [`weight`](Self::weight) rebuilds the original tensor from the packed form the first
 /// time it is called and keeps it (the weight's size again).
 ///
@@ -83,7 +84,7 @@ impl QuantLinear {
     }
 
     /// Chooses how activations meet the weights (int8 per block of 32 by default). The f32
-    /// path keeps the weight unpacked (converted back once if it was packed).
+    /// path keeps the weight unpacked (converted back once if it was packed), but for FP8.
     #[must_use]
     pub fn with_activations(mut self, activations: ActivationPrecision) -> Self {
         self.activations = activations;
@@ -101,7 +102,12 @@ impl QuantLinear {
 
     /// Packs or unpacks the weight for the current options.
     fn relayout(mut self) -> Self {
-        let want_packed = self.packing && self.activations == ActivationPrecision::Int8;
+        // FP8's packed kernels run f32 activations: packed on either path.
+        let fp8 = matches!(
+            self.weight.format(),
+            QuantFormat::Fp8E4M3 { .. } | QuantFormat::Fp8E5M2 { .. }
+        );
+        let want_packed = self.packing && (self.activations == ActivationPrecision::Int8 || fp8);
         if want_packed == self.weight.is_packed() {
             return self;
         }

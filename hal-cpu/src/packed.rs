@@ -27,9 +27,17 @@ mod x86;
 ///
 /// Packing reads and writes the weights once, in parallel (about the cost of copying them: a
 /// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 3 ms on 2 threads of a quiet machine and 6 to 14 ms
-/// on a busy one, page faults of the new buffer included). Where the CPU
-/// has no AVX2 or the format has no packed kernel (NF4, FP8, ternary, int8 blocks not a
-/// multiple of 32), the original tensor is kept and [`matmul_packed`] runs the same kernels as
+/// on a busy one, page faults of the new buffer included).
+///
+/// With AVX-512 (F/BW and VNNI) two more formats pack in 16-row panels: NF4 whose blocks tile
+/// the rows (`K` a multiple of the block size; the codes regrouped in Q4_0's nibble order and
+/// looked up in the code book's int8 levels, as the int8-activation path of `matmul_with`
+/// does), and FP8 E4M3/E5M2 per tensor or per block of a multiple of 32 (the codes decoded to
+/// f32 in registers, f32 activations on either activation path, f32 FMA).
+///
+/// Where the CPU has no AVX2 or the format and shape have no packed layout (ternary, int8
+/// blocks not a multiple of 32, NF4 and FP8 without AVX-512, NF4 blocks that straddle rows),
+/// the original tensor is kept and [`matmul_packed`] runs the same kernels as
 /// [`matmul_with`](crate::matmul_with); [`layout_name`](Self::layout_name) says which layout
 /// was chosen.
 ///
@@ -214,12 +222,18 @@ impl PackedWeights {
 /// The same errors for bad input as [`matmul_with`](crate::matmul_with), and the same
 /// results up to the order of f32 additions: on the int8-activation path the packed kernels
 /// give, bit for bit, what the scalar int8 kernel gives (the row and panel kernels of
-/// `matmul_with` round the same block sums in another order). They run for every M (one
-/// pass over the weights for M ≤ 3, activation rows 4 at a time over each panel above).
+/// `matmul_with` round the same block sums in another order). They run for every M (up to 4
+/// activation rows per pass over a panel with AVX2, 6 with AVX-512).
 /// Rows with NaN or infinities and the [`ActivationPrecision::F32`](crate::ActivationPrecision::F32) path give `matmul_with`'s
 /// results bit for bit: they run its exact kernels on the weights converted back to their
 /// format 16 rows at a time, a decode pass the original tensor would not need (keep the
-/// weights [`PackedWeights::unpacked`] for a mostly-f32 workload).
+/// weights [`PackedWeights::unpacked`] for a mostly-f32 workload). Packed FP8 is the
+/// exception: both paths run its own f32 kernel (each weight decoded as `value · scale`, as
+/// the layout contract says, then f32 FMA), whose sums differ from `matmul_with`'s only in
+/// the order of the additions; it decodes every code as the reference does, NaN and
+/// infinities included. Its decode of subnormal E4M3/E5M2 codes goes through f32 subnormals,
+/// so it assumes the default floating-point mode (no flush-to-zero or denormals-are-zero),
+/// as the AVX2 FP8 kernels of `matmul_with` do.
 pub fn matmul_packed(x: Activations<'_>, m: usize, w: &PackedWeights, options: MatmulOptions) -> Result<Vec<f32>> {
     let [n, _] = w.shape();
     let mut y = vec![0.0f32; output_len(m, n)?];

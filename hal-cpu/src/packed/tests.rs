@@ -381,7 +381,14 @@ fn quant_linear_packs_once_and_answers_the_same() {
             &want,
         );
         let exact = layer.with_activations(ActivationPrecision::F32);
-        assert!(!exact.packed_weight().is_packed());
+        // FP8 stays packed on the f32 path (its packed kernel is an f32 one).
+        assert_eq!(exact.packed_weight().is_packed(), fp8, "{format}");
+        if fp8 {
+            check_packed(
+                &format!("{format} QuantLinear f32 path"),
+                &exact.forward_slice(x.as_slice().into(), m).unwrap(),
+            );
+        }
         let back = exact.with_activations(ActivationPrecision::Int8);
         assert_eq!(back.packed_weight().is_packed(), packs_here(&w));
         check_packed(
