@@ -108,7 +108,38 @@ fn finish<const R: usize>(acc: [[__m512i; R]; 2]) -> [__m512i; R] {
     }
 }
 
-/// Q4_0: 4 chunks per block, low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..`.
+/// The 4-bit layouts (Q4_0's nibble order): 4 chunks per block, low nibbles codes `4c ..`,
+/// high nibbles codes `16 + 4c ..`; with `NF4`, each code looked up in [`NF4_U8`] first.
+///
+/// # Safety
+/// As [`Dot::dot`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn nibble_dot<const R: usize, const NF4: bool>(w: *const u8, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+    let mask = _mm512_set1_epi8(0x0F);
+    // SAFETY: NF4_U8 has 16 bytes, broadcast to each 128-bit lane.
+    let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(NF4_U8.as_ptr().cast()) });
+    let mut acc = start(neg);
+    for c in 0..4 {
+        // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
+        let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
+        let lo = _mm512_and_si512(v, mask);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
+        let (lo, hi) = if NF4 {
+            (_mm512_shuffle_epi8(lut, lo), _mm512_shuffle_epi8(lut, hi))
+        } else {
+            (lo, hi)
+        };
+        // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+        unsafe {
+            step(&mut acc, 0, lo, x, 4 * c);
+            step(&mut acc, 1, hi, x, 16 + 4 * c);
+        }
+    }
+    finish(acc)
+}
+
+/// Q4_0: the codes as they are (`q + 8`).
 struct Q4;
 impl Dot for Q4 {
     const CHUNKS: usize = 4;
@@ -119,20 +150,8 @@ impl Dot for Q4 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
-        let mask = _mm512_set1_epi8(0x0F);
-        let mut acc = start(neg);
-        for c in 0..4 {
-            // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
-            let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
-            let lo = _mm512_and_si512(v, mask);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
-            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
-            unsafe {
-                step(&mut acc, 0, lo, x, 4 * c);
-                step(&mut acc, 1, hi, x, 16 + 4 * c);
-            }
-        }
-        finish(acc)
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot::<R, false>(w, x, neg) }
     }
 }
 
@@ -149,22 +168,8 @@ impl Dot for Nf4 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
-        let mask = _mm512_set1_epi8(0x0F);
-        // SAFETY: NF4_U8 has 16 bytes, broadcast to each 128-bit lane.
-        let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(NF4_U8.as_ptr().cast()) });
-        let mut acc = start(neg);
-        for c in 0..4 {
-            // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
-            let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
-            let lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, mask));
-            let hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask));
-            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
-            unsafe {
-                step(&mut acc, 0, lo, x, 4 * c);
-                step(&mut acc, 1, hi, x, 16 + 4 * c);
-            }
-        }
-        finish(acc)
+        // SAFETY: forwarded from the caller.
+        unsafe { nibble_dot::<R, true>(w, x, neg) }
     }
 }
 
@@ -281,36 +286,47 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
     let cp = codes.as_ptr();
     // SAFETY: acc holds R rows of 16 f32 (asserted above).
     let mut accf: [__m512; R] = std::array::from_fn(|r| unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) });
-    for g in b0 / bps..b1.div_ceil(bps) {
-        // SAFETY: g < groups; the features are enabled here.
-        let sw = unsafe { load_scales(scales, g) };
-        for b in b0.max(g * bps)..b1.min((g + 1) * bps) {
-            // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
-            // inside each row's codes (nb * 32 long).
-            let wb = cp.wrapping_add(64 * D::chunk(b));
-            // Prefetch the codes 8 blocks ahead (a hint: any address is allowed).
-            for c in 0..D::CHUNKS {
-                _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(64 * (D::CHUNKS * PREFETCH + c)).cast());
-            }
-            let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
-            // SAFETY: b < nb, and each row's corrections hold nb values (every layout here has an
-            // offset, so they were computed; sliced above).
-            let neg: [i32; R] = std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() });
-            // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
-            // (above).
-            let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
-            for r in 0..R {
-                // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-                // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
-                let d = unsafe { rows[r].1.as_ptr().add(b).read() };
-                let isum = _mm512_cvtepi32_ps(dots[r]);
-                let term = if D::NF4 {
-                    _mm512_mul_ps(sw, _mm512_mul_ps(_mm512_set1_ps(d), isum))
-                } else {
-                    _mm512_mul_ps(isum, _mm512_mul_ps(sw, _mm512_set1_ps(d)))
-                };
-                accf[r] = _mm512_add_ps(accf[r], term);
-            }
+    if b0 == b1 {
+        return;
+    }
+    // One scale group after the other, without a nested loop (Q4_0 and Q8_0 have a group per
+    // block).
+    let mut g = b0 / bps;
+    let mut g_end = ((g + 1) * bps).min(b1);
+    // SAFETY: the group index is below `groups`; the features are enabled (so below).
+    let mut sw = unsafe { load_scales(scales, g) };
+    for b in b0..b1 {
+        if b == g_end {
+            g += 1;
+            g_end = ((g + 1) * bps).min(b1);
+            // SAFETY: as above.
+            sw = unsafe { load_scales(scales, g) };
+        }
+        // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
+        // inside each row's codes (nb * 32 long).
+        let wb = cp.wrapping_add(64 * D::chunk(b));
+        // Prefetch the codes 8 blocks ahead (a hint: any address is allowed).
+        for c in 0..D::CHUNKS {
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(64 * (D::CHUNKS * PREFETCH + c)).cast());
+        }
+        let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
+        // SAFETY: b < nb, and each row's corrections hold nb values (every layout here has an
+        // offset, so they were computed; sliced above).
+        let neg: [i32; R] = std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() });
+        // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
+        // (above).
+        let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+        for r in 0..R {
+            // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
+            // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
+            let d = unsafe { rows[r].1.as_ptr().add(b).read() };
+            let isum = _mm512_cvtepi32_ps(dots[r]);
+            let term = if D::NF4 {
+                _mm512_mul_ps(sw, _mm512_mul_ps(_mm512_set1_ps(d), isum))
+            } else {
+                _mm512_mul_ps(isum, _mm512_mul_ps(sw, _mm512_set1_ps(d)))
+            };
+            accf[r] = _mm512_add_ps(accf[r], term);
         }
     }
     for (o, a) in acc.chunks_exact_mut(ROWS).zip(accf) {
@@ -496,27 +512,36 @@ unsafe fn fp8_rows<const E5M2: bool, const SPECIAL: bool, const R: usize>(
         *a0 = unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) };
     }
     let cp = codes.as_ptr();
-    for g in b0 / bps..b1.div_ceil(bps) {
-        // SAFETY: g < groups; the features are enabled here.
-        let sw = unsafe { load_scales(scales, g) };
-        for b in b0.max(g * bps)..b1.min((g + 1) * bps) {
-            for c in 0..8 {
-                // SAFETY: chunk 8b + c of the panel lies inside `codes` (b < b1, asserted).
-                let v = unsafe { _mm512_loadu_si512(cp.add(64 * (8 * b + c)).cast()) };
-                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (8 * (b + PREFETCH) + c)).cast());
-                let wv = [
-                    fp8_values::<0, E5M2, SPECIAL>(v, sw),
-                    fp8_values::<1, E5M2, SPECIAL>(v, sw),
-                    fp8_values::<2, E5M2, SPECIAL>(v, sw),
-                    fp8_values::<3, E5M2, SPECIAL>(v, sw),
-                ];
-                for (t, wt) in wv.into_iter().enumerate() {
-                    let slot = if split { t } else { 0 };
-                    for r in 0..R {
-                        // SAFETY: value 32b + 4c + t < 32 b1 <= stride lies in row row0 + r.
-                        let xv = unsafe { xs[r].add(32 * b + 4 * c + t).read() };
-                        a[slot][r] = _mm512_fmadd_ps(wt, _mm512_set1_ps(xv), a[slot][r]);
-                    }
+    if b0 == b1 {
+        return;
+    }
+    let mut g = b0 / bps;
+    let mut g_end = ((g + 1) * bps).min(b1);
+    // SAFETY: the group index is below `groups`; the features are enabled (so below).
+    let mut sw = unsafe { load_scales(scales, g) };
+    for b in b0..b1 {
+        if b == g_end {
+            g += 1;
+            g_end = ((g + 1) * bps).min(b1);
+            // SAFETY: as above.
+            sw = unsafe { load_scales(scales, g) };
+        }
+        for c in 0..8 {
+            // SAFETY: chunk 8b + c of the panel lies inside `codes` (b < b1, asserted).
+            let v = unsafe { _mm512_loadu_si512(cp.add(64 * (8 * b + c)).cast()) };
+            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (8 * (b + PREFETCH) + c)).cast());
+            let wv = [
+                fp8_values::<0, E5M2, SPECIAL>(v, sw),
+                fp8_values::<1, E5M2, SPECIAL>(v, sw),
+                fp8_values::<2, E5M2, SPECIAL>(v, sw),
+                fp8_values::<3, E5M2, SPECIAL>(v, sw),
+            ];
+            for (t, wt) in wv.into_iter().enumerate() {
+                let slot = if split { t } else { 0 };
+                for r in 0..R {
+                    // SAFETY: value 32b + 4c + t < 32 b1 <= stride lies in row row0 + r.
+                    let xv = unsafe { xs[r].add(32 * b + 4 * c + t).read() };
+                    a[slot][r] = _mm512_fmadd_ps(wt, _mm512_set1_ps(xv), a[slot][r]);
                 }
             }
         }
