@@ -17,7 +17,8 @@ mod x86;
 ///
 /// Q4_0, Q8_0, TQ2_0, int8 per channel and int8 per block (block size a multiple of 32) are
 /// packed in panels of 16 weight rows where the CPU has AVX-512 F/BW with VNNI (the kernels
-/// multiply with `vpdpbusd`), else of 8 rows where it has AVX2, FMA and F16C (`vpmaddubsw`):
+/// multiply with `vpdpbusd`), else of 8 rows where it has AVX2, FMA and F16C (`vpdpbusd` on
+/// 256-bit vectors where it has AVX-VNNI, `vpmaddubsw` where not):
 /// per block of 32 values, one vector holds 4 consecutive codes of each row of the panel, at
 /// the format's own bit width (4-bit codes stay two per byte, TQ2_0's stay four per byte), and
 /// the panel's block scales are contiguous (f16 for the GGML formats, one conversion per
@@ -154,8 +155,9 @@ impl PackedWeights {
     }
 
     /// The layout chosen: `original`, `avx512vnni-panel16-<format>` where the CPU has
-    /// AVX-512 F/BW and VNNI, else `avx2-panel8-<format>`; `<format>` is `q4_0`, `q8_0`,
-    /// `tq2_0`, `int8_channel` or `int8_block`.
+    /// AVX-512 F/BW and VNNI, else `avxvnni-panel8-<format>` where it has AVX-VNNI, else
+    /// `avx2-panel8-<format>`; `<format>` is `q4_0`, `q8_0`, `tq2_0`, `int8_channel`,
+    /// `int8_block`, and with AVX-512 also `nf4`, `fp8_e4m3` and `fp8_e5m2`.
     pub fn layout_name(&self) -> &'static str {
         match &self.inner {
             Inner::Original(_) => "original",

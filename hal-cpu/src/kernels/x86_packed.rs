@@ -36,9 +36,10 @@
 
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps,
-    _mm256_cvtph_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps,
-    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm_cvtsi32_si128, _mm_loadu_si128,
+    _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps,
+    _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use std::sync::OnceLock;
@@ -60,6 +61,9 @@ pub(crate) struct Line([u8; 64]);
 pub(crate) enum Isa {
     /// AVX2 + FMA + F16C: panels of 8 rows, `vpmaddubsw` arithmetic.
     Avx2,
+    /// AVX2 + FMA + F16C with AVX-VNNI (Intel since Alder Lake, AMD since Zen 4): the same
+    /// panels of 8 rows, `vpdpbusd` on 256-bit vectors.
+    AvxVnni,
     /// AVX-512 F/BW with VNNI: panels of 16 rows, `vpdpbusd` arithmetic.
     Avx512Vnni,
 }
@@ -72,6 +76,9 @@ impl Isa {
             let mut v = Vec::new();
             if super::x86::detect().is_some() {
                 v.push(Self::Avx2);
+                if is_x86_feature_detected!("avxvnni") {
+                    v.push(Self::AvxVnni);
+                }
                 if super::x86::avx512_vnni() {
                     v.push(Self::Avx512Vnni);
                 }
@@ -83,7 +90,7 @@ impl Isa {
     /// Weight rows per panel: one per 32-bit lane of the set's vectors.
     pub(crate) fn rows(self) -> usize {
         match self {
-            Self::Avx2 => 8,
+            Self::Avx2 | Self::AvxVnni => 8,
             Self::Avx512Vnni => 16,
         }
     }
@@ -162,6 +169,11 @@ impl Kind {
             (Isa::Avx2, Self::Tq2_0) => "avx2-panel8-tq2_0",
             (Isa::Avx2, Self::Int8 { block_size: None }) => "avx2-panel8-int8_channel",
             (Isa::Avx2, Self::Int8 { .. }) => "avx2-panel8-int8_block",
+            (Isa::AvxVnni, Self::Q4_0) => "avxvnni-panel8-q4_0",
+            (Isa::AvxVnni, Self::Q8_0) => "avxvnni-panel8-q8_0",
+            (Isa::AvxVnni, Self::Tq2_0) => "avxvnni-panel8-tq2_0",
+            (Isa::AvxVnni, Self::Int8 { block_size: None }) => "avxvnni-panel8-int8_channel",
+            (Isa::AvxVnni, Self::Int8 { .. }) => "avxvnni-panel8-int8_block",
             (Isa::Avx512Vnni, Self::Q4_0) => "avx512vnni-panel16-q4_0",
             (Isa::Avx512Vnni, Self::Q8_0) => "avx512vnni-panel16-q8_0",
             (Isa::Avx512Vnni, Self::Tq2_0) => "avx512vnni-panel16-tq2_0",
@@ -183,7 +195,7 @@ impl Kind {
             // 8-bit codes on AVX2 enter signed; FP8 is not on the int8-activation path.
             (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2) | (Self::Fp8 { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
-            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
+            (Self::Q8_0 | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
         }
     }
 
@@ -692,93 +704,222 @@ impl Scales<'_> {
     }
 }
 
-/// Panel `p` against activation rows `row0 .. row0 + R` of `a`: `out[r][j]` is the output of
-/// weight row `8p + j` for activation row `row0 + r`.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available; `p` is a panel of `w`, laid out for [`Isa::Avx2`]; `a`
-/// was quantized from rows of `w.k` values and has rows `row0 .. row0 + R`; `w.kind` matches
-/// `D`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn panel_rows<D: BlockDot, const R: usize>(
-    w: &Packed,
-    p: usize,
-    act: &PackedAct<'_>,
-    row0: usize,
-) -> [[f32; 8]; R] {
-    let nb = w.nb;
-    assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::Avx2);
-    let codes = w.panel_codes(p);
-    let scales = w.panel_scales(p);
-    let bps = w.kind.blocks_per_scale(nb);
-    // Each activation row's codes, scales and block sums, sliced once.
-    let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
-    // `D::chunk` grows with the block, so the last block bounds every block's chunks.
-    assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
-    let cp = codes.as_ptr();
-    let mut accf = [_mm256_setzero_ps(); R];
-    for g in 0..w.groups {
-        // SAFETY: g < groups; the features are enabled here.
-        let sw = unsafe { scales.load(g) };
-        for b in g * bps..nb.min((g + 1) * bps) {
-            // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
-            // inside each row's codes (nb * 32 long).
-            let wb = cp.wrapping_add(32 * D::chunk(b));
-            let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
-            let neg: [i32; R] = if D::OFFSET == 0 {
-                [0; R]
-            } else {
-                // SAFETY: b < nb, and each row's corrections hold nb values (sliced above).
-                std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() })
-            };
-            // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
-            // (above).
-            let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
-            for r in 0..R {
-                // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-                // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
-                let d = unsafe { rows[r].1.as_ptr().add(b).read() };
-                let s = _mm256_mul_ps(sw, _mm256_set1_ps(d));
-                accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
+/// The 8-row panel kernels for one instruction set: `$rows` (panel `p` against activation
+/// rows `row0 .. row0 + R` of `a`: `out[r][j]` is the output of weight row `8p + j` for
+/// activation row `row0 + r`) and `$all` (every activation row of `a`, up to 4 at a time,
+/// written to `y[8 i + j]`), compiled with `$feat` so that the block dot products of that set
+/// inline into them.
+macro_rules! panel8_kernels {
+    ($rows:ident, $all:ident, $feat:literal, $isa:expr) => {
+        /// # Safety
+        /// The features of the set are available; `p` is a panel of `w`, laid out for its
+        /// instruction set; `a` was quantized from rows of `w.k` values and has rows
+        /// `row0 .. row0 + R`; `w.kind` matches `D`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn $rows<D: BlockDot, const R: usize>(
+            w: &Packed,
+            p: usize,
+            act: &PackedAct<'_>,
+            row0: usize,
+        ) -> [[f32; 8]; R] {
+            let nb = w.nb;
+            assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == $isa);
+            let codes = w.panel_codes(p);
+            let scales = w.panel_scales(p);
+            let bps = w.kind.blocks_per_scale(nb);
+            // Each activation row's codes, scales and block sums, sliced once.
+            let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
+            // `D::chunk` grows with the block, so the last block bounds every block's chunks.
+            assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
+            let cp = codes.as_ptr();
+            let mut accf = [_mm256_setzero_ps(); R];
+            for g in 0..w.groups {
+                // SAFETY: g < groups; the features are enabled here.
+                let sw = unsafe { scales.load(g) };
+                for b in g * bps..nb.min((g + 1) * bps) {
+                    // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32
+                    // codes inside each row's codes (nb * 32 long).
+                    let wb = cp.wrapping_add(32 * D::chunk(b));
+                    // Prefetch the codes 16 blocks ahead, a line per 2 chunks (a hint: any
+                    // address is allowed).
+                    for c in (0..D::CHUNKS).step_by(2) {
+                        _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(32 * (D::CHUNKS * 16 + c)).cast());
+                    }
+                    let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
+                    let neg: [i32; R] = if D::OFFSET == 0 {
+                        [0; R]
+                    } else {
+                        // SAFETY: b < nb, and each row's corrections hold nb values (sliced
+                        // above).
+                        std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() })
+                    };
+                    // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32
+                    // codes (above).
+                    let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+                    for r in 0..R {
+                        // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by
+                        // lane.
+                        // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
+                        let d = unsafe { rows[r].1.as_ptr().add(b).read() };
+                        let s = _mm256_mul_ps(sw, _mm256_set1_ps(d));
+                        accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
+                    }
+                }
+            }
+            let mut out = [[0.0f32; 8]; R];
+            for (o, acc) in out.iter_mut().zip(accf) {
+                // SAFETY: `o` has 8 f32.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
+            }
+            out
+        }
+
+        /// # Safety
+        /// The features of the set are available; `p` is a panel of `w` (laid out for its
+        /// instruction set); `a` was quantized from rows of `w.k` values; `y.len() >= 8 a.rows`.
+        #[target_feature(enable = $feat)]
+        unsafe fn $all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
+            let m = a.a.rows;
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = (m - i0).min(4);
+                let mut put = |out: &[[f32; 8]]| {
+                    for (r, lanes) in out.iter().enumerate() {
+                        y[8 * (i0 + r)..][..8].copy_from_slice(lanes);
+                    }
+                };
+                // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
+                unsafe {
+                    match rows {
+                        4 => put(&$rows::<D, 4>(w, p, a, i0)),
+                        3 => put(&$rows::<D, 3>(w, p, a, i0)),
+                        2 => put(&$rows::<D, 2>(w, p, a, i0)),
+                        _ => put(&$rows::<D, 1>(w, p, a, i0)),
+                    }
+                }
+                i0 += rows;
             }
         }
-    }
-    let mut out = [[0.0f32; 8]; R];
-    for (o, acc) in out.iter_mut().zip(accf) {
-        // SAFETY: `o` has 8 f32.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
-    }
-    out
+    };
 }
 
-/// Panel `p` against every activation row of `a` (up to 4 at a time; 1 to 3 in one pass),
-/// written to `y[8 i + j]`.
+panel8_kernels!(panel_rows, panel_all, "avx2,fma,f16c", Isa::Avx2);
+panel8_kernels!(panel_rows_vnni, panel_all_vnni, "avx2,fma,f16c,avxvnni", Isa::AvxVnni);
+
+// ---------------------------------------------------------------------------------------
+// AVX-VNNI: the same 8-row panels, `vpdpbusd` on 256-bit vectors (unsigned codes times signed
+// activations, 4 products summed into each i32 lane without saturation). 8-bit codes are
+// flipped to `q + 128` per chunk (`xor 0x80`), every offset removed through `neg` as in the
+// AVX-512 kernels; each row keeps two accumulators (even and odd chunks) so that one row is
+// not held up by the latency of a single chain.
+
+/// `acc[c % 2][r] += codes · (4 codes of x[r] at `at`)` for every row.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `p` is a panel of `w` (laid out for [`Isa::Avx2`]); `a`
-/// was quantized from rows of `w.k` values; `y.len() >= 8 * a.rows`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
-    let m = a.a.rows;
-    let mut i0 = 0;
-    while i0 < m {
-        let rows = (m - i0).min(4);
-        let mut put = |out: &[[f32; 8]]| {
-            for (r, lanes) in out.iter().enumerate() {
-                y[8 * (i0 + r)..][..8].copy_from_slice(lanes);
-            }
-        };
-        // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
-        unsafe {
-            match rows {
-                4 => put(&panel_rows::<D, 4>(w, p, a, i0)),
-                3 => put(&panel_rows::<D, 3>(w, p, a, i0)),
-                2 => put(&panel_rows::<D, 2>(w, p, a, i0)),
-                _ => put(&panel_rows::<D, 1>(w, p, a, i0)),
+/// AVX2 and AVX-VNNI are available; 4 bytes at `x[r] + at` are readable.
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+unsafe fn vnni_step<const R: usize>(
+    acc: &mut [[__m256i; R]; 2],
+    c: usize,
+    codes: __m256i,
+    x: [*const i8; R],
+    at: usize,
+) {
+    for r in 0..R {
+        // SAFETY: the caller's contract.
+        let xb = unsafe { bcast4(x[r].add(at)) };
+        acc[c % 2][r] = _mm256_dpbusd_avx_epi32(acc[c % 2][r], codes, xb);
+    }
+}
+
+/// The accumulators of a block started (`neg` in the first), and summed.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn vnni_start<const R: usize>(neg: [i32; R]) -> [[__m256i; R]; 2] {
+    [
+        std::array::from_fn(|r| _mm256_set1_epi32(neg[r])),
+        [_mm256_setzero_si256(); R],
+    ]
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn vnni_finish<const R: usize>(acc: [[__m256i; R]; 2]) -> [__m256i; R] {
+    std::array::from_fn(|r| _mm256_add_epi32(acc[0][r], acc[1][r]))
+}
+
+struct Q4Vnni;
+impl BlockDot for Q4Vnni {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 8;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = vnni_start(neg);
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let lo = _mm256_and_si256(v, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+            unsafe {
+                vnni_step(&mut acc, 0, lo, x, 4 * c);
+                vnni_step(&mut acc, 1, hi, x, 16 + 4 * c);
             }
         }
-        i0 += rows;
+        vnni_finish(acc)
+    }
+}
+
+struct Tq2Vnni;
+impl BlockDot for Tq2Vnni {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 1;
+    fn chunk(b: usize) -> usize {
+        Tq2::chunk(b)
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(3);
+        let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
+        let mut acc = vnni_start(neg);
+        for c in 0..8 {
+            // SAFETY: the half block has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let q = _mm256_and_si256(_mm256_srl_epi16(v, shift), mask);
+            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+            unsafe { vnni_step(&mut acc, c, q, x, 4 * c) };
+        }
+        vnni_finish(acc)
+    }
+}
+
+struct S8Vnni;
+impl BlockDot for S8Vnni {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 128;
+    fn chunk(b: usize) -> usize {
+        8 * b
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let mut acc = vnni_start(neg);
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 32 bytes (the caller's contract).
+            let v = _mm256_xor_si256(unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) }, flip);
+            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+            unsafe { vnni_step(&mut acc, c, v, x, 4 * c) };
+        }
+        vnni_finish(acc)
     }
 }
 
@@ -811,6 +952,18 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                    unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
+                }
+            }
+        },
+        // SAFETY: AVX2, FMA, F16C and AVX-VNNI were detected (checked above); the shapes were
+        // asserted above.
+        Isa::AvxVnni => unsafe {
+            match w.kind {
+                Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
+                Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
+                Kind::Q8_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
                 Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
                     unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
                 }
