@@ -27,6 +27,8 @@ pub(crate) mod x86_fpanel;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_packed;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_packed256;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_packed512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_panel;

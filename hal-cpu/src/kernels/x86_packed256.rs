@@ -1,0 +1,421 @@
+//! The 8-row kernels over packed weights ([`Isa::Avx2`], [`Isa::AvxVnni`]): the layout is
+//! [`super::x86_packed`]'s with 8 rows per panel (one per 32-bit lane of a 256-bit vector).
+//!
+//! # Arithmetic (AVX2)
+//!
+//! For each activation row, 4 activation codes are broadcast to every lane and multiplied into
+//! the 8 rows at once with `vpmaddubsw` (unsigned weight codes × signed activation codes), so a
+//! lane ends a block holding the whole integer dot product of one weight row: no horizontal
+//! sums. 4-bit and 2-bit codes are unsigned (`q + 8`, `q + 1`); their offset is removed exactly
+//! through the activation block sums, and their products are summed in 16 bits (8 pairs of
+//! at most `2 · 15 · 127` stay below `2^15`), so one `vpmaddwd` per block and row widens them.
+//! 8-bit codes enter as `|w|` with the activations taking the sign of `w` (`vpsignb`).
+//! Each block's sum is then scaled as the generic kernel does it, `(s_w · d_x) · isum` added
+//! to the f32 accumulator without FMA: the results are bit-identical to
+//! [`generic`](super::generic)'s q8 kernels.
+//!
+//! With AVX-VNNI the same panels are multiplied by `vpdpbusd` on 256-bit vectors, with the
+//! offsets of the AVX-512 kernels (see the AVX-VNNI section below).
+
+use std::arch::x86_64::{
+    __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps,
+    _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps,
+    _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+};
+
+use super::x86_packed::{Isa, Kind, Packed, PackedAct, Scales};
+
+/// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
+/// products (offset already removed).
+trait BlockDot {
+    /// Chunks [`BlockDot::dot`] reads from where [`BlockDot::chunk`] places a block.
+    const CHUNKS: usize;
+    /// Chunks the block's codes start at, relative to the panel, for block `b`.
+    fn chunk(b: usize) -> usize;
+    /// # Safety
+    /// AVX2 is available; `w` points at the block's chunks (as [`BlockDot::chunk`] places
+    /// them), each `x[r]` at 32 readable activation codes in -127..=127.
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R];
+    /// The unsigned codes' offset (`q + OFFSET` is stored), 0 for signed codes.
+    const OFFSET: i32;
+}
+
+/// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
+///
+/// # Safety
+/// 4 bytes at `p` are readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn bcast4(p: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes.
+    _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
+}
+
+/// `acc` (i16 sums of unsigned codes times activations, two per lane) widened to i32, plus
+/// `neg = -offset * Σ x`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn finish_unsigned(acc: __m256i, neg: i32) -> __m256i {
+    _mm256_add_epi32(_mm256_madd_epi16(acc, _mm256_set1_epi16(1)), _mm256_set1_epi32(neg))
+}
+
+struct Q4;
+impl BlockDot for Q4 {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 8;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_si256(); R];
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let lo = _mm256_and_si256(v, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+                let (xl, xh) = unsafe { (bcast4(x[r].add(4 * c)), bcast4(x[r].add(16 + 4 * c))) };
+                // Codes below 16: every i16 partial sum stays within 8 · 2 · 15 · 127 < 2^15.
+                acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(lo, xl));
+                acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(hi, xh));
+            }
+        }
+        std::array::from_fn(|r| finish_unsigned(acc[r], neg[r]))
+    }
+}
+
+struct Tq2;
+impl BlockDot for Tq2 {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 1;
+    fn chunk(b: usize) -> usize {
+        16 * (b / 8) + 8 * ((b % 8) / 4)
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(3);
+        let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
+        let mut acc = [_mm256_setzero_si256(); R];
+        for c in 0..8 {
+            // SAFETY: the half block has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let q = _mm256_and_si256(_mm256_srl_epi16(v, shift), mask);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = unsafe { bcast4(x[r].add(4 * c)) };
+                acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(q, xb));
+            }
+        }
+        std::array::from_fn(|r| finish_unsigned(acc[r], neg[r]))
+    }
+}
+
+/// 8-bit signed codes (Q8_0, int8).
+struct S8;
+impl BlockDot for S8 {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        8 * b
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_si256(); R];
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let aw = _mm256_sign_epi8(v, v);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = _mm256_sign_epi8(unsafe { bcast4(x[r].add(4 * c)) }, v);
+                // |w| <= 128, |x| <= 127: a pair is at most 2 · 128 · 127 < 2^15.
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xb), ones);
+                acc[r] = _mm256_add_epi32(acc[r], p);
+            }
+        }
+        acc
+    }
+}
+
+/// The 8 scales of group `g`.
+///
+/// # Safety
+/// AVX2 and F16C are available.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn load_scales(scales: Scales<'_>, g: usize) -> __m256 {
+    match scales {
+        Scales::F16(s) => {
+            let s = &s[g * 8..][..8];
+            // SAFETY: `s` has 8 u16 (16 bytes).
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
+        }
+        Scales::F32(s) => {
+            let s = &s[g * 8..][..8];
+            // SAFETY: `s` has 8 f32.
+            unsafe { _mm256_loadu_ps(s.as_ptr()) }
+        }
+    }
+}
+
+/// The 8-row panel kernels for one instruction set: `$rows` (panel `p` against activation
+/// rows `row0 .. row0 + R` of `a`: `out[r][j]` is the output of weight row `8p + j` for
+/// activation row `row0 + r`) and `$all` (every activation row of `a`, up to 4 at a time,
+/// written to `y[8 i + j]`), compiled with `$feat` so that the block dot products of that set
+/// inline into them.
+macro_rules! panel8_kernels {
+    ($rows:ident, $all:ident, $feat:literal, $isa:expr) => {
+        /// # Safety
+        /// The features of the set are available; `p` is a panel of `w`, laid out for its
+        /// instruction set; `a` was quantized from rows of `w.k` values and has rows
+        /// `row0 .. row0 + R`; `w.kind` matches `D`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn $rows<D: BlockDot, const R: usize>(
+            w: &Packed,
+            p: usize,
+            act: &PackedAct<'_>,
+            row0: usize,
+        ) -> [[f32; 8]; R] {
+            let nb = w.nb;
+            assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == $isa);
+            let codes = w.panel_codes(p);
+            let scales = w.panel_scales(p);
+            let bps = w.kind.blocks_per_scale(nb);
+            // Each activation row's codes, scales and block sums, sliced once.
+            let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
+            // `D::chunk` grows with the block, so the last block bounds every block's chunks.
+            assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
+            let cp = codes.as_ptr();
+            let mut accf = [_mm256_setzero_ps(); R];
+            for g in 0..w.groups {
+                // SAFETY: g < groups; the features are enabled here.
+                let sw = unsafe { load_scales(scales, g) };
+                for b in g * bps..nb.min((g + 1) * bps) {
+                    // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32
+                    // codes inside each row's codes (nb * 32 long).
+                    let wb = cp.wrapping_add(32 * D::chunk(b));
+                    // Prefetch the codes 16 blocks ahead, a line per 2 chunks (a hint: any
+                    // address is allowed).
+                    for c in (0..D::CHUNKS).step_by(2) {
+                        _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(32 * (D::CHUNKS * 16 + c)).cast());
+                    }
+                    let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
+                    let neg: [i32; R] = if D::OFFSET == 0 {
+                        [0; R]
+                    } else {
+                        // SAFETY: b < nb, and each row's corrections hold nb values (sliced
+                        // above).
+                        std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() })
+                    };
+                    // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32
+                    // codes (above).
+                    let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+                    for r in 0..R {
+                        // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by
+                        // lane.
+                        // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
+                        let d = unsafe { rows[r].1.as_ptr().add(b).read() };
+                        let s = _mm256_mul_ps(sw, _mm256_set1_ps(d));
+                        accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
+                    }
+                }
+            }
+            let mut out = [[0.0f32; 8]; R];
+            for (o, acc) in out.iter_mut().zip(accf) {
+                // SAFETY: `o` has 8 f32.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
+            }
+            out
+        }
+
+        /// # Safety
+        /// The features of the set are available; `p` is a panel of `w` (laid out for its
+        /// instruction set); `a` was quantized from rows of `w.k` values; `y.len() >= 8 a.rows`.
+        #[target_feature(enable = $feat)]
+        unsafe fn $all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
+            let m = a.a.rows;
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = (m - i0).min(4);
+                let mut put = |out: &[[f32; 8]]| {
+                    for (r, lanes) in out.iter().enumerate() {
+                        y[8 * (i0 + r)..][..8].copy_from_slice(lanes);
+                    }
+                };
+                // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
+                unsafe {
+                    match rows {
+                        4 => put(&$rows::<D, 4>(w, p, a, i0)),
+                        3 => put(&$rows::<D, 3>(w, p, a, i0)),
+                        2 => put(&$rows::<D, 2>(w, p, a, i0)),
+                        _ => put(&$rows::<D, 1>(w, p, a, i0)),
+                    }
+                }
+                i0 += rows;
+            }
+        }
+    };
+}
+
+panel8_kernels!(panel_rows, panel_all, "avx2,fma,f16c", Isa::Avx2);
+panel8_kernels!(panel_rows_vnni, panel_all_vnni, "avx2,fma,f16c,avxvnni", Isa::AvxVnni);
+
+// ---------------------------------------------------------------------------------------
+// AVX-VNNI: the same 8-row panels, `vpdpbusd` on 256-bit vectors (unsigned codes times signed
+// activations, 4 products summed into each i32 lane without saturation). 8-bit codes are
+// flipped to `q + 128` per chunk (`xor 0x80`), every offset removed through `neg` as in the
+// AVX-512 kernels; each row keeps two accumulators (even and odd chunks) so that one row is
+// not held up by the latency of a single chain.
+
+/// `acc[c % 2][r] += codes · (4 codes of x[r] at `at`)` for every row.
+///
+/// # Safety
+/// AVX2 and AVX-VNNI are available; 4 bytes at `x[r] + at` are readable.
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+unsafe fn vnni_step<const R: usize>(
+    acc: &mut [[__m256i; R]; 2],
+    c: usize,
+    codes: __m256i,
+    x: [*const i8; R],
+    at: usize,
+) {
+    for r in 0..R {
+        // SAFETY: the caller's contract.
+        let xb = unsafe { bcast4(x[r].add(at)) };
+        acc[c % 2][r] = _mm256_dpbusd_avx_epi32(acc[c % 2][r], codes, xb);
+    }
+}
+
+/// The accumulators of a block started (`neg` in the first), and summed.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn vnni_start<const R: usize>(neg: [i32; R]) -> [[__m256i; R]; 2] {
+    [
+        std::array::from_fn(|r| _mm256_set1_epi32(neg[r])),
+        [_mm256_setzero_si256(); R],
+    ]
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn vnni_finish<const R: usize>(acc: [[__m256i; R]; 2]) -> [__m256i; R] {
+    std::array::from_fn(|r| _mm256_add_epi32(acc[0][r], acc[1][r]))
+}
+
+struct Q4Vnni;
+impl BlockDot for Q4Vnni {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 8;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = vnni_start(neg);
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let lo = _mm256_and_si256(v, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+            unsafe {
+                vnni_step(&mut acc, 0, lo, x, 4 * c);
+                vnni_step(&mut acc, 1, hi, x, 16 + 4 * c);
+            }
+        }
+        vnni_finish(acc)
+    }
+}
+
+struct Tq2Vnni;
+impl BlockDot for Tq2Vnni {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 1;
+    fn chunk(b: usize) -> usize {
+        Tq2::chunk(b)
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(3);
+        let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
+        let mut acc = vnni_start(neg);
+        for c in 0..8 {
+            // SAFETY: the half block has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let q = _mm256_and_si256(_mm256_srl_epi16(v, shift), mask);
+            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+            unsafe { vnni_step(&mut acc, c, q, x, 4 * c) };
+        }
+        vnni_finish(acc)
+    }
+}
+
+struct S8Vnni;
+impl BlockDot for S8Vnni {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 128;
+    fn chunk(b: usize) -> usize {
+        8 * b
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let mut acc = vnni_start(neg);
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 32 bytes (the caller's contract).
+            let v = _mm256_xor_si256(unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) }, flip);
+            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+            unsafe { vnni_step(&mut acc, c, v, x, 4 * c) };
+        }
+        vnni_finish(acc)
+    }
+}
+
+/// Panel `p` of `w` (an 8-row layout) against every row of `act`, written to `y[8 i + j]`;
+/// the caller ([`super::x86_packed::panel`]) has checked the shapes and that the layout's
+/// instruction set runs here.
+pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
+    assert!(y.len() >= 8 * act.a.rows && Isa::available().contains(&w.isa));
+    match w.isa {
+        // SAFETY: AVX2, FMA and F16C were detected (asserted above); the caller asserted the
+        // shapes.
+        Isa::Avx2 => unsafe {
+            match w.kind {
+                Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
+                Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
+                Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                    unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
+                }
+            }
+        },
+        // SAFETY: AVX2, FMA, F16C and AVX-VNNI were detected (asserted above); the caller
+        // asserted the shapes.
+        Isa::AvxVnni => unsafe {
+            match w.kind {
+                Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
+                Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
+                Kind::Q8_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                    unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
+                }
+            }
+        },
+        Isa::Avx512Vnni => unreachable!("16-row layouts run in x86_packed512"),
+    }
+}
