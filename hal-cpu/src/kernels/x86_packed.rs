@@ -509,18 +509,66 @@ pub(crate) struct PackedAct<'a> {
     /// The code offset these values were computed for (0: none, `neg` empty).
     pub(super) offset: i32,
     pub(super) neg: Vec<i32>,
+    /// For the AVX-512 kernels: the rows in the groups one pass over a panel takes, each
+    /// group's rows interleaved block by block (empty for the other layouts).
+    pub(super) groups: Vec<ActGroup>,
+}
+
+/// Activation rows `row0 .. row0 + rows` interleaved per block: block `b` of row `row0 + r`
+/// is `qs[32 (rows b + r) ..][..32]`, its scale `d[rows b + r]`, its offset correction
+/// `neg[rows b + r]`, so a pass over a panel reads one contiguous stream.
+pub(super) struct ActGroup {
+    pub(super) row0: usize,
+    pub(super) rows: usize,
+    pub(super) qs: Vec<i8>,
+    pub(super) d: Vec<f32>,
+    pub(super) neg: Vec<i32>,
+}
+
+/// How many of `left` activation rows the AVX-512 kernels take in one pass: 6, then 4, then
+/// the last 1 to 3.
+pub(super) fn pass_rows(left: usize) -> usize {
+    match left {
+        6.. => 6,
+        4..=5 => 4,
+        r => r,
+    }
 }
 
 impl<'a> PackedAct<'a> {
     /// `a` prepared for the kernels of `w`.
     pub(crate) fn new(w: &Packed, a: &'a ActQ8) -> Self {
         let offset = w.kind.offset(w.isa);
-        let neg = if offset == 0 {
+        let neg: Vec<i32> = if offset == 0 {
             Vec::new()
         } else {
             a.sums.iter().map(|&s| -offset * s).collect()
         };
-        Self { a, offset, neg }
+        let mut groups = Vec::new();
+        if w.isa == Isa::Avx512Vnni && offset != 0 {
+            let nb = a.nb;
+            let mut row0 = 0;
+            while row0 < a.rows {
+                let rows = pass_rows(a.rows - row0);
+                let mut g = ActGroup {
+                    row0,
+                    rows,
+                    qs: Vec::with_capacity(rows * nb * 32),
+                    d: Vec::with_capacity(rows * nb),
+                    neg: Vec::with_capacity(rows * nb),
+                };
+                for b in 0..nb {
+                    for i in row0..row0 + rows {
+                        g.qs.extend_from_slice(&a.qs[(i * nb + b) * 32..][..32]);
+                        g.d.push(a.d[i * nb + b]);
+                        g.neg.push(neg[i * nb + b]);
+                    }
+                }
+                groups.push(g);
+                row0 += rows;
+            }
+        }
+        Self { a, offset, neg, groups }
     }
 
     /// Activation row `i`'s codes, block scales and offset corrections (empty without an

@@ -17,9 +17,12 @@
 //! as the generic kernel does, `(s_w · d_x) · isum` without FMA: the results are bit-identical
 //! to [`generic`](super::generic)'s q8 kernels.
 //!
-//! Up to 8 activation rows share one pass over a panel. For up to 4 rows, each row keeps two
-//! integer accumulators (even and odd chunks), so that a single row at M = 1 is not held up by
-//! the latency of one chain of `vpdpbusd`.
+//! Up to 6 activation rows share one pass over a panel (8 spilled registers), each row with
+//! two integer accumulators (even and odd chunks), so that even a single row at M = 1 is not
+//! held up by the latency of one chain of `vpdpbusd`. The rows of a pass are interleaved block
+//! by block once per call ([`ActGroup`]), so a pass reads one stream of activations through
+//! one pointer. With more than 6 rows, the passes cover 64 blocks at a time, so that the
+//! panel's codes for those blocks stay in L1/L2 while every group of rows passes over them.
 
 use std::arch::x86_64::{
     __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_broadcast_i32x4,
@@ -29,7 +32,7 @@ use std::arch::x86_64::{
     _MM_HINT_T0,
 };
 
-use super::x86_packed::{Isa, Kind, Packed, PackedAct, Scales};
+use super::x86_packed::{ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use crate::decode::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
@@ -254,33 +257,33 @@ unsafe fn load_scales(s: Scales<'_>, g: usize) -> __m512 {
     }
 }
 
-/// Blocks `b0 .. b1` of panel `p` against activation rows `row0 .. row0 + R` of `act`, added
-/// to `acc[16 r + j]`, the running sum of weight row `16p + j` for activation row `row0 + r`
+/// Blocks `b0 .. b1` of panel `p` against the `R` activation rows of `grp`, added to
+/// `acc[16 r + j]`, the running sum of weight row `16p + j` for activation row `grp.row0 + r`
 /// (blocks are added in order, so splitting the blocks into ranges rounds exactly as one pass
 /// does).
 ///
 /// # Safety
 /// AVX-512 F/BW and VNNI are available; `p` is a panel of `w`, laid out for
-/// [`Isa::Avx512Vnni`]; `act` was quantized from rows of `w.k` values, prepared for `w`, and
-/// has rows `row0 .. row0 + R`; `w.kind` matches `D`; `b0 <= b1 <= w.nb`.
+/// [`Isa::Avx512Vnni`]; `grp` is a group of `R` rows of activations prepared for `w`;
+/// `w.kind` matches `D`; `b0 <= b1 <= w.nb`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn panel_rows<D: Dot, const R: usize>(
     w: &Packed,
     p: usize,
     act: &PackedAct<'_>,
-    row0: usize,
+    grp: &ActGroup,
     (b0, b1): (usize, usize),
     acc: &mut [f32],
 ) {
     let nb = w.nb;
     assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::Avx512Vnni);
-    assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * ROWS);
+    assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * ROWS && grp.rows == R);
+    assert!(grp.qs.len() == R * nb * 32 && grp.d.len() == R * nb && grp.neg.len() == R * nb);
     let codes = w.panel_codes(p);
     let scales = w.panel_scales(p);
     let bps = w.kind.blocks_per_scale(nb);
-    // Each activation row's codes, scales and offset corrections, sliced once.
-    let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
+    let (qp, dp, np) = (grp.qs.as_ptr(), grp.d.as_ptr(), grp.neg.as_ptr());
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes.len());
     let cp = codes.as_ptr();
@@ -309,17 +312,17 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
         for c in 0..D::CHUNKS {
             _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(64 * (D::CHUNKS * PREFETCH + c)).cast());
         }
-        let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
-        // SAFETY: b < nb, and each row's corrections hold nb values (every layout here has an
-        // offset, so they were computed; sliced above).
-        let neg: [i32; R] = std::array::from_fn(|r| unsafe { rows[r].2.as_ptr().add(b).read() });
+        // The group's block b: R rows of 32 codes, then R scales and corrections (interleaved).
+        let x: [*const i8; R] = std::array::from_fn(|r| qp.wrapping_add(32 * (R * b + r)));
+        // SAFETY: R * b + r < R * nb = grp.neg.len() (asserted above).
+        let neg: [i32; R] = std::array::from_fn(|r| unsafe { np.add(R * b + r).read() });
         // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
         // (above).
         let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
         for r in 0..R {
             // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-            // SAFETY: b < nb, and each row's scales hold nb values (sliced above).
-            let d = unsafe { rows[r].1.as_ptr().add(b).read() };
+            // SAFETY: R * b + r < R * nb = grp.d.len() (asserted above).
+            let d = unsafe { dp.add(R * b + r).read() };
             let isum = _mm512_cvtepi32_ps(dots[r]);
             let term = if D::NF4 {
                 _mm512_mul_ps(sw, _mm512_mul_ps(_mm512_set1_ps(d), isum))
@@ -358,37 +361,19 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
     let mut b0 = 0;
     while b0 < nb {
         let range = (b0, nb.min(b0 + step));
-        let mut i0 = 0;
-        while i0 < m {
-            let left = m - i0;
-            let a = &mut acc[i0 * ROWS..];
-            // SAFETY: forwarded from the caller; rows i0 .. i0 + (rows taken) of `act` exist,
-            // and `a` holds as many accumulators.
-            let taken = unsafe {
-                match left {
-                    6.. => {
-                        panel_rows::<D, 6>(w, p, act, i0, range, a);
-                        6
-                    }
-                    4..=5 => {
-                        panel_rows::<D, 4>(w, p, act, i0, range, a);
-                        4
-                    }
-                    3 => {
-                        panel_rows::<D, 3>(w, p, act, i0, range, a);
-                        3
-                    }
-                    2 => {
-                        panel_rows::<D, 2>(w, p, act, i0, range, a);
-                        2
-                    }
-                    _ => {
-                        panel_rows::<D, 1>(w, p, act, i0, range, a);
-                        1
-                    }
+        for grp in &act.groups {
+            let a = &mut acc[grp.row0 * ROWS..];
+            // SAFETY: forwarded from the caller; the group's rows exist and `a` holds as many
+            // accumulators.
+            unsafe {
+                match grp.rows {
+                    6 => panel_rows::<D, 6>(w, p, act, grp, range, a),
+                    4 => panel_rows::<D, 4>(w, p, act, grp, range, a),
+                    3 => panel_rows::<D, 3>(w, p, act, grp, range, a),
+                    2 => panel_rows::<D, 2>(w, p, act, grp, range, a),
+                    _ => panel_rows::<D, 1>(w, p, act, grp, range, a),
                 }
-            };
-            i0 += taken;
+            }
         }
         b0 = range.1;
     }
