@@ -297,10 +297,16 @@ impl Packed {
         // NF4's codes in Q4_0's nibble order, 16 bytes per block of 32, then packed as Q4_0's.
         let reordered: Vec<u8>;
         let data = if let Kind::Nf4 { .. } = kind {
-            reordered = w.data()[..n * k / 2]
-                .par_chunks(16)
-                .flat_map_iter(|blk| nf4_to_q4_order(blk.try_into().expect("K is a multiple of 32")))
-                .collect();
+            let src = &w.data()[..n * k / 2];
+            let mut out = vec![0u8; src.len()];
+            out.par_chunks_mut(16 * 1024)
+                .zip(src.par_chunks(16 * 1024))
+                .for_each(|(o, s)| {
+                    for (ob, sb) in o.chunks_exact_mut(16).zip(s.chunks_exact(16)) {
+                        ob.copy_from_slice(&nf4_to_q4_order(sb.try_into().expect("K is a multiple of 32")));
+                    }
+                });
+            reordered = out;
             &reordered[..]
         } else {
             w.data()
