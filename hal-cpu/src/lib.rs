@@ -10,8 +10,11 @@
 //!   NEON with dotprod on aarch64), threads over the output features with rayon. Results do
 //!   not depend on the number of threads.
 //! - [`PackedWeights`] and [`matmul_packed`]: a weight repacked once for this CPU's
-//!   int8-activation kernels (panels of 8 rows at the format's own bit width), so that no
-//!   call decodes or repacks it again; [`QuantLinear`] holds its weight this way.
+//!   int8-activation kernels (panels of 16 rows for AVX-512 VNNI, of 8 for AVX-VNNI and AVX2,
+//!   at the format's own bit width; FP8 with an exact AVX-512 kernel), so that no call decodes
+//!   or repacks it again; [`QuantLinear`] holds its weight this way. This is the fastest path:
+//!   [`kernel_set_name`] names the set of the per-call kernels, and
+//!   [`PackedWeights::layout_name`] the packed layout a matrix got.
 // Tests compare floats exactly on purpose: the fixed-order reference is deterministic.
 #![cfg_attr(test, allow(clippy::float_cmp))]
 #![deny(
