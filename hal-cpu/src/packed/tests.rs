@@ -478,3 +478,24 @@ fn packed_fp8_decodes_every_code_like_the_exact_kernels() {
         }
     }
 }
+
+#[test]
+fn says_which_packed_layouts_this_cpu_tests() {
+    // Every layout the CPU runs is tested above; say loudly which are not tested here.
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::kernels::x86_packed::Isa;
+        let here = Isa::available();
+        for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
+            if !here.contains(&isa) {
+                eprintln!(
+                    "aihal-cpu: this CPU does not run the {isa:?} packed layouts: their kernels were not tested here"
+                );
+            }
+        }
+        // The set grows from the least capable: AVX-VNNI and AVX-512 need the AVX2 set.
+        assert!(here.is_empty() || here[0] == Isa::Avx2, "{here:?}");
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    eprintln!("aihal-cpu: no packed layout on this architecture: matmul_packed runs the per-call kernels");
+}
