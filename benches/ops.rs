@@ -1,0 +1,152 @@
+//! Criterion benches of aihal-cpu's transformer ops against what a candle user writes for
+//! the same op on the CPU: `candle_nn::ops::rms_norm`, and attention composed of candle
+//! matmuls, a causal mask and `softmax_last_dim` (keys and values repeated to the query
+//! heads). Every timed output is first checked against aihal's scalar reference.
+#![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
+
+use std::hint::black_box;
+
+use aihal_cpu::ops;
+use aihal_cpu::reference::{self, AttentionShape};
+use candle_core::{DType, Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+fn data(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let h = (i as u32 ^ seed)
+                .wrapping_mul(0x9E37_79B9)
+                .rotate_left(13)
+                .wrapping_mul(0x85EB_CA6B);
+            (h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "{what}[{i}]: {g} vs reference {w}"
+        );
+    }
+}
+
+/// Causal GQA attention as a candle user writes it: q [q_len, H, d], k/v [kv_len, KV, d].
+fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize, scale: f64) -> Tensor {
+    let (q_len, _, d) = q.dims3().unwrap();
+    let kv_len = k.dims3().unwrap().0;
+    let rep = heads / kv_heads;
+    let repeat = |t: &Tensor| {
+        t.unsqueeze(2)
+            .unwrap()
+            .expand((kv_len, kv_heads, rep, d))
+            .unwrap()
+            .reshape((kv_len, heads, d))
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let (kh, vh) = (repeat(k), repeat(v));
+    let qh = q.transpose(0, 1).unwrap().contiguous().unwrap();
+    let scores = (qh.matmul(&kh.t().unwrap()).unwrap() * scale).unwrap();
+    let scores = if q_len > 1 {
+        let mask: Vec<f32> = (0..q_len)
+            .flat_map(|t| (0..kv_len).map(move |j| if j > kv_len - q_len + t { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (1, q_len, kv_len), &Device::Cpu).unwrap();
+        scores.broadcast_add(&mask).unwrap()
+    } else {
+        scores
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+    probs
+        .matmul(&vh)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    // RMSNorm over 128 rows of 4096 (a prompt's hidden states).
+    let (rows, dim) = (128, 4096);
+    let x = data(rows * dim, 1);
+    let w = data(dim, 2);
+    let want = reference::rms_norm(&x, dim, &w, 1e-5).unwrap();
+    close("rms_norm", &ops::rms_norm(&x, dim, &w, 1e-5).unwrap(), &want);
+    let xt = Tensor::from_vec(x.clone(), (rows, dim), &dev).unwrap();
+    let wt = Tensor::from_vec(w.clone(), dim, &dev).unwrap();
+    let theirs = candle_nn::ops::rms_norm(&xt, &wt, 1e-5).unwrap();
+    close(
+        "candle rms_norm",
+        &theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        &want,
+    );
+    let mut g = c.benchmark_group("rms_norm_128x4096");
+    g.bench_function("aihal", |b| {
+        b.iter(|| black_box(ops::rms_norm(black_box(&x), dim, &w, 1e-5).unwrap()));
+    });
+    g.bench_function("candle", |b| {
+        b.iter(|| black_box(candle_nn::ops::rms_norm(black_box(&xt), &wt, 1e-5).unwrap()));
+    });
+    g.finish();
+
+    // Causal GQA attention, 32 query heads over 8 key/value heads of 128: a prompt of 128
+    // tokens, and one decode step over 1024 cached positions.
+    let (heads, kv_heads, d) = (32, 8, 128);
+    let shape = AttentionShape {
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+        head_dim: d,
+    };
+    let mut g = c.benchmark_group("attention_32x8x128");
+    g.sample_size(20);
+    for (q_len, kv_len) in [(128, 128), (1, 1024)] {
+        let q = data(q_len * heads * d, 3);
+        let k = data(kv_len * kv_heads * d, 4);
+        let v = data(kv_len * kv_heads * d, 5);
+        let scale = 1.0 / (d as f32).sqrt();
+        let want = reference::attention(&q, &k, &v, kv_len, shape, Some(scale)).unwrap();
+        close(
+            "attention",
+            &ops::attention(&q, &k, &v, kv_len, shape, Some(scale)).unwrap(),
+            &want,
+        );
+        let qt = Tensor::from_vec(q.clone(), (q_len, heads, d), &dev).unwrap();
+        let kt = Tensor::from_vec(k.clone(), (kv_len, kv_heads, d), &dev).unwrap();
+        let vt = Tensor::from_vec(v.clone(), (kv_len, kv_heads, d), &dev).unwrap();
+        let theirs = candle_attention(&qt, &kt, &vt, heads, kv_heads, f64::from(scale));
+        assert_eq!(theirs.dtype(), DType::F32);
+        close(
+            "candle attention",
+            &theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            &want,
+        );
+        let id = format!("q{q_len}_kv{kv_len}");
+        g.bench_function(BenchmarkId::new("aihal", &id), |b| {
+            b.iter(|| black_box(ops::attention(black_box(&q), &k, &v, kv_len, shape, Some(scale)).unwrap()));
+        });
+        g.bench_function(BenchmarkId::new("candle", &id), |b| {
+            b.iter(|| {
+                black_box(candle_attention(
+                    black_box(&qt),
+                    &kt,
+                    &vt,
+                    heads,
+                    kv_heads,
+                    f64::from(scale),
+                ))
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
