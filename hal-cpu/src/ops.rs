@@ -8,6 +8,7 @@
 //! of f32 additions (the tests bound the difference). Results do not depend on the number
 //! of threads: each row is computed by one task in a fixed order.
 
+#[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
 use aihal_core::Result;
@@ -16,18 +17,10 @@ use rayon::prelude::*;
 use crate::reference::{self, AttentionShape, RopeStyle};
 
 /// Whether the AVX2 + FMA builds of the ops' loops run here (detected once).
+#[cfg(target_arch = "x86_64")]
 fn wide() -> bool {
     static WIDE: OnceLock<bool> = OnceLock::new();
-    *WIDE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    *WIDE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// `$wide`: `$f` compiled with AVX2 and FMA; `$best`: that where the CPU has them, else `$f`.
