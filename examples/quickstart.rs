@@ -44,7 +44,10 @@ fn run() -> Result<()> {
         }
         reason => println!("Why: {reason}"),
     }
-    println!("CPU kernels: {}\n", aihal::cpu::kernel_set_name());
+    println!(
+        "CPU kernels: {} (per call); the layers below hold their weights packed for this CPU (last column)\n",
+        aihal::cpu::kernel_set_name()
+    );
 
     // A weight matrix with the spread of a trained layer, and a few rows of activations.
     let weights = normal_values(N * K, 0x5eed, 0.02);
@@ -56,7 +59,7 @@ fn run() -> Result<()> {
 
     println!("y = x · Wᵀ with x [{M}, {K}] f32 and W [{N}, {K}]:");
     println!(
-        "{:<22} {:>8} {:>12} {:>10} {:>14} {:>8}",
+        "{:<22} {:>8} {:>12} {:>10} {:>14} {:>8}  weight layout",
         "format", "bits/w", "quantize", "matmul", "rel. error", "ran on"
     );
     for format in [
@@ -80,11 +83,12 @@ fn run() -> Result<()> {
 
         let err = relative_rms_error(&out.output, &exact)?;
         println!(
-            "{:<22} {bits:>8.2} {:>10.1}ms {:>8.2}ms {err:>14.2e} {:>8}",
+            "{:<22} {bits:>8.2} {:>10.1}ms {:>8.2}ms {err:>14.2e} {:>8}  {}",
             format.to_string(),
             quantize_time.as_secs_f64() * 1e3,
             matmul_time.as_secs_f64() * 1e3,
             out.ran_on.to_string(),
+            layer.packed_weight().layout_name(),
         );
         if let Some(why) = out.fallback {
             println!("    (fell back to the CPU: {why})");
