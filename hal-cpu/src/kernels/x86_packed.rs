@@ -514,6 +514,8 @@ pub(crate) struct PackedAct<'a> {
     pub(super) a: &'a ActQ8,
     /// The code offset these values were computed for (0: none, `neg` empty).
     pub(super) offset: i32,
+    /// Row-major `-offset · Σ q` per row and block, for the 8-row kernels (empty for the
+    /// AVX-512 ones, which read `groups`).
     pub(super) neg: Vec<i32>,
     /// For the AVX-512 kernels: the rows in the groups one pass over a panel takes, each
     /// group's rows interleaved block by block (empty for the other layouts).
@@ -545,13 +547,16 @@ impl<'a> PackedAct<'a> {
     /// `a` prepared for the kernels of `w`.
     pub(crate) fn new(w: &Packed, a: &'a ActQ8) -> Self {
         let offset = w.kind.offset(w.isa);
-        let neg: Vec<i32> = if offset == 0 {
+        let interleave = w.isa == Isa::Avx512Vnni && offset != 0;
+        // The row-major corrections serve the 8-row kernels; the AVX-512 ones read them from
+        // the interleaved groups only.
+        let neg: Vec<i32> = if offset == 0 || interleave {
             Vec::new()
         } else {
             a.sums.iter().map(|&s| -offset * s).collect()
         };
         let mut groups = Vec::new();
-        if w.isa == Isa::Avx512Vnni && offset != 0 {
+        if interleave {
             let nb = a.nb;
             let mut row0 = 0;
             while row0 < a.rows {
@@ -567,7 +572,7 @@ impl<'a> PackedAct<'a> {
                     for i in row0..row0 + rows {
                         g.qs.extend_from_slice(&a.qs[(i * nb + b) * 32..][..32]);
                         g.d.push(a.d[i * nb + b]);
-                        g.neg.push(neg[i * nb + b]);
+                        g.neg.push(-offset * a.sums[i * nb + b]);
                     }
                 }
                 groups.push(g);

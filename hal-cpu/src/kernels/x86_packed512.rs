@@ -236,6 +236,54 @@ impl Dot for S8 {
     }
 }
 
+/// The scales of blocks `b0 .. b1` visited in order, reloaded only where a scale group
+/// starts: one loop over the blocks, without a nested loop per group (Q4_0 and Q8_0 have a
+/// group per block).
+struct ScaleWalk<'a> {
+    scales: Scales<'a>,
+    bps: usize,
+    b1: usize,
+    g: usize,
+    g_end: usize,
+    sw: __m512,
+}
+
+impl<'a> ScaleWalk<'a> {
+    /// # Safety
+    /// AVX-512 F is available; `b0 < b1`, and the groups of blocks `b0 .. b1` exist in
+    /// `scales`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn new(scales: Scales<'a>, bps: usize, b0: usize, b1: usize) -> Self {
+        let g = b0 / bps;
+        Self {
+            scales,
+            bps,
+            b1,
+            g,
+            g_end: ((g + 1) * bps).min(b1),
+            // SAFETY: the caller's contract.
+            sw: unsafe { load_scales(scales, g) },
+        }
+    }
+
+    /// The 16 scales of block `b`.
+    ///
+    /// # Safety
+    /// As [`ScaleWalk::new`]; the blocks are asked for in order, each below `b1`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn at(&mut self, b: usize) -> __m512 {
+        if b == self.g_end {
+            self.g += 1;
+            self.g_end = ((self.g + 1) * self.bps).min(self.b1);
+            // SAFETY: the caller's contract.
+            self.sw = unsafe { load_scales(self.scales, self.g) };
+        }
+        self.sw
+    }
+}
+
 /// The 16 scales of group `g`.
 ///
 /// # Safety
@@ -294,17 +342,11 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
     }
     // One scale group after the other, without a nested loop (Q4_0 and Q8_0 have a group per
     // block).
-    let mut g = b0 / bps;
-    let mut g_end = ((g + 1) * bps).min(b1);
-    // SAFETY: the group index is below `groups`; the features are enabled (so below).
-    let mut sw = unsafe { load_scales(scales, g) };
+    // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
+    let mut walk = unsafe { ScaleWalk::new(scales, bps, b0, b1) };
     for b in b0..b1 {
-        if b == g_end {
-            g += 1;
-            g_end = ((g + 1) * bps).min(b1);
-            // SAFETY: as above.
-            sw = unsafe { load_scales(scales, g) };
-        }
+        // SAFETY: the blocks are visited in order, from b0, below b1.
+        let sw = unsafe { walk.at(b) };
         // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
         // inside each row's codes (nb * 32 long).
         let wb = cp.wrapping_add(64 * D::chunk(b));
@@ -500,17 +542,11 @@ unsafe fn fp8_rows<const E5M2: bool, const SPECIAL: bool, const R: usize>(
     if b0 == b1 {
         return;
     }
-    let mut g = b0 / bps;
-    let mut g_end = ((g + 1) * bps).min(b1);
-    // SAFETY: the group index is below `groups`; the features are enabled (so below).
-    let mut sw = unsafe { load_scales(scales, g) };
+    // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
+    let mut walk = unsafe { ScaleWalk::new(scales, bps, b0, b1) };
     for b in b0..b1 {
-        if b == g_end {
-            g += 1;
-            g_end = ((g + 1) * bps).min(b1);
-            // SAFETY: as above.
-            sw = unsafe { load_scales(scales, g) };
-        }
+        // SAFETY: the blocks are visited in order, from b0, below b1.
+        let sw = unsafe { walk.at(b) };
         for c in 0..8 {
             // SAFETY: chunk 8b + c of the panel lies inside `codes` (b < b1, asserted).
             let v = unsafe { _mm512_loadu_si512(cp.add(64 * (8 * b + c)).cast()) };
