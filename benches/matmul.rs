@@ -4,25 +4,16 @@
 //! `packed` ids run `matmul_packed` over `PackedWeights` built once, before timing.
 #![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
 
+mod common;
+
 use std::hint::black_box;
 
 use aihal_cpu::{matmul_into, matmul_packed_into, Activations, MatmulOptions, PackedWeights};
 use aihal_quantize::{quantize, QuantFormat};
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
+use common::data;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-fn data(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let h = (i as u32 ^ seed)
-                .wrapping_mul(0x9E37_79B9)
-                .rotate_left(13)
-                .wrapping_mul(0x85EB_CA6B);
-            (h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     let (n, k) = (4096, 4096);

@@ -4,24 +4,15 @@
 //! heads). Every timed output is first checked against aihal's scalar reference.
 #![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
 
+mod common;
+
 use std::hint::black_box;
 
 use aihal_cpu::ops;
 use aihal_cpu::reference::{self, AttentionShape};
 use candle_core::{DType, Device, Tensor};
+use common::data;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-
-fn data(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let h = (i as u32 ^ seed)
-                .wrapping_mul(0x9E37_79B9)
-                .rotate_left(13)
-                .wrapping_mul(0x85EB_CA6B);
-            (h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn close(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}");
