@@ -20,7 +20,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aihal_cpu::{
-    matmul_into, matmul_packed_into, reference, ActivationPrecision, Activations, MatmulOptions, PackedWeights,
+    matmul_into, matmul_packed, matmul_packed_into, reference, ActivationPrecision, Activations, MatmulOptions,
+    PackedWeights,
 };
 use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -245,24 +246,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (format, bytes, mats) in &packed {
                 let options = MatmulOptions::default();
                 matmul_packed_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
-                let precision = if aihal_cpu::has_int8_activation_path(*format) {
-                    ActivationPrecision::Int8
-                } else {
+                // Packed FP8 rounds the activations to bf16 where the CPU has AVX-512 BF16.
+                let path = mats[0].activation_path(options.activations);
+                let precision = if path == "f32" {
                     ActivationPrecision::F32
+                } else {
+                    ActivationPrecision::Int8
                 };
                 check(&x, m, &mats[0].to_quantized(), &y, precision)?;
                 let s = time_rotating(mats.len(), budget, |i| {
                     matmul_packed_into(Activations::F32(black_box(&x)), m, &mats[i], options, &mut y).expect("matmul");
                     black_box(&y);
                 });
-                // Formats without an int8-activation path (FP8) run f32 activations packed too.
-                let tag = if aihal_cpu::has_int8_activation_path(*format) {
-                    "x int8"
-                } else {
-                    "x f32"
-                };
                 rows.push(Row {
-                    name: format!("aihal {format} packed ({tag})"),
+                    name: format!("aihal {format} packed (x {path})"),
                     seconds: s,
                     bytes: *bytes,
                 });
@@ -359,7 +356,7 @@ fn accuracy(w: &[f32], n: usize, k: usize, rng: &mut Rng) -> Result<(), Box<dyn 
     for i in 0..m {
         x[i * k + 7] = 40.0;
     }
-    println!("\nint8-activation error on {n} x {k}, M = {m} (relative RMS vs the f32-activation path, same weights):");
+    println!("\nreduced-precision activation error on {n} x {k}, M = {m} (relative RMS vs the f32-activation path, same weights):");
     for format in [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -372,6 +369,19 @@ fn accuracy(w: &[f32], n: usize, k: usize, rng: &mut Rng) -> Result<(), Box<dyn 
         let num: f64 = exact.iter().zip(&fast).map(|(a, b)| f64::from(a - b).powi(2)).sum();
         let den: f64 = exact.iter().map(|a| f64::from(*a).powi(2)).sum();
         println!("  {format}: {:.2e}", (num / den).sqrt());
+    }
+    // Packed FP8's reduced path rounds the activations to bf16 (where the CPU has AVX-512 BF16).
+    for format in [QuantFormat::Fp8E4M3 { block_size: None }] {
+        let p = PackedWeights::new(&quantize(format, w, &[n, k])?)?;
+        let path = p.activation_path(ActivationPrecision::Int8);
+        if path == "f32" {
+            continue;
+        }
+        let exact = matmul_packed(x.as_slice().into(), m, &p, MatmulOptions::exact())?;
+        let fast = matmul_packed(x.as_slice().into(), m, &p, MatmulOptions::default())?;
+        let num: f64 = exact.iter().zip(&fast).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let den: f64 = exact.iter().map(|a| f64::from(*a).powi(2)).sum();
+        println!("  {format} packed (x {path}): {:.2e}", (num / den).sqrt());
     }
     println!();
     Ok(())

@@ -77,6 +77,12 @@ pub enum ActivationPrecision {
     /// approximation of the code book by at most 0.47 / 127 of the block absmax per weight
     /// (0.0037 `absmax`, against up to 0.152 `absmax` for the NF4 rounding itself), of the same
     /// order as the activation rounding. Double-quantized NF4 uses its decoded absmax.
+    ///
+    /// FP8 has no integer codes. [`PackedWeights`](crate::PackedWeights) of FP8 on a CPU with
+    /// AVX-512 BF16 round the activations to bf16 instead (to nearest, 8 significant bits:
+    /// finer than int8 blocks), multiply with `vdpbf16ps` (exact products, f32 sums) and
+    /// leave rows bf16 cannot carry to the f32 path; elsewhere FP8 takes the f32 path.
+    /// [`PackedWeights::activation_path`](crate::PackedWeights::activation_path) says which.
     #[default]
     Int8,
     /// Activations stay f32, weights are decoded to f32, f32 accumulation (with FMA, in an

@@ -7,7 +7,9 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use crate::decode::check_matmul;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::x86_packed;
-use crate::matmul::{matmul_into, output_len, Activations, MatmulOptions};
+use crate::matmul::{
+    has_int8_activation_path, matmul_into, output_len, ActivationPrecision, Activations, MatmulOptions,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -34,7 +36,9 @@ mod x86;
 /// the rows (`K` a multiple of the block size; the codes regrouped in Q4_0's nibble order and
 /// looked up in the code book's int8 levels, as the int8-activation path of `matmul_with`
 /// does), and FP8 E4M3/E5M2 per tensor or per block of a multiple of 32 (the codes decoded to
-/// f32 in registers, f32 activations on either activation path, f32 FMA).
+/// f32 in registers, f32 activations and f32 FMA on the f32 path; on the reduced-precision
+/// path with AVX-512 BF16, looked up as bf16 against activations rounded to bf16, with
+/// `vdpbf16ps`).
 ///
 /// Where the CPU has no AVX2 or the format and shape have no packed layout (ternary, int8
 /// blocks not a multiple of 32, NF4 and FP8 without AVX-512, NF4 blocks that straddle rows),
@@ -166,6 +170,27 @@ impl PackedWeights {
         }
     }
 
+    /// What [`matmul_packed`] multiplies these weights with under `precision`: `"int8"`
+    /// (activations quantized per block of 32), `"bf16"` (activations rounded to bf16: packed
+    /// FP8 on CPUs with AVX-512 BF16, under [`ActivationPrecision::Int8`]) or `"f32"`. Rows the
+    /// reduced path cannot carry take the f32 path whatever this says: NaN and infinities, and
+    /// on the bf16 path also magnitudes above `2^64` or below `2^-64` (zero aside).
+    pub fn activation_path(&self, precision: ActivationPrecision) -> &'static str {
+        if precision == ActivationPrecision::F32 {
+            return "f32";
+        }
+        match &self.inner {
+            Inner::Original(w) if has_int8_activation_path(w.format()) => "int8",
+            Inner::Original(_) => "f32",
+            #[cfg(target_arch = "x86_64")]
+            Inner::X86(p) => match p.kind {
+                x86_packed::Kind::Fp8 { .. } if crate::kernels::x86::avx512_bf16() => "bf16",
+                x86_packed::Kind::Fp8 { .. } => "f32",
+                _ => "int8",
+            },
+        }
+    }
+
     /// Whether the weights are held in a packed layout (not the original tensor).
     pub fn is_packed(&self) -> bool {
         !matches!(self.inner, Inner::Original(_))
@@ -230,12 +255,20 @@ impl PackedWeights {
 /// results bit for bit: they run its exact kernels on the weights converted back to their
 /// format 16 rows at a time, a decode pass the original tensor would not need (keep the
 /// weights [`PackedWeights::unpacked`] for a mostly-f32 workload). Packed FP8 is the
-/// exception: both paths run its own f32 kernel (each weight decoded as `value · scale`, as
-/// the layout contract says, then f32 FMA), whose sums differ from `matmul_with`'s only in
-/// the order of the additions; it decodes every code as the reference does, NaN and
+/// exception: its f32 path runs its own f32 kernel (each weight decoded as `value · scale`,
+/// as the layout contract says, then f32 FMA), whose sums differ from `matmul_with`'s only
+/// in the order of the additions; it decodes every code as the reference does, NaN and
 /// infinities included. Its decode of subnormal E4M3/E5M2 codes goes through f32 subnormals,
 /// so it assumes the default floating-point mode (no flush-to-zero or denormals-are-zero),
-/// as the AVX2 FP8 kernels of `matmul_with` do.
+/// as the AVX2 FP8 kernels of `matmul_with` do. On the reduced-precision path
+/// ([`ActivationPrecision::Int8`]) with AVX-512 BF16, packed FP8 computes the exact sums of
+/// the activations rounded to bf16 (within a reordered sum: the tests bound it by
+/// `2 K ε Σ |w x|`), the codes looked up as bf16 values in registers and multiplied with
+/// `vdpbf16ps`; rows with a value that is not finite or whose magnitude is above `2^64` or
+/// below `2^-64` (zero aside: the range where `vdpbf16ps`'s flush of subnormals or an
+/// overflow before the scale could change the sum) take the f32 kernel. A row's result
+/// does not depend on the other rows of the call. Without AVX-512 BF16 both paths run the
+/// f32 kernel.
 pub fn matmul_packed(x: Activations<'_>, m: usize, w: &PackedWeights, options: MatmulOptions) -> Result<Vec<f32>> {
     let [n, _] = w.shape();
     let mut y = vec![0.0f32; output_len(m, n)?];

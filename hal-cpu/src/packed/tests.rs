@@ -56,6 +56,22 @@ fn order_bound(w: &QuantizedTensor, x: &[f32], m: usize) -> Vec<f32> {
     b
 }
 
+/// The activations as the bf16 path of packed FP8 sees them: each row it carries (finite,
+/// magnitudes in `2^-64 ..= 2^64` or zero) rounded to bf16 to nearest, the other rows as they
+/// are (they take the f32 kernel).
+fn bf16_rounded(x: &[f32], k: usize) -> Vec<f32> {
+    x.chunks(k.max(1))
+        .flat_map(|row| {
+            let carried = row.iter().all(|v| {
+                let a = v.abs();
+                a <= 2f32.powi(64) && (a >= 2f32.powi(-64) || a == 0.0)
+            });
+            row.iter()
+                .map(move |&v| if carried { half::bf16::from_f32(v).to_f32() } else { v })
+        })
+        .collect()
+}
+
 /// Whether this CPU packs `w` (an x86 set with a packed layout for its format and shape).
 fn packs_here(w: &QuantizedTensor) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -108,9 +124,16 @@ fn check_layout(w: &QuantizedTensor, packed: &PackedWeights, x: &[f32], m: usize
     if fp8 {
         let bound = order_bound(w, x, m);
         assert_close(&format!("{what} f32 path"), &got, &exact, &bound);
-        // FP8 has no int8 path: the same kernel on either precision.
         let got8 = matmul_packed(x.into(), m, packed, int8()).unwrap();
-        assert_same(&format!("{what} int8 option"), &got8, &got);
+        if packed.activation_path(ActivationPrecision::Int8) == "bf16" {
+            // The reduced path: the exact sums of the activations rounded to bf16.
+            let xr = bf16_rounded(x, k);
+            let want = matmul_with(xr.as_slice().into(), m, w, MatmulOptions::exact()).unwrap();
+            assert_close(&format!("{what} bf16 path"), &got8, &want, &order_bound(w, &xr, m));
+        } else {
+            // No reduced path here: the same kernel on either precision.
+            assert_same(&format!("{what} int8 option"), &got8, &got);
+        }
         assert!(got.iter().any(|&v| v != 0.0), "{what}: outputs all zero");
     } else {
         assert_same(&format!("{what} f32 path"), &got, &exact);
@@ -362,17 +385,22 @@ fn quant_linear_packs_once_and_answers_the_same() {
         let (want_packed, want) = (add_bias(generic_y), add_bias(plain_y));
         let want_packed = if packs_here(&w) { want_packed } else { want.clone() };
         let fp8 = packs_here(&w) && matches!(format, QuantFormat::Fp8E4M3 { .. } | QuantFormat::Fp8E5M2 { .. });
-        // FP8's packed kernel (exact, f32 FMA in another order): within a reordered sum.
-        let check_packed = |what: &str, got: &[f32]| {
+        // FP8's packed kernels: within a reordered sum of the f32 activations (the f32 path),
+        // or of their bf16 roundings (the reduced path, where the CPU has one).
+        let xr = bf16_rounded(&x, k);
+        let want_bf16 = add_bias(matmul_with(xr.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap());
+        let check_packed = |what: &str, got: &[f32], path: &str| {
             if fp8 {
-                let bound: Vec<f32> = order_bound(&w, &x, m).iter().map(|b| 2.0 * b).collect();
-                assert_close(what, got, &want, &bound);
+                let (xs, want) = if path == "bf16" { (&xr, &want_bf16) } else { (&x, &want) };
+                let bound: Vec<f32> = order_bound(&w, xs, m).iter().map(|b| 2.0 * b).collect();
+                assert_close(what, got, want, &bound);
             } else {
                 assert_same(what, got, &want_packed);
             }
         };
         let got = layer.forward_slice(x.as_slice().into(), m).unwrap();
-        check_packed(&format!("{format} QuantLinear packed"), &got);
+        let path = layer.packed_weight().activation_path(ActivationPrecision::Int8);
+        check_packed(&format!("{format} QuantLinear packed"), &got, path);
         // The original tensor comes back bit for bit.
         assert_eq!((layer.weight().data(), layer.weight().scales()), (w.data(), w.scales()));
         let plain = layer.clone().with_packing(false);
@@ -389,6 +417,7 @@ fn quant_linear_packs_once_and_answers_the_same() {
             check_packed(
                 &format!("{format} QuantLinear f32 path"),
                 &exact.forward_slice(x.as_slice().into(), m).unwrap(),
+                "f32",
             );
         }
         let back = exact.with_activations(ActivationPrecision::Int8);
@@ -396,6 +425,7 @@ fn quant_linear_packs_once_and_answers_the_same() {
         check_packed(
             &format!("{format} QuantLinear repacked"),
             &back.forward_slice(x.as_slice().into(), m).unwrap(),
+            path,
         );
     }
 }
@@ -475,6 +505,101 @@ fn packed_fp8_decodes_every_code_like_the_exact_kernels() {
             assert_close(&format!("{format} m={m}"), &got, &want, &bound);
             let back = packed.to_quantized();
             assert_eq!((back.data(), back.scales()), (w.data(), w.scales()));
+        }
+    }
+}
+
+#[test]
+fn packed_fp8_bf16_path_rounds_to_nearest_and_leaves_what_it_cannot_carry() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::kernels::x86_packed512::Bf16Act;
+        if !crate::kernels::x86::avx512_bf16() {
+            eprintln!("aihal-cpu: no AVX-512 BF16 here: the bf16 path of packed FP8 was not tested");
+            return;
+        }
+        // The rounding, bit for bit against `half` (ties, the largest values, a partial last
+        // block, zeros past K), and the order within groups of 4.
+        let mut rng = Rng::new(5);
+        let k = 70;
+        let mut x = rng.vec(3 * k, -3.0, 3.0);
+        x[1] = f32::from_bits(0x3F80_8000); // a tie, to even (down)
+        x[2] = f32::from_bits(0x3F81_8000); // a tie, to even (up)
+        x[3] = -1.0e19;
+        x[k + 5] = 2f32.powi(65); // too large: the row is left to the f32 kernel
+        x[2 * k + 9] = 1.0e-30; // too small: likewise
+        let a = Bf16Act::new(&x, 3, k, 96);
+        assert_eq!(a.exact_rows, [false, true, true]);
+        let bits = a.bits();
+        for t in 0..96 {
+            let want = if t < k { half::bf16::from_f32(x[t]).to_bits() } else { 0 };
+            let at = t - t % 4 + [0, 2, 1, 3][t % 4];
+            assert_eq!(bits[at], want, "value {t}");
+        }
+
+        // Rows that bf16 would lose, each beside ordinary rows: an activation of 2^120 against
+        // 448 (a product past f32's range before the scale brings it back), subnormal and tiny
+        // activations against a large scale (flushed by `vdpbf16ps`), NaN and infinity. They
+        // give the f32 kernel's sums; the ordinary rows the exact sums of their bf16 values.
+        let (n, k) = (20, 96);
+        let data: Vec<u8> = (0..n * k).map(|i| (i * 37 % 126) as u8 | (i as u8 & 0x80)).collect();
+        for (format, scale) in [
+            (QuantFormat::Fp8E4M3 { block_size: None }, 1.0e-6f32),
+            (QuantFormat::Fp8E5M2 { block_size: None }, 1.0e30),
+        ] {
+            let w = QuantizedTensor::from_parts(format, vec![n, k], data.clone(), vec![scale]).unwrap();
+            let packed = PackedWeights::new(&w).unwrap();
+            assert_eq!(packed.activation_path(ActivationPrecision::Int8), "bf16");
+            let m = 8;
+            let mut x = rng.vec(m * k, -1.0, 1.0);
+            x[k + 3] = 2f32.powi(120);
+            x[2 * k + 4] = 1.0e-40;
+            x[3 * k + 5] = 1.0e-25;
+            x[5 * k + 6] = f32::NAN;
+            x[6 * k + 7] = f32::NEG_INFINITY;
+            let want = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
+            let got = matmul_packed(x.as_slice().into(), m, &packed, int8()).unwrap();
+            let xr = bf16_rounded(&x, k);
+            let rounded = matmul_with(xr.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
+            assert_close(&format!("{format}"), &got, &rounded, &order_bound(&w, &xr, m));
+            for i in [1, 2, 3, 5, 6] {
+                let row = |v: &[f32]| v[i * n..(i + 1) * n].to_vec();
+                assert_close(
+                    &format!("{format} row {i}"),
+                    &row(&got),
+                    &row(&want),
+                    &row(&order_bound(&w, &x, m)),
+                );
+            }
+            if scale < 1.0 {
+                assert!(
+                    want[n..2 * n].iter().all(|v| v.is_finite()),
+                    "{format}: the 2^120 row is finite"
+                );
+            }
+            assert!(
+                got[2 * n..4 * n].iter().any(|&v| v != 0.0),
+                "{format}: tiny rows are not flushed"
+            );
+            // The ordinary rows did take the bf16 path: their sums differ from the f32 ones.
+            assert!((0..n).any(|j| got[j] != want[j]), "{format}: row 0 rounded to bf16");
+            // A row's result does not depend on the rows beside it (passes of 6, 4, 1 rows).
+            for i in [0, 4, 7] {
+                let alone = matmul_packed(x[i * k..(i + 1) * k].into(), 1, &packed, int8()).unwrap();
+                assert_same(&format!("{format} row {i} alone"), &alone, &got[i * n..(i + 1) * n]);
+            }
+        }
+        // Likewise past 64 blocks, where 7 rows run in passes of 64 blocks and one row in one.
+        let (n, k, m) = (16, 65 * 32, 7);
+        let data: Vec<u8> = (0..n * k).map(|i| (i * 29 % 126) as u8 | (i as u8 & 0x80)).collect();
+        let w = QuantizedTensor::from_parts(QuantFormat::Fp8E4M3 { block_size: None }, vec![n, k], data, vec![0.01])
+            .unwrap();
+        let packed = PackedWeights::new(&w).unwrap();
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let got = matmul_packed(x.as_slice().into(), m, &packed, int8()).unwrap();
+        for i in 0..m {
+            let alone = matmul_packed(x[i * k..(i + 1) * k].into(), 1, &packed, int8()).unwrap();
+            assert_same(&format!("long row {i} alone"), &alone, &got[i * n..(i + 1) * n]);
         }
     }
 }

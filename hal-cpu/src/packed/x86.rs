@@ -74,9 +74,36 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
     }
     let threads = rayon::current_num_threads().max(1);
     if let Kind::Fp8 { .. } = w.kind {
-        // FP8 has no int8-activation path: both precisions run the exact packed kernel, on
-        // activation rows zero padded to whole blocks.
         let stride = 32 * w.nb;
+        if k == 0 {
+            out.fill(0.0);
+            return;
+        }
+        if precision == ActivationPrecision::Int8 && kernels::x86::avx512_bf16() {
+            // FP8 has no int8 codes: the reduced-precision path rounds the activations to
+            // bf16 instead, and the rows that bf16 cannot carry take the f32 kernel.
+            let act = kernels::x86_packed512::Bf16Act::new(x, m, k, stride);
+            let exact: Vec<usize> = (0..m).filter(|&i| act.exact_rows[i]).collect();
+            let padded: Vec<f32> = exact
+                .iter()
+                .flat_map(|&i| {
+                    x[i * k..(i + 1) * k]
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(0.0, stride - k))
+                })
+                .collect();
+            for_each_panel(w, m, out, |p, y, _| {
+                kernels::x86_packed512::fp8_bf16_panel(w, p, &act, y);
+                for (e, &i) in exact.iter().enumerate() {
+                    let row = &padded[e * stride..(e + 1) * stride];
+                    kernels::x86_packed512::fp8_panel(w, p, row, stride, 1, &mut y[16 * i..16 * (i + 1)]);
+                }
+            });
+            return;
+        }
+        // The f32 path (and the reduced-precision one without AVX-512 BF16): the exact packed
+        // kernel, on activation rows zero padded to whole blocks.
         let padded: Vec<f32>;
         let xs = if stride == k {
             x
@@ -88,10 +115,6 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
                 .collect();
             &padded[..]
         };
-        if k == 0 {
-            out.fill(0.0);
-            return;
-        }
         for_each_panel(w, m, out, |p, y, _| {
             kernels::x86_packed512::fp8_panel(w, p, xs, stride, m, y);
         });
