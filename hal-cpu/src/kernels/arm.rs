@@ -2,14 +2,17 @@
 //! Cortex-A55/A76 and later) where the CPU reports it.
 //!
 //! Q8_0, Q4_0, TQ2_0 and int8 weights are decoded in registers on both paths, NF4 on the
-//! int8-activation path (`tbl` on its int8 levels); the other formats, and NF4 on the f32
-//! path, use the scalar decode of 32 values at a time with NEON dot products.
+//! int8-activation path (`tbl` on its int8 levels), FP8 (per tensor or per block of a
+//! multiple of 32) on the f32 path; the other formats, and NF4 on the f32 path, use the
+//! scalar decode of 32 values at a time with NEON dot products.
 
 use std::arch::aarch64::{
-    float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32,
-    vdupq_n_s32, vdupq_n_s8, vdupq_n_u8, vfmaq_f32, vfmaq_n_f32, vget_high_s16, vget_high_s8, vget_low_s16,
-    vget_low_s8, vld1q_f32, vld1q_s8, vld1q_u8, vmovl_s16, vmovl_s8, vmull_s8, vmulq_n_f32, vpaddlq_s16, vqtbl1q_s8,
-    vreinterpretq_s8_u8, vshlq_u8, vshrq_n_u8, vsubq_s8, vzip1q_u8, vzip2q_u8,
+    float32x4_t, int32x4_t, int8x16_t, uint32x4_t, uint8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u32, vandq_u8,
+    vbslq_u32, vceqq_u32, vcgtq_u32, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32, vdupq_n_s8, vdupq_n_u32, vdupq_n_u8,
+    vfmaq_f32, vfmaq_n_f32, vget_high_s16, vget_high_s8, vget_low_s16, vget_low_s8, vget_low_u16, vget_low_u8,
+    vld1q_f32, vld1q_s8, vld1q_u8, vmovl_high_u16, vmovl_high_u8, vmovl_s16, vmovl_s8, vmovl_u16, vmovl_u8, vmull_s8,
+    vmulq_f32, vmulq_n_f32, vorrq_u32, vpaddlq_s16, vqtbl1q_s8, vreinterpretq_f32_u32, vreinterpretq_s8_u8,
+    vreinterpretq_u32_f32, vshlq_n_u32, vshlq_u8, vshrq_n_u8, vsubq_s8, vzip1q_u8, vzip2q_u8,
 };
 use std::arch::asm;
 
@@ -53,6 +56,8 @@ fn exact_for(format: QuantFormat) -> ExactFn {
         QuantFormat::Tq2_0 => exact_tq2_0,
         QuantFormat::Int8PerChannel => exact_int8,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8,
+        QuantFormat::Fp8E4M3 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_fp8::<false>,
+        QuantFormat::Fp8E5M2 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_fp8::<true>,
         _ => exact_chunked,
     }
 }
@@ -565,6 +570,80 @@ unsafe fn exact_int8(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
     unsafe { exact_any(&f, row.full_blocks(), w, n, x, rows, out) }
 }
 
+/// 16 FP8 codes (E4M3, or E5M2 when `E5M2`) as their values times `s`, in 4 f32 vectors.
+///
+/// The magnitude bits are placed under the f32 exponent and rebiased by a multiply (`2^120`
+/// for E4M3, `2^112` for E5M2), exact for normal and subnormal codes alike (the default
+/// floating-point mode, no flush to zero, as on Linux); NaN codes (and E5M2's infinities) are
+/// selected, the sign put back, and the value multiplied by the scale: the value and the one
+/// rounding of [`decode_row_into`].
+#[target_feature(enable = "neon")]
+#[inline]
+fn fp8_widen<const E5M2: bool>(q: uint8x16_t, s: f32) -> [float32x4_t; 4] {
+    let f = |v: uint32x4_t| {
+        let sign = vshlq_n_u32::<24>(vandq_u32(v, vdupq_n_u32(0x80)));
+        let mag = vandq_u32(v, vdupq_n_u32(0x7F));
+        let (value, special, special_bits) = if E5M2 {
+            let value = vmulq_f32(
+                vreinterpretq_f32_u32(vshlq_n_u32::<21>(mag)),
+                vdupq_n_f32(f32::from_bits((127 + 112) << 23)),
+            );
+            // 0x7C: infinity; 0x7D..=0x7F: NaN (the mantissa kept).
+            let bits = vorrq_u32(
+                vdupq_n_u32(0x7F80_0000),
+                vshlq_n_u32::<21>(vandq_u32(mag, vdupq_n_u32(3))),
+            );
+            (value, vcgtq_u32(mag, vdupq_n_u32(0x7B)), bits)
+        } else {
+            let value = vmulq_f32(
+                vreinterpretq_f32_u32(vshlq_n_u32::<20>(mag)),
+                vdupq_n_f32(f32::from_bits((127 + 120) << 23)),
+            );
+            // 0x7F: NaN (E4M3 has no infinities).
+            (value, vceqq_u32(mag, vdupq_n_u32(0x7F)), vdupq_n_u32(0x7FC0_0000))
+        };
+        let bits = vbslq_u32(special, special_bits, vreinterpretq_u32_f32(value));
+        vmulq_n_f32(vreinterpretq_f32_u32(vorrq_u32(bits, sign)), s)
+    };
+    let lo = vmovl_u8(vget_low_u8(q));
+    let hi = vmovl_high_u8(q);
+    [
+        f(vmovl_u16(vget_low_u16(lo))),
+        f(vmovl_high_u16(lo)),
+        f(vmovl_u16(vget_low_u16(hi))),
+        f(vmovl_high_u16(hi)),
+    ]
+}
+
+/// FP8 per tensor or per block of a multiple of 32: whole blocks of 32 decoded in registers
+/// ([`fp8_widen`]), the same sums as [`exact_chunked`] bit for bit.
+///
+/// # Safety
+/// See [`ExactFn`]; `w` is FP8 (E5M2 when `E5M2`), per tensor or per block of a multiple of 32.
+#[target_feature(enable = "neon")]
+unsafe fn exact_fp8<const E5M2: bool>(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let k = w.row_len();
+    let codes = &w.data()[n * k..(n + 1) * k];
+    let (scales, blocks_per_scale) = match w.format() {
+        QuantFormat::Fp8E4M3 { block_size: Some(b) } | QuantFormat::Fp8E5M2 { block_size: Some(b) } => {
+            let per_row = k.div_ceil(b);
+            (&w.scales()[n * per_row..(n + 1) * per_row], b / 32)
+        }
+        _ => (w.scales().get(..1).unwrap_or_default(), 0),
+    };
+    let f = |b: usize| {
+        let s = scales[b.checked_div(blocks_per_scale).unwrap_or(0)];
+        let c = &codes[32 * b..][..32];
+        // SAFETY: `c` has 32 bytes; NEON is enabled here.
+        let (lo, hi) = unsafe { (vld1q_u8(c.as_ptr()), vld1q_u8(c.as_ptr().add(16))) };
+        let (a, d) = (fp8_widen::<E5M2>(lo, s), fp8_widen::<E5M2>(hi, s));
+        [a[0], a[1], a[2], a[3], d[0], d[1], d[2], d[3]]
+    };
+    // SAFETY: forwarded from the caller (the ExactFn contract); exact_rows asks for blocks
+    // below K / 32 only.
+    unsafe { exact_any(&f, k / 32, w, n, x, rows, out) }
+}
+
 /// # Safety
 /// See [`ExactFn`].
 #[target_feature(enable = "neon")]
@@ -577,4 +656,59 @@ unsafe fn exact_chunked(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, o
     };
     // SAFETY: forwarded from the caller (the ExactFn contract).
     unsafe { exact_any(&f, w.row_len() / 32, w, n, x, rows, out) }
+}
+
+#[cfg(test)]
+mod tests {
+    use aihal_quantize::{QuantFormat, QuantizedTensor};
+
+    use super::{exact_chunked, exact_for};
+    use crate::kernels::tests::{random_weight, Rng};
+
+    /// The FP8 decode in registers gives the scalar decode's sums bit for bit, every byte value
+    /// included (one row of each tensor cycles through all 256), with and without a tail.
+    #[test]
+    fn fp8_in_registers_gives_the_chunked_decode_bits() {
+        let mut rng = Rng::new(9);
+        for format in [
+            QuantFormat::Fp8E4M3 { block_size: None },
+            QuantFormat::Fp8E4M3 { block_size: Some(32) },
+            QuantFormat::Fp8E5M2 { block_size: None },
+            QuantFormat::Fp8E5M2 { block_size: Some(64) },
+        ] {
+            for k in [0, 64, 100, 288] {
+                let n = 3;
+                let (f, shape, mut data, scales) = random_weight(format, n, k, &mut rng).into_parts();
+                for (i, b) in data[..k].iter_mut().enumerate() {
+                    *b = (i * 7 + 3) as u8;
+                }
+                let w = QuantizedTensor::from_parts(f, shape, data, scales).unwrap();
+                let fast = exact_for(format);
+                for rows in 1..=4 {
+                    let x = rng.vec(rows * k, -2.0, 2.0);
+                    for j in 0..n {
+                        let (mut got, mut want) = ([0.0f32; 4], [0.0f32; 4]);
+                        // SAFETY: NEON is part of every aarch64 CPU; `w` is a valid tensor,
+                        // j < N, `x` holds `rows` rows of K, the outputs `rows` values.
+                        unsafe {
+                            fast(&w, j, &x, rows, &mut got);
+                            exact_chunked(&w, j, &x, rows, &mut want);
+                        }
+                        for (g, r) in got.iter().zip(&want).take(rows) {
+                            assert!(
+                                g.to_bits() == r.to_bits() || (g.is_nan() && r.is_nan()),
+                                "{format} k={k} rows={rows} row {j}: {g} vs {r}"
+                            );
+                        }
+                        if j > 0 && k > 0 {
+                            assert!(
+                                got[..rows].iter().all(|v| v.is_finite() && *v != 0.0),
+                                "{format}: finite rows"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
