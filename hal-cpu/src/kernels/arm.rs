@@ -347,9 +347,12 @@ unsafe fn q8_rows<const R: usize, const DOT: bool>(row: &impl Row, a: &ActQ8, ro
     let full = row.full_blocks();
     let tail = row.tail();
     assert!(full + usize::from(tail.is_some()) <= nb);
-    let mut acc = [vdupq_n_f32(0.0); R];
+    // Two chains of FMAs per row (even and odd blocks), so that one row (M = 1) is not held
+    // up by the latency of a single chain; the same for every R, so a row's sums do not
+    // depend on how many rows share the kernel call.
+    let mut acc = [[vdupq_n_f32(0.0); R]; 2];
     let mut block = |w0: int8x16_t, w1: int8x16_t, dw: f32, b: usize| {
-        for (r, acc) in acc.iter_mut().enumerate() {
+        for (r, acc) in acc[b % 2].iter_mut().enumerate() {
             let x = &qs[(r * nb + b) * 32..][..32];
             // SAFETY: `x` has 32 codes; the features are enabled by the caller.
             let p = unsafe { idot::<DOT>(w0, w1, vld1q_s8(x.as_ptr()), vld1q_s8(x.as_ptr().add(16))) };
@@ -368,8 +371,8 @@ unsafe fn q8_rows<const R: usize, const DOT: bool>(row: &impl Row, a: &ActQ8, ro
         let (w0, w1) = unsafe { (vld1q_s8(pad.as_ptr()), vld1q_s8(pad.as_ptr().add(16))) };
         block(w0, w1, dw, full);
     }
-    for (o, acc) in out.iter_mut().zip(acc) {
-        *o = vaddvq_f32(acc);
+    for (o, (even, odd)) in out.iter_mut().zip(acc[0].into_iter().zip(acc[1])) {
+        *o = vaddvq_f32(vaddq_f32(even, odd));
     }
 }
 
@@ -466,7 +469,9 @@ unsafe fn exact_rows<const R: usize, F: Fn(usize) -> [float32x4_t; 8]>(
     let k = w.row_len();
     let x = &x[..R * k];
     assert!(full * 32 <= k);
-    let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+    // Four chains of FMAs per row, two FMAs each per block: the latency of one chain does not
+    // hold up a single row (M = 1).
+    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
     let mut buf = [0.0f32; 32];
     for b in 0..full {
         let v = row(b);
@@ -475,7 +480,7 @@ unsafe fn exact_rows<const R: usize, F: Fn(usize) -> [float32x4_t; 8]>(
             for (i, &vi) in v.iter().enumerate() {
                 // SAFETY: 4 values at 4i are inside `xs` (i < 8).
                 let xv = unsafe { vld1q_f32(xs.as_ptr().add(4 * i)) };
-                acc[i % 2] = vfmaq_f32(acc[i % 2], xv, vi);
+                acc[i % 4] = vfmaq_f32(acc[i % 4], xv, vi);
             }
         }
     }
@@ -484,7 +489,7 @@ unsafe fn exact_rows<const R: usize, F: Fn(usize) -> [float32x4_t; 8]>(
         decode_row_into(w, n, full * 32, &mut buf[..tail]);
     }
     for (r, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
-        let mut s = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+        let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
         for (&p, &q) in x[r * k + full * 32..(r + 1) * k].iter().zip(&buf[..tail]) {
             s += p * q;
         }

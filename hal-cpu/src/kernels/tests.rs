@@ -318,6 +318,26 @@ fn results_do_not_depend_on_the_thread_count() {
 }
 
 #[test]
+fn row_kernels_give_a_row_the_sums_it_gets_alone() {
+    // Below PANEL_MIN_ROWS every call runs the row kernels, up to MAX_ROWS rows per pass: a
+    // row's sums are the same alone as beside others, on both paths.
+    for format in all_formats() {
+        let (n, k) = (21, fit_k(format, 160));
+        let mut rng = Rng::new(13);
+        let w = random_weight(format, n, k, &mut rng);
+        let m = super::PANEL_MIN_ROWS - 1;
+        let x = rng.vec(m * k, -1.0, 1.0);
+        for p in [ActivationPrecision::F32, ActivationPrecision::Int8] {
+            let all = run_with(best(), &x, m, &w, p);
+            for i in 0..m {
+                let alone = run_with(best(), &x[i * k..(i + 1) * k], 1, &w, p);
+                assert_eq!(alone, all[i * n..(i + 1) * n], "{format} {p:?} row {i}");
+            }
+        }
+    }
+}
+
+#[test]
 fn zeros_outliers_and_denormals() {
     for format in all_formats() {
         let (m, n, k) = (3, 9, fit_k(format, 96));

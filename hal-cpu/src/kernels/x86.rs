@@ -249,18 +249,27 @@ unsafe fn q8_rows<const R: usize>(
     let ds = &a.d[row0 * nb..(row0 + R) * nb];
     let full = row.full_blocks();
     assert!(full <= nb && full + usize::from(tail.is_some()) <= nb);
-    let mut acc = [_mm256_setzero_ps(); R];
+    // Two chains of FMAs per row (even and odd blocks), so that one row (M = 1) is not held
+    // up by the latency of a single chain; the same for every R, so a row's sums do not
+    // depend on how many rows share the kernel call.
+    let mut even = [_mm256_setzero_ps(); R];
+    let mut odd = [_mm256_setzero_ps(); R];
     for b in 0..full {
         // SAFETY: b < full_blocks(); the features are enabled on this function.
         let (w, dw) = unsafe { row.codes(b) };
         let aw = _mm256_sign_epi8(w, w);
         let dw = _mm256_set1_ps(dw);
-        for (r, acc) in acc.iter_mut().enumerate() {
+        let chains = if b % 2 == 0 { &mut even } else { &mut odd };
+        for (r, acc) in chains.iter_mut().enumerate() {
             // SAFETY: block b of row r lies inside `qs` (b < nb, r < R).
             let x = unsafe { _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * 32).cast()) };
             let p = idot(aw, w, x);
             *acc = _mm256_fmadd_ps(scaled(p, ds[r * nb + b]), dw, *acc);
         }
+    }
+    let mut acc = even;
+    for (a, o) in acc.iter_mut().zip(odd) {
+        *a = _mm256_add_ps(*a, o);
     }
     if let Some((pad, dw)) = tail {
         // SAFETY: `pad` has 32 bytes.
