@@ -5,14 +5,14 @@ use aihal_core::Result;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use crate::decode::check_matmul;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::x86_packed;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use crate::kernels::panels as layout;
 use crate::matmul::{
     has_int8_activation_path, matmul_into, output_len, ActivationPrecision, Activations, MatmulOptions,
 };
 
-#[cfg(target_arch = "x86_64")]
-mod x86;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod panels;
 
 /// A weight matrix `[N, K]` repacked once for the int8-activation kernels of this CPU, so that
 /// no call decodes or repacks it again.
@@ -20,7 +20,8 @@ mod x86;
 /// Q4_0, Q8_0, TQ2_0, int8 per channel and int8 per block (block size a multiple of 32) are
 /// packed in panels of 16 weight rows where the CPU has AVX-512 F/BW with VNNI (the kernels
 /// multiply with `vpdpbusd`), else of 8 rows where it has AVX2, FMA and F16C (`vpdpbusd` on
-/// 256-bit vectors where it has AVX-VNNI, `vpmaddubsw` where not):
+/// 256-bit vectors where it has AVX-VNNI, `vpmaddubsw` where not), and of 4 rows on aarch64
+/// CPUs with the int8 dot product (`sdot` by element; the RK3588's Cortex-A76 and A55):
 /// per block of 32 values, one vector holds 4 consecutive codes of each row of the panel, at
 /// the format's own bit width (4-bit codes stay two per byte, TQ2_0's stay four per byte), and
 /// the panel's block scales are contiguous (f16 for the GGML formats, one conversion per
@@ -40,8 +41,9 @@ mod x86;
 /// path with AVX-512 BF16, looked up as bf16 against activations rounded to bf16, with
 /// `vdpbf16ps`).
 ///
-/// Where the CPU has no AVX2 or the format and shape have no packed layout (ternary, int8
-/// blocks not a multiple of 32, NF4 and FP8 without AVX-512, NF4 blocks that straddle rows),
+/// Where the CPU has neither AVX2 nor the Arm dot product, or the format and shape have no
+/// packed layout (ternary, int8 blocks not a multiple of 32, NF4 and FP8 without AVX-512,
+/// NF4 blocks that straddle rows),
 /// the original tensor is kept and [`matmul_packed`] runs the same kernels as
 /// [`matmul_with`](crate::matmul_with); [`layout_name`](Self::layout_name) says which layout
 /// was chosen.
@@ -71,8 +73,8 @@ enum Inner {
     /// No packed layout here: the original tensor and today's kernels.
     Original(QuantizedTensor),
     /// Panels of 8 rows for the AVX2 set, or of 16 rows for AVX-512 VNNI.
-    #[cfg(target_arch = "x86_64")]
-    X86(x86_packed::Packed),
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    Panels(layout::Packed),
 }
 
 /// Format, shape, layout and size (not the bytes).
@@ -87,13 +89,13 @@ impl std::fmt::Debug for PackedWeights {
     }
 }
 
-/// The best x86 layout for `w` on this CPU: the most capable instruction set that has one.
-#[cfg(target_arch = "x86_64")]
-fn x86_layout(w: &QuantizedTensor) -> Option<(x86_packed::Kind, x86_packed::Isa)> {
-    x86_packed::Isa::available()
+/// The best panel layout for `w` on this CPU: the most capable instruction set that has one.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn panel_layout(w: &QuantizedTensor) -> Option<(layout::Kind, layout::Isa)> {
+    layout::Isa::available()
         .iter()
         .rev()
-        .find_map(|&isa| Some((x86_packed::Kind::for_tensor(w, isa)?, isa)))
+        .find_map(|&isa| Some((layout::Kind::for_tensor(w, isa)?, isa)))
 }
 
 impl PackedWeights {
@@ -101,10 +103,10 @@ impl PackedWeights {
     /// (see the type's docs). Errors: `w` is not rank 2, or its format is unknown here.
     pub fn new(w: &QuantizedTensor) -> Result<Self> {
         check_matmul(0, 0, w)?;
-        #[cfg(target_arch = "x86_64")]
-        if let Some((kind, isa)) = x86_layout(w) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if let Some((kind, isa)) = panel_layout(w) {
             return Ok(Self {
-                inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa)?),
+                inner: Inner::Panels(layout::Packed::pack(w, kind, isa)?),
             });
         }
         Ok(Self {
@@ -116,10 +118,10 @@ impl PackedWeights {
     /// without a copy.
     pub fn from_tensor(w: QuantizedTensor) -> Result<Self> {
         check_matmul(0, 0, &w)?;
-        #[cfg(target_arch = "x86_64")]
-        if let Some((kind, isa)) = x86_layout(&w) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        if let Some((kind, isa)) = panel_layout(&w) {
             return Ok(Self {
-                inner: Inner::X86(x86_packed::Packed::pack(&w, kind, isa)?),
+                inner: Inner::Panels(layout::Packed::pack(&w, kind, isa)?),
             });
         }
         Ok(Self {
@@ -131,14 +133,14 @@ impl PackedWeights {
     /// fits: what the tests compare layout by layout.
     #[cfg(test)]
     pub(crate) fn every_layout(w: &QuantizedTensor) -> Vec<Self> {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         {
-            let all: Vec<Self> = x86_packed::Isa::available()
+            let all: Vec<Self> = layout::Isa::available()
                 .iter()
                 .filter_map(|&isa| {
-                    let kind = x86_packed::Kind::for_tensor(w, isa)?;
+                    let kind = layout::Kind::for_tensor(w, isa)?;
                     Some(Self {
-                        inner: Inner::X86(x86_packed::Packed::pack(w, kind, isa).unwrap()),
+                        inner: Inner::Panels(layout::Packed::pack(w, kind, isa).unwrap()),
                     })
                 })
                 .collect();
@@ -160,13 +162,14 @@ impl PackedWeights {
 
     /// The layout chosen: `original`, `avx512vnni-panel16-<format>` where the CPU has
     /// AVX-512 F/BW and VNNI, else `avxvnni-panel8-<format>` where it has AVX-VNNI, else
-    /// `avx2-panel8-<format>`; `<format>` is `q4_0`, `q8_0`, `tq2_0`, `int8_channel`,
+    /// `avx2-panel8-<format>`; on aarch64 `neondot-panel4-<format>` where the CPU has the
+    /// int8 dot product; `<format>` is `q4_0`, `q8_0`, `tq2_0`, `int8_channel`,
     /// `int8_block`, and with AVX-512 also `nf4`, `fp8_e4m3` and `fp8_e5m2`.
     pub fn layout_name(&self) -> &'static str {
         match &self.inner {
             Inner::Original(_) => "original",
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(p) => p.kind.name(p.isa),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => p.kind.name(p.isa),
         }
     }
 
@@ -182,10 +185,10 @@ impl PackedWeights {
         match &self.inner {
             Inner::Original(w) if has_int8_activation_path(w.format()) => "int8",
             Inner::Original(_) => "f32",
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(p) => match p.kind {
-                x86_packed::Kind::Fp8 { .. } if crate::kernels::x86::avx512_bf16() => "bf16",
-                x86_packed::Kind::Fp8 { .. } => "f32",
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => match p.kind {
+                layout::Kind::Fp8 { .. } if crate::kernels::fp8_bf16_here() => "bf16",
+                layout::Kind::Fp8 { .. } => "f32",
                 _ => "int8",
             },
         }
@@ -200,8 +203,8 @@ impl PackedWeights {
     pub fn format(&self) -> QuantFormat {
         match &self.inner {
             Inner::Original(w) => w.format(),
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(p) => p.format,
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => p.format,
         }
     }
 
@@ -209,8 +212,8 @@ impl PackedWeights {
     pub fn shape(&self) -> [usize; 2] {
         match &self.inner {
             Inner::Original(w) => [w.shape()[0], w.shape()[1]],
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(p) => [p.n, p.k],
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => [p.n, p.k],
         }
     }
 
@@ -218,8 +221,8 @@ impl PackedWeights {
     pub fn storage_bytes(&self) -> usize {
         match &self.inner {
             Inner::Original(w) => w.storage_bytes(),
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(p) => p.storage_bytes(),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => p.storage_bytes(),
         }
     }
 
@@ -227,8 +230,8 @@ impl PackedWeights {
     pub fn as_quantized(&self) -> Option<&QuantizedTensor> {
         match &self.inner {
             Inner::Original(w) => Some(w),
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(_) => None,
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(_) => None,
         }
     }
 
@@ -238,8 +241,8 @@ impl PackedWeights {
     pub fn to_quantized(&self) -> QuantizedTensor {
         match &self.inner {
             Inner::Original(w) => w.clone(),
-            #[cfg(target_arch = "x86_64")]
-            Inner::X86(p) => p.unpack(),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => p.unpack(),
         }
     }
 }
@@ -286,8 +289,8 @@ pub fn matmul_packed_into(
 ) -> Result<()> {
     match &w.inner {
         Inner::Original(t) => matmul_into(x, m, t, options, out),
-        #[cfg(target_arch = "x86_64")]
-        Inner::X86(p) => x86::run(p, x, m, options.activations, out),
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        Inner::Panels(p) => panels::run(p, x, m, options.activations, out),
     }
 }
 

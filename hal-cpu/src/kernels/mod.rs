@@ -19,13 +19,15 @@
 pub(crate) mod act;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod arm;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod arm_packed;
 pub(crate) mod generic;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) mod panels;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fpanel;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_packed;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_packed256;
 #[cfg(target_arch = "x86_64")]
@@ -152,6 +154,19 @@ fn detect() -> &'static Kernels {
         "aihal-cpu: no SIMD kernel set fits this CPU; running the scalar kernels",
     );
     generic()
+}
+
+/// Whether packed FP8 takes bf16 activations on the reduced-precision path here (AVX-512 BF16).
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) fn fp8_bf16_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::avx512_bf16()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The name of the kernel set chosen for this CPU at run time (`avx2+fma+f16c`, `neon+dotprod`,

@@ -1,5 +1,5 @@
 //! The 8-row kernels over packed weights ([`Isa::Avx2`], [`Isa::AvxVnni`]): the layout is
-//! [`super::x86_packed`]'s with 8 rows per panel (one per 32-bit lane of a 256-bit vector).
+//! [`super::panels`]'s with 8 rows per panel (one per 32-bit lane of a 256-bit vector).
 //!
 //! # Arithmetic (AVX2)
 //!
@@ -25,7 +25,7 @@ use std::arch::x86_64::{
     _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::x86_packed::{Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{Isa, Kind, Packed, PackedAct, Scales};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
 /// products (offset already removed).
@@ -387,7 +387,7 @@ impl BlockDot for S8Vnni {
 }
 
 /// Panel `p` of `w` (an 8-row layout) against every row of `act`, written to `y[8 i + j]`;
-/// the caller ([`super::x86_packed::panel`]) has checked the shapes and that the layout's
+/// the caller ([`super::panels::panel`]) has checked the shapes and that the layout's
 /// instruction set runs here.
 pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     assert!(y.len() >= 8 * act.a.rows && Isa::available().contains(&w.isa));
@@ -416,6 +416,6 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 }
             }
         },
-        Isa::Avx512Vnni => unreachable!("16-row layouts run in x86_packed512"),
+        Isa::Avx512Vnni | Isa::NeonDot => unreachable!("{:?} layouts run elsewhere", w.isa),
     }
 }

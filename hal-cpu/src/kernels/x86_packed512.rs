@@ -1,6 +1,6 @@
 //! AVX-512 VNNI kernels over weights packed in panels of 16 rows ([`Isa::Avx512Vnni`]).
 //!
-//! The layout is the one [`super::x86_packed`] documents, with 16 rows per panel: a chunk is
+//! The layout is the one [`super::panels`] documents, with 16 rows per panel: a chunk is
 //! one 64-byte vector whose 32-bit lane `j` holds 4 consecutive code bytes of row `j`, and the
 //! 16 rows' scales of a group are contiguous (one `vcvtph2ps` or one load).
 //!
@@ -32,7 +32,7 @@ use std::arch::x86_64::{
     _MM_HINT_T0,
 };
 
-use super::x86_packed::{ActGroup, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use crate::decode::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
@@ -426,7 +426,7 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
     }
 }
 
-/// Panel `p` of `w` against every row of `act`; the caller ([`super::x86_packed::panel`])
+/// Panel `p` of `w` against every row of `act`; the caller ([`super::panels::panel`])
 /// has checked the shapes and that `w` is laid out for [`Isa::Avx512Vnni`] on a CPU that
 /// runs it.
 pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {

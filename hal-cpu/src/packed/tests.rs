@@ -72,14 +72,14 @@ fn bf16_rounded(x: &[f32], k: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Whether this CPU packs `w` (an x86 set with a packed layout for its format and shape).
+/// Whether this CPU packs `w` (a set with a packed layout for its format and shape).
 fn packs_here(w: &QuantizedTensor) -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        use crate::kernels::x86_packed::{Isa, Kind};
+        use crate::kernels::panels::{Isa, Kind};
         Isa::available().iter().any(|&isa| Kind::for_tensor(w, isa).is_some())
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = w;
         false
@@ -255,9 +255,14 @@ fn layouts_keep_the_bit_width() {
         }
         let name = p.layout_name();
         assert!(
-            ["avx2-panel8-", "avxvnni-panel8-", "avx512vnni-panel16-"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix)),
+            [
+                "avx2-panel8-",
+                "avxvnni-panel8-",
+                "avx512vnni-panel16-",
+                "neondot-panel4-"
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix)),
             "{name}"
         );
         // 16 rows are whole panels: not one byte more than the original, but for NF4 with
@@ -609,7 +614,7 @@ fn says_which_packed_layouts_this_cpu_tests() {
     // Every layout the CPU runs is tested above; say loudly which are not tested here.
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::kernels::x86_packed::Isa;
+        use crate::kernels::panels::Isa;
         let here = Isa::available();
         for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
             if !here.contains(&isa) {
@@ -621,6 +626,13 @@ fn says_which_packed_layouts_this_cpu_tests() {
         // The set grows from the least capable: AVX-VNNI and AVX-512 need the AVX2 set.
         assert!(here.is_empty() || here[0] == Isa::Avx2, "{here:?}");
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        use crate::kernels::panels::Isa;
+        if !Isa::available().contains(&Isa::NeonDot) {
+            eprintln!("aihal-cpu: this CPU has no dot product: the NeonDot packed layouts were not tested here");
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     eprintln!("aihal-cpu: no packed layout on this architecture: matmul_packed runs the per-call kernels");
 }

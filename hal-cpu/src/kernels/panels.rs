@@ -1,10 +1,10 @@
-//! x86_64 kernels over weights packed once ([`crate::PackedWeights`]): the int8-activation
-//! path without any per-call decode or repack.
+//! Weights packed once ([`crate::PackedWeights`]) in panels for the int8-activation kernels
+//! of x86_64 and aarch64: the int8-activation path without any per-call decode or repack.
 //!
 //! # Layout
 //!
 //! The weight rows are taken in panels of `P` rows, one per 32-bit lane of the instruction
-//! set's vectors ([`Isa::rows`]: 8 for AVX2, 16 for AVX-512 VNNI; the last panel padded with
+//! set's vectors ([`Isa::rows`]: 8 for AVX2, 16 for AVX-512 VNNI, 4 for NEON; the last panel padded with
 //! zero rows). Per block of 32 values, a panel holds its codes as chunks of `4 P` bytes in
 //! which the 32-bit lane `j` holds 4 consecutive code bytes of row `j`, in the original bit
 //! width:
@@ -23,8 +23,9 @@
 //!
 //! # Kernels
 //!
-//! [`super::x86_packed256`] has the 8-row kernels (AVX2, AVX-VNNI), [`super::x86_packed512`]
-//! the 16-row ones (AVX-512 VNNI); [`panel`] picks the one of the layout's instruction set.
+//! `x86_packed256` has the 8-row kernels (AVX2, AVX-VNNI), `x86_packed512` the 16-row ones
+//! (AVX-512 VNNI), `arm_packed` the 4-row ones (NEON with the dot product); [`panel`] picks
+//! the one of the layout's instruction set.
 
 use std::sync::OnceLock;
 
@@ -40,8 +41,11 @@ use crate::decode::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 #[repr(C, align(64))]
 pub(crate) struct Line([u8; 64]);
 
-/// The instruction set a packed matrix is laid out for.
+/// The instruction set a packed matrix is laid out for (every variant exists on every
+/// architecture; [`Isa::available`] lists those of this CPU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // the x86 sets
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))] // the NEON set
 pub(crate) enum Isa {
     /// AVX2 + FMA + F16C: panels of 8 rows, `vpmaddubsw` arithmetic.
     Avx2,
@@ -50,6 +54,9 @@ pub(crate) enum Isa {
     AvxVnni,
     /// AVX-512 F/BW with VNNI: panels of 16 rows, `vpdpbusd` arithmetic.
     Avx512Vnni,
+    /// aarch64 NEON with the int8 dot product (FEAT_DotProd: Cortex-A55/A76 and later):
+    /// panels of 4 rows, `sdot` by element (4 activation codes against 4 codes of each row).
+    NeonDot,
 }
 
 impl Isa {
@@ -58,6 +65,11 @@ impl Isa {
         static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
         AVAILABLE.get_or_init(|| {
             let mut v = Vec::new();
+            #[cfg(target_arch = "aarch64")]
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                v.push(Self::NeonDot);
+            }
+            #[cfg(target_arch = "x86_64")]
             if super::x86::detect().is_some() {
                 v.push(Self::Avx2);
                 if is_x86_feature_detected!("avxvnni") {
@@ -76,6 +88,7 @@ impl Isa {
         match self {
             Self::Avx2 | Self::AvxVnni => 8,
             Self::Avx512Vnni => 16,
+            Self::NeonDot => 4,
         }
     }
 }
@@ -163,6 +176,11 @@ impl Kind {
             (Isa::Avx512Vnni, Self::Tq2_0) => "avx512vnni-panel16-tq2_0",
             (Isa::Avx512Vnni, Self::Int8 { block_size: None }) => "avx512vnni-panel16-int8_channel",
             (Isa::Avx512Vnni, Self::Int8 { .. }) => "avx512vnni-panel16-int8_block",
+            (Isa::NeonDot, Self::Q4_0) => "neondot-panel4-q4_0",
+            (Isa::NeonDot, Self::Q8_0) => "neondot-panel4-q8_0",
+            (Isa::NeonDot, Self::Tq2_0) => "neondot-panel4-tq2_0",
+            (Isa::NeonDot, Self::Int8 { block_size: None }) => "neondot-panel4-int8_channel",
+            (Isa::NeonDot, Self::Int8 { .. }) => "neondot-panel4-int8_block",
             (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
             (_, Self::Fp8 { e5m2: false, .. }) => "avx512vnni-panel16-fp8_e4m3",
             (_, Self::Fp8 { e5m2: true, .. }) => "avx512vnni-panel16-fp8_e5m2",
@@ -176,8 +194,8 @@ impl Kind {
         match (self, isa) {
             (Self::Q4_0, _) => 8,
             (Self::Tq2_0, _) => 1,
-            // 8-bit codes on AVX2 enter signed; FP8 is not on the int8-activation path.
-            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2) | (Self::Fp8 { .. }, _) => 0,
+            // 8-bit codes on AVX2 and NEON enter signed; FP8 is not on the int8-activation path.
+            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2 | Isa::NeonDot) | (Self::Fp8 { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
             (Self::Q8_0 | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
         }
@@ -232,6 +250,7 @@ pub(crate) struct Packed {
     /// FP8 per tensor: the tensor's scales as they came, for unpacking.
     tensor_scales: Vec<f32>,
     /// FP8: whether any code is NaN or infinite (the kernels then decode those codes).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // FP8 packs for AVX-512 only
     pub(super) fp8_special: bool,
 }
 
@@ -519,12 +538,14 @@ pub(crate) struct PackedAct<'a> {
     pub(super) neg: Vec<i32>,
     /// For the AVX-512 kernels: the rows in the groups one pass over a panel takes, each
     /// group's rows interleaved block by block (empty for the other layouts).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) groups: Vec<ActGroup>,
 }
 
 /// Activation rows `row0 .. row0 + rows` interleaved per block: block `b` of row `row0 + r`
 /// is `qs[32 (rows b + r) ..][..32]`, its scale `d[rows b + r]`, its offset correction
 /// `neg[rows b + r]`, so a pass over a panel reads one contiguous stream.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct ActGroup {
     pub(super) row0: usize,
     pub(super) rows: usize,
@@ -624,7 +645,14 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
         "packed weights exist only where their instruction set runs"
     );
     match w.isa {
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::AvxVnni => super::x86_packed256::panel(w, p, act, y),
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => super::x86_packed512::panel(w, p, act, y),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => super::arm_packed::panel(w, p, act, y),
+        // `available` lists only the sets of this architecture (asserted above).
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("{:?} packed weights on this architecture", w.isa),
     }
 }

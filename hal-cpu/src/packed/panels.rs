@@ -1,10 +1,12 @@
-//! `matmul_packed` over x86 panels (AVX2's 8 rows, AVX-512 VNNI's 16): validation, threads
-//! over whole panels, and the exact path on rows converted back to their format.
+//! `matmul_packed` over panels (AVX2's 8 rows, AVX-512 VNNI's 16, NEON's 4): validation,
+//! threads over whole panels, and the exact path on rows converted back to their format.
 
 use aihal_core::{CoreError, Result};
 use rayon::prelude::*;
 
-use crate::kernels::x86_packed::{self, Kind, Packed};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::panels::Kind;
+use crate::kernels::panels::{self, Packed};
 use crate::kernels::{self, ActQ8, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS};
 use crate::matmul::{output_len, ActivationPrecision, Activations};
 
@@ -73,6 +75,8 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
         return;
     }
     let threads = rayon::current_num_threads().max(1);
+    // FP8 packs only for AVX-512.
+    #[cfg(target_arch = "x86_64")]
     if let Kind::Fp8 { .. } = w.kind {
         let stride = 32 * w.nb;
         if k == 0 {
@@ -144,11 +148,11 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
         }
         ActivationPrecision::Int8 => {
             let a = ActQ8::quantize(x, m, k);
-            let act = x86_packed::PackedAct::new(w, &a);
+            let act = panels::PackedAct::new(w, &a);
             let pr = w.isa.rows();
             let any_bad = a.non_finite.contains(&true);
             for_each_panel(w, m, out, |p, y, tile| {
-                x86_packed::panel(w, p, &act, y);
+                panels::panel(w, p, &act, y);
                 // Rows with NaN or infinities take the exact path, as everywhere.
                 if any_bad {
                     let cols = pr.min(n - p * pr);

@@ -1,0 +1,313 @@
+//! The 4-row kernels over packed weights ([`Isa::NeonDot`]): the layout is
+//! [`super::panels`]'s with 4 rows per panel, one per 32-bit lane of a 128-bit vector, so a
+//! chunk is one 16-byte vector whose lane `j` holds 4 consecutive codes of row `j`.
+//!
+//! # Arithmetic
+//!
+//! For each activation row, a block's 32 codes are loaded as two vectors (codes `0 .. 16` and
+//! `16 .. 32`), and each chunk is multiplied by the 4 activation codes it meets with one `sdot`
+//! by element (`sdot v.4s, w.16b, x.4b[i]`: lane `j` gains the dot product of row `j`'s 4 codes
+//! with group `i` of `x`), so a lane ends the block holding the whole integer dot product of
+//! one weight row: no horizontal sums, and each chunk load serves every activation row of the
+//! pass. 4-bit and 2-bit codes are stored unsigned (`q + 8`, `q + 1`) and enter `sdot` as they
+//! are (below 16, valid signed bytes); the offset is removed exactly through the activation
+//! block sums. Each block's sum is scaled as the generic kernel does it, `(s_w · d_x) · isum`
+//! added to the f32 accumulator without FMA: the results are bit-identical to
+//! [`generic`](super::generic)'s q8 kernels.
+
+use std::arch::aarch64::{
+    float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32, vdupq_n_u8,
+    vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmulq_f32, vmulq_n_f32, vreinterpretq_s8_u8, vshlq_u8, vshrq_n_u8,
+    vst1q_f32,
+};
+use std::arch::asm;
+
+use super::panels::{Isa, Kind, Packed, PackedAct, Scales};
+
+/// Weight rows per panel: one per i32 lane of a 128-bit vector.
+const ROWS: usize = 4;
+
+/// Activation rows one pass over a panel takes at most.
+const PASS_ROWS: usize = 4;
+
+/// Bytes per chunk: 4 codes of each of the panel's rows.
+const CHUNK: usize = 4 * ROWS;
+
+/// `acc + Σ_{t<4} w[4 j + t] · x[4 lane + t]` in each lane `j` (`sdot` by element).
+///
+/// # Safety
+/// The CPU has FEAT_DotProd.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn sdot_at(mut acc: int32x4_t, w: int8x16_t, x: int8x16_t, lane: usize) -> int32x4_t {
+    macro_rules! sdot {
+        ($lane:literal) => {
+            // SAFETY: `sdot` reads and writes registers only; the caller guarantees the
+            // feature.
+            unsafe {
+                asm!(
+                    concat!("sdot {0:v}.4s, {1:v}.16b, {2:v}.4b[", $lane, "]"),
+                    inout(vreg) acc,
+                    in(vreg) w,
+                    in(vreg) x,
+                    options(pure, nomem, nostack)
+                );
+            }
+        };
+    }
+    match lane {
+        0 => sdot!(0),
+        1 => sdot!(1),
+        2 => sdot!(2),
+        _ => sdot!(3),
+    }
+    acc
+}
+
+/// One block of 32 values of a panel against `R` activation rows: the 4 lanes' integer dot
+/// products (offset already removed).
+trait BlockDot {
+    /// Chunks [`BlockDot::dot`] reads from where [`BlockDot::chunk`] places a block.
+    const CHUNKS: usize;
+    /// The unsigned codes' offset (`q + OFFSET` is stored), 0 for signed codes.
+    const OFFSET: i32;
+    /// The chunk the block's codes start at, relative to the panel, for block `b`.
+    fn chunk(b: usize) -> usize;
+    /// # Safety
+    /// NEON and FEAT_DotProd are available; `w` points at the block's chunks (as
+    /// [`BlockDot::chunk`] places them), each `x[r]` at 32 readable activation codes.
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [int32x4_t; R];
+}
+
+/// The 32 activation codes at each `x[r]` as two vectors, codes `0 .. 16` and `16 .. 32`.
+///
+/// # Safety
+/// NEON is available; 32 bytes at each `x[r]` are readable.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn load_x<const R: usize>(x: [*const i8; R]) -> [[int8x16_t; 2]; R] {
+    // SAFETY: the caller guarantees 32 readable bytes at each pointer.
+    std::array::from_fn(|r| unsafe { [vld1q_s8(x[r]), vld1q_s8(x[r].add(16))] })
+}
+
+struct Q4;
+impl BlockDot for Q4 {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 8;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        let mut acc: [int32x4_t; R] = std::array::from_fn(|r| vdupq_n_s32(neg[r]));
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks (the caller's contract).
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            // Low nibbles: codes 4c .. 4c + 4 of each row; high nibbles: codes 16 + 4c ...
+            let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
+            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                acc[r] = unsafe { sdot_at(sdot_at(acc[r], lo, xs[r][0], c), hi, xs[r][1], c) };
+            }
+        }
+        acc
+    }
+}
+
+struct Tq2;
+impl BlockDot for Tq2 {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 1;
+    fn chunk(b: usize) -> usize {
+        16 * (b / 8) + 8 * ((b % 8) / 4)
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        let mut acc: [int32x4_t; R] = std::array::from_fn(|r| vdupq_n_s32(neg[r]));
+        // Block b's codes are the 2-bit field b % 4 of its half of the 256-value block.
+        let shift = vreinterpretq_s8_u8(vdupq_n_u8((-2 * (b % 4) as i8) as u8));
+        for c in 0..8 {
+            // SAFETY: the half block has 8 chunks (the caller's contract).
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            let q = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v, shift), vdupq_n_u8(3)));
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                acc[r] = unsafe { sdot_at(acc[r], q, xs[r][c / 4], c % 4) };
+            }
+        }
+        acc
+    }
+}
+
+/// 8-bit signed codes (Q8_0, int8).
+struct S8;
+impl BlockDot for S8 {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        8 * b
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        let mut acc = [vdupq_n_s32(0); R];
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks (the caller's contract).
+            let v = unsafe { vld1q_s8(w.add(CHUNK * c).cast()) };
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                acc[r] = unsafe { sdot_at(acc[r], v, xs[r][c / 4], c % 4) };
+            }
+        }
+        acc
+    }
+}
+
+/// The 4 scales of group `g`.
+///
+/// # Safety
+/// NEON is available.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn load_scales(scales: Scales<'_>, g: usize) -> float32x4_t {
+    match scales {
+        Scales::F16(s) => {
+            let s = &s[g * ROWS..][..ROWS];
+            // SAFETY: `s` has 4 u16; `fcvtl` (half to single, base NEON) reads and writes
+            // registers only.
+            unsafe {
+                let h = vld1_u16(s.as_ptr());
+                let f: float32x4_t;
+                asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) f, in(vreg) h, options(pure, nomem, nostack));
+                f
+            }
+        }
+        Scales::F32(s) => {
+            let s = &s[g * ROWS..][..ROWS];
+            // SAFETY: `s` has 4 f32.
+            unsafe { vld1q_f32(s.as_ptr()) }
+        }
+    }
+}
+
+/// Panel `p` against activation rows `row0 .. row0 + R` of `act`: `out[r][j]` is the output
+/// of weight row `4p + j` for activation row `row0 + r`.
+///
+/// # Safety
+/// NEON and FEAT_DotProd are available; `p` is a panel of `w`, laid out for
+/// [`Isa::NeonDot`]; `act` was prepared for `w` and has rows `row0 .. row0 + R`; `w.kind`
+/// matches `D`.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn panel_rows<D: BlockDot, const R: usize>(
+    w: &Packed,
+    p: usize,
+    act: &PackedAct<'_>,
+    row0: usize,
+) -> [[f32; 4]; R] {
+    let nb = w.nb;
+    assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::NeonDot && row0 + R <= act.a.rows);
+    let codes = w.panel_codes(p);
+    let scales = w.panel_scales(p);
+    let bps = w.kind.blocks_per_scale(nb);
+    // Each activation row's codes, scales and block corrections, sliced once.
+    let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
+    // `D::chunk` grows with the block, so the last block bounds every block's chunks.
+    assert!(nb == 0 || CHUNK * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
+    let cp = codes.as_ptr();
+    let mut accf = [vdupq_n_f32(0.0); R];
+    for g in 0..w.groups {
+        // SAFETY: g < groups; NEON is enabled here.
+        let sw = unsafe { load_scales(scales, g) };
+        for b in g * bps..nb.min((g + 1) * bps) {
+            // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
+            // inside each row's codes (nb * 32 long).
+            let wb = cp.wrapping_add(CHUNK * D::chunk(b));
+            let x: [*const i8; R] = std::array::from_fn(|r| rows[r].0.as_ptr().wrapping_add(32 * b));
+            let neg: [i32; R] = if D::OFFSET == 0 {
+                [0; R]
+            } else {
+                std::array::from_fn(|r| rows[r].2[b])
+            };
+            // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
+            // (above); the features are enabled here.
+            let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+            for r in 0..R {
+                // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
+                let s = vmulq_n_f32(sw, rows[r].1[b]);
+                accf[r] = vaddq_f32(accf[r], vmulq_f32(vcvtq_f32_s32(dots[r]), s));
+            }
+        }
+    }
+    let mut out = [[0.0f32; 4]; R];
+    for (o, acc) in out.iter_mut().zip(accf) {
+        // SAFETY: `o` has 4 f32.
+        unsafe { vst1q_f32(o.as_mut_ptr(), acc) };
+    }
+    out
+}
+
+/// Panel `p` against every activation row of `a`, up to [`PASS_ROWS`] at a time, written to
+/// `y[4 i + j]`.
+///
+/// # Safety
+/// NEON and FEAT_DotProd are available; as [`panel_rows`] for every row; `y.len() >= 4 a.rows`.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
+    let m = a.a.rows;
+    let mut i0 = 0;
+    while i0 < m {
+        let rows = (m - i0).min(PASS_ROWS);
+        let mut put = |out: &[[f32; 4]]| {
+            for (r, lanes) in out.iter().enumerate() {
+                y[ROWS * (i0 + r)..][..ROWS].copy_from_slice(lanes);
+            }
+        };
+        // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
+        unsafe {
+            match rows {
+                4 => put(&panel_rows::<D, 4>(w, p, a, i0)),
+                3 => put(&panel_rows::<D, 3>(w, p, a, i0)),
+                2 => put(&panel_rows::<D, 2>(w, p, a, i0)),
+                _ => put(&panel_rows::<D, 1>(w, p, a, i0)),
+            }
+        }
+        i0 += rows;
+    }
+}
+
+const _: () = assert!(PASS_ROWS == 4);
+
+/// Panel `p` of `w` against every row of `act`, written to `y[4 i + j]`.
+///
+/// # Panics
+/// If `w` is not laid out for [`Isa::NeonDot`] on a CPU with FEAT_DotProd, or holds a kind
+/// the NEON panels do not take (NF4, FP8), or `y` is shorter than `4 act.a.rows`.
+pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
+    assert!(
+        w.isa == Isa::NeonDot
+            && std::arch::is_aarch64_feature_detected!("dotprod")
+            && p < w.n.div_ceil(ROWS)
+            && y.len() >= ROWS * act.a.rows
+    );
+    // SAFETY: NEON and FEAT_DotProd were detected; `p` is a panel of `w`, laid out for
+    // NeonDot; the caller (`panels::panel`) checked that `act` was prepared for `w`; `y` is
+    // long enough (asserted above); the kind picks the matching block dot product.
+    unsafe {
+        match w.kind {
+            Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
+            Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+            Kind::Nf4 { .. } | Kind::Fp8 { .. } => unreachable!("no NEON panel layout for {:?}", w.kind),
+        }
+    }
+}
