@@ -9,16 +9,18 @@
 //! by element (`sdot v.4s, w.16b, x.4b[i]`: lane `j` gains the dot product of row `j`'s 4 codes
 //! with group `i` of `x`), so a lane ends the block holding the whole integer dot product of
 //! one weight row: no horizontal sums, and each chunk load serves every activation row of the
-//! pass. 4-bit and 2-bit codes are stored unsigned (`q + 8`, `q + 1`) and enter `sdot` as they
+//! pass; each row keeps two integer accumulators (even and odd chunks, or low and high
+//! nibbles), so that a single row (M = 1) is not held up by the latency of one chain of
+//! `sdot`. 4-bit and 2-bit codes are stored unsigned (`q + 8`, `q + 1`) and enter `sdot` as they
 //! are (below 16, valid signed bytes); the offset is removed exactly through the activation
 //! block sums. Each block's sum is scaled as the generic kernel does it, `(s_w · d_x) · isum`
 //! added to the f32 accumulator without FMA: the results are bit-identical to
 //! [`generic`](super::generic)'s q8 kernels.
 
 use std::arch::aarch64::{
-    float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32, vdupq_n_u8,
-    vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmulq_f32, vmulq_n_f32, vreinterpretq_s8_u8, vshlq_u8, vshrq_n_u8,
-    vst1q_f32,
+    float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,
+    vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmulq_f32, vmulq_n_f32, vreinterpretq_s8_u8, vshlq_u8,
+    vshrq_n_u8, vst1q_f32,
 };
 use std::arch::asm;
 
@@ -102,7 +104,7 @@ impl BlockDot for Q4 {
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [int32x4_t; R] {
         // SAFETY: forwarded from the caller.
         let xs = unsafe { load_x(x) };
-        let mut acc: [int32x4_t; R] = std::array::from_fn(|r| vdupq_n_s32(neg[r]));
+        let mut acc: [[int32x4_t; R]; 2] = [std::array::from_fn(|r| vdupq_n_s32(neg[r])), [vdupq_n_s32(0); R]];
         for c in 0..4 {
             // SAFETY: the block has 4 chunks (the caller's contract).
             let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
@@ -111,10 +113,13 @@ impl BlockDot for Q4 {
             let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
             for r in 0..R {
                 // SAFETY: FEAT_DotProd is available (the caller's contract).
-                acc[r] = unsafe { sdot_at(sdot_at(acc[r], lo, xs[r][0], c), hi, xs[r][1], c) };
+                unsafe {
+                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
+                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
+                }
             }
         }
-        acc
+        std::array::from_fn(|r| vaddq_s32(acc[0][r], acc[1][r]))
     }
 }
 
@@ -130,7 +135,7 @@ impl BlockDot for Tq2 {
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [int32x4_t; R] {
         // SAFETY: forwarded from the caller.
         let xs = unsafe { load_x(x) };
-        let mut acc: [int32x4_t; R] = std::array::from_fn(|r| vdupq_n_s32(neg[r]));
+        let mut acc: [[int32x4_t; R]; 2] = [std::array::from_fn(|r| vdupq_n_s32(neg[r])), [vdupq_n_s32(0); R]];
         // Block b's codes are the 2-bit field b % 4 of its half of the 256-value block.
         let shift = vreinterpretq_s8_u8(vdupq_n_u8((-2 * (b % 4) as i8) as u8));
         for c in 0..8 {
@@ -139,10 +144,10 @@ impl BlockDot for Tq2 {
             let q = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v, shift), vdupq_n_u8(3)));
             for r in 0..R {
                 // SAFETY: FEAT_DotProd is available (the caller's contract).
-                acc[r] = unsafe { sdot_at(acc[r], q, xs[r][c / 4], c % 4) };
+                acc[c % 2][r] = unsafe { sdot_at(acc[c % 2][r], q, xs[r][c / 4], c % 4) };
             }
         }
-        acc
+        std::array::from_fn(|r| vaddq_s32(acc[0][r], acc[1][r]))
     }
 }
 
@@ -159,16 +164,16 @@ impl BlockDot for S8 {
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
         // SAFETY: forwarded from the caller.
         let xs = unsafe { load_x(x) };
-        let mut acc = [vdupq_n_s32(0); R];
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
         for c in 0..8 {
             // SAFETY: the block has 8 chunks (the caller's contract).
             let v = unsafe { vld1q_s8(w.add(CHUNK * c).cast()) };
             for r in 0..R {
                 // SAFETY: FEAT_DotProd is available (the caller's contract).
-                acc[r] = unsafe { sdot_at(acc[r], v, xs[r][c / 4], c % 4) };
+                acc[c % 2][r] = unsafe { sdot_at(acc[c % 2][r], v, xs[r][c / 4], c % 4) };
             }
         }
-        acc
+        std::array::from_fn(|r| vaddq_s32(acc[0][r], acc[1][r]))
     }
 }
 
