@@ -19,12 +19,13 @@
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,
-    vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmulq_f32, vmulq_n_f32, vreinterpretq_s8_u8, vshlq_u8,
-    vshrq_n_u8, vst1q_f32,
+    vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmulq_f32, vmulq_n_f32, vqtbl1q_s8, vreinterpretq_s8_u8,
+    vshlq_u8, vshrq_n_u8, vst1q_f32,
 };
 use std::arch::asm;
 
 use super::panels::{Isa, Kind, Packed, PackedAct, Scales};
+use crate::decode::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
 const ROWS: usize = 4;
@@ -73,6 +74,10 @@ trait BlockDot {
     const CHUNKS: usize;
     /// The unsigned codes' offset (`q + OFFSET` is stored), 0 for signed codes.
     const OFFSET: i32;
+    /// NF4: the codes are the code book's int8 levels (127 times the levels), scaled as
+    /// [`generic::q8_nf4`](super::generic::q8_nf4) does, `s_w · (d_x · isum)`, and the sums
+    /// divided by 127 at the end.
+    const NF4: bool = false;
     /// The chunk the block's codes start at, relative to the panel, for block `b`.
     fn chunk(b: usize) -> usize;
     /// # Safety
@@ -111,6 +116,39 @@ impl BlockDot for Q4 {
             // Low nibbles: codes 4c .. 4c + 4 of each row; high nibbles: codes 16 + 4c ...
             let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
             let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                unsafe {
+                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
+                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
+                }
+            }
+        }
+        std::array::from_fn(|r| vaddq_s32(acc[0][r], acc[1][r]))
+    }
+}
+
+/// NF4 (codes in Q4_0's nibble order): each code looked up in the code book's int8 levels
+/// (`tbl`), then as Q4_0 without an offset.
+struct Nf4;
+impl BlockDot for Nf4 {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 0;
+    const NF4: bool = true;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller; NF4_I8 has 16 levels.
+        let (xs, levels) = unsafe { (load_x(x), vld1q_s8(NF4_I8.as_ptr())) };
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks (the caller's contract).
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            let lo = vqtbl1q_s8(levels, vandq_u8(v, vdupq_n_u8(0x0F)));
+            let hi = vqtbl1q_s8(levels, vshrq_n_u8::<4>(v));
             for r in 0..R {
                 // SAFETY: FEAT_DotProd is available (the caller's contract).
                 unsafe {
@@ -247,9 +285,16 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
             // (above); the features are enabled here.
             let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
             for r in 0..R {
-                // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
-                let s = vmulq_n_f32(sw, rows[r].1[b]);
-                accf[r] = vaddq_f32(accf[r], vmulq_f32(vcvtq_f32_s32(dots[r]), s));
+                // The generic kernel's rounding, lane by lane: (s_w · d_x) · isum, or for NF4
+                // s_w · (d_x · isum), then added.
+                let d = rows[r].1[b];
+                let isum = vcvtq_f32_s32(dots[r]);
+                let term = if D::NF4 {
+                    vmulq_f32(sw, vmulq_n_f32(isum, d))
+                } else {
+                    vmulq_f32(isum, vmulq_n_f32(sw, d))
+                };
+                accf[r] = vaddq_f32(accf[r], term);
             }
         }
     }
@@ -257,6 +302,11 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     for (o, acc) in out.iter_mut().zip(accf) {
         // SAFETY: `o` has 4 f32.
         unsafe { vst1q_f32(o.as_mut_ptr(), acc) };
+        if D::NF4 {
+            for v in o.iter_mut() {
+                *v /= 127.0;
+            }
+        }
     }
     out
 }
@@ -296,7 +346,7 @@ const _: () = assert!(PASS_ROWS == 4);
 ///
 /// # Panics
 /// If `w` is not laid out for [`Isa::NeonDot`] on a CPU with FEAT_DotProd, or holds a kind
-/// the NEON panels do not take (NF4, FP8), or `y` is shorter than `4 act.a.rows`.
+/// the NEON panels do not take (FP8), or `y` is shorter than `4 act.a.rows`.
 pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     assert!(
         w.isa == Isa::NeonDot
@@ -312,7 +362,8 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-            Kind::Nf4 { .. } | Kind::Fp8 { .. } => unreachable!("no NEON panel layout for {:?}", w.kind),
+            Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
+            Kind::Fp8 { .. } => unreachable!("no NEON panel layout for {:?}", w.kind),
         }
     }
 }

@@ -132,7 +132,7 @@ impl Kind {
     pub(crate) fn for_tensor(w: &QuantizedTensor, isa: Isa) -> Option<Self> {
         Some(match w.format() {
             QuantFormat::Nf4 { block_size, .. }
-                if isa == Isa::Avx512Vnni
+                if matches!(isa, Isa::Avx512Vnni | Isa::NeonDot)
                     && block_size.is_multiple_of(32)
                     && w.shape().len() == 2
                     && w.shape()[1].is_multiple_of(block_size) =>
@@ -181,6 +181,7 @@ impl Kind {
             (Isa::NeonDot, Self::Tq2_0) => "neondot-panel4-tq2_0",
             (Isa::NeonDot, Self::Int8 { block_size: None }) => "neondot-panel4-int8_channel",
             (Isa::NeonDot, Self::Int8 { .. }) => "neondot-panel4-int8_block",
+            (Isa::NeonDot, Self::Nf4 { .. }) => "neondot-panel4-nf4",
             (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
             (_, Self::Fp8 { e5m2: false, .. }) => "avx512vnni-panel16-fp8_e4m3",
             (_, Self::Fp8 { e5m2: true, .. }) => "avx512vnni-panel16-fp8_e5m2",
@@ -195,7 +196,8 @@ impl Kind {
             (Self::Q4_0, _) => 8,
             (Self::Tq2_0, _) => 1,
             // 8-bit codes on AVX2 and NEON enter signed; FP8 is not on the int8-activation path.
-            (Self::Q8_0 | Self::Int8 { .. }, Isa::Avx2 | Isa::NeonDot) | (Self::Fp8 { .. }, _) => 0,
+            // NF4 on NEON: its int8 levels, signed.
+            (Self::Q8_0 | Self::Int8 { .. } | Self::Nf4 { .. }, Isa::Avx2 | Isa::NeonDot) | (Self::Fp8 { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
             (Self::Q8_0 | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
         }
