@@ -33,17 +33,17 @@ mod panels;
 /// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 3 ms on 2 threads of a quiet machine and 6 to 14 ms
 /// on a busy one, page faults of the new buffer included).
 ///
-/// With AVX-512 (F/BW and VNNI) two more formats pack in 16-row panels: NF4 whose blocks tile
-/// the rows (`K` a multiple of the block size; the codes regrouped in Q4_0's nibble order and
+/// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
+/// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and
 /// looked up in the code book's int8 levels, as the int8-activation path of `matmul_with`
-/// does), and FP8 E4M3/E5M2 per tensor or per block of a multiple of 32 (the codes decoded to
+/// does. With AVX-512 one more format packs in 16-row panels: FP8 E4M3/E5M2 per tensor or per block of a multiple of 32 (the codes decoded to
 /// f32 in registers, f32 activations and f32 FMA on the f32 path; on the reduced-precision
 /// path with AVX-512 BF16, looked up as bf16 against activations rounded to bf16, with
 /// `vdpbf16ps`).
 ///
 /// Where the CPU has neither AVX2 nor the Arm dot product, or the format and shape have no
-/// packed layout (ternary, int8 blocks not a multiple of 32, NF4 and FP8 without AVX-512,
-/// NF4 blocks that straddle rows),
+/// packed layout (ternary, int8 blocks not a multiple of 32, NF4 on x86 without AVX-512, FP8
+/// without AVX-512, NF4 blocks that straddle rows),
 /// the original tensor is kept and [`matmul_packed`] runs the same kernels as
 /// [`matmul_with`](crate::matmul_with); [`layout_name`](Self::layout_name) says which layout
 /// was chosen.
@@ -164,7 +164,8 @@ impl PackedWeights {
     /// AVX-512 F/BW and VNNI, else `avxvnni-panel8-<format>` where it has AVX-VNNI, else
     /// `avx2-panel8-<format>`; on aarch64 `neondot-panel4-<format>` where the CPU has the
     /// int8 dot product; `<format>` is `q4_0`, `q8_0`, `tq2_0`, `int8_channel`,
-    /// `int8_block`, and with AVX-512 also `nf4`, `fp8_e4m3` and `fp8_e5m2`.
+    /// `int8_block` and `nf4` (not on AVX2 or AVX-VNNI), and with AVX-512 also `fp8_e4m3` and
+    /// `fp8_e5m2`.
     pub fn layout_name(&self) -> &'static str {
         match &self.inner {
             Inner::Original(_) => "original",

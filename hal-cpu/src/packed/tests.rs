@@ -182,7 +182,8 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// NF4 whose blocks tile the rows: the shapes that pack (where AVX-512 VNNI runs).
+    /// NF4 whose blocks tile the rows: the shapes that pack (where AVX-512 VNNI or the Arm dot
+    /// product runs).
     #[test]
     fn packed_nf4_matches_the_generic_kernel(
         f in 6usize..9, m in 1usize..25, n in 1usize..40, blocks in 1usize..6,
