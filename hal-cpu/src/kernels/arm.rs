@@ -7,12 +7,13 @@
 //! scalar decode of 32 values at a time with NEON dot products.
 
 use std::arch::aarch64::{
-    float32x4_t, int32x4_t, int8x16_t, uint32x4_t, uint8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u32, vandq_u8,
-    vbslq_u32, vceqq_u32, vcgtq_u32, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32, vdupq_n_s8, vdupq_n_u32, vdupq_n_u8,
-    vfmaq_f32, vfmaq_n_f32, vget_high_s16, vget_high_s8, vget_low_s16, vget_low_s8, vget_low_u16, vget_low_u8,
-    vld1q_f32, vld1q_s8, vld1q_u8, vmovl_high_u16, vmovl_high_u8, vmovl_s16, vmovl_s8, vmovl_u16, vmovl_u8, vmull_s8,
-    vmulq_f32, vmulq_n_f32, vorrq_u32, vpaddlq_s16, vqtbl1q_s8, vreinterpretq_f32_u32, vreinterpretq_s8_u8,
-    vreinterpretq_u32_f32, vshlq_n_u32, vshlq_u8, vshrq_n_u8, vsubq_s8, vzip1q_u8, vzip2q_u8,
+    float32x4_t, int32x4_t, int8x16_t, uint16x8_t, uint32x4_t, uint8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u16,
+    vandq_u32, vandq_u8, vbslq_u16, vbslq_u32, vceqq_u16, vceqq_u32, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,
+    vdupq_n_s8, vdupq_n_u16, vdupq_n_u32, vdupq_n_u8, vfmaq_f32, vfmaq_n_f32, vget_high_s16, vget_high_s8,
+    vget_low_s16, vget_low_s8, vget_low_u16, vget_low_u8, vld1q_f32, vld1q_s8, vld1q_u8, vmovl_high_u16, vmovl_high_u8,
+    vmovl_s16, vmovl_s8, vmovl_u16, vmovl_u8, vmull_s8, vmulq_f32, vmulq_n_f32, vorrq_u16, vorrq_u32, vpaddlq_s16,
+    vqtbl1q_s8, vreinterpretq_f32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_f32, vshlq_n_u16, vshlq_n_u32, vshlq_u8,
+    vshrq_n_u8, vsubq_s8, vzip1q_u8, vzip2q_u8,
 };
 use std::arch::asm;
 
@@ -21,16 +22,24 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
 use crate::decode::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
-/// `neon+dotprod` when the CPU has the int8 dot product, else `neon`.
+/// `neon+dotprod` when the CPU has the int8 dot product, else `neon`; `+fp16` when it also has
+/// FEAT_FP16 (half-precision arithmetic: E4M3 weights are decoded through f16).
 pub(crate) fn detect() -> Option<&'static Kernels> {
-    if !std::arch::is_aarch64_feature_detected!("neon") {
+    use std::arch::is_aarch64_feature_detected;
+    if !is_aarch64_feature_detected!("neon") {
         return None;
     }
-    Some(if std::arch::is_aarch64_feature_detected!("dotprod") {
-        &NEON_DOTPROD
-    } else {
-        &NEON
-    })
+    Some(
+        match (
+            is_aarch64_feature_detected!("dotprod"),
+            is_aarch64_feature_detected!("fp16"),
+        ) {
+            (true, true) => &NEON_DOTPROD_FP16,
+            (true, false) => &NEON_DOTPROD,
+            (false, true) => &NEON_FP16,
+            (false, false) => &NEON,
+        },
+    )
 }
 
 pub(crate) static NEON: Kernels = Kernels {
@@ -49,6 +58,30 @@ pub(crate) static NEON_DOTPROD: Kernels = Kernels {
     exact_panel: |_| None,
 };
 
+pub(crate) static NEON_FP16: Kernels = Kernels {
+    name: "neon+fp16",
+    exact: exact_for_fp16,
+    q8: q8_for::<false>,
+    panel: |_| None,
+    exact_panel: |_| None,
+};
+
+pub(crate) static NEON_DOTPROD_FP16: Kernels = Kernels {
+    name: "neon+dotprod+fp16",
+    exact: exact_for_fp16,
+    q8: q8_for::<true>,
+    panel: |_| None,
+    exact_panel: |_| None,
+};
+
+/// The exact kernels of the sets with FEAT_FP16: E4M3 decoded through f16.
+fn exact_for_fp16(format: QuantFormat) -> ExactFn {
+    match format {
+        QuantFormat::Fp8E4M3 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_e4m3_fp16,
+        _ => exact_for(format),
+    }
+}
+
 fn exact_for(format: QuantFormat) -> ExactFn {
     match format {
         QuantFormat::Q8_0 => exact_q8_0,
@@ -56,8 +89,8 @@ fn exact_for(format: QuantFormat) -> ExactFn {
         QuantFormat::Tq2_0 => exact_tq2_0,
         QuantFormat::Int8PerChannel => exact_int8,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8,
-        QuantFormat::Fp8E4M3 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_fp8::<false>,
-        QuantFormat::Fp8E5M2 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_fp8::<true>,
+        QuantFormat::Fp8E4M3 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_e4m3,
+        QuantFormat::Fp8E5M2 { block_size } if block_size.is_none_or(|b| b.is_multiple_of(32)) => exact_e5m2,
         _ => exact_chunked,
     }
 }
@@ -575,39 +608,28 @@ unsafe fn exact_int8(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
     unsafe { exact_any(&f, row.full_blocks(), w, n, x, rows, out) }
 }
 
-/// 16 FP8 codes (E4M3, or E5M2 when `E5M2`) as their values times `s`, in 4 f32 vectors.
+/// 16 E4M3 codes as their values times `s`, in 4 f32 vectors (CPUs without FEAT_FP16).
 ///
-/// The magnitude bits are placed under the f32 exponent and rebiased by a multiply (`2^120`
-/// for E4M3, `2^112` for E5M2), exact for normal and subnormal codes alike (the default
-/// floating-point mode, no flush to zero, as on Linux); NaN codes (and E5M2's infinities) are
-/// selected, the sign put back, and the value multiplied by the scale: the value and the one
-/// rounding of [`decode_row_into`].
+/// The magnitude bits are placed under the f32 exponent and rebiased by a multiply by `2^120`,
+/// exact for normal and subnormal codes alike (the default floating-point mode, no flush to
+/// zero, as on Linux); the NaN code is selected, the sign put back, and the value multiplied
+/// by the scale: the value and the one rounding of [`decode_row_into`].
 #[target_feature(enable = "neon")]
 #[inline]
-fn fp8_widen<const E5M2: bool>(q: uint8x16_t, s: f32) -> [float32x4_t; 4] {
+fn e4m3_widen_f32(q: uint8x16_t, s: f32) -> [float32x4_t; 4] {
     let f = |v: uint32x4_t| {
         let sign = vshlq_n_u32::<24>(vandq_u32(v, vdupq_n_u32(0x80)));
         let mag = vandq_u32(v, vdupq_n_u32(0x7F));
-        let (value, special, special_bits) = if E5M2 {
-            let value = vmulq_f32(
-                vreinterpretq_f32_u32(vshlq_n_u32::<21>(mag)),
-                vdupq_n_f32(f32::from_bits((127 + 112) << 23)),
-            );
-            // 0x7C: infinity; 0x7D..=0x7F: NaN (the mantissa kept).
-            let bits = vorrq_u32(
-                vdupq_n_u32(0x7F80_0000),
-                vshlq_n_u32::<21>(vandq_u32(mag, vdupq_n_u32(3))),
-            );
-            (value, vcgtq_u32(mag, vdupq_n_u32(0x7B)), bits)
-        } else {
-            let value = vmulq_f32(
-                vreinterpretq_f32_u32(vshlq_n_u32::<20>(mag)),
-                vdupq_n_f32(f32::from_bits((127 + 120) << 23)),
-            );
-            // 0x7F: NaN (E4M3 has no infinities).
-            (value, vceqq_u32(mag, vdupq_n_u32(0x7F)), vdupq_n_u32(0x7FC0_0000))
-        };
-        let bits = vbslq_u32(special, special_bits, vreinterpretq_u32_f32(value));
+        let value = vmulq_f32(
+            vreinterpretq_f32_u32(vshlq_n_u32::<20>(mag)),
+            vdupq_n_f32(f32::from_bits((127 + 120) << 23)),
+        );
+        // 0x7F: NaN (E4M3 has no infinities).
+        let bits = vbslq_u32(
+            vceqq_u32(mag, vdupq_n_u32(0x7F)),
+            vdupq_n_u32(0x7FC0_0000),
+            vreinterpretq_u32_f32(value),
+        );
         vmulq_n_f32(vreinterpretq_f32_u32(vorrq_u32(bits, sign)), s)
     };
     let lo = vmovl_u8(vget_low_u8(q));
@@ -620,13 +642,98 @@ fn fp8_widen<const E5M2: bool>(q: uint8x16_t, s: f32) -> [float32x4_t; 4] {
     ]
 }
 
-/// FP8 per tensor or per block of a multiple of 32: whole blocks of 32 decoded in registers
-/// ([`fp8_widen`]), the same sums as [`exact_chunked`] bit for bit.
+/// Two vectors of 8 f16 values (as bits) widened to 4 f32 vectors times `s` (`fcvtl`,
+/// `fcvtl2`: base NEON, exact).
+#[target_feature(enable = "neon")]
+#[inline]
+fn widen_f16(h: [uint16x8_t; 2], s: f32) -> [float32x4_t; 4] {
+    let cvt = |v: uint16x8_t| {
+        let (lo, hi): (float32x4_t, float32x4_t);
+        // SAFETY: `fcvtl`/`fcvtl2` read and write registers only; NEON is enabled here.
+        unsafe {
+            asm!(
+                "fcvtl {0:v}.4s, {2:v}.4h",
+                "fcvtl2 {1:v}.4s, {2:v}.8h",
+                out(vreg) lo,
+                out(vreg) hi,
+                in(vreg) v,
+                options(pure, nomem, nostack)
+            );
+        }
+        (lo, hi)
+    };
+    let (a, b) = cvt(h[0]);
+    let (c, d) = cvt(h[1]);
+    [
+        vmulq_n_f32(a, s),
+        vmulq_n_f32(b, s),
+        vmulq_n_f32(c, s),
+        vmulq_n_f32(d, s),
+    ]
+}
+
+/// 16 E5M2 codes as their values times `s`: an E5M2 code is the top byte of the f16 of its
+/// value (infinities and NaN included), so a shift and the f16 to f32 conversion decode it
+/// exactly; then one multiply by the scale, as [`decode_row_into`].
+#[target_feature(enable = "neon")]
+#[inline]
+fn e5m2_widen(q: uint8x16_t, s: f32) -> [float32x4_t; 4] {
+    widen_f16(
+        [
+            vshlq_n_u16::<8>(vmovl_u8(vget_low_u8(q))),
+            vshlq_n_u16::<8>(vmovl_high_u8(q)),
+        ],
+        s,
+    )
+}
+
+/// 16 E4M3 codes as their values times `s`, through f16 with FEAT_FP16: the magnitude bits
+/// placed under the f16 exponent and rebiased by one f16 multiply by `2^8` (8 lanes at a time;
+/// exact for subnormal codes too, with the default FPCR: no flush to zero), the NaN code
+/// selected, the sign put back, widened to f32 and multiplied by the scale.
 ///
 /// # Safety
-/// See [`ExactFn`]; `w` is FP8 (E5M2 when `E5M2`), per tensor or per block of a multiple of 32.
+/// The CPU has FEAT_FP16.
+#[target_feature(enable = "neon,fp16")]
+#[inline]
+unsafe fn e4m3_widen_f16(q: uint8x16_t, s: f32) -> [float32x4_t; 4] {
+    let half = |v: uint16x8_t| {
+        let mag = vandq_u16(v, vdupq_n_u16(0x7F));
+        let sign = vshlq_n_u16::<8>(vandq_u16(v, vdupq_n_u16(0x80)));
+        let mut value = vshlq_n_u16::<7>(mag);
+        // SAFETY: `fmul` on f16 lanes reads and writes registers only; the caller guarantees
+        // FEAT_FP16. 0x5C00 is 2^8 in f16.
+        unsafe {
+            asm!(
+                "fmul {0:v}.8h, {0:v}.8h, {1:v}.8h",
+                inout(vreg) value,
+                in(vreg) vdupq_n_u16(0x5C00),
+                options(pure, nomem, nostack)
+            );
+        }
+        // 0x7F: NaN (E4M3 has no infinities).
+        let value = vbslq_u16(vceqq_u16(mag, vdupq_n_u16(0x7F)), vdupq_n_u16(0x7E00), value);
+        vorrq_u16(value, sign)
+    };
+    widen_f16([half(vmovl_u8(vget_low_u8(q))), half(vmovl_high_u8(q))], s)
+}
+
+/// FP8 per tensor or per block of a multiple of 32: whole blocks of 32 decoded in registers by
+/// `widen` (16 codes and the block's scale), the same sums as [`exact_chunked`] bit for bit.
+///
+/// # Safety
+/// See [`ExactFn`]; `w` is FP8, per tensor or per block of a multiple of 32; `widen` decodes
+/// its codes as [`decode_row_into`] does.
 #[target_feature(enable = "neon")]
-unsafe fn exact_fp8<const E5M2: bool>(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+#[inline]
+unsafe fn exact_fp8_by<F: Fn(uint8x16_t, f32) -> [float32x4_t; 4]>(
+    widen: F,
+    w: &QuantizedTensor,
+    n: usize,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) {
     let k = w.row_len();
     let codes = &w.data()[n * k..(n + 1) * k];
     let (scales, blocks_per_scale) = match w.format() {
@@ -641,12 +748,39 @@ unsafe fn exact_fp8<const E5M2: bool>(w: &QuantizedTensor, n: usize, x: &[f32], 
         let c = &codes[32 * b..][..32];
         // SAFETY: `c` has 32 bytes; NEON is enabled here.
         let (lo, hi) = unsafe { (vld1q_u8(c.as_ptr()), vld1q_u8(c.as_ptr().add(16))) };
-        let (a, d) = (fp8_widen::<E5M2>(lo, s), fp8_widen::<E5M2>(hi, s));
+        let (a, d) = (widen(lo, s), widen(hi, s));
         [a[0], a[1], a[2], a[3], d[0], d[1], d[2], d[3]]
     };
     // SAFETY: forwarded from the caller (the ExactFn contract); exact_rows asks for blocks
     // below K / 32 only.
     unsafe { exact_any(&f, k / 32, w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is E4M3, per tensor or per block of a multiple of 32.
+#[target_feature(enable = "neon")]
+unsafe fn exact_e4m3(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller; e4m3_widen_f32 decodes as decode_row_into.
+    unsafe { exact_fp8_by(|q, s| e4m3_widen_f32(q, s), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is E4M3, per tensor or per block of a multiple of 32; the CPU has
+/// FEAT_FP16.
+#[target_feature(enable = "neon,fp16")]
+unsafe fn exact_e4m3_fp16(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: the caller guarantees FEAT_FP16.
+    let widen = |q, s| unsafe { e4m3_widen_f16(q, s) };
+    // SAFETY: forwarded from the caller; e4m3_widen_f16 decodes as decode_row_into.
+    unsafe { exact_fp8_by(widen, w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is E5M2, per tensor or per block of a multiple of 32.
+#[target_feature(enable = "neon")]
+unsafe fn exact_e5m2(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller; e5m2_widen decodes as decode_row_into.
+    unsafe { exact_fp8_by(|q, s| e5m2_widen(q, s), w, n, x, rows, out) }
 }
 
 /// # Safety
@@ -667,11 +801,12 @@ unsafe fn exact_chunked(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, o
 mod tests {
     use aihal_quantize::{QuantFormat, QuantizedTensor};
 
-    use super::{exact_chunked, exact_for};
+    use super::{exact_chunked, exact_for, exact_for_fp16, ExactFn};
     use crate::kernels::tests::{random_weight, Rng};
 
-    /// The FP8 decode in registers gives the scalar decode's sums bit for bit, every byte value
-    /// included (one row of each tensor cycles through all 256), with and without a tail.
+    /// The FP8 decode in registers (through f32, and through f16 where the CPU has FEAT_FP16)
+    /// gives the scalar decode's sums bit for bit, every byte value included (one row of each
+    /// tensor cycles through all 256), with and without a tail.
     #[test]
     fn fp8_in_registers_gives_the_chunked_decode_bits() {
         let mut rng = Rng::new(9);
@@ -688,8 +823,13 @@ mod tests {
                     *b = (i * 7 + 3) as u8;
                 }
                 let w = QuantizedTensor::from_parts(f, shape, data, scales).unwrap();
-                let fast = exact_for(format);
-                for rows in 1..=4 {
+                let mut kernels: Vec<ExactFn> = vec![exact_for(format)];
+                if std::arch::is_aarch64_feature_detected!("fp16") {
+                    kernels.push(exact_for_fp16(format));
+                } else {
+                    eprintln!("aihal-cpu: no FEAT_FP16 here: the f16 decode of E4M3 was not tested");
+                }
+                for (fast, rows) in kernels.into_iter().flat_map(|f| (1..=4).map(move |r| (f, r))) {
                     let x = rng.vec(rows * k, -2.0, 2.0);
                     for j in 0..n {
                         let (mut got, mut want) = ([0.0f32; 4], [0.0f32; 4]);

@@ -169,8 +169,8 @@ pub(crate) fn fp8_bf16_here() -> bool {
     }
 }
 
-/// The name of the kernel set chosen for this CPU at run time (`avx2+fma+f16c`, `neon+dotprod`,
-/// `neon` or `generic`).
+/// The name of the kernel set chosen for this CPU at run time (`avx2+fma+f16c`, `neon`,
+/// `neon+dotprod`, `neon+fp16`, `neon+dotprod+fp16` or `generic`).
 pub fn kernel_set_name() -> &'static str {
     best().name
 }

@@ -132,7 +132,8 @@ pub(crate) fn fit_k(format: QuantFormat, k: usize) -> usize {
     }
 }
 
-/// Every SIMD kernel set this CPU can run (on an A76: plain NEON and NEON with dotprod).
+/// Every SIMD kernel set this CPU can run (on an A76: NEON, with dotprod, with fp16, with
+/// both), the widest last.
 fn simd_sets() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut sets: Vec<&'static Kernels> = Vec::new();
@@ -140,9 +141,20 @@ fn simd_sets() -> Vec<&'static Kernels> {
     sets.extend(super::x86::detect());
     #[cfg(target_arch = "aarch64")]
     {
+        use std::arch::is_aarch64_feature_detected;
+        let (dot, fp16) = (
+            is_aarch64_feature_detected!("dotprod"),
+            is_aarch64_feature_detected!("fp16"),
+        );
         sets.push(&super::arm::NEON);
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
+        if fp16 {
+            sets.push(&super::arm::NEON_FP16);
+        }
+        if dot {
             sets.push(&super::arm::NEON_DOTPROD);
+        }
+        if dot && fp16 {
+            sets.push(&super::arm::NEON_DOTPROD_FP16);
         }
     }
     sets
