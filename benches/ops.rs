@@ -1,5 +1,6 @@
 //! Criterion benches of aihal-cpu's transformer ops against what a candle user writes for
-//! the same op on the CPU: `candle_nn::ops::rms_norm`, and attention composed of candle
+//! the same op on the CPU: `candle_nn::ops::rms_norm`, `candle_nn::ops::softmax_last_dim`,
+//! `Tensor::silu`, `Tensor::gelu` (the tanh form), and attention composed of candle
 //! matmuls, a causal mask and `softmax_last_dim` (keys and values repeated to the query
 //! heads). Every timed output is first checked against aihal's scalar reference.
 #![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
@@ -63,6 +64,11 @@ fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: 
         .unwrap()
 }
 
+/// An elementwise op of ours (fast or reference).
+type Ours = fn(&[f32]) -> Vec<f32>;
+/// The same op in candle.
+type Theirs = fn(&Tensor) -> candle_core::Result<Tensor>;
+
 fn bench(c: &mut Criterion) {
     let dev = Device::Cpu;
     // RMSNorm over 128 rows of 4096 (a prompt's hidden states).
@@ -87,6 +93,50 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(candle_nn::ops::rms_norm(black_box(&xt), &wt, 1e-5).unwrap()));
     });
     g.finish();
+
+    // Softmax over 32 heads' scores for one query over 1024 cached positions (a decode step).
+    let (rows, dim) = (32, 1024);
+    let x: Vec<f32> = data(rows * dim, 6).iter().map(|v| v * 8.0).collect();
+    let want = reference::softmax(&x, dim).unwrap();
+    close("softmax", &ops::softmax(&x, dim).unwrap(), &want);
+    let xt = Tensor::from_vec(x.clone(), (rows, dim), &dev).unwrap();
+    close(
+        "candle softmax",
+        &candle_nn::ops::softmax_last_dim(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        &want,
+    );
+    let mut g = c.benchmark_group("softmax_32x1024");
+    g.bench_function("aihal", |b| {
+        b.iter(|| black_box(ops::softmax(black_box(&x), dim).unwrap()));
+    });
+    g.bench_function("candle", |b| {
+        b.iter(|| black_box(candle_nn::ops::softmax_last_dim(black_box(&xt)).unwrap()));
+    });
+    g.finish();
+
+    // SiLU and GELU over a 32-token prompt's MLP activations (32 x 11008, Llama-7B's width).
+    let (rows, dim) = (32, 11008);
+    let x: Vec<f32> = data(rows * dim, 7).iter().map(|v| v * 6.0).collect();
+    let xt = Tensor::from_vec(x.clone(), (rows, dim), &dev).unwrap();
+    let cases: [(&str, Ours, Ours, Theirs); 2] = [
+        ("silu_32x11008", ops::silu, reference::silu, Tensor::silu),
+        ("gelu_32x11008", ops::gelu, reference::gelu, Tensor::gelu),
+    ];
+    for (name, ours, reference, theirs) in cases {
+        let want = reference(&x);
+        close(name, &ours(&x), &want);
+        let got = theirs(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        close(&format!("candle {name}"), &got, &want);
+        let mut g = c.benchmark_group(name);
+        g.bench_function("aihal", |b| b.iter(|| black_box(ours(black_box(&x)))));
+        g.bench_function("candle", |b| b.iter(|| black_box(theirs(black_box(&xt)).unwrap())));
+        g.finish();
+    }
 
     // Causal GQA attention, 32 query heads over 8 key/value heads of 128: a prompt of 128
     // tokens, and one decode step over 1024 cached positions.
