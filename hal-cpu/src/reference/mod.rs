@@ -24,10 +24,7 @@ use crate::decode::{check_matmul, decode_row_into};
 use aihal_core::Result;
 
 pub use ops::{attention, gelu, layer_norm, rms_norm, rope, silu, softmax, AttentionShape, RopeStyle};
-pub(crate) use ops::{
-    check_attention as ops_check_attention, rope_angle as ops_rope_angle, rows_of as ops_rows_of,
-    softmax_row_into_slice,
-};
+pub(crate) use ops::{check_attention as ops_check_attention, rope_angle as ops_rope_angle, rows_of as ops_rows_of};
 
 /// `y = x · Wᵀ` with the weight decoded exactly as the layout contract says.
 ///

@@ -107,7 +107,7 @@ fn softmax_row_into(row: &[f32], y: &mut Vec<f32>) {
 }
 
 /// One softmax row into `y` (same length as `row`).
-pub(crate) fn softmax_row_into_slice(row: &[f32], y: &mut [f32]) {
+fn softmax_row_into_slice(row: &[f32], y: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
     let mut nan = false;
     for &v in row {
