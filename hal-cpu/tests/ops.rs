@@ -142,3 +142,104 @@ fn softmax_masked_and_huge_rows() {
     assert_eq!(y, [0.0, 0.0, 0.5, 0.5]);
 }
 
+/// The specials and edges of the exp-based activations, against the reference's values.
+#[test]
+fn activations_at_the_edges() {
+    let x = [
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        1e-40,
+        -1e-40,
+        88.0,
+        -88.0,
+        -88.72,
+        -88.73,
+        89.0,
+        -89.0,
+        -87.5,
+        -100.0,
+        100.0,
+        -10.0,
+        -5.0,
+        1e20,
+        -1e20,
+        f32::MAX,
+        f32::MIN,
+    ];
+    let (s, g) = (ops::silu(&x), ops::gelu(&x));
+    within("silu", &x, &s, &reference::silu(&x), SILU_TOL);
+    within("gelu", &x, &g, &reference::gelu(&x), GELU_TOL);
+    assert_eq!((s[0], g[0]), (f32::INFINITY, f32::INFINITY));
+    assert!(s[1].is_nan() && g[1].is_nan() && s[2].is_nan() && g[2].is_nan()); // -inf / inf
+    assert_eq!((s[3].to_bits(), g[3].to_bits()), (0, 0));
+    assert_eq!((s[4].to_bits(), g[4].to_bits()), ((-0f32).to_bits(), (-0f32).to_bits()));
+    assert_eq!((s[5], s[6]), (0.5e-30, -0.5e-30));
+    assert_eq!((s[16].to_bits(), s[17]), ((-0f32).to_bits(), 100.0));
+    assert_eq!((g[20], g[21].to_bits(), g[22]), (1e20, (-0f32).to_bits(), f32::MAX));
+    // Long inputs: more than one rayon task and a partial last chunk of 8.
+    let x = values(9, 3 * 16 * 1024 + 5, 12.0);
+    within("silu (long)", &x, &ops::silu(&x), &reference::silu(&x), SILU_TOL);
+    within("gelu (long)", &x, &ops::gelu(&x), &reference::gelu(&x), GELU_TOL);
+}
+
+/// GELU as `x / (1 + exp(-2u))` keeps its relative accuracy for negative `x`, where the
+/// reference's `1 + tanh u` cancels: against the same formula in f64 (from the same f32 `u`).
+#[test]
+fn gelu_keeps_its_digits_where_tanh_cancels() {
+    let x: Vec<f32> = (0..=4000).map(|i| -9.0 + i as f32 * 0.0045).collect();
+    let exact = |v: f32| {
+        let u = 0.797_884_6f32 * (v + 0.044_715 * v * v * v);
+        f64::from(v) / (1.0 + (-2.0 * f64::from(u)).exp())
+    };
+    let (ours, theirs) = (ops::gelu(&x), reference::gelu(&x));
+    let rel = |got: f32, v: f32| ((f64::from(got) - exact(v)) / exact(v)).abs();
+    let worst_ours = x.iter().zip(&ours).map(|(&v, &g)| rel(g, v)).fold(0.0, f64::max);
+    let worst_theirs = x.iter().zip(&theirs).map(|(&v, &g)| rel(g, v)).fold(0.0, f64::max);
+    assert!(worst_ours <= 6.0 * f64::from(U), "ours: {worst_ours:e}");
+    // The reference loses everything once `tanh u` rounds to -1 (x < -5.6 or so).
+    assert!(worst_theirs > 0.5, "reference: {worst_theirs:e}");
+}
+
+/// Softmax rows that exercise the special cases in each position of a chunk of 8 and the
+/// tail: NaN, `+inf`, all `-inf` (alone and with a NaN), huge, and underflowing terms.
+#[test]
+fn softmax_special_rows() {
+    for dim in [1, 7, 8, 9, 17, 33] {
+        for at in [0, dim / 2, dim - 1] {
+            let base = values(dim as u64, dim, 3.0);
+            let mut rows = Vec::new();
+            for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, -200.0, 100.0] {
+                let mut r = base.clone();
+                r[at] = special;
+                rows.extend(r);
+            }
+            let mut masked = vec![f32::NEG_INFINITY; dim];
+            rows.extend(&masked);
+            masked[at] = f32::NAN;
+            rows.extend(&masked);
+            let mut tiny = vec![-1e30; dim];
+            tiny[at] = 0.0;
+            rows.extend(&tiny);
+            let (got, want) = (
+                ops::softmax(&rows, dim).unwrap(),
+                reference::softmax(&rows, dim).unwrap(),
+            );
+            within(
+                &format!("softmax dim {dim} at {at}"),
+                &[],
+                &got,
+                &want,
+                softmax_tol(dim),
+            );
+            let row = |i: usize| &got[i * dim..(i + 1) * dim];
+            assert!(row(0).iter().all(|v| v.is_nan()) && row(1).iter().all(|v| v.is_nan()));
+            assert!(row(7).iter().all(|&v| v == 0.0) && row(8).iter().all(|v| v.is_nan()));
+            assert_eq!(row(9)[at], 1.0);
+        }
+    }
+}
