@@ -1,12 +1,33 @@
 //! The small transformer ops, fast: rows (or heads) in parallel with rayon, inner loops in
-//! 8 independent lanes so that the compiler vectorizes them. The norms and the attention are
-//! compiled twice, for the build target and for AVX2 + FMA, and the second runs where the CPU
-//! has them (chosen once per process): the same code and the same order of operations (no
-//! contraction into FMA), so the results are the same bits either way.
+//! 8 independent lanes so that the compiler vectorizes them. The norms, softmax, SiLU, GELU
+//! and the attention are compiled twice, for the build target and for AVX2 + FMA, and the
+//! second runs where the CPU has them (chosen once per process): the same code and the same
+//! order of operations (no contraction into FMA), so the results are the same bits either
+//! way. Where it runs, x86 gets the 8 lanes as one AVX2 register; without it, two SSE2
+//! registers; aarch64 two NEON registers (checked in the disassembly of a release build:
+//! no libm call in those loops).
 //!
-//! Same signatures and semantics as the [`reference`](mod@crate::reference) ops, up to the order
-//! of f32 additions (the tests bound the difference). Results do not depend on the number
-//! of threads: each row is computed by one task in a fixed order.
+//! Softmax (also inside [`attention`]), SiLU and GELU take `e^x` from `exp8`, a branch-free
+//! f32 `exp` in 8 lanes rather than libm's `expf` per value (which kept them scalar): within
+//! 1 ulp of libm's `expf` and 0.951 ulp of the exact value over every f32 (measured
+//! exhaustively; NaN, the infinities, overflow and underflow through the subnormals as IEEE
+//! `exp` gives them). GELU (tanh form) is computed as `x / (1 + exp(-2u))`, equal to the
+//! reference's `0.5 x (1 + tanh u)`, `u = √(2/π) (x + 0.044715 x³)`, without its cancellation
+//! where `tanh u` is near -1.
+//!
+//! Same signatures and semantics as the [`reference`](mod@crate::reference) ops (softmax's
+//! masked, NaN and `+inf` rows included), up to the order of f32 additions and the last bits
+//! of `exp`. The tests state and check the bound per op (`U = 2^-24`): SiLU `6U` relatively,
+//! GELU `8U` relatively plus `2U |x|` (the reference's own error near -1), softmax
+//! `(2 dim + 6) U` relatively; for each, 1e-36 absolutely (SiLU, GELU) or `f32::MIN_POSITIVE`
+//! (softmax) where results are near or under the smallest normal.
+//!
+//! On a shared 2-core x86 machine, AVX2 + FMA build (`cargo bench --bench ops --
+//! 'softmax|silu|gelu'`, 2026-12-01, two runs, against candle 0.11): softmax of 32 rows of
+//! 1024 went from 82 µs (libm) to 21-23 µs (candle's `softmax_last_dim`: 39.6 µs); SiLU of
+//! 32 x 11008 from 534 µs to 133-136 µs (candle's `silu`: 267 µs); GELU from 2.47 ms to
+//! 159-165 µs (candle's `gelu`: 2.03-2.10 ms). Results do not depend on the number of
+//! threads: each row (or chunk of an elementwise op) is computed by one task in a fixed order.
 
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
@@ -209,7 +230,7 @@ with_avx2!(layer_rows, layer_rows_avx2, layer_rows_best, (
     yc: &mut [f32], xc: &[f32], dim: usize, weight: &[f32], bias: Option<&[f32]>, eps: f32
 ));
 
-/// Softmax over rows, as [`reference::softmax`] (rows in parallel, [`exp8`] for `exp`).
+/// Softmax over rows, as [`reference::softmax`] (rows in parallel, `exp8` for `exp`).
 pub fn softmax(x: &[f32], dim: usize) -> Result<Vec<f32>> {
     reference::ops_rows_of("softmax", x.len(), dim)?;
     let mut y = vec![0.0f32; x.len()];
@@ -294,7 +315,7 @@ fn softmax_row(row: &[f32], y: &mut [f32]) {
 /// Values per rayon task of the elementwise ops.
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
-/// SiLU, as [`reference::silu`]: `x / (1 + exp(-x))` with [`exp8`], in parallel.
+/// SiLU, as [`reference::silu`]: `x / (1 + exp(-x))` with `exp8`, in parallel.
 pub fn silu(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(ELEMENTS_PER_TASK)
@@ -330,7 +351,7 @@ fn silu8(x: [f32; 8]) -> [f32; 8] {
 with_avx2!(silu_into, silu_into_avx2, silu_into_best, (y: &mut [f32], x: &[f32]));
 
 /// GELU (tanh approximation), as [`reference::gelu`], in parallel: computed as
-/// `x / (1 + exp(-2u))` with `u = √(2/π) (x + 0.044715 x³)` and [`exp8`], which equals
+/// `x / (1 + exp(-2u))` with `u = √(2/π) (x + 0.044715 x³)` and `exp8`, which equals
 /// `0.5 x (1 + tanh u)` and has no cancellation where `tanh u` is near -1.
 pub fn gelu(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
