@@ -37,6 +37,12 @@ pub(crate) fn avx512_vnni() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
+/// Whether the CPU also has AVX-512 VBMI (`vpermb`), which NF4's packed kernel uses for its
+/// code book look-ups where present, on top of [`avx512_vnni`].
+pub(crate) fn avx512_vbmi() -> bool {
+    avx512_vnni() && is_x86_feature_detected!("avx512vbmi")
+}
+
 /// Whether the CPU also has AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`), which FP8's packed
 /// kernel on bf16 activations needs, on top of [`avx512_vnni`].
 pub(crate) fn avx512_bf16() -> bool {

@@ -18,18 +18,17 @@
 //! to [`generic`](super::generic)'s q8 kernels.
 //!
 //! Up to 6 activation rows share one pass over a panel (8 spilled registers), each row with
-//! two integer accumulators (even and odd chunks), so that even a single row at M = 1 is not
-//! held up by the latency of one chain of `vpdpbusd`. The rows of a pass are interleaved block
+//! two integer accumulators, so that even a single row at M = 1 is not held up by the latency
+//! of one chain of `vpdpbusd`. The rows of a pass are interleaved block
 //! by block once per call ([`ActGroup`]), so a pass reads one stream of activations through
 //! one pointer. With more than 6 rows, the passes cover 64 blocks at a time, so that the
 //! panel's codes for those blocks stay in L1/L2 while every group of rows passes over them.
 
 use std::arch::x86_64::{
-    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_broadcast_i32x4,
-    _mm512_cvtepi32_ps, _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps,
-    _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_srl_epi16,
-    _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch,
-    _MM_HINT_T0,
+    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
+    _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32,
+    _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_sra_epi32, _mm512_srai_epi32,
+    _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::panels::{ActGroup, Isa, Kind, Packed, PackedAct, Scales};
@@ -43,6 +42,9 @@ const ROWS: usize = 16;
 trait Dot {
     /// Chunks [`Dot::dot`] reads from where [`Dot::chunk`] places a block.
     const CHUNKS: usize;
+    /// The block's share of the panel's code bytes, in 64-byte lines (TQ2_0's 4 blocks share
+    /// 8 chunks): the lines prefetched per block.
+    const LINES: usize;
     /// What is added to each code before the multiplication (removed through `neg`).
     const OFFSET: i32;
     /// The chunk the block's codes start at, relative to the panel, for block `b`.
@@ -69,20 +71,14 @@ unsafe fn bcast4(p: *const i8) -> __m512i {
     _mm512_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
 }
 
-/// Whether `R` rows keep two accumulators each (see the module docs).
-const fn split(r: usize) -> bool {
-    r <= 6
-}
-
-/// Accumulates `codes · x[r] (4 codes at `at`)` for every row into the accumulator of chunk
-/// parity `c`.
+/// Accumulates `codes · x[r] (4 codes at `at`)` for every row into accumulator `c % 2`.
 ///
 /// # Safety
 /// As [`Dot::dot`], and `at + 4 <= 32`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn step<const R: usize>(acc: &mut [[__m512i; R]; 2], c: usize, codes: __m512i, x: [*const i8; R], at: usize) {
-    let slot = if split(R) { c % 2 } else { 0 };
+    let slot = c % 2;
     for r in 0..R {
         // SAFETY: `at + 4 <= 32` codes lie at x[r] (the caller's contract).
         let xb = unsafe { bcast4(x[r].add(at)) };
@@ -100,52 +96,21 @@ fn start<const R: usize>(neg: [i32; R]) -> [[__m512i; R]; 2] {
     ]
 }
 
-/// The block sums: both accumulators added where there are two.
+/// The block sums: both accumulators added.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn finish<const R: usize>(acc: [[__m512i; R]; 2]) -> [__m512i; R] {
-    if split(R) {
-        std::array::from_fn(|r| _mm512_add_epi32(acc[0][r], acc[1][r]))
-    } else {
-        acc[0]
-    }
+    std::array::from_fn(|r| _mm512_add_epi32(acc[0][r], acc[1][r]))
 }
 
-/// The 4-bit layouts (Q4_0's nibble order): 4 chunks per block, low nibbles codes `4c ..`,
-/// high nibbles codes `16 + 4c ..`; with `NF4`, each code looked up in [`NF4_U8`] first.
-///
-/// # Safety
-/// As [`Dot::dot`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn nibble_dot<const R: usize, const NF4: bool>(w: *const u8, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
-    let mask = _mm512_set1_epi8(0x0F);
-    // SAFETY: NF4_U8 has 16 bytes, broadcast to each 128-bit lane.
-    let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(NF4_U8.as_ptr().cast()) });
-    let mut acc = start(neg);
-    for c in 0..4 {
-        // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
-        let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
-        let lo = _mm512_and_si512(v, mask);
-        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
-        let (lo, hi) = if NF4 {
-            (_mm512_shuffle_epi8(lut, lo), _mm512_shuffle_epi8(lut, hi))
-        } else {
-            (lo, hi)
-        };
-        // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
-        unsafe {
-            step(&mut acc, 0, lo, x, 4 * c);
-            step(&mut acc, 1, hi, x, 16 + 4 * c);
-        }
-    }
-    finish(acc)
-}
-
-/// Q4_0: the codes as they are (`q + 8`).
+/// Q4_0's nibble order: 4 chunks per block, low nibbles codes `4c ..`, high nibbles codes
+/// `16 + 4c ..`. The high nibbles are not shifted down: `v & 0xF0` is 16 times the code, still
+/// an unsigned byte, and its accumulator (exact multiples of 16) is shifted down once per
+/// block, which saves one instruction per chunk.
 struct Q4;
 impl Dot for Q4 {
     const CHUNKS: usize = 4;
+    const LINES: usize = 4;
     const OFFSET: i32 = 8;
     fn chunk(b: usize) -> usize {
         4 * b
@@ -153,16 +118,31 @@ impl Dot for Q4 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot::<R, false>(w, x, neg) }
+        let lo = _mm512_set1_epi8(0x0F);
+        let hi = _mm512_set1_epi8(0xF0u8 as i8);
+        let mut acc = start(neg);
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
+            let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
+            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+            unsafe {
+                step(&mut acc, 0, _mm512_and_si512(v, lo), x, 4 * c);
+                step(&mut acc, 1, _mm512_and_si512(v, hi), x, 16 + 4 * c);
+            }
+        }
+        std::array::from_fn(|r| _mm512_add_epi32(acc[0][r], _mm512_srai_epi32::<4>(acc[1][r])))
     }
 }
 
 /// NF4 (codes in Q4_0's nibble order): each code looked up in the code book's int8 levels
-/// plus 128 (`vpshufb`), then as Q4_0.
-struct Nf4;
-impl Dot for Nf4 {
+/// plus 128, then as Q4_0 without the scaled high nibbles. With `VBMI`, one `vpermb` over a
+/// 64-byte table (the 16 levels 4 times) looks up the low nibbles straight from the codes and
+/// the high ones after a 16-bit shift, whatever the bits above the nibble; without it,
+/// `vpshufb` needs the nibbles masked first.
+struct Nf4<const VBMI: bool>;
+impl<const VBMI: bool> Dot for Nf4<VBMI> {
     const CHUNKS: usize = 4;
+    const LINES: usize = 4;
     const OFFSET: i32 = 128;
     const NF4: bool = true;
     fn chunk(b: usize) -> usize {
@@ -171,27 +151,75 @@ impl Dot for Nf4 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { nibble_dot::<R, true>(w, x, neg) }
+        let mask = _mm512_set1_epi8(0x0F);
+        // SAFETY: NF4_U8X4 has 64 bytes.
+        let lut = unsafe { _mm512_loadu_si512(NF4_U8X4.as_ptr().cast()) };
+        let mut acc = start(neg);
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
+            let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
+            let shifted = _mm512_srli_epi16::<4>(v);
+            let (lo, hi) = if VBMI {
+                // SAFETY: `VBMI` is only set where AVX-512 VBMI was detected (see `panel`).
+                unsafe { (vpermb(v, lut), vpermb(shifted, lut)) }
+            } else {
+                (
+                    _mm512_shuffle_epi8(lut, _mm512_and_si512(v, mask)),
+                    _mm512_shuffle_epi8(lut, _mm512_and_si512(shifted, mask)),
+                )
+            };
+            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+            unsafe {
+                step(&mut acc, 0, lo, x, 4 * c);
+                step(&mut acc, 1, hi, x, 16 + 4 * c);
+            }
+        }
+        finish(acc)
     }
 }
 
-/// The NF4 code book's int8 levels ([`NF4_I8`]) plus 128, as unsigned bytes.
-const NF4_U8: [u8; 16] = {
-    let mut t = [0u8; 16];
+/// `t[i & 63]` for every byte `i` of `idx` (`vpermb`), in inline assembly so that the kernels
+/// around it need not be compiled for VBMI (CPUs with VNNI but without VBMI run them too).
+///
+/// # Safety
+/// The CPU has AVX-512 VBMI.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn vpermb(idx: __m512i, t: __m512i) -> __m512i {
+    let out: __m512i;
+    // SAFETY: the caller guarantees VBMI; the instruction reads and writes registers only.
+    unsafe {
+        std::arch::asm!(
+            "vpermb {o}, {i}, {t}",
+            o = lateout(zmm_reg) out,
+            i = in(zmm_reg) idx,
+            t = in(zmm_reg) t,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    out
+}
+
+/// The NF4 code book's int8 levels ([`NF4_I8`]) plus 128, as unsigned bytes, 4 times (one
+/// copy per 128-bit lane for `vpshufb`, and every index `i & 63` for `vpermb`).
+static NF4_U8X4: [u8; 64] = {
+    let mut t = [0u8; 64];
     let mut i = 0;
-    while i < 16 {
-        t[i] = (NF4_I8[i] as i16 + 128) as u8;
+    while i < 64 {
+        t[i] = (NF4_I8[i % 16] as i16 + 128) as u8;
         i += 1;
     }
     t
 };
 
 /// TQ2_0: per block of 32, 8 chunks of the 32 bytes that hold it, 2-bit fields at bit
-/// `2 (b % 4)`.
+/// `f = 2 (b % 4)`. The fields are masked in place, not shifted down: `v & (3 << f)` is
+/// `2^f` times the code, still an unsigned byte, and the block's sum (exact multiples of
+/// `2^f`) is shifted down once.
 struct Tq2;
 impl Dot for Tq2 {
     const CHUNKS: usize = 8;
+    const LINES: usize = 2;
     const OFFSET: i32 = 1;
     fn chunk(b: usize) -> usize {
         16 * (b / 8) + 8 * ((b % 8) / 4)
@@ -199,17 +227,18 @@ impl Dot for Tq2 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
-        let mask = _mm512_set1_epi8(3);
-        let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
-        let mut acc = start(neg);
+        let f = 2 * (b % 4);
+        let mask = _mm512_set1_epi8((3u8 << f) as i8);
+        let mut acc = start([0; R]);
         for c in 0..8 {
             // SAFETY: the half block has 8 chunks of 64 bytes (the caller's contract).
             let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
-            let q = _mm512_and_si512(_mm512_srl_epi16(v, shift), mask);
             // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
-            unsafe { step(&mut acc, c, q, x, 4 * c) };
+            unsafe { step(&mut acc, c, _mm512_and_si512(v, mask), x, 4 * c) };
         }
-        finish(acc)
+        let shift = _mm_cvtsi32_si128(f as i32);
+        let sums = finish(acc);
+        std::array::from_fn(|r| _mm512_add_epi32(_mm512_sra_epi32(sums[r], shift), _mm512_set1_epi32(neg[r])))
     }
 }
 
@@ -217,6 +246,7 @@ impl Dot for Tq2 {
 struct S8;
 impl Dot for S8 {
     const CHUNKS: usize = 8;
+    const LINES: usize = 8;
     const OFFSET: i32 = 128;
     fn chunk(b: usize) -> usize {
         8 * b
@@ -350,9 +380,10 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
         // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
         // inside each row's codes (nb * 32 long).
         let wb = cp.wrapping_add(64 * D::chunk(b));
-        // Prefetch the codes 8 blocks ahead (a hint: any address is allowed).
-        for c in 0..D::CHUNKS {
-            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(64 * (D::CHUNKS * PREFETCH + c)).cast());
+        // Prefetch the codes PREFETCH_BYTES ahead, each line once (a hint: any address is
+        // allowed).
+        for l in 0..D::LINES {
+            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (D::LINES * b + l) + PREFETCH_BYTES).cast());
         }
         // The group's block b: R rows of 32 codes, then R scales and corrections (interleaved).
         let x: [*const i8; R] = std::array::from_fn(|r| qp.wrapping_add(32 * (R * b + r)));
@@ -380,8 +411,13 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
     }
 }
 
-/// Blocks ahead the codes are prefetched.
+/// Blocks ahead the FP8 codes are prefetched.
 const PREFETCH: usize = 8;
+
+/// Bytes ahead the integer kernels prefetch their codes. Measured at M = 1 on the AMD EPYC
+/// (Zen 5) VM: 8 KiB kept the 4-bit and 2-bit kernels closer to the read floor than 2 or
+/// 4 KiB (8 blocks of Q4_0 ahead was 2 KiB), and made no difference to Q8_0's.
+const PREFETCH_BYTES: usize = 8192;
 
 /// Blocks per pass when more than 8 activation rows share a panel: the panel's codes for
 /// these blocks (4 to 8 KiB) stay in L1 while every group of rows passes over them.
@@ -430,7 +466,13 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
 /// has checked the shapes and that `w` is laid out for [`Isa::Avx512Vnni`] on a CPU that
 /// runs it.
 pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
+    panel_with(w, p, act, y, super::x86::avx512_vbmi());
+}
+
+/// [`panel`], using AVX-512 VBMI where `vbmi` says so (the tests run both).
+fn panel_with(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bool) {
     assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_vnni() && y.len() >= ROWS * act.a.rows);
+    assert!(!vbmi || super::x86::avx512_vbmi());
     // SAFETY: AVX-512 F/BW and VNNI were detected and `y` holds 16 outputs per activation row
     // (asserted above); the caller asserted the shapes, the panel and the activations'
     // preparation.
@@ -439,7 +481,8 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-            Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
+            Kind::Nf4 { .. } if vbmi => panel_all::<Nf4<true>>(w, p, act, y),
+            Kind::Nf4 { .. } => panel_all::<Nf4<false>>(w, p, act, y),
             Kind::Fp8 { .. } => unreachable!("FP8 runs fp8_panel, on f32 activations"),
         }
     }
@@ -944,5 +987,51 @@ unsafe fn fp8_bf16_all(w: &Packed, p: usize, table: &[[u16; 32]; 4], a: &Bf16Act
             i0 += taken;
         }
         b0 = range.1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aihal_quantize::{quantize, QuantFormat};
+
+    use super::super::panels::{Isa, Kind, Packed, PackedAct};
+    use super::super::ActQ8;
+
+    /// NF4's two look-ups (`vpermb` where the CPU has VBMI, `vpshufb` everywhere) give the
+    /// same bits, panel by panel, for every pass size.
+    #[test]
+    fn nf4_lookups_agree() {
+        if !super::super::x86::avx512_vnni() {
+            eprintln!("aihal-cpu: no AVX-512 VNNI here: the 16-row NF4 kernels were not tested");
+            return;
+        }
+        let (n, k) = (40, 320);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0).powi(3)).collect();
+        let format = QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: false,
+        };
+        let q = quantize(format, &w, &[n, k]).unwrap();
+        let kind = Kind::for_tensor(&q, Isa::Avx512Vnni).unwrap();
+        let packed = Packed::pack(&q, kind, Isa::Avx512Vnni).unwrap();
+        for m in [1, 2, 3, 4, 6, 9] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i * 31 % 97) as f32 / 48.0 - 1.0).collect();
+            let a = ActQ8::quantize(&x, m, k);
+            let act = PackedAct::new(&packed, &a);
+            for p in 0..n.div_ceil(16) {
+                let mut masked = vec![f32::NAN; 16 * m];
+                super::panel_with(&packed, p, &act, &mut masked, false);
+                assert!(masked.iter().all(|v| v.is_finite()), "m={m} panel {p}");
+                if super::super::x86::avx512_vbmi() {
+                    let mut permuted = vec![f32::NAN; 16 * m];
+                    super::panel_with(&packed, p, &act, &mut permuted, true);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&masked), bits(&permuted), "m={m} panel {p}");
+                }
+            }
+        }
+        if !super::super::x86::avx512_vbmi() {
+            eprintln!("aihal-cpu: no AVX-512 VBMI here: NF4's vpermb look-up was not tested");
+        }
     }
 }
