@@ -29,6 +29,7 @@ mod linear;
 mod matmul;
 pub mod ops;
 mod packed;
+mod pool;
 pub mod reference;
 
 pub use linear::QuantLinear;

@@ -6,7 +6,6 @@ use aihal_core::{CoreError, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use candle_core::{DType, Tensor};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
-use rayon::prelude::*;
 
 use crate::decode::check_matmul;
 use crate::kernels::{self, ActQ8, Kernels, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
@@ -238,7 +237,7 @@ pub(crate) fn run(
     let threads = rayon::current_num_threads().max(1);
     if let (Some(p), Some(a)) = (panel, &act) {
         let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
-        yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+        crate::pool::run_tasks(yt.chunks_mut(per_task * m).collect(), |c, ych: &mut [f32]| {
             let mut buf = Panel::default();
             for (t, ytile) in ych.chunks_mut(PANEL * m).enumerate() {
                 let n0 = c * per_task + t * PANEL;
@@ -259,7 +258,7 @@ pub(crate) fn run(
         });
     } else if let Some(p) = exact_panel {
         let per_task = n.div_ceil(threads * 4).next_multiple_of(EXACT_PANEL).max(EXACT_PANEL);
-        yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+        crate::pool::run_tasks(yt.chunks_mut(per_task * m).collect(), |c, ych: &mut [f32]| {
             let mut buf = Panel::default();
             for (t, ytile) in ych.chunks_mut(EXACT_PANEL * m).enumerate() {
                 let n0 = c * per_task + t * EXACT_PANEL;
@@ -296,7 +295,7 @@ fn run_rows(
     let n = w.shape()[0];
     let k = w.row_len();
     let per_task = n.div_ceil(threads * 4).next_multiple_of(TILE_N).max(TILE_N);
-    yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+    crate::pool::run_tasks(yt.chunks_mut(per_task * m).collect(), |c, ych: &mut [f32]| {
         let n0 = c * per_task;
         for (t, ytile) in ych.chunks_mut(TILE_N * m).enumerate() {
             let nt0 = n0 + t * TILE_N;

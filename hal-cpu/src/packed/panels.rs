@@ -2,7 +2,6 @@
 //! threads over whole panels, and the exact path on rows converted back to their format.
 
 use aihal_core::{CoreError, Result};
-use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::panels::Kind;
@@ -38,7 +37,8 @@ pub(super) fn run(
     Ok(())
 }
 
-/// Runs `panel(p, y, tile)` for every panel of `w` on the pool, `y` holding the panel's
+/// Runs `panel(p, y, tile)` for every panel of `w` on the pool (the caller taking part, see
+/// [`crate::pool`]), `y` holding the panel's
 /// outputs as `y[rows * i + j]`, and copies them into `out` (`[m, N]`). Each task owns the
 /// columns `c * per_task ..` of every output row: the rows split into disjoint slices, so the
 /// results go straight to `out`, without a transposed copy.
@@ -53,7 +53,7 @@ fn for_each_panel(w: &Packed, m: usize, out: &mut [f32], panel: impl Fn(usize, &
             tasks[t].push(cols);
         }
     }
-    tasks.into_par_iter().enumerate().for_each(|(c, mut dst)| {
+    crate::pool::run_tasks(tasks, |c, mut dst| {
         let mut tile = Tile::default();
         let mut y = vec![0.0f32; pr * m];
         let width = dst[0].len();
@@ -131,7 +131,7 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
             let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
             let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
             let per_task = n.div_ceil(threads * 4).next_multiple_of(EXACT_PANEL).max(EXACT_PANEL);
-            yt.par_chunks_mut(per_task * m).enumerate().for_each(|(c, ych)| {
+            crate::pool::run_tasks(yt.chunks_mut(per_task * m).collect(), |c, ych: &mut [f32]| {
                 let mut tile = Tile::default();
                 for (t, ytile) in ych.chunks_mut(EXACT_PANEL * m).enumerate() {
                     let n0 = c * per_task + t * EXACT_PANEL;
