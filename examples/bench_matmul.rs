@@ -10,8 +10,12 @@
 //!
 //! Method (see the crate README): every call reads a different weight matrix from a rotating
 //! set of at least 4x the L3 size (128 MiB and more), so M = 1 figures are DRAM figures; the
-//! floor is a parallel sum over a 1 GiB buffer with the same rayon pool. Each figure is the
-//! median of several passes over the rotation.
+//! floor is a parallel sum with the same rayon pool over a rotation of buffers of the Q8_0
+//! matrix's size. Within a block of rows (one shape, one M), every pass times every row once
+//! over its whole rotation, the floor first, so that the rows of a pass ran within seconds of
+//! each other; times are medians over the passes, and the ratios (ours against candle, ours
+//! against the floor) are taken pass by pass before their median, so that the drift of this
+//! shared machine's bandwidth over a block does not fall on one row more than another.
 //!
 //! The `packed` rows run `matmul_packed` over `PackedWeights` built once per matrix before
 //! any timing (the packing is not in the timed region; its one-time cost is printed apart).
@@ -50,24 +54,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median seconds per call of `f(i)` over passes of `copies` calls, at least 3 passes and
-/// about `budget` of wall time.
-fn time_rotating(copies: usize, budget: Duration, mut f: impl FnMut(usize)) -> f64 {
-    for i in 0..copies {
-        f(i); // warm-up pass: page faults, thread pool start
-    }
-    let mut passes = Vec::new();
-    let start = Instant::now();
-    while passes.len() < 3 || (start.elapsed() < budget && passes.len() < 50) {
-        let t = Instant::now();
-        for i in 0..copies {
-            f(i);
-        }
-        passes.push(t.elapsed().as_secs_f64() / copies as f64);
-    }
-    median(passes)
-}
-
 /// DRAM read bandwidth (bytes/s): a parallel sum over 1 GiB of u64, median of 5.
 fn dram_read_bandwidth() -> f64 {
     let buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect();
@@ -85,29 +71,53 @@ fn dram_read_bandwidth() -> f64 {
     median(runs)
 }
 
-/// The read floor of calls that each read `bytes` from a rotating set of at least
-/// [`WORKING_SET`], as the timed kernels do: bytes/s of a parallel sum over one buffer of the
-/// rotation per call, the same pool, the same timing.
-fn rotating_floor(bytes: usize) -> f64 {
-    let words = bytes / 8;
-    let copies = WORKING_SET.div_ceil(bytes) + 1;
-    let bufs: Vec<Vec<u64>> = (0..copies)
-        .map(|c| (0..words).map(|i| (i ^ c) as u64).collect())
-        .collect();
-    let s = time_rotating(copies, Duration::from_millis(1500), |i| {
-        let s: u64 = bufs[i]
-            .par_chunks(1 << 14)
-            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
-            .sum();
-        black_box(s);
-    });
-    (words * 8) as f64 / s
+/// One timed row of a block: what one call reads, and a call over matrix `i` of its rotation.
+struct Timed<'a> {
+    name: String,
+    bytes: usize,
+    copies: usize,
+    run: Box<dyn FnMut(usize) + 'a>,
 }
 
-struct Row {
-    name: String,
-    seconds: f64,
-    bytes: usize,
+/// Seconds per call of every row, pass by pass: each pass runs every row once over its whole
+/// rotation, one row after the other, so that the rows of a pass see the same machine (its
+/// bandwidth drifts over seconds here). Passes go on until `budget` has passed and at least
+/// 5 have run (at most 40). One untimed pass first: page faults, the pool's start.
+fn time_passes(rows: &mut [Timed<'_>], budget: Duration) -> Vec<Vec<f64>> {
+    for r in rows.iter_mut() {
+        for i in 0..r.copies {
+            (r.run)(i);
+        }
+    }
+    let mut times = vec![Vec::new(); rows.len()];
+    let start = Instant::now();
+    while times[0].len() < 5 || (start.elapsed() < budget && times[0].len() < 40) {
+        for (r, t) in rows.iter_mut().zip(&mut times) {
+            let s = Instant::now();
+            for i in 0..r.copies {
+                (r.run)(i);
+            }
+            t.push(s.elapsed().as_secs_f64() / r.copies as f64);
+        }
+    }
+    times
+}
+
+/// The read floor as a row: a parallel sum over one buffer of `bytes` per call, from a
+/// rotation of at least [`WORKING_SET`], on the same pool.
+fn floor_row(bufs: &[Vec<u64>]) -> Timed<'_> {
+    Timed {
+        name: "read floor (parallel sum)".into(),
+        bytes: bufs[0].len() * 8,
+        copies: bufs.len(),
+        run: Box::new(move |i| {
+            let s: u64 = bufs[i]
+                .par_chunks(1 << 14)
+                .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+                .sum();
+            black_box(s);
+        }),
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -197,24 +207,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             weights.push((format, bytes, vec![q; copies]));
         }
         println!();
+        // The floor's rotation: buffers of the Q8_0 matrix's size, as many as the kernels'.
+        let floor_bytes = n * k / 32 * 34;
+        let floor_bufs: Vec<Vec<u64>> = (0..=WORKING_SET.div_ceil(floor_bytes))
+            .map(|c| (0..floor_bytes / 8).map(|i| (i ^ c) as u64).collect())
+            .collect();
         for &m in &ms {
             let x = rng.vec(m * k);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
             let flops = 2.0 * (m * n * k) as f64;
-            let budget = Duration::from_millis(if m == 1 { 1500 } else { 2500 });
-            let floor_before = rotating_floor(n * k / 32 * 34);
-            let mut rows = Vec::new();
+            let mut rows = vec![floor_row(&floor_bufs)];
             for (name, bytes, mats) in &candle {
-                let s = time_rotating(mats.len(), budget, |i| {
-                    black_box(mats[i].forward(black_box(&xt)).expect("candle forward"));
-                });
-                rows.push(Row {
+                let xt = &xt;
+                rows.push(Timed {
                     name: name.clone(),
-                    seconds: s,
                     bytes: *bytes,
+                    copies: mats.len(),
+                    run: Box::new(move |i| {
+                        black_box(mats[i].forward(black_box(xt)).expect("candle forward"));
+                    }),
                 });
             }
-            let mut y = vec![0.0f32; m * n];
+            let peers = rows.len();
             for (format, bytes, mats) in &weights {
                 for precision in [ActivationPrecision::Int8, ActivationPrecision::F32] {
                     if precision == ActivationPrecision::Int8 && !aihal_cpu::has_int8_activation_path(*format) {
@@ -225,26 +239,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         output: None,
                     };
                     // Check the timed path against the scalar reference first (one matrix).
+                    let mut y = vec![0.0f32; m * n];
                     matmul_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
                     check(&x, m, &mats[0], &y, precision)?;
-                    let s = time_rotating(mats.len(), budget, |i| {
-                        matmul_into(Activations::F32(black_box(&x)), m, &mats[i], options, &mut y).expect("matmul");
-                        black_box(&y);
-                    });
                     let tag = if precision == ActivationPrecision::Int8 {
                         "x int8"
                     } else {
                         "x f32"
                     };
-                    rows.push(Row {
+                    let x = &x;
+                    rows.push(Timed {
                         name: format!("aihal {format} ({tag})"),
-                        seconds: s,
                         bytes: *bytes,
+                        copies: mats.len(),
+                        run: Box::new(move |i| {
+                            matmul_into(Activations::F32(black_box(x)), m, &mats[i], options, &mut y).expect("matmul");
+                            black_box(&y);
+                        }),
                     });
                 }
             }
             for (format, bytes, mats) in &packed {
                 let options = MatmulOptions::default();
+                let mut y = vec![0.0f32; m * n];
                 matmul_packed_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
                 // Packed FP8 rounds the activations to bf16 where the CPU has AVX-512 BF16.
                 let path = mats[0].activation_path(options.activations);
@@ -254,48 +271,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ActivationPrecision::Int8
                 };
                 check(&x, m, &mats[0].to_quantized(), &y, precision)?;
-                let s = time_rotating(mats.len(), budget, |i| {
-                    matmul_packed_into(Activations::F32(black_box(&x)), m, &mats[i], options, &mut y).expect("matmul");
-                    black_box(&y);
-                });
-                rows.push(Row {
+                let x = &x;
+                rows.push(Timed {
                     name: format!("aihal {format} packed (x {path})"),
-                    seconds: s,
                     bytes: *bytes,
+                    copies: mats.len(),
+                    run: Box::new(move |i| {
+                        matmul_packed_into(Activations::F32(black_box(x)), m, &mats[i], options, &mut y)
+                            .expect("matmul");
+                        black_box(&y);
+                    }),
                 });
             }
-            // The floor of this shape, read the way the kernels read (rotating buffers of the
-            // Q8_0 matrix's size), before and after the rows above; the higher one is used, so
-            // that a drift of the machine's bandwidth during the rows cannot flatter them.
-            let floor_after = rotating_floor(n * k / 32 * 34);
-            let floor = floor_before.max(floor_after);
+            let per_row = Duration::from_millis(if m == 1 { 1500 } else { 2500 });
+            let budget = per_row * rows.len() as u32;
+            let times = time_passes(&mut rows, budget);
+            // Every figure is a median over the passes; the ratios are taken pass by pass
+            // (both rows of a ratio ran within seconds of each other) before the median.
+            let rate = |r: usize, p: usize| rows[r].bytes as f64 / times[r][p];
+            let passes = times[0].len();
+            let floors: Vec<f64> = (0..passes).map(|p| rate(0, p)).collect();
+            let (lo, hi) = floors
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(a, b), &f| (a.min(f), b.max(f)));
             println!(
-                "\nread floor, {n} x {k}, M = {m}: {:.1} GB/s before these rows, {:.1} GB/s after (rotating {} MB buffers); % of floor uses {:.1}\n",
-                floor_before / 1e9,
-                floor_after / 1e9,
-                n * k / 32 * 34 / 1_000_000,
-                floor / 1e9
+                "\nread floor, {n} x {k}, M = {m}: median {:.1} GB/s over {passes} passes ({:.1} to {:.1}; rotating {} MB buffers)\n",
+                median(floors.clone()) / 1e9,
+                lo / 1e9,
+                hi / 1e9,
+                floor_bytes / 1_000_000,
             );
-            let peer = |i: usize| rows[i].seconds;
-            for r in &rows {
-                let gbs = r.bytes as f64 / r.seconds / 1e9;
-                let vs = |i: usize| {
-                    if r.name.starts_with("candle") {
+            for (r, row) in rows.iter().enumerate().skip(1) {
+                let seconds = median(times[r].clone());
+                let of_floor = median((0..passes).map(|p| rate(r, p) / floors[p]).collect());
+                let vs = |peer: usize| {
+                    if r < peers {
                         String::new()
                     } else {
-                        format!("{:.2}x", peer(i) / r.seconds)
+                        format!(
+                            "{:.2}x",
+                            median((0..passes).map(|p| times[peer][p] / times[r][p]).collect())
+                        )
                     }
                 };
                 println!(
                     "| {n} x {k} | {m} | {} | {:.3} | {:.1} | {:.0}% | {:.0} | {} | {} | {} |",
-                    r.name,
-                    r.seconds * 1e3,
-                    gbs,
-                    100.0 * gbs * 1e9 / floor,
-                    flops / r.seconds / 1e9,
-                    vs(0),
+                    row.name,
+                    seconds * 1e3,
+                    row.bytes as f64 / seconds / 1e9,
+                    100.0 * of_floor,
+                    flops / seconds / 1e9,
                     vs(1),
                     vs(2),
+                    vs(3),
                 );
             }
         }

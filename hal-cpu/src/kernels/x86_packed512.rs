@@ -1006,7 +1006,9 @@ mod tests {
             return;
         }
         let (n, k) = (40, 320);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0).powi(3)).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0).powi(3))
+            .collect();
         let format = QuantFormat::Nf4 {
             block_size: 64,
             double_quant: false,
