@@ -374,17 +374,26 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
     // block).
     // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
     let mut walk = unsafe { ScaleWalk::new(scales, bps, b0, b1) };
+    // The scales are a second stream (a ninth of Q4_0's bytes): prefetched as far ahead, in
+    // blocks, as the codes. (At the 35 to 45 GB/s this machine read while it was measured,
+    // every 4-bit and 8-bit format was at the floor with or without it.)
+    let (sp, group_bytes) = match scales {
+        Scales::F16(s) => (s.as_ptr().cast::<u8>(), 2 * ROWS),
+        Scales::F32(s) => (s.as_ptr().cast::<u8>(), 4 * ROWS),
+    };
+    let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes;
     for b in b0..b1 {
         // SAFETY: the blocks are visited in order, from b0, below b1.
         let sw = unsafe { walk.at(b) };
         // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
         // inside each row's codes (nb * 32 long).
         let wb = cp.wrapping_add(64 * D::chunk(b));
-        // Prefetch the codes PREFETCH_BYTES ahead, each line once (a hint: any address is
-        // allowed).
+        // Prefetch the codes PREFETCH_BYTES ahead, each line once, and the scales (hints: any
+        // address is allowed).
         for l in 0..D::LINES {
             _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (D::LINES * b + l) + PREFETCH_BYTES).cast());
         }
+        _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(walk.g * group_bytes + scales_ahead).cast());
         // The group's block b: R rows of 32 codes, then R scales and corrections (interleaved).
         let x: [*const i8; R] = std::array::from_fn(|r| qp.wrapping_add(32 * (R * b + r)));
         // SAFETY: R * b + r < R * nb = grp.neg.len() (asserted above).
