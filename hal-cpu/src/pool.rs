@@ -72,7 +72,7 @@ mod tests {
                         assert_eq!(i, j);
                         *slot += 10 * i + 1;
                         calls.fetch_add(1, Ordering::Relaxed);
-                    })
+                    });
                 });
                 let mut again = vec![0usize; total];
                 let tasks: Vec<(usize, &mut usize)> = again.iter_mut().enumerate().collect();
@@ -88,7 +88,7 @@ mod tests {
     fn a_panicking_task_reaches_the_caller() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.install(|| run_tasks((0..8).collect(), |i, _: i32| assert!(i != 5, "task five")))
+            pool.install(|| run_tasks((0..8).collect(), |i, _: i32| assert!(i != 5, "task five")));
         }));
         assert!(got.is_err());
         // The pool still works afterwards.
@@ -96,7 +96,7 @@ mod tests {
         pool.install(|| {
             run_tasks((0..8).collect(), |_, t: usize| {
                 sum.fetch_add(t, Ordering::Relaxed);
-            })
+            });
         });
         assert_eq!(sum.load(Ordering::Relaxed), 28);
     }
