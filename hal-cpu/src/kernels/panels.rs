@@ -556,14 +556,21 @@ pub(super) struct ActGroup {
     pub(super) neg: Vec<i32>,
 }
 
-/// How many of `left` activation rows the AVX-512 kernels take in one pass: 6, then 4, then
-/// the last 1 to 3.
-pub(super) fn pass_rows(left: usize) -> usize {
-    match left {
-        6.. => 6,
-        4..=5 => 4,
-        r => r,
-    }
+/// The groups of activation rows the AVX-512 kernels take in one pass each,
+/// `(first row, rows)`: as many of 6 as fit, then 4, then the last 1 to 3.
+pub(super) fn row_groups(m: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut i0 = 0;
+    std::iter::from_fn(move || {
+        (i0 < m).then(|| {
+            let rows = match m - i0 {
+                6.. => 6,
+                4..=5 => 4,
+                r => r,
+            };
+            i0 += rows;
+            (i0 - rows, rows)
+        })
+    })
 }
 
 impl<'a> PackedAct<'a> {
@@ -581,9 +588,7 @@ impl<'a> PackedAct<'a> {
         let mut groups = Vec::new();
         if interleave {
             let nb = a.nb;
-            let mut row0 = 0;
-            while row0 < a.rows {
-                let rows = pass_rows(a.rows - row0);
+            for (row0, rows) in row_groups(a.rows) {
                 let mut g = ActGroup {
                     row0,
                     rows,
@@ -599,7 +604,6 @@ impl<'a> PackedAct<'a> {
                     }
                 }
                 groups.push(g);
-                row0 += rows;
             }
         }
         Self { a, offset, neg, groups }

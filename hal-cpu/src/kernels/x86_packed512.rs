@@ -31,7 +31,7 @@ use std::arch::x86_64::{
     _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::panels::{ActGroup, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{row_groups, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use crate::decode::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
@@ -428,13 +428,20 @@ const PREFETCH: usize = 8;
 /// 4 KiB (8 blocks of Q4_0 ahead was 2 KiB), and made no difference to Q8_0's.
 const PREFETCH_BYTES: usize = 8192;
 
-/// Blocks per pass when more than 8 activation rows share a panel: the panel's codes for
-/// these blocks (4 to 8 KiB) stay in L1 while every group of rows passes over them.
+/// Blocks per pass when more than 6 activation rows share a panel: the panel's codes for
+/// these blocks (16 KiB of Q4_0, 32 KiB of Q8_0) stay in L1/L2 while every group of rows
+/// passes over them.
 const K_BLOCKS: usize = 64;
 
-/// Panel `p` against every activation row (8 at a time, then 4, then the last 1 to 3; in
-/// passes of [`K_BLOCKS`] blocks when there are more than 8 rows), written to
-/// `y[16 i + j]`.
+/// The ranges of blocks a panel is passed over for `m` activation rows: all `nb` blocks at
+/// once for up to 6 rows (one group), else [`K_BLOCKS`] at a time.
+fn block_ranges(m: usize, nb: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
+    (0..nb).step_by(step).map(move |b0| (b0, nb.min(b0 + step)))
+}
+
+/// Panel `p` against every activation row (in the groups of [`row_groups`], over the ranges
+/// of [`block_ranges`]), written to `y[16 i + j]`.
 ///
 /// # Safety
 /// As [`panel_rows`] for every row of `act`; `y.len() >= 16 * m`.
@@ -443,11 +450,7 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
     let m = act.a.rows;
     let acc = &mut y[..m * ROWS];
     acc.fill(0.0);
-    let nb = w.nb;
-    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
-    let mut b0 = 0;
-    while b0 < nb {
-        let range = (b0, nb.min(b0 + step));
+    for range in block_ranges(m, w.nb) {
         for grp in &act.groups {
             let a = &mut acc[grp.row0 * ROWS..];
             // SAFETY: forwarded from the caller; the group's rows exist and `a` holds as many
@@ -462,7 +465,6 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
                 }
             }
         }
-        b0 = range.1;
     }
     if D::NF4 {
         for v in acc.iter_mut() {
@@ -647,43 +649,21 @@ unsafe fn fp8_all<const E5M2: bool, const SPECIAL: bool>(
 ) {
     let acc = &mut y[..m * ROWS];
     acc.fill(0.0);
-    let nb = w.nb;
-    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
-    let mut b0 = 0;
-    while b0 < nb {
-        let range = (b0, nb.min(b0 + step));
-        let mut i0 = 0;
-        while i0 < m {
+    for range in block_ranges(m, w.nb) {
+        for (i0, rows) in row_groups(m) {
             let a = &mut acc[i0 * ROWS..];
-            // SAFETY: forwarded from the caller; rows i0 .. i0 + (rows taken) exist and `a`
-            // holds as many accumulators.
-            let taken = unsafe {
-                match m - i0 {
-                    6.. => {
-                        fp8_rows::<E5M2, SPECIAL, 6>(w, p, x, stride, i0, range, a);
-                        6
-                    }
-                    4..=5 => {
-                        fp8_rows::<E5M2, SPECIAL, 4>(w, p, x, stride, i0, range, a);
-                        4
-                    }
-                    3 => {
-                        fp8_rows::<E5M2, SPECIAL, 3>(w, p, x, stride, i0, range, a);
-                        3
-                    }
-                    2 => {
-                        fp8_rows::<E5M2, SPECIAL, 2>(w, p, x, stride, i0, range, a);
-                        2
-                    }
-                    _ => {
-                        fp8_rows::<E5M2, SPECIAL, 1>(w, p, x, stride, i0, range, a);
-                        1
-                    }
+            // SAFETY: forwarded from the caller; rows i0 .. i0 + rows exist and `a` holds
+            // as many accumulators.
+            unsafe {
+                match rows {
+                    6 => fp8_rows::<E5M2, SPECIAL, 6>(w, p, x, stride, i0, range, a),
+                    4 => fp8_rows::<E5M2, SPECIAL, 4>(w, p, x, stride, i0, range, a),
+                    3 => fp8_rows::<E5M2, SPECIAL, 3>(w, p, x, stride, i0, range, a),
+                    2 => fp8_rows::<E5M2, SPECIAL, 2>(w, p, x, stride, i0, range, a),
+                    _ => fp8_rows::<E5M2, SPECIAL, 1>(w, p, x, stride, i0, range, a),
                 }
-            };
-            i0 += taken;
+            }
         }
-        b0 = range.1;
     }
 }
 
@@ -958,44 +938,23 @@ unsafe fn fp8_bf16_all(w: &Packed, p: usize, table: &[[u16; 32]; 4], a: &Bf16Act
     // SAFETY: `[u16; 32]` and `__m512i` have the same size, any bits are valid.
     let t: [__m512i; 4] = unsafe { std::mem::transmute(*table) };
     acc.fill(0.0);
-    let (m, nb) = (a.m, w.nb);
-    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
-    let mut b0 = 0;
-    while b0 < nb {
-        let range = (b0, nb.min(b0 + step));
-        let mut i0 = 0;
-        while i0 < m {
+    let m = a.m;
+    for range in block_ranges(m, w.nb) {
+        for (i0, rows) in row_groups(m) {
             let part = &mut acc[i0 * ROWS..];
-            // SAFETY: forwarded from the caller; rows i0 .. i0 + (rows taken) exist and `part`
-            // holds as many accumulators; `range` starts at a multiple of K_BLOCKS and ends at
-            // one or at nb.
-            let taken = unsafe {
-                match m - i0 {
-                    6.. => {
-                        fp8_bf16_rows::<6>(w, p, &t, a, i0, range, part);
-                        6
-                    }
-                    4..=5 => {
-                        fp8_bf16_rows::<4>(w, p, &t, a, i0, range, part);
-                        4
-                    }
-                    3 => {
-                        fp8_bf16_rows::<3>(w, p, &t, a, i0, range, part);
-                        3
-                    }
-                    2 => {
-                        fp8_bf16_rows::<2>(w, p, &t, a, i0, range, part);
-                        2
-                    }
-                    _ => {
-                        fp8_bf16_rows::<1>(w, p, &t, a, i0, range, part);
-                        1
-                    }
+            // SAFETY: forwarded from the caller; rows i0 .. i0 + rows exist and `part` holds
+            // as many accumulators; `range` starts at a multiple of K_BLOCKS and ends at one or
+            // at nb.
+            unsafe {
+                match rows {
+                    6 => fp8_bf16_rows::<6>(w, p, &t, a, i0, range, part),
+                    4 => fp8_bf16_rows::<4>(w, p, &t, a, i0, range, part),
+                    3 => fp8_bf16_rows::<3>(w, p, &t, a, i0, range, part),
+                    2 => fp8_bf16_rows::<2>(w, p, &t, a, i0, range, part),
+                    _ => fp8_bf16_rows::<1>(w, p, &t, a, i0, range, part),
                 }
-            };
-            i0 += taken;
+            }
         }
-        b0 = range.1;
     }
 }
 
