@@ -54,17 +54,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The wrapping sum of `buf`, in chunks of `chunk` words over the pool: what the floors read.
+fn parallel_sum(buf: &[u64], chunk: usize) -> u64 {
+    buf.par_chunks(chunk)
+        .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+        .sum()
+}
+
 /// DRAM read bandwidth (bytes/s): a parallel sum over 1 GiB of u64, median of 5.
 fn dram_read_bandwidth() -> f64 {
     let buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect();
     let mut runs = Vec::new();
     for _ in 0..6 {
         let t = Instant::now();
-        let s: u64 = buf
-            .par_chunks(1 << 16)
-            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
-            .sum();
-        black_box(s);
+        black_box(parallel_sum(&buf, 1 << 16));
         runs.push((buf.len() * 8) as f64 / t.elapsed().as_secs_f64());
     }
     runs.remove(0);
@@ -111,11 +114,7 @@ fn floor_row(bufs: &[Vec<u64>]) -> Timed<'_> {
         bytes: bufs[0].len() * 8,
         copies: bufs.len(),
         run: Box::new(move |i| {
-            let s: u64 = bufs[i]
-                .par_chunks(1 << 14)
-                .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
-                .sum();
-            black_box(s);
+            black_box(parallel_sum(&bufs[i], 1 << 14));
         }),
     }
 }
