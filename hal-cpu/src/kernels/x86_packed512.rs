@@ -17,12 +17,13 @@
 //! as the generic kernel does, `(s_w · d_x) · isum` without FMA: the results are bit-identical
 //! to [`generic`](super::generic)'s q8 kernels.
 //!
-//! Up to 6 activation rows share one pass over a panel (8 spilled registers), each row with
-//! two integer accumulators, so that even a single row at M = 1 is not held up by the latency
-//! of one chain of `vpdpbusd`. The rows of a pass are interleaved block
-//! by block once per call ([`ActGroup`]), so a pass reads one stream of activations through
-//! one pointer. With more than 6 rows, the passes cover 64 blocks at a time, so that the
-//! panel's codes for those blocks stay in L1/L2 while every group of rows passes over them.
+//! Up to 6 activation rows share one pass over a panel, each row with two integer
+//! accumulators, so that even a single row at M = 1 is not held up by the latency of one
+//! chain of `vpdpbusd`. The rows of a pass are interleaved block by block once per call
+//! ([`ActGroup`]), so a pass reads one stream of activations through one pointer. With more
+//! than 6 rows, the passes cover 64 blocks at a time, so that the panel's codes for those
+//! blocks stay in L1/L2 while every group of rows passes over them, and the 8-bit kernels
+//! take two panels per pass (32 blocks at a time), one accumulator per row and panel.
 
 use std::arch::x86_64::{
     __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
@@ -54,6 +55,28 @@ trait Dot {
     /// [`Dot::chunk`] places them, 64 bytes each), each `x[r]` at 32 readable activation codes
     /// in -127..=127; `neg[r]` is `-OFFSET` times the sum of those codes.
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R];
+    /// [`Dot::dot`] for the same block of `P` panels at once, `w[q]` pointing at panel `q`'s
+    /// chunks: by default one panel after the other.
+    ///
+    /// # Safety
+    /// As [`Dot::dot`], for each `w[q]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dots<const R: usize, const P: usize>(
+        w: [*const u8; P],
+        b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+    ) -> [[__m512i; R]; P] {
+        // (Loops, not closures: a closure does not inherit the target features, and its calls
+        // would not be inlined.)
+        let mut out = [[_mm512_setzero_si512(); R]; P];
+        for q in 0..P {
+            // SAFETY: the caller's contract, panel by panel.
+            out[q] = unsafe { Self::dot::<R>(w[q], b, x, neg) };
+        }
+        out
+    }
     /// Whether the format rounds as the generic NF4 kernel does: `acc + s_w · (d_x · isum)`
     /// per block and the sum divided by 127 at the end (the levels are `127 ×` the code
     /// book's), instead of `acc + (s_w · d_x) · isum`.
@@ -242,7 +265,15 @@ impl Dot for Tq2 {
     }
 }
 
-/// 8-bit signed codes (Q8_0, int8), flipped to `q + 128` on the fly.
+/// 8-bit signed codes (Q8_0, int8), flipped to `q + 128` on the fly. Past 6 activation rows,
+/// two panels share each activation broadcast ([`Dot::dots`]), which halves the broadcasts
+/// and the loop's bookkeeping per `vpdpbusd`: 2 to 9 % faster at M = 128 on 4096 x 4096
+/// (Q8_0, hot, 6 of 6 alternating runs against one panel per pass on the Zen 5 VM).
+///
+/// What bounds these kernels is the f32 scaling of each block's sums, not the loads: in a
+/// loop of this one's `vpdpbusd`s, loads and broadcasts, 8.6 G `vpdpbusd`/s ran per core;
+/// with the scaling's two `vmulps` per row and panel (`(s_w · d_x) · isum`, which share the
+/// multiplier ports), 6.2 G; with one `vfmadd` instead, 7.5 G.
 struct S8;
 impl Dot for S8 {
     const CHUNKS: usize = 8;
@@ -253,62 +284,95 @@ impl Dot for S8 {
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+        // SAFETY: the caller's contract.
+        let [sums] = unsafe { Self::dots::<R, 1>([w], b, x, neg) };
+        sums
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dots<const R: usize, const P: usize>(
+        w: [*const u8; P],
+        _b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+    ) -> [[__m512i; R]; P] {
         let flip = _mm512_set1_epi8(i8::MIN);
-        let mut acc = start(neg);
+        let mut acc: [[[__m512i; R]; 2]; P] = [start(neg); P];
         for c in 0..8 {
-            // SAFETY: the block has 8 chunks of 64 bytes (the caller's contract).
-            let v = _mm512_xor_si512(unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) }, flip);
-            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
-            unsafe { step(&mut acc, c, v, x, 4 * c) };
+            // One panel keeps two chains per row (the latency of `vpdpbusd`); two panels have
+            // as many chains with one each, and the registers for the second panel's.
+            let slot = if P == 1 { c % 2 } else { 0 };
+            let mut v = [flip; P];
+            for q in 0..P {
+                // SAFETY: each panel's block has 8 chunks of 64 bytes (the caller's contract).
+                v[q] = _mm512_xor_si512(unsafe { _mm512_loadu_si512(w[q].add(64 * c).cast()) }, flip);
+            }
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = unsafe { bcast4(x[r].add(4 * c)) };
+                for q in 0..P {
+                    acc[q][slot][r] = _mm512_dpbusd_epi32(acc[q][slot][r], v[q], xb);
+                }
+            }
         }
-        finish(acc)
+        let mut sums = [[flip; R]; P];
+        for q in 0..P {
+            sums[q] = finish(acc[q]);
+        }
+        sums
     }
 }
 
-/// The scales of blocks `b0 .. b1` visited in order, reloaded only where a scale group
-/// starts: one loop over the blocks, without a nested loop per group (Q4_0 and Q8_0 have a
-/// group per block).
-struct ScaleWalk<'a> {
-    scales: Scales<'a>,
+/// The scales of blocks `b0 .. b1` of `P` panels visited in order, reloaded only where a
+/// scale group starts: one loop over the blocks, without a nested loop per group (Q4_0 and
+/// Q8_0 have a group per block).
+struct ScaleWalk<'a, const P: usize> {
+    scales: [Scales<'a>; P],
     bps: usize,
     b1: usize,
     g: usize,
     g_end: usize,
-    sw: __m512,
+    sw: [__m512; P],
 }
 
-impl<'a> ScaleWalk<'a> {
+impl<'a, const P: usize> ScaleWalk<'a, P> {
     /// # Safety
     /// AVX-512 F is available; `b0 < b1`, and the groups of blocks `b0 .. b1` exist in
-    /// `scales`.
+    /// every `scales[q]`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn new(scales: Scales<'a>, bps: usize, b0: usize, b1: usize) -> Self {
+    unsafe fn new(scales: [Scales<'a>; P], bps: usize, b0: usize, b1: usize) -> Self {
         let g = b0 / bps;
+        let mut sw = [_mm512_set1_ps(0.0); P];
+        for q in 0..P {
+            // SAFETY: the caller's contract.
+            sw[q] = unsafe { load_scales(scales[q], g) };
+        }
         Self {
             scales,
             bps,
             b1,
             g,
             g_end: ((g + 1) * bps).min(b1),
-            // SAFETY: the caller's contract.
-            sw: unsafe { load_scales(scales, g) },
+            sw,
         }
     }
 
-    /// The 16 scales of block `b`.
+    /// The 16 scales of block `b` of each panel.
     ///
     /// # Safety
     /// As [`ScaleWalk::new`]; the blocks are asked for in order, each below `b1`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn at(&mut self, b: usize) -> __m512 {
+    unsafe fn at(&mut self, b: usize) -> [__m512; P] {
         if b == self.g_end {
             self.g += 1;
             self.g_end = ((self.g + 1) * self.bps).min(self.b1);
-            // SAFETY: the caller's contract.
-            self.sw = unsafe { load_scales(self.scales, self.g) };
+            for q in 0..P {
+                // SAFETY: the caller's contract.
+                self.sw[q] = unsafe { load_scales(self.scales[q], self.g) };
+            }
         }
         self.sw
     }
@@ -335,18 +399,18 @@ unsafe fn load_scales(s: Scales<'_>, g: usize) -> __m512 {
     }
 }
 
-/// Blocks `b0 .. b1` of panel `p` against the `R` activation rows of `grp`, added to
-/// `acc[16 r + j]`, the running sum of weight row `16p + j` for activation row `grp.row0 + r`
-/// (blocks are added in order, so splitting the blocks into ranges rounds exactly as one pass
-/// does).
+/// Blocks `b0 .. b1` of panels `p .. p + P` against the `R` activation rows of `grp`, added
+/// to `acc[16 (P r + q) + j]`, the running sum of weight row `16 (p + q) + j` for activation
+/// row `grp.row0 + r` (blocks are added in order, so splitting the blocks into ranges, or
+/// pairing panels, rounds exactly as one pass over one panel does).
 ///
 /// # Safety
-/// AVX-512 F/BW and VNNI are available; `p` is a panel of `w`, laid out for
+/// AVX-512 F/BW and VNNI are available; `p .. p + P` are panels of `w`, laid out for
 /// [`Isa::Avx512Vnni`]; `grp` is a group of `R` rows of activations prepared for `w`;
 /// `w.kind` matches `D`; `b0 <= b1 <= w.nb`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn panel_rows<D: Dot, const R: usize>(
+unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     w: &Packed,
     p: usize,
     act: &PackedAct<'_>,
@@ -356,65 +420,77 @@ unsafe fn panel_rows<D: Dot, const R: usize>(
 ) {
     let nb = w.nb;
     assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::Avx512Vnni);
-    assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * ROWS && grp.rows == R);
+    assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * P * ROWS && grp.rows == R);
     assert!(grp.qs.len() == R * nb * 32 && grp.d.len() == R * nb && grp.neg.len() == R * nb);
-    let codes = w.panel_codes(p);
-    let scales = w.panel_scales(p);
+    let codes: [&[u8]; P] = std::array::from_fn(|q| w.panel_codes(p + q));
+    let scales: [Scales<'_>; P] = std::array::from_fn(|q| w.panel_scales(p + q));
     let bps = w.kind.blocks_per_scale(nb);
     let (qp, dp, np) = (grp.qs.as_ptr(), grp.d.as_ptr(), grp.neg.as_ptr());
-    // `D::chunk` grows with the block, so the last block bounds every block's chunks.
-    assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes.len());
-    let cp = codes.as_ptr();
-    // SAFETY: acc holds R rows of 16 f32 (asserted above).
-    let mut accf: [__m512; R] = std::array::from_fn(|r| unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) });
+    // `D::chunk` grows with the block, so the last block bounds every block's chunks (the
+    // panels are equally long).
+    assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes[0].len());
+    let cp = codes.map(<[u8]>::as_ptr);
+    let mut accf = [[_mm512_set1_ps(0.0); P]; R];
+    for (r, row) in accf.iter_mut().enumerate() {
+        for (q, a) in row.iter_mut().enumerate() {
+            // SAFETY: acc holds R * P runs of 16 f32 (asserted above).
+            *a = unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * (P * r + q))) };
+        }
+    }
     if b0 == b1 {
         return;
     }
-    // One scale group after the other, without a nested loop (Q4_0 and Q8_0 have a group per
-    // block).
     // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
     let mut walk = unsafe { ScaleWalk::new(scales, bps, b0, b1) };
     // The scales are a second stream (a ninth of Q4_0's bytes): prefetched as far ahead, in
     // blocks, as the codes. (At the 35 to 45 GB/s this machine read while it was measured,
     // every 4-bit and 8-bit format was at the floor with or without it.)
-    let (sp, group_bytes) = match scales {
-        Scales::F16(s) => (s.as_ptr().cast::<u8>(), 2 * ROWS),
-        Scales::F32(s) => (s.as_ptr().cast::<u8>(), 4 * ROWS),
+    let sp = scales.map(|s| match s {
+        Scales::F16(s) => s.as_ptr().cast::<u8>(),
+        Scales::F32(s) => s.as_ptr().cast::<u8>(),
+    });
+    let group_bytes = match scales[0] {
+        Scales::F16(_) => 2 * ROWS,
+        Scales::F32(_) => 4 * ROWS,
     };
     let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes;
     for b in b0..b1 {
         // SAFETY: the blocks are visited in order, from b0, below b1.
         let sw = unsafe { walk.at(b) };
-        // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
-        // inside each row's codes (nb * 32 long).
-        let wb = cp.wrapping_add(64 * D::chunk(b));
+        // b < nb: the block's chunks lie inside each panel's codes (asserted above) and its
+        // 32 codes inside each row's codes (nb * 32 long).
+        let wb = cp.map(|c| c.wrapping_add(64 * D::chunk(b)));
         // Prefetch the codes PREFETCH_BYTES ahead, each line once, and the scales (hints: any
         // address is allowed).
-        for l in 0..D::LINES {
-            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(64 * (D::LINES * b + l) + PREFETCH_BYTES).cast());
+        for q in 0..P {
+            for l in 0..D::LINES {
+                _mm_prefetch::<_MM_HINT_T0>(cp[q].wrapping_add(64 * (D::LINES * b + l) + PREFETCH_BYTES).cast());
+            }
+            _mm_prefetch::<_MM_HINT_T0>(sp[q].wrapping_add(walk.g * group_bytes + scales_ahead).cast());
         }
-        _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(walk.g * group_bytes + scales_ahead).cast());
         // The group's block b: R rows of 32 codes, then R scales and corrections (interleaved).
         let x: [*const i8; R] = std::array::from_fn(|r| qp.wrapping_add(32 * (R * b + r)));
         // SAFETY: R * b + r < R * nb = grp.neg.len() (asserted above).
         let neg: [i32; R] = std::array::from_fn(|r| unsafe { np.add(R * b + r).read() });
-        // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
-        // (above).
-        let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+        // SAFETY: each `wb[q]` points at the block's D::CHUNKS chunks and each x[r] at 32
+        // codes (above).
+        let dots = unsafe { D::dots::<R, P>(wb, b, x, neg) };
         for r in 0..R {
             // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
             // SAFETY: R * b + r < R * nb = grp.d.len() (asserted above).
-            let d = unsafe { dp.add(R * b + r).read() };
-            let isum = _mm512_cvtepi32_ps(dots[r]);
-            let term = if D::NF4 {
-                _mm512_mul_ps(sw, _mm512_mul_ps(_mm512_set1_ps(d), isum))
-            } else {
-                _mm512_mul_ps(isum, _mm512_mul_ps(sw, _mm512_set1_ps(d)))
-            };
-            accf[r] = _mm512_add_ps(accf[r], term);
+            let d = _mm512_set1_ps(unsafe { dp.add(R * b + r).read() });
+            for q in 0..P {
+                let isum = _mm512_cvtepi32_ps(dots[q][r]);
+                let term = if D::NF4 {
+                    _mm512_mul_ps(sw[q], _mm512_mul_ps(d, isum))
+                } else {
+                    _mm512_mul_ps(isum, _mm512_mul_ps(sw[q], d))
+                };
+                accf[r][q] = _mm512_add_ps(accf[r][q], term);
+            }
         }
     }
-    for (o, a) in acc.chunks_exact_mut(ROWS).zip(accf) {
+    for (o, a) in acc.chunks_exact_mut(ROWS).zip(accf.into_iter().flatten()) {
         // SAFETY: `o` has 16 f32.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
     }
@@ -429,39 +505,39 @@ const PREFETCH: usize = 8;
 const PREFETCH_BYTES: usize = 8192;
 
 /// Blocks per pass when more than 6 activation rows share a panel: the panel's codes for
-/// these blocks (16 KiB of Q4_0, 32 KiB of Q8_0) stay in L1/L2 while every group of rows
-/// passes over them.
+/// these blocks (16 KiB of Q4_0, 32 KiB of Q8_0; a pair of 8-bit panels takes half as many)
+/// stay in L1/L2 while every group of rows passes over them.
 const K_BLOCKS: usize = 64;
 
-/// The ranges of blocks a panel is passed over for `m` activation rows: all `nb` blocks at
-/// once for up to 6 rows (one group), else [`K_BLOCKS`] at a time.
-fn block_ranges(m: usize, nb: usize) -> impl Iterator<Item = (usize, usize)> {
-    let step = if m > 6 { K_BLOCKS } else { nb.max(1) };
+/// The ranges of blocks `P` panels are passed over for `m` activation rows: all `nb` blocks
+/// at once for up to 6 rows (one group), else [`K_BLOCKS`]` / P` at a time.
+fn block_ranges<const P: usize>(m: usize, nb: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = if m > 6 { K_BLOCKS / P } else { nb.max(1) };
     (0..nb).step_by(step).map(move |b0| (b0, nb.min(b0 + step)))
 }
 
-/// Panel `p` against every activation row (in the groups of [`row_groups`], over the ranges
-/// of [`block_ranges`]), written to `y[16 i + j]`.
+/// Panels `p .. p + P` against every activation row (in the groups of [`row_groups`], over
+/// the ranges of [`block_ranges`]), written to `y[16 (P i + q) + j]`.
 ///
 /// # Safety
-/// As [`panel_rows`] for every row of `act`; `y.len() >= 16 * m`.
+/// As [`panel_rows`] for every row of `act`; `y.len() >= 16 * P * m`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
+unsafe fn panel_all<D: Dot, const P: usize>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     let m = act.a.rows;
-    let acc = &mut y[..m * ROWS];
+    let acc = &mut y[..m * P * ROWS];
     acc.fill(0.0);
-    for range in block_ranges(m, w.nb) {
+    for range in block_ranges::<P>(m, w.nb) {
         for grp in &act.groups {
-            let a = &mut acc[grp.row0 * ROWS..];
+            let a = &mut acc[grp.row0 * P * ROWS..];
             // SAFETY: forwarded from the caller; the group's rows exist and `a` holds as many
             // accumulators.
             unsafe {
                 match grp.rows {
-                    6 => panel_rows::<D, 6>(w, p, act, grp, range, a),
-                    4 => panel_rows::<D, 4>(w, p, act, grp, range, a),
-                    3 => panel_rows::<D, 3>(w, p, act, grp, range, a),
-                    2 => panel_rows::<D, 2>(w, p, act, grp, range, a),
-                    _ => panel_rows::<D, 1>(w, p, act, grp, range, a),
+                    6 => panel_rows::<D, 6, P>(w, p, act, grp, range, a),
+                    4 => panel_rows::<D, 4, P>(w, p, act, grp, range, a),
+                    3 => panel_rows::<D, 3, P>(w, p, act, grp, range, a),
+                    2 => panel_rows::<D, 2, P>(w, p, act, grp, range, a),
+                    _ => panel_rows::<D, 1, P>(w, p, act, grp, range, a),
                 }
             }
         }
@@ -473,27 +549,51 @@ unsafe fn panel_all<D: Dot>(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [
     }
 }
 
-/// Panel `p` of `w` against every row of `act`; the caller ([`super::panels::panel`])
-/// has checked the shapes and that `w` is laid out for [`Isa::Avx512Vnni`] on a CPU that
-/// runs it.
-pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
-    panel_with(w, p, act, y, super::x86::avx512_vbmi());
+/// Panels one call of [`panel`] covers for `m` activation rows: two for the 8-bit kernels past
+/// 6 rows (they share each activation broadcast, see [`S8`]), else one. (At M <= 6 the
+/// codes are read once from memory, and one panel's two chains per row hide more latency.)
+pub(super) fn panels_per_call(kind: Kind, m: usize) -> usize {
+    match kind {
+        Kind::Q8_0 | Kind::Int8 { .. } if m > 6 => 2,
+        _ => 1,
+    }
+}
+
+/// Call `u` over `w` ([`panels_per_call`] panels from `u` times as many) against every row of
+/// `act`, written to `y[16 (span i + q) + j]`, zero for panels past the matrix; the caller
+/// ([`super::panels::panel`]) has checked the shapes and that `w` is laid out for
+/// [`Isa::Avx512Vnni`] on a CPU that runs it.
+pub(super) fn panel(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32]) {
+    panel_with(w, u, act, y, super::x86::avx512_vbmi());
 }
 
 /// [`panel`], using AVX-512 VBMI where `vbmi` says so (the tests run both).
-fn panel_with(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bool) {
-    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_vnni() && y.len() >= ROWS * act.a.rows);
+fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bool) {
+    let m = act.a.rows;
+    let span = panels_per_call(w.kind, m);
+    let (p, panels) = (u * span, w.n.div_ceil(ROWS));
+    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_vnni() && y.len() >= span * ROWS * m && p < panels);
     assert!(!vbmi || super::x86::avx512_vbmi());
-    // SAFETY: AVX-512 F/BW and VNNI were detected and `y` holds 16 outputs per activation row
-    // (asserted above); the caller asserted the shapes, the panel and the activations'
-    // preparation.
+    // SAFETY: AVX-512 F/BW and VNNI were detected, the panels exist and `y` holds 16 outputs
+    // per panel and activation row (asserted above); the caller asserted the shapes and the
+    // activations' preparation.
     unsafe {
         match w.kind {
-            Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
-            Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
-            Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-            Kind::Nf4 { .. } if vbmi => panel_all::<Nf4<true>>(w, p, act, y),
-            Kind::Nf4 { .. } => panel_all::<Nf4<false>>(w, p, act, y),
+            Kind::Q4_0 => panel_all::<Q4, 1>(w, p, act, y),
+            Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } if p + 1 < panels => panel_all::<S8, 2>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } => {
+                // An odd last panel: alone, spread to the pair's layout.
+                let mut one = vec![0.0f32; ROWS * m];
+                panel_all::<S8, 1>(w, p, act, &mut one);
+                for (dst, src) in y.chunks_exact_mut(2 * ROWS).zip(one.chunks_exact(ROWS)) {
+                    dst[..ROWS].copy_from_slice(src);
+                    dst[ROWS..].fill(0.0);
+                }
+            }
+            Kind::Nf4 { .. } if vbmi => panel_all::<Nf4<true>, 1>(w, p, act, y),
+            Kind::Nf4 { .. } => panel_all::<Nf4<false>, 1>(w, p, act, y),
             Kind::Fp8 { .. } => unreachable!("FP8 runs fp8_panel, on f32 activations"),
         }
     }
@@ -597,10 +697,10 @@ unsafe fn fp8_rows<const E5M2: bool, const SPECIAL: bool, const R: usize>(
         return;
     }
     // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
-    let mut walk = unsafe { ScaleWalk::new(scales, bps, b0, b1) };
+    let mut walk = unsafe { ScaleWalk::new([scales], bps, b0, b1) };
     for b in b0..b1 {
         // SAFETY: the blocks are visited in order, from b0, below b1.
-        let sw = unsafe { walk.at(b) };
+        let [sw] = unsafe { walk.at(b) };
         for c in 0..8 {
             // SAFETY: chunk 8b + c of the panel lies inside `codes` (b < b1, asserted).
             let v = unsafe { _mm512_loadu_si512(cp.add(64 * (8 * b + c)).cast()) };
@@ -649,7 +749,7 @@ unsafe fn fp8_all<const E5M2: bool, const SPECIAL: bool>(
 ) {
     let acc = &mut y[..m * ROWS];
     acc.fill(0.0);
-    for range in block_ranges(m, w.nb) {
+    for range in block_ranges::<1>(m, w.nb) {
         for (i0, rows) in row_groups(m) {
             let a = &mut acc[i0 * ROWS..];
             // SAFETY: forwarded from the caller; rows i0 .. i0 + rows exist and `a` holds
@@ -868,10 +968,10 @@ unsafe fn fp8_bf16_rows<const R: usize>(
     let cp = codes.as_ptr();
     let low_byte = _mm512_set1_epi16(0xFF);
     // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
-    let mut walk = unsafe { ScaleWalk::new(w.panel_scales(p), bps, b0, b1) };
+    let mut walk = unsafe { ScaleWalk::new([w.panel_scales(p)], bps, b0, b1) };
     for b in b0..b1 {
         // SAFETY: the blocks are visited in order, from b0, below b1.
-        let sw = unsafe { walk.at(b) };
+        let [sw] = unsafe { walk.at(b) };
         for c in 0..8 {
             // SAFETY: chunk 8b + c of the panel lies inside `codes` (b < b1, asserted).
             let v = unsafe { _mm512_loadu_si512(cp.add(64 * (8 * b + c)).cast()) };
@@ -939,7 +1039,7 @@ unsafe fn fp8_bf16_all(w: &Packed, p: usize, table: &[[u16; 32]; 4], a: &Bf16Act
     let t: [__m512i; 4] = unsafe { std::mem::transmute(*table) };
     acc.fill(0.0);
     let m = a.m;
-    for range in block_ranges(m, w.nb) {
+    for range in block_ranges::<1>(m, w.nb) {
         for (i0, rows) in row_groups(m) {
             let part = &mut acc[i0 * ROWS..];
             // SAFETY: forwarded from the caller; rows i0 .. i0 + rows exist and `part` holds

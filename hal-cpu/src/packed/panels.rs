@@ -37,15 +37,20 @@ pub(super) fn run(
     Ok(())
 }
 
-/// Runs `panel(p, y, tile)` for every panel of `w` on the pool (the caller taking part, see
-/// [`crate::pool`]), `y` holding the panel's
-/// outputs as `y[rows * i + j]`, and copies them into `out` (`[m, N]`). Each task owns the
+/// Runs `panel(p, y, tile)` for every span `p` of `pr` weight rows of `w` (a panel, or what
+/// one kernel call covers) on the pool (the caller taking part, see [`crate::pool`]), `y`
+/// holding the span's outputs as `y[pr * i + j]`, and copies them into `out` (`[m, N]`). Each task owns the
 /// columns `c * per_task ..` of every output row: the rows split into disjoint slices, so the
 /// results go straight to `out`, without a transposed copy.
-fn for_each_panel(w: &Packed, m: usize, out: &mut [f32], panel: impl Fn(usize, &mut [f32], &mut Tile) + Sync) {
+fn for_each_panel(
+    w: &Packed,
+    m: usize,
+    pr: usize,
+    out: &mut [f32],
+    panel: impl Fn(usize, &mut [f32], &mut Tile) + Sync,
+) {
     let n = w.n;
     let threads = rayon::current_num_threads().max(1);
-    let pr = w.isa.rows();
     let per_task = n.div_ceil(threads * 4).next_multiple_of(pr).max(pr);
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per_task)).map(|_| Vec::with_capacity(m)).collect();
     for row in out.chunks_mut(n) {
@@ -97,7 +102,7 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
                         .chain(std::iter::repeat_n(0.0, stride - k))
                 })
                 .collect();
-            for_each_panel(w, m, out, |p, y, _| {
+            for_each_panel(w, m, w.isa.rows(), out, |p, y, _| {
                 kernels::x86_packed512::fp8_bf16_panel(w, p, &act, y);
                 for (e, &i) in exact.iter().enumerate() {
                     let row = &padded[e * stride..(e + 1) * stride];
@@ -119,7 +124,7 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
                 .collect();
             &padded[..]
         };
-        for_each_panel(w, m, out, |p, y, _| {
+        for_each_panel(w, m, w.isa.rows(), out, |p, y, _| {
             kernels::x86_packed512::fp8_panel(w, p, xs, stride, m, y);
         });
         return;
@@ -149,19 +154,23 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
         ActivationPrecision::Int8 => {
             let a = ActQ8::quantize(x, m, k);
             let act = panels::PackedAct::new(w, &a);
-            let pr = w.isa.rows();
+            let pr = panels::call_rows(w, m);
             let any_bad = a.non_finite.contains(&true);
-            for_each_panel(w, m, out, |p, y, tile| {
-                panels::panel(w, p, &act, y);
-                // Rows with NaN or infinities take the exact path, as everywhere.
+            for_each_panel(w, m, pr, out, |u, y, tile| {
+                panels::panel(w, u, &act, y);
+                // Rows with NaN or infinities take the exact path, as everywhere, one panel
+                // of weight rows at a time.
                 if any_bad {
-                    let cols = pr.min(n - p * pr);
-                    let mut yt = vec![0.0f32; cols * m];
-                    let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
-                    tile.exact(w, p * pr, cols, x, m, rows, &mut yt);
-                    for (i, _) in a.non_finite.iter().enumerate().filter(|(_, &bad)| bad) {
-                        for j in 0..cols {
-                            y[pr * i + j] = yt[j * m + i];
+                    let (n0, cols) = (u * pr, pr.min(n - u * pr));
+                    for c0 in (0..cols).step_by(w.isa.rows()) {
+                        let c = w.isa.rows().min(cols - c0);
+                        let mut yt = vec![0.0f32; c * m];
+                        let rows = a.non_finite.iter().enumerate().map(|(i, &bad)| (i, bad));
+                        tile.exact(w, n0 + c0, c, x, m, rows, &mut yt);
+                        for (i, _) in a.non_finite.iter().enumerate().filter(|(_, &bad)| bad) {
+                            for j in 0..c {
+                                y[pr * i + c0 + j] = yt[j * m + i];
+                            }
                         }
                     }
                 }

@@ -241,6 +241,9 @@ fn panel_and_block_edges() {
             check_case(format, m, n, k, &[], seed);
         }
         check_case(format, 6, 13, 288, &[0, 5], seed + 100);
+        // Past 6 rows with more blocks than one pass takes (the 8-bit kernels pair panels,
+        // here 3 panels: a pair and an odd one), and rows that take the exact path.
+        check_case(format, 9, 40, 75 * 32, &[1, 8], seed + 200);
     }
 }
 
