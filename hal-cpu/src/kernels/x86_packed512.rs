@@ -270,10 +270,13 @@ impl Dot for Tq2 {
 /// and the loop's bookkeeping per `vpdpbusd`: 2 to 9 % faster at M = 128 on 4096 x 4096
 /// (Q8_0, hot, 6 of 6 alternating runs against one panel per pass on the Zen 5 VM).
 ///
-/// What bounds these kernels is the f32 scaling of each block's sums, not the loads: in a
-/// loop of this one's `vpdpbusd`s, loads and broadcasts, 8.6 G `vpdpbusd`/s ran per core;
-/// with the scaling's two `vmulps` per row and panel (`(s_w · d_x) · isum`, which share the
-/// multiplier ports), 6.2 G; with one `vfmadd` instead, 7.5 G.
+/// What bounds these kernels is the f32 scaling of each block's sums, not the loads. In a
+/// one-off loop on the Zen 5 VM (not kept in the benches) of this one's `vpdpbusd`s, loads
+/// and broadcasts, 8.6 G `vpdpbusd`/s ran per core; adding the scaling as done here (per row
+/// and panel a `vcvtdq2ps`, two `vmulps` for `(s_w · d_x) · isum`, which share the multiplier
+/// ports, and a `vaddps`), 6.2 G; with the product and the sum fused (`vmulps` + `vfmadd`),
+/// 6.8 G. In this kernel the fused form was only 1 to 3 % faster, not worth the bit-identity
+/// with the generic kernel.
 struct S8;
 impl Dot for S8 {
     const CHUNKS: usize = 8;
