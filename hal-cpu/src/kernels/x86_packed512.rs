@@ -661,9 +661,11 @@ fn fp8_values<const T: u32, const E5M2: bool, const SPECIAL: bool>(v: __m512i, s
 }
 
 /// Blocks `b0 .. b1` of FP8 panel `p` against the f32 activation rows `row0 .. row0 + R` of
-/// `x` (rows of `stride >= 32 * b1` values), added to `acc[16 r + j]`. For one or two rows,
-/// each row keeps 4 accumulators (one per code of a lane), so that one row is not held up by
-/// the latency of a single FMA chain.
+/// `x` (rows of `stride >= 32 * b1` values), added to `acc[16 r + j]`. Each row keeps two
+/// accumulators (the even and the odd codes of a lane), so that one row is not held up by
+/// the latency of a single FMA chain, and sums them into its total every [`K_BLOCKS`] blocks:
+/// a row's result does not depend on how many rows share its pass, nor on the ranges
+/// `b0 .. b1` the blocks are passed in, as long as they start at multiples of [`K_BLOCKS`].
 ///
 /// # Safety
 /// AVX-512 F is available; `p` is a panel of `w`, an FP8 layout for [`Isa::Avx512Vnni`] of
@@ -688,17 +690,17 @@ unsafe fn fp8_rows<const E5M2: bool, const SPECIAL: bool, const R: usize>(
     assert!(codes.len() >= 64 * 8 * b1);
     let scales = w.panel_scales(p);
     let bps = w.kind.blocks_per_scale(nb);
-    let split = R <= 2;
     let xs: [*const f32; R] = std::array::from_fn(|r| x[(row0 + r) * stride..].as_ptr());
-    let mut a = [[_mm512_setzero_ps(); R]; 4];
-    for (r, a0) in a[0].iter_mut().enumerate() {
-        // SAFETY: acc holds R rows of 16 f32 (asserted above).
-        *a0 = unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) };
-    }
-    let cp = codes.as_ptr();
     if b0 == b1 {
         return;
     }
+    let mut sum = [_mm512_setzero_ps(); R];
+    for (r, s) in sum.iter_mut().enumerate() {
+        // SAFETY: acc holds R rows of 16 f32 (asserted above).
+        *s = unsafe { _mm512_loadu_ps(acc.as_ptr().add(ROWS * r)) };
+    }
+    let mut a = [[_mm512_setzero_ps(); R]; 2];
+    let cp = codes.as_ptr();
     // SAFETY: b0 < b1 <= nb, so every group the walk reads is below `groups`.
     let mut walk = unsafe { ScaleWalk::new([scales], bps, b0, b1) };
     for b in b0..b1 {
@@ -715,23 +717,27 @@ unsafe fn fp8_rows<const E5M2: bool, const SPECIAL: bool, const R: usize>(
                 fp8_values::<3, E5M2, SPECIAL>(v, sw),
             ];
             for (t, wt) in wv.into_iter().enumerate() {
-                let slot = if split { t } else { 0 };
                 for r in 0..R {
                     // SAFETY: value 32b + 4c + t < 32 b1 <= stride lies in row row0 + r.
                     let xv = unsafe { xs[r].add(32 * b + 4 * c + t).read() };
-                    a[slot][r] = _mm512_fmadd_ps(wt, _mm512_set1_ps(xv), a[slot][r]);
+                    a[t % 2][r] = _mm512_fmadd_ps(wt, _mm512_set1_ps(xv), a[t % 2][r]);
                 }
+            }
+        }
+        // Each run of K_BLOCKS blocks is summed on its own and added: the same additions
+        // whether the caller passes over the blocks at once or K_BLOCKS at a time.
+        let end = b + 1;
+        if end.is_multiple_of(K_BLOCKS) || end == b1 {
+            for r in 0..R {
+                sum[r] = _mm512_add_ps(sum[r], _mm512_add_ps(a[0][r], a[1][r]));
+                a[0][r] = _mm512_setzero_ps();
+                a[1][r] = _mm512_setzero_ps();
             }
         }
     }
     for (r, o) in acc.chunks_exact_mut(ROWS).take(R).enumerate() {
-        let s = if split {
-            _mm512_add_ps(_mm512_add_ps(a[0][r], a[1][r]), _mm512_add_ps(a[2][r], a[3][r]))
-        } else {
-            a[0][r]
-        };
         // SAFETY: `o` holds 16 f32.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), s) };
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), sum[r]) };
     }
 }
 

@@ -3,7 +3,7 @@
 //! and against `matmul_with` of the best set where they run its exact kernels.
 
 use aihal_core::CoreError;
-use aihal_quantize::{QuantFormat, QuantizedTensor};
+use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use proptest::prelude::*;
 
 use super::{matmul_packed, matmul_packed_into, PackedWeights};
@@ -514,6 +514,35 @@ fn packed_fp8_decodes_every_code_like_the_exact_kernels() {
             assert_close(&format!("{format} m={m}"), &got, &want, &bound);
             let back = packed.to_quantized();
             assert_eq!((back.data(), back.scales()), (w.data(), w.scales()));
+        }
+    }
+}
+
+/// On the exact path too, FP8's packed kernel gives a row the same result alone as beside
+/// others: passes of 6, 4, 3, 2 and 1 rows, at once over the blocks (up to 6 rows) or 64
+/// blocks at a time (7 rows and more), add the same sums.
+#[test]
+fn packed_fp8_exact_rows_do_not_depend_on_the_rows_beside_them() {
+    let mut rng = Rng::new(29);
+    for format in [
+        QuantFormat::Fp8E4M3 { block_size: None },
+        QuantFormat::Fp8E5M2 { block_size: Some(32) },
+    ] {
+        let (n, k) = (20, 130 * 32 + 7);
+        let w = quantize(format, &rng.vec(n * k, -1.0, 1.0), &[n, k]).unwrap();
+        let packed = PackedWeights::new(&w).unwrap();
+        if !packed.is_packed() {
+            continue;
+        }
+        let x = rng.vec(9 * k, -1.0, 1.0);
+        let alone: Vec<Vec<f32>> = (0..9)
+            .map(|i| matmul_packed(x[i * k..(i + 1) * k].into(), 1, &packed, MatmulOptions::exact()).unwrap())
+            .collect();
+        for m in [2, 3, 4, 5, 6, 7, 9] {
+            let got = matmul_packed(x[..m * k].into(), m, &packed, MatmulOptions::exact()).unwrap();
+            for (i, row) in alone.iter().take(m).enumerate() {
+                assert_same(&format!("{format} m={m} row {i}"), &got[i * n..(i + 1) * n], row);
+            }
         }
     }
 }
