@@ -445,9 +445,17 @@ pub fn attention(
         kv_len,
         scale,
     };
-    out.par_chunks_mut(d)
+    // A task takes the query heads of one row that share a key/value head (each key and value
+    // row is then read once for all of them), halved while that would leave fewer than two
+    // tasks per thread (a decode step over few key/value heads).
+    let threads = rayon::current_num_threads().max(1);
+    let mut heads = group;
+    while heads % 2 == 0 && q_len * n_heads / heads < 2 * threads {
+        heads /= 2;
+    }
+    out.par_chunks_mut(heads * d)
         .enumerate()
-        .for_each(|(th, o)| attend_best(o, th, q, k, v, geometry));
+        .for_each(|(c, o)| attend_best(o, c * heads, q, k, v, geometry));
     Ok(out)
 }
 
@@ -463,25 +471,39 @@ struct Geometry {
     scale: f32,
 }
 
-/// The output `o` of query row and head `th` (`t * n_heads + h`).
+/// The outputs `o` (`o.len() / d` heads) of query row `t` and heads `h ..` (where
+/// `th = t * n_heads + h`), all of the same key/value head. Each head's sums are those of one
+/// head alone, in the same order: the heads only share the reads of the key and value rows.
 // Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
 #[allow(clippy::inline_always)]
 #[inline(always)]
 fn attend(o: &mut [f32], th: usize, q: &[f32], k: &[f32], v: &[f32], g: Geometry) {
     let (t, h) = (th / g.n_heads, th % g.n_heads);
     let (d, n_kv_heads) = (g.d, g.n_kv_heads);
+    let heads = o.len() / d;
     let kvh = h / g.group;
+    debug_assert!(heads >= 1 && (h + heads - 1) / g.group == kvh);
     let visible = g.kv_len - g.q_len + t + 1;
-    let qv = &q[th * d..(th + 1) * d];
-    let scores: Vec<f32> = (0..visible)
-        .map(|j| dot(qv, &k[(j * n_kv_heads + kvh) * d..][..d]) * g.scale)
-        .collect();
-    let mut probs = vec![0.0f32; visible];
-    softmax_row(&scores, &mut probs);
-    for (j, &p) in probs.iter().enumerate() {
+    let qs = &q[th * d..(th + heads) * d];
+    // scores[e * visible + j]: head h + e against key j.
+    let mut scores = vec![0.0f32; heads * visible];
+    for j in 0..visible {
+        let kr = &k[(j * n_kv_heads + kvh) * d..][..d];
+        for (e, qv) in qs.chunks_exact(d).enumerate() {
+            scores[e * visible + j] = dot(qv, kr) * g.scale;
+        }
+    }
+    let mut probs = vec![0.0f32; heads * visible];
+    for (sr, pr) in scores.chunks_exact(visible).zip(probs.chunks_exact_mut(visible)) {
+        softmax_row(sr, pr);
+    }
+    for j in 0..visible {
         let vv = &v[(j * n_kv_heads + kvh) * d..][..d];
-        for (od, &vd) in o.iter_mut().zip(vv) {
-            *od += p * vd;
+        for (e, oe) in o.chunks_exact_mut(d).enumerate() {
+            let p = probs[e * visible + j];
+            for (od, &vd) in oe.iter_mut().zip(vv) {
+                *od += p * vd;
+            }
         }
     }
 }
@@ -606,6 +628,70 @@ mod tests {
         ];
         x.extend((0..=u32::MAX).step_by(65_537).map(f32::from_bits));
         x
+    }
+
+    /// Query heads that share a key/value head give, attended together, the bits each gives
+    /// alone; and `attention` gives the same bits whatever the thread count, which sets how
+    /// many heads a task takes.
+    #[test]
+    fn grouped_heads_give_the_bits_of_one_head() {
+        let mut s = 11u64;
+        let mut next = || {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let (d, heads, kv_heads, q_len, kv_len) = (24, 8, 2, 3, 17);
+        let q: Vec<f32> = (0..q_len * heads * d).map(|_| next()).collect();
+        let k: Vec<f32> = (0..kv_len * kv_heads * d).map(|_| next()).collect();
+        let v: Vec<f32> = (0..kv_len * kv_heads * d).map(|_| next()).collect();
+        let g = Geometry {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            group: heads / kv_heads,
+            d,
+            q_len,
+            kv_len,
+            scale: 0.3,
+        };
+        for t in 0..q_len {
+            for width in [2, 4] {
+                for h0 in (0..heads).step_by(width) {
+                    let th = t * heads + h0;
+                    let mut together = vec![0.0; width * d];
+                    attend(&mut together, th, &q, &k, &v, g);
+                    for e in 0..width {
+                        let mut alone = vec![0.0; d];
+                        attend(&mut alone, th + e, &q, &k, &v, g);
+                        assert_eq!(
+                            bits(&alone),
+                            bits(&together[e * d..(e + 1) * d]),
+                            "row {t} head {}",
+                            h0 + e
+                        );
+                    }
+                }
+            }
+        }
+        let shape = AttentionShape {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            head_dim: d,
+        };
+        let run = |threads: usize, q_len: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| attention(&q[..q_len * heads * d], &k, &v, kv_len, shape, None).unwrap())
+        };
+        for q_len in [1, 3] {
+            let want = run(1, q_len);
+            assert!(want.iter().all(|x| x.is_finite()) && want.iter().any(|&x| x != 0.0));
+            for threads in [2, 3, 8] {
+                assert_eq!(
+                    bits(&run(threads, q_len)),
+                    bits(&want),
+                    "{threads} threads, {q_len} queries"
+                );
+            }
+        }
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
