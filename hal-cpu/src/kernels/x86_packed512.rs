@@ -493,9 +493,12 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
             }
         }
     }
-    for (o, a) in acc.chunks_exact_mut(ROWS).zip(accf.into_iter().flatten()) {
-        // SAFETY: `o` has 16 f32.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
+    // (Indexed loops: a flattening iterator over the registers went through memory.)
+    for (r, row) in accf.iter().enumerate() {
+        for (q, a) in row.iter().enumerate() {
+            // SAFETY: acc holds R * P runs of 16 f32 (asserted above).
+            unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add(ROWS * (P * r + q)), *a) };
+        }
     }
 }
 
