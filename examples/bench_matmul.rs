@@ -132,10 +132,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bw / 1e9
     );
 
+    // N x K: a square projection, and Llama-7B's MLP both ways (up/gate 11008 x 4096, down
+    // 4096 x 11008), so that "4096 x 11008" is covered in either reading.
     let shapes: &[(usize, usize)] = if quick {
         &[(4096, 4096)]
     } else {
-        &[(4096, 4096), (11008, 4096)]
+        &[(4096, 4096), (11008, 4096), (4096, 11008)]
     };
     let arg = |key: &str| std::env::args().find_map(|a| a.strip_prefix(key).map(str::to_owned));
     let only_m: Option<usize> = arg("m=").map(|v| v.parse()).transpose()?;
