@@ -123,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "quick");
     let threads = rayon::current_num_threads();
     println!(
-        "aihal-cpu kernel set: {}, rayon threads: {threads}",
+        "aihal-cpu per-call kernel set: {} (the packed layouts are named on the packing lines below), rayon threads: {threads}",
         aihal_cpu::kernel_set_name()
     );
     let bw = dram_read_bandwidth();

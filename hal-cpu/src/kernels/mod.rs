@@ -170,7 +170,10 @@ pub(crate) fn fp8_bf16_here() -> bool {
 }
 
 /// The name of the kernel set chosen for this CPU at run time (`avx2+fma+f16c`, `neon`,
-/// `neon+dotprod`, `neon+fp16`, `neon+dotprod+fp16` or `generic`).
+/// `neon+dotprod`, `neon+fp16`, `neon+dotprod+fp16` or `generic`): the kernels of
+/// [`matmul_with`](crate::matmul_with) and the ops. Packed weights have their own layout per
+/// instruction set (AVX-512 VNNI where the CPU has it), which
+/// [`PackedWeights::layout_name`](crate::PackedWeights::layout_name) names.
 pub fn kernel_set_name() -> &'static str {
     best().name
 }
