@@ -126,8 +126,17 @@ const EXP_Q: [f32; 6] = [
 #[allow(clippy::inline_always)]
 #[inline(always)]
 pub(crate) fn exp8(x: [f32; 8]) -> [f32; 8] {
-    let mut y = [0.0f32; 8];
-    for l in 0..8 {
+    exp_lanes(x)
+}
+
+/// [`exp8`] in `N` lanes: each lane computed alone, so any `N` gives the same bits.
+// Inlined into each build (baseline, AVX2 + FMA, AVX-512): that is how it gets compiled for
+// each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn exp_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let mut y = [0.0f32; N];
+    for l in 0..N {
         // Comparisons with NaN are false: a NaN passes both clamps unchanged.
         let v = if x[l] < EXP_LO { EXP_LO } else { x[l] };
         let v = if v > EXP_HI { EXP_HI } else { v };
@@ -153,22 +162,69 @@ pub(crate) fn exp8(x: [f32; 8]) -> [f32; 8] {
 /// out-of-line call in the aarch64 build, and could in the AVX2 one (compiled for the
 /// baseline target there).
 macro_rules! map8 {
-    ($y:expr, $x:expr, $pad:expr, $f:ident) => {{
+    ($y:expr, $x:expr, $pad:expr, $f:ident) => {
+        map_lanes!($y, $x, $pad, $f, 8)
+    };
+}
+
+/// [`map8!`] `$n` lanes at a time, `$f` taking and giving `[f32; $n]`.
+macro_rules! map_lanes {
+    ($y:expr, $x:expr, $pad:expr, $f:ident, $n:expr) => {{
         let (y, x): (&mut [f32], &[f32]) = ($y, $x);
-        let whole = x.len() / 8 * 8;
+        let whole = x.len() / $n * $n;
         let (xc, xr) = x.split_at(whole);
         let (yc, yr) = y[..x.len()].split_at_mut(whole);
-        for (o, i) in yc.chunks_exact_mut(8).zip(xc.chunks_exact(8)) {
-            let mut a = [0.0f32; 8];
+        for (o, i) in yc.chunks_exact_mut($n).zip(xc.chunks_exact($n)) {
+            let mut a = [0.0f32; $n];
             a.copy_from_slice(i);
             o.copy_from_slice(&$f(a));
         }
         if !xr.is_empty() {
-            let mut a = [$pad; 8];
+            let mut a = [$pad; $n];
             a[..xr.len()].copy_from_slice(xr);
             yr.copy_from_slice(&$f(a)[..xr.len()]);
         }
     }};
+}
+
+/// Whether the AVX-512 builds of the elementwise ops run here (detected once).
+#[cfg(target_arch = "x86_64")]
+fn wide512() -> bool {
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    *WIDE.get_or_init(|| wide() && is_x86_feature_detected!("avx512f"))
+}
+
+/// For an elementwise op `$f8` (8 lanes) and `$f16` (the same in 16): `$wide` and `$wide512`,
+/// its AVX2 + FMA and AVX-512 builds, and `$best`, the widest the CPU runs. Each element is
+/// computed alone, so the three give the same bits (tested).
+macro_rules! elementwise {
+    ($f8:ident, $f16:ident, $wide:ident, $wide512:ident, $best:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $wide(y: &mut [f32], x: &[f32]) {
+            $f8(y, x)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $wide512(y: &mut [f32], x: &[f32]) {
+            $f16(y, x)
+        }
+
+        fn $best(y: &mut [f32], x: &[f32]) {
+            #[cfg(target_arch = "x86_64")]
+            if wide512() {
+                // SAFETY: AVX-512 F, AVX2 and FMA were detected (`wide512`).
+                return unsafe { $wide512(y, x) };
+            }
+            #[cfg(target_arch = "x86_64")]
+            if wide() {
+                // SAFETY: AVX2 and FMA were detected (`wide`).
+                return unsafe { $wide(y, x) };
+            }
+            $f8(y, x)
+        }
+    };
 }
 
 /// RMSNorm, as [`reference::rms_norm`].
@@ -329,26 +385,34 @@ pub fn silu(x: &[f32]) -> Vec<f32> {
 #[allow(clippy::inline_always)]
 #[inline(always)]
 fn silu_into(y: &mut [f32], x: &[f32]) {
-    map8!(y, x, 0.0, silu8);
+    map8!(y, x, 0.0, silu_lanes);
 }
 
-/// `x / (1 + exp(-x))` in eight lanes.
-// Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
+/// SiLU of `x` into `y`, 16 lanes at a time (the AVX-512 build).
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::inline_always)]
 #[inline(always)]
-fn silu8(x: [f32; 8]) -> [f32; 8] {
-    let mut m = [0.0f32; 8];
-    for l in 0..8 {
+fn silu_into16(y: &mut [f32], x: &[f32]) {
+    map_lanes!(y, x, 0.0, silu_lanes, 16);
+}
+
+/// `x / (1 + exp(-x))` in `N` lanes.
+// Inlined into each build: that is how it gets compiled for each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn silu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let mut m = [0.0f32; N];
+    for l in 0..N {
         m[l] = -x[l];
     }
-    let e = exp8(m);
-    let mut y = [0.0f32; 8];
-    for l in 0..8 {
+    let e = exp_lanes(m);
+    let mut y = [0.0f32; N];
+    for l in 0..N {
         y[l] = x[l] / (1.0 + e[l]);
     }
     y
 }
-with_avx2!(silu_into, silu_into_avx2, silu_into_best, (y: &mut [f32], x: &[f32]));
+elementwise!(silu_into, silu_into16, silu_into_avx2, silu_into_avx512, silu_into_best);
 
 /// GELU (tanh approximation), as [`reference::gelu`], in parallel: computed as
 /// `x / (1 + exp(-2u))` with `u = √(2/π) (x + 0.044715 x³)` and `exp8`, which equals
@@ -366,28 +430,36 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
 #[allow(clippy::inline_always)]
 #[inline(always)]
 fn gelu_into(y: &mut [f32], x: &[f32]) {
-    map8!(y, x, 0.0, gelu8);
+    map8!(y, x, 0.0, gelu_lanes);
 }
 
-/// `x / (1 + exp(-2u))`, `u = √(2/π) (x + 0.044715 x³)`, in eight lanes.
-// Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
+/// GELU of `x` into `y`, 16 lanes at a time (the AVX-512 build).
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::inline_always)]
 #[inline(always)]
-fn gelu8(x: [f32; 8]) -> [f32; 8] {
+fn gelu_into16(y: &mut [f32], x: &[f32]) {
+    map_lanes!(y, x, 0.0, gelu_lanes, 16);
+}
+
+/// `x / (1 + exp(-2u))`, `u = √(2/π) (x + 0.044715 x³)`, in `N` lanes.
+// Inlined into each build: that is how it gets compiled for each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn gelu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
     // `-2 √(2/π)`: the reference's f32 constant doubled (exact), so `-2u` rounds as `u` does.
     const MINUS_2_SQRT_2_OVER_PI: f32 = -2.0 * 0.797_884_6;
-    let mut m = [0.0f32; 8];
-    for l in 0..8 {
+    let mut m = [0.0f32; N];
+    for l in 0..N {
         m[l] = MINUS_2_SQRT_2_OVER_PI * (x[l] + 0.044_715 * x[l] * x[l] * x[l]);
     }
-    let e = exp8(m);
-    let mut y = [0.0f32; 8];
-    for l in 0..8 {
+    let e = exp_lanes(m);
+    let mut y = [0.0f32; N];
+    for l in 0..N {
         y[l] = x[l] / (1.0 + e[l]);
     }
     y
 }
-with_avx2!(gelu_into, gelu_into_avx2, gelu_into_best, (y: &mut [f32], x: &[f32]));
+elementwise!(gelu_into, gelu_into16, gelu_into_avx2, gelu_into_avx512, gelu_into_best);
 
 /// Rotary embedding, as [`reference::rope`]: the sine/cosine table is computed once per
 /// position, tokens in parallel.
@@ -513,6 +585,15 @@ with_avx2!(attend, attend_avx2, attend_best, (o: &mut [f32], th: usize, q: &[f32
 mod tests {
     use super::*;
 
+    /// An elementwise op: its name, its baseline build, its AVX2 and its AVX-512 builds.
+    #[cfg(target_arch = "x86_64")]
+    type Builds = (
+        &'static str,
+        fn(&mut [f32], &[f32]),
+        unsafe fn(&mut [f32], &[f32]),
+        unsafe fn(&mut [f32], &[f32]),
+    );
+
     /// The AVX2 builds give the bits of the baseline build (where the CPU runs them).
     #[test]
     fn wide_builds_give_the_same_bits() {
@@ -563,20 +644,30 @@ mod tests {
             }
             // The exp-based ops, over the specials and all exponents (and partial chunks).
             let all = exp_inputs();
-            for x in [&all[..], &all[..13]] {
-                let (mut y1, mut y2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-                exp_into(&mut y1, x);
-                // SAFETY: as above.
-                unsafe { exp_into_avx2(&mut y2, x) };
-                assert_eq!(bits(&y1), bits(&y2), "exp");
-                silu_into(&mut y1, x);
-                // SAFETY: as above.
-                unsafe { silu_into_avx2(&mut y2, x) };
-                assert_eq!(bits(&y1), bits(&y2), "silu");
-                gelu_into(&mut y1, x);
-                // SAFETY: as above.
-                unsafe { gelu_into_avx2(&mut y2, x) };
-                assert_eq!(bits(&y1), bits(&y2), "gelu");
+            // With AVX-512, its 16-lane builds too (lengths 13 and 29: a partial chunk of
+            // 16 lanes, and one past a whole one).
+            let ops: [Builds; 3] = [
+                ("exp", exp_into, exp_into_avx2, exp_into_avx512),
+                ("silu", silu_into, silu_into_avx2, silu_into_avx512),
+                ("gelu", gelu_into, gelu_into_avx2, gelu_into_avx512),
+            ];
+            for x in [&all[..], &all[..13], &all[..29]] {
+                for (name, base, avx2, avx512) in ops {
+                    let (mut y1, mut y2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                    base(&mut y1, x);
+                    // SAFETY: as above.
+                    unsafe { avx2(&mut y2, x) };
+                    assert_eq!(bits(&y1), bits(&y2), "{name}, AVX2");
+                    if wide512() {
+                        y2.fill(0.0);
+                        // SAFETY: `wide512()` said AVX-512 F, AVX2 and FMA run here.
+                        unsafe { avx512(&mut y2, x) };
+                        assert_eq!(bits(&y1), bits(&y2), "{name}, AVX-512");
+                    }
+                }
+            }
+            if !wide512() {
+                eprintln!("aihal-cpu: no AVX-512 F here: the 16-lane builds of the ops were not tested");
             }
             // Softmax rows of 19 (two chunks and a tail) with the specials among the values.
             let mut x: Vec<f32> = (0..19 * 40).map(|_| next() * 30.0).collect();
@@ -600,7 +691,13 @@ mod tests {
     fn exp_into(y: &mut [f32], x: &[f32]) {
         map8!(y, x, 0.0, exp8);
     }
-    with_avx2!(exp_into, exp_into_avx2, exp_into_best, (y: &mut [f32], x: &[f32]));
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn exp_into16(y: &mut [f32], x: &[f32]) {
+        map_lanes!(y, x, 0.0, exp_lanes, 16);
+    }
+    elementwise!(exp_into, exp_into16, exp_into_avx2, exp_into_avx512, exp_into_best);
 
     /// Inputs for the exp-based ops: the specials, tiny and huge values, the overflow and
     /// underflow edges, and every 65537th bit pattern (all exponents, both signs).
