@@ -621,19 +621,8 @@ mod tests {
             // SAFETY: as above.
             unsafe { layer_rows_avx2(&mut y2, &x, dim, &w, Some(&b), 1e-5) };
             assert_eq!(bits(&y1), bits(&y2));
-            let (d, heads, kv_heads, q_len, kv_len) = (40, 4, 2, 3, 29);
-            let q: Vec<f32> = (0..q_len * heads * d).map(|_| next()).collect();
-            let k: Vec<f32> = (0..kv_len * kv_heads * d).map(|_| next()).collect();
-            let v: Vec<f32> = (0..kv_len * kv_heads * d).map(|_| next()).collect();
-            let g = Geometry {
-                n_heads: heads,
-                n_kv_heads: kv_heads,
-                group: heads / kv_heads,
-                d,
-                q_len,
-                kv_len,
-                scale: 0.2,
-            };
+            let (q, k, v, g) = attention_case(7, (40, 4, 2, 3, 29), 0.2);
+            let (d, heads, q_len) = (g.d, g.n_heads, g.q_len);
             for th in 0..q_len * heads {
                 let (mut o1, mut o2) = (vec![0.0; d], vec![0.0; d]);
                 attend(&mut o1, th, &q, &k, &v, g);
@@ -732,24 +721,8 @@ mod tests {
     /// many heads a task takes.
     #[test]
     fn grouped_heads_give_the_bits_of_one_head() {
-        let mut s = 11u64;
-        let mut next = || {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        };
-        let (d, heads, kv_heads, q_len, kv_len) = (24, 8, 2, 3, 17);
-        let q: Vec<f32> = (0..q_len * heads * d).map(|_| next()).collect();
-        let k: Vec<f32> = (0..kv_len * kv_heads * d).map(|_| next()).collect();
-        let v: Vec<f32> = (0..kv_len * kv_heads * d).map(|_| next()).collect();
-        let g = Geometry {
-            n_heads: heads,
-            n_kv_heads: kv_heads,
-            group: heads / kv_heads,
-            d,
-            q_len,
-            kv_len,
-            scale: 0.3,
-        };
+        let (q, k, v, g) = attention_case(11, (24, 8, 2, 3, 17), 0.3);
+        let (d, heads, kv_heads, q_len, kv_len) = (g.d, g.n_heads, g.n_kv_heads, g.q_len, g.kv_len);
         for t in 0..q_len {
             for width in [2, 4] {
                 for h0 in (0..heads).step_by(width) {
@@ -789,6 +762,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Queries, keys and values uniform in -1..1 (from `seed`) for the geometry
+    /// `(head_dim, heads, kv_heads, q_len, kv_len)` with `scale`.
+    fn attention_case(
+        seed: u64,
+        (d, n_heads, n_kv_heads, q_len, kv_len): (usize, usize, usize, usize, usize),
+        scale: f32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Geometry) {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let q: Vec<f32> = (0..q_len * n_heads * d).map(|_| next()).collect();
+        let k: Vec<f32> = (0..kv_len * n_kv_heads * d).map(|_| next()).collect();
+        let v: Vec<f32> = (0..kv_len * n_kv_heads * d).map(|_| next()).collect();
+        let g = Geometry {
+            n_heads,
+            n_kv_heads,
+            group: n_heads / n_kv_heads,
+            d,
+            q_len,
+            kv_len,
+            scale,
+        };
+        (q, k, v, g)
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
