@@ -405,6 +405,14 @@ fn silu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
     for l in 0..N {
         m[l] = -x[l];
     }
+    over_one_plus_exp(x, m)
+}
+
+/// `x / (1 + exp(m))` lane by lane: SiLU and GELU's last step.
+// Inlined into each build: that is how it gets compiled for each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn over_one_plus_exp<const N: usize>(x: [f32; N], m: [f32; N]) -> [f32; N] {
     let e = exp_lanes(m);
     let mut y = [0.0f32; N];
     for l in 0..N {
@@ -452,12 +460,7 @@ fn gelu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
     for l in 0..N {
         m[l] = MINUS_2_SQRT_2_OVER_PI * (x[l] + 0.044_715 * x[l] * x[l] * x[l]);
     }
-    let e = exp_lanes(m);
-    let mut y = [0.0f32; N];
-    for l in 0..N {
-        y[l] = x[l] / (1.0 + e[l]);
-    }
-    y
+    over_one_plus_exp(x, m)
 }
 elementwise!(gelu_into, gelu_into16, gelu_into_avx2, gelu_into_avx512, gelu_into_best);
 
