@@ -194,21 +194,28 @@ fn wide512() -> bool {
     *WIDE.get_or_init(|| wide() && is_x86_feature_detected!("avx512f"))
 }
 
-/// For an elementwise op `$f8` (8 lanes) and `$f16` (the same in 16): `$wide` and `$wide512`,
-/// its AVX2 + FMA and AVX-512 builds, and `$best`, the widest the CPU runs. Each element is
-/// computed alone, so the three give the same bits (tested).
+/// For an elementwise op given in lanes (`$lanes`, any `N`): `$base`, the op over a slice in
+/// 8 lanes (the baseline build), `$wide` and `$wide512`, its AVX2 + FMA (8 lanes) and AVX-512
+/// (16 lanes) builds, and `$best`, the widest the CPU runs. Each element is computed alone, so
+/// the three give the same bits (tested).
 macro_rules! elementwise {
-    ($f8:ident, $f16:ident, $wide:ident, $wide512:ident, $best:ident) => {
+    ($lanes:ident => $base:ident, $wide:ident, $wide512:ident, $best:ident) => {
+        #[allow(clippy::inline_always)]
+        #[inline(always)]
+        fn $base(y: &mut [f32], x: &[f32]) {
+            map8!(y, x, 0.0, $lanes);
+        }
+
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         fn $wide(y: &mut [f32], x: &[f32]) {
-            $f8(y, x)
+            $base(y, x)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx2,fma")]
         fn $wide512(y: &mut [f32], x: &[f32]) {
-            $f16(y, x)
+            map_lanes!(y, x, 0.0, $lanes, 16);
         }
 
         fn $best(y: &mut [f32], x: &[f32]) {
@@ -222,7 +229,7 @@ macro_rules! elementwise {
                 // SAFETY: AVX2 and FMA were detected (`wide`).
                 return unsafe { $wide(y, x) };
             }
-            $f8(y, x)
+            $base(y, x)
         }
     };
 }
@@ -380,22 +387,6 @@ pub fn silu(x: &[f32]) -> Vec<f32> {
     y
 }
 
-/// SiLU of `x` into `y`.
-// Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
-#[allow(clippy::inline_always)]
-#[inline(always)]
-fn silu_into(y: &mut [f32], x: &[f32]) {
-    map8!(y, x, 0.0, silu_lanes);
-}
-
-/// SiLU of `x` into `y`, 16 lanes at a time (the AVX-512 build).
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::inline_always)]
-#[inline(always)]
-fn silu_into16(y: &mut [f32], x: &[f32]) {
-    map_lanes!(y, x, 0.0, silu_lanes, 16);
-}
-
 /// `x / (1 + exp(-x))` in `N` lanes.
 // Inlined into each build: that is how it gets compiled for each.
 #[allow(clippy::inline_always)]
@@ -420,7 +411,9 @@ fn over_one_plus_exp<const N: usize>(x: [f32; N], m: [f32; N]) -> [f32; N] {
     }
     y
 }
-elementwise!(silu_into, silu_into16, silu_into_avx2, silu_into_avx512, silu_into_best);
+
+// SiLU over a slice: `silu_into` (baseline), its AVX2 and AVX-512 builds, and the widest.
+elementwise!(silu_lanes => silu_into, silu_into_avx2, silu_into_avx512, silu_into_best);
 
 /// GELU (tanh approximation), as [`reference::gelu`], in parallel: computed as
 /// `x / (1 + exp(-2u))` with `u = √(2/π) (x + 0.044715 x³)` and `exp8`, which equals
@@ -431,22 +424,6 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
         .zip(x.par_chunks(ELEMENTS_PER_TASK))
         .for_each(|(yc, xc)| gelu_into_best(yc, xc));
     y
-}
-
-/// GELU of `x` into `y`.
-// Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
-#[allow(clippy::inline_always)]
-#[inline(always)]
-fn gelu_into(y: &mut [f32], x: &[f32]) {
-    map8!(y, x, 0.0, gelu_lanes);
-}
-
-/// GELU of `x` into `y`, 16 lanes at a time (the AVX-512 build).
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::inline_always)]
-#[inline(always)]
-fn gelu_into16(y: &mut [f32], x: &[f32]) {
-    map_lanes!(y, x, 0.0, gelu_lanes, 16);
 }
 
 /// `x / (1 + exp(-2u))`, `u = √(2/π) (x + 0.044715 x³)`, in `N` lanes.
@@ -462,7 +439,9 @@ fn gelu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
     }
     over_one_plus_exp(x, m)
 }
-elementwise!(gelu_into, gelu_into16, gelu_into_avx2, gelu_into_avx512, gelu_into_best);
+
+// GELU over a slice, in the same builds.
+elementwise!(gelu_lanes => gelu_into, gelu_into_avx2, gelu_into_avx512, gelu_into_best);
 
 /// Rotary embedding, as [`reference::rope`]: the sine/cosine table is computed once per
 /// position, tokens in parallel.
@@ -677,19 +656,8 @@ mod tests {
         }
     }
 
-    /// `exp8` over a slice, in both builds (for the tests).
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn exp_into(y: &mut [f32], x: &[f32]) {
-        map8!(y, x, 0.0, exp8);
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn exp_into16(y: &mut [f32], x: &[f32]) {
-        map_lanes!(y, x, 0.0, exp_lanes, 16);
-    }
-    elementwise!(exp_into, exp_into16, exp_into_avx2, exp_into_avx512, exp_into_best);
+    // `exp8` over a slice, in every build (for the tests).
+    elementwise!(exp_lanes => exp_into, exp_into_avx2, exp_into_avx512, exp_into_best);
 
     /// Inputs for the exp-based ops: the specials, tiny and huge values, the overflow and
     /// underflow edges, and every 65537th bit pattern (all exponents, both signs).
