@@ -312,7 +312,37 @@ fn softmax_rows(yc: &mut [f32], xc: &[f32], dim: usize) {
         softmax_row(xr, yr);
     }
 }
-with_avx2!(softmax_rows, softmax_rows_avx2, softmax_rows_best, (yc: &mut [f32], xc: &[f32], dim: usize));
+
+/// [`softmax_rows`] built for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softmax_rows_avx2(yc: &mut [f32], xc: &[f32], dim: usize) {
+    softmax_rows(yc, xc, dim);
+}
+
+/// [`softmax_rows`] built for AVX-512, its exponentials 16 at a time (the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn softmax_rows_avx512(yc: &mut [f32], xc: &[f32], dim: usize) {
+    for (yr, xr) in yc.chunks_exact_mut(dim).zip(xc.chunks_exact(dim)) {
+        softmax_row_lanes::<16>(xr, yr);
+    }
+}
+
+/// The widest build of [`softmax_rows`] the CPU runs.
+fn softmax_rows_best(yc: &mut [f32], xc: &[f32], dim: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if wide512() {
+        // SAFETY: AVX-512 F, AVX2 and FMA were detected (`wide512`).
+        return unsafe { softmax_rows_avx512(yc, xc, dim) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: AVX2 and FMA were detected (`wide`).
+        return unsafe { softmax_rows_avx2(yc, xc, dim) };
+    }
+    softmax_rows(yc, xc, dim);
+}
 
 /// One softmax row into `y` (as long as `row`), with the reference's semantics: the row's
 /// maximum subtracted, a row of `-inf` (all masked) all zeros, a NaN or `+inf` in the row a
@@ -321,6 +351,16 @@ with_avx2!(softmax_rows, softmax_rows_avx2, softmax_rows_best, (yc: &mut [f32], 
 #[allow(clippy::inline_always)]
 #[inline(always)]
 fn softmax_row(row: &[f32], y: &mut [f32]) {
+    softmax_row_lanes::<8>(row, y);
+}
+
+/// [`softmax_row`] with its exponentials taken `E` (8 or 16) at a time. The sum stays in 8
+/// lanes, each lane adding its values in the order of the row whatever `E` is (a chunk of 16
+/// adds its first 8 values, then its last 8), so every `E` gives the same bits.
+// Inlined into each build: that is how it gets compiled for each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn softmax_row_lanes<const E: usize>(row: &[f32], y: &mut [f32]) {
     // The maximum ignoring NaN (a comparison with NaN is false); NaN is caught below.
     let mut lanes = [f32::NEG_INFINITY; 8];
     let (rc, rr) = row.split_at(row.len() / 8 * 8);
@@ -341,6 +381,23 @@ fn softmax_row(row: &[f32], y: &mut [f32]) {
     // `exp(v - max)` and its sum in 8 lanes; the padding `-inf` of a partial chunk gives 0.
     let mut acc = [0.0f32; 8];
     let (yc, yr) = y.split_at_mut(rc.len());
+    let wide = if E == 16 { rc.len() / 16 * 16 } else { 0 };
+    let (yw, yc) = yc.split_at_mut(wide);
+    let (rw, rc) = rc.split_at(wide);
+    for (o, c) in yw.chunks_exact_mut(16).zip(rw.chunks_exact(16)) {
+        let mut d = [0.0f32; 16];
+        for l in 0..16 {
+            d[l] = c[l] - max;
+        }
+        let e = exp_lanes(d);
+        for l in 0..8 {
+            acc[l] += e[l];
+        }
+        for l in 0..8 {
+            acc[l] += e[8 + l];
+        }
+        o.copy_from_slice(&e);
+    }
     for (o, c) in yc.chunks_exact_mut(8).zip(rc.chunks_exact(8)) {
         let mut d = [0.0f32; 8];
         for l in 0..8 {
@@ -653,6 +710,19 @@ mod tests {
             unsafe { softmax_rows_avx2(&mut y2, &x, 19) };
             assert_eq!(bits(&y1), bits(&y2));
             assert!(y1[..19].iter().all(|v| v.is_nan()) && y1[2 * 19..3 * 19].iter().all(|&v| v == 0.0));
+            // The 16-lane build, on rows of 19, 40 (two chunks of 16 and one of 8) and 51, with
+            // values of comparable exponentials (every addition of the sum counts) and spread
+            // ones.
+            if wide512() {
+                for (dim, spread) in [(19, 0.3), (40, 0.3), (51, 0.3), (40, 30.0)] {
+                    let x: Vec<f32> = (0..dim * 7).map(|_| next() * spread).collect();
+                    let (mut y1, mut y2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                    softmax_rows(&mut y1, &x, dim);
+                    // SAFETY: `wide512()` said AVX-512 F, AVX2 and FMA run here.
+                    unsafe { softmax_rows_avx512(&mut y2, &x, dim) };
+                    assert_eq!(bits(&y1), bits(&y2), "softmax rows of {dim}, AVX-512");
+                }
+            }
         }
     }
 
