@@ -275,19 +275,6 @@ fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
     std::array::from_fn(|i| code(2 * i) << 4 | code(2 * i + 1))
 }
 
-/// Copies 4 bytes of `src` at `from` (zero past its end) into lane `j` of `chunk`.
-fn put4(chunk: &mut [u8], j: usize, src: &[u8], from: usize) {
-    let dst = &mut chunk[4 * j..4 * j + 4];
-    match src.get(from..from + 4) {
-        Some(s) => dst.copy_from_slice(s),
-        None => {
-            for (t, d) in dst.iter_mut().enumerate() {
-                *d = src.get(from + t).copied().unwrap_or(0);
-            }
-        }
-    }
-}
-
 impl Packed {
     /// Packs `w` (validated by `check_matmul`, rank 2) as `kind` in `isa`'s panels.
     pub(crate) fn pack(w: &QuantizedTensor, kind: Kind, isa: Isa) -> Result<Self> {
@@ -349,11 +336,19 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
         };
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut codes);
-        bytes[..total]
-            .par_chunks_mut(panel_bytes.max(1))
+        // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
+        // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
+        let run = match kind {
+            Kind::Q4_0 | Kind::Nf4 { .. } => 4,
+            Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
+            Kind::Tq2_0 => 16,
+        };
+        debug_assert!(panel_chunks.is_multiple_of(run));
+        let words: &mut [u32] = bytemuck::cast_slice_mut(&mut codes);
+        words[..total / 4]
+            .par_chunks_mut((panel_bytes / 4).max(1))
             .enumerate()
-            .for_each(|(p, pc)| {
+            .for_each(|(p, pw)| {
                 let rows: Vec<&[u8]> = (0..pr)
                     .map(|j| {
                         let row = p * pr + j;
@@ -364,10 +359,25 @@ impl Packed {
                         }
                     })
                     .collect();
-                for (c, chunk) in pc.chunks_exact_mut(4 * pr).enumerate() {
-                    let from = source(c);
+                for c0 in (0..panel_chunks).step_by(run) {
+                    let from = source(c0);
                     for (j, src) in rows.iter().enumerate() {
-                        put4(chunk, j, src, from);
+                        // Word `c * pr + j` holds chunk `c`'s 4 bytes of row `j`.
+                        match src.get(from..from + 4 * run) {
+                            Some(bytes) => {
+                                for (t, b) in bytes.chunks_exact(4).enumerate() {
+                                    pw[(c0 + t) * pr + j] = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                                }
+                            }
+                            // Past the row's end (rows past N, a row of K not a multiple of 32):
+                            // zeros.
+                            None => {
+                                for t in 0..run {
+                                    let byte = |i: usize| src.get(from + 4 * t + i).copied().unwrap_or(0);
+                                    pw[(c0 + t) * pr + j] = u32::from_ne_bytes([byte(0), byte(1), byte(2), byte(3)]);
+                                }
+                            }
+                        }
                     }
                 }
             });
