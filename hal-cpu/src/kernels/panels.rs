@@ -302,23 +302,10 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Nf4 { .. } | Kind::Fp8 { .. } => scales32.resize(panels * groups * pr, 0.0),
             _ => scales16.resize(panels * groups * pr, 0),
         }
-        // NF4's codes in Q4_0's nibble order, 16 bytes per block of 32, then packed as Q4_0's.
-        let reordered: Vec<u8>;
-        let data = if let Kind::Nf4 { .. } = kind {
-            let src = &w.data()[..n * k / 2];
-            let mut out = vec![0u8; src.len()];
-            out.par_chunks_mut(16 * 1024)
-                .zip(src.par_chunks(16 * 1024))
-                .for_each(|(o, s)| {
-                    for (ob, sb) in o.chunks_exact_mut(16).zip(s.chunks_exact(16)) {
-                        ob.copy_from_slice(&nf4_to_q4_order(sb.try_into().expect("K is a multiple of 32")));
-                    }
-                });
-            reordered = out;
-            &reordered[..]
-        } else {
-            w.data()
-        };
+        // NF4's codes go into Q4_0's nibble order as they are copied (16 bytes per block of
+        // 32), then are packed as Q4_0's.
+        let nf4 = matches!(kind, Kind::Nf4 { .. });
+        let data = if nf4 { &w.data()[..n * k / 2] } else { w.data() };
         // Codes: whole panels in parallel (each a disjoint slice of `codes`), each chunk
         // written at once from the panel's rows read side by side.
         let row_bytes = match kind {
@@ -365,6 +352,13 @@ impl Packed {
                         // Word `c * pr + j` holds chunk `c`'s 4 bytes of row `j`.
                         match src.get(from..from + 4 * run) {
                             Some(bytes) => {
+                                let reordered: [u8; 16];
+                                let bytes = if nf4 {
+                                    reordered = nf4_to_q4_order(bytes.try_into().expect("NF4 runs are one block"));
+                                    &reordered[..]
+                                } else {
+                                    bytes
+                                };
                                 for (t, b) in bytes.chunks_exact(4).enumerate() {
                                     pw[(c0 + t) * pr + j] = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
                                 }
