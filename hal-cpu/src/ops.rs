@@ -435,13 +435,18 @@ fn softmax_row_lanes<const E: usize>(row: &[f32], y: &mut [f32]) {
 /// Values per rayon task of the elementwise ops.
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
-/// SiLU, as [`reference::silu`]: `x / (1 + exp(-x))` with `exp8`, in parallel.
-pub fn silu(x: &[f32]) -> Vec<f32> {
+/// `op` over `x` into a new vector, [`ELEMENTS_PER_TASK`] values per task.
+fn map_parallel(x: &[f32], op: fn(&mut [f32], &[f32])) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(ELEMENTS_PER_TASK)
         .zip(x.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(yc, xc)| silu_into_best(yc, xc));
+        .for_each(|(yc, xc)| op(yc, xc));
     y
+}
+
+/// SiLU, as [`reference::silu`]: `x / (1 + exp(-x))` with `exp8`, in parallel.
+pub fn silu(x: &[f32]) -> Vec<f32> {
+    map_parallel(x, silu_into_best)
 }
 
 /// `x / (1 + exp(-x))` in `N` lanes.
@@ -476,11 +481,7 @@ elementwise!(silu_lanes => silu_into, silu_into_avx2, silu_into_avx512, silu_int
 /// `x / (1 + exp(-2u))` with `u = √(2/π) (x + 0.044715 x³)` and `exp8`, which equals
 /// `0.5 x (1 + tanh u)` and has no cancellation where `tanh u` is near -1.
 pub fn gelu(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(x.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(yc, xc)| gelu_into_best(yc, xc));
-    y
+    map_parallel(x, gelu_into_best)
 }
 
 /// `x / (1 + exp(-2u))`, `u = √(2/π) (x + 0.044715 x³)`, in `N` lanes.
