@@ -19,13 +19,15 @@
 //!
 //! The `packed` rows run `matmul_packed` over `PackedWeights` built once per matrix before
 //! any timing (the packing is not in the timed region; its one-time cost is printed apart).
+//! At M = 1 the `packed, 4 KiB pages` rows run the same kernels over copies packed without
+//! huge pages (`PackOptions::with_huge_pages(false)`), to show what the pages contribute.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aihal_cpu::{
     matmul_into, matmul_packed, matmul_packed_into, reference, ActivationPrecision, Activations, MatmulOptions,
-    PackedWeights,
+    PackOptions, PackedWeights,
 };
 use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -201,9 +203,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     p.layout_name(),
                     p.storage_bytes(),
                 );
-                let copies: Vec<PackedWeights> =
-                    (0..copies).map(|_| PackedWeights::new(&q)).collect::<Result<_, _>>()?;
-                packed.push((format, p.storage_bytes(), copies));
+                let pack = |options| -> Result<Vec<PackedWeights>, aihal_core::CoreError> {
+                    (0..copies).map(|_| PackedWeights::with_options(&q, options)).collect()
+                };
+                let huge = pack(PackOptions::default())?;
+                let small = if ms.contains(&1) && huge[0].huge_pages() {
+                    pack(PackOptions::default().with_huge_pages(false))?
+                } else {
+                    Vec::new()
+                };
+                packed.push((format, p.storage_bytes(), huge, small));
             }
             weights.push((format, bytes, vec![q; copies]));
         }
@@ -260,7 +269,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     });
                 }
             }
-            for (format, bytes, mats) in &packed {
+            let packed_rows = packed.iter().flat_map(|(format, bytes, huge, small)| {
+                let small = (m == 1 && !small.is_empty()).then_some((format, bytes, small, ", 4 KiB pages"));
+                std::iter::once((format, bytes, huge, "")).chain(small)
+            });
+            for (format, bytes, mats, pages) in packed_rows {
                 let options = MatmulOptions::default();
                 let mut y = vec![0.0f32; m * n];
                 matmul_packed_into(Activations::F32(&x), m, &mats[0], options, &mut y)?;
@@ -274,7 +287,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 check(&x, m, &mats[0].to_quantized(), &y, precision)?;
                 let x = &x;
                 rows.push(Timed {
-                    name: format!("aihal {format} packed (x {path})"),
+                    name: format!("aihal {format} packed{pages} (x {path})"),
                     bytes: *bytes,
                     copies: mats.len(),
                     run: Box::new(move |i| {

@@ -29,11 +29,12 @@ mod linear;
 mod matmul;
 pub mod ops;
 mod packed;
+mod pages;
 mod pool;
 pub mod reference;
 
 pub use linear::QuantLinear;
-pub use packed::{matmul_packed, matmul_packed_into, PackedWeights};
+pub use packed::{matmul_packed, matmul_packed_into, PackOptions, PackedWeights};
 
 pub use kernels::kernel_set_name;
 pub use matmul::{

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 
 use super::ActQ8;
 use crate::decode::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::pages::PageBuf;
 
 /// 64 bytes, aligned for vector loads: the storage unit of the packed codes.
 #[derive(Clone, Copy, Debug, bytemuck::Zeroable, bytemuck::Pod)]
@@ -212,6 +213,11 @@ impl Kind {
         }
     }
 
+    /// Whether the scales are f32 (int8, NF4, FP8), else f16 bits (Q4_0, Q8_0, TQ2_0).
+    pub(super) fn f32_scales(self) -> bool {
+        matches!(self, Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. })
+    }
+
     /// Blocks of 32 sharing one scale.
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
@@ -241,12 +247,16 @@ pub(crate) struct Packed {
     pub(super) groups: usize,
     /// Code bytes per panel (`chunks_per_block * nb * 4 * rows`).
     panel_bytes: usize,
-    /// The panels one after the other; past `panels * panel_bytes`, zeros up to a whole line.
-    codes: Vec<Line>,
-    /// f16 bits (Q4_0, Q8_0, TQ2_0), `panels * groups * rows`.
-    scales16: Vec<u16>,
-    /// f32 scales (int8, NF4), `panels * groups * rows`.
-    scales32: Vec<f32>,
+    /// The codes and then the scales, in one buffer (on huge pages where asked for and
+    /// granted, see [`crate::pages`]): lines `..code_lines` hold the panels one after the
+    /// other (past `panels * panel_bytes`, zeros up to a whole line); the lines after them
+    /// hold `panels * groups * rows` scales, f16 bits for Q4_0, Q8_0 and TQ2_0, f32 for the
+    /// others ([`Kind::f32_scales`]), then zeros up to a whole line.
+    buf: PageBuf<Line>,
+    /// Lines of codes at the start of `buf`.
+    code_lines: usize,
+    /// Scales after them.
+    scale_len: usize,
     /// NF4's 8-bit absmax (double quantization), kept as it came for unpacking.
     nested: Option<aihal_quantize::NestedAbsmax>,
     /// FP8 per tensor: the tensor's scales as they came, for unpacking.
@@ -276,8 +286,9 @@ fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
 }
 
 impl Packed {
-    /// Packs `w` (validated by `check_matmul`, rank 2) as `kind` in `isa`'s panels.
-    pub(crate) fn pack(w: &QuantizedTensor, kind: Kind, isa: Isa) -> Result<Self> {
+    /// Packs `w` (validated by `check_matmul`, rank 2) as `kind` in `isa`'s panels, in a
+    /// buffer advised to use huge pages where `huge_pages` says so.
+    pub(crate) fn pack(w: &QuantizedTensor, kind: Kind, isa: Isa, huge_pages: bool) -> Result<Self> {
         if Kind::for_tensor(w, isa) != Some(kind) {
             return Err(aihal_core::CoreError::invalid_input(format!(
                 "{} weights {:?} have no {kind:?} layout for {isa:?}",
@@ -295,13 +306,18 @@ impl Packed {
         let overflow = || aihal_core::CoreError::invalid_input(format!("packing {n} x {k} weights overflows"));
         let panel_bytes = panel_chunks.checked_mul(4 * pr).ok_or_else(overflow)?;
         let total = panels.checked_mul(panel_bytes).ok_or_else(overflow)?;
-        let mut codes = vec![Line([0; 64]); total.div_ceil(64)];
-        let mut scales16 = Vec::new();
-        let mut scales32 = Vec::new();
-        match kind {
-            Kind::Int8 { .. } | Kind::Nf4 { .. } | Kind::Fp8 { .. } => scales32.resize(panels * groups * pr, 0.0),
-            _ => scales16.resize(panels * groups * pr, 0),
-        }
+        let code_lines = total.div_ceil(64);
+        let scale_len = panels.checked_mul(groups * pr).ok_or_else(overflow)?;
+        let scale_bytes = scale_len * if kind.f32_scales() { 4 } else { 2 };
+        let lines = code_lines.checked_add(scale_bytes.div_ceil(64)).ok_or_else(overflow)?;
+        let mut buf = PageBuf::<Line>::zeroed(lines, huge_pages)?;
+        let (codes, scale_lines) = buf.split_at_mut(code_lines);
+        let scale_words: &mut [u8] = bytemuck::cast_slice_mut(scale_lines);
+        let (scales16, scales32): (&mut [u16], &mut [f32]) = if kind.f32_scales() {
+            (&mut [], &mut bytemuck::cast_slice_mut(scale_words)[..scale_len])
+        } else {
+            (&mut bytemuck::cast_slice_mut(scale_words)[..scale_len], &mut [])
+        };
         // NF4's codes go into Q4_0's nibble order as they are copied (16 bytes per block of
         // 32), then are packed as Q4_0's.
         let nf4 = matches!(kind, Kind::Nf4 { .. });
@@ -331,7 +347,7 @@ impl Packed {
             Kind::Tq2_0 => 16,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
-        let words: &mut [u32] = bytemuck::cast_slice_mut(&mut codes);
+        let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
         words[..total / 4]
             .par_chunks_mut((panel_bytes / 4).max(1))
             .enumerate()
@@ -415,9 +431,9 @@ impl Packed {
             nb,
             groups,
             panel_bytes,
-            codes,
-            scales16,
-            scales32,
+            buf,
+            code_lines,
+            scale_len,
             nested: w.nested().cloned(),
             tensor_scales: if let Kind::Fp8 { block_size: None, .. } = kind {
                 w.scales().to_vec()
@@ -432,28 +448,55 @@ impl Packed {
         })
     }
 
+    /// The scales' bytes after the codes.
+    fn scale_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.buf[self.code_lines..])
+    }
+
+    /// The f16 scales (bits), empty where [`Kind::f32_scales`].
+    fn scales16(&self) -> &[u16] {
+        if self.kind.f32_scales() {
+            &[]
+        } else {
+            &bytemuck::cast_slice(self.scale_bytes())[..self.scale_len]
+        }
+    }
+
+    /// The f32 scales, empty unless [`Kind::f32_scales`].
+    fn scales32(&self) -> &[f32] {
+        if self.kind.f32_scales() {
+            &bytemuck::cast_slice(self.scale_bytes())[..self.scale_len]
+        } else {
+            &[]
+        }
+    }
+
+    /// Whether the buffer was advised to use huge pages.
+    pub(crate) fn huge_pages(&self) -> bool {
+        self.buf.advised()
+    }
+
     /// The code bytes of panel `p`.
     pub(crate) fn panel_codes(&self, p: usize) -> &[u8] {
-        let bytes: &[u8] = bytemuck::cast_slice(&self.codes);
+        let bytes: &[u8] = bytemuck::cast_slice(&self.buf[..self.code_lines]);
         &bytes[p * self.panel_bytes..(p + 1) * self.panel_bytes]
     }
 
     /// The scales of panel `p`: `groups * rows` values, group-major.
     pub(super) fn panel_scales(&self, p: usize) -> Scales<'_> {
         let per = self.groups * self.isa.rows();
-        match self.kind {
-            Kind::Int8 { .. } | Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
-                Scales::F32(&self.scales32[p * per..(p + 1) * per])
-            }
-            _ => Scales::F16(&self.scales16[p * per..(p + 1) * per]),
+        if self.kind.f32_scales() {
+            Scales::F32(&self.scales32()[p * per..(p + 1) * per])
+        } else {
+            Scales::F16(&self.scales16()[p * per..(p + 1) * per])
         }
     }
 
     /// Bytes held (codes and scales).
     pub(crate) fn storage_bytes(&self) -> usize {
         self.n.div_ceil(self.isa.rows()) * self.panel_bytes
-            + self.scales16.len() * 2
-            + (self.scales32.len() + self.tensor_scales.len()) * 4
+            + self.scales16().len() * 2
+            + (self.scales32().len() + self.tensor_scales.len()) * 4
     }
 
     /// Rows `n0 .. n0 + rows` in the original format, exactly the bytes they were packed from.
@@ -478,7 +521,7 @@ impl Packed {
                 Kind::Q4_0 | Kind::Q8_0 => {
                     let cpb = if self.kind == Kind::Q4_0 { 4 } else { 8 };
                     for b in 0..nb {
-                        data.extend_from_slice(&self.scales16[sbase + b * pr].to_le_bytes());
+                        data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
                         for c in 0..cpb {
                             data.extend_from_slice(lane(b * cpb + c));
                         }
@@ -489,7 +532,7 @@ impl Packed {
                         for c in 0..16 {
                             data.extend_from_slice(lane(sb * 16 + c));
                         }
-                        data.extend_from_slice(&self.scales16[sbase + sb * pr].to_le_bytes());
+                        data.extend_from_slice(&self.scales16()[sbase + sb * pr].to_le_bytes());
                     }
                 }
                 Kind::Nf4 { .. } => {
@@ -500,7 +543,7 @@ impl Packed {
                         }
                         data.extend_from_slice(&q4_order_to_nf4(blk));
                     }
-                    scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
+                    scales.extend((0..self.groups).map(|g| self.scales32()[sbase + g * pr]));
                 }
                 Kind::Int8 { .. } | Kind::Fp8 { .. } => {
                     let start = data.len();
@@ -509,7 +552,7 @@ impl Packed {
                     }
                     data.truncate(start + k);
                     if !matches!(self.kind, Kind::Fp8 { block_size: None, .. }) {
-                        scales.extend((0..self.groups).map(|g| self.scales32[sbase + g * pr]));
+                        scales.extend((0..self.groups).map(|g| self.scales32()[sbase + g * pr]));
                     }
                 }
             }

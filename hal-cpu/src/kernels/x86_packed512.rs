@@ -1095,7 +1095,7 @@ mod tests {
         };
         let q = quantize(format, &w, &[n, k]).unwrap();
         let kind = Kind::for_tensor(&q, Isa::Avx512Vnni).unwrap();
-        let packed = Packed::pack(&q, kind, Isa::Avx512Vnni).unwrap();
+        let packed = Packed::pack(&q, kind, Isa::Avx512Vnni, true).unwrap();
         for m in [1, 2, 3, 4, 6, 9] {
             let x: Vec<f32> = (0..m * k).map(|i| (i * 31 % 97) as f32 / 48.0 - 1.0).collect();
             let a = ActQ8::quantize(&x, m, k);

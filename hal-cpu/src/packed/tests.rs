@@ -298,6 +298,63 @@ fn layouts_keep_the_bit_width() {
     assert_eq!(kept.layout_name(), "original");
 }
 
+/// Matrices whose packed buffer spans huge pages (2 MiB and more: the small matrices of the
+/// other tests stay below) give the same bytes and results with and without them.
+#[test]
+fn huge_page_buffers_hold_the_same_layout() {
+    use super::PackOptions;
+    let mut rng = Rng::new(23);
+    let n = 40; // 3 panels of 16 (the last one partial), 5 of 8, 10 of 4
+    for format in [
+        QuantFormat::Q4_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Tq2_0,
+        QuantFormat::Int8PerChannel,
+        QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: false,
+        },
+        QuantFormat::Fp8E4M3 { block_size: Some(64) },
+    ] {
+        let bits = match format {
+            QuantFormat::Tq2_0 => 2,
+            QuantFormat::Q4_0 | QuantFormat::Nf4 { .. } => 4,
+            _ => 8,
+        };
+        let k = fit_k(format, (9 << 21) / (n * bits) / 256 * 256); // 2.25 MiB of codes
+        let w = random_weight(format, n, k, &mut rng);
+        let huge = PackedWeights::new(&w).unwrap();
+        let small = PackedWeights::with_options(&w, PackOptions::default().with_huge_pages(false)).unwrap();
+        assert!(
+            huge.storage_bytes() >= crate::pages::HUGE,
+            "{format}: {} bytes",
+            huge.storage_bytes()
+        );
+        assert_eq!(
+            huge.huge_pages(),
+            huge.is_packed() && cfg!(target_os = "linux"),
+            "{format}"
+        );
+        assert!(!small.huge_pages(), "{format}");
+        let m = 2;
+        let x = rng.vec(m * k, -1.0, 1.0);
+        if format == QuantFormat::Q8_0 {
+            // Once against the generic kernels (the others are compared with small pages).
+            check_layout(&w, &huge, &x, m, n, k, &[]);
+        }
+        for options in [int8(), MatmulOptions::exact()] {
+            let a = matmul_packed(x.as_slice().into(), m, &huge, options).unwrap();
+            let b = matmul_packed(x.as_slice().into(), m, &small, options).unwrap();
+            assert_same(&format!("{format} huge against small pages"), &a, &b);
+        }
+        // A clone is a deep copy on pages of the same kind.
+        let copy = huge.clone();
+        drop(huge);
+        assert_eq!(copy.huge_pages(), copy.is_packed() && cfg!(target_os = "linux"));
+        assert_eq!(copy.to_quantized().data(), w.data(), "{format}: clone");
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let mut rng = Rng::new(11);
