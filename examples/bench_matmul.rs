@@ -6,6 +6,7 @@
 //! cargo run --release --example bench_matmul -- quick   # 4096x4096 only, M = 1 and 32
 //! RAYON_NUM_THREADS=1 cargo run --release --example bench_matmul
 //! cargo run --release --example bench_matmul -- quick m=32 only=q4_0   # one M, our formats containing "q4_0"
+//! cargo run --release --example bench_matmul -- shape=11008x4096 m=1    # one shape (N x K)
 //! ```
 //!
 //! Method (see the crate README): every call reads a different weight matrix from a rotating
@@ -136,12 +137,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // N x K: a square projection, and Llama-7B's MLP both ways (up/gate 11008 x 4096, down
     // 4096 x 11008), so that "4096 x 11008" is covered in either reading.
-    let shapes: &[(usize, usize)] = if quick {
-        &[(4096, 4096)]
-    } else {
-        &[(4096, 4096), (11008, 4096), (4096, 11008)]
-    };
     let arg = |key: &str| std::env::args().find_map(|a| a.strip_prefix(key).map(str::to_owned));
+    let shapes: Vec<(usize, usize)> = match arg("shape=") {
+        Some(s) => {
+            let (n, k) = s.split_once('x').ok_or("shape=NxK, e.g. shape=11008x4096")?;
+            let (n, k) = (n.parse()?, k.parse::<usize>()?);
+            if n == 0 || k == 0 || k % 256 != 0 {
+                return Err(
+                    format!("shape={s}: N and K must be positive and K a multiple of 256 (TQ2_0, Q4_K)").into(),
+                );
+            }
+            vec![(n, k)]
+        }
+        None if quick => vec![(4096, 4096)],
+        None => vec![(4096, 4096), (11008, 4096), (4096, 11008)],
+    };
     let only_m: Option<usize> = arg("m=").map(|v| v.parse()).transpose()?;
     let only = arg("only=");
     let ms: Vec<usize> = if quick { vec![1, 32] } else { vec![1, 8, 32, 128] }
@@ -173,7 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| weights N x K | M | kernel | ms/call | weight GB/s | % of floor | GFLOP/s | vs candle Q4_0 | vs candle Q8_0 | vs candle Q4_K |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for &(n, k) in shapes {
+    for &(n, k) in &shapes {
         let w = rng.vec(n * k);
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)?;
         // candle's matrices, each rotation made of distinct copies.
