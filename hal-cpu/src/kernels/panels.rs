@@ -266,6 +266,12 @@ pub(crate) struct Packed {
     pub(super) fp8_special: bool,
 }
 
+/// One panel's share of the scales being packed.
+enum PanelScalesMut<'a> {
+    F16(&'a mut [u16]),
+    F32(&'a mut [f32]),
+}
+
 /// 16 bytes of NF4 codes in bitsandbytes' order (code `2i` in the high nibble of byte `i`,
 /// `2i + 1` in the low) to Q4_0's (code `i` in the low nibble of byte `i`, `16 + i` high).
 fn nf4_to_q4_order(b: [u8; 16]) -> [u8; 16] {
@@ -348,10 +354,21 @@ impl Packed {
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
+        // Each panel's scales (`groups * pr`, group-major), written by the panel's own task
+        // from the rows it copies.
+        // (K = 0: no groups, no code bytes, so no panel has either.)
+        let per_panel = (groups * pr).max(1);
+        let panel_scales: Vec<PanelScalesMut<'_>> = if kind.f32_scales() {
+            scales32.chunks_mut(per_panel).map(PanelScalesMut::F32).collect()
+        } else {
+            scales16.chunks_mut(per_panel).map(PanelScalesMut::F16).collect()
+        };
+        debug_assert_eq!(panel_scales.len(), if total == 0 { 0 } else { panels });
         words[..total / 4]
             .par_chunks_mut((panel_bytes / 4).max(1))
+            .zip(panel_scales)
             .enumerate()
-            .for_each(|(p, pw)| {
+            .for_each(|(p, (pw, mut ps))| {
                 let rows: Vec<&[u8]> = (0..pr)
                     .map(|j| {
                         let row = p * pr + j;
@@ -390,38 +407,31 @@ impl Packed {
                         }
                     }
                 }
+                // The scales of the panel's rows, side by side in each group.
+                for (j, src) in rows.iter().enumerate().filter(|&(j, _)| p * pr + j < n) {
+                    let row = p * pr + j;
+                    match &mut ps {
+                        PanelScalesMut::F16(out) => {
+                            let (bytes, at) = match kind {
+                                Kind::Q4_0 => (Q4_0_BLOCK_BYTES, 0),
+                                Kind::Q8_0 => (Q8_0_BLOCK_BYTES, 0),
+                                _ => (TQ2_0_BLOCK_BYTES, 64),
+                            };
+                            for (g, blk) in src.chunks_exact(bytes).enumerate() {
+                                out[g * pr + j] = u16::from_le_bytes([blk[at], blk[at + 1]]);
+                            }
+                        }
+                        PanelScalesMut::F32(out) => {
+                            for g in 0..groups {
+                                out[g * pr + j] = match kind {
+                                    Kind::Fp8 { block_size: None, .. } => w.scales()[0],
+                                    _ => w.scales()[row * groups + g],
+                                };
+                            }
+                        }
+                    }
+                }
             });
-        // Scales: the rows of a panel's group side by side.
-        for row in 0..n {
-            let sbase = (row / pr) * groups * pr + row % pr;
-            match kind {
-                Kind::Q4_0 | Kind::Q8_0 | Kind::Tq2_0 => {
-                    let (bytes, at) = match kind {
-                        Kind::Q4_0 => (Q4_0_BLOCK_BYTES, 0),
-                        Kind::Q8_0 => (Q8_0_BLOCK_BYTES, 0),
-                        _ => (TQ2_0_BLOCK_BYTES, 64),
-                    };
-                    let row_bytes = &data[row * groups * bytes..(row + 1) * groups * bytes];
-                    for (g, blk) in row_bytes.chunks_exact(bytes).enumerate() {
-                        scales16[sbase + g * pr] = u16::from_le_bytes([blk[at], blk[at + 1]]);
-                    }
-                }
-                Kind::Int8 { .. }
-                | Kind::Nf4 { .. }
-                | Kind::Fp8 {
-                    block_size: Some(_), ..
-                } => {
-                    for g in 0..groups {
-                        scales32[sbase + g * pr] = w.scales()[row * groups + g];
-                    }
-                }
-                Kind::Fp8 { block_size: None, .. } => {
-                    for g in 0..groups {
-                        scales32[sbase + g * pr] = w.scales()[0];
-                    }
-                }
-            }
-        }
         Ok(Self {
             kind,
             isa,
