@@ -314,7 +314,9 @@ impl Packed {
         let total = panels.checked_mul(panel_bytes).ok_or_else(overflow)?;
         let code_lines = total.div_ceil(64);
         let scale_len = panels.checked_mul(groups * pr).ok_or_else(overflow)?;
-        let scale_bytes = scale_len * if kind.f32_scales() { 4 } else { 2 };
+        let scale_bytes = scale_len
+            .checked_mul(if kind.f32_scales() { 4 } else { 2 })
+            .ok_or_else(overflow)?;
         let lines = code_lines.checked_add(scale_bytes.div_ceil(64)).ok_or_else(overflow)?;
         let mut buf = PageBuf::<Line>::zeroed(lines, huge_pages)?;
         let (codes, scale_lines) = buf.split_at_mut(code_lines);
