@@ -1,8 +1,6 @@
 //! Activation quantization to int8 per block of 32 (the scheme of ggml's `q8_0`
 //! activations, with the block scale kept in f32 instead of f16).
 
-use rayon::prelude::*;
-
 /// The number of rows is padded with zero rows to a multiple of this.
 pub(crate) const ROW_PAD: usize = 4;
 
@@ -38,23 +36,31 @@ impl ActQ8 {
         let mut d = vec![0.0f32; padded * nb];
         let mut sums = vec![0i32; padded * nb];
         let mut non_finite = vec![false; rows];
-        if nb > 0 {
-            qs.par_chunks_mut(nb * 32)
-                .zip(d.par_chunks_mut(nb))
-                .zip(sums.par_chunks_mut(nb))
-                .zip(non_finite.par_iter_mut())
-                .enumerate()
-                .for_each(|(r, (((q, d), s), bad))| {
+        if nb > 0 && rows > 0 {
+            // A few rows per task, on the calling thread and the pool (`crate::pool`: a
+            // parallel iterator from outside the pool would put the caller to sleep).
+            let per_task = rows.div_ceil(2 * rayon::current_num_threads()).max(1);
+            let tasks: Vec<_> = qs[..rows * nb * 32]
+                .chunks_mut(per_task * nb * 32)
+                .zip(d.chunks_mut(per_task * nb))
+                .zip(sums.chunks_mut(per_task * nb))
+                .zip(non_finite.chunks_mut(per_task))
+                .collect();
+            crate::pool::run_tasks(tasks, |t, (((q, d), s), bad)| {
+                for (i, bad) in bad.iter_mut().enumerate() {
+                    let r = t * per_task + i;
                     let row = &x[r * k..(r + 1) * k];
-                    // Not `all`: without the early exit the check vectorizes.
-                    *bad = !row.iter().fold(true, |ok, v| ok & v.is_finite());
+                    *bad = !row_is_finite(row);
                     if !*bad {
-                        quantize_row(row, q, d);
-                        for (s, qb) in s.iter_mut().zip(q.chunks_exact(32)) {
-                            *s = qb.iter().map(|&v| i32::from(v)).sum();
-                        }
+                        let (q, d, s) = (
+                            &mut q[i * nb * 32..][..nb * 32],
+                            &mut d[i * nb..][..nb],
+                            &mut s[i * nb..][..nb],
+                        );
+                        quantize_row(row, q, d, s);
                     }
-                });
+                }
+            });
         }
         Self {
             qs,
@@ -67,22 +73,40 @@ impl ActQ8 {
     }
 }
 
-fn quantize_row(row: &[f32], q: &mut [i8], d: &mut [f32]) {
+/// Whether every value of `row` is finite.
+fn row_is_finite(row: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::detect().is_some() {
+        // SAFETY: AVX2 was detected.
+        return unsafe { x86::is_finite(row) };
+    }
+    // Not `all`: without the early exit the check vectorizes.
+    row.iter().fold(true, |ok, v| ok & v.is_finite())
+}
+
+/// The codes `q`, scales `d` and block sums `s` of one row of finite values (`q` holds
+/// `ceil(len / 32)` blocks, `d` and `s` one value per block).
+fn quantize_row(row: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     if super::x86::detect().is_some() {
         let full = row.len() / 32;
-        // SAFETY: AVX2 was detected; the full blocks of `row` have their 32 codes in `q` and
-        // a scale in `d` (`q` holds ceil(len / 32) blocks, `d` as many scales).
-        unsafe { x86::quantize_blocks(&row[..32 * full], &mut q[..32 * full], &mut d[..full]) };
-        quantize_row_scalar(&row[32 * full..], &mut q[32 * full..], &mut d[full..]);
+        // SAFETY: AVX2 was detected; the full blocks of `row` have their 32 codes in `q`, a
+        // scale in `d` and a sum in `s`.
+        unsafe { x86::quantize_blocks(&row[..32 * full], &mut q[..32 * full], &mut d[..full], &mut s[..full]) };
+        quantize_row_scalar(&row[32 * full..], &mut q[32 * full..], &mut d[full..], &mut s[full..]);
         return;
     }
-    quantize_row_scalar(row, q, d);
+    quantize_row_scalar(row, q, d, s);
 }
 
 /// [`quantize_row`] one value at a time: the definition the vector version matches.
-fn quantize_row_scalar(row: &[f32], q: &mut [i8], d: &mut [f32]) {
-    for ((xb, qb), db) in row.chunks(32).zip(q.chunks_exact_mut(32)).zip(d.iter_mut()) {
+fn quantize_row_scalar(row: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
+    for (((xb, qb), db), sb) in row
+        .chunks(32)
+        .zip(q.chunks_exact_mut(32))
+        .zip(d.iter_mut())
+        .zip(s.iter_mut())
+    {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
         // Dividing by the scale (not multiplying by 127 / amax) keeps blocks of subnormal
@@ -95,6 +119,7 @@ fn quantize_row_scalar(row: &[f32], q: &mut [i8], d: &mut [f32]) {
             }
         }
         *db = scale;
+        *sb = qb.iter().map(|&v| i32::from(v)).sum();
     }
 }
 
@@ -120,23 +145,50 @@ fn round_away(t: f32) -> i8 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        _mm256_add_ps, _mm256_and_ps, _mm256_castps256_ps128, _mm256_castsi256_si128, _mm256_cmp_ps,
+        _mm256_add_epi32, _mm256_add_ps, _mm256_and_ps, _mm256_castps256_ps128, _mm256_castsi256_si128, _mm256_cmp_ps,
         _mm256_cvttps_epi32, _mm256_div_ps, _mm256_extractf128_ps, _mm256_extracti128_si256, _mm256_loadu_ps,
-        _mm256_max_ps, _mm256_round_ps, _mm256_set1_ps, _mm256_sub_ps, _mm_cvtss_f32, _mm_max_ps, _mm_movehl_ps,
-        _mm_packs_epi16, _mm_packs_epi32, _mm_shuffle_ps, _mm_storel_epi64, _CMP_GE_OQ, _CMP_LE_OQ, _MM_FROUND_NO_EXC,
-        _MM_FROUND_TO_ZERO,
+        _mm256_max_ps, _mm256_movemask_ps, _mm256_or_ps, _mm256_round_ps, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_setzero_si256, _mm256_sub_ps, _mm_add_epi32, _mm_cvtsi128_si32, _mm_cvtss_f32, _mm_max_ps,
+        _mm_movehl_ps, _mm_packs_epi16, _mm_packs_epi32, _mm_shuffle_epi32, _mm_shuffle_ps, _mm_storel_epi64,
+        _CMP_GE_OQ, _CMP_LE_OQ, _CMP_NLT_UQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_ZERO,
     };
 
-    /// Quantizes whole blocks of 32: `row.len() == q.len() == 32 * d.len()`.
+    /// Whether every value of `row` is finite: `|x| < inf` (false for NaN), 8 at a time.
     ///
     /// # Safety
     /// AVX2 is available.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn quantize_blocks(row: &[f32], q: &mut [i8], d: &mut [f32]) {
-        assert!(row.len() == q.len() && row.len() == 32 * d.len());
+    pub(super) unsafe fn is_finite(row: &[f32]) -> bool {
+        let abs_mask = _mm256_set1_ps(f32::from_bits(0x7FFF_FFFF));
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let mut bad = _mm256_setzero_ps();
+        let chunks = row.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            // SAFETY: `c` has 8 f32.
+            let v = _mm256_and_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, abs_mask);
+            // Not less than infinity, or unordered (NaN).
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps::<_CMP_NLT_UQ>(v, inf));
+        }
+        _mm256_movemask_ps(bad) == 0 && tail.iter().all(|v| v.is_finite())
+    }
+
+    /// Quantizes whole blocks of 32, with their code sums:
+    /// `row.len() == q.len() == 32 * d.len() == 32 * s.len()`.
+    ///
+    /// # Safety
+    /// AVX2 is available.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_blocks(row: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
+        assert!(row.len() == q.len() && row.len() == 32 * d.len() && d.len() == s.len());
         let abs_mask = _mm256_set1_ps(f32::from_bits(0x7FFF_FFFF));
         let (half, neg_half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5), _mm256_set1_ps(1.0));
-        for ((xb, qb), db) in row.chunks_exact(32).zip(q.chunks_exact_mut(32)).zip(d.iter_mut()) {
+        for (((xb, qb), db), sb) in row
+            .chunks_exact(32)
+            .zip(q.chunks_exact_mut(32))
+            .zip(d.iter_mut())
+            .zip(s.iter_mut())
+        {
             // SAFETY: each chunk has 32 f32: four loads of 8.
             let v: [_; 4] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * i)) });
             let m = v.iter().fold(_mm256_set1_ps(0.0), |m, &x| {
@@ -149,9 +201,11 @@ mod x86 {
             *db = scale;
             if scale == 0.0 {
                 qb.fill(0);
+                *sb = 0;
                 continue;
             }
             let sv = _mm256_set1_ps(scale);
+            let mut sum = _mm256_setzero_si256();
             for (i, &x) in v.iter().enumerate() {
                 // t = x / scale in -127..=127; r = trunc(t) ± 1 where the fraction reaches a
                 // half: the scalar `round_away`, exactly (every step is exact in f32).
@@ -162,11 +216,16 @@ mod x86 {
                 let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, neg_half), one);
                 let r = _mm256_sub_ps(_mm256_add_ps(r, up), down);
                 let i32s = _mm256_cvttps_epi32(r);
+                sum = _mm256_add_epi32(sum, i32s);
                 let w16 = _mm_packs_epi32(_mm256_castsi256_si128(i32s), _mm256_extracti128_si256::<1>(i32s));
                 let b8 = _mm_packs_epi16(w16, w16);
                 // SAFETY: qb has 32 bytes; 8 are written at 8 i.
                 unsafe { _mm_storel_epi64(qb.as_mut_ptr().add(8 * i).cast(), b8) };
             }
+            let sum = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256::<1>(sum));
+            let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b0100_1110>(sum));
+            let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b1011_0001>(sum));
+            *sb = _mm_cvtsi128_si32(sum);
         }
     }
 }
@@ -190,16 +249,39 @@ mod tests {
             *v = v.next_up();
         }
         let nb = x.len().div_ceil(32);
-        let (mut q1, mut d1) = (vec![0i8; nb * 32], vec![0.0f32; nb]);
-        let (mut q2, mut d2) = (vec![0i8; nb * 32], vec![0.0f32; nb]);
-        quantize_row(&x, &mut q1, &mut d1);
-        quantize_row_scalar(&x, &mut q2, &mut d2);
+        let (mut q1, mut d1, mut s1) = (vec![0i8; nb * 32], vec![0.0f32; nb], vec![0i32; nb]);
+        let (mut q2, mut d2, mut s2) = (vec![0i8; nb * 32], vec![0.0f32; nb], vec![0i32; nb]);
+        quantize_row(&x, &mut q1, &mut d1, &mut s1);
+        quantize_row_scalar(&x, &mut q2, &mut d2, &mut s2);
         assert_eq!(q1, q2);
+        assert_eq!(s1, s2);
+        for (s, q) in s1.iter().zip(q1.chunks_exact(32)) {
+            assert_eq!(*s, q.iter().map(|&v| i32::from(v)).sum::<i32>());
+        }
         assert_eq!(
             d1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             d2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
         assert!(q1.iter().any(|&v| v != 0));
+    }
+
+    #[test]
+    fn the_finiteness_check_finds_every_nan_and_infinity() {
+        for len in [0, 1, 7, 8, 9, 31, 64, 77] {
+            let x: Vec<f32> = (0..len).map(|i| (i as f32 - 30.0) * 1e36).collect();
+            assert!(row_is_finite(&x), "{len}");
+            assert!(x.iter().all(|v| v.is_finite()));
+            for at in 0..len {
+                for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut y = x.clone();
+                    y[at] = bad;
+                    assert!(!row_is_finite(&y), "{len} {at} {bad}");
+                }
+                let mut y = x.clone();
+                y[at] = f32::MAX;
+                assert!(row_is_finite(&y));
+            }
+        }
     }
 
     #[test]
