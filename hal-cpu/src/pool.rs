@@ -52,6 +52,16 @@ pub(crate) fn run_tasks<T: Send>(tasks: Vec<T>, work: impl Fn(usize, T) + Sync) 
     });
 }
 
+/// `work(yc, xc)` over the chunks of `chunk` values of `y` and the same chunks of `x` (as
+/// long as `y`), as tasks of [`run_tasks`].
+pub(crate) fn for_chunks<Y: Send, X: Sync>(y: &mut [Y], x: &[X], chunk: usize, work: impl Fn(&mut [Y], &[X]) + Sync) {
+    debug_assert_eq!(y.len(), x.len());
+    let chunk = chunk.max(1);
+    run_tasks(y.chunks_mut(chunk).zip(x.chunks(chunk)).collect(), |_, (yc, xc)| {
+        work(yc, xc);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
