@@ -135,10 +135,10 @@ pub fn matmul(x: &[f32], m: usize, w: &QuantizedTensor) -> Result<Vec<f32>> {
 /// The weights are read in their own layout, so every call decodes them (and, at M >= 4,
 /// regroups them for the panel kernels). A weight used more than once (a model's layers) is
 /// faster as [`PackedWeights`](crate::PackedWeights) with
-/// [`matmul_packed`](crate::matmul_packed), the same results on the int8 path: on the
-/// AVX-512 development machine 2.1x to 4.6x faster per call at M = 1 for the 4-bit and 2-bit
-/// formats (1.0x to 1.3x for the 8-bit ones, which read at the memory's speed either way) and
-/// 2.9x to 5.7x at M >= 8 (the crate README's full output has both).
+/// [`matmul_packed`](crate::matmul_packed), with the same results on the int8 path: the
+/// packed kernels neither decode nor regroup, which counts most for the 4-bit and 2-bit
+/// formats and for M > 1 (at M = 1 the 8-bit formats run at the memory's speed either way).
+/// The crate README's performance section points to the measured comparison.
 pub fn matmul_with(x: Activations<'_>, m: usize, w: &QuantizedTensor, options: MatmulOptions) -> Result<Vec<f32>> {
     let (n, _) = check_matmul(x.len(), m, w)?;
     let mut y = vec![0.0f32; output_len(m, n)?];

@@ -29,17 +29,16 @@ mod panels;
 /// memory as the original (plus zero rows up to a whole panel) and converts back exactly
 /// ([`to_quantized`](Self::to_quantized)). The original tensor is not kept.
 ///
-/// Packing reads and writes the weights once, in parallel (about the cost of copying them: a
-/// 4096 x 4096 Q4_0 matrix, 9.4 MB, took 3 ms on 2 threads of a quiet machine and 6 to 14 ms
-/// on a busy one, page faults of the new buffer included).
+/// Packing reads and writes the weights once, in parallel: about the cost of copying them,
+/// page faults of the new buffer included.
 ///
 /// The packed codes and scales live in one buffer which, on Linux and from 2 MiB up, is
 /// aligned to 2 MiB and advised to use transparent huge pages (`madvise(MADV_HUGEPAGE)`,
 /// before its first touch): a call at M = 1 streams every byte once, and with 4 KiB pages
 /// that is a TLB miss per 4 KiB of each stream. [`PackOptions::with_huge_pages`] turns it
-/// off, and [`huge_pages`](Self::huge_pages) says whether it was asked for. (On the AMD
-/// EPYC VM of the crate README, 4096 x 4096 Q8_0 at M = 1 ran 6 to 17 % faster with them
-/// than the same kernel on 4 KiB pages in the same runs; the README has the table.)
+/// off, and [`huge_pages`](Self::huge_pages) says whether it was asked for. The
+/// `bench_matmul` example times the same kernels with and without them (its `4 KiB pages`
+/// rows).
 ///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and

@@ -1,13 +1,12 @@
 //! A handful of independent tasks on the rayon pool, with the calling thread taking part.
 //!
-//! A batch-1 matmul over a 4096 x 4096 4-bit matrix takes 100 to 200 µs at DRAM speed, so the
-//! cost of handing it to the pool counts. Handing a parallel iterator to rayon from a thread
-//! outside its pool (an application's main thread, the usual caller) puts that thread to sleep
-//! on a latch until the pool has finished, and waking it again costs a context switch: about
-//! 8 µs per call on the 2-core VM this crate is measured on (a 16-row matrix took 15 µs from
-//! outside the pool and 8 µs from inside). Here the calling thread runs tasks itself and the
-//! pool's jobs help it, every thread taking the next task not yet taken, so the caller only
-//! waits, spinning briefly, for the tasks still running elsewhere when none are left.
+//! A batch-1 matmul is short enough that the cost of handing it to the pool counts. Handing a
+//! parallel iterator to rayon from a thread outside its pool (an application's main thread,
+//! the usual caller) puts that thread to sleep on a latch until the pool has finished, and
+//! waking it again costs a context switch on every call. Here the calling thread runs tasks
+//! itself and the pool's jobs help it, every thread taking the next task not yet taken, so the
+//! caller only waits, spinning briefly, for the tasks still running elsewhere when none are
+//! left.
 //!
 //! The tasks are independent and each writes only what it owns, so the results do not depend
 //! on which thread ran which task.
