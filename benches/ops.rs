@@ -10,7 +10,7 @@ mod common;
 use std::hint::black_box;
 
 use aihal_cpu::ops;
-use aihal_cpu::reference::{self, AttentionShape};
+use aihal_reference::{self as reference, AttentionShape};
 use candle_core::{DType, Device, Tensor};
 use common::data;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

@@ -27,10 +27,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aihal_cpu::{
-    matmul_into, matmul_packed, matmul_packed_into, reference, ActivationPrecision, Activations, MatmulOptions,
-    PackOptions, PackedWeights,
+    matmul_into, matmul_packed, matmul_packed_into, ActivationPrecision, Activations, MatmulOptions, PackOptions,
+    PackedWeights,
 };
 use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
+use aihal_reference as reference;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;

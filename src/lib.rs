@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | [`core`] | `aihal-core`: errors, devices, selection, dispatch traits, `TensorBuffer` | always |
 //! | [`quantize`] | `aihal-quantize`: NF4, GGML Q4_0/Q8_0/TQ2_0, int8, ternary, FP8 | always |
+//! | [`reference`] | `aihal-reference`: the scalar reference every backend is tested against | always |
 //! | `cpu` | `aihal-cpu`: CPU kernels, SIMD chosen at run time | `cpu` (default) |
 //! | `kernels` | `aihal-kernels`: CubeCL kernels, the Vulkan runtime | `kernels` |
 //! | `cuda` | `aihal-cuda`: CUDA probing, runtime and candle interop | `cuda` |
@@ -26,6 +27,7 @@
 
 pub use aihal_core as core;
 pub use aihal_quantize as quantize;
+pub use aihal_reference as reference;
 
 #[cfg(feature = "cpu")]
 pub use aihal_cpu as cpu;

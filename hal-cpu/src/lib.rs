@@ -1,10 +1,8 @@
 //! The CPU backend of aihal: quantized matmul `y = x · Wᵀ` fused with weight decoding for
 //! every aihal-quantize format, and the small ops between the matmuls of a transformer layer.
 //!
-//! Two layers:
-//! - [`reference`](mod@reference): scalar ops with a fixed evaluation order. They define the results every
-//!   fast kernel (here, in CubeCL, on the NPU) is tested against, and run where nothing
-//!   faster fits.
+//! Every result here is tested against the scalar reference ops of `aihal-reference`, which
+//! define correct for every backend.
 //! - The fast API ([`matmul`], [`matmul_with`], [`QuantLinear`], [`ops`]): SIMD kernels
 //!   chosen once per process from what the CPU reports at run time (AVX2/FMA/F16C on x86_64,
 //!   NEON with dotprod on aarch64), threads over the output features with rayon. Results do
@@ -23,7 +21,6 @@
     clippy::missing_safety_doc
 )]
 
-mod decode;
 mod kernels;
 mod linear;
 mod matmul;
@@ -31,7 +28,6 @@ pub mod ops;
 mod packed;
 mod pages;
 mod pool;
-pub mod reference;
 
 pub use linear::QuantLinear;
 pub use packed::{matmul_packed, matmul_packed_into, PackOptions, PackedWeights};

@@ -6,9 +6,9 @@ use aihal_core::{CoreError, Device, GpuDispatchable, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use candle_core::{DType, Tensor};
 
-use crate::decode::check_matmul;
 use crate::matmul::{ActivationPrecision, Activations, MatmulOptions};
 use crate::packed::{matmul_packed, PackedWeights};
+use aihal_reference::check_matmul;
 
 /// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`.
 ///

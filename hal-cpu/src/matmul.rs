@@ -7,8 +7,8 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use candle_core::{DType, Tensor};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 
-use crate::decode::check_matmul;
 use crate::kernels::{self, ActQ8, Kernels, Panel, EXACT_PANEL, EXACT_PANEL_MIN_ROWS, MAX_ROWS, PANEL, PANEL_MIN_ROWS};
+use aihal_reference::check_matmul;
 
 /// Activations `x` (`[M, K]` row-major) in one of the float types models run in.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +116,7 @@ pub fn has_int8_activation_path(format: QuantFormat) -> bool {
 }
 
 /// `y = x · Wᵀ` on the exact path: `x` `[m, K]` f32, `w` `[N, K]` in any format, `y`
-/// `[m, N]` f32. Same semantics as [`reference::matmul`](crate::reference::matmul) up to the
+/// `[m, N]` f32. Same semantics as [`reference::matmul`](aihal_reference::matmul) up to the
 /// order of f32 additions.
 ///
 /// ```

@@ -15,7 +15,7 @@
 //! reference's `0.5 x (1 + tanh u)`, `u = √(2/π) (x + 0.044715 x³)`, without its cancellation
 //! where `tanh u` is near -1.
 //!
-//! Same signatures and semantics as the [`reference`](mod@crate::reference) ops (softmax's
+//! Same signatures and semantics as the [`reference`](aihal_reference) ops (softmax's
 //! masked, NaN and `+inf` rows included), up to the order of f32 additions and the last bits
 //! of `exp`. The tests state and check the bound per op (`U = 2^-24`): SiLU `6U` relatively,
 //! GELU `8U` relatively plus `2U |x|` (the reference's own error near -1), softmax
@@ -33,7 +33,7 @@ use aihal_core::Result;
 use rayon::prelude::*;
 
 use crate::pool::for_chunks;
-use crate::reference::{self, AttentionShape, RopeStyle};
+use aihal_reference::{self as reference, AttentionShape, RopeStyle};
 
 /// Whether the AVX2 + FMA builds of the ops' loops run here (detected once).
 #[cfg(target_arch = "x86_64")]
@@ -236,7 +236,7 @@ macro_rules! elementwise {
 pub fn rms_norm(x: &[f32], dim: usize, weight: &[f32], eps: f32) -> Result<Vec<f32>> {
     // Validation (and the error messages) are the reference's; an empty input costs nothing.
     reference::rms_norm(&[], dim, weight, eps)?;
-    reference::ops_rows_of("rms_norm", x.len(), dim)?;
+    reference::rows_of("rms_norm", x.len(), dim)?;
     let mut y = vec![0.0f32; x.len()];
     for_chunks(&mut y, x, dim * rows_per_task(dim), |yc, xc| {
         rms_rows_best(yc, xc, dim, weight, eps);
@@ -261,7 +261,7 @@ with_avx2!(rms_rows, rms_rows_avx2, rms_rows_best, (yc: &mut [f32], xc: &[f32], 
 /// LayerNorm, as [`reference::layer_norm`].
 pub fn layer_norm(x: &[f32], dim: usize, weight: &[f32], bias: Option<&[f32]>, eps: f32) -> Result<Vec<f32>> {
     reference::layer_norm(&[], dim, weight, bias, eps)?;
-    reference::ops_rows_of("layer_norm", x.len(), dim)?;
+    reference::rows_of("layer_norm", x.len(), dim)?;
     let mut y = vec![0.0f32; x.len()];
     for_chunks(&mut y, x, dim * rows_per_task(dim), |yc, xc| {
         layer_rows_best(yc, xc, dim, weight, bias, eps);
@@ -293,7 +293,7 @@ with_avx2!(layer_rows, layer_rows_avx2, layer_rows_best, (
 
 /// Softmax over rows, as [`reference::softmax`] (rows in parallel, `exp8` for `exp`).
 pub fn softmax(x: &[f32], dim: usize) -> Result<Vec<f32>> {
-    reference::ops_rows_of("softmax", x.len(), dim)?;
+    reference::rows_of("softmax", x.len(), dim)?;
     let mut y = vec![0.0f32; x.len()];
     for_chunks(&mut y, x, dim * rows_per_task(dim), |yc, xc| {
         softmax_rows_best(yc, xc, dim);
@@ -502,13 +502,13 @@ elementwise!(gelu_lanes => gelu_into, gelu_into_avx2, gelu_into_avx512, gelu_int
 pub fn rope(x: &[f32], n_heads: usize, head_dim: usize, pos0: usize, theta: f32, style: RopeStyle) -> Result<Vec<f32>> {
     reference::rope(&[], n_heads, head_dim, pos0, theta, style)?;
     let row = n_heads * head_dim;
-    reference::ops_rows_of("rope", x.len(), row.max(1))?;
+    reference::rows_of("rope", x.len(), row.max(1))?;
     let half = head_dim / 2;
     let mut y = x.to_vec();
     y.par_chunks_mut(row.max(1)).enumerate().for_each(|(s, yr)| {
         let pos = (pos0 + s) as f64;
         let table: Vec<(f32, f32)> = (0..half)
-            .map(|i| reference::ops_rope_angle(pos, i, head_dim, theta))
+            .map(|i| reference::rope_angle(pos, i, head_dim, theta))
             .collect();
         for head in yr.chunks_exact_mut(head_dim) {
             for (i, &(sin, cos)) in table.iter().enumerate() {
@@ -535,7 +535,7 @@ pub fn attention(
     shape: AttentionShape,
     scale: Option<f32>,
 ) -> Result<Vec<f32>> {
-    let q_len = reference::ops_check_attention(q, k, v, kv_len, shape)?;
+    let q_len = reference::check_attention(q, k, v, kv_len, shape)?;
     let AttentionShape {
         n_heads,
         n_kv_heads,

@@ -4,12 +4,12 @@
 use aihal_core::Result;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
-use crate::decode::check_matmul;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::kernels::panels as layout;
 use crate::matmul::{
     has_int8_activation_path, matmul_into, output_len, ActivationPrecision, Activations, MatmulOptions,
 };
+use aihal_reference::check_matmul;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod panels;

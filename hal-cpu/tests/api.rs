@@ -2,8 +2,9 @@
 #![allow(clippy::float_cmp)]
 
 use aihal_core::CoreError;
-use aihal_cpu::{matmul_into, matmul_tensor, matmul_with, reference, Activations, MatmulOptions};
+use aihal_cpu::{matmul_into, matmul_tensor, matmul_with, Activations, MatmulOptions};
 use aihal_quantize::{quantize, QuantFormat};
+use aihal_reference as reference;
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
 

@@ -2,8 +2,9 @@
 #![allow(clippy::float_cmp)]
 
 use aihal_core::{BackendKind, CoreError, Device, GpuDispatchable};
-use aihal_cpu::{reference, ActivationPrecision, QuantLinear};
+use aihal_cpu::{ActivationPrecision, QuantLinear};
 use aihal_quantize::QuantFormat;
+use aihal_reference as reference;
 use candle_core::{DType, Module, Tensor};
 
 fn setup() -> (Tensor, Tensor, Tensor) {

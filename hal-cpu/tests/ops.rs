@@ -1,8 +1,8 @@
 //! The fast transformer ops against the scalar reference over generated shapes.
 #![allow(clippy::float_cmp)]
 
-use aihal_cpu::reference::{AttentionShape, RopeStyle};
-use aihal_cpu::{ops, reference};
+use aihal_cpu::ops;
+use aihal_reference::{self as reference, AttentionShape, RopeStyle};
 use proptest::prelude::*;
 
 fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {

@@ -3,8 +3,9 @@
 //! budget per format.
 #![allow(clippy::float_cmp)]
 
-use aihal_cpu::{matmul, matmul_with, reference, ActivationPrecision, MatmulOptions};
+use aihal_cpu::{matmul, matmul_with, ActivationPrecision, MatmulOptions};
 use aihal_quantize::{dequantize, quantize, QuantFormat};
+use aihal_reference as reference;
 
 struct Rng(u64);
 impl Rng {

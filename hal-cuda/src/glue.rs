@@ -1,9 +1,9 @@
 //! `GpuDispatchable` routes for the transformer glue and attention kernels.
 
 use aihal_core::{CoreError, Device, GpuDispatchable, Result};
-use aihal_cpu::reference;
 use aihal_kernels::cubecl::prelude::Runtime;
 use aihal_kernels::{AttentionDims, Context, DeviceBuffer};
+use aihal_reference as reference;
 use candle_core::Tensor;
 
 use crate::dispatch::{cuda_device_context, gpu_present, wgpu_device_context};
@@ -27,7 +27,7 @@ pub enum Glue {
     Gelu,
 }
 
-/// A glue op routed by device: CubeCL kernels on CUDA and Vulkan, `aihal_cpu::reference` on
+/// A glue op routed by device: CubeCL kernels on CUDA and Vulkan, `aihal_reference` on
 /// the CPU. Input: a candle tensor (any float dtype, on the CPU); output: the same shape in
 /// f32.
 #[derive(Clone, Debug)]
@@ -124,7 +124,7 @@ pub struct AttentionInput {
 }
 
 /// Causal attention routed by device: the flash-style CubeCL kernel on CUDA and Vulkan,
-/// `aihal_cpu::reference::attention` on the CPU. Output: `[q_len, n_heads, head_dim]` f32.
+/// `aihal_reference::attention` on the CPU. Output: `[q_len, n_heads, head_dim]` f32.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionOp {
     /// The head layout.

@@ -41,7 +41,7 @@ fn the_int8_npu_route_is_exact_on_quantized_activations_and_close_to_the_cpu() {
 
     // Independent computation of the documented algorithm.
     let wq: Vec<i8> = w.data().iter().map(|&b| b as i8).collect();
-    let cpu = aihal_cpu::reference::matmul(&x, m, &w).unwrap();
+    let cpu = aihal_reference::matmul(&x, m, &w).unwrap();
     for i in 0..m {
         let row = &x[i * k..(i + 1) * k];
         let sx = row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;

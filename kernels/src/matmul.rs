@@ -219,7 +219,7 @@ fn u32_of(what: &str, v: usize) -> Result<u32> {
 /// `w` is `[N, K]`; the result is `[m, N]` of `F`.
 ///
 /// Sums run in f32 in an order that differs from the scalar reference (units split K), so
-/// results agree with `aihal_cpu::reference::matmul` to f32 rounding, not bit for bit.
+/// results agree with `aihal_reference::matmul` to f32 rounding, not bit for bit.
 pub fn quant_matmul<R: Runtime, F: Float + CubeElement>(
     ctx: &Context<R>,
     x: &DeviceBuffer<R, F>,

@@ -15,6 +15,8 @@
 //! - Files: [`io`] saves and loads any [`QuantizedTensor`] to safetensors with metadata
 //!   that fully describes it (the file layout is documented there); [`bnb`] reads and
 //!   writes bitsandbytes' serialized NF4 weights.
+//! - [`decode`]: one row of a `[N, K]` weight back to f32 as the contract defines it, for
+//!   the scalar reference and generic kernels.
 //! - [`ErrorStats`]: RMSE, max |error| and SNR of a round trip.
 //!
 //! Int8 (per channel or per block): `scale = absmax / 127`, `q = round(x / scale)` (half
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bnb;
+pub mod decode;
 pub mod format;
 pub mod fp8;
 pub mod ggml;

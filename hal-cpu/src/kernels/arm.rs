@@ -20,7 +20,7 @@ use std::arch::asm;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::decode::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 /// `neon+dotprod` when the CPU has the int8 dot product, else `neon`; `+fp16` when it also has
 /// FEAT_FP16 (half-precision arithmetic: E4M3 weights are decoded through f16).

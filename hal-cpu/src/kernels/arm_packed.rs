@@ -25,7 +25,7 @@ use std::arch::aarch64::{
 use std::arch::asm;
 
 use super::panels::{Isa, Kind, Packed, PackedAct, Scales};
-use crate::decode::NF4_I8;
+use crate::kernels::codes::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
 const ROWS: usize = 4;

@@ -1,11 +1,11 @@
 //! The scalar kernel set. The exact kernels give the same bits as
-//! [`reference::matmul`](crate::reference::matmul); the q8 kernels define the int8-activation
+//! [`reference::matmul`](aihal_reference::matmul); the q8 kernels define the int8-activation
 //! arithmetic the SIMD q8 kernels are tested against.
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::decode::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "generic",

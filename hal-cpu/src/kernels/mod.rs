@@ -21,6 +21,7 @@ pub(crate) mod act;
 pub(crate) mod arm;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod arm_packed;
+pub(crate) mod codes;
 pub(crate) mod generic;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) mod panels;

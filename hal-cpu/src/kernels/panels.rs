@@ -34,7 +34,7 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use rayon::prelude::*;
 
 use super::ActQ8;
-use crate::decode::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
 use crate::pages::PageBuf;
 
 /// 64 bytes, aligned for vector loads: the storage unit of the packed codes.

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::{best, generic, ActQ8, Kernels};
 use crate::matmul::{run, ActivationPrecision};
-use crate::reference;
+use aihal_reference as reference;
 
 /// SplitMix64: fresh, reproducible random data from a proptest seed.
 pub(crate) struct Rng(u64);
@@ -207,7 +207,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], scale: &[f32], rel: f32) 
 }
 
 /// `Σ_k |x[i][k]| * absmax(W[n][k]) * 0.47 / 127` for every output of an NF4 weight (how far
-/// the int8 levels [`NF4_I8`](crate::decode::NF4_I8) may move it), zeros for other formats.
+/// the int8 levels [`NF4_I8`](crate::kernels::codes::NF4_I8) may move it), zeros for other formats.
 fn nf4_level_budget(x: &[f32], m: usize, w: &QuantizedTensor) -> Vec<f32> {
     let (n, k) = (w.shape()[0], w.row_len());
     let QuantFormat::Nf4 { block_size, .. } = w.format() else {
@@ -511,7 +511,8 @@ fn nf4_int8_levels_in_layout_order() {
                             let flat = j * k + kk;
                             let byte = data[flat / 2];
                             let code = if kk % 2 == 0 { byte >> 4 } else { byte & 0xF };
-                            let want = f32::from(crate::decode::NF4_I8[usize::from(code)]) * (scales[j] / 127.0);
+                            let want =
+                                f32::from(crate::kernels::codes::NF4_I8[usize::from(code)]) * (scales[j] / 127.0);
                             let got = y[i * n + j];
                             assert!(
                                 (got - want).abs() <= 1e-6 * want.abs(),

@@ -20,7 +20,9 @@ use std::arch::x86_64::{
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn, MAX_ROWS};
-use crate::decode::{decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{
+    decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+};
 
 /// The AVX2 set, when the CPU has AVX2, FMA and F16C.
 pub(crate) fn detect() -> Option<&'static Kernels> {

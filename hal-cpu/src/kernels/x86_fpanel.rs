@@ -17,7 +17,7 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::x86::{fp8_row, int8_row, nf4_row, q4_0_row, q8_0_row, tq2_row, Chunked, F32Row, Widen};
 use super::{ExactPanelFn, Panel, EXACT_PANEL, PANEL};
-use crate::decode::decode_row_into;
+use crate::kernels::codes::decode_row_into;
 
 /// The exact panel kernel of every format (formats without an in-register decoder decode 32
 /// values at a time with the scalar decoder, still once per panel).

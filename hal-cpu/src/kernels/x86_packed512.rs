@@ -33,7 +33,7 @@ use std::arch::x86_64::{
 };
 
 use super::panels::{row_groups, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
-use crate::decode::NF4_I8;
+use crate::kernels::codes::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
 const ROWS: usize = 16;

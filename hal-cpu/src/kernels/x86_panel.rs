@@ -30,7 +30,7 @@ use super::{generic, ActQ8, Panel, PanelFn, MAX_ROWS, PANEL};
 
 /// The AVX2 panel kernels: unsigned panels for formats whose codes plus offset stay below
 /// 16, so that `vpmaddubsw` cannot saturate (2 · 15 · 127 < 2^15); signed panels for the 8-bit
-/// codes (Q8_0, int8) and for NF4's int8 levels ([`NF4_I8`](crate::decode::NF4_I8)).
+/// codes (Q8_0, int8) and for NF4's int8 levels ([`NF4_I8`](crate::kernels::codes::NF4_I8)).
 pub(crate) fn panel_avx2(format: QuantFormat) -> Option<PanelFn> {
     match format {
         QuantFormat::Q4_0 => Some(avx2_q4_0),

@@ -263,7 +263,7 @@ fn matmul_case<R: Runtime, F: Float + CubeElement>(
     // Activations as the device sees them (rounded to F), so only the matmul is compared.
     let x: Vec<F> = rng.values(m * k, 2.0).into_iter().map(&to_f).collect();
     let x32: Vec<f32> = x.iter().map(|&v| from_f(v)).collect();
-    let want = aihal_cpu::reference::matmul(&x32, m, &q).expect("reference matmul");
+    let want = aihal_reference::matmul(&x32, m, &q).expect("reference matmul");
     let scale = abs_products(&x32, m, &aihal_quantize::dequantize(&q).expect("dequantize"), n, k);
     let dq = upload(ctx, &q);
     let xh = ctx.upload(&x).expect("upload x");
@@ -284,7 +284,7 @@ fn matmul_case<R: Runtime, F: Float + CubeElement>(
 }
 
 /// Fused matmul for every format, M = 1 (GEMV) and M = 3, 17 (GEMM, straddling the 16-row
-/// tile), f32 activations, against `aihal_cpu::reference::matmul`.
+/// tile), f32 activations, against `aihal_reference::matmul`.
 ///
 /// Tolerance: the standard bound for a reordered f32 sum, `2 K u Σ|x w|` with `u = 2⁻²⁴`.
 pub fn matmul_every_format_f32<R: Runtime>(ctx: &Context<R>) {

@@ -1,4 +1,4 @@
-//! The conformance suite: every kernel against `aihal_cpu::reference` on fresh random
+//! The conformance suite: every kernel against `aihal_reference` on fresh random
 //! inputs, with outputs poisoned beforehand so an element a kernel forgets to write fails.
 //!
 //! Each check is a generic function over the runtime; [`testgen_conformance!`] turns them

@@ -1,8 +1,8 @@
-//! Checks of the transformer glue and attention against `aihal_cpu::reference`.
+//! Checks of the transformer glue and attention against `aihal_reference`.
 #![allow(clippy::missing_panics_doc)]
 
 use aihal_core::CoreError;
-use aihal_cpu::reference;
+use aihal_reference as reference;
 use cubecl::prelude::*;
 
 use super::checks::{assert_close, poisoned};

@@ -3,7 +3,9 @@
 use aihal_core::{CoreError, Result};
 
 /// Checks that `len` is a whole number of rows of `dim` (`dim > 0`) and returns the row count.
-pub(crate) fn rows_of(op: &str, len: usize, dim: usize) -> Result<usize> {
+///
+/// Errors: `InvalidInput` naming `op` when `dim` is 0 or does not divide `len`.
+pub fn rows_of(op: &str, len: usize, dim: usize) -> Result<usize> {
     if dim == 0 {
         return Err(CoreError::invalid_input(format!(
             "{op}: row length (dim) must be positive"
@@ -201,8 +203,9 @@ pub fn rope(x: &[f32], n_heads: usize, head_dim: usize, pos0: usize, theta: f32,
     Ok(y)
 }
 
-/// `(sin, cos)` of the angle of pair `i` at `pos`, computed in f64, rounded to f32.
-pub(crate) fn rope_angle(pos: f64, i: usize, head_dim: usize, theta: f32) -> (f32, f32) {
+/// `(sin, cos)` of the angle of pair `i` at position `pos`, `pos * theta^(-2i / head_dim)`,
+/// computed in f64 and rounded to f32: the table every [`rope`] implementation uses.
+pub fn rope_angle(pos: f64, i: usize, head_dim: usize, theta: f32) -> (f32, f32) {
     let freq = f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64);
     let (s, c) = (pos * freq).sin_cos();
     (s as f32, c as f32)
@@ -292,8 +295,11 @@ pub fn attention(
     Ok(out)
 }
 
-/// Validates an attention call and returns `q_len`.
-pub(crate) fn check_attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, shape: AttentionShape) -> Result<usize> {
+/// Validates an [`attention`] call (head layout, and the lengths of `q`, `k` and `v` for
+/// `kv_len` cached positions) and returns `q_len`.
+///
+/// Errors: `InvalidInput` or `ShapeMismatch` naming the argument that does not fit.
+pub fn check_attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, shape: AttentionShape) -> Result<usize> {
     shape.check()?;
     let q_len = rows_of("attention q", q.len(), shape.n_heads * shape.head_dim)?;
     let kv = kv_len * shape.n_kv_heads * shape.head_dim;

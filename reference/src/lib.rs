@@ -1,5 +1,9 @@
-//! Scalar reference ops: the definition every fast kernel (here, in CubeCL and on the NPU)
-//! is tested against, and the fallback when no SIMD kernel fits.
+//! Scalar reference ops of aihal: the definition every fast kernel (the CPU backend's SIMD
+//! kernels, the CubeCL kernels, the NPU route) is tested against.
+//!
+//! No backend depends on another backend: each one's tests compare with this crate, which
+//! depends only on `aihal-core` and `aihal-quantize` (whose [`decode`](aihal_quantize::decode)
+//! module reads the layout contract).
 //!
 //! These functions are written for clarity and fixed evaluation order, not speed: each one
 //! states its exact arithmetic so a device kernel can say how far it may differ. All take
@@ -16,15 +20,48 @@
 //! | [`rope`] | `[seq, heads, head_dim]` | rotary position embedding |
 //! | [`attention`] | q `[q_len, heads, d]`, k/v `[kv_len, kv_heads, d]` | causal GQA attention |
 
+#![forbid(unsafe_code)]
+// Tests compare floats exactly on purpose: the fixed-order reference is deterministic.
+#![cfg_attr(test, allow(clippy::float_cmp))]
+
 mod ops;
 
+use aihal_core::{CoreError, Result};
+use aihal_quantize::decode::decode_row_into;
 use aihal_quantize::QuantizedTensor;
 
-use crate::decode::{check_matmul, decode_row_into};
-use aihal_core::Result;
+pub use ops::{
+    attention, check_attention, gelu, layer_norm, rms_norm, rope, rope_angle, rows_of, silu, softmax, AttentionShape,
+    RopeStyle,
+};
 
-pub use ops::{attention, gelu, layer_norm, rms_norm, rope, silu, softmax, AttentionShape, RopeStyle};
-pub(crate) use ops::{check_attention as ops_check_attention, rope_angle as ops_rope_angle, rows_of as ops_rows_of};
+/// The `(N, K)` of a weight matrix, after checking that it is rank 2 and that `x_len` is `m`
+/// rows of `K` values.
+///
+/// Every matmul entry point (here and in the backends) checks its arguments with this, so the
+/// kernels behind it may trust the lengths.
+///
+/// Errors: `InvalidInput` for a rank other than 2 or an `m * K` that overflows,
+/// `ShapeMismatch` when `x_len != m * K`.
+pub fn check_matmul(x_len: usize, m: usize, w: &QuantizedTensor) -> Result<(usize, usize)> {
+    let [n, k] = *w.shape() else {
+        return Err(CoreError::invalid_input(format!(
+            "matmul weight must have rank 2 ([N, K]), got shape {:?}",
+            w.shape()
+        )));
+    };
+    let want = m
+        .checked_mul(k)
+        .ok_or_else(|| CoreError::invalid_input(format!("matmul activations: {m} rows of {k} values overflow")))?;
+    if x_len != want {
+        return Err(CoreError::shape_mismatch(
+            format!("matmul activations x ([M = {m}, K = {k}] row-major)"),
+            [want],
+            [x_len],
+        ));
+    }
+    Ok((n, k))
+}
 
 /// `y = x · Wᵀ` with the weight decoded exactly as the layout contract says.
 ///
@@ -35,8 +72,8 @@ pub(crate) use ops::{check_attention as ops_check_attention, rope_angle as ops_r
 /// that starts at `0.0`, in increasing `k` (no fused multiply-add). NaN and infinities in `x`
 /// or in decoded weights (FP8 NaN, E5M2 infinities) propagate as IEEE arithmetic says.
 ///
-/// Errors: `InvalidInput` when `w` is not rank 2, `ShapeMismatch` when `x.len() != m * K`,
-/// `Unsupported` for a format this crate does not know.
+/// Errors: `InvalidInput` when `w` is not rank 2, `ShapeMismatch` when `x.len() != m * K`
+/// (every format decodes).
 ///
 /// ```
 /// use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -45,7 +82,7 @@ pub(crate) use ops::{check_attention as ops_check_attention, rope_angle as ops_r
 /// block.extend(0u8..32);
 /// let w = QuantizedTensor::from_parts(QuantFormat::Q8_0, vec![1, 32], block, vec![])?;
 /// let x = vec![1.0f32; 32];
-/// assert_eq!(aihal_cpu::reference::matmul(&x, 1, &w)?, [496.0]);
+/// assert_eq!(aihal_reference::matmul(&x, 1, &w)?, [496.0]);
 /// # Ok::<(), aihal_core::CoreError>(())
 /// ```
 pub fn matmul(x: &[f32], m: usize, w: &QuantizedTensor) -> Result<Vec<f32>> {
@@ -53,7 +90,7 @@ pub fn matmul(x: &[f32], m: usize, w: &QuantizedTensor) -> Result<Vec<f32>> {
     let mut y = vec![0.0f32; m * n];
     let mut row = vec![0.0f32; k];
     for j in 0..n {
-        decode_row_into(w, j, 0, &mut row);
+        decode_row_into(w, j, 0, &mut row)?;
         for i in 0..m {
             y[i * n + j] = dot_in_order(&x[i * k..(i + 1) * k], &row);
         }
@@ -77,7 +114,7 @@ pub fn dequantize_weight(w: &QuantizedTensor) -> Result<Vec<f32>> {
     let (n, k) = check_matmul(0, 0, w)?;
     let mut out = vec![0.0f32; n * k];
     for (j, row) in out.chunks_exact_mut(k.max(1)).enumerate().take(n) {
-        decode_row_into(w, j, 0, row);
+        decode_row_into(w, j, 0, row)?;
     }
     Ok(out)
 }

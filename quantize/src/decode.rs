@@ -1,92 +1,56 @@
-//! Scalar decoding of the packed layout contract (`aihal_quantize::format`), shared by the
-//! reference ops and the generic kernels.
+//! Scalar decoding of the layout contract ([`format`](crate::format)): one row of a
+//! `[N, K]` weight matrix back to f32, exactly as the contract defines each value
+//! (`scale * code`, rounded to f32).
 //!
-//! Everything here reads a [`QuantizedTensor`] whose lengths its constructor has already
-//! checked; [`check_matmul`] checks the rest (rank, K, the activation length).
+//! This is the one place outside the quantizers that reads every format's bytes; the scalar
+//! reference (`aihal-reference`) and the CPU backend's generic kernels decode through it.
+//!
+//! ```
+//! use aihal_quantize::{decode, QuantFormat, QuantizedTensor};
+//! // One Q8_0 row of 32 values: d = 0.5 (f16 0x3800), codes 0, 1, 2, ...
+//! let mut block = vec![0x00, 0x38];
+//! block.extend(0u8..32);
+//! let w = QuantizedTensor::from_parts(QuantFormat::Q8_0, vec![1, 32], block, vec![])?;
+//! let mut row = [0.0f32; 4];
+//! decode::decode_row_into(&w, 0, 2, &mut row)?;
+//! assert_eq!(row, [1.0, 1.5, 2.0, 2.5]);
+//! # Ok::<(), aihal_core::CoreError>(())
+//! ```
 
 use aihal_core::{CoreError, Result};
-use aihal_quantize::{QuantFormat, QuantizedTensor};
 use half::f16;
 
-/// The 16 NormalFloat4 levels, indexed by the 4-bit code: aihal-quantize's code book, so the
-/// kernels and the quantizer can never disagree.
-pub(crate) use aihal_quantize::nf4::NF4_CODE as NF4_LEVELS;
-
-/// The NF4 levels on the int8 grid of the int8-activation path: `round(127 * level)`, so a
-/// weight of code `c` in a block with absmax `a` counts as `NF4_I8[c] * (a / 127)`. Each
-/// entry is within 0.47 of `127 * level`: each weight moves by at most 0.0037 of its block's
-/// absmax, against up to 0.152 for the NF4 rounding itself.
-pub(crate) const NF4_I8: [i8; 16] = {
-    let mut t = [0i8; 16];
-    let mut i = 0;
-    while i < 16 {
-        // In range: every level is in [-1, 1].
-        t[i] = (127.0 * NF4_LEVELS[i]).round() as i8;
-        i += 1;
-    }
-    t
-};
-
-/// FP8 decode tables (every byte's value), shared with aihal-quantize's codecs.
-use aihal_quantize::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
+use crate::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
+use crate::ggml::{Q4_0_BYTES as Q4_0_BLOCK_BYTES, Q8_0_BYTES as Q8_0_BLOCK_BYTES, TQ2_0_BYTES as TQ2_0_BLOCK_BYTES};
+use crate::nf4::NF4_CODE as NF4_LEVELS;
+use crate::{QuantFormat, QuantizedTensor};
 
 /// Reads the little-endian f16 at `bytes[0..2]` as f32.
 #[inline]
-pub(crate) fn f16_at(bytes: &[u8]) -> f32 {
+fn f16_at(bytes: &[u8]) -> f32 {
     f16::from_le_bytes([bytes[0], bytes[1]]).to_f32()
-}
-
-/// Bytes per 32-value block of Q4_0 and Q8_0, and per 256-value block of TQ2_0.
-pub(crate) const Q4_0_BLOCK_BYTES: usize = 18;
-pub(crate) const Q8_0_BLOCK_BYTES: usize = 34;
-pub(crate) const TQ2_0_BLOCK_BYTES: usize = 66;
-
-/// The `(N, K)` of a weight matrix, after checking that it is rank 2, that its format is one
-/// this crate knows, and that `x` holds `m` rows of `K` values.
-pub(crate) fn check_matmul(x_len: usize, m: usize, w: &QuantizedTensor) -> Result<(usize, usize)> {
-    let [n, k] = *w.shape() else {
-        return Err(CoreError::invalid_input(format!(
-            "matmul weight must have rank 2 ([N, K]), got shape {:?}",
-            w.shape()
-        )));
-    };
-    check_format(w.format())?;
-    let want = m
-        .checked_mul(k)
-        .ok_or_else(|| CoreError::invalid_input(format!("matmul activations: {m} rows of {k} values overflow")))?;
-    if x_len != want {
-        return Err(CoreError::shape_mismatch(
-            format!("matmul activations x ([M = {m}, K = {k}] row-major)"),
-            [want],
-            [x_len],
-        ));
-    }
-    Ok((n, k))
-}
-
-/// `Unsupported` for a format added to `QuantFormat` after this crate was written.
-pub(crate) fn check_format(format: QuantFormat) -> Result<()> {
-    match format {
-        QuantFormat::Nf4 { .. }
-        | QuantFormat::Q4_0
-        | QuantFormat::Q8_0
-        | QuantFormat::Tq2_0
-        | QuantFormat::Ternary
-        | QuantFormat::Int8PerChannel
-        | QuantFormat::Int8PerBlock { .. }
-        | QuantFormat::Fp8E4M3 { .. }
-        | QuantFormat::Fp8E5M2 { .. } => Ok(()),
-        other => Err(CoreError::unsupported("aihal-cpu matmul", other)),
-    }
 }
 
 /// Decodes values `k0 .. k0 + out.len()` of row `n` of the `[N, K]` weight `w` into `out`,
 /// exactly as the layout contract defines them (`scale * code` in f32).
 ///
-/// The caller has validated `w` with [`check_matmul`] and keeps `k0 + out.len() <= K`,
-/// `n < N`.
-pub(crate) fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]) {
-    let k = w.row_len();
+/// Every [`QuantFormat`] decodes (the match below is exhaustive inside this crate).
+///
+/// Errors: `InvalidInput` when `w` is not rank 2 or the range `n`, `k0 .. k0 + out.len()`
+/// lies outside it.
+pub fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]) -> Result<()> {
+    let [rows, k] = *w.shape() else {
+        return Err(CoreError::invalid_input(format!(
+            "decoding a weight row needs a rank-2 [N, K] tensor, got shape {:?}",
+            w.shape()
+        )));
+    };
+    if n >= rows || k0.checked_add(out.len()).is_none_or(|end| end > k) {
+        return Err(CoreError::invalid_input(format!(
+            "row {n}, values {k0}..{} lie outside the [{rows}, {k}] weight",
+            k0.saturating_add(out.len())
+        )));
+    }
     let data = w.data();
     let scales = w.scales();
     match w.format() {
@@ -152,9 +116,8 @@ pub(crate) fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mu
         }
         QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&E4M3_LUT, block_size, w, n, k0, out),
         QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&E5M2_LUT, block_size, w, n, k0, out),
-        // `check_matmul` has rejected every other format.
-        _ => out.fill(f32::NAN),
     }
+    Ok(())
 }
 
 fn decode_fp8(lut: &[f32; 256], block_size: Option<usize>, w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]) {
@@ -179,6 +142,7 @@ fn decode_fp8(lut: &[f32; 256], block_size: Option<usize>, w: &QuantizedTensor, 
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)] // decoded values are exact by definition
 mod tests {
     use super::*;
 
@@ -209,17 +173,6 @@ mod tests {
     }
 
     #[test]
-    fn nf4_int8_levels_round_the_code_book() {
-        assert_eq!(
-            NF4_I8,
-            [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]
-        );
-        for (&q, &l) in NF4_I8.iter().zip(&NF4_LEVELS) {
-            assert!((f32::from(q) - 127.0 * l).abs() <= 0.47, "{q} vs {l}");
-        }
-    }
-
-    #[test]
     fn decodes_hand_packed_blocks() {
         // Q4_0: d = 0.5, byte j low nibble = value j, high nibble = value j + 16.
         let mut blk = vec![0u8; 18];
@@ -227,7 +180,7 @@ mod tests {
         blk[2] = 0x3F; // value 0: q = 15 -> 3.5; value 16: q = 3 -> -2.5
         let w = QuantizedTensor::from_parts(QuantFormat::Q4_0, vec![1, 32], blk, vec![]).unwrap();
         let mut out = [0.0; 32];
-        decode_row_into(&w, 0, 0, &mut out);
+        decode_row_into(&w, 0, 0, &mut out).unwrap();
         assert_eq!((out[0], out[16], out[1]), (3.5, -2.5, -4.0));
 
         // TQ2_0: value 128h + 32l + j lives in byte 32h + j, bits 2l.
@@ -236,7 +189,7 @@ mod tests {
         blk[32 + 5] = 0b0001_1001; // h = 1, j = 5: l = 0 -> q 1, l = 1 -> q 2, l = 2 -> q 1, l = 3 -> q 0
         let w = QuantizedTensor::from_parts(QuantFormat::Tq2_0, vec![1, 256], blk, vec![]).unwrap();
         let mut out = [0.0; 256];
-        decode_row_into(&w, 0, 0, &mut out);
+        decode_row_into(&w, 0, 0, &mut out).unwrap();
         assert_eq!(out[128 + 5], 0.0);
         assert_eq!(out[128 + 32 + 5], 2.0);
         assert_eq!(out[128 + 96 + 5], -2.0);
@@ -249,7 +202,7 @@ mod tests {
         };
         let w = QuantizedTensor::from_parts(f, vec![3, 11], vec![0xF0; 17], vec![2.0, 4.0]).unwrap();
         let mut row = [0.0; 11];
-        decode_row_into(&w, 2, 0, &mut row); // flat 22..33: block 0 up to 31, block 1 at 32
+        decode_row_into(&w, 2, 0, &mut row).unwrap(); // flat 22..33: block 0 up to 31, block 1 at 32
         assert_eq!(row[0], 2.0); // flat 22: high nibble 15 -> 1.0 * 2
         assert_eq!(row[1], -2.0); // flat 23: low nibble 0 -> -1.0 * 2
         assert_eq!(row[10], 4.0); // flat 32: high nibble, block 1

@@ -1,0 +1,55 @@
+//! The layout facts the kernels read directly: block sizes in bytes, the f16 block scale, and
+//! NF4's levels on the int8 grid of the int8-activation path.
+
+pub(crate) use aihal_quantize::ggml::{
+    Q4_0_BYTES as Q4_0_BLOCK_BYTES, Q8_0_BYTES as Q8_0_BLOCK_BYTES, TQ2_0_BYTES as TQ2_0_BLOCK_BYTES,
+};
+/// The 16 NormalFloat4 levels, indexed by the 4-bit code: aihal-quantize's code book, so the
+/// kernels and the quantizer can never disagree.
+pub(crate) use aihal_quantize::nf4::NF4_CODE as NF4_LEVELS;
+
+/// The NF4 levels on the int8 grid of the int8-activation path: `round(127 * level)`, so a
+/// weight of code `c` in a block with absmax `a` counts as `NF4_I8[c] * (a / 127)`. Each
+/// entry is within 0.47 of `127 * level`: each weight moves by at most 0.0037 of its block's
+/// absmax, against up to 0.152 for the NF4 rounding itself.
+pub(crate) const NF4_I8: [i8; 16] = {
+    let mut t = [0i8; 16];
+    let mut i = 0;
+    while i < 16 {
+        // In range: every level is in [-1, 1].
+        t[i] = (127.0 * NF4_LEVELS[i]).round() as i8;
+        i += 1;
+    }
+    t
+};
+
+/// Reads the little-endian f16 at `bytes[0..2]` as f32.
+#[inline]
+pub(crate) fn f16_at(bytes: &[u8]) -> f32 {
+    half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32()
+}
+
+/// Decodes values `k0 .. k0 + out.len()` of row `n` of `w` as the layout contract defines
+/// them: [`aihal_quantize::decode::decode_row_into`] for arguments the matmul entry points
+/// have already checked (`aihal_reference::check_matmul`), so it cannot fail here.
+#[inline]
+pub(crate) fn decode_row_into(w: &aihal_quantize::QuantizedTensor, n: usize, k0: usize, out: &mut [f32]) {
+    aihal_quantize::decode::decode_row_into(w, n, k0, out)
+        .expect("the matmul entry point checked the weight and the row range (check_matmul)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nf4_int8_levels_round_the_code_book() {
+        assert_eq!(
+            NF4_I8,
+            [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127]
+        );
+        for (&q, &l) in NF4_I8.iter().zip(&NF4_LEVELS) {
+            assert!((f32::from(q) - 127.0 * l).abs() <= 0.47, "{q} vs {l}");
+        }
+    }
+}
