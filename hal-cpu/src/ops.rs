@@ -15,7 +15,7 @@
 //! reference's `0.5 x (1 + tanh u)`, `u = √(2/π) (x + 0.044715 x³)`, without its cancellation
 //! where `tanh u` is near -1.
 //!
-//! Same signatures and semantics as the [`reference`](aihal_reference) ops (softmax's
+//! Same signatures and semantics as the [`aihal_reference`] ops (softmax's
 //! masked, NaN and `+inf` rows included), up to the order of f32 additions and the last bits
 //! of `exp`. The tests state and check the bound per op (`U = 2^-24`): SiLU `6U` relatively,
 //! GELU `8U` relatively plus `2U |x|` (the reference's own error near -1), softmax
