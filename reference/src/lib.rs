@@ -16,9 +16,11 @@
 //! | [`rms_norm`] | rows of `dim` | `x / sqrt(mean(x²) + eps) * weight` |
 //! | [`layer_norm`] | rows of `dim` | `(x - mean) / sqrt(var + eps) * weight + bias` |
 //! | [`softmax`] | rows of `dim` | `exp(x - max) / sum` |
-//! | [`silu`], [`gelu`] | elementwise | `x * sigmoid(x)`, tanh-approximated GELU |
+//! | [`silu`], [`gelu`], [`gelu_erf`] | elementwise | `x * sigmoid(x)`, GELU (tanh form, erf form) |
+//! | [`gated`] | gate, up | `act(gate) * up` (SwiGLU, GeGLU) |
+//! | [`embedding`] | token ids, table `[vocab, dim]` quantized | the ids' rows, dequantized |
 //! | [`rope`] | `[seq, heads, head_dim]` | rotary position embedding |
-//! | [`attention`] | q `[q_len, heads, d]`, k/v `[kv_len, kv_heads, d]` | causal GQA attention |
+//! | [`attention`], [`attention_masked`] | q `[q_len, heads, d]`, k/v `[kv_len, kv_heads, d]` | GQA attention: causal, sliding-window, or padded (encoder) |
 
 #![forbid(unsafe_code)]
 // Tests compare floats exactly on purpose: the fixed-order reference is deterministic.
@@ -31,8 +33,8 @@ use aihal_quantize::decode::decode_row_into;
 use aihal_quantize::QuantizedTensor;
 
 pub use ops::{
-    attention, check_attention, gelu, layer_norm, rms_norm, rope, rope_angle, rows_of, silu, softmax, AttentionShape,
-    RopeStyle,
+    attention, attention_masked, check_attention, erf, gated, gelu, gelu_erf, layer_norm, rms_norm, rope, rope_angle,
+    rows_of, silu, softmax, AttentionMask, AttentionShape, GateActivation, RopeStyle,
 };
 
 /// The `(N, K)` of a weight matrix, after checking that it is rank 2 and that `x_len` is `m`
@@ -105,6 +107,25 @@ pub(crate) fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
         acc += p * q;
     }
     acc
+}
+
+/// The rows `ids` of an embedding table `[vocab, dim]` in any format, dequantized exactly
+/// as [`aihal_quantize::decode`] defines them: `[ids.len(), dim]` row-major f32.
+///
+/// Errors: `InvalidInput` when `table` is not rank 2 or an id is not below `vocab` (naming
+/// the id and its index).
+pub fn embedding(ids: &[u32], table: &QuantizedTensor) -> Result<Vec<f32>> {
+    let (vocab, dim) = check_matmul(0, 0, table)?;
+    let mut out = vec![0.0f32; ids.len() * dim];
+    for (i, (&id, row)) in ids.iter().zip(out.chunks_exact_mut(dim.max(1))).enumerate() {
+        if id as usize >= vocab {
+            return Err(CoreError::invalid_input(format!(
+                "embedding: token id {id} at index {i} is not below the vocabulary size {vocab}"
+            )));
+        }
+        decode_row_into(table, id as usize, 0, row)?;
+    }
+    Ok(out)
 }
 
 /// The fully dequantized `[N, K]` weight as f32 (for tests and tools, never on a hot path).

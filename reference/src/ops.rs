@@ -150,6 +150,75 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// The error function, computed in f64 (Abramowitz and Stegun 7.1.26 is too coarse for a
+/// reference; this is the series `erf x = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1))` for
+/// `|x| < 3`, and the continued fraction of `erfc` beyond), rounded to f32 by the caller.
+/// Within 1e-15 of the true value over the f32 range, so the f32 results are correctly
+/// rounded but for ties.
+#[must_use]
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let r = if a < 3.0 {
+        let (mut term, mut sum, mut n) = (a, a, 0.0f64);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else if a < 6.0 {
+        // erfc a = exp(-a²)/√π · 1/(a + 1/2/(a + 1/(a + 3/2/(a + ...)))), evaluated bottom-up.
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + f64::from(k) / 2.0 / f;
+        }
+        1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
+    } else {
+        1.0
+    };
+    r.copysign(x)
+}
+
+/// GELU in its exact form (BERT, PyTorch's default `gelu`): `0.5 x (1 + erf(x / √2))`,
+/// elementwise, computed in f64 and rounded to f32.
+pub fn gelu_erf(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| {
+            let v = f64::from(v);
+            (0.5 * v * (1.0 + erf(v * std::f64::consts::FRAC_1_SQRT_2))) as f32
+        })
+        .collect()
+}
+
+/// The activation of a gated MLP's gate branch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GateActivation {
+    /// SiLU: SwiGLU (Llama, SmolLM2, Mistral).
+    #[default]
+    Silu,
+    /// GELU, tanh form: GeGLU as Gemma uses it.
+    GeluTanh,
+    /// GELU, erf form.
+    GeluErf,
+}
+
+/// A gated MLP's middle: `act(gate) * up`, elementwise, with `act` one of
+/// [`GateActivation`] as [`silu`], [`gelu`] or [`gelu_erf`] define it.
+///
+/// Errors: `ShapeMismatch` when `gate` and `up` differ in length.
+pub fn gated(gate: &[f32], up: &[f32], act: GateActivation) -> Result<Vec<f32>> {
+    check_len("gated activation", "up (same length as gate)", gate.len(), up.len())?;
+    let a = match act {
+        GateActivation::Silu => silu(gate),
+        GateActivation::GeluTanh => gelu(gate),
+        GateActivation::GeluErf => gelu_erf(gate),
+    };
+    Ok(a.iter().zip(up).map(|(&g, &u)| g * u).collect())
+}
+
 /// Which pairs of a head's values a rotary embedding rotates together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum RopeStyle {
@@ -241,8 +310,51 @@ impl AttentionShape {
     }
 }
 
+/// Which key positions a query row of [`attention_masked`] sees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttentionMask {
+    /// A decoder: query row `t` (at position `p = kv_len - q_len + t`) sees keys `0..=p`.
+    #[default]
+    Causal,
+    /// A decoder with a local window (Gemma's sliding-window layers): keys
+    /// `p + 1 - window ..= p` (clamped at 0); `window` must be positive.
+    SlidingWindow(usize),
+    /// An encoder over a right-padded sequence: every query sees keys `0..valid`, the rest
+    /// are padding; `valid` must be in `1..=kv_len`.
+    Padded {
+        /// How many leading key positions are real tokens.
+        valid: usize,
+    },
+}
+
+impl AttentionMask {
+    /// The key range `lo..hi` query row `t` sees, for `q_len` queries over `kv_len` keys.
+    #[must_use]
+    pub fn visible(self, t: usize, q_len: usize, kv_len: usize) -> std::ops::Range<usize> {
+        let p = kv_len - q_len + t;
+        match self {
+            Self::Causal => 0..p + 1,
+            Self::SlidingWindow(w) => (p + 1).saturating_sub(w)..p + 1,
+            Self::Padded { valid } => 0..valid,
+        }
+    }
+
+    /// Checks the mask against the call: a positive window, a valid length in `1..=kv_len`.
+    ///
+    /// Errors: `InvalidInput` naming the mask.
+    pub fn check(self, kv_len: usize) -> Result<()> {
+        match self {
+            Self::SlidingWindow(0) => Err(CoreError::invalid_input("attention: a sliding window must be positive")),
+            Self::Padded { valid } if valid == 0 || valid > kv_len => Err(CoreError::invalid_input(format!(
+                "attention: padded mask with {valid} valid keys over {kv_len} cached positions (need 1..={kv_len})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Causal scaled-dot-product attention for one sequence (batch 1), multi-head or
-/// grouped-query.
+/// grouped-query: [`attention_masked`] with [`AttentionMask::Causal`].
 ///
 /// `q` is `[q_len, n_heads, head_dim]` (the newest `q_len` tokens, 1 for a decode step), `k`
 /// and `v` are the caches `[kv_len, n_kv_heads, head_dim]` that already include those tokens,
@@ -260,7 +372,25 @@ pub fn attention(
     shape: AttentionShape,
     scale: Option<f32>,
 ) -> Result<Vec<f32>> {
+    attention_masked(q, k, v, kv_len, shape, scale, AttentionMask::Causal)
+}
+
+/// Scaled-dot-product attention for one sequence, as [`attention`] but with the key range of
+/// each query row given by `mask` ([`AttentionMask::visible`]).
+///
+/// Errors: as [`check_attention`], and `InvalidInput` for a mask that does not fit
+/// ([`AttentionMask::check`]).
+pub fn attention_masked(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_len: usize,
+    shape: AttentionShape,
+    scale: Option<f32>,
+    mask: AttentionMask,
+) -> Result<Vec<f32>> {
     let q_len = check_attention(q, k, v, kv_len, shape)?;
+    mask.check(kv_len)?;
     let AttentionShape {
         n_heads,
         n_kv_heads,
@@ -272,19 +402,19 @@ pub fn attention(
     let mut scores = Vec::with_capacity(kv_len);
     let mut probs = Vec::with_capacity(kv_len);
     for t in 0..q_len {
-        let visible = kv_len - q_len + t + 1;
+        let visible = mask.visible(t, q_len, kv_len);
         for h in 0..n_heads {
             let kvh = h / group;
             let qv = &q[(t * n_heads + h) * d..][..d];
             scores.clear();
-            for j in 0..visible {
+            for j in visible.clone() {
                 let kv = &k[(j * n_kv_heads + kvh) * d..][..d];
                 scores.push(super::dot_in_order(qv, kv) * scale);
             }
             probs.clear();
             softmax_row_into(&scores, &mut probs);
             let o = &mut out[(t * n_heads + h) * d..][..d];
-            for (j, &p) in probs.iter().enumerate() {
+            for (j, &p) in visible.clone().zip(&probs) {
                 let vv = &v[(j * n_kv_heads + kvh) * d..][..d];
                 for (od, &vd) in o.iter_mut().zip(vv) {
                     *od += p * vd;

@@ -142,3 +142,73 @@ fn attention_is_causal_and_maps_query_heads_to_kv_groups() {
     assert!(attention(&q, &k[..2], &v, 2, shape, None).is_err());
     assert!(attention(&q2, &k[..2], &v[..2], 1, shape, None).is_err());
 }
+
+#[test]
+fn erf_matches_known_values() {
+    // Values of erf from its series to 16 digits.
+    for (x, want) in [
+        (0.0, 0.0),
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (2.0, 0.995_322_265_018_952_7),
+        (3.5, 0.999_999_256_901_627_7),
+        (-1.0, -0.842_700_792_949_714_9),
+    ] {
+        assert!((erf(x) - want).abs() < 1e-15, "erf({x}) = {} not {want}", erf(x));
+    }
+    assert_eq!(erf(10.0), 1.0);
+    assert!(erf(f64::NAN).is_nan());
+    // Continuous where the series hands over to the continued fraction.
+    assert!((erf(3.0 - 1e-12) - erf(3.0)).abs() < 1e-12);
+}
+
+#[test]
+fn gated_activations_and_erf_gelu() {
+    let g = [-2.0f32, 0.0, 1.0, 3.0];
+    let u = [1.0f32, 5.0, 2.0, -1.0];
+    let sw = gated(&g, &u, GateActivation::Silu).unwrap();
+    let want: Vec<f32> = silu(&g).iter().zip(&u).map(|(a, b)| a * b).collect();
+    assert_eq!(sw, want);
+    let ge = gelu_erf(&[1.0, -1.0, 0.0]);
+    // 0.5 * (1 + erf(1/sqrt 2)) = 0.841_344_746...
+    assert_eq!(ge, [0.841_344_75, -0.158_655_25, 0.0]);
+    assert!(gated(&g, &u[..3], GateActivation::GeluErf).is_err());
+}
+
+#[test]
+fn embedding_reads_the_ids_rows_and_rejects_out_of_range_ids() {
+    let mut data = q8_row(1.0, &[1; 32]);
+    data.extend(q8_row(0.5, &[-2; 32]));
+    let table = QuantizedTensor::from_parts(QuantFormat::Q8_0, vec![2, 32], data, vec![]).unwrap();
+    let e = embedding(&[1, 0, 1], &table).unwrap();
+    assert_eq!(e.len(), 96);
+    assert_eq!((e[0], e[32], e[64]), (-1.0, 1.0, -1.0));
+    let err = embedding(&[0, 2], &table).unwrap_err().to_string();
+    assert!(err.contains("token id 2 at index 1"), "{err}");
+}
+
+#[test]
+fn attention_masks_pick_the_documented_key_ranges() {
+    assert_eq!(AttentionMask::Causal.visible(1, 2, 5), 0..5);
+    assert_eq!(AttentionMask::Causal.visible(0, 2, 5), 0..4);
+    assert_eq!(AttentionMask::SlidingWindow(2).visible(0, 2, 5), 2..4);
+    assert_eq!(AttentionMask::SlidingWindow(10).visible(0, 1, 3), 0..3);
+    assert_eq!(AttentionMask::Padded { valid: 3 }.visible(4, 5, 5), 0..3);
+    assert!(AttentionMask::SlidingWindow(0).check(4).is_err());
+    assert!(AttentionMask::Padded { valid: 5 }.check(4).is_err());
+
+    // One head, d = 1: with a window of 1 each query sees only its own value.
+    let shape = AttentionShape {
+        n_heads: 1,
+        n_kv_heads: 1,
+        head_dim: 1,
+    };
+    let (q, k, v) = ([1.0f32, 1.0, 1.0], [0.0f32, 0.0, 0.0], [10.0f32, 20.0, 30.0]);
+    let local = attention_masked(&q, &k, &v, 3, shape, None, AttentionMask::SlidingWindow(1)).unwrap();
+    assert_eq!(local, [10.0, 20.0, 30.0]);
+    // Equal scores: the mean of what is visible.
+    let causal = attention_masked(&q, &k, &v, 3, shape, None, AttentionMask::Causal).unwrap();
+    assert_eq!(causal, [10.0, 15.0, 20.0]);
+    let padded = attention_masked(&q, &k, &v, 3, shape, None, AttentionMask::Padded { valid: 2 }).unwrap();
+    assert_eq!(padded, [15.0, 15.0, 15.0]);
+}
