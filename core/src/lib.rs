@@ -21,19 +21,25 @@
 mod buffer;
 mod config;
 mod device;
+mod dispatch;
 mod error;
+mod registry;
 mod select;
 mod traits;
+mod warn;
 
 pub use buffer::{allocate_output_buffer, DType, Element, TensorBuffer};
 pub use config::{env, DeviceConfig};
 pub use device::{BackendKind, Device, DeviceRequest, NpuCoreMask};
+pub use dispatch::{Dispatched, GpuDispatchable};
 pub use error::{CoreError, Result};
-pub use select::{
-    get_device, probe_report, refresh_probes, register_backend, registered_backends, select_device, warn_if_cpu,
-    warn_once, BackendProbe, BackendStatus, DeviceInfo, DeviceSelection, ProbeReport, SelectionReason, Unavailable,
+pub use registry::{
+    probe_report, refresh_probes, register_backend, registered_backends, BackendProbe, BackendStatus, DeviceInfo,
+    ProbeReport, Unavailable,
 };
-pub use traits::{Dequantize, Dispatched, GpuDispatchable, Quantize, ValidatableConfig};
+pub use select::{get_device, select_device, DeviceSelection, SelectionReason};
+pub use traits::{Dequantize, Quantize, ValidatableConfig};
+pub use warn::{warn_if_cpu, warn_once};
 
 /// Re-exported so that users name one candle version: the one aihal was built with.
 pub use candle_core;

@@ -1,168 +1,20 @@
-//! Device selection: backends make themselves known through [`BackendProbe`], and
-//! [`select_device`] decides, returning the decision and its reasons as a value.
-//!
-//! `aihal-core` links no vendor library, so it cannot look for a GPU itself. Each backend
-//! crate implements [`BackendProbe`]; the `aihal` facade registers the compiled-in ones with
-//! [`register_backend`]. With nothing registered, selection answers the CPU and says why
-//! (“not compiled in”).
+//! The selection policy: [`DeviceSelection::decide`] turns a configuration and a probe
+//! report into a device and the reasons for it, and [`select_device`] runs it on the
+//! registered backends' probes and announces the outcome.
 //!
 //! Order of automatic selection: CUDA (the preferred ordinal, else 0), then the RK3588 NPU,
 //! then the CPU with a warning printed once per process. Vulkan is used only when asked for
 //! (`RUST_AI_DEVICE=wgpu`): the native CPU path beats a software Vulkan driver, and a real
 //! GPU behind Vulkan is a choice the user makes.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
 
 use crate::config::DeviceConfig;
 use crate::device::{BackendKind, Device, DeviceRequest};
 use crate::error::{CoreError, Result};
-
-/// A backend's answer to “are you here?”. Implemented by `aihal-cuda`, `aihal-rknn` and the
-/// Vulkan side of `aihal-kernels`; registered with [`register_backend`].
-///
-/// `probe` must not panic (a panic is caught and reported as a failed probe, but the panic
-/// hook still prints it) and should be cheap enough to run once per process: its answer is
-/// cached until [`refresh_probes`].
-pub trait BackendProbe: Send + Sync {
-    /// Which backend this probes.
-    fn backend(&self) -> BackendKind;
-    /// Looks for devices of this backend.
-    fn probe(&self) -> BackendStatus;
-}
-
-/// One device a probe found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// The device, ready to pass to dispatch.
-    pub device: Device,
-    /// Its name as the driver reports it (`NVIDIA GeForce RTX 4090`, `llvmpipe (LLVM 15)`).
-    pub name: String,
-    /// Whether it is a software implementation running on the CPU (lavapipe, llvmpipe):
-    /// such a device is never chosen unless named explicitly.
-    pub software: bool,
-    /// Total device memory in bytes, when known.
-    pub memory_bytes: Option<u64>,
-    /// Anything else worth printing (compute capability, runtime version, free memory).
-    pub detail: Option<String>,
-}
-
-impl DeviceInfo {
-    /// A hardware device with a name and nothing else known.
-    pub fn new(device: Device, name: impl Into<String>) -> Self {
-        Self {
-            device,
-            name: name.into(),
-            software: false,
-            memory_bytes: None,
-            detail: None,
-        }
-    }
-}
-
-impl fmt::Display for DeviceInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.device, self.name)?;
-        if self.software {
-            f.write_str(" (software, runs on the CPU)")?;
-        }
-        if let Some(bytes) = self.memory_bytes {
-            write!(f, ", {:.1} GiB", bytes as f64 / f64::from(1u32 << 30))?;
-        }
-        if let Some(detail) = &self.detail {
-            write!(f, ", {detail}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why a backend cannot be used.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Unavailable {
-    /// The backend is not compiled into this binary.
-    NotCompiled,
-    /// The driver or runtime library is missing (`libcuda.so`, `librknnrt.so`, a Vulkan
-    /// driver); `detail` says what was searched and how to point at it.
-    LibraryMissing {
-        /// What was searched, and the variable that overrides it.
-        detail: String,
-    },
-    /// The library is there but reports no device.
-    NoDevice {
-        /// What the library said.
-        detail: String,
-    },
-    /// The configured ordinal is past the devices found.
-    OrdinalOutOfRange {
-        /// The ordinal asked for.
-        requested: usize,
-        /// How many devices exist.
-        count: usize,
-    },
-    /// Every device found is a software implementation on the CPU.
-    SoftwareOnly,
-    /// The probe itself failed; the error is kept.
-    ProbeFailed {
-        /// The error the probe met.
-        source: Arc<CoreError>,
-    },
-}
-
-impl fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotCompiled => f.write_str("not compiled in"),
-            Self::LibraryMissing { detail } => write!(f, "driver or runtime library missing: {detail}"),
-            Self::NoDevice { detail } => write!(f, "no device found: {detail}"),
-            Self::OrdinalOutOfRange { requested, count } => write!(
-                f,
-                "ordinal {requested} out of range ({count} device{} found)",
-                if *count == 1 { "" } else { "s" }
-            ),
-            Self::SoftwareOnly => {
-                f.write_str("only software (CPU-type) adapters found; name one explicitly (e.g. wgpu:0) to use it")
-            }
-            Self::ProbeFailed { source } => write!(f, "probe failed: {source}"),
-        }
-    }
-}
-
-/// A backend's probe result.
-#[derive(Clone, Debug)]
-pub enum BackendStatus {
-    /// Devices were found.
-    Available(Vec<DeviceInfo>),
-    /// None can be used, and why.
-    Unavailable(Unavailable),
-}
-
-impl BackendStatus {
-    /// The devices found (empty when unavailable).
-    pub fn devices(&self) -> &[DeviceInfo] {
-        match self {
-            Self::Available(d) => d,
-            Self::Unavailable(_) => &[],
-        }
-    }
-}
-
-/// What was probed and found: one line per backend, CPU last.
-#[derive(Clone, Debug)]
-pub struct ProbeReport {
-    /// Each accelerator backend with its status, in [`BackendKind::ACCELERATORS`] order.
-    pub backends: Vec<(BackendKind, BackendStatus)>,
-}
-
-impl ProbeReport {
-    /// The status of one backend.
-    pub fn status(&self, kind: BackendKind) -> Option<&BackendStatus> {
-        self.backends.iter().find(|(k, _)| *k == kind).map(|(_, s)| s)
-    }
-}
+use crate::registry::{probe_report, BackendStatus, ProbeReport, Unavailable};
+use crate::warn::{CPU_INTENDED, CPU_INTENDED_INFO, FALLBACK_WARNING};
 
 impl fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -372,83 +224,6 @@ fn resolve_request(request: DeviceRequest, config: &DeviceConfig, report: &Probe
     })
 }
 
-struct Entry {
-    probe: Arc<dyn BackendProbe>,
-    status: OnceLock<BackendStatus>,
-}
-
-static REGISTRY: RwLock<Vec<Arc<Entry>>> = RwLock::new(Vec::new());
-
-/// Makes a backend known to device selection. Registering a second probe for the same
-/// backend replaces the first (so calling this repeatedly is harmless).
-pub fn register_backend(probe: Arc<dyn BackendProbe>) {
-    let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
-    let kind = probe.backend();
-    registry.retain(|e| e.probe.backend() != kind);
-    registry.push(Arc::new(Entry {
-        probe,
-        status: OnceLock::new(),
-    }));
-}
-
-/// The backends registered so far.
-pub fn registered_backends() -> Vec<BackendKind> {
-    let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
-    registry.iter().map(|e| e.probe.backend()).collect()
-}
-
-/// Forgets cached probe results, so the next selection probes again (after a driver
-/// was installed, say).
-pub fn refresh_probes() {
-    let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
-    for entry in registry.iter_mut() {
-        *entry = Arc::new(Entry {
-            probe: Arc::clone(&entry.probe),
-            status: OnceLock::new(),
-        });
-    }
-}
-
-/// Probes every registered backend (once per process; cached) and reports all accelerators,
-/// the unregistered ones as not compiled in.
-pub fn probe_report() -> ProbeReport {
-    let entries: Vec<Arc<Entry>> = REGISTRY.read().unwrap_or_else(PoisonError::into_inner).clone();
-    let backends = BackendKind::ACCELERATORS
-        .iter()
-        .map(|&kind| {
-            let status = entries
-                .iter()
-                .find(|e| e.probe.backend() == kind)
-                .map_or(BackendStatus::Unavailable(Unavailable::NotCompiled), |e| {
-                    e.status.get_or_init(|| run_probe(&*e.probe)).clone()
-                });
-            (kind, status)
-        })
-        .collect();
-    ProbeReport { backends }
-}
-
-fn run_probe(probe: &dyn BackendProbe) -> BackendStatus {
-    catch_unwind(AssertUnwindSafe(|| probe.probe())).unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        BackendStatus::Unavailable(Unavailable::ProbeFailed {
-            source: Arc::new(CoreError::kernel(
-                probe.backend().name(),
-                "probe",
-                format!("the probe panicked: {what}"),
-            )),
-        })
-    })
-}
-
-static CPU_INTENDED: AtomicBool = AtomicBool::new(false);
-static FALLBACK_WARNING: Once = Once::new();
-static CPU_INTENDED_INFO: Once = Once::new();
-
 /// Chooses a device for `config` from the registered backends' probes, announces a CPU
 /// fallback once per process, and returns the decision with its reasons.
 ///
@@ -492,44 +267,12 @@ fn announce(selection: &DeviceSelection) {
     }
 }
 
-static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-
-/// Prints `message` as a warning (to `tracing` and stderr) the first time `key` is seen in
-/// this process, and returns whether it printed. Backends use it for their own
-/// once-per-process notices.
-pub fn warn_once(key: &str, message: &str) -> bool {
-    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
-    if !warned.get_or_insert_with(HashSet::new).insert(key.to_owned()) {
-        return false;
-    }
-    drop(warned);
-    tracing::warn!("{message}");
-    eprintln!("warning: {message}");
-    true
-}
-
-/// For backend crates handed a device: warns once per process per crate when `device` is
-/// the CPU and the user did not declare the CPU intended (by forcing it, in code or through
-/// `RUST_AI_FORCE_CPU`, or by asking for `cpu`). Returns whether it warned.
-pub fn warn_if_cpu(device: &Device, crate_name: &str) -> bool {
-    if !device.is_cpu() || CPU_INTENDED.load(Ordering::Relaxed) {
-        return false;
-    }
-    if DeviceConfig::from_env().is_ok_and(|c| c.is_cpu_intended()) {
-        return false;
-    }
-    warn_once(
-        &format!("warn_if_cpu:{crate_name}"),
-        &format!(
-            "{crate_name}: running on the CPU, not an accelerator. Set RUST_AI_FORCE_CPU=1 to declare the CPU intended and silence this warning."
-        ),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::DeviceInfo;
     use crate::NpuCoreMask;
+    use std::sync::Arc;
 
     fn cuda(n: usize) -> BackendStatus {
         BackendStatus::Available(
@@ -749,55 +492,5 @@ mod tests {
         assert!(text.ends_with("cpu: always available"), "{text}");
         let text = none().to_string();
         assert!(text.contains("enable the `kernels` feature"), "{text}");
-    }
-
-    struct Counting(std::sync::atomic::AtomicUsize, BackendKind, bool);
-    impl BackendProbe for Counting {
-        fn backend(&self) -> BackendKind {
-            self.1
-        }
-        fn probe(&self) -> BackendStatus {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            assert!(!self.2, "driver exploded");
-            BackendStatus::Available(vec![DeviceInfo::new(Device::Wgpu { adapter: 0 }, "counted")])
-        }
-    }
-
-    #[test]
-    fn registered_probes_run_once_and_panics_become_probe_failures() {
-        // The registry is global; this is the only unit test that registers, and it uses
-        // the wgpu slot, which automatic selection never picks.
-        let probe = Arc::new(Counting(0.into(), BackendKind::Wgpu, false));
-        register_backend(probe.clone());
-        assert!(registered_backends().contains(&BackendKind::Wgpu));
-        for _ in 0..3 {
-            let r = probe_report();
-            assert_eq!(r.status(BackendKind::Wgpu).unwrap().devices()[0].name, "counted");
-        }
-        assert_eq!(probe.0.load(Ordering::SeqCst), 1, "probe results are cached");
-        refresh_probes();
-        probe_report();
-        assert_eq!(probe.0.load(Ordering::SeqCst), 2, "refresh probes again");
-
-        register_backend(Arc::new(Counting(0.into(), BackendKind::Wgpu, true)));
-        let r = probe_report();
-        let Some(BackendStatus::Unavailable(Unavailable::ProbeFailed { source })) = r.status(BackendKind::Wgpu) else {
-            panic!("a panicking probe must be reported as failed")
-        };
-        assert!(source.to_string().contains("driver exploded"), "{source}");
-        assert_eq!(
-            registered_backends()
-                .iter()
-                .filter(|k| **k == BackendKind::Wgpu)
-                .count(),
-            1
-        );
-    }
-
-    #[test]
-    fn warn_once_prints_a_key_once() {
-        assert!(warn_once("unit-test-key", "first"));
-        assert!(!warn_once("unit-test-key", "second"));
-        assert!(warn_once("unit-test-key-2", "other key"));
     }
 }
