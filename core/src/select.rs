@@ -8,13 +8,12 @@
 //! GPU behind Vulkan is a choice the user makes.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 
 use crate::config::DeviceConfig;
 use crate::device::{BackendKind, Device, DeviceRequest};
 use crate::error::{CoreError, Result};
 use crate::registry::{probe_report, BackendStatus, ProbeReport, Unavailable};
-use crate::warn::{CPU_INTENDED, CPU_INTENDED_INFO, FALLBACK_WARNING};
+use crate::warn;
 
 impl fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -251,18 +250,8 @@ pub fn get_device(config: &DeviceConfig) -> Result<Device> {
 
 fn announce(selection: &DeviceSelection) {
     match &selection.reason {
-        SelectionReason::CpuIntended => {
-            CPU_INTENDED.store(true, Ordering::Relaxed);
-            CPU_INTENDED_INFO.call_once(|| tracing::info!("aihal: running on the CPU as configured"));
-        }
-        SelectionReason::Fallback { .. } => FALLBACK_WARNING.call_once(|| {
-            let message = format!(
-                "aihal: running on the CPU because {}. Set RUST_AI_FORCE_CPU=1 to declare the CPU intended and silence this warning.",
-                selection.reason
-            );
-            tracing::warn!("{message}");
-            eprintln!("warning: {message}");
-        }),
+        SelectionReason::CpuIntended => warn::announce_cpu_intended(),
+        SelectionReason::Fallback { .. } => warn::announce_cpu_fallback(&selection.reason),
         SelectionReason::Requested | SelectionReason::BestAvailable => {}
     }
 }

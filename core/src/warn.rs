@@ -1,17 +1,38 @@
 //! Warnings printed once per process: [`warn_once`] for any notice, [`warn_if_cpu`] for
-//! backend crates handed the CPU, and the state behind the device-selection announcements
-//! (the CPU fallback warning, the CPU-intended notice).
+//! backend crates handed the CPU, and device selection's announcements (the CPU fallback
+//! warning, the CPU-intended notice).
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, PoisonError};
 
 use crate::config::DeviceConfig;
 use crate::device::Device;
 
-pub(crate) static CPU_INTENDED: AtomicBool = AtomicBool::new(false);
-pub(crate) static FALLBACK_WARNING: Once = Once::new();
-pub(crate) static CPU_INTENDED_INFO: Once = Once::new();
+/// Set once device selection has seen the user declare the CPU intended.
+static CPU_INTENDED: AtomicBool = AtomicBool::new(false);
+static FALLBACK_WARNING: Once = Once::new();
+static CPU_INTENDED_INFO: Once = Once::new();
+
+/// Device selection chose the CPU because the user asked for it: one info-level trace per
+/// process, and [`warn_if_cpu`] stays quiet from now on.
+pub(crate) fn announce_cpu_intended() {
+    CPU_INTENDED.store(true, Ordering::Relaxed);
+    CPU_INTENDED_INFO.call_once(|| tracing::info!("aihal: running on the CPU as configured"));
+}
+
+/// Device selection fell back to the CPU because of `reason`: warns once per process, to
+/// `tracing` and stderr.
+pub(crate) fn announce_cpu_fallback(reason: &dyn fmt::Display) {
+    FALLBACK_WARNING.call_once(|| {
+        let message = format!(
+            "aihal: running on the CPU because {reason}. Set RUST_AI_FORCE_CPU=1 to declare the CPU intended and silence this warning."
+        );
+        tracing::warn!("{message}");
+        eprintln!("warning: {message}");
+    });
+}
 
 static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
