@@ -8,8 +8,10 @@ use std::str::FromStr;
 
 use crate::error::{CoreError, Result};
 
-/// The kinds of backend aihal knows, in the order automatic selection tries the accelerators
-/// (CUDA, then the RK3588 NPU); Vulkan is only ever chosen on request.
+/// The kinds of backend aihal knows.
+///
+/// The order of the variants is not a preference: automatic selection tries the registered
+/// backends in the order the probe registry gives them (see `BackendProbe::priority`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum BackendKind {
@@ -24,7 +26,10 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// The accelerator backends, in the order automatic selection tries them.
+    /// Every accelerator backend aihal knows, in declaration order. This is not the order of
+    /// automatic selection, which comes from the registered probes (`BackendProbe::priority`,
+    /// then registration order); a probe report lists the ones not registered as not
+    /// compiled in.
     pub const ACCELERATORS: [BackendKind; 3] = [Self::Cuda, Self::Rknn, Self::Wgpu];
 
     /// The lower-case name used in messages and in `RUST_AI_DEVICE`.

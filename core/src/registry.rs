@@ -6,6 +6,11 @@
 //! crate implements [`BackendProbe`]; the `aihal` facade registers the compiled-in ones with
 //! [`register_backend`]. With nothing registered, every accelerator is reported as “not
 //! compiled in”.
+//!
+//! The registry also decides the order in which automatic selection tries the backends:
+//! higher [`BackendProbe::priority`] first, equal priorities in registration order, and
+//! backends that are [`BackendProbe::explicit_only`] not at all. No order is written down
+//! anywhere else.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,11 +25,36 @@ use crate::error::CoreError;
 /// `probe` must not panic (a panic is caught and reported as a failed probe, but the panic
 /// hook still prints it) and should be cheap enough to run once per process: its answer is
 /// cached until [`refresh_probes`].
+///
+/// Automatic selection tries the registered backends by [`priority`](Self::priority), then
+/// in registration order, and skips those that are [`explicit_only`](Self::explicit_only).
 pub trait BackendProbe: Send + Sync {
     /// Which backend this probes.
     fn backend(&self) -> BackendKind;
+
     /// Looks for devices of this backend.
     fn probe(&self) -> BackendStatus;
+
+    /// Where this backend stands in automatic selection: higher priorities are tried first,
+    /// equal ones in the order they were registered. The default, 0, leaves the order to
+    /// registration (the `aihal` facade registers CUDA, then the NPU, then Vulkan).
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    /// Whether automatic selection passes this backend over, so that it runs only when asked
+    /// for by name (`RUST_AI_DEVICE`). The default is `true` for Vulkan (the native CPU path
+    /// beats a software Vulkan driver, and a real GPU behind Vulkan is a choice the user
+    /// makes) and `false` for every other backend.
+    fn explicit_only(&self) -> bool {
+        explicit_only_by_default(self.backend())
+    }
+}
+
+/// What [`BackendProbe::explicit_only`] answers unless a probe says otherwise; also applied
+/// to backends that are not registered, whose probe cannot say.
+fn explicit_only_by_default(kind: BackendKind) -> bool {
+    kind == BackendKind::Wgpu
 }
 
 /// One device a probe found.
@@ -143,17 +173,39 @@ impl BackendStatus {
     }
 }
 
-/// What was probed and found: one line per backend, CPU last.
-#[derive(Clone, Debug)]
+/// What was probed and found, in the order automatic selection tries it.
+///
+/// [`probe_report`] lists the registered backends by [`BackendProbe::priority`] and
+/// registration order, then every other accelerator as not compiled in. A report built by
+/// hand (for [`DeviceSelection::decide`](crate::DeviceSelection::decide)) is tried in the
+/// order it lists its backends.
+#[derive(Clone, Debug, Default)]
 pub struct ProbeReport {
-    /// Each accelerator backend with its status, in [`BackendKind::ACCELERATORS`] order.
+    /// Each accelerator backend with its status, in the order automatic selection tries
+    /// them.
     pub backends: Vec<(BackendKind, BackendStatus)>,
+    /// The backends automatic selection passes over: they are used only when asked for by
+    /// name ([`BackendProbe::explicit_only`]).
+    pub explicit_only: Vec<BackendKind>,
 }
 
 impl ProbeReport {
     /// The status of one backend.
     pub fn status(&self, kind: BackendKind) -> Option<&BackendStatus> {
         self.backends.iter().find(|(k, _)| *k == kind).map(|(_, s)| s)
+    }
+
+    /// Whether automatic selection passes `kind` over.
+    pub fn is_explicit_only(&self, kind: BackendKind) -> bool {
+        self.explicit_only.contains(&kind)
+    }
+
+    /// The backends automatic selection tries, in order, with their statuses.
+    pub fn automatic_order(&self) -> impl Iterator<Item = (BackendKind, &BackendStatus)> {
+        self.backends
+            .iter()
+            .filter(|(kind, _)| !self.is_explicit_only(*kind))
+            .map(|(kind, status)| (*kind, status))
     }
 }
 
@@ -162,55 +214,113 @@ struct Entry {
     status: OnceLock<BackendStatus>,
 }
 
-static REGISTRY: RwLock<Vec<Arc<Entry>>> = RwLock::new(Vec::new());
-
-/// Makes a backend known to device selection. Registering a second probe for the same
-/// backend replaces the first (so calling this repeatedly is harmless).
-pub fn register_backend(probe: Arc<dyn BackendProbe>) {
-    let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
-    let kind = probe.backend();
-    registry.retain(|e| e.probe.backend() != kind);
-    registry.push(Arc::new(Entry {
-        probe,
-        status: OnceLock::new(),
-    }));
+impl Entry {
+    fn new(probe: Arc<dyn BackendProbe>) -> Arc<Self> {
+        Arc::new(Self {
+            probe,
+            status: OnceLock::new(),
+        })
+    }
 }
 
-/// The backends registered so far.
+/// Registered probes, in registration order, each with its cached answer. The process has
+/// one ([`REGISTRY`]); tests make their own.
+pub(crate) struct Registry {
+    entries: RwLock<Vec<Arc<Entry>>>,
+}
+
+impl Registry {
+    pub(crate) const fn new() -> Self {
+        Self {
+            entries: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn entries(&self) -> Vec<Arc<Entry>> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Adds `probe`; a probe for a backend already registered takes its place (and its
+    /// position in the registration order). A CPU probe is ignored: the CPU is always
+    /// available, and always last.
+    pub(crate) fn register(&self, probe: Arc<dyn BackendProbe>) {
+        let kind = probe.backend();
+        if kind == BackendKind::Cpu {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        match entries.iter_mut().find(|e| e.probe.backend() == kind) {
+            Some(slot) => *slot = Entry::new(probe),
+            None => entries.push(Entry::new(probe)),
+        }
+    }
+
+    pub(crate) fn kinds(&self) -> Vec<BackendKind> {
+        self.entries().iter().map(|e| e.probe.backend()).collect()
+    }
+
+    pub(crate) fn refresh(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        for entry in entries.iter_mut() {
+            *entry = Entry::new(Arc::clone(&entry.probe));
+        }
+    }
+
+    /// Runs each probe not yet run, and reports every accelerator: the registered ones by
+    /// priority (stable, so equal priorities keep the registration order), then the others
+    /// as not compiled in.
+    pub(crate) fn report(&self) -> ProbeReport {
+        let mut entries = self.entries();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.probe.priority()));
+        let mut report = ProbeReport::default();
+        for entry in &entries {
+            let kind = entry.probe.backend();
+            let status = entry.status.get_or_init(|| run_probe(&*entry.probe)).clone();
+            report.backends.push((kind, status));
+            if entry.probe.explicit_only() {
+                report.explicit_only.push(kind);
+            }
+        }
+        for kind in BackendKind::ACCELERATORS {
+            if report.status(kind).is_none() {
+                report
+                    .backends
+                    .push((kind, BackendStatus::Unavailable(Unavailable::NotCompiled)));
+                if explicit_only_by_default(kind) {
+                    report.explicit_only.push(kind);
+                }
+            }
+        }
+        report
+    }
+}
+
+/// The process's registry, which the functions below and [`select_device`](crate::select_device) use.
+static REGISTRY: Registry = Registry::new();
+
+/// Makes a backend known to device selection. Registering a second probe for the same
+/// backend replaces the first and keeps its place in the registration order (so calling
+/// this repeatedly is harmless). A probe for [`BackendKind::Cpu`] is ignored: the CPU is
+/// always available, and always tried last.
+pub fn register_backend(probe: Arc<dyn BackendProbe>) {
+    REGISTRY.register(probe);
+}
+
+/// The backends registered so far, in registration order.
 pub fn registered_backends() -> Vec<BackendKind> {
-    let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
-    registry.iter().map(|e| e.probe.backend()).collect()
+    REGISTRY.kinds()
 }
 
 /// Forgets cached probe results, so the next selection probes again (after a driver
 /// was installed, say).
 pub fn refresh_probes() {
-    let mut registry = REGISTRY.write().unwrap_or_else(PoisonError::into_inner);
-    for entry in registry.iter_mut() {
-        *entry = Arc::new(Entry {
-            probe: Arc::clone(&entry.probe),
-            status: OnceLock::new(),
-        });
-    }
+    REGISTRY.refresh();
 }
 
-/// Probes every registered backend (once per process; cached) and reports all accelerators,
-/// the unregistered ones as not compiled in.
+/// Probes every registered backend (once per process; cached) and reports all accelerators
+/// in the order automatic selection tries them, the unregistered ones as not compiled in.
 pub fn probe_report() -> ProbeReport {
-    let entries: Vec<Arc<Entry>> = REGISTRY.read().unwrap_or_else(PoisonError::into_inner).clone();
-    let backends = BackendKind::ACCELERATORS
-        .iter()
-        .map(|&kind| {
-            let status = entries
-                .iter()
-                .find(|e| e.probe.backend() == kind)
-                .map_or(BackendStatus::Unavailable(Unavailable::NotCompiled), |e| {
-                    e.status.get_or_init(|| run_probe(&*e.probe)).clone()
-                });
-            (kind, status)
-        })
-        .collect();
-    ProbeReport { backends }
+    REGISTRY.report()
 }
 
 fn run_probe(probe: &dyn BackendProbe) -> BackendStatus {
@@ -233,9 +343,10 @@ fn run_probe(probe: &dyn BackendProbe) -> BackendStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
+    use crate::{DeviceConfig, DeviceSelection, NpuCoreMask, SelectionReason};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct Counting(std::sync::atomic::AtomicUsize, BackendKind, bool);
+    struct Counting(AtomicUsize, BackendKind, bool);
     impl BackendProbe for Counting {
         fn backend(&self) -> BackendKind {
             self.1
@@ -247,34 +358,117 @@ mod tests {
         }
     }
 
+    /// A backend that finds one device of its kind, with a chosen priority.
+    struct Found {
+        kind: BackendKind,
+        priority: i32,
+    }
+    impl BackendProbe for Found {
+        fn backend(&self) -> BackendKind {
+            self.kind
+        }
+        fn probe(&self) -> BackendStatus {
+            let device = match self.kind {
+                BackendKind::Cuda => Device::Cuda { ordinal: 0 },
+                BackendKind::Rknn => Device::Rknn {
+                    core_mask: NpuCoreMask::AUTO,
+                },
+                _ => Device::Wgpu { adapter: 0 },
+            };
+            BackendStatus::Available(vec![DeviceInfo::new(device, "found")])
+        }
+        fn priority(&self) -> i32 {
+            self.priority
+        }
+    }
+
+    fn found(kind: BackendKind, priority: i32) -> Arc<Found> {
+        Arc::new(Found { kind, priority })
+    }
+
+    fn order(report: &ProbeReport) -> Vec<BackendKind> {
+        report.backends.iter().map(|(kind, _)| *kind).collect()
+    }
+
     #[test]
     fn registered_probes_run_once_and_panics_become_probe_failures() {
-        // The registry is global; this is the only unit test that registers, and it uses
-        // the wgpu slot, which automatic selection never picks.
+        let registry = Registry::new();
         let probe = Arc::new(Counting(0.into(), BackendKind::Wgpu, false));
-        register_backend(probe.clone());
-        assert!(registered_backends().contains(&BackendKind::Wgpu));
+        registry.register(probe.clone());
+        assert_eq!(registry.kinds(), [BackendKind::Wgpu]);
         for _ in 0..3 {
-            let r = probe_report();
+            let r = registry.report();
             assert_eq!(r.status(BackendKind::Wgpu).unwrap().devices()[0].name, "counted");
         }
         assert_eq!(probe.0.load(Ordering::SeqCst), 1, "probe results are cached");
-        refresh_probes();
-        probe_report();
+        registry.refresh();
+        registry.report();
         assert_eq!(probe.0.load(Ordering::SeqCst), 2, "refresh probes again");
 
-        register_backend(Arc::new(Counting(0.into(), BackendKind::Wgpu, true)));
-        let r = probe_report();
+        registry.register(Arc::new(Counting(0.into(), BackendKind::Wgpu, true)));
+        let r = registry.report();
         let Some(BackendStatus::Unavailable(Unavailable::ProbeFailed { source })) = r.status(BackendKind::Wgpu) else {
             panic!("a panicking probe must be reported as failed")
         };
         assert!(source.to_string().contains("driver exploded"), "{source}");
+        assert_eq!(registry.kinds(), [BackendKind::Wgpu]);
+    }
+
+    #[test]
+    fn the_report_follows_registration_order_and_lists_the_rest_as_not_compiled() {
+        let registry = Registry::new();
+        let r = registry.report();
+        assert_eq!(order(&r), BackendKind::ACCELERATORS);
+        assert!(r
+            .backends
+            .iter()
+            .all(|(_, s)| matches!(s, BackendStatus::Unavailable(Unavailable::NotCompiled))));
         assert_eq!(
-            registered_backends()
-                .iter()
-                .filter(|k| **k == BackendKind::Wgpu)
-                .count(),
-            1
+            r.explicit_only,
+            [BackendKind::Wgpu],
+            "Vulkan is explicit-only by default"
         );
+
+        registry.register(found(BackendKind::Rknn, 0));
+        registry.register(found(BackendKind::Cuda, 0));
+        let r = registry.report();
+        assert_eq!(order(&r), [BackendKind::Rknn, BackendKind::Cuda, BackendKind::Wgpu]);
+        let s = DeviceSelection::decide(&DeviceConfig::new(), r).unwrap();
+        assert!(s.device.is_npu(), "equal priorities: the first registered wins ({s})");
+
+        // Registering a backend again replaces its probe in place.
+        registry.register(found(BackendKind::Rknn, 0));
+        assert_eq!(registry.kinds(), [BackendKind::Rknn, BackendKind::Cuda]);
+        // The CPU is not a registrable backend.
+        registry.register(found(BackendKind::Cpu, 100));
+        assert_eq!(registry.kinds(), [BackendKind::Rknn, BackendKind::Cuda]);
+    }
+
+    #[test]
+    fn a_registered_backend_with_a_higher_priority_wins() {
+        let registry = Registry::new();
+        registry.register(found(BackendKind::Cuda, 0));
+        registry.register(found(BackendKind::Rknn, 10));
+        let r = registry.report();
+        assert_eq!(order(&r), [BackendKind::Rknn, BackendKind::Cuda, BackendKind::Wgpu]);
+        let s = DeviceSelection::decide(&DeviceConfig::new(), r).unwrap();
+        assert_eq!(
+            s.device,
+            Device::Rknn {
+                core_mask: NpuCoreMask::AUTO
+            }
+        );
+        assert!(matches!(s.reason, SelectionReason::BestAvailable));
+        assert!(s.to_string().ends_with("(order: rknn, cuda)"), "{s}");
+
+        // A priority also lifts an explicit-only backend in the report, but never into
+        // automatic selection.
+        registry.register(found(BackendKind::Wgpu, 100));
+        let r = registry.report();
+        assert_eq!(order(&r)[0], BackendKind::Wgpu);
+        assert!(DeviceSelection::decide(&DeviceConfig::new(), r)
+            .unwrap()
+            .device
+            .is_npu());
     }
 }

@@ -2,10 +2,12 @@
 //! report into a device and the reasons for it, and [`select_device`] runs it on the
 //! registered backends' probes and announces the outcome.
 //!
-//! Order of automatic selection: CUDA (the preferred ordinal, else 0), then the RK3588 NPU,
-//! then the CPU with a warning printed once per process. Vulkan is used only when asked for
-//! (`RUST_AI_DEVICE=wgpu`): the native CPU path beats a software Vulkan driver, and a real
-//! GPU behind Vulkan is a choice the user makes.
+//! Order of automatic selection: the accelerators in the order the probe report lists them
+//! (the registry's: [`BackendProbe::priority`](crate::BackendProbe::priority), then
+//! registration order; the `aihal` facade registers CUDA before the NPU), CUDA at the
+//! preferred ordinal (else 0); then the CPU with a warning printed once per process.
+//! Backends that are explicit-only (Vulkan by default) are used only when asked for
+//! (`RUST_AI_DEVICE=wgpu`).
 
 use std::fmt;
 
@@ -18,14 +20,19 @@ use crate::warn;
 impl fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (kind, status) in &self.backends {
+            let on_request = if self.is_explicit_only(*kind) {
+                " [used only when asked for]"
+            } else {
+                ""
+            };
             match status {
                 BackendStatus::Available(devices) if devices.is_empty() => {
-                    writeln!(f, "{kind:>5}: available, no devices listed")?;
+                    writeln!(f, "{kind:>5}: available, no devices listed{on_request}")?;
                 }
                 BackendStatus::Available(devices) => {
                     for (i, d) in devices.iter().enumerate() {
-                        let label = if i == 0 { kind.name() } else { "" };
-                        writeln!(f, "{label:>5}: found {d}")?;
+                        let (label, note) = if i == 0 { (kind.name(), on_request) } else { ("", "") };
+                        writeln!(f, "{label:>5}: found {d}{note}")?;
                     }
                 }
                 BackendStatus::Unavailable(Unavailable::NotCompiled) => writeln!(
@@ -48,7 +55,8 @@ pub enum SelectionReason {
     CpuIntended,
     /// The explicitly requested device is present.
     Requested,
-    /// Automatic selection found an accelerator.
+    /// Automatic selection found an accelerator: the first usable one in the order of the
+    /// probe report (which [`DeviceSelection`]'s `Display` prints).
     BestAvailable,
     /// Automatic selection found no accelerator and fell back to the CPU; why each was
     /// passed over.
@@ -63,7 +71,7 @@ impl fmt::Display for SelectionReason {
         match self {
             Self::CpuIntended => f.write_str("the CPU was chosen by the user"),
             Self::Requested => f.write_str("the requested device is present"),
-            Self::BestAvailable => f.write_str("the first accelerator found (order: cuda, rknn)"),
+            Self::BestAvailable => f.write_str("the first accelerator found among the registered backends"),
             Self::Fallback { skipped } => {
                 f.write_str("no accelerator found: ")?;
                 for (i, (kind, why)) in skipped.iter().enumerate() {
@@ -126,21 +134,24 @@ impl DeviceSelection {
         }
 
         let mut skipped = Vec::new();
-        for kind in [BackendKind::Cuda, BackendKind::Rknn] {
-            let status = report
-                .status(kind)
-                .cloned()
-                .unwrap_or(BackendStatus::Unavailable(Unavailable::NotCompiled));
+        let mut found = None;
+        for (kind, status) in report.automatic_order() {
             let wanted = match kind {
                 BackendKind::Cuda => Some(Device::Cuda {
                     ordinal: config.preferred_cuda_device().unwrap_or(0),
                 }),
                 _ => None,
             };
-            match pick(&status, wanted) {
-                Ok(device) => return done(device, SelectionReason::BestAvailable, report),
+            match pick(status, wanted) {
+                Ok(device) => {
+                    found = Some(device);
+                    break;
+                }
                 Err(why) => skipped.push((kind, why)),
             }
+        }
+        if let Some(device) = found {
+            return done(device, SelectionReason::BestAvailable, report);
         }
         let reason = SelectionReason::Fallback { skipped };
         if config.is_strict() {
@@ -159,7 +170,15 @@ impl fmt::Display for DeviceSelection {
             Some(r) => write!(f, "requested {r}, ")?,
             None => f.write_str("automatic selection, ")?,
         }
-        write!(f, "selected {}: {}", self.device, self.reason)
+        write!(f, "selected {}: {}", self.device, self.reason)?;
+        if matches!(self.reason, SelectionReason::BestAvailable) {
+            f.write_str(" (order: ")?;
+            for (i, (kind, _)) in self.report.automatic_order().enumerate() {
+                write!(f, "{}{kind}", if i == 0 { "" } else { ", " })?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 
@@ -228,8 +247,10 @@ fn resolve_request(request: DeviceRequest, config: &DeviceConfig, report: &Probe
 ///
 /// - CPU forced or requested: the CPU, with one info-level trace and no warning.
 /// - A device requested explicitly: that device, or `DeviceNotAvailable` (never a fallback).
-/// - Otherwise CUDA, then the NPU, then the CPU with a warning printed once per process to
-///   `tracing` and stderr (an error instead in strict mode).
+/// - Otherwise the first usable accelerator in the registry's order (highest
+///   [`BackendProbe::priority`](crate::BackendProbe::priority) first, then registration
+///   order; explicit-only backends such as Vulkan skipped), then the CPU with a warning
+///   printed once per process to `tracing` and stderr (an error instead in strict mode).
 ///
 /// ```
 /// use aihal_core::{select_device, Device, DeviceConfig};
@@ -289,6 +310,8 @@ mod tests {
             detail: "libfoo.so not found".into(),
         })
     }
+    /// A report as the registry makes it when the facade has registered every backend:
+    /// CUDA, then the NPU, then Vulkan, which is explicit-only.
     fn report(cuda: BackendStatus, rknn: BackendStatus, wgpu: BackendStatus) -> ProbeReport {
         ProbeReport {
             backends: vec![
@@ -296,6 +319,7 @@ mod tests {
                 (BackendKind::Rknn, rknn),
                 (BackendKind::Wgpu, wgpu),
             ],
+            explicit_only: vec![BackendKind::Wgpu],
         }
     }
     fn none() -> ProbeReport {
@@ -307,11 +331,12 @@ mod tests {
     }
 
     #[test]
-    fn cuda_comes_first_then_the_npu_then_the_cpu() {
+    fn the_reports_order_decides_then_the_cpu() {
         let all = report(cuda(2), rknn(), lavapipe());
         let s = DeviceSelection::decide(&DeviceConfig::new(), all.clone()).unwrap();
         assert_eq!(s.device, Device::Cuda { ordinal: 0 });
         assert!(matches!(s.reason, SelectionReason::BestAvailable));
+        assert!(s.to_string().ends_with("(order: cuda, rknn)"), "{s}");
 
         let s = DeviceSelection::decide(&DeviceConfig::new(), report(missing(), rknn(), lavapipe())).unwrap();
         assert_eq!(
@@ -325,6 +350,45 @@ mod tests {
         let s = DeviceSelection::decide(&DeviceConfig::new(), report(missing(), missing(), lavapipe())).unwrap();
         assert_eq!(s.device, Device::Cpu);
         assert!(s.is_fallback());
+
+        // The order is the report's, not a list written in the policy.
+        let mut npu_first = report(cuda(1), rknn(), lavapipe());
+        npu_first.backends.swap(0, 1);
+        let s = DeviceSelection::decide(&DeviceConfig::new(), npu_first).unwrap();
+        assert!(s.device.is_npu(), "{s}");
+        assert!(s.to_string().ends_with("(order: rknn, cuda)"), "{s}");
+    }
+
+    #[test]
+    fn explicit_only_is_what_keeps_a_backend_out_of_automatic_selection() {
+        let hardware_vulkan =
+            BackendStatus::Available(vec![DeviceInfo::new(Device::Wgpu { adapter: 0 }, "a real GPU")]);
+        let r = report(missing(), missing(), hardware_vulkan);
+        let s = DeviceSelection::decide(&DeviceConfig::new(), r.clone()).unwrap();
+        assert_eq!(
+            s.device,
+            Device::Cpu,
+            "explicit-only: even a hardware adapter waits to be asked for"
+        );
+        let SelectionReason::Fallback { skipped } = &s.reason else {
+            panic!("expected a fallback, got {:?}", s.reason)
+        };
+        assert!(
+            skipped.iter().all(|(kind, _)| *kind != BackendKind::Wgpu),
+            "{skipped:?}"
+        );
+        assert!(
+            r.to_string()
+                .contains("found wgpu:0 a real GPU [used only when asked for]"),
+            "{r}"
+        );
+
+        let r = ProbeReport {
+            explicit_only: Vec::new(),
+            ..r
+        };
+        let s = DeviceSelection::decide(&DeviceConfig::new(), r).unwrap();
+        assert_eq!(s.device, Device::Wgpu { adapter: 0 });
     }
 
     #[test]
