@@ -114,7 +114,7 @@ impl DeviceConfig {
         self.strict
     }
 
-    /// Reads the configuration from the process environment (see [`env`] for the variables
+    /// Reads the configuration from the process environment (see [`env`](mod@env) for the variables
     /// and their order), then validates it.
     ///
     /// A malformed value is an `InvalidConfig` error naming the variable and the forms it
