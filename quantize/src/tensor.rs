@@ -63,40 +63,31 @@ impl QuantizedTensor {
 
     /// Attaches the 8-bit form of the absmax values (NF4 double quantization only).
     pub fn with_nested(mut self, nested: NestedAbsmax) -> Result<Self> {
-        if !matches!(self.format, QuantFormat::Nf4 { double_quant: true, .. }) {
-            return Err(CoreError::invalid_input(format!(
-                "nested absmax given for {}, which is not NF4 with double quantization",
-                self.format
-            )));
-        }
-        if nested.codes.len() != self.scales.len()
-            || nested.block_size == 0
-            || nested.scales.len() != nested.codes.len().div_ceil(nested.block_size)
-            || nested.code.len() != 256
-        {
-            return Err(CoreError::shape_mismatch(
-                "NF4 nested absmax (codes, scales, code book)",
-                [
-                    self.scales.len(),
-                    self.scales.len().div_ceil(nested.block_size.max(1)),
-                    256,
-                ],
-                [nested.codes.len(), nested.scales.len(), nested.code.len()],
-            ));
-        }
+        check_nested(self.format, self.scales.len(), &nested)?;
         self.nested = Some(nested);
         Ok(self)
     }
 
     /// Assembles a double-quantized NF4 tensor from its packed codes and its 8-bit absmax;
     /// the f32 scales are decoded from `nested` (`code[q] * scale + offset`). Lengths are
-    /// checked as in [`from_parts`](Self::from_parts) and [`with_nested`](Self::with_nested).
+    /// checked as in [`from_parts`](Self::from_parts) and [`with_nested`](Self::with_nested),
+    /// all of them before anything is allocated, so a shape that disagrees with the buffers
+    /// (however large) is a `ShapeMismatch`, never an allocation of its size.
     pub fn from_nested(format: QuantFormat, shape: Vec<usize>, data: Vec<u8>, nested: NestedAbsmax) -> Result<Self> {
-        let (_, want_scales) = expected_lens(format, &shape)?;
-        let mut t = Self::from_parts(format, shape, data, vec![0.0; want_scales])?.with_nested(nested)?;
-        if let Some(n) = &t.nested {
-            t.scales = crate::nf4::decode_nested(n);
+        let (want_data, want_scales) = expected_lens(format, &shape)?;
+        if data.len() != want_data {
+            return Err(CoreError::shape_mismatch(
+                format!("{format} packed bytes for shape {shape:?}"),
+                [want_data],
+                [data.len()],
+            ));
         }
+        check_nested(format, want_scales, &nested)?;
+        // Every length now agrees with the buffers handed in: the decoded scales are as
+        // many as `nested.codes`, which the caller already holds.
+        let scales = crate::nf4::decode_nested(&nested);
+        let mut t = Self::from_parts(format, shape, data, scales)?;
+        t.nested = Some(nested);
         Ok(t)
     }
 
@@ -172,6 +163,27 @@ impl QuantizedTensor {
     pub fn into_parts(self) -> (QuantFormat, Vec<usize>, Vec<u8>, Vec<f32>) {
         (self.format, self.shape, self.data, self.scales)
     }
+}
+
+/// Checks that `nested` fits a `format` tensor with `scales` first-level blocks.
+fn check_nested(format: QuantFormat, scales: usize, nested: &NestedAbsmax) -> Result<()> {
+    if !matches!(format, QuantFormat::Nf4 { double_quant: true, .. }) {
+        return Err(CoreError::invalid_input(format!(
+            "nested absmax given for {format}, which is not NF4 with double quantization"
+        )));
+    }
+    if nested.codes.len() != scales
+        || nested.block_size == 0
+        || nested.scales.len() != nested.codes.len().div_ceil(nested.block_size)
+        || nested.code.len() != 256
+    {
+        return Err(CoreError::shape_mismatch(
+            "NF4 nested absmax (codes, scales, code book)",
+            [scales, scales.div_ceil(nested.block_size.max(1)), 256],
+            [nested.codes.len(), nested.scales.len(), nested.code.len()],
+        ));
+    }
+    Ok(())
 }
 
 fn check_block(format: QuantFormat, block: usize, power_of_two_from: Option<usize>) -> Result<()> {
