@@ -13,9 +13,13 @@
 //!
 //! The file is untrusted. Every count and length (tensor and metadata counts, string
 //! lengths, array lengths, tensor dimensions) is checked against the bytes left in the
-//! file before anything is allocated, so memory use stays within a small multiple of the
-//! file size; arithmetic on sizes and offsets is overflow-checked; arrays may nest at most
-//! 16 deep. Structural problems are `InvalidInput` errors naming what was wrong and the
+//! file before anything is allocated, and no list is reserved from its count: metadata
+//! entries, tensor infos and the elements of string and nested arrays are collected as
+//! they are parsed (a string or a run of numbers is allocated at its stated length, which
+//! the file holds, and filled at once). So memory stays within a small multiple of the
+//! bytes actually read (at most 16 times, plus the read buffer; `tests/hostile_files.rs`
+//! asserts it), however large a count claims to be; arithmetic on sizes and offsets is
+//! overflow-checked; arrays may nest at most 16 deep. Structural problems are `InvalidInput` errors naming what was wrong and the
 //! byte offset: a bad magic, duplicate keys or tensor names, an unknown value type, a
 //! `bool` that is not 0 or 1, a string that is not UTF-8, more than 4 dimensions (ggml's
 //! limit), a row length that is not a whole number of blocks, a tensor offset that is not
@@ -328,10 +332,12 @@ fn check_version(version: u32) -> Result<()> {
 type Metadata = (Vec<(String, GgufValue)>, HashMap<String, usize>);
 
 fn read_metadata<R: Read>(p: &mut Parser<R>, count: u64) -> Result<Metadata> {
-    // `count` fits in the file (checked by the caller), so these capacities are bounded.
-    let cap = usize::try_from(count).unwrap_or(0);
-    let mut entries = Vec::with_capacity(cap);
-    let mut keys = HashMap::with_capacity(cap);
+    // Nothing is reserved from `count`: a count that fits the file at 13 bytes an entry
+    // would still reserve about 10 times the file's size (an entry takes 56 bytes here, plus
+    // its hash slot) before the first entry is read. The lists grow as entries are parsed,
+    // so they cost a bounded multiple of the bytes actually read.
+    let mut entries = Vec::new();
+    let mut keys = HashMap::new();
     for i in 0..count {
         let at = p.pos();
         let key = p
@@ -352,9 +358,9 @@ fn read_metadata<R: Read>(p: &mut Parser<R>, count: u64) -> Result<Metadata> {
 type TensorInfos = (Vec<GgufTensorInfo>, HashMap<String, usize>);
 
 fn read_tensor_infos<R: Read>(p: &mut Parser<R>, count: u64, alignment: u32) -> Result<TensorInfos> {
-    let cap = usize::try_from(count).unwrap_or(0);
-    let mut tensors = Vec::with_capacity(cap);
-    let mut names = HashMap::with_capacity(cap);
+    // Grown as parsed, as in `read_metadata`.
+    let mut tensors = Vec::new();
+    let mut names = HashMap::new();
     for i in 0..count {
         let at = p.pos();
         let name = p
@@ -376,7 +382,7 @@ fn read_tensor_info<R: Read>(p: &mut Parser<R>, name: String, alignment: u32) ->
     if n_dims as usize > MAX_DIMS {
         return Err(ctx(invalid_at(at, format!("{n_dims} dimensions (at most {MAX_DIMS})"))));
     }
-    let mut dims = Vec::with_capacity(MAX_DIMS);
+    let mut dims = Vec::with_capacity(n_dims as usize);
     let mut numel = 1u64;
     for _ in 0..n_dims {
         let at = p.pos();
