@@ -29,7 +29,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use serde_json::{json, Value};
 
 use crate::format::QuantFormat;
-use crate::io::{read_f32, read_u8, serialize, st_err, Entry};
+use crate::io::{about, read_f32, read_u8, serialize, st_err, Entry};
 use crate::nf4::NF4_CODE;
 use crate::ops::dequantize;
 use crate::tensor::{NestedAbsmax, QuantizedTensor};
@@ -116,6 +116,7 @@ pub fn load_nf4(bytes: &[u8], name: &str) -> Result<BnbNf4> {
         return Err(bad(name, "quant_map is not the NF4 code book"));
     }
     let data = read_u8(&st, name)?;
+    let about = |e| about(&format!("bitsandbytes weight {name:?}"), e);
     let double_quant = state.get("nested_offset").is_some();
     let format = QuantFormat::Nf4 {
         block_size,
@@ -132,12 +133,12 @@ pub fn load_nf4(bytes: &[u8], name: &str) -> Result<BnbNf4> {
             offset,
             block_size: uint("nested_blocksize")?,
         };
-        QuantizedTensor::from_nested(format, shape, data, nested)?
+        QuantizedTensor::from_nested(format, shape, data, nested).map_err(about)?
     } else {
         let absmax = read_f32(&st, &format!("{name}.absmax"))?;
-        QuantizedTensor::from_parts(format, shape, data, absmax)?
+        QuantizedTensor::from_parts(format, shape, data, absmax).map_err(about)?
     };
-    tensor.validate_values()?;
+    tensor.validate_values().map_err(about)?;
     Ok(BnbNf4 { tensor, dtype })
 }
 

@@ -42,6 +42,24 @@ pub(crate) fn st_err(context: &str, e: impl std::fmt::Display) -> CoreError {
     CoreError::invalid_input(format!("{context}: {e}"))
 }
 
+/// Says which tensor an `InvalidInput` or `ShapeMismatch` error is about (`what` is e.g.
+/// `tensor "w"`); other errors pass through.
+pub(crate) fn about(what: &str, err: CoreError) -> CoreError {
+    match err {
+        CoreError::InvalidInput(msg) => CoreError::InvalidInput(format!("{what}: {msg}")),
+        CoreError::ShapeMismatch {
+            context,
+            expected,
+            actual,
+        } => CoreError::ShapeMismatch {
+            context: format!("{what}: {context}"),
+            expected,
+            actual,
+        },
+        other => other,
+    }
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
@@ -278,7 +296,8 @@ pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Quantized
         } else {
             read_f32(&st, &format!("{name}.scales"))?
         };
-        let mut t = QuantizedTensor::from_parts(format, shape, data, scales)?;
+        let about = |e| about(&format!("tensor {name:?}"), e);
+        let mut t = QuantizedTensor::from_parts(format, shape, data, scales).map_err(about)?;
         if let Some((offset, block_size)) = nested {
             let n = NestedAbsmax {
                 codes: read_u8(&st, &format!("{name}.nested_codes"))?,
@@ -287,7 +306,7 @@ pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Quantized
                 offset,
                 block_size,
             };
-            t = t.with_nested(n)?;
+            t = t.with_nested(n).map_err(about)?;
             // Lengths were checked by `with_nested`, so decoding cannot index out of bounds.
             let decoded = t.nested().map(crate::nf4::decode_nested).unwrap_or_default();
             if decoded.iter().zip(t.scales()).any(|(a, b)| a.to_bits() != b.to_bits()) {
@@ -296,7 +315,7 @@ pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Quantized
                 )));
             }
         }
-        t.validate_values()?;
+        t.validate_values().map_err(about)?;
         out.insert(name.to_owned(), t);
     }
     Ok(out)
