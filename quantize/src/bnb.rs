@@ -142,6 +142,22 @@ pub fn load_nf4(bytes: &[u8], name: &str) -> Result<BnbNf4> {
     Ok(BnbNf4 { tensor, dtype })
 }
 
+/// The names of the NF4 weights in the bytes of a safetensors file bitsandbytes wrote (each
+/// weight `W` that has a `W.quant_state.bitsandbytes__nf4` entry), sorted; each can be
+/// handed to [`load_nf4`]. FP4 weights are not listed. Errors: bytes that are not a
+/// safetensors file (`InvalidInput`).
+pub fn nf4_weight_names(bytes: &[u8]) -> Result<Vec<String>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| st_err("safetensors file", e))?;
+    let mut names: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".quant_state.bitsandbytes__nf4"))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Writes NF4 tensors in bitsandbytes' layout (module docs), with `dtype` (`"bfloat16"`,
 /// `"float16"` or `"float32"`) as the dtype bitsandbytes will dequantize to.
 ///
