@@ -12,7 +12,9 @@ pub mod env {
     pub const CUDA_DEVICE: [&str; 3] = ["RUST_AI_CUDA_DEVICE", "AXOLOTL_CUDA_DEVICE", "VSA_OPTIM_CUDA_DEVICE"];
     /// An explicit device (`cpu`, `cuda`, `cuda:1`, `rknn`, `rknn:0b111`, `wgpu`, `wgpu:0`).
     pub const DEVICE: &str = "RUST_AI_DEVICE";
-    /// Turn every fallback into an error (boolean).
+    /// Turn every fallback into an error (boolean): device selection's (through
+    /// [`DeviceConfig::from_env`](crate::DeviceConfig::from_env)) and op dispatch's (read
+    /// once per process by [`strict_mode`](crate::strict_mode)).
     pub const STRICT: &str = "RUST_AI_STRICT_DEVICE";
     /// All variables, for diagnostics.
     pub const ALL: [&str; 8] = [
@@ -82,7 +84,9 @@ impl DeviceConfig {
         self
     }
 
-    /// Turn every fallback into an error.
+    /// Make device selection's CPU fallback an error. Op dispatch has its own process-wide
+    /// setting, read from the same variable: [`strict_mode`](crate::strict_mode) and
+    /// [`set_strict`](crate::set_strict).
     #[must_use]
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
@@ -306,12 +310,12 @@ mod tests {
     #[test]
     fn from_env_reads_the_process_environment() {
         // The only test in this crate that touches the process environment; it uses a
-        // variable no other test reads, so it cannot race with them.
+        // variable nothing else in this test binary reads (op dispatch reads
+        // RUST_AI_STRICT_DEVICE once and caches it, so that one must stay untouched).
         let _guard = crate::test_support::ENV_LOCK.lock().unwrap();
-        // Tests in this crate that touch the real environment hold ENV_LOCK.
-        std::env::set_var("RUST_AI_STRICT_DEVICE", "yes");
+        std::env::set_var("VSA_OPTIM_CUDA_DEVICE", "3");
         let c = DeviceConfig::from_env();
-        std::env::remove_var("RUST_AI_STRICT_DEVICE");
-        assert!(c.unwrap().is_strict());
+        std::env::remove_var("VSA_OPTIM_CUDA_DEVICE");
+        assert_eq!(c.unwrap().preferred_cuda_device(), Some(3));
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::device::{BackendKind, Device};
 use crate::error::{CoreError, Result};
+use crate::strict::strict_mode;
 use crate::warn::warn_once;
 
 /// The result of a dispatch, with the backend that produced it.
@@ -36,6 +37,14 @@ impl<T> Dispatched<T> {
 /// [`Dispatched::fallback`]. Any other error is returned as it is: a failing accelerator is
 /// never hidden behind a CPU result.
 ///
+/// In strict mode a fallback that would happen is instead a
+/// [`CoreError::DeviceNotAvailable`] naming the device, the operation and the reason, and
+/// the CPU route does not run. [`dispatch`](Self::dispatch) and
+/// [`dispatch_traced`](Self::dispatch_traced) follow the process's setting
+/// ([`strict_mode`](crate::strict_mode): `RUST_AI_STRICT_DEVICE`, or
+/// [`set_strict`](crate::set_strict)); [`dispatch_traced_with`](Self::dispatch_traced_with)
+/// takes it as an argument.
+///
 /// Inputs are taken by reference so that a fallback can run the CPU route on the same input.
 ///
 /// ```
@@ -58,6 +67,11 @@ impl<T> Dispatched<T> {
 /// let d = Sum.dispatch_traced(&x, &Device::Cuda { ordinal: 0 })?;
 /// assert_eq!((d.output, d.backend()), (6.0, BackendKind::Cpu));
 /// assert!(d.fallback.unwrap().contains("not implemented"));
+///
+/// // Strict: the same fallback is an error.
+/// let err = Sum.dispatch_traced_with(&x, &Device::Cuda { ordinal: 0 }, true).unwrap_err();
+/// assert!(matches!(err, CoreError::DeviceNotAvailable { .. }));
+/// assert!(err.to_string().contains("sum would fall back to the CPU"));
 /// # Ok::<(), CoreError>(())
 /// ```
 pub trait GpuDispatchable: Send + Sync {
@@ -96,38 +110,70 @@ pub trait GpuDispatchable: Send + Sync {
     }
 
     /// Like [`dispatch`](Self::dispatch), and reports which device ran and why a fallback
-    /// happened.
+    /// happened. Strict as the process is ([`strict_mode`](crate::strict_mode)); a malformed
+    /// `RUST_AI_STRICT_DEVICE` is an error when a fallback would happen.
     fn dispatch_traced(&self, input: &Self::Input, device: &Device) -> Result<Dispatched<Self::Output>> {
-        let accelerated = match device {
-            Device::Cuda { .. } | Device::Wgpu { .. } if self.gpu_available() => Some(self.dispatch_gpu(input, device)),
-            Device::Rknn { .. } if self.npu_available() => Some(self.dispatch_npu(input, device)),
-            _ => None,
-        };
-        let fallback = match accelerated {
-            None if device.is_cpu() => None,
-            None => Some(format!("{} has no route available on {device}", self.name())),
-            Some(Ok(output)) => {
-                return Ok(Dispatched {
-                    output,
-                    ran_on: *device,
-                    fallback: None,
-                })
-            }
-            Some(Err(e)) if e.is_not_implemented() => Some(format!("{e} (asked for {device})")),
-            Some(Err(e)) => return Err(e),
-        };
-        if let Some(why) = &fallback {
-            warn_once(
-                &format!("dispatch-fallback:{}:{}", self.name(), device.backend()),
-                &format!("aihal: {} ran on the CPU: {why}", self.name()),
-            );
-        }
-        Ok(Dispatched {
-            output: self.dispatch_cpu(input)?,
-            ran_on: Device::Cpu,
-            fallback,
-        })
+        route(self, input, device, strict_mode)
     }
+
+    /// Like [`dispatch_traced`](Self::dispatch_traced), strict or not as `strict` says,
+    /// whatever the process's setting.
+    fn dispatch_traced_with(
+        &self,
+        input: &Self::Input,
+        device: &Device,
+        strict: bool,
+    ) -> Result<Dispatched<Self::Output>> {
+        route(self, input, device, || Ok(strict))
+    }
+}
+
+/// The routing of [`GpuDispatchable::dispatch_traced`]: `strict` is asked only when a
+/// fallback would happen, so the process's setting costs nothing on the other paths.
+fn route<O: GpuDispatchable + ?Sized>(
+    op: &O,
+    input: &O::Input,
+    device: &Device,
+    strict: impl FnOnce() -> Result<bool>,
+) -> Result<Dispatched<O::Output>> {
+    let accelerated = match device {
+        Device::Cuda { .. } | Device::Wgpu { .. } if op.gpu_available() => Some(op.dispatch_gpu(input, device)),
+        Device::Rknn { .. } if op.npu_available() => Some(op.dispatch_npu(input, device)),
+        _ => None,
+    };
+    let fallback = match accelerated {
+        None if device.is_cpu() => None,
+        None => Some(format!("{} has no route available on {device}", op.name())),
+        Some(Ok(output)) => {
+            return Ok(Dispatched {
+                output,
+                ran_on: *device,
+                fallback: None,
+            })
+        }
+        Some(Err(e)) if e.is_not_implemented() => Some(format!("{e} (asked for {device})")),
+        Some(Err(e)) => return Err(e),
+    };
+    if let Some(why) = &fallback {
+        if strict()? {
+            return Err(CoreError::device_not_available(
+                device,
+                format!(
+                    "{} would fall back to the CPU, which strict mode forbids: {why}",
+                    op.name()
+                ),
+            ));
+        }
+        warn_once(
+            &format!("dispatch-fallback:{}:{}", op.name(), device.backend()),
+            &format!("aihal: {} ran on the CPU: {why}", op.name()),
+        );
+    }
+    Ok(Dispatched {
+        output: op.dispatch_cpu(input)?,
+        ran_on: Device::Cpu,
+        fallback,
+    })
 }
 
 #[cfg(test)]
@@ -197,21 +243,65 @@ mod tests {
 
     #[test]
     fn not_implemented_and_unavailable_routes_fall_back_with_a_reason() {
+        // Explicitly lenient: the process's setting is tested in a child process
+        // (tests/strict_dispatch.rs).
         let o = op(Some(|| Err(CoreError::not_implemented("double on CUDA"))), false);
-        let d = o.dispatch_traced(&[3.0], &CUDA).unwrap();
+        let d = o.dispatch_traced_with(&[3.0], &CUDA, false).unwrap();
         assert_eq!((d.output.as_slice(), d.ran_on), ([6.0].as_slice(), Device::Cpu));
         assert!(d.fallback.as_deref().unwrap().contains("double on CUDA"));
 
         let o = op(None, false);
-        let d = o.dispatch_traced(&[3.0], &CUDA).unwrap();
+        let d = o.dispatch_traced_with(&[3.0], &CUDA, false).unwrap();
         assert!(d.fallback.as_deref().unwrap().contains("no route available on cuda:0"));
 
         // The default NPU route is NotImplemented; with npu_available it still falls back.
         let o = op(None, true);
-        let d = o.dispatch_traced(&[3.0], &NPU).unwrap();
+        let d = o.dispatch_traced_with(&[3.0], &NPU, false).unwrap();
         assert_eq!(d.ran_on, Device::Cpu);
         assert!(d.fallback.as_deref().unwrap().contains("double on the NPU"));
         assert_eq!(o.cpu_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn strict_dispatch_turns_every_fallback_into_an_error_naming_op_device_and_reason() {
+        let cases: [(Double, Device, &str); 3] = [
+            (
+                op(Some(|| Err(CoreError::not_implemented("double on CUDA"))), false),
+                CUDA,
+                "not implemented: double on CUDA",
+            ),
+            (op(None, false), CUDA, "no route available on cuda:0"),
+            (op(None, true), NPU, "double on the NPU"),
+        ];
+        for (o, device, why) in cases {
+            let err = o.dispatch_traced_with(&[3.0], &device, true).unwrap_err();
+            let CoreError::DeviceNotAvailable { device: named, reason } = &err else {
+                panic!("expected DeviceNotAvailable, got {err:?}")
+            };
+            assert_eq!(*named, device.to_string());
+            assert!(reason.contains("double would fall back to the CPU"), "{err}");
+            assert!(reason.contains(why) && reason.contains("strict"), "{err}");
+            assert_eq!(o.cpu_calls.load(Ordering::SeqCst), 0, "the CPU route must not run");
+
+            // The same call without strict mode falls back.
+            let d = o.dispatch_traced_with(&[3.0], &device, false).unwrap();
+            assert_eq!((d.output.as_slice(), d.ran_on), ([6.0].as_slice(), Device::Cpu));
+            assert!(d.fallback.as_deref().unwrap().contains(why));
+        }
+    }
+
+    #[test]
+    fn strict_dispatch_still_runs_what_needs_no_fallback() {
+        let o = op(Some(|| Ok(vec![42.0])), false);
+        assert_eq!(o.dispatch_traced_with(&[1.0], &CUDA, true).unwrap().ran_on, CUDA);
+        let d = o.dispatch_traced_with(&[1.0], &Device::Cpu, true).unwrap();
+        assert_eq!((d.output, d.ran_on, d.fallback), (vec![2.0], Device::Cpu, None));
+        let o = op(Some(|| Err(CoreError::out_of_memory("cuda:0", None))), false);
+        let err = o.dispatch_traced_with(&[1.0], &CUDA, true).unwrap_err();
+        assert!(
+            matches!(err, CoreError::OutOfMemory { .. }),
+            "real errors stay what they are"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod dispatch;
 mod error;
 mod registry;
 mod select;
+mod strict;
 mod traits;
 mod warn;
 
@@ -38,6 +39,7 @@ pub use registry::{
     ProbeReport, Unavailable,
 };
 pub use select::{get_device, select_device, DeviceSelection, SelectionReason};
+pub use strict::{set_strict, strict_mode};
 pub use traits::{Dequantize, Quantize, ValidatableConfig};
 pub use warn::{warn_if_cpu, warn_once};
 
