@@ -1,6 +1,8 @@
 //! What routing costs: a trivial op called directly, through `GpuDispatchable::dispatch`
 //! (CPU device, and a GPU device that falls back to the CPU), and device selection with
-//! cached and fresh probes.
+//! cached and fresh probes; and the op set's executor (placement, record, tracing span)
+//! against the CPU provider's prepared op called directly, on sizes where the routing, not
+//! the work, is measured.
 //!
 //! `cargo bench --bench dispatch`
 #![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
@@ -61,5 +63,46 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn op_set(c: &mut Criterion) {
+    use aihal::ops::{Call, OpSpec, Provider};
+    use aihal::quantize::{quantize, QuantFormat};
+    use aihal::{Add, Executor, Linear, LinearPrecision, Tensor};
+
+    let cpu = aihal::cpu::CpuProvider;
+    let exec = Executor::builder()
+        .provider(std::sync::Arc::new(cpu))
+        .build()
+        .expect("a CPU executor");
+    let a = Tensor::from_vec((0..16).map(|i| i as f32).collect(), &[16]).expect("a tensor");
+    let mut g = c.benchmark_group("op_set");
+
+    let add_direct = cpu.prepare(&OpSpec::Add).expect("add on the CPU");
+    let add = Add::new(&exec).expect("add");
+    g.bench_function("add16_provider_direct", |b| {
+        b.iter(|| add_direct.run(Call::Binary(black_box(&a), black_box(&a))));
+    });
+    g.bench_function("add16_through_executor", |b| {
+        b.iter(|| add.forward(black_box(&a), black_box(&a)));
+    });
+
+    let (n, k) = (16, 64);
+    let w = quantize(QuantFormat::Q8_0, &vec![0.25f32; n * k], &[n, k]).expect("a weight");
+    let x = Tensor::from_vec(vec![0.5; k], &[1, k]).expect("a tensor");
+    let spec = OpSpec::Linear {
+        weight: &w,
+        bias: None,
+        precision: LinearPrecision::default(),
+    };
+    let linear_direct = cpu.prepare(&spec).expect("linear on the CPU");
+    let linear = Linear::new(&exec, &w, None).expect("linear");
+    g.bench_function("linear_q8_0_16x64_provider_direct", |b| {
+        b.iter(|| linear_direct.run(Call::Unary(black_box(&x))));
+    });
+    g.bench_function("linear_q8_0_16x64_through_executor", |b| {
+        b.iter(|| linear.forward(black_box(&x)));
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, op_set);
 criterion_main!(benches);

@@ -1,6 +1,6 @@
 //! The main job in one file: choose a device from the environment, show what was probed,
-//! quantize a weight matrix and run a quantized linear layer on the chosen device, checking
-//! the result against an f32 matmul.
+//! quantize a weight matrix and run a quantized linear layer (`aihal::Linear`) wherever the
+//! executor places it, checking the result against an f32 matmul, then print what ran where.
 //!
 //! ```sh
 //! cargo run --release --example quickstart
@@ -12,9 +12,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use aihal::core::SelectionReason;
-use aihal::cpu::QuantLinear;
 use aihal::quantize::{quantize, QuantFormat};
-use aihal::{DeviceConfig, GpuDispatchable, Result};
+use aihal::{DeviceConfig, Linear, Result};
 use candle_core::Tensor;
 
 /// Output features, input features, and rows of activations (a small prompt).
@@ -44,22 +43,26 @@ fn run() -> Result<()> {
         }
         reason => println!("Why: {reason}"),
     }
+    let exec = aihal::executor()?;
+    let providers: Vec<String> = exec.providers().iter().map(|p| p.name()).collect();
     println!(
-        "CPU kernels: {} (per call); the layers below hold their weights packed for this CPU (last column)\n",
-        aihal::cpu::kernel_set_name()
+        "Ops placed on: {} (providers, in order: {})\n",
+        exec.device(),
+        providers.join(", ")
     );
 
     // A weight matrix with the spread of a trained layer, and a few rows of activations.
     let weights = normal_values(N * K, 0x5eed, 0.02);
     let activations = normal_values(M * K, 0xacdc, 1.0);
     let cpu = candle_core::Device::Cpu;
-    let x = Tensor::from_vec(activations, (M, K), &cpu)?;
+    let x = Tensor::from_vec(activations.clone(), (M, K), &cpu)?;
+    let xa = aihal::Tensor::from_vec(activations, &[M, K])?;
     let w = Tensor::from_vec(weights.clone(), (N, K), &cpu)?;
     let exact = x.matmul(&w.t()?)?;
 
     println!("y = x · Wᵀ with x [{M}, {K}] f32 and W [{N}, {K}]:");
     println!(
-        "{:<22} {:>8} {:>12} {:>10} {:>14} {:>8}  weight layout",
+        "{:<22} {:>8} {:>12} {:>10} {:>14} {:>8}",
         "format", "bits/w", "quantize", "matmul", "rel. error", "ran on"
     );
     for format in [
@@ -75,25 +78,25 @@ fn run() -> Result<()> {
         let q = quantize(format, &weights, &[N, K])?;
         let quantize_time = t0.elapsed();
         let bits = q.bits_per_weight();
-        let layer = QuantLinear::new(q, None)?;
+        let layer = Linear::new(&exec, &q, None)?;
 
         let t1 = Instant::now();
-        let out = layer.dispatch_traced(&x, &selection.device)?;
+        let out = layer.forward_traced(&xa)?;
         let matmul_time = t1.elapsed();
 
-        let err = relative_rms_error(&out.output, &exact)?;
+        let err = relative_rms_error(&out.output.to_candle()?, &exact)?;
         println!(
-            "{:<22} {bits:>8.2} {:>10.1}ms {:>8.2}ms {err:>14.2e} {:>8}  {}",
+            "{:<22} {bits:>8.2} {:>10.1}ms {:>8.2}ms {err:>14.2e} {:>8}",
             format.to_string(),
             quantize_time.as_secs_f64() * 1e3,
             matmul_time.as_secs_f64() * 1e3,
             out.ran_on.to_string(),
-            layer.packed_weight().layout_name(),
         );
         if let Some(why) = out.fallback {
-            println!("    (fell back to the CPU: {why})");
+            println!("    (fell back: {why})");
         }
     }
+    println!("\nWhat ran where:\n{}", exec.report());
     Ok(())
 }
 

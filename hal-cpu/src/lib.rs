@@ -28,9 +28,11 @@ pub mod ops;
 mod packed;
 mod pages;
 mod pool;
+mod provider;
 
 pub use linear::QuantLinear;
 pub use packed::{matmul_packed, matmul_packed_into, PackOptions, PackedWeights};
+pub use provider::CpuProvider;
 
 pub use kernels::kernel_set_name;
 pub use matmul::{

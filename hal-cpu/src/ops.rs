@@ -33,7 +33,7 @@ use aihal_core::Result;
 use rayon::prelude::*;
 
 use crate::pool::for_chunks;
-use aihal_reference::{self as reference, AttentionShape, RopeStyle};
+use aihal_reference::{self as reference, AttentionMask, AttentionShape, RopeStyle};
 
 /// Whether the AVX2 + FMA builds of the ops' loops run here (detected once).
 #[cfg(target_arch = "x86_64")]
@@ -497,6 +497,18 @@ fn gelu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
 // GELU over a slice, in the same builds.
 elementwise!(gelu_lanes => gelu_into, gelu_into_avx2, gelu_into_avx512, gelu_into_best);
 
+/// GELU in its erf form, as [`reference::gelu_erf`] (the same f64 evaluation, so the same
+/// bits), in parallel. Scalar: BERT-style encoders call it once per layer on the MLP's
+/// middle, where the matmuls around it dominate.
+pub fn gelu_erf(x: &[f32]) -> Vec<f32> {
+    map_parallel(x, |y, x| {
+        for (o, &v) in y.iter_mut().zip(x) {
+            let v = f64::from(v);
+            *o = (0.5 * v * (1.0 + reference::erf(v * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+        }
+    })
+}
+
 /// Rotary embedding, as [`reference::rope`]: the sine/cosine table is computed once per
 /// position, tokens in parallel.
 pub fn rope(x: &[f32], n_heads: usize, head_dim: usize, pos0: usize, theta: f32, style: RopeStyle) -> Result<Vec<f32>> {
@@ -535,7 +547,22 @@ pub fn attention(
     shape: AttentionShape,
     scale: Option<f32>,
 ) -> Result<Vec<f32>> {
+    attention_masked(q, k, v, kv_len, shape, scale, AttentionMask::Causal)
+}
+
+/// GQA attention for batch 1 with the key range of each query row given by `mask`, as
+/// [`reference::attention_masked`] (same sums in the same order as [`attention`]).
+pub fn attention_masked(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_len: usize,
+    shape: AttentionShape,
+    scale: Option<f32>,
+    mask: AttentionMask,
+) -> Result<Vec<f32>> {
     let q_len = reference::check_attention(q, k, v, kv_len, shape)?;
+    mask.check(kv_len)?;
     let AttentionShape {
         n_heads,
         n_kv_heads,
@@ -552,6 +579,7 @@ pub fn attention(
         q_len,
         kv_len,
         scale,
+        mask,
     };
     // A task takes the query heads of one row that share a key/value head (each key and value
     // row is then read once for all of them), halved while that would leave fewer than two
@@ -579,6 +607,7 @@ struct Geometry {
     q_len: usize,
     kv_len: usize,
     scale: f32,
+    mask: AttentionMask,
 }
 
 /// The outputs `o` (`o.len() / d` heads) of query row `t` and heads `h ..` (where
@@ -593,12 +622,13 @@ fn attend(o: &mut [f32], th: usize, q: &[f32], k: &[f32], v: &[f32], g: Geometry
     let heads = o.len() / d;
     let kvh = h / g.group;
     debug_assert!(heads >= 1 && (h + heads - 1) / g.group == kvh);
-    let visible = g.kv_len - g.q_len + t + 1;
+    let range = g.mask.visible(t, g.q_len, g.kv_len);
+    let (first, visible) = (range.start, range.len());
     let qs = &q[th * d..(th + heads) * d];
-    // scores[e * visible + j]: head h + e against key j.
+    // scores[e * visible + j]: head h + e against key first + j.
     let mut scores = vec![0.0f32; heads * visible];
     for j in 0..visible {
-        let kr = &k[(j * n_kv_heads + kvh) * d..][..d];
+        let kr = &k[((first + j) * n_kv_heads + kvh) * d..][..d];
         for (e, qv) in qs.chunks_exact(d).enumerate() {
             scores[e * visible + j] = dot(qv, kr) * g.scale;
         }
@@ -608,7 +638,7 @@ fn attend(o: &mut [f32], th: usize, q: &[f32], k: &[f32], v: &[f32], g: Geometry
         softmax_row(sr, pr);
     }
     for j in 0..visible {
-        let vv = &v[(j * n_kv_heads + kvh) * d..][..d];
+        let vv = &v[((first + j) * n_kv_heads + kvh) * d..][..d];
         for (e, oe) in o.chunks_exact_mut(d).enumerate() {
             let p = probs[e * visible + j];
             for (od, &vd) in oe.iter_mut().zip(vv) {
@@ -827,6 +857,7 @@ mod tests {
             q_len,
             kv_len,
             scale,
+            mask: AttentionMask::Causal,
         };
         (q, k, v, g)
     }

@@ -1,0 +1,318 @@
+//! [`CpuProvider`]: this crate as an aihal execution provider.
+
+use std::any::Any;
+
+use aihal_core::{CoreError, Device, Result};
+use aihal_ops::{
+    Activation, AttentionKind, Call, KvLayout, KvStore, LinearPrecision, OpSpec, Prepared, Provider, Shape, Support,
+    Tensor,
+};
+use aihal_quantize::QuantizedTensor;
+use aihal_reference::{AttentionMask, AttentionShape, GateActivation, RopeStyle};
+
+use crate::matmul::{ActivationPrecision, Activations};
+use crate::{kernel_set_name, ops, QuantLinear};
+
+/// The CPU as an execution provider: every op of `aihal-ops`, with this crate's fast kernels
+/// (packed weights and int8 activations for [`Linear`](aihal_ops::Linear), the SIMD norms,
+/// softmax, activations and attention). Its tensors are host tensors, so nothing moves
+/// between its ops.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuProvider;
+
+fn host<'t>(t: &'t Tensor, op: &str) -> Result<&'t [f32]> {
+    t.host_slice()
+        .ok_or_else(|| CoreError::invalid_input(format!("{op}: the CPU provider was given a tensor on {}", t.device())))
+}
+
+fn out(data: Vec<f32>, shape: Shape) -> Result<Tensor> {
+    Tensor::with_shape(data, shape)
+}
+
+fn wrong_call(op: &str, call: &Call<'_>) -> CoreError {
+    CoreError::invalid_input(format!("{op}: unexpected call {call:?}"))
+}
+
+struct Linear(QuantLinear);
+
+impl Prepared for Linear {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Unary(x) = call else {
+            return Err(wrong_call("linear", &call));
+        };
+        let n = self.0.out_features();
+        let m = x.numel() / self.0.in_features().max(1);
+        let y = self.0.forward_slice(Activations::F32(host(x, "linear")?), m)?;
+        out(y, x.shape().with_last(n))
+    }
+}
+
+enum Rowwise {
+    RmsNorm {
+        weight: Vec<f32>,
+        eps: f32,
+    },
+    LayerNorm {
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        eps: f32,
+    },
+    Softmax,
+    Activation(Activation),
+}
+
+impl Prepared for Rowwise {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Unary(x) = call else {
+            return Err(wrong_call("row-wise op", &call));
+        };
+        let xs = host(x, "row-wise op")?;
+        let y = match self {
+            Self::RmsNorm { weight, eps } => ops::rms_norm(xs, weight.len(), weight, *eps)?,
+            Self::LayerNorm { weight, bias, eps } => ops::layer_norm(xs, weight.len(), weight, bias.as_deref(), *eps)?,
+            Self::Softmax => ops::softmax(xs, x.shape().last())?,
+            Self::Activation(Activation::Silu) => ops::silu(xs),
+            Self::Activation(Activation::GeluTanh) => ops::gelu(xs),
+            Self::Activation(Activation::GeluErf) => ops::gelu_erf(xs),
+        };
+        out(y, x.shape())
+    }
+}
+
+enum Binary {
+    Gated(GateActivation),
+    Add,
+}
+
+impl Prepared for Binary {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Binary(a, b) = call else {
+            return Err(wrong_call("binary op", &call));
+        };
+        let (xa, xb) = (host(a, "binary op")?, host(b, "binary op")?);
+        if xa.len() != xb.len() {
+            return Err(CoreError::shape_mismatch("binary op: second input", a.dims(), b.dims()));
+        }
+        let mut y = match self {
+            Self::Gated(GateActivation::Silu) => ops::silu(xa),
+            Self::Gated(GateActivation::GeluTanh) => ops::gelu(xa),
+            Self::Gated(GateActivation::GeluErf) => ops::gelu_erf(xa),
+            Self::Add => xa.to_vec(),
+        };
+        match self {
+            Self::Gated(_) => y.iter_mut().zip(xb).for_each(|(y, &u)| *y *= u),
+            Self::Add => y.iter_mut().zip(xb).for_each(|(y, &u)| *y += u),
+        }
+        out(y, a.shape())
+    }
+}
+
+struct Rope {
+    n_heads: usize,
+    head_dim: usize,
+    theta: f32,
+    style: RopeStyle,
+}
+
+impl Prepared for Rope {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Rope { x, pos0 } = call else {
+            return Err(wrong_call("rope", &call));
+        };
+        let xs = host(x, "rope")?;
+        let dims = x.dims();
+        // A leading batch dimension: each sequence starts at pos0.
+        let per_seq = if dims.len() == 4 {
+            dims[1..].iter().product()
+        } else {
+            xs.len()
+        };
+        let mut y = Vec::with_capacity(xs.len());
+        for seq in xs.chunks(per_seq.max(1)) {
+            y.extend(ops::rope(
+                seq,
+                self.n_heads,
+                self.head_dim,
+                pos0,
+                self.theta,
+                self.style,
+            )?);
+        }
+        out(y, x.shape())
+    }
+}
+
+struct Embedding(QuantizedTensor);
+
+impl Prepared for Embedding {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Embedding { ids, lead } = call else {
+            return Err(wrong_call("embedding", &call));
+        };
+        let dim = self.0.shape()[1];
+        let mut dims = lead.dims().to_vec();
+        dims.push(dim);
+        out(aihal_reference::embedding(ids, &self.0)?, Shape::new(&dims)?)
+    }
+}
+
+struct Attention {
+    shape: AttentionShape,
+    kind: AttentionKind,
+    scale: Option<f32>,
+}
+
+/// Keys and values of `batch` sequences, `[batch, max_len, n_kv_heads, head_dim]` each.
+#[derive(Debug)]
+struct CpuKv {
+    layout: KvLayout,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl KvStore for CpuKv {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Prepared for Attention {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Attention {
+            q,
+            k,
+            v,
+            cache,
+            past,
+            valid,
+        } = call
+        else {
+            return Err(wrong_call("attention", &call));
+        };
+        let kv = cache
+            .as_any_mut()
+            .downcast_mut::<CpuKv>()
+            .ok_or_else(|| CoreError::invalid_input("attention: the KV cache was not made by the CPU provider"))?;
+        let (qs, ks, vs) = (host(q, "attention")?, host(k, "attention")?, host(v, "attention")?);
+        let l = kv.layout;
+        let row = l.n_kv_heads * l.head_dim;
+        let seq = l.max_len * row;
+        let (batch, q_len) = (q.dims()[0], q.dims()[1]);
+        let q_seq = q_len * self.shape.n_heads * self.shape.head_dim;
+        let mut y = Vec::with_capacity(qs.len());
+        for b in 0..batch {
+            let start = b * seq + past[b] * row;
+            kv.k[start..start + q_len * row].copy_from_slice(&ks[b * q_len * row..][..q_len * row]);
+            kv.v[start..start + q_len * row].copy_from_slice(&vs[b * q_len * row..][..q_len * row]);
+            let kv_len = past[b] + q_len;
+            let mask = match (self.kind, valid) {
+                (AttentionKind::Causal, _) => AttentionMask::Causal,
+                (AttentionKind::SlidingWindow(w), _) => AttentionMask::SlidingWindow(w),
+                (AttentionKind::Bidirectional, Some(valid)) => AttentionMask::Padded { valid: valid[b] },
+                (AttentionKind::Bidirectional, None) => {
+                    return Err(CoreError::invalid_input(
+                        "bidirectional attention without valid lengths",
+                    ))
+                }
+            };
+            y.extend(ops::attention_masked(
+                &qs[b * q_seq..][..q_seq],
+                &kv.k[b * seq..][..kv_len * row],
+                &kv.v[b * seq..][..kv_len * row],
+                kv_len,
+                self.shape,
+                self.scale,
+                mask,
+            )?);
+        }
+        out(y, q.shape())
+    }
+}
+
+impl Provider for CpuProvider {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn name(&self) -> String {
+        format!("cpu ({})", kernel_set_name())
+    }
+
+    fn supports(&self, _spec: &OpSpec<'_>) -> Support {
+        // Every op, every format: the packed kernels where a format has them, the generic
+        // kernels (which decode any format) elsewhere.
+        Support::Yes
+    }
+
+    fn prepare(&self, spec: &OpSpec<'_>) -> Result<Box<dyn Prepared>> {
+        Ok(match *spec {
+            OpSpec::Linear {
+                weight,
+                bias,
+                precision,
+            } => {
+                let precision = match precision {
+                    LinearPrecision::Int8Activations => ActivationPrecision::Int8,
+                    LinearPrecision::F32 => ActivationPrecision::F32,
+                };
+                Box::new(Linear(
+                    QuantLinear::new(weight.clone(), bias.map(<[f32]>::to_vec))?.with_activations(precision),
+                ))
+            }
+            OpSpec::RmsNorm { weight, eps } => Box::new(Rowwise::RmsNorm {
+                weight: weight.to_vec(),
+                eps,
+            }),
+            OpSpec::LayerNorm { weight, bias, eps } => Box::new(Rowwise::LayerNorm {
+                weight: weight.to_vec(),
+                bias: bias.map(<[f32]>::to_vec),
+                eps,
+            }),
+            OpSpec::Softmax => Box::new(Rowwise::Softmax),
+            OpSpec::Activation(a) => Box::new(Rowwise::Activation(a)),
+            OpSpec::Gated(a) => Box::new(Binary::Gated(a)),
+            OpSpec::Add => Box::new(Binary::Add),
+            OpSpec::Rope {
+                n_heads,
+                head_dim,
+                theta,
+                style,
+            } => Box::new(Rope {
+                n_heads,
+                head_dim,
+                theta,
+                style,
+            }),
+            OpSpec::Embedding { table } => Box::new(Embedding(table.clone())),
+            OpSpec::Attention { shape, kind, scale } => Box::new(Attention { shape, kind, scale }),
+            _ => {
+                return Err(CoreError::not_implemented(format!(
+                    "{} on the CPU provider",
+                    spec.kind()
+                )))
+            }
+        })
+    }
+
+    fn upload(&self, data: &[f32], shape: Shape) -> Result<Tensor> {
+        Tensor::with_shape(data.to_vec(), shape)
+    }
+
+    fn new_kv_store(&self, layout: KvLayout) -> Result<Box<dyn KvStore>> {
+        let n = [layout.batch, layout.max_len, layout.n_kv_heads, layout.head_dim]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| CoreError::invalid_input(format!("KV cache {layout:?} overflows usize")))?;
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        k.try_reserve_exact(n)
+            .and_then(|()| v.try_reserve_exact(n))
+            .map_err(|_| CoreError::out_of_memory("cpu", Some(2 * n as u64 * 4)))?;
+        k.resize(n, 0.0);
+        v.resize(n, 0.0);
+        Ok(Box::new(CpuKv { layout, k, v }))
+    }
+}
