@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use aihal_core::{CoreError, Device, GpuDispatchable, Result};
+use aihal_core::{CoreError, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use candle_core::{DType, Tensor};
 
@@ -10,7 +10,10 @@ use crate::matmul::{ActivationPrecision, Activations, MatmulOptions};
 use crate::packed::{matmul_packed, PackedWeights};
 use aihal_reference::check_matmul;
 
-/// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`.
+/// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`, on
+/// the CPU: this crate's own layer, for candle code that uses aihal-cpu alone. To place a
+/// layer on whatever device a machine has, use the op set's `Linear` (the facade's
+/// `aihal::Linear`), whose CPU provider holds one of these.
 ///
 /// Implements [`candle_nn::Module`], so a candle model can swap its `Linear` layers for
 /// quantized ones: the input is `[..., in_features]` in f32, f16 or bf16 on the CPU, the
@@ -211,31 +214,5 @@ impl QuantLinear {
 impl candle_nn::Module for QuantLinear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_tensor(xs).map_err(candle_core::Error::wrap)
-    }
-}
-
-/// The CPU route is [`QuantLinear::forward_tensor`]. This crate has no GPU route
-/// (`gpu_available` is `false`): dispatching to a GPU device runs on the CPU with a warning
-/// printed once, and [`aihal_core::Dispatched::fallback`] says so.
-impl GpuDispatchable for QuantLinear {
-    type Input = Tensor;
-    type Output = Tensor;
-
-    fn name(&self) -> &'static str {
-        "aihal-cpu QuantLinear"
-    }
-
-    fn dispatch_gpu(&self, _input: &Tensor, device: &Device) -> Result<Tensor> {
-        Err(CoreError::not_implemented(format!(
-            "QuantLinear of aihal-cpu on {device} (aihal-kernels runs quantized matmul on GPUs)"
-        )))
-    }
-
-    fn dispatch_cpu(&self, input: &Tensor) -> Result<Tensor> {
-        self.forward_tensor(input)
-    }
-
-    fn gpu_available(&self) -> bool {
-        false
     }
 }
