@@ -45,6 +45,11 @@ impl<T> Dispatched<T> {
 /// [`set_strict`](crate::set_strict)); [`dispatch_traced_with`](Self::dispatch_traced_with)
 /// takes it as an argument.
 ///
+/// Each dispatch runs in a `tracing` span named `dispatch` (debug level) with the fields
+/// `op`, `requested` (the device asked for), and, once known, `ran_on` and `fallback`
+/// (whether the CPU ran in place of the device asked for). Without a subscriber that wants
+/// it, the span costs a level check and allocates nothing.
+///
 /// Inputs are taken by reference so that a fallback can run the CPU route on the same input.
 ///
 /// ```
@@ -136,6 +141,22 @@ fn route<O: GpuDispatchable + ?Sized>(
     device: &Device,
     strict: impl FnOnce() -> Result<bool>,
 ) -> Result<Dispatched<O::Output>> {
+    let span = tracing::debug_span!(
+        "dispatch",
+        op = op.name(),
+        requested = %device,
+        ran_on = tracing::field::Empty,
+        fallback = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    // Recording looks the field up by name: skip it for a disabled span (no subscriber).
+    let ran = |ran_on: &Device, fallback: bool| {
+        if !span.is_disabled() {
+            span.record("ran_on", tracing::field::display(ran_on));
+            span.record("fallback", fallback);
+        }
+    };
+
     let accelerated = match device {
         Device::Cuda { .. } | Device::Wgpu { .. } if op.gpu_available() => Some(op.dispatch_gpu(input, device)),
         Device::Rknn { .. } if op.npu_available() => Some(op.dispatch_npu(input, device)),
@@ -145,11 +166,12 @@ fn route<O: GpuDispatchable + ?Sized>(
         None if device.is_cpu() => None,
         None => Some(format!("{} has no route available on {device}", op.name())),
         Some(Ok(output)) => {
+            ran(device, false);
             return Ok(Dispatched {
                 output,
                 ran_on: *device,
                 fallback: None,
-            })
+            });
         }
         Some(Err(e)) if e.is_not_implemented() => Some(format!("{e} (asked for {device})")),
         Some(Err(e)) => return Err(e),
@@ -169,6 +191,7 @@ fn route<O: GpuDispatchable + ?Sized>(
             &format!("aihal: {} ran on the CPU: {why}", op.name()),
         );
     }
+    ran(&Device::Cpu, fallback.is_some());
     Ok(Dispatched {
         output: op.dispatch_cpu(input)?,
         ran_on: Device::Cpu,
@@ -301,6 +324,91 @@ mod tests {
         assert!(
             matches!(err, CoreError::OutOfMemory { .. }),
             "real errors stay what they are"
+        );
+    }
+
+    /// Records the fields of every `dispatch` span, by span.
+    #[derive(Default)]
+    struct SpanRecorder {
+        spans: std::sync::Mutex<Vec<Vec<(String, String)>>>,
+    }
+
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+    }
+
+    impl tracing::Subscriber for SpanRecorder {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut spans = self.spans.lock().unwrap();
+            let mut fields = vec![("name".to_owned(), attrs.metadata().name().to_owned())];
+            attrs.record(&mut Fields(&mut fields));
+            spans.push(fields);
+            tracing::span::Id::from_u64(spans.len() as u64)
+        }
+        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut spans = self.spans.lock().unwrap();
+            values.record(&mut Fields(&mut spans[span.into_u64() as usize - 1]));
+        }
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn each_dispatch_is_a_span_with_the_op_the_devices_and_the_fallback() {
+        let recorder = std::sync::Arc::new(SpanRecorder::default());
+        tracing::subscriber::with_default(recorder.clone(), || {
+            op(None, false).dispatch_traced(&[1.0], &Device::Cpu).unwrap();
+            op(Some(|| Ok(vec![42.0])), false)
+                .dispatch_traced(&[1.0], &CUDA)
+                .unwrap();
+            op(None, false).dispatch_traced_with(&[1.0], &CUDA, false).unwrap();
+            op(None, false).dispatch_traced_with(&[1.0], &CUDA, true).unwrap_err();
+        });
+        let field =
+            |fields: &[(String, String)], name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let spans = recorder.spans.lock().unwrap();
+        let seen: Vec<_> = spans
+            .iter()
+            .map(|s| {
+                (
+                    field(s, "name").unwrap(),
+                    field(s, "op").unwrap(),
+                    field(s, "requested").unwrap(),
+                    field(s, "ran_on"),
+                    field(s, "fallback"),
+                )
+            })
+            .collect();
+        let some = |s: &str| Some(s.to_owned());
+        let row = |requested: &str, ran_on, fallback| {
+            (
+                "dispatch".to_owned(),
+                "double".to_owned(),
+                requested.to_owned(),
+                ran_on,
+                fallback,
+            )
+        };
+        assert_eq!(
+            seen,
+            [
+                row("cpu", some("cpu"), some("false")),
+                row("cuda:0", some("cuda:0"), some("false")),
+                row("cuda:0", some("cpu"), some("true")),
+                // Strict refused the fallback: nothing ran.
+                row("cuda:0", None, None),
+            ]
         );
     }
 
