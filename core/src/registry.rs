@@ -173,6 +173,8 @@ impl BackendStatus {
     }
 }
 
+// Its `Display` (one line per backend, CPU last) is presentation of the selection, and
+// lives with the selection policy in select.rs.
 /// What was probed and found, in the order automatic selection tries it.
 ///
 /// [`probe_report`] lists the registered backends by [`BackendProbe::priority`] and

@@ -1,4 +1,5 @@
-//! The traits every backend and format implements.
+//! The traits of configurations and quantization schemes. The dispatch trait,
+//! `GpuDispatchable`, has its own module (`dispatch.rs`).
 
 use candle_core::Tensor;
 
