@@ -8,6 +8,7 @@ use aihal_core::{warn_once, CoreError, Device, Dispatched, Result};
 
 use crate::provider::{Call, OpKind, OpSpec, Prepared, Provider, Support};
 use crate::record::{Record, Report, MAX_PROVIDERS};
+use crate::table::{DispatchTable, MClass, OpKey, SizeClass};
 use crate::tensor::Tensor;
 
 /// The providers an app runs on, in order of preference, with the placement policy.
@@ -26,6 +27,8 @@ use crate::tensor::Tensor;
 pub struct Executor {
     providers: Vec<Arc<dyn Provider>>,
     preferred: usize,
+    explicit: bool,
+    table: Option<DispatchTable>,
     strict: bool,
     record: Record,
     moves: AtomicU64,
@@ -49,6 +52,8 @@ impl std::fmt::Debug for Executor {
 pub struct ExecutorBuilder {
     providers: Vec<Arc<dyn Provider>>,
     device: Option<Device>,
+    explicit: bool,
+    table: Option<DispatchTable>,
     strict: bool,
 }
 
@@ -60,10 +65,32 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Places ops on this device's provider first (a software device too, when named).
+    /// An explicit request: ops run on this device's provider (a software device too), a
+    /// dispatch table notwithstanding; any op it cannot run is a fallback (an error in strict
+    /// mode).
     #[must_use]
     pub fn device(mut self, device: Device) -> Self {
         self.device = Some(device);
+        self.explicit = true;
+        self
+    }
+
+    /// A preference: ops without a dispatch-table entry run on this device's provider first
+    /// (what automatic device selection chose).
+    #[must_use]
+    pub fn prefer(mut self, device: Device) -> Self {
+        self.device = Some(device);
+        self.explicit = false;
+        self
+    }
+
+    /// A measured dispatch table: for each op key it has, the providers that passed parity,
+    /// fastest first, decide the placement per row class (unless a device was requested
+    /// explicitly). Entries naming a device no provider has, or a software device, are
+    /// passed over.
+    #[must_use]
+    pub fn table(mut self, table: DispatchTable) -> Self {
+        self.table = Some(table);
         self
     }
 
@@ -123,6 +150,8 @@ impl ExecutorBuilder {
         Ok(Arc::new(Executor {
             providers: self.providers,
             preferred,
+            explicit: self.explicit,
+            table: self.table,
             strict: self.strict,
             record: Record::new(),
             moves: AtomicU64::new(0),
@@ -149,6 +178,26 @@ impl Executor {
     /// Whether fallbacks are errors.
     pub fn is_strict(&self) -> bool {
         self.strict
+    }
+
+    /// The dispatch table placement follows, if any.
+    pub fn table(&self) -> Option<&DispatchTable> {
+        self.table.as_ref()
+    }
+
+    /// The table's provider order for `key` (those this executor has, hardware only), when
+    /// it has the key and no device was requested explicitly.
+    fn table_order(&self, key: &OpKey) -> Option<Vec<usize>> {
+        if self.explicit {
+            return None;
+        }
+        let entry = self.table.as_ref()?.entry(key)?;
+        let order: Vec<usize> = entry
+            .order()
+            .filter_map(|d| self.providers.iter().position(|p| p.device().to_string() == d))
+            .filter(|&i| !self.providers[i].is_software())
+            .collect();
+        (!order.is_empty()).then_some(order)
     }
 
     /// What ran where so far, as a table when printed.
@@ -193,43 +242,68 @@ impl Executor {
         }
     }
 
-    /// Places `spec`: the providers that will run it, in order, each prepared.
+    /// Places `spec`: for each row class, the provider that runs it first; those and one
+    /// fallback each prepare the op now.
     ///
-    /// `only` restricts placement to one device (a KV cache's).
-    pub(crate) fn place(self: &Arc<Self>, spec: &OpSpec<'_>, only: Option<Device>) -> Result<Placed> {
+    /// Without a table entry the order is the preference order (the preferred provider,
+    /// then the others, software devices only when preferred); a table entry's order wins
+    /// unless a device was requested explicitly. A preferred provider that cannot run the op
+    /// is a fallback: warned once, recorded, an error in strict mode.
+    pub(crate) fn place(self: &Arc<Self>, spec: &OpSpec<'_>) -> Result<Placed> {
         let kind = spec.kind();
-        let wanted = only.unwrap_or_else(|| self.device());
-        let mut order: Vec<usize> = Vec::with_capacity(2);
+        let wanted = self.device();
         let mut reasons = Vec::new();
-        let candidates =
-            std::iter::once(self.preferred).chain((0..self.providers.len()).filter(|&i| i != self.preferred));
-        for i in candidates {
-            let p = &self.providers[i];
-            if only.is_some_and(|d| d != p.device()) || (i != self.preferred && p.is_software()) {
+        let mut supported = vec![false; self.providers.len()];
+        for (i, p) in self.providers.iter().enumerate() {
+            if i != self.preferred && p.is_software() {
                 continue;
             }
             match p.supports(spec) {
-                Support::Yes => order.push(i),
+                Support::Yes => supported[i] = true,
                 Support::No(why) => reasons.push(format!("{}: {why}", p.device())),
             }
-            // The chosen provider and one fallback after it: each keeps a prepared copy.
-            if order.len() == 2 {
-                break;
-            }
         }
-        let Some(&first) = order.first() else {
+        let default: Vec<usize> = std::iter::once(self.preferred)
+            .chain((0..self.providers.len()).filter(|&i| i != self.preferred))
+            .filter(|&i| supported[i])
+            .collect();
+        let Some(&first) = default.first() else {
             return Err(CoreError::not_implemented(format!(
                 "{kind} ({}) on any provider: {}",
                 spec.format().map_or_else(|| "f32".to_owned(), |f| f.name().to_owned()),
                 reasons.join("; ")
             )));
         };
-        let first_device = self.providers[first].device();
-        let fallback = (first_device != wanted).then(|| reasons.join("; "));
+        // Each row class's first provider: the table's when it has the key.
+        let size = SizeClass::of(spec.weight_bytes());
+        let format = spec.format().map(|f| f.name().to_owned());
+        let firsts: [usize; 4] = MClass::ALL.map(|m| {
+            let key = OpKey {
+                op: kind,
+                format: format.clone(),
+                m,
+                size,
+            };
+            self.table_order(&key)
+                .and_then(|order| order.into_iter().find(|&i| supported[i]))
+                .unwrap_or(first)
+        });
+        let fallback =
+            (self.providers[first].device() != wanted && firsts.contains(&first)).then(|| reasons.join("; "));
         if let Some(why) = &fallback {
-            self.fall_back(kind, wanted, first_device, why)?;
+            self.fall_back(kind, wanted, self.providers[first].device(), why)?;
         }
-        // Each provider placed keeps a prepared copy, made now (weights are borrowed only here).
+        // The slots: each class's first provider, then one fallback (the next in the
+        // default order), each prepared once (weights are borrowed only here).
+        let mut order: Vec<usize> = Vec::with_capacity(3);
+        for i in firsts {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+        if let Some(&next) = default.iter().find(|i| !order.contains(i)) {
+            order.push(next);
+        }
         let slots = order
             .iter()
             .map(|&i| {
@@ -240,11 +314,12 @@ impl Executor {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let by_m = firsts.map(|i| order.iter().position(|&o| o == i).unwrap_or(0) as u8);
         Ok(Placed {
             exec: Arc::clone(self),
             kind,
-            wanted,
             slots,
+            by_m,
             fallback,
         })
     }
@@ -269,8 +344,9 @@ impl Executor {
 pub(crate) struct Placed {
     exec: Arc<Executor>,
     kind: OpKind,
-    wanted: Device,
     slots: Vec<Slot>,
+    /// The slot that runs first for each row class ([`MClass`] order).
+    by_m: [u8; 4],
     fallback: Option<String>,
 }
 
@@ -293,7 +369,12 @@ impl std::fmt::Debug for Placed {
 impl Placed {
     /// The device the op runs on first.
     pub(crate) fn device(&self) -> Device {
-        self.slots[0].device
+        self.slots[usize::from(self.by_m[0])].device
+    }
+
+    /// The device that runs a call of `rows` rows first.
+    pub(crate) fn device_for(&self, rows: usize) -> Device {
+        self.slots[usize::from(self.by_m[MClass::of(rows) as usize])].device
     }
 
     /// The executor.
@@ -306,13 +387,26 @@ impl Placed {
     /// only: its cache lives there).
     pub(crate) fn run<const N: usize>(&self, inputs: [&Tensor; N], mut args: Args<'_>) -> Result<Dispatched<Tensor>> {
         let exec = &*self.exec;
+        let rows = match (&args, inputs.first()) {
+            (Args::Embedding { ids, .. }, _) => ids.len(),
+            (_, Some(t)) => t.numel() / t.shape().last().max(1),
+            (_, None) => 1,
+        };
+        let start = usize::from(self.by_m[MClass::of(rows) as usize]);
+        // The row class's slot first, then the others in order; attention runs on its
+        // cache's provider only.
         let tries = if matches!(args, Args::Attention { .. }) {
             1
         } else {
             self.slots.len()
         };
+        let mut order = std::iter::once(start)
+            .chain((0..self.slots.len()).filter(|&n| n != start))
+            .take(tries)
+            .peekable();
         let mut fallback = None;
-        for (n, slot) in self.slots.iter().take(tries).enumerate() {
+        while let Some(n) = order.next() {
+            let slot = &self.slots[n];
             // The common case, every input already there, moves and copies nothing.
             let result = if inputs.iter().all(|t| t.device() == slot.device) {
                 self.run_on(slot, args.call(&inputs))
@@ -321,20 +415,20 @@ impl Placed {
                 let here: [&Tensor; N] = std::array::from_fn(|k| moved[k].as_ref().unwrap_or(inputs[k]));
                 self.run_on(slot, args.call(&here))
             };
-            match result {
-                Ok(output) => {
+            match (result, order.peek()) {
+                (Ok(output), _) => {
                     return Ok(Dispatched {
                         output,
                         ran_on: slot.device,
                         fallback: fallback.or_else(|| self.fallback.clone()),
                     })
                 }
-                Err(e) if e.is_not_implemented() && n + 1 < tries => {
+                (Err(e), Some(&next)) if e.is_not_implemented() => {
                     let why = e.to_string();
-                    exec.fall_back(self.kind, self.wanted, self.slots[n + 1].device, &why)?;
+                    exec.fall_back(self.kind, slot.device, self.slots[next].device, &why)?;
                     fallback = Some(why);
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
         }
         Err(CoreError::not_implemented(format!(

@@ -38,9 +38,15 @@ fn last_dim(op: &str, x: &Tensor, want: usize) -> Result<()> {
 /// Implements the common methods of a placed op.
 macro_rules! placed_methods {
     () => {
-        /// The device this op runs on first.
+        /// The device this op runs on first (for one-row calls when a dispatch table places
+        /// row classes apart).
         pub fn device(&self) -> Device {
             self.placed.device()
+        }
+
+        /// The device that runs a call of `rows` activation rows first.
+        pub fn device_for(&self, rows: usize) -> Device {
+            self.placed.device_for(rows)
         }
 
         /// The executor it was placed on.
@@ -91,14 +97,11 @@ impl Linear {
                 ));
             }
         }
-        let placed = exec.place(
-            &OpSpec::Linear {
-                weight,
-                bias,
-                precision,
-            },
-            None,
-        )?;
+        let placed = exec.place(&OpSpec::Linear {
+            weight,
+            bias,
+            precision,
+        })?;
         Ok(Self {
             placed,
             in_features,
@@ -234,7 +237,7 @@ impl RmsNorm {
             return Err(CoreError::invalid_input("rms_norm: empty weight"));
         }
         Ok(Self {
-            placed: exec.place(&OpSpec::RmsNorm { weight, eps }, None)?,
+            placed: exec.place(&OpSpec::RmsNorm { weight, eps })?,
             dim: weight.len(),
         })
     }
@@ -256,7 +259,7 @@ impl LayerNorm {
             }
         }
         Ok(Self {
-            placed: exec.place(&OpSpec::LayerNorm { weight, bias, eps }, None)?,
+            placed: exec.place(&OpSpec::LayerNorm { weight, bias, eps })?,
             dim: weight.len(),
         })
     }
@@ -266,7 +269,7 @@ impl Softmax {
     /// Softmax over the last dimension.
     pub fn new(exec: &Arc<Executor>) -> Result<Self> {
         Ok(Self {
-            placed: exec.place(&OpSpec::Softmax, None)?,
+            placed: exec.place(&OpSpec::Softmax)?,
             dim: 0,
         })
     }
@@ -276,7 +279,7 @@ impl Act {
     /// The activation `act`, elementwise.
     pub fn new(exec: &Arc<Executor>, act: Activation) -> Result<Self> {
         Ok(Self {
-            placed: exec.place(&OpSpec::Activation(act), None)?,
+            placed: exec.place(&OpSpec::Activation(act))?,
             dim: 0,
         })
     }
@@ -321,7 +324,7 @@ impl Gated {
     /// `act(gate) * up`.
     pub fn new(exec: &Arc<Executor>, act: GateActivation) -> Result<Self> {
         Ok(Self {
-            placed: exec.place(&OpSpec::Gated(act), None)?,
+            placed: exec.place(&OpSpec::Gated(act))?,
         })
     }
 }
@@ -330,7 +333,7 @@ impl Add {
     /// `a + b`.
     pub fn new(exec: &Arc<Executor>) -> Result<Self> {
         Ok(Self {
-            placed: exec.place(&OpSpec::Add, None)?,
+            placed: exec.place(&OpSpec::Add)?,
         })
     }
 }
@@ -363,7 +366,7 @@ impl Rope {
             style,
         };
         Ok(Self {
-            placed: exec.place(&spec, None)?,
+            placed: exec.place(&spec)?,
             n_heads,
             head_dim,
         })
@@ -406,7 +409,7 @@ impl Embedding {
     pub fn new(exec: &Arc<Executor>, table: &QuantizedTensor) -> Result<Self> {
         let (vocab, dim) = aihal_reference::check_matmul(0, 0, table)?;
         Ok(Self {
-            placed: exec.place(&OpSpec::Embedding { table }, None)?,
+            placed: exec.place(&OpSpec::Embedding { table })?,
             vocab,
             dim,
         })
@@ -477,6 +480,13 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.lens.fill(0);
     }
+
+    /// Keeps at most `len` positions of each sequence (rolling back a generation).
+    pub fn truncate(&mut self, len: usize) {
+        for l in &mut self.lens {
+            *l = (*l).min(len);
+        }
+    }
 }
 
 /// Grouped-query attention over a [`KvCache`], causal, sliding-window or bidirectional.
@@ -509,7 +519,7 @@ impl Attention {
             )));
         }
         Ok(Self {
-            placed: exec.place(&OpSpec::Attention { shape, kind, scale }, None)?,
+            placed: exec.place(&OpSpec::Attention { shape, kind, scale })?,
             shape,
             kind,
         })

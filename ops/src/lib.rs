@@ -20,10 +20,12 @@
 //! `RUST_AI_*` variables (`aihal::executor()`).
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 mod executor;
 mod layers;
 mod provider;
 mod record;
+pub mod table;
 mod tensor;
 
 pub use executor::{Executor, ExecutorBuilder};

@@ -143,6 +143,15 @@ impl OpSpec<'_> {
         }
     }
 
+    /// The bytes of the op's quantized weight (0 for ops without one): a dispatch-table key.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Linear { weight, .. } => weight.data().len() + 4 * weight.scales().len(),
+            Self::Embedding { table } => table.data().len() + 4 * table.scales().len(),
+            _ => 0,
+        }
+    }
+
     /// The weight format, for ops that have a quantized weight.
     pub fn format(&self) -> Option<QuantFormat> {
         match self {
