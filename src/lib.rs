@@ -110,16 +110,17 @@ pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
     ]
 }
 
-/// An executor over [`builtin_providers`] for `config`: ops are placed on the device
-/// [`select_device`] chooses when a provider runs there, in strict mode when the config says
-/// so.
+/// An executor over [`builtin_providers`] for `config`, following this machine's dispatch
+/// table when there is one ([`dispatch_table_path`], [`load_dispatch_table`]).
 ///
-/// A device that was selected but has no provider of the op set yet (CUDA, the NPU and
-/// Vulkan get theirs in turn) is a fallback to the CPU provider: warned once, and an error in
-/// strict mode.
+/// An explicitly requested device (`RUST_AI_DEVICE`) wins over the table: ops run there, and
+/// an op it cannot run is a fallback (an error in strict mode). Otherwise the table decides
+/// per op and row class, and ops it has no entry for run on the device [`select_device`]
+/// chose when a provider runs there. A device that was selected but has no provider of the
+/// op set yet is a fallback to the next provider: warned once, and an error in strict mode.
 ///
-/// Errors: those of [`select_device`]; `DeviceNotAvailable` in strict mode as above, or when
-/// no provider is compiled in.
+/// Errors: those of [`select_device`] and [`load_dispatch_table`]; `DeviceNotAvailable` in
+/// strict mode as above, or when no provider is compiled in.
 pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>> {
     let selection = select_device(config)?;
     let providers = builtin_providers();
@@ -142,13 +143,93 @@ pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>>
         None
     };
     let mut builder = Executor::builder().strict(config.is_strict());
-    if let Some(d) = device {
-        builder = builder.device(d);
+    match (device, config.requested_device().is_some()) {
+        (Some(d), true) => builder = builder.device(d),
+        (Some(d), false) => builder = builder.prefer(d),
+        (None, _) => {}
+    }
+    if let Some(table) = load_dispatch_table(&providers)? {
+        builder = builder.table(table);
     }
     for p in providers {
         builder = builder.provider(p);
     }
     builder.build()
+}
+
+/// Where the dispatch table is read from and `cargo run --example calibrate` writes it:
+/// `RUST_AI_DISPATCH_TABLE` when set, else `aihal/dispatch.toml` in the user's cache
+/// directory (`XDG_CACHE_HOME`, else `~/.cache`); `None` when neither is known.
+pub fn dispatch_table_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("RUST_AI_DISPATCH_TABLE").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(cache.join("aihal").join("dispatch.toml"))
+}
+
+/// This machine's dispatch table for `providers`, if one is there and was measured here.
+///
+/// No file: `None`, and a note printed once saying the default order is used and how to
+/// calibrate. A file measured on another machine (CPU, its features, the providers or the
+/// aihal version differ): `None`, with one warning saying how to recalibrate. A malformed
+/// file: an error naming the file and line when `RUST_AI_DISPATCH_TABLE` points at it, else
+/// `None` with one warning.
+pub fn load_dispatch_table(
+    providers: &[std::sync::Arc<dyn aihal_ops::Provider>],
+) -> Result<Option<aihal_ops::table::DispatchTable>> {
+    const HOW: &str = "run `cargo run --release --example calibrate` to measure this machine";
+    let Some(path) = dispatch_table_path() else {
+        return Ok(None);
+    };
+    if !path.exists() {
+        static NOTE: std::sync::Once = std::sync::Once::new();
+        NOTE.call_once(|| {
+            let msg = format!(
+                "aihal: no dispatch table at {}; ops are placed in the default order ({HOW})",
+                path.display()
+            );
+            tracing::info!("{msg}");
+            eprintln!("note: {msg}");
+        });
+        return Ok(None);
+    }
+    let table = match aihal_ops::table::DispatchTable::load(&path) {
+        Ok(t) => t,
+        Err(e) if std::env::var_os("RUST_AI_DISPATCH_TABLE").is_some() => return Err(e),
+        Err(e) => {
+            aihal_core::warn_once(
+                "aihal-dispatch-table-bad",
+                &format!("aihal: ignoring the dispatch table: {e}; {HOW}"),
+            );
+            return Ok(None);
+        }
+    };
+    let hardware: Vec<&dyn aihal_ops::Provider> = providers.iter().filter(|p| !p.is_software()).map(|p| &**p).collect();
+    let here = aihal_ops::table::Fingerprint::of_this_machine(aihal_ops::calibrate::fingerprint_providers(
+        hardware.iter().copied(),
+    ));
+    let theirs = &table.machine;
+    let same = theirs.cpu == here.cpu
+        && theirs.cpu_features == here.cpu_features
+        && theirs.aihal == here.aihal
+        && here.providers.iter().all(|p| theirs.providers.contains(p));
+    if !same {
+        aihal_core::warn_once(
+            "aihal-dispatch-table-other-machine",
+            &format!(
+                "aihal: ignoring the dispatch table at {}: it was measured on another machine or build ({}; providers {:?}); {HOW}",
+                path.display(),
+                theirs.cpu,
+                theirs.providers
+            ),
+        );
+        return Ok(None);
+    }
+    Ok(Some(table))
 }
 
 /// The process's executor: [`build_executor`] over [`DeviceConfig::from_env`], built on the

@@ -12,8 +12,9 @@ use crate::provider::OpKind;
 /// Providers one executor can hold (a machine's CPU, a few GPUs, an NPU).
 pub(crate) const MAX_PROVIDERS: usize = 8;
 
-/// One call in this many is timed (the first always): reading the clock costs more than the
-/// routing itself, so the record's total time is the timed calls' time scaled to all calls.
+/// The first this-many calls of each op and provider are timed, then one call in this many:
+/// reading the clock costs more than the routing itself, so past the first calls the
+/// record's total time is the timed calls' time scaled to all calls.
 pub(crate) const TIME_ONE_IN: u64 = 16;
 
 #[derive(Default)]
@@ -59,7 +60,8 @@ impl Record {
     #[inline]
     pub(crate) fn start(&self, op: OpKind, provider: usize) -> bool {
         let c = &self.counters[op as usize * MAX_PROVIDERS + provider];
-        c.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(TIME_ONE_IN)
+        let n = c.calls.fetch_add(1, Ordering::Relaxed);
+        n < TIME_ONE_IN || n.is_multiple_of(TIME_ONE_IN)
     }
 
     /// Adds a timed call's duration.
@@ -126,8 +128,8 @@ pub struct ReportRow {
     pub provider: String,
     /// Calls that ran there.
     pub calls: u64,
-    /// Their total time (the provider's run, transfers excluded), estimated from one call
-    /// in 16 (the first included), which the record times.
+    /// Their total time (the provider's run, transfers excluded): measured for the first 16
+    /// calls, then estimated from one call in 16.
     pub total: Duration,
 }
 
