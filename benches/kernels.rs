@@ -15,7 +15,8 @@ use std::time::Duration;
 use aihal::cuda::{candle_to_cubecl_handle, cubecl_to_candle_tensor, cuda_context, CudaRuntime};
 use aihal::kernels::cubecl::prelude::Runtime;
 use aihal::kernels::cubecl::wgpu::WgpuRuntime;
-use aihal::kernels::{self, wgpu_adapters, wgpu_context, AttentionDims, Context, DeviceQuantized};
+use aihal::kernels::{self, wgpu_adapters, wgpu_context, Context, DeviceQuantized};
+use aihal::reference::AttentionShape;
 use aihal_quantize::{quantize, QuantFormat};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -79,7 +80,7 @@ fn run<R: Runtime>(c: &mut Criterion, ctx: &Context<R>, device: &str) {
 
     let mut g = c.benchmark_group(format!("attention/{device}"));
     g.sample_size(10).measurement_time(Duration::from_secs(3));
-    let dims = AttentionDims {
+    let dims = AttentionShape {
         n_heads: 8,
         n_kv_heads: 2,
         head_dim: 64,

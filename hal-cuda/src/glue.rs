@@ -2,7 +2,7 @@
 
 use aihal_core::{CoreError, Device, GpuDispatchable, Result};
 use aihal_kernels::cubecl::prelude::Runtime;
-use aihal_kernels::{AttentionDims, Context, DeviceBuffer};
+use aihal_kernels::{Context, DeviceBuffer};
 use aihal_reference as reference;
 use candle_core::Tensor;
 
@@ -128,7 +128,7 @@ pub struct AttentionInput {
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionOp {
     /// The head layout.
-    pub dims: AttentionDims,
+    pub dims: reference::AttentionShape,
     /// The score scale; `None` is `1 / sqrt(head_dim)`.
     pub scale: Option<f32>,
 }
@@ -190,12 +190,7 @@ impl GpuDispatchable for AttentionOp {
         let (k, _) = host_values(&input.k)?;
         let (v, _) = host_values(&input.v)?;
         let kv_len = self.kv_len(&k)?;
-        let shape = reference::AttentionShape {
-            n_heads: self.dims.n_heads,
-            n_kv_heads: self.dims.n_kv_heads,
-            head_dim: self.dims.head_dim,
-        };
-        let y = reference::attention(&q, &k, &v, kv_len, shape, self.scale)?;
+        let y = reference::attention(&q, &k, &v, kv_len, self.dims, self.scale)?;
         Ok(Tensor::from_vec(y, input.q.dims(), &candle_core::Device::Cpu)?)
     }
 

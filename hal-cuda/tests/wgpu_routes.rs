@@ -137,7 +137,7 @@ fn a_missing_cuda_device_is_an_error_not_a_silent_fallback() {
 #[test]
 fn glue_and_attention_ops_run_on_an_explicit_wgpu_device_and_match_the_cpu_route() {
     use aihal_cuda::{AttentionInput, AttentionOp, Glue, GlueOp};
-    use aihal_kernels::AttentionDims;
+    use aihal_reference::AttentionShape;
     let Some((index, _)) = adapter() else { return };
     let gpu = Device::Wgpu { adapter: index };
     let mut rng = Rng::fresh();
@@ -167,7 +167,7 @@ fn glue_and_attention_ops_run_on_an_explicit_wgpu_device_and_match_the_cpu_route
             1e-5 * w.abs() + 1e-6 * xs[i].abs().max(1.0)
         });
     }
-    let dims = AttentionDims {
+    let dims = AttentionShape {
         n_heads: 4,
         n_kv_heads: 2,
         head_dim: 32,

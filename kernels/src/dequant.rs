@@ -173,3 +173,98 @@ pub fn dequantize_into<R: Runtime, F: Float + CubeElement>(
         );
     })
 }
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn embedding_kernel<F: Float>(
+    ids: &Array<u32>,
+    data: &Array<u32>,
+    scales: &Array<f32>,
+    lut: &Array<f32>,
+    nested: &Array<u32>,
+    nested_scales: &Array<f32>,
+    out: &mut Array<F>,
+    n: u32,
+    dim: u32,
+    #[comptime] layout: u32,
+    #[comptime] block: usize,
+    #[comptime] nested_block: usize,
+) {
+    let i = cube_index() * CUBE_DIM as usize + UNIT_POS as usize;
+    if i < n as usize {
+        let dim = dim as usize;
+        let row = ids[i / dim] as usize;
+        let col = i % dim;
+        let value = decode(
+            data,
+            scales,
+            lut,
+            nested,
+            nested_scales,
+            row * dim + col,
+            row,
+            col,
+            dim,
+            layout,
+            block,
+            nested_block,
+        );
+        out[i] = F::cast_from(value);
+    }
+}
+
+/// Gathers rows `ids` of the table `q` (`[vocab, dim]`) into `out` (`[ids.len(), dim]`),
+/// dequantized on the device as [`dequantize`] does (the rows are decoded where they lie;
+/// the table stays quantized). `ids` is on the device already.
+///
+/// Errors: `InvalidInput` when `q` is not rank 2; `ShapeMismatch` for an output of another
+/// length. The ids must be below the vocabulary size: the caller checks them on the host
+/// (a larger id reads another row's bytes or past the buffer, which Vulkan and CUDA clamp
+/// or ignore, never a memory error).
+pub fn embedding<R: Runtime, F: Float + CubeElement>(
+    ctx: &Context<R>,
+    q: &DeviceQuantized<R>,
+    ids: &DeviceBuffer<R, u32>,
+    out: &DeviceBuffer<R, F>,
+) -> Result<()> {
+    ctx.require::<F>("embedding")?;
+    let [_, dim] = *q.shape() else {
+        return Err(CoreError::invalid_input(format!(
+            "embedding table must be [vocab, dim], got shape {:?}",
+            q.shape()
+        )));
+    };
+    let n = ids
+        .len()
+        .checked_mul(dim)
+        .ok_or_else(|| CoreError::invalid_input("embedding: ids x dim overflows"))?;
+    out.expect_len("embedding output [ids, dim]", n)?;
+    let as_u32 = |v: usize| {
+        u32::try_from(v).map_err(|_| CoreError::invalid_input(format!("embedding: {v} exceeds 32-bit indexing")))
+    };
+    as_u32(q.numel())?;
+    let (n32, dim32) = (as_u32(n)?, as_u32(dim)?);
+    let units = ctx.limits().units_1d(256);
+    let count = ctx.limits().cube_count_1d((n as u64).div_ceil(u64::from(units)))?;
+    let [data, scales, lut, nested, nested_scales] = q.args();
+    let key = q.key;
+    ctx.launch("embedding", || {
+        embedding_kernel::launch::<F, R>(
+            ctx.client(),
+            count,
+            CubeDim::new_1d(units),
+            ids.arg(),
+            data,
+            scales,
+            lut,
+            nested,
+            nested_scales,
+            out.arg(),
+            n32,
+            dim32,
+            key.kind,
+            key.block,
+            key.nested_block,
+        );
+    })
+}

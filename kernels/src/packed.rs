@@ -63,6 +63,43 @@ fn non_empty(v: &[f32]) -> &[f32] {
     }
 }
 
+/// Whether [`DeviceQuantized::upload`] takes `q` on `ctx`'s device, and why not: a format
+/// the kernels do not decode, NF4 double quantization without its nested absmax, a packed
+/// buffer larger than the device's largest buffer, or more elements than 32-bit indexing
+/// reaches.
+pub fn device_support<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> std::result::Result<(), String> {
+    match q.format() {
+        QuantFormat::Q8_0
+        | QuantFormat::Q4_0
+        | QuantFormat::Tq2_0
+        | QuantFormat::Ternary
+        | QuantFormat::Int8PerChannel
+        | QuantFormat::Int8PerBlock { .. }
+        | QuantFormat::Fp8E4M3 { .. }
+        | QuantFormat::Fp8E5M2 { .. }
+        | QuantFormat::Nf4 {
+            double_quant: false, ..
+        } => {}
+        QuantFormat::Nf4 { double_quant: true, .. } if q.nested().is_some() => {}
+        QuantFormat::Nf4 { .. } => {
+            return Err("NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)".into())
+        }
+        other => return Err(format!("{other} has no CubeCL decoder")),
+    }
+    if u32::try_from(q.numel()).is_err() {
+        return Err(format!("{} elements pass the kernels' 32-bit indexing", q.numel()));
+    }
+    let limit = ctx.limits().max_buffer_bytes;
+    let largest = q.data().len().max(4 * q.scales().len()) as u64;
+    if largest > limit {
+        return Err(format!(
+            "{largest} bytes in one buffer; {} holds at most {limit}",
+            ctx.backend()
+        ));
+    }
+    Ok(())
+}
+
 impl<R: Runtime> DeviceQuantized<R> {
     /// Uploads `q` to `ctx`'s device.
     ///

@@ -91,8 +91,12 @@ macro_rules! testgen_conformance {
             rms_norm_matches_reference,
             softmax_matches_reference,
             activations_match_reference,
+            layer_norm_matches_reference,
+            binary_ops_match_reference,
+            embedding_matches_reference,
             rope_matches_reference,
             attention_matches_reference,
+            cached_attention_matches_reference,
         );
     };
     (@tests $runtime:ty, $context:expr, $($check:ident),* $(,)?) => {
