@@ -23,6 +23,7 @@
 pub mod calibrate;
 mod executor;
 mod layers;
+pub mod plan;
 mod provider;
 mod record;
 pub mod table;
