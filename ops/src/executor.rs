@@ -387,12 +387,28 @@ impl Placed {
     /// only: its cache lives there).
     pub(crate) fn run<const N: usize>(&self, inputs: [&Tensor; N], mut args: Args<'_>) -> Result<Dispatched<Tensor>> {
         let exec = &*self.exec;
-        let rows = match (&args, inputs.first()) {
-            (Args::Embedding { ids, .. }, _) => ids.len(),
-            (_, Some(t)) => t.numel() / t.shape().last().max(1),
-            (_, None) => 1,
+        // The row count matters only when a table placed the row classes apart.
+        let start = if self.by_m.iter().all(|&b| b == self.by_m[0]) {
+            usize::from(self.by_m[0])
+        } else {
+            let rows = match (&args, inputs.first()) {
+                (Args::Embedding { ids, .. }, _) => ids.len(),
+                (_, Some(t)) => t.numel() / t.shape().last().max(1),
+                (_, None) => 1,
+            };
+            usize::from(self.by_m[MClass::of(rows) as usize])
         };
-        let start = usize::from(self.by_m[MClass::of(rows) as usize]);
+        // The common case: every input already on the first provider, which runs the call.
+        let first = &self.slots[start];
+        let quick = inputs.iter().all(|t| t.device() == first.device);
+        if quick && self.slots.len() == 1 {
+            let output = self.run_on(first, args.call(&inputs))?;
+            return Ok(Dispatched {
+                output,
+                ran_on: first.device,
+                fallback: self.fallback.clone(),
+            });
+        }
         // The row class's slot first, then the others in order; attention runs on its
         // cache's provider only.
         let tries = if matches!(args, Args::Attention { .. }) {
