@@ -139,6 +139,30 @@ fn linear_matches_the_reference_in_every_format_and_precision() {
 }
 
 #[test]
+fn dense_linear_matches_f32_arithmetic() {
+    let (m, n, k) = (3, 40, 96);
+    let w = values(31, n * k, 0.5);
+    let bias = values(32, n, 0.1);
+    let x = values(33, m * k, 2.0);
+    let bound = linear_bound(&x, &w, m, n, k, false);
+    on_every_provider("dense linear", |exec| {
+        let layer = Linear::dense(exec, &w, [n, k], Some(&bias))?;
+        let got = layer.forward(&tensor(x.clone(), &[m, k]))?.to_vec()?;
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|c| x[i * k + c] * w[j * k + c]).sum::<f32>() + bias[j];
+                let g = got[i * n + j];
+                assert!((g - want).abs() <= bound[i * n + j], "[{i}, {j}]: {g} vs {want}");
+            }
+        }
+        Ok(())
+    });
+    let exec = &executors()[0];
+    assert!(Linear::dense(exec, &w[1..], [n, k], None).is_err());
+    assert!(Linear::dense(exec, &[], [0, k], None).is_err());
+}
+
+#[test]
 fn row_ops_and_activations_match_the_reference() {
     let (rows, dim) = (6, 96);
     let x = values(7, rows * dim, 3.0);

@@ -35,6 +35,33 @@ fn wrong_call(op: &str, call: &Call<'_>) -> CoreError {
 
 struct Linear(QuantLinear);
 
+/// A dense f32 layer: candle's f32 matmul (its gemm kernels), the weight kept transposed
+/// once, `[in, out]`, so each call is one `x · Wᵀ`.
+struct DenseLinear {
+    weight_t: candle_core::Tensor,
+    bias: Option<Vec<f32>>,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl Prepared for DenseLinear {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Unary(x) = call else {
+            return Err(wrong_call("linear", &call));
+        };
+        let xs = host(x, "linear")?;
+        let m = xs.len() / self.in_features;
+        let xt = candle_core::Tensor::from_slice(xs, (m, self.in_features), &candle_core::Device::Cpu)?;
+        let mut y = xt.matmul(&self.weight_t)?.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(self.out_features) {
+                row.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
+            }
+        }
+        out(y, x.shape().with_last(self.out_features))
+    }
+}
+
 impl Prepared for Linear {
     fn run(&self, call: Call<'_>) -> Result<Tensor> {
         let Call::Unary(x) = call else {
@@ -241,10 +268,23 @@ impl Provider for CpuProvider {
         format!("cpu ({})", kernel_set_name())
     }
 
-    fn supports(&self, _spec: &OpSpec<'_>) -> Support {
-        // Every op, every format: the packed kernels where a format has them, the generic
-        // kernels (which decode any format) elsewhere.
-        Support::Yes
+    fn supports(&self, spec: &OpSpec<'_>) -> Support {
+        // Every op of the set, every format: the packed kernels where a format has them, the
+        // generic kernels (which decode any format) elsewhere.
+        match spec {
+            OpSpec::Linear { .. }
+            | OpSpec::DenseLinear { .. }
+            | OpSpec::RmsNorm { .. }
+            | OpSpec::LayerNorm { .. }
+            | OpSpec::Softmax
+            | OpSpec::Activation(_)
+            | OpSpec::Gated(_)
+            | OpSpec::Add
+            | OpSpec::Rope { .. }
+            | OpSpec::Embedding { .. }
+            | OpSpec::Attention { .. } => Support::Yes,
+            other => Support::No(format!("{} is newer than this CPU provider", other.kind())),
+        }
     }
 
     fn prepare(&self, spec: &OpSpec<'_>) -> Result<Box<dyn Prepared>> {
@@ -261,6 +301,21 @@ impl Provider for CpuProvider {
                 Box::new(Linear(
                     QuantLinear::new(weight.clone(), bias.map(<[f32]>::to_vec))?.with_activations(precision),
                 ))
+            }
+            OpSpec::DenseLinear {
+                weight,
+                out_features,
+                in_features,
+                bias,
+            } => {
+                let w =
+                    candle_core::Tensor::from_slice(weight, (out_features, in_features), &candle_core::Device::Cpu)?;
+                Box::new(DenseLinear {
+                    weight_t: w.t()?.contiguous()?,
+                    bias: bias.map(<[f32]>::to_vec),
+                    in_features,
+                    out_features,
+                })
             }
             OpSpec::RmsNorm { weight, eps } => Box::new(Rowwise::RmsNorm {
                 weight: weight.to_vec(),

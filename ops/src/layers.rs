@@ -109,6 +109,55 @@ impl Linear {
         })
     }
 
+    /// A layer over a dense f32 weight `[out_features, in_features]` (row-major) and an
+    /// optional bias: results within f32 rounding of `x · Wᵀ + b` on every provider.
+    ///
+    /// Errors: `ShapeMismatch` when `weight` does not hold `out_features * in_features`
+    /// values or the bias is not `out_features` long; `InvalidInput` for a zero dimension;
+    /// `NotImplemented` when no provider runs dense layers.
+    pub fn dense(
+        exec: &Arc<Executor>,
+        weight: &[f32],
+        [out_features, in_features]: [usize; 2],
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        if out_features == 0 || in_features == 0 {
+            return Err(CoreError::invalid_input(format!(
+                "linear: a weight [{out_features}, {in_features}] has no values"
+            )));
+        }
+        let want = out_features
+            .checked_mul(in_features)
+            .ok_or_else(|| CoreError::invalid_input("linear: the weight's size overflows usize"))?;
+        if weight.len() != want {
+            return Err(CoreError::shape_mismatch(
+                "linear weight [out, in]",
+                [out_features, in_features],
+                [weight.len()],
+            ));
+        }
+        if let Some(b) = bias {
+            if b.len() != out_features {
+                return Err(CoreError::shape_mismatch(
+                    "linear bias [out_features]",
+                    [out_features],
+                    [b.len()],
+                ));
+            }
+        }
+        let placed = exec.place(&OpSpec::DenseLinear {
+            weight,
+            out_features,
+            in_features,
+            bias,
+        })?;
+        Ok(Self {
+            placed,
+            in_features,
+            out_features,
+        })
+    }
+
     /// Input features (the weight's K).
     pub fn in_features(&self) -> usize {
         self.in_features

@@ -71,6 +71,18 @@ pub enum OpSpec<'a> {
         /// The activation precision rule.
         precision: LinearPrecision,
     },
+    /// `y = x · Wᵀ + b` with a dense f32 weight `[out, in]` (weights kept as stored, for
+    /// models whose f32 results must match a peer's, and for small layers).
+    DenseLinear {
+        /// The weight, `out_features * in_features` values, row-major.
+        weight: &'a [f32],
+        /// Output features.
+        out_features: usize,
+        /// Input features.
+        in_features: usize,
+        /// The bias, `out_features` values.
+        bias: Option<&'a [f32]>,
+    },
     /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
     RmsNorm {
         /// The gain, one per value of a row.
@@ -130,7 +142,7 @@ impl OpSpec<'_> {
     /// The kind of op, the key of the record.
     pub fn kind(&self) -> OpKind {
         match self {
-            Self::Linear { .. } => OpKind::Linear,
+            Self::Linear { .. } | Self::DenseLinear { .. } => OpKind::Linear,
             Self::RmsNorm { .. } => OpKind::RmsNorm,
             Self::LayerNorm { .. } => OpKind::LayerNorm,
             Self::Softmax => OpKind::Softmax,
@@ -148,6 +160,7 @@ impl OpSpec<'_> {
         match self {
             Self::Linear { weight, .. } => weight.data().len() + 4 * weight.scales().len(),
             Self::Embedding { table } => table.data().len() + 4 * table.scales().len(),
+            Self::DenseLinear { weight, .. } => 4 * weight.len(),
             _ => 0,
         }
     }
