@@ -247,6 +247,14 @@ fn embedding_reads_rows_of_the_quantized_table() {
         assert_eq!(y.to_vec()?, reference::embedding(&ids, &table)?);
         let err = e.forward(&[1, 50], None).unwrap_err().to_string();
         assert!(err.contains("token id 50 at index 1"), "{err}");
+
+        let dense = values(13, vocab * dim, 1.0);
+        let e = Embedding::dense(exec, &dense, dim)?;
+        let y = e.forward(&ids, None)?.to_vec()?;
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(&y[i * dim..][..dim], &dense[id as usize * dim..][..dim]);
+        }
+        assert!(e.forward(&[50], None).is_err());
         Ok(())
     });
 }

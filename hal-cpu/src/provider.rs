@@ -183,6 +183,36 @@ impl Prepared for Embedding {
     }
 }
 
+/// A dense table's rows, copied.
+struct DenseEmbedding {
+    table: Vec<f32>,
+    dim: usize,
+}
+
+impl Prepared for DenseEmbedding {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        let Call::Embedding { ids, lead } = call else {
+            return Err(wrong_call("embedding", &call));
+        };
+        let vocab = self.table.len() / self.dim;
+        let mut y = Vec::with_capacity(ids.len() * self.dim);
+        for (i, &id) in ids.iter().enumerate() {
+            let row = self
+                .table
+                .get(id as usize * self.dim..(id as usize + 1) * self.dim)
+                .ok_or_else(|| {
+                    CoreError::invalid_input(format!(
+                        "embedding: token id {id} at index {i} is not below the vocabulary size {vocab}"
+                    ))
+                })?;
+            y.extend_from_slice(row);
+        }
+        let mut dims = lead.dims().to_vec();
+        dims.push(self.dim);
+        out(y, Shape::new(&dims)?)
+    }
+}
+
 struct Attention {
     shape: AttentionShape,
     kind: AttentionKind,
@@ -282,6 +312,7 @@ impl Provider for CpuProvider {
             | OpSpec::Add
             | OpSpec::Rope { .. }
             | OpSpec::Embedding { .. }
+            | OpSpec::DenseEmbedding { .. }
             | OpSpec::Attention { .. } => Support::Yes,
             other => Support::No(format!("{} is newer than this CPU provider", other.kind())),
         }
@@ -342,6 +373,10 @@ impl Provider for CpuProvider {
                 style,
             }),
             OpSpec::Embedding { table } => Box::new(Embedding(table.clone())),
+            OpSpec::DenseEmbedding { table, dim } => Box::new(DenseEmbedding {
+                table: table.to_vec(),
+                dim,
+            }),
             OpSpec::Attention { shape, kind, scale } => Box::new(Attention { shape, kind, scale }),
             _ => {
                 return Err(CoreError::not_implemented(format!(

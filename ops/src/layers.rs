@@ -464,6 +464,23 @@ impl Embedding {
         })
     }
 
+    /// A lookup in a dense f32 table `[vocab, dim]` (row-major), kept as stored.
+    ///
+    /// Errors: `InvalidInput` for a zero `dim` or a table that is not whole rows of `dim`.
+    pub fn dense(exec: &Arc<Executor>, table: &[f32], dim: usize) -> Result<Self> {
+        if dim == 0 || table.is_empty() || !table.len().is_multiple_of(dim) {
+            return Err(CoreError::invalid_input(format!(
+                "embedding: a table of {} values is not whole rows of {dim}",
+                table.len()
+            )));
+        }
+        Ok(Self {
+            placed: exec.place(&OpSpec::DenseEmbedding { table, dim })?,
+            vocab: table.len() / dim,
+            dim,
+        })
+    }
+
     /// Rows in the table.
     pub fn vocab(&self) -> usize {
         self.vocab

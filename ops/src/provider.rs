@@ -127,6 +127,13 @@ pub enum OpSpec<'a> {
         /// The table.
         table: &'a QuantizedTensor,
     },
+    /// Rows of a dense f32 table `[vocab, dim]` by token id.
+    DenseEmbedding {
+        /// The table, `vocab * dim` values, row-major.
+        table: &'a [f32],
+        /// Values per row.
+        dim: usize,
+    },
     /// Grouped-query attention over a [`KvCache`](crate::KvCache).
     Attention {
         /// Heads and head size.
@@ -150,7 +157,7 @@ impl OpSpec<'_> {
             Self::Gated(_) => OpKind::Gated,
             Self::Add => OpKind::Add,
             Self::Rope { .. } => OpKind::Rope,
-            Self::Embedding { .. } => OpKind::Embedding,
+            Self::Embedding { .. } | Self::DenseEmbedding { .. } => OpKind::Embedding,
             Self::Attention { .. } => OpKind::Attention,
         }
     }
@@ -160,7 +167,7 @@ impl OpSpec<'_> {
         match self {
             Self::Linear { weight, .. } => weight.data().len() + 4 * weight.scales().len(),
             Self::Embedding { table } => table.data().len() + 4 * table.scales().len(),
-            Self::DenseLinear { weight, .. } => 4 * weight.len(),
+            Self::DenseLinear { weight, .. } | Self::DenseEmbedding { table: weight, .. } => 4 * weight.len(),
             _ => 0,
         }
     }
