@@ -14,7 +14,7 @@ use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use aihal_reference::{self as reference, AttentionShape};
 
 use crate::layers::{Act, Attention, Linear, RmsNorm, Softmax};
-use crate::provider::{Activation, AttentionKind, OpKind, Provider};
+use crate::provider::{Activation, AttentionKind, OpKind, OpSpec, Provider};
 use crate::table::{DispatchTable, Entry, Fingerprint, MClass, Measured, OpKey, Parity, SizeClass, Transfer};
 use crate::tensor::Tensor;
 use crate::Executor;
@@ -65,6 +65,25 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The probe that stands for `spec` at row class `m`, for the ops whose shapes the spec
+    /// fixes (a quantized linear layer, RMSNorm); `None` for the others, whose activation
+    /// widths are only known per call.
+    pub fn for_spec(spec: &OpSpec<'_>, m: MClass) -> Option<Self> {
+        let op = match *spec {
+            OpSpec::Linear { weight, .. } => match *weight.shape() {
+                [n, k] => ProbeOp::Linear {
+                    format: weight.format(),
+                    n,
+                    k,
+                },
+                _ => return None,
+            },
+            OpSpec::RmsNorm { weight, .. } => ProbeOp::RmsNorm { dim: weight.len() },
+            _ => return None,
+        };
+        Some(Self { op, m })
+    }
+
     /// The table key this probe measures.
     pub fn key(&self) -> OpKey {
         let (op, format, bytes) = match &self.op {
@@ -377,6 +396,61 @@ pub fn calibrate(
     if providers.is_empty() {
         return Err(CoreError::invalid_config("calibration needs at least one provider"));
     }
+    let owned: Vec<Arc<dyn Provider>> = providers.iter().map(|p| Arc::clone(p)).collect();
+    let entries = calibrate_entries(&owned, probes, options)?;
+    let executors: Vec<Arc<Executor>> = providers
+        .iter()
+        .map(|p| {
+            Executor::builder()
+                .provider(Arc::clone(p))
+                .device(p.device())
+                .strict(true)
+                .build()
+        })
+        .collect::<Result<_>>()?;
+    let mut transfers = Vec::new();
+    for (a, ea) in providers.iter().zip(&executors) {
+        for b in &providers {
+            if a.device() == b.device() {
+                continue;
+            }
+            for (size, values_n) in [(SizeClass::K1M, 16 << 10), (SizeClass::M16, 1 << 20)] {
+                let host = Tensor::from_vec(values(11, values_n, 1.0), &[values_n])?;
+                let on_a = ea.to_device(&host, a.device())?;
+                let both = Executor::builder()
+                    .provider(Arc::clone(a))
+                    .provider(Arc::clone(b))
+                    .build()?;
+                let mut call = || both.to_device(&on_a, b.device()).map(drop);
+                let t = time(&mut call, options.time_per_measure)?;
+                transfers.push(Transfer {
+                    from: a.device().to_string(),
+                    to: b.device().to_string(),
+                    size,
+                    median_ns: t,
+                });
+            }
+        }
+    }
+    Ok(DispatchTable {
+        machine: Fingerprint::of_this_machine(fingerprint_providers(providers.iter().map(|p| &***p))),
+        entries,
+        transfers,
+    })
+}
+
+/// The table entries of `probes` on `providers` (all of them, software ones included): parity
+/// against the reference, then timing of those that passed, fastest first.
+///
+/// Errors: `InvalidConfig` when no provider is given.
+pub fn calibrate_entries(
+    providers: &[Arc<dyn Provider>],
+    probes: &[Probe],
+    options: &CalibrateOptions,
+) -> Result<Vec<Entry>> {
+    if providers.is_empty() {
+        return Err(CoreError::invalid_config("calibration needs at least one provider"));
+    }
     let executors: Vec<Arc<Executor>> = providers
         .iter()
         .map(|p| {
@@ -429,35 +503,7 @@ pub fn calibrate(
             providers: measured,
         });
     }
-    let mut transfers = Vec::new();
-    for (a, ea) in providers.iter().zip(&executors) {
-        for b in &providers {
-            if a.device() == b.device() {
-                continue;
-            }
-            for (size, values_n) in [(SizeClass::K1M, 16 << 10), (SizeClass::M16, 1 << 20)] {
-                let host = Tensor::from_vec(values(11, values_n, 1.0), &[values_n])?;
-                let on_a = ea.to_device(&host, a.device())?;
-                let both = Executor::builder()
-                    .provider(Arc::clone(a))
-                    .provider(Arc::clone(b))
-                    .build()?;
-                let mut call = || both.to_device(&on_a, b.device()).map(drop);
-                let t = time(&mut call, options.time_per_measure)?;
-                transfers.push(Transfer {
-                    from: a.device().to_string(),
-                    to: b.device().to_string(),
-                    size,
-                    median_ns: t,
-                });
-            }
-        }
-    }
-    Ok(DispatchTable {
-        machine: Fingerprint::of_this_machine(fingerprint_providers(providers.iter().map(|p| &***p))),
-        entries,
-        transfers,
-    })
+    Ok(entries)
 }
 
 /// `device: name` of each provider, as the fingerprint lists them.

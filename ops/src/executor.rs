@@ -13,11 +13,13 @@ use crate::tensor::Tensor;
 
 /// The providers an app runs on, in order of preference, with the placement policy.
 ///
-/// Placement (until a measured table exists): the provider of the requested device if one was
-/// given ([`ExecutorBuilder::device`]), else the first provider in registration order that is
-/// not a software device. An op that provider cannot run goes to the next provider that can,
-/// the CPU provider last; that is a fallback: warned once per process, recorded with its
-/// reason in the [`report`](Self::report), and an error in strict mode.
+/// Placement: with a measured dispatch table ([`ExecutorBuilder::table`]) and no explicit
+/// device, each row class of an op runs on the first provider its key lists. Otherwise, and
+/// for keys the table lacks, the provider of the requested or preferred device, else the first
+/// provider in registration order that is not a software device. An op that provider cannot
+/// run goes to the next provider that can, the CPU provider last; that is a fallback: warned
+/// once per process, recorded with its reason in the [`report`](Self::report), and an error in
+/// strict mode.
 ///
 /// ```
 /// # use aihal_ops::Executor;
@@ -28,7 +30,8 @@ pub struct Executor {
     providers: Vec<Arc<dyn Provider>>,
     preferred: usize,
     explicit: bool,
-    table: Option<DispatchTable>,
+    table: std::sync::RwLock<Option<DispatchTable>>,
+    calibrate_missing: Option<std::time::Duration>,
     strict: bool,
     record: Record,
     moves: AtomicU64,
@@ -54,6 +57,7 @@ pub struct ExecutorBuilder {
     device: Option<Device>,
     explicit: bool,
     table: Option<DispatchTable>,
+    calibrate_missing: Option<std::time::Duration>,
     strict: bool,
 }
 
@@ -91,6 +95,17 @@ impl ExecutorBuilder {
     #[must_use]
     pub fn table(mut self, table: DispatchTable) -> Self {
         self.table = Some(table);
+        self
+    }
+
+    /// Opt-in: when an op with a weight (a quantized linear layer) is placed and the table
+    /// has no entry for one of its row classes, and two or more hardware providers could run
+    /// it, calibrate that key then (parity, then timing, as `cargo run --example calibrate`
+    /// does) and add it to the executor's table. Each missing key takes at most about
+    /// `budget` of timing on top of the parity runs; the whole op's placement pays it once.
+    #[must_use]
+    pub fn calibrate_missing(mut self, budget: std::time::Duration) -> Self {
+        self.calibrate_missing = Some(budget);
         self
     }
 
@@ -151,7 +166,8 @@ impl ExecutorBuilder {
             providers: self.providers,
             preferred,
             explicit: self.explicit,
-            table: self.table,
+            table: std::sync::RwLock::new(self.table),
+            calibrate_missing: self.calibrate_missing,
             strict: self.strict,
             record: Record::new(),
             moves: AtomicU64::new(0),
@@ -180,9 +196,13 @@ impl Executor {
         self.strict
     }
 
-    /// The dispatch table placement follows, if any.
-    pub fn table(&self) -> Option<&DispatchTable> {
-        self.table.as_ref()
+    /// The dispatch table placement follows, if any (with the keys calibrated since, in
+    /// the opt-in mode).
+    pub fn table(&self) -> Option<DispatchTable> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The table's provider order for `key` (those this executor has, hardware only), when
@@ -191,7 +211,8 @@ impl Executor {
         if self.explicit {
             return None;
         }
-        let entry = self.table.as_ref()?.entry(key)?;
+        let table = self.table.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = table.as_ref()?.entry(key)?;
         let order: Vec<usize> = entry
             .order()
             .filter_map(|d| self.providers.iter().position(|p| p.device().to_string() == d))
@@ -277,6 +298,9 @@ impl Executor {
         // Each row class's first provider: the table's when it has the key.
         let size = SizeClass::of(spec.weight_bytes());
         let format = spec.format().map(|f| f.name().to_owned());
+        if let Some(budget) = self.calibrate_missing.filter(|_| !self.explicit) {
+            self.calibrate_keys(spec, &supported, budget);
+        }
         let firsts: [usize; 4] = MClass::ALL.map(|m| {
             let key = OpKey {
                 op: kind,
@@ -322,6 +346,65 @@ impl Executor {
             by_m,
             fallback,
         })
+    }
+
+    /// The opt-in calibration of the keys of `spec` the table lacks (see
+    /// [`ExecutorBuilder::calibrate_missing`]).
+    fn calibrate_keys(&self, spec: &OpSpec<'_>, supported: &[bool], budget: std::time::Duration) {
+        let candidates: Vec<Arc<dyn Provider>> = self
+            .providers
+            .iter()
+            .zip(supported)
+            .filter(|(p, &ok)| ok && !p.is_software())
+            .map(|(p, _)| Arc::clone(p))
+            .collect();
+        if candidates.len() < 2 {
+            return;
+        }
+        let missing: Vec<crate::calibrate::Probe> = MClass::ALL
+            .into_iter()
+            .filter_map(|m| crate::calibrate::Probe::for_spec(spec, m))
+            .filter(|probe| {
+                let table = self.table.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                table.as_ref().and_then(|t| t.entry(&probe.key())).is_none()
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let per_measure = budget / u32::try_from(2 * candidates.len()).unwrap_or(u32::MAX);
+        let options = crate::calibrate::CalibrateOptions {
+            time_per_measure: per_measure,
+            ..Default::default()
+        };
+        let _span =
+            tracing::info_span!("aihal.calibrate_missing", op = spec.kind().name(), keys = missing.len()).entered();
+        match crate::calibrate::calibrate_entries(&candidates, &missing, &options) {
+            Ok(entries) => {
+                let mut table = self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let table = table.get_or_insert_with(|| DispatchTable {
+                    machine: crate::table::Fingerprint::of_this_machine(crate::calibrate::fingerprint_providers(
+                        self.providers.iter().filter(|p| !p.is_software()).map(|p| &**p),
+                    )),
+                    entries: Vec::new(),
+                    transfers: Vec::new(),
+                });
+                for e in entries {
+                    if table.entry(&e.key).is_none() {
+                        table.entries.push(e);
+                    }
+                }
+            }
+            Err(e) => {
+                warn_once(
+                    &format!("aihal-calibrate-missing:{}", spec.kind()),
+                    &format!(
+                        "aihal: calibrating {} when first needed failed ({e}); it is placed in the default order",
+                        spec.kind()
+                    ),
+                );
+            }
+        }
     }
 
     fn fall_back(&self, op: OpKind, wanted: Device, ran_on: Device, why: &str) -> Result<()> {

@@ -233,3 +233,84 @@ proptest! {
         }
     }
 }
+
+/// A provider that runs quantized linear layers with the reference's arithmetic, on a device
+/// of the test's choosing (its tensors stay in host memory).
+struct RefLinear(Device);
+
+struct RefLinearOp(aihal_quantize::QuantizedTensor);
+
+impl aihal_ops::Prepared for RefLinearOp {
+    fn run(&self, call: aihal_ops::Call<'_>) -> aihal_core::Result<Tensor> {
+        let aihal_ops::Call::Unary(x) = call else {
+            unreachable!()
+        };
+        let (n, k) = (self.0.shape()[0], self.0.shape()[1]);
+        let xs = x.to_vec()?;
+        let y = aihal_reference::matmul(&xs, xs.len() / k, &self.0)?;
+        Tensor::with_shape(y, x.shape().with_last(n))
+    }
+}
+
+impl Provider for RefLinear {
+    fn device(&self) -> Device {
+        self.0
+    }
+    fn name(&self) -> String {
+        format!("reference linear on {}", self.0)
+    }
+    fn supports(&self, spec: &aihal_ops::OpSpec<'_>) -> aihal_ops::Support {
+        match spec {
+            aihal_ops::OpSpec::Linear { .. } => aihal_ops::Support::Yes,
+            _ => aihal_ops::Support::No("linear only".into()),
+        }
+    }
+    fn prepare(&self, spec: &aihal_ops::OpSpec<'_>) -> aihal_core::Result<Box<dyn aihal_ops::Prepared>> {
+        let aihal_ops::OpSpec::Linear { weight, .. } = spec else {
+            unreachable!()
+        };
+        Ok(Box::new(RefLinearOp((*weight).clone())))
+    }
+    fn upload(&self, data: &[f32], shape: aihal_ops::Shape) -> aihal_core::Result<Tensor> {
+        Tensor::with_shape(data.to_vec(), shape)
+    }
+    fn new_kv_store(&self, _: aihal_ops::KvLayout) -> aihal_core::Result<Box<dyn aihal_ops::KvStore>> {
+        Err(aihal_core::CoreError::not_implemented("no cache"))
+    }
+}
+
+#[test]
+fn the_opt_in_mode_calibrates_a_missing_key_when_an_op_is_first_placed() {
+    use aihal_quantize::{quantize, QuantFormat};
+    let w = quantize(QuantFormat::Q8_0, &vec![0.25; 32 * 64], &[32, 64]).unwrap();
+    let exec = Executor::builder()
+        .provider(Arc::new(RefLinear(GPU)))
+        .provider(Arc::new(RefLinear(Device::Cpu)))
+        .calibrate_missing(Duration::from_millis(4))
+        .build()
+        .unwrap();
+    assert!(exec.table().is_none());
+    let layer = aihal_ops::Linear::new(&exec, &w, None).unwrap();
+    let table = exec.table().expect("the keys were calibrated");
+    assert_eq!(table.entries.len(), 4);
+    for e in &table.entries {
+        assert_eq!(e.key.op, OpKind::Linear);
+        assert_eq!(e.key.format.as_deref(), Some("q8_0"));
+        assert_eq!(e.order().count(), 2, "{e:?}");
+        // Placement follows what was measured.
+        let first = e.order().next().unwrap();
+        assert_eq!(layer.device_for(e.key.m.representative()).to_string(), first);
+    }
+    // A second layer of the same key is not measured again.
+    let _again = aihal_ops::Linear::new(&exec, &w, None).unwrap();
+    assert_eq!(exec.table().unwrap().entries.len(), 4);
+
+    // With one hardware provider there is nothing to choose: nothing is measured.
+    let single = Executor::builder()
+        .provider(Arc::new(RefLinear(Device::Cpu)))
+        .calibrate_missing(Duration::from_millis(4))
+        .build()
+        .unwrap();
+    aihal_ops::Linear::new(&single, &w, None).unwrap();
+    assert!(single.table().is_none());
+}
