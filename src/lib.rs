@@ -119,8 +119,13 @@ pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
 /// chose when a provider runs there. A device that was selected but has no provider of the
 /// op set yet is a fallback to the next provider: warned once, and an error in strict mode.
 ///
-/// Errors: those of [`select_device`] and [`load_dispatch_table`]; `DeviceNotAvailable` in
-/// strict mode as above, or when no provider is compiled in.
+/// With `RUST_AI_CALIBRATE_MISSING=<ms>`, a key the table lacks is measured the first time an
+/// op needs it, taking about that many milliseconds of timing per key
+/// (`ExecutorBuilder::calibrate_missing`).
+///
+/// Errors: those of [`select_device`] and [`load_dispatch_table`]; `InvalidConfig` for a
+/// malformed `RUST_AI_CALIBRATE_MISSING`; `DeviceNotAvailable` in strict mode as above, or
+/// when no provider is compiled in.
 pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>> {
     let selection = select_device(config)?;
     let providers = builtin_providers();
@@ -150,6 +155,14 @@ pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>>
     }
     if let Some(table) = load_dispatch_table(&providers)? {
         builder = builder.table(table);
+    }
+    if let Some(ms) = std::env::var_os("RUST_AI_CALIBRATE_MISSING").filter(|v| !v.is_empty()) {
+        let ms: u64 = ms.to_str().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+            CoreError::invalid_config(format!(
+                "RUST_AI_CALIBRATE_MISSING is {ms:?}: a whole number of milliseconds per missing key"
+            ))
+        })?;
+        builder = builder.calibrate_missing(std::time::Duration::from_millis(ms));
     }
     for p in providers {
         builder = builder.provider(p);
