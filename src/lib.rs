@@ -159,7 +159,8 @@ pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>>
     if let Some(ms) = std::env::var_os("RUST_AI_CALIBRATE_MISSING").filter(|v| !v.is_empty()) {
         let ms: u64 = ms.to_str().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
             CoreError::invalid_config(format!(
-                "RUST_AI_CALIBRATE_MISSING is {ms:?}: a whole number of milliseconds per missing key"
+                "RUST_AI_CALIBRATE_MISSING is `{}`: a whole number of milliseconds per missing key",
+                ms.display()
             ))
         })?;
         builder = builder.calibrate_missing(std::time::Duration::from_millis(ms));
