@@ -137,8 +137,10 @@ const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus");
 struct Seed {
     name: String,
     bytes: Vec<u8>,
-    /// Offsets of the 8-byte counts and lengths of its header.
+    /// Offsets of the header's 8-byte counts of entries (tensors, metadata, array elements).
     counts: Vec<usize>,
+    /// Offsets of its other 8-byte fields (string lengths, dimensions, data offsets).
+    lengths: Vec<usize>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -149,23 +151,24 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// The offsets of every 8-byte field of a well-formed GGUF header (tensor and metadata
-/// counts, string lengths, array lengths, dimensions, data offsets).
-fn gguf_counts(b: &[u8]) -> Vec<usize> {
-    fn value(b: &[u8], at: &mut usize, ty: u32, out: &mut Vec<usize>) {
+/// The offsets of the 8-byte fields of a well-formed GGUF header: its counts (of tensor
+/// infos, metadata entries and array elements) and its lengths (of strings, dimensions and
+/// data offsets).
+fn gguf_fields(b: &[u8]) -> (Vec<usize>, Vec<usize>) {
+    fn value(b: &[u8], at: &mut usize, ty: u32, out: &mut (Vec<usize>, Vec<usize>)) {
         match ty {
             0 | 1 | 7 => *at += 1,
             2 | 3 => *at += 2,
             4..=6 => *at += 4,
             10..=12 => *at += 8,
             8 => {
-                out.push(*at);
+                out.1.push(*at);
                 *at += 8 + u64_at(b, *at) as usize;
             }
             9 => {
                 let elem = u32_at(b, *at);
                 *at += 4;
-                out.push(*at);
+                out.0.push(*at);
                 let n = u64_at(b, *at);
                 *at += 8;
                 for _ in 0..n {
@@ -175,26 +178,26 @@ fn gguf_counts(b: &[u8]) -> Vec<usize> {
             other => panic!("value type {other} in a seed"),
         }
     }
-    let mut out = vec![8, 16];
+    let mut out = (vec![8, 16], Vec::new());
     let mut at = 24;
     for _ in 0..u64_at(b, 16) {
-        out.push(at);
+        out.1.push(at);
         at += 8 + u64_at(b, at) as usize;
         let ty = u32_at(b, at);
         at += 4;
         value(b, &mut at, ty, &mut out);
     }
     for _ in 0..u64_at(b, 8) {
-        out.push(at);
+        out.1.push(at);
         at += 8 + u64_at(b, at) as usize;
         let dims = u32_at(b, at);
         at += 4;
         for _ in 0..dims {
-            out.push(at);
+            out.1.push(at);
             at += 8;
         }
         at += 4;
-        out.push(at);
+        out.1.push(at);
         at += 8;
     }
     out
@@ -219,11 +222,12 @@ fn digit_runs(b: &[u8]) -> Vec<(usize, usize)> {
 
 impl Seed {
     fn gguf(name: impl Into<String>, bytes: Vec<u8>) -> Self {
-        let counts = gguf_counts(&bytes);
+        let (counts, lengths) = gguf_fields(&bytes);
         Self {
             name: name.into(),
             bytes,
             counts,
+            lengths,
         }
     }
 
@@ -234,6 +238,7 @@ impl Seed {
             name: name.into(),
             bytes,
             counts: vec![0],
+            lengths: Vec::new(),
         }
     }
 }
@@ -458,8 +463,9 @@ enum Mutation {
     Flip(Index, u8),
     /// Overwrite one byte.
     Byte(Index, u8),
-    /// Overwrite one of the header's 8-byte counts or lengths.
-    Count(Index, Count),
+    /// Overwrite one of the header's 8-byte counts of entries (`true`, where it has some) or
+    /// one of its 8-byte lengths.
+    Count(Index, bool, Count),
     /// Overwrite 4 bytes at a multiple of 4 with an f32 (huge, tiny, non-finite).
     Scale(Index, f32),
     /// Replace one decimal number of a JSON header (a shape, an offset, a block size).
@@ -470,11 +476,13 @@ enum Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
+    // Half of the values still fit the file at some entry size, the ones that only a
+    // reader reserving from a count (bounded by the file's size) would act on.
     let count = prop_oneof![
-        Just(Count::Max),
-        (20u32..64).prop_map(Count::Pow2),
-        any::<u64>().prop_map(Count::Any),
-        prop::sample::select(vec![1u8, 2, 8, 12, 13, 24]).prop_map(Count::FileOver),
+        1 => Just(Count::Max),
+        1 => (20u32..64).prop_map(Count::Pow2),
+        1 => any::<u64>().prop_map(Count::Any),
+        3 => prop::sample::select(vec![1u8, 2, 8, 12, 13, 16, 24, 32, 48, 64]).prop_map(Count::FileOver),
     ];
     let scale = prop::sample::select(vec![3e38f32, -3e38, f32::MAX, 1e30, f32::INFINITY, f32::NAN, 1e-40]);
     let number = prop::sample::select(vec![
@@ -491,7 +499,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         1 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
         1 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Byte(i, b)),
-        3 => (any::<Index>(), count).prop_map(|(i, c)| Mutation::Count(i, c)),
+        3 => (any::<Index>(), any::<bool>(), count).prop_map(|(i, k, c)| Mutation::Count(i, k, c)),
         2 => (any::<Index>(), scale).prop_map(|(i, s)| Mutation::Scale(i, s)),
         2 => (any::<Index>(), any::<bool>(), number).prop_map(|(i, s, n)| Mutation::Number(i, s, n)),
         1 => any::<Index>().prop_map(Mutation::Truncate),
@@ -517,8 +525,13 @@ fn apply(seed: &Seed, muts: &[Mutation]) -> Vec<u8> {
                 let at = i.index(b.len());
                 b[at] = *v;
             }
-            Mutation::Count(i, c) => {
-                let fields: Vec<usize> = seed.counts.iter().copied().filter(|&at| at + 8 <= b.len()).collect();
+            Mutation::Count(i, counts, c) => {
+                let list = if *counts || seed.lengths.is_empty() {
+                    &seed.counts
+                } else {
+                    &seed.lengths
+                };
+                let fields: Vec<usize> = list.iter().copied().filter(|&at| at + 8 <= b.len()).collect();
                 let at = if fields.is_empty() {
                     if b.len() < 8 {
                         continue;
@@ -861,7 +874,7 @@ fn gguf_count_that_fits_the_file_reserves_nothing() {
     let _serial = serial();
     let good = synthetic_big_gguf();
     let len = good.len() as u64;
-    let counts = gguf_counts(&good);
+    let (counts, _) = gguf_fields(&good);
     // tensor count, metadata count, then the tokens array's length (the 3rd field after
     // the key length and the string value of "general.architecture").
     let tokens_len = counts.iter().copied().find(|&at| u64_at(&good, at) == 48).unwrap();
