@@ -249,7 +249,7 @@ impl Executor {
     /// `Some(copy on provider i)` when `t` lives elsewhere.
     fn move_to(&self, t: &Tensor, i: usize) -> Result<Option<Tensor>> {
         let p = &self.providers[i];
-        if t.device() == p.device() {
+        if t.device() == p.device() || (t.device() == Device::Cpu && p.reads_host_memory()) {
             return Ok(None);
         }
         self.moves.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +334,7 @@ impl Executor {
                 Ok(Slot {
                     provider: i,
                     device: self.providers[i].device(),
+                    host_memory: self.providers[i].reads_host_memory(),
                     prepared: self.providers[i].prepare(spec)?,
                 })
             })
@@ -437,7 +438,17 @@ pub(crate) struct Placed {
 struct Slot {
     provider: usize,
     device: Device,
+    host_memory: bool,
     prepared: Box<dyn Prepared>,
+}
+
+impl Slot {
+    /// Whether `t` can be handed to this slot's provider as it is.
+    #[inline]
+    fn takes(&self, t: &Tensor) -> bool {
+        let d = t.device();
+        d == self.device || (self.host_memory && d == Device::Cpu)
+    }
 }
 
 impl std::fmt::Debug for Placed {
@@ -483,7 +494,7 @@ impl Placed {
         };
         // The common case: every input already on the first provider, which runs the call.
         let first = &self.slots[start];
-        let quick = inputs.iter().all(|t| t.device() == first.device);
+        let quick = inputs.iter().all(|t| first.takes(t));
         if quick && self.slots.len() == 1 {
             let output = self.run_on(first, args.call(&inputs))?;
             return Ok(Dispatched {
@@ -507,7 +518,7 @@ impl Placed {
         while let Some(n) = order.next() {
             let slot = &self.slots[n];
             // The common case, every input already there, moves and copies nothing.
-            let result = if inputs.iter().all(|t| t.device() == slot.device) {
+            let result = if inputs.iter().all(|t| slot.takes(t)) {
                 self.run_on(slot, args.call(&inputs))
             } else {
                 let moved = self.move_inputs(inputs, slot.provider)?;

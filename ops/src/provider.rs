@@ -330,6 +330,13 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether its ops take host tensors as they are (a device that reads host memory, such
+    /// as the RK3588 NPU through its runtime): then a host tensor needs no move to it, and its
+    /// outputs may be host tensors.
+    fn reads_host_memory(&self) -> bool {
+        false
+    }
+
     /// Whether it runs `spec` (format, dtype and device limits; per-call shapes are checked
     /// when called).
     fn supports(&self, spec: &OpSpec<'_>) -> Support;

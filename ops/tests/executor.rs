@@ -138,3 +138,53 @@ fn bad_shapes_are_errors_before_any_provider_runs() {
     assert!(Tensor::from_vec(vec![], &[usize::MAX, 2]).is_err());
     assert!(t(&[1.0; 4]).reshape(&[3]).is_err());
 }
+
+/// A provider on another device that reads host memory (as the NPU does): host tensors go to
+/// it as they are, and its host outputs go on to the next op without a move.
+struct HostReader;
+
+impl aihal_ops::Provider for HostReader {
+    fn device(&self) -> Device {
+        Device::Rknn {
+            core_mask: aihal_core::NpuCoreMask::AUTO,
+        }
+    }
+    fn name(&self) -> String {
+        "host-memory reader".into()
+    }
+    fn reads_host_memory(&self) -> bool {
+        true
+    }
+    fn supports(&self, spec: &aihal_ops::OpSpec<'_>) -> aihal_ops::Support {
+        Host.supports(spec)
+    }
+    fn prepare(&self, spec: &aihal_ops::OpSpec<'_>) -> aihal_core::Result<Box<dyn aihal_ops::Prepared>> {
+        Host.prepare(spec)
+    }
+    fn upload(&self, data: &[f32], shape: aihal_ops::Shape) -> aihal_core::Result<Tensor> {
+        panic!(
+            "a host-memory reader is never uploaded to ({} values, {shape:?})",
+            data.len()
+        )
+    }
+    fn new_kv_store(&self, layout: aihal_ops::KvLayout) -> aihal_core::Result<Box<dyn aihal_ops::KvStore>> {
+        Host.new_kv_store(layout)
+    }
+}
+
+#[test]
+fn a_provider_that_reads_host_memory_takes_host_tensors_without_a_move() {
+    use aihal_ops::Provider as _;
+    let exec = Executor::builder()
+        .provider(Arc::new(HostReader))
+        .provider(Arc::new(Host))
+        .build()
+        .unwrap();
+    let add = Add::new(&exec).unwrap();
+    let x = t(&[1.0, 2.0]);
+    let y = add.forward_traced(&x, &x).unwrap();
+    assert_eq!(y.ran_on, HostReader.device());
+    let z = add.forward(&y.output, &y.output).unwrap();
+    assert_eq!(z.to_vec().unwrap(), [4.0, 8.0]);
+    assert_eq!(exec.moves(), 0);
+}
