@@ -1,6 +1,9 @@
 //! CubeCL kernels for quantized inference, written once and run on any CubeCL runtime
 //! (CUDA through `aihal-cuda`, Vulkan through wgpu with this crate's `wgpu` feature).
 //!
+//! - [`CubeProvider`]: the kernels as an `aihal-ops` execution provider on one device of any
+//!   runtime: weights prepared once into device buffers, activations kept on the device
+//!   between ops, transfers counted. [`wgpu_providers`] gives one per Vulkan adapter.
 //! - [`dequantize`]: every `aihal_quantize` format into f32, f16 or bf16; [`embedding`]
 //!   gathers rows of a quantized table.
 //! - [`quant_matmul`]: `y = x · Wᵀ` over a packed weight (GEMV for one row, tiled GEMM
@@ -30,6 +33,7 @@ mod launch;
 mod matmul;
 mod ops;
 mod packed;
+mod provider;
 mod reduce;
 mod rope;
 #[cfg(feature = "wgpu")]
@@ -41,9 +45,12 @@ pub use launch::{Context, DeviceBuffer, Limits};
 pub use matmul::{quant_matmul, quant_matmul_into};
 pub use ops::{add, add_bias, gated, gelu, gelu_erf, layer_norm, rms_norm, silu, softmax};
 pub use packed::{device_support, DeviceQuantized};
+pub use provider::{CubeData, CubeProvider, Transfers, ROPE_TABLE_POSITIONS};
 pub use rope::{rope, RopeTables};
 #[cfg(feature = "wgpu")]
-pub use wgpu_device::{wgpu_adapters, wgpu_context, wgpu_device, WgpuAdapter, WgpuProbe};
+pub use wgpu_device::{
+    wgpu_adapters, wgpu_context, wgpu_device, wgpu_provider, wgpu_providers, WgpuAdapter, WgpuProbe,
+};
 
 /// Re-exported so that users name the CubeCL version these kernels were built with.
 pub use cubecl;

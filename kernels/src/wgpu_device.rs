@@ -5,6 +5,7 @@ use aihal_core::{BackendKind, BackendProbe, BackendStatus, CoreError, Device, De
 use cubecl::wgpu::{AutoGraphicsApi, GraphicsApi, WgpuDevice, WgpuRuntime};
 
 use crate::launch::Context;
+use crate::provider::CubeProvider;
 
 /// One adapter as wgpu enumerates it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +91,40 @@ pub fn wgpu_device(adapter: usize) -> Result<WgpuAdapter> {
 pub fn wgpu_context(adapter: usize) -> Result<Context<WgpuRuntime>> {
     let found = wgpu_device(adapter)?;
     Context::new(&found.device)
+}
+
+/// The execution provider on `Device::Wgpu { adapter }` (software, hence never placed on
+/// unless named, when the adapter is a CPU implementation such as lavapipe).
+///
+/// Errors: `DeviceNotAvailable` when the adapter does not exist or fails to open.
+pub fn wgpu_provider(adapter: usize) -> Result<CubeProvider<WgpuRuntime>> {
+    provider_of(&wgpu_device(adapter)?)
+}
+
+fn provider_of(a: &WgpuAdapter) -> Result<CubeProvider<WgpuRuntime>> {
+    let device = Device::Wgpu { adapter: a.index };
+    Ok(CubeProvider::new(
+        Context::new(&a.device)?,
+        device,
+        format!("{device} {}", a.name),
+        a.software,
+    ))
+}
+
+/// One execution provider per Vulkan adapter that opens, in wgpu's order, software adapters
+/// (lavapipe) included and marked as such. An adapter that fails to open is left out with a
+/// warning; no adapter is an empty list. Never panics.
+pub fn wgpu_providers() -> Vec<CubeProvider<WgpuRuntime>> {
+    wgpu_adapters()
+        .iter()
+        .filter_map(|a| match provider_of(a) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("aihal: Vulkan adapter {} ({}) left out: {e}", a.index, a.name);
+                None
+            }
+        })
+        .collect()
 }
 
 /// The Vulkan probe for device selection: lists wgpu adapters, marking CPU-type ones
