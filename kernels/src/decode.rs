@@ -20,6 +20,8 @@ pub(crate) mod kind {
     pub(crate) const INT8_BLOCK: u32 = 7;
     pub(crate) const FP8_TENSOR: u32 = 8;
     pub(crate) const FP8_BLOCK: u32 = 9;
+    /// Not a packed format: dense f32 values, one per word (`DeviceQuantized::dense`).
+    pub(crate) const F32: u32 = 10;
 }
 
 /// Byte `index` of a packed buffer held as little-endian words.
@@ -121,6 +123,8 @@ pub(crate) fn decode(
         i8_of(byte_at(data, index)) * scales[row * per_row + col / block]
     } else if layout == kind::FP8_TENSOR {
         lut[byte_at(data, index) as usize] * scales[0]
+    } else if layout == kind::F32 {
+        f32::reinterpret(data[index])
     } else {
         let per_row = k.div_ceil(block);
         lut[byte_at(data, index) as usize] * scales[row * per_row + col / block]

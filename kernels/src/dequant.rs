@@ -126,7 +126,11 @@ pub fn dequantize_into<R: Runtime, F: Float + CubeElement>(
     ctx.require::<F>("dequantize")?;
     let numel = q.numel();
     out.expect_len(
-        &format!("dequantize output for {} of shape {:?}", q.format(), q.shape()),
+        &format!(
+            "dequantize output for {} of shape {:?}",
+            q.format().map_or("f32", |f| f.name()),
+            q.shape()
+        ),
         numel,
     )?;
     let k = u32::try_from(q.row_len())

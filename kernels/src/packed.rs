@@ -17,11 +17,13 @@ pub(crate) struct LayoutKey {
 
 /// A quantized tensor on a device: its packed bytes (as little-endian words, the last one
 /// zero-padded), its scales and the code book its format indexes, uploaded once and reused.
+/// Or a dense f32 matrix in the same shape of buffers ([`DeviceQuantized::dense`]), so that
+/// the matmul and embedding kernels take dense weights too.
 ///
 /// Built with [`DeviceQuantized::upload`]; the tensor's own validation guarantees the
 /// lengths the kernels trust.
 pub struct DeviceQuantized<R: Runtime> {
-    pub(crate) format: QuantFormat,
+    pub(crate) format: Option<QuantFormat>,
     pub(crate) shape: Vec<usize>,
     pub(crate) key: LayoutKey,
     data: DeviceBuffer<R, u32>,
@@ -164,7 +166,7 @@ impl<R: Runtime> DeviceQuantized<R> {
         let lut = non_empty(&lut);
         let bytes = 4 * (words.len() + scales.len() + lut.len() + nested_words.len() + nested_scales.len());
         Ok(Self {
-            format,
+            format: Some(format),
             shape: q.shape().to_vec(),
             key: LayoutKey {
                 kind: key.0,
@@ -181,8 +183,44 @@ impl<R: Runtime> DeviceQuantized<R> {
         })
     }
 
-    /// The format.
-    pub fn format(&self) -> QuantFormat {
+    /// Uploads a dense f32 matrix `[rows, cols]` (`values` row-major) for the same kernels:
+    /// each value is decoded as itself, exactly.
+    ///
+    /// Errors: `ShapeMismatch` when `values` is not `rows * cols` long; `InvalidInput` for an
+    /// empty matrix or one past 32-bit indexing; `OutOfMemory` past the largest buffer.
+    pub fn dense(ctx: &Context<R>, values: &[f32], [rows, cols]: [usize; 2]) -> Result<Self> {
+        let n = rows
+            .checked_mul(cols)
+            .ok_or_else(|| CoreError::invalid_input(format!("dense matrix [{rows}, {cols}] overflows")))?;
+        if values.len() != n {
+            return Err(CoreError::shape_mismatch("dense matrix values", [n], [values.len()]));
+        }
+        if n == 0 || u32::try_from(n).is_err() {
+            return Err(CoreError::invalid_input(format!(
+                "dense matrix [{rows}, {cols}] is empty or passes the kernels' 32-bit indexing"
+            )));
+        }
+        let words: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+        Ok(Self {
+            format: None,
+            shape: vec![rows, cols],
+            key: LayoutKey {
+                kind: kind::F32,
+                block: 1,
+                nested_block: 1,
+            },
+            data: ctx.upload(&words)?,
+            scales: ctx.upload(&[0.0f32])?,
+            lut: ctx.upload(&[0.0f32])?,
+            nested: ctx.upload(&[0u32])?,
+            nested_scales: ctx.upload(&[0.0f32])?,
+            bytes: 4 * (n + 4),
+            _runtime: std::marker::PhantomData,
+        })
+    }
+
+    /// The format; `None` for a dense f32 matrix ([`DeviceQuantized::dense`]).
+    pub fn format(&self) -> Option<QuantFormat> {
         self.format
     }
 

@@ -150,10 +150,11 @@ impl<R: Runtime> DeviceData for CubeData<R> {
 /// The CubeCL kernels of this crate as an execution provider on one device of runtime `R`.
 ///
 /// It runs every op of `aihal-ops` ([`supports`](Provider::supports) answers from the
-/// device's limits): quantized linear layers in every format the kernels decode (f32
-/// activations, which meet both [`LinearPrecision`](aihal_ops::LinearPrecision) bounds),
+/// device's limits): linear layers over quantized weights in every format the kernels decode
+/// and over dense f32 weights (f32 activations, which meet both
+/// [`LinearPrecision`](aihal_ops::LinearPrecision) bounds),
 /// RMSNorm, LayerNorm, softmax, SiLU and both GELUs, gated activations, addition, rotary
-/// embedding, embedding lookup from the quantized table, and attention (causal, sliding
+/// embedding, embedding lookup from a quantized or dense table, and attention (causal, sliding
 /// window, padded bidirectional; batches) over a key/value cache preallocated on the device.
 ///
 /// Many threads may share one provider and its prepared ops (each call allocates its own
@@ -620,6 +621,23 @@ impl<R: Runtime> Provider for CubeProvider<R> {
         match *spec {
             OpSpec::Linear { weight, .. } => self.weight_support(weight, "linear weight"),
             OpSpec::Embedding { table } => self.weight_support(table, "embedding table"),
+            OpSpec::DenseLinear { weight, .. } | OpSpec::DenseEmbedding { table: weight, .. } => {
+                let bytes = 4 * weight.len() as u64;
+                if u32::try_from(weight.len()).is_err() {
+                    Support::No(format!(
+                        "a dense weight of {} values passes 32-bit indexing",
+                        weight.len()
+                    ))
+                } else if bytes > ctx.limits().max_buffer_bytes {
+                    Support::No(format!(
+                        "a dense weight of {bytes} bytes; one buffer of {} holds at most {}",
+                        ctx.backend(),
+                        ctx.limits().max_buffer_bytes
+                    ))
+                } else {
+                    Support::Yes
+                }
+            }
             OpSpec::RmsNorm { weight, .. } | OpSpec::LayerNorm { weight, .. } => {
                 if u32::try_from(weight.len()).is_ok() {
                     Support::Yes
@@ -670,6 +688,44 @@ impl<R: Runtime> Provider for CubeProvider<R> {
                     n,
                     k,
                     shared,
+                })
+            }
+            OpSpec::DenseLinear {
+                weight,
+                out_features,
+                in_features,
+                bias,
+            } => {
+                if let Some(b) = bias {
+                    if b.len() != out_features {
+                        return Err(CoreError::shape_mismatch(
+                            "linear bias [out_features]",
+                            [out_features],
+                            [b.len()],
+                        ));
+                    }
+                }
+                Box::new(Linear {
+                    shared,
+                    weight: DeviceQuantized::dense(ctx, weight, [out_features, in_features])?,
+                    bias: bias.map(|b| ctx.upload(b)).transpose()?,
+                    n: out_features,
+                    k: in_features,
+                })
+            }
+            OpSpec::DenseEmbedding { table, dim } => {
+                if dim == 0 || !table.len().is_multiple_of(dim) {
+                    return Err(CoreError::invalid_input(format!(
+                        "embedding: a dense table of {} values is not rows of {dim}",
+                        table.len()
+                    )));
+                }
+                let vocab = table.len() / dim;
+                Box::new(Embedding {
+                    shared,
+                    table: DeviceQuantized::dense(ctx, table, [vocab, dim])?,
+                    vocab,
+                    dim,
                 })
             }
             OpSpec::RmsNorm { weight, eps } => Box::new(Rowwise {

@@ -9,12 +9,14 @@
 //!
 //! Tolerances (f32 on a GPU: sums in another order than the reference's, the device's own
 //! `exp`/`tanh`/`sqrt`), with `u = 2⁻²⁴`:
-//! - linear: `2 K u Σ|x w|` per output (a reordered sum), plus `2 u |y|` for the bias;
+//! - linear, quantized or dense: `2 K u Σ|x w|` per output (a reordered sum), plus `2 u |y|`
+//!   for the bias;
 //! - RMSNorm, LayerNorm, softmax: `(dim + 8) u + 4e-6` relative (LayerNorm: relative to
 //!   `|y| + |weight| + |bias|`);
 //! - SiLU, GELU (both forms), gated: `4e-6 |y| + 2⁻²¹ |x|` (GELU's `1 + tanh` or `1 + erf`
 //!   cancels for negative x; the erf form is within `7.5e-8 |x|` of exact);
-//! - add: exact; embedding: exact for Q8_0, Q4_0 and int8 (one product, as the reference);
+//! - add: exact; embedding: exact for Q8_0, Q4_0 and int8 (one product, as the reference)
+//!   and for a dense table;
 //! - rope: `2⁻²¹ max |x|` (the reference's own angle tables, a possible fused multiply-add);
 //! - attention: `((kv_len + head_dim + 16) u + 4e-6) max |v|` (online softmax).
 
@@ -140,6 +142,47 @@ fn linear_matches_the_reference_in_every_format_with_and_without_bias() {
                 |i, _| bound[i],
             );
         }
+    }
+}
+
+#[test]
+fn dense_linear_and_dense_embedding_match_f32_arithmetic() {
+    let Some(p) = provider() else { return };
+    let exec = executor(&p);
+    let mut rng = Rng::fresh();
+    let (n, k) = (40, 96);
+    let w = rng.values(n * k, 0.5);
+    let bias = rng.values(n, 0.1);
+    for m in [1, 3] {
+        let x = rng.values(m * k, 2.0);
+        let layer = Linear::dense(&exec, &w, [n, k], Some(&bias)).expect("dense linear");
+        let y = layer.forward(&host(x.clone(), &[m, k])).expect("run");
+        let mut want = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = (0..k).map(|c| x[i * k + c] * w[j * k + c]).sum::<f32>() + bias[j];
+            }
+        }
+        let bound = linear_bound(&x, &w, &want, m, n, k);
+        assert_close(
+            &format!("dense linear m={m}"),
+            rng.seed(),
+            &read(&y, p.device()),
+            &want,
+            |i, _| bound[i],
+        );
+    }
+    let (vocab, dim) = (30, 48);
+    let table = rng.values(vocab * dim, 1.0);
+    let e = Embedding::dense(&exec, &table, dim).expect("dense embedding");
+    let ids = [29u32, 0, 7, 7];
+    let y = read(&e.forward(&ids, None).expect("run"), p.device());
+    for (i, &id) in ids.iter().enumerate() {
+        assert_eq!(
+            &y[i * dim..][..dim],
+            &table[id as usize * dim..][..dim],
+            "row {i}: exact"
+        );
     }
 }
 
