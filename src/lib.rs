@@ -103,11 +103,30 @@ pub fn probe_report() -> ProbeReport {
 /// The execution providers compiled into this build, in order of preference (the CPU last).
 /// A new backend adds its provider here: one line.
 pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
-    vec![
-        // Accelerators first, in order of preference, then the CPU.
-        #[cfg(feature = "cpu")]
-        std::sync::Arc::new(aihal_cpu::CpuProvider),
-    ]
+    use std::sync::Arc;
+    let providers = std::iter::empty::<Arc<dyn aihal_ops::Provider>>();
+    // Accelerators first, in order of preference, then the CPU. Probing never panics: no
+    // driver or no device is an empty list.
+    // CUDA: one provider per device the driver reports.
+    #[cfg(feature = "cuda")]
+    let providers = providers.chain(
+        aihal_cuda::cuda_providers()
+            .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn aihal_ops::Provider>),
+    );
+    // Vulkan: one provider per adapter, software ones (lavapipe) included and marked, so the
+    // executor places ops on them only when their device is named.
+    #[cfg(feature = "kernels")]
+    let providers = providers.chain(
+        aihal_kernels::wgpu_providers()
+            .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn aihal_ops::Provider>),
+    );
+    #[cfg(feature = "cpu")]
+    let providers = providers.chain(std::iter::once(
+        Arc::new(aihal_cpu::CpuProvider) as Arc<dyn aihal_ops::Provider>
+    ));
+    providers.collect()
 }
 
 /// An executor over [`builtin_providers`] for `config`, following this machine's dispatch

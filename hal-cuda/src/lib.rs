@@ -2,6 +2,9 @@
 //! this crate builds and runs on machines without CUDA), running the `aihal-kernels`
 //! CubeCL kernels on them, and moving candle tensors to and from CubeCL buffers.
 //!
+//! [`cuda_provider`] / [`cuda_providers`] give the op set's execution provider on a CUDA
+//! device: `aihal_kernels::CubeProvider` on [`CudaRuntime`], built only after probing.
+//!
 //! The same kernels run on Vulkan through `aihal-kernels`' wgpu runtime when a user asks
 //! for `Device::Wgpu { adapter }` ([`QuantMatmul`] routes both).
 //!
@@ -17,6 +20,7 @@ mod dispatch;
 mod glue;
 mod interop;
 mod probe;
+mod provider;
 
 use aihal_core::Result;
 use aihal_kernels::Context;
@@ -26,6 +30,7 @@ pub use dispatch::{cuda_device_context, gpu_present, wgpu_device_context, QuantM
 pub use glue::{AttentionInput, AttentionOp, Glue, GlueOp};
 pub use interop::{allocate_output_buffer, candle_to_cubecl_handle, cubecl_to_candle_tensor, CubeTensor};
 pub use probe::{cuda_device_info, cuda_devices, driver_present, CudaDeviceInfo, CudaProbe};
+pub use provider::{cuda_provider, cuda_providers, CudaProvider};
 
 /// Opens a kernel context on CUDA device `ordinal`, after checking that the driver and the
 /// device exist (`DeviceNotAvailable` otherwise; CubeCL's own client would panic).

@@ -1,7 +1,9 @@
 //! Probing answers without panicking, whether or not this machine has CUDA.
 
 use aihal_core::{BackendKind, BackendProbe, BackendStatus, CoreError, Device, Unavailable};
-use aihal_cuda::{cuda_context, cuda_device_info, cuda_devices, driver_present, CudaProbe};
+use aihal_cuda::{
+    cuda_context, cuda_device_info, cuda_devices, cuda_provider, cuda_providers, driver_present, CudaProbe,
+};
 
 #[test]
 fn without_a_driver_everything_is_device_not_available() {
@@ -13,12 +15,14 @@ fn without_a_driver_everything_is_device_not_available() {
         cuda_devices().unwrap_err(),
         cuda_device_info(0).unwrap_err(),
         cuda_context(0).unwrap_err(),
+        cuda_provider(0).unwrap_err(),
     ] {
         assert!(
             matches!(&err, CoreError::DeviceNotAvailable { reason, .. } if reason.contains("libcuda")),
             "{err}"
         );
     }
+    assert!(cuda_providers().is_empty());
     assert!(matches!(
         CudaProbe.probe(),
         BackendStatus::Unavailable(Unavailable::LibraryMissing { detail }) if detail.contains("LD_LIBRARY_PATH")
@@ -36,6 +40,13 @@ fn probe_and_device_list_agree_and_out_of_range_is_an_error() {
             for (i, d) in devices.iter().enumerate() {
                 assert_eq!(d.device, Device::Cuda { ordinal: i });
                 assert!(!d.software);
+            }
+            let providers = cuda_providers();
+            assert_eq!(providers.len(), devices.len());
+            for (i, p) in providers.iter().enumerate() {
+                use aihal_ops::Provider;
+                assert_eq!(p.device(), Device::Cuda { ordinal: i });
+                assert!(!p.is_software());
             }
             let past = listed.len();
             let err = cuda_device_info(past).unwrap_err();
