@@ -1,21 +1,24 @@
-//! The CubeCL kernels on whatever runtime is present: CUDA device 0 when the driver and a GPU
-//! exist, else the first Vulkan adapter. On lavapipe (the CPU-emulated Vulkan driver of CI)
-//! the numbers say nothing about GPU speed: they only show that the benchmarks run.
+//! The CubeCL kernels and their execution provider on whatever runtime is present: CUDA
+//! device 0 when built with `cuda` and the driver and a GPU exist, else the first Vulkan
+//! adapter. On lavapipe (the CPU-emulated Vulkan driver of CI) the numbers say nothing about
+//! GPU speed: they only show that the benchmarks run.
 //!
-//! Groups: `dequantize` (GB/s of f32 written), `matmul` (GEMV M = 1 and GEMM M = 32),
-//! `attention`, and `transfer` (candle ↔ CubeCL for 1 MB to 256 MB, GB/s).
+//! Groups: `dequantize` (GB/s of f32 written), `matmul` (the kernel: GEMV M = 1 and GEMM
+//! M = 32), `provider` (a `Linear` through the executor on a device-resident input, as a
+//! model calls it, and the provider's activation upload and download), `attention`, and
+//! with `cuda`, `transfer` (candle ↔ CubeCL for 1 MB to 256 MB, GB/s).
 //! Every timed call waits for the device before the clock stops.
 //!
-//! `cargo bench --features cuda --bench kernels`
+//! `cargo bench --features kernels --bench kernels` (Vulkan), `--features cuda` (CUDA too).
 #![allow(missing_docs)] // criterion_group!/criterion_main! generate undocumented items
 
-use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
-use aihal::cuda::{candle_to_cubecl_handle, cubecl_to_candle_tensor, cuda_context, CudaRuntime};
 use aihal::kernels::cubecl::prelude::Runtime;
 use aihal::kernels::cubecl::wgpu::WgpuRuntime;
-use aihal::kernels::{self, wgpu_adapters, wgpu_context, Context, DeviceQuantized};
+use aihal::kernels::{self, wgpu_adapters, wgpu_provider, CubeProvider, DeviceQuantized};
+use aihal::ops::{Executor, Linear, Provider, Shape};
 use aihal::reference::AttentionShape;
 use aihal_quantize::{quantize, QuantFormat};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -32,7 +35,9 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn run<R: Runtime>(c: &mut Criterion, ctx: &Context<R>, device: &str) {
+fn run<R: Runtime>(c: &mut Criterion, provider: &Arc<CubeProvider<R>>, device: &str) {
+    let ctx = provider.context().clone();
+    let ctx = &ctx;
     let q4 = quantize(QuantFormat::Q4_0, &values(1024 * 1024, 1), &[1024, 1024]).expect("quantize");
     let q8 = quantize(QuantFormat::Q8_0, &values(1024 * 1024, 2), &[1024, 1024]).expect("quantize");
     let nf4 = quantize(
@@ -78,9 +83,50 @@ fn run<R: Runtime>(c: &mut Criterion, ctx: &Context<R>, device: &str) {
     }
     g.finish();
 
+    // The provider as a model uses it: the op placed by an executor, its input already on
+    // the device, its output left there.
+    let dynamic: Arc<dyn Provider> = Arc::clone(provider) as Arc<dyn Provider>;
+    let exec = Executor::builder()
+        .provider(dynamic)
+        .device(provider.device())
+        .strict(true)
+        .build()
+        .expect("executor");
+    let mut g = c.benchmark_group(format!("provider/{device}"));
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    let layer = Linear::new(&exec, &q4, None).expect("linear");
+    for m in [1usize, 32] {
+        let x = provider
+            .upload(&values(m * 1024, 7), Shape::new(&[m, 1024]).expect("shape"))
+            .expect("upload");
+        g.throughput(Throughput::Elements((2 * m * 1024 * 1024) as u64));
+        g.bench_function(BenchmarkId::new("linear_q4_0", format!("m{m}_1024x1024")), |b| {
+            b.iter(|| {
+                let y = layer.forward(&x).expect("linear");
+                ctx.sync().expect("sync");
+                y
+            });
+        });
+    }
+    let act = values(1 << 20, 5);
+    let shape = Shape::new(&[1 << 20]).expect("shape");
+    g.throughput(Throughput::Bytes(4 << 20));
+    g.bench_function(BenchmarkId::new("upload", "4MB"), |b| {
+        b.iter(|| {
+            let t = provider.upload(&act, shape).expect("upload");
+            ctx.sync().expect("sync");
+            t
+        });
+    });
+    let on_device = provider.upload(&act, shape).expect("upload");
+    g.bench_function(BenchmarkId::new("download", "4MB"), |b| {
+        b.iter(|| on_device.to_vec().expect("download"));
+    });
+    g.finish();
+
     let mut g = c.benchmark_group(format!("attention/{device}"));
     g.sample_size(10).measurement_time(Duration::from_secs(3));
-    let dims = AttentionShape {
+    let shape = AttentionShape {
         n_heads: 8,
         n_kv_heads: 2,
         head_dim: 64,
@@ -92,12 +138,22 @@ fn run<R: Runtime>(c: &mut Criterion, ctx: &Context<R>, device: &str) {
         let out = ctx.alloc::<f32>(q_len * 8 * 64).expect("alloc");
         g.bench_function(BenchmarkId::new("gqa_8x2x64_kv512", format!("q{q_len}")), |b| {
             b.iter(|| {
-                kernels::attention::<R, f32>(ctx, &q, &kv, &kv, kv_len, dims, None, &out).expect("attention");
+                kernels::attention::<R, f32>(ctx, &q, &kv, &kv, kv_len, shape, None, &out).expect("attention");
                 ctx.sync().expect("sync");
             });
         });
     }
     g.finish();
+
+    #[cfg(feature = "cuda")]
+    transfers(c, ctx, device);
+}
+
+/// candle ↔ CubeCL through aihal-cuda's interop (built with `cuda` only).
+#[cfg(feature = "cuda")]
+fn transfers<R: Runtime>(c: &mut Criterion, ctx: &aihal::kernels::Context<R>, device: &str) {
+    use aihal::cuda::{candle_to_cubecl_handle, cubecl_to_candle_tensor};
+    use std::hint::black_box;
 
     let mut g = c.benchmark_group(format!("transfer/{device}"));
     g.sample_size(10).measurement_time(Duration::from_secs(4));
@@ -130,8 +186,9 @@ fn run<R: Runtime>(c: &mut Criterion, ctx: &Context<R>, device: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    if let Ok(ctx) = cuda_context(0) {
-        run::<CudaRuntime>(c, &ctx, "cuda0");
+    #[cfg(feature = "cuda")]
+    if let Ok(p) = aihal::cuda::cuda_provider(0) {
+        run::<aihal::cuda::CudaRuntime>(c, &Arc::new(p), "cuda0");
         return;
     }
     let Some(adapter) = wgpu_adapters().into_iter().next() else {
@@ -144,9 +201,9 @@ fn bench(c: &mut Criterion) {
             adapter.name
         );
     }
-    let ctx: Context<WgpuRuntime> = wgpu_context(adapter.index).expect("open the Vulkan adapter");
+    let provider: CubeProvider<WgpuRuntime> = wgpu_provider(adapter.index).expect("open the Vulkan adapter");
     let label = if adapter.software { "lavapipe" } else { "wgpu" };
-    run::<WgpuRuntime>(c, &ctx, label);
+    run::<WgpuRuntime>(c, &Arc::new(provider), label);
 }
 
 criterion_group!(benches, bench);

@@ -5,8 +5,8 @@
 //! [`cuda_provider`] / [`cuda_providers`] give the op set's execution provider on a CUDA
 //! device: `aihal_kernels::CubeProvider` on [`CudaRuntime`], built only after probing.
 //!
-//! The same kernels run on Vulkan through `aihal-kernels`' wgpu runtime when a user asks
-//! for `Device::Wgpu { adapter }` ([`QuantMatmul`] routes both).
+//! The same kernels run on Vulkan through `aihal-kernels`' own wgpu providers, which need
+//! nothing from this crate.
 //!
 //! Nothing here panics when the driver is missing: [`CudaProbe`] answers "unavailable" and
 //! [`cuda_context`] answers `DeviceNotAvailable` with the reason.
@@ -16,8 +16,6 @@
     clippy::missing_safety_doc
 )]
 
-mod dispatch;
-mod glue;
 mod interop;
 mod probe;
 mod provider;
@@ -26,8 +24,6 @@ use aihal_core::Result;
 use aihal_kernels::Context;
 pub use cubecl::cuda::{CudaDevice, CudaRuntime};
 
-pub use dispatch::{cuda_device_context, gpu_present, wgpu_device_context, QuantMatmul};
-pub use glue::{AttentionInput, AttentionOp, Glue, GlueOp};
 pub use interop::{allocate_output_buffer, candle_to_cubecl_handle, cubecl_to_candle_tensor, CubeTensor};
 pub use probe::{cuda_device_info, cuda_devices, driver_present, CudaDeviceInfo, CudaProbe};
 pub use provider::{cuda_provider, cuda_providers, CudaProvider};
