@@ -1,8 +1,9 @@
 //! The conformance suite: every kernel against `aihal_reference` on fresh random
 //! inputs, with outputs poisoned beforehand so an element a kernel forgets to write fails.
 //!
-//! Each check is a generic function over the runtime; [`testgen_conformance!`] turns them
-//! into `#[test]`s for one runtime, the way CubeCL's own `runtime_tests` do:
+//! Each check is a generic function over the runtime;
+//! [`testgen_conformance!`](crate::testgen_conformance) turns them into `#[test]`s for one
+//! runtime, the way CubeCL's own `runtime_tests` do:
 //!
 //! ```text
 //! fn context() -> Option<aihal_kernels::Context<MyRuntime>> { /* None skips loudly */ }
