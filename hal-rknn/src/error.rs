@@ -76,6 +76,15 @@ pub enum RknnError {
         /// What would provide it.
         needs: &'static str,
     },
+    /// The library is not a runtime this crate can drive (older than 1.5.0, or not an RK3588
+    /// runtime).
+    #[error("{path} is not a supported RKNN runtime: {reason}")]
+    UnsupportedRuntime {
+        /// The library.
+        path: String,
+        /// Why, and what to install instead.
+        reason: String,
+    },
     /// One or more handles could not be released; see [`RknnMatMul::close`](crate::RknnMatMul::close)
     /// and [`RknnModel::close`](crate::RknnModel::close).
     #[error("releasing NPU resources failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]

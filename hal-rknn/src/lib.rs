@@ -44,7 +44,7 @@ mod model;
 mod probe;
 mod tensor;
 
-pub use aihal_rknn_sys::{MatmulInfoLayout, RuntimeVersion};
+pub use aihal_rknn_sys::{MatmulInfoLayout, MatmulQuantKind, RuntimeVersion};
 pub use error::{Result, RknnError, RknnStatus};
 pub use library::{RknnLibrary, RuntimeInfo, VersionSource};
 pub use linear::RknnLinear;

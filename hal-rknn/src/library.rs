@@ -15,7 +15,8 @@ use crate::error::{Result, RknnError, RknnStatus};
 pub enum VersionSource {
     /// `RKNN_QUERY_SDK_VERSION` on a context.
     SdkQuery,
-    /// The symbols the library exports (a lower bound).
+    /// The functions the library exports: a lower bound, exact only up to the generation
+    /// (2.1.0, 2.2.x and 2.3.x export the same functions and all read as 2.1.0).
     Symbols,
 }
 
@@ -41,9 +42,18 @@ impl fmt::Display for RuntimeInfo {
     }
 }
 
+/// Why detection failed, kept (cloneable) for every later call.
+#[derive(Clone, Debug)]
+enum DetectError {
+    /// A runtime call failed.
+    Status(&'static str, RknnStatus),
+    /// The runtime is one this crate must not drive.
+    Unsupported(String),
+}
+
 struct Inner {
     lib: RknnLib,
-    info: OnceLock<Result<RuntimeInfo, (&'static str, RknnStatus)>>,
+    info: OnceLock<Result<RuntimeInfo, DetectError>>,
 }
 
 /// The loaded RKNN runtime (`librknnrt.so`). Cheap to clone; every model and matmul keeps
@@ -117,18 +127,29 @@ impl RknnLibrary {
 
     /// The version, driver and how they were found (detected once per library).
     ///
-    /// Detection creates a throw-away 1×64×64 int8 matmul context and asks it for
-    /// `RKNN_QUERY_SDK_VERSION`. Its info struct is the 64-byte layout with zero quantization
-    /// fields, which a 1.x runtime reads as the same shape and layouts through its 24-byte
-    /// view. A runtime that creates the context but does not answer the query is judged by
-    /// its exported symbols. A runtime that cannot create the context (no NPU, driver
-    /// missing) is an error: nothing will run on it.
+    /// First the exported functions must show runtime 1.5.0 or later
+    /// ([`sys::version_from_symbols`]): runtimes 1.3.0 and 1.4.0 export a matmul API whose
+    /// struct no public header documents, so a library without any 1.5.0 addition is refused
+    /// ([`RknnError::UnsupportedRuntime`]) before any matmul call. Then a throw-away 1×64×64
+    /// int8 matmul context is created and asked for `RKNN_QUERY_SDK_VERSION`. Its info struct
+    /// is the 64-byte layout with zero quantization fields, which a 1.x runtime reads as the
+    /// same shape and layouts through its 24-byte view. A version below 1.5.0 in the answer
+    /// is refused too. A runtime that creates the context but does not answer the query is
+    /// judged by its exported symbols, a lower bound ([`VersionSource::Symbols`]). A runtime
+    /// that cannot create the context (no NPU, driver missing) is an error: nothing will run
+    /// on it.
     pub fn runtime_info(&self) -> Result<RuntimeInfo> {
         self.inner
             .info
             .get_or_init(|| self.detect())
             .clone()
-            .map_err(|(op, status)| RknnError::Status { op, status })
+            .map_err(|e| match e {
+                DetectError::Status(op, status) => RknnError::Status { op, status },
+                DetectError::Unsupported(reason) => RknnError::UnsupportedRuntime {
+                    path: self.path().display().to_string(),
+                    reason,
+                },
+            })
     }
 
     /// The runtime version ([`RknnLibrary::runtime_info`]'s).
@@ -136,7 +157,18 @@ impl RknnLibrary {
         self.runtime_info().map(|i| i.version)
     }
 
-    fn detect(&self) -> Result<RuntimeInfo, (&'static str, RknnStatus)> {
+    fn detect(&self) -> Result<RuntimeInfo, DetectError> {
+        let Some(floor) = self.inner.lib.symbol_version() else {
+            return Err(DetectError::Unsupported(format!(
+                "it exports none of the functions runtime {} added (rknn_set_input_shape, \
+                 rknn_set_input_shapes, rknn_mem_sync, rknn_create_mem2, ...): it is older than {} \
+                 (1.3.x and 1.4.x export an undocumented matmul API) or not an RK3588 runtime; \
+                 install runtime {} or later",
+                RuntimeVersion::MIN_SUPPORTED,
+                RuntimeVersion::MIN_SUPPORTED,
+                RuntimeVersion::MIN_SUPPORTED
+            )));
+        };
         let api = self.api();
         let mut info = sys::rknn_matmul_info_v2::zeroed();
         info.M = 1;
@@ -150,7 +182,7 @@ impl RknnLibrary {
         // runtime may read; `ctx` and `io` are writable.
         let code = unsafe { (api.rknn_matmul_create)(&raw mut ctx, (&raw mut info).cast::<c_void>(), &raw mut io) };
         if code < 0 {
-            return Err(("rknn_matmul_create", RknnStatus(code)));
+            return Err(DetectError::Status("rknn_matmul_create", RknnStatus(code)));
         }
         let mut sdk = sys::rknn_sdk_version::zeroed();
         // SAFETY: `ctx` was just created; `sdk` is writable for the size passed.
@@ -172,6 +204,12 @@ impl RknnLibrary {
         }
         let api_version = sys::read_c_name(&sdk.api_version);
         match RuntimeVersion::parse(&api_version) {
+            Some(version) if code >= 0 && version < RuntimeVersion::MIN_SUPPORTED => {
+                Err(DetectError::Unsupported(format!(
+                    "it reports runtime {api_version}; runtime {} or later is required",
+                    RuntimeVersion::MIN_SUPPORTED
+                )))
+            }
             Some(version) if code >= 0 => Ok(RuntimeInfo {
                 version,
                 source: VersionSource::SdkQuery,
@@ -179,7 +217,7 @@ impl RknnLibrary {
                 driver_version: Some(sys::read_c_name(&sdk.drv_version)),
             }),
             _ => Ok(RuntimeInfo {
-                version: self.inner.lib.symbol_version(),
+                version: floor,
                 source: VersionSource::Symbols,
                 api_version: None,
                 driver_version: None,
@@ -204,10 +242,13 @@ impl RknnLibrary {
 
     /// [`RknnError::MissingFunction`] for an optional symbol the library does not export.
     pub(crate) fn missing(&self, function: &'static str, needs: &'static str) -> RknnError {
-        RknnError::MissingFunction {
-            function,
-            version: self.version().unwrap_or(self.inner.lib.symbol_version()),
-            needs,
+        match self.version() {
+            Ok(version) => RknnError::MissingFunction {
+                function,
+                version,
+                needs,
+            },
+            Err(e) => e,
         }
     }
 }

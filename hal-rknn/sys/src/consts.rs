@@ -268,17 +268,28 @@ pub const RKNN_MM_LAYOUT_NATIVE: i32 = 1;
 /// B given transposed, `[N, K]` (2.1.0).
 pub const RKNN_MM_LAYOUT_TP_NORM: i32 = 2;
 
+// `rknn_matmul_info.B_quant_type` is numbered differently by 2.0.0 and by 2.1.0 and later:
+// use `RuntimeVersion::matmul_quant_type` rather than these constants directly.
+
+/// 2.0.0's `B_quant_type` for per-layer quantization (the field's comment in the 2.0.0
+/// header).
+pub const RKNN_V2_0_QUANT_TYPE_PER_LAYER: i16 = 0;
+/// 2.0.0's `B_quant_type` for per-channel quantization (the field's comment in the 2.0.0
+/// header; the 2.0.0 matmul demo sets 1 for per-channel B). 2.1.0 renumbered it to
+/// [`RKNN_QUANT_TYPE_PER_CHANNEL_SYM`].
+pub const RKNN_V2_0_QUANT_TYPE_PER_CHANNEL: i16 = 1;
+
 /// Quantization type: one symmetric scale per matrix (2.1.0 enum).
 pub const RKNN_QUANT_TYPE_PER_LAYER_SYM: i16 = 0;
-/// Quantization type: one scale and zero point per matrix.
+/// Quantization type: one scale and zero point per matrix (2.1.0 enum).
 pub const RKNN_QUANT_TYPE_PER_LAYER_ASYM: i16 = 1;
-/// Quantization type: one symmetric scale per output channel.
+/// Quantization type: one symmetric scale per output channel (2.1.0 enum; 2.0.0 used 1).
 pub const RKNN_QUANT_TYPE_PER_CHANNEL_SYM: i16 = 2;
-/// Quantization type: one scale and zero point per output channel.
+/// Quantization type: one scale and zero point per output channel (2.1.0 enum).
 pub const RKNN_QUANT_TYPE_PER_CHANNEL_ASYM: i16 = 3;
-/// Quantization type: one symmetric scale per group.
+/// Quantization type: one symmetric scale per group (2.1.0 enum).
 pub const RKNN_QUANT_TYPE_PER_GROUP_SYM: i16 = 4;
-/// Quantization type: one scale and zero point per group.
+/// Quantization type: one scale and zero point per group (2.1.0 enum).
 pub const RKNN_QUANT_TYPE_PER_GROUP_ASYM: i16 = 5;
 
 #[cfg(test)]

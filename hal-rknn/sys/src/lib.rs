@@ -30,7 +30,7 @@ pub mod types;
 
 pub use consts::*;
 pub use loader::{
-    version_from_symbols, LoadError, MatmulInfoLayout, RknnApi, RknnLib, RuntimeVersion, DEFAULT_LIBRARY_CANDIDATES,
-    LIBRARY_ENV,
+    version_from_symbols, LoadError, MatmulInfoLayout, MatmulQuantKind, RknnApi, RknnLib, RuntimeVersion,
+    DEFAULT_LIBRARY_CANDIDATES, LIBRARY_ENV,
 };
 pub use types::*;

@@ -116,6 +116,67 @@ impl RuntimeVersion {
     }
 }
 
+/// What `rknn_matmul_info.B_quant_type` can declare about B's quantization parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulQuantKind {
+    /// One scale (and zero point) for the whole of B.
+    PerLayer,
+    /// One scale (and zero point) per column of B (`N` values).
+    PerChannel,
+    /// One scale per group of `group_size` elements of B (2.1.0 and later).
+    PerGroup,
+}
+
+impl RuntimeVersion {
+    /// The number `rknn_matmul_info.B_quant_type` must hold to declare `kind` on this version
+    /// (symmetric quantization), or `None` when this version cannot declare it.
+    ///
+    /// - before 2.0.0 the struct has no such field: only per-layer exists, and it is `None`
+    ///   too because there is nothing to write;
+    /// - 2.0.0 numbers them in the field's comment: 0 per layer, 1 per channel (its matmul
+    ///   demo sets 1 for per-channel B); it has no `group_size`, so no per-group;
+    /// - 2.1.0 and later use the `rknn_matmul_quant_type` enum ([`RKNN_QUANT_TYPE_PER_LAYER_SYM`]
+    ///   0, [`RKNN_QUANT_TYPE_PER_CHANNEL_SYM`] 2, [`RKNN_QUANT_TYPE_PER_GROUP_SYM`] 4), which
+    ///   their demo uses (the field's comment there still says 0/1/2 and is contradicted by the
+    ///   enum, by the 2.3.0 API reference and by the runtime's own error text).
+    ///
+    /// [`RKNN_QUANT_TYPE_PER_LAYER_SYM`]: crate::consts::RKNN_QUANT_TYPE_PER_LAYER_SYM
+    /// [`RKNN_QUANT_TYPE_PER_CHANNEL_SYM`]: crate::consts::RKNN_QUANT_TYPE_PER_CHANNEL_SYM
+    /// [`RKNN_QUANT_TYPE_PER_GROUP_SYM`]: crate::consts::RKNN_QUANT_TYPE_PER_GROUP_SYM
+    pub fn matmul_quant_type(self, kind: MatmulQuantKind) -> Option<i16> {
+        use crate::consts::{
+            RKNN_QUANT_TYPE_PER_CHANNEL_SYM, RKNN_QUANT_TYPE_PER_GROUP_SYM, RKNN_QUANT_TYPE_PER_LAYER_SYM,
+            RKNN_V2_0_QUANT_TYPE_PER_CHANNEL, RKNN_V2_0_QUANT_TYPE_PER_LAYER,
+        };
+        if self < Self::new(2, 0, 0) {
+            None
+        } else if self < Self::new(2, 1, 0) {
+            match kind {
+                MatmulQuantKind::PerLayer => Some(RKNN_V2_0_QUANT_TYPE_PER_LAYER),
+                MatmulQuantKind::PerChannel => Some(RKNN_V2_0_QUANT_TYPE_PER_CHANNEL),
+                MatmulQuantKind::PerGroup => None,
+            }
+        } else {
+            Some(match kind {
+                MatmulQuantKind::PerLayer => RKNN_QUANT_TYPE_PER_LAYER_SYM,
+                MatmulQuantKind::PerChannel => RKNN_QUANT_TYPE_PER_CHANNEL_SYM,
+                MatmulQuantKind::PerGroup => RKNN_QUANT_TYPE_PER_GROUP_SYM,
+            })
+        }
+    }
+
+    /// How many rows of B one native-layout segment holds on the RK3588, `None` when B is one
+    /// unsegmented block.
+    ///
+    /// From 2.0.0 the matmul header's RK3588 section says that a native-layout B whose K
+    /// exceeds 8192 is stored as `ceil(K / 8192)` consecutive segments of 8192 rows (the last
+    /// one shorter), each in the native layout on its own. The 1.5.x and 1.6.0 headers
+    /// describe one block (their K limit, 4096 and 10240, is all the constraint they state).
+    pub fn native_b_segment_rows(self) -> Option<usize> {
+        (self >= Self::new(2, 0, 0)).then_some(8192)
+    }
+}
+
 impl fmt::Display for RuntimeVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
@@ -141,11 +202,18 @@ impl MatmulInfoLayout {
     }
 }
 
-/// The lowest runtime version that exports every symbol `has` reports present, judged by the
-/// symbols each version added: `rknn_matmul_create_dynamic_shape` (2.1.0),
+/// The lowest runtime version whose headers declare every function `has` reports present,
+/// judged by the functions each version added: `rknn_matmul_create_dynamic_shape` (2.1.0),
 /// `rknn_matmul_set_quant_params` or `rknn_create_mem2` (2.0.0), `rknn_mem_sync` (1.6.0),
-/// `rknn_set_input_shapes` (1.5.2), `rknn_matmul_create` (1.5.0). `None` when even
-/// `rknn_matmul_create` is missing (older than 1.5.0, or not an RK3588 runtime).
+/// `rknn_set_input_shapes` (1.5.2), `rknn_set_input_shape` (1.5.0).
+///
+/// `None` when none of them is present: a runtime older than 1.5.0, or not an RK3588
+/// runtime. `rknn_matmul_create` is deliberately not a witness: runtimes 1.3.0 and 1.4.0
+/// already export it and its siblings, but no public header documents their
+/// `rknn_matmul_info`, so they must not be mistaken for 1.5.0.
+///
+/// Versions that added no function (2.2.x and 2.3.x after 2.1.0) cannot be told apart this
+/// way: the answer is a lower bound within the right struct generation.
 pub fn version_from_symbols(has: impl Fn(&str) -> bool) -> Option<RuntimeVersion> {
     let steps = [
         ("rknn_matmul_create_dynamic_shape", RuntimeVersion::new(2, 1, 0)),
@@ -153,7 +221,7 @@ pub fn version_from_symbols(has: impl Fn(&str) -> bool) -> Option<RuntimeVersion
         ("rknn_create_mem2", RuntimeVersion::new(2, 0, 0)),
         ("rknn_mem_sync", RuntimeVersion::new(1, 6, 0)),
         ("rknn_set_input_shapes", RuntimeVersion::new(1, 5, 2)),
-        ("rknn_matmul_create", RuntimeVersion::new(1, 5, 0)),
+        ("rknn_set_input_shape", RuntimeVersion::new(1, 5, 0)),
     ];
     steps.iter().find(|(symbol, _)| has(symbol)).map(|&(_, v)| v)
 }
@@ -244,7 +312,7 @@ pub struct RknnApi {
 pub struct RknnLib {
     api: RknnApi,
     path: PathBuf,
-    symbol_version: RuntimeVersion,
+    symbol_version: Option<RuntimeVersion>,
     // Dropped last: unloading invalidates every pointer in `api`.
     _library: Library,
 }
@@ -349,7 +417,7 @@ impl RknnLib {
             // SAFETY: only the presence of the symbol is checked; the pointer is not used.
             unsafe { library.get::<*const c_void>(name).is_ok() }
         };
-        let symbol_version = version_from_symbols(has).unwrap_or(RuntimeVersion::MIN_SUPPORTED);
+        let symbol_version = version_from_symbols(has);
         Ok(Self {
             api,
             path,
@@ -369,8 +437,9 @@ impl RknnLib {
     }
 
     /// The lowest version consistent with the exported symbols (see
-    /// [`version_from_symbols`]).
-    pub fn symbol_version(&self) -> RuntimeVersion {
+    /// [`version_from_symbols`]); `None` for a runtime older than 1.5.0 or not an RK3588
+    /// runtime.
+    pub fn symbol_version(&self) -> Option<RuntimeVersion> {
         self.symbol_version
     }
 }
@@ -406,28 +475,59 @@ mod tests {
 
     #[test]
     fn symbol_sets_map_to_the_version_that_added_them() {
+        const MATMUL: &str = "rknn_matmul_create";
         let set = |names: &'static [&'static str]| move |s: &str| names.contains(&s);
         assert_eq!(version_from_symbols(set(&[])), None);
+        // What 1.3.0 and 1.4.0 export: the matmul functions, none of 1.5.0's additions.
         assert_eq!(
-            version_from_symbols(set(&["rknn_matmul_create"])),
+            version_from_symbols(set(&[MATMUL, "rknn_matmul_run", "rknn_init", "rknn_destroy_mem"])),
+            None
+        );
+        assert_eq!(
+            version_from_symbols(set(&[MATMUL, "rknn_set_input_shape"])),
             Some(RuntimeVersion::new(1, 5, 0))
         );
         assert_eq!(
-            version_from_symbols(set(&["rknn_matmul_create", "rknn_set_input_shapes"])),
+            version_from_symbols(set(&[MATMUL, "rknn_set_input_shape", "rknn_set_input_shapes"])),
             Some(RuntimeVersion::new(1, 5, 2))
         );
         assert_eq!(
-            version_from_symbols(set(&["rknn_matmul_create", "rknn_mem_sync"])),
+            version_from_symbols(set(&[MATMUL, "rknn_set_input_shapes", "rknn_mem_sync"])),
             Some(RuntimeVersion::new(1, 6, 0))
         );
         assert_eq!(
-            version_from_symbols(set(&["rknn_matmul_create", "rknn_mem_sync", "rknn_create_mem2"])),
+            version_from_symbols(set(&[MATMUL, "rknn_mem_sync", "rknn_create_mem2"])),
             Some(RuntimeVersion::new(2, 0, 0))
         );
         assert_eq!(
-            version_from_symbols(set(&["rknn_matmul_create_dynamic_shape", "rknn_matmul_create"])),
+            version_from_symbols(set(&["rknn_matmul_create_dynamic_shape", MATMUL])),
             Some(RuntimeVersion::new(2, 1, 0))
         );
+    }
+
+    #[test]
+    fn quantization_types_are_numbered_per_runtime_generation() {
+        use MatmulQuantKind::{PerChannel, PerGroup, PerLayer};
+        let v = RuntimeVersion::new;
+        for kind in [PerLayer, PerChannel, PerGroup] {
+            assert_eq!(v(1, 6, 0).matmul_quant_type(kind), None, "no field before 2.0");
+        }
+        assert_eq!(v(2, 0, 0).matmul_quant_type(PerLayer), Some(0));
+        assert_eq!(v(2, 0, 0).matmul_quant_type(PerChannel), Some(1));
+        assert_eq!(v(2, 0, 0).matmul_quant_type(PerGroup), None);
+        for version in [v(2, 1, 0), v(2, 2, 0), v(2, 3, 2)] {
+            assert_eq!(version.matmul_quant_type(PerLayer), Some(0));
+            assert_eq!(version.matmul_quant_type(PerChannel), Some(2));
+            assert_eq!(version.matmul_quant_type(PerGroup), Some(4));
+        }
+    }
+
+    #[test]
+    fn native_b_is_segmented_from_2_0() {
+        assert_eq!(RuntimeVersion::new(1, 5, 2).native_b_segment_rows(), None);
+        assert_eq!(RuntimeVersion::new(1, 6, 0).native_b_segment_rows(), None);
+        assert_eq!(RuntimeVersion::new(2, 0, 0).native_b_segment_rows(), Some(8192));
+        assert_eq!(RuntimeVersion::new(2, 3, 2).native_b_segment_rows(), Some(8192));
     }
 
     #[test]
