@@ -48,7 +48,7 @@ pub use aihal_rknn_sys::{MatmulInfoLayout, MatmulQuantKind, RuntimeVersion};
 pub use error::{Result, RknnError, RknnStatus};
 pub use library::{RknnLibrary, RuntimeInfo, VersionSource};
 pub use linear::RknnLinear;
-pub use matmul::{BLayout, BOrder, MatMulType, QuantMatrix, RknnMatMul};
+pub use matmul::{BLayout, BOrder, BQuant, MatMulOptions, MatMulType, QuantMatrix, RknnMatMul};
 pub use model::{ModelOptions, Priority, RknnModel};
 pub use probe::RknnProbe;
 pub use tensor::{Input, InputData, Quantization, RawOutput, TensorAttr, TensorFormat, TensorType};

@@ -1,6 +1,9 @@
 //! `RknnLinear` and `RknnProbe`: the NPU route of the quantized linear layer through
-//! `GpuDispatchable`, compared with aihal-cpu, and its fallbacks.
-// Exact float equality on purpose: the emulator computes in a documented, fixed order.
+//! `GpuDispatchable`, compared with aihal-reference and aihal-cpu, and its fallbacks, on every
+//! runtime generation.
+// Exact float equality on purpose for the int8 route: the NPU's int32 products are exact and
+// the host applies the scales in a fixed order. fp16 results are compared with a bound: the
+// NPU's fp16 accumulation is not documented.
 #![allow(clippy::float_cmp)]
 
 mod common;
@@ -103,15 +106,7 @@ fn the_f16_route_matches_f16_rounded_inputs() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = 0f32;
-            for kk in 0..k {
-                acc += f16::from_f32(x[i * k + kk]).to_f32() * w[j * k + kk].to_f32();
-            }
-            assert_eq!(got[i * n + j], acc);
-        }
-    }
+    assert_f16_linear(&got, &x, &w, m, k, n, "1.6.0");
     assert!(RknnLinear::from_f16(w, n, k + 1, None).is_err());
 }
 
@@ -248,15 +243,78 @@ fn k_beyond_the_runtime_limit_is_split_and_summed() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    for j in 0..n {
-        // Two products (K 0..2048 and 2048..2100), each accumulated in order, then added.
-        let part = |k0: usize, k1: usize| {
-            let mut acc = 0f32;
-            for kk in k0..k1 {
-                acc += f16::from_f32(x[kk]).to_f32() * wh[j * k + kk].to_f32();
-            }
-            acc
-        };
-        assert_eq!(got[j], 0.0 + part(0, 2048) + part(2048, k), "{j}");
+    // Two products (K 0..2048 and 2048..2100) added on the host.
+    assert_f16_linear(&got, &x, &wh, m, k, n, "1.5.2");
+}
+
+/// `y = x · Wᵀ` for f16-rounded `x` and f16 `W` (`[N, K]`), within a bound that allows an
+/// f16-sized rounding per product (the NPU's fp16 accumulation is not documented).
+fn assert_f16_linear(got: &[f32], x: &[f32], w: &[f16], m: usize, k: usize, n: usize, what: &str) {
+    for i in 0..m {
+        for j in 0..n {
+            let products =
+                (0..k).map(|kk| f64::from(f16::from_f32(x[i * k + kk]).to_f32()) * f64::from(w[j * k + kk].to_f32()));
+            let (sum, size) = products.fold((0f64, 0f64), |(s, z), p| (s + p, z + p.abs()));
+            let err = (f64::from(got[i * n + j]) - sum).abs();
+            assert!(
+                err <= size * 1e-3 + 1e-6,
+                "{what} ({i}, {j}): {} vs {sum}",
+                got[i * n + j]
+            );
+        }
+    }
+}
+
+/// The int8 route's result, written from its specification: per-row symmetric int8
+/// activations, exact int32 products, then `acc * scale_x[i] * scale_w[j]`.
+fn int8_linear(x: &[f32], w: &QuantizedTensor, m: usize, k: usize, n: usize) -> Vec<f32> {
+    let wq: Vec<i8> = w.data().iter().map(|&b| b as i8).collect();
+    let mut y = Vec::with_capacity(m * n);
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let amax = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let sx = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        let q: Vec<i32> = row
+            .iter()
+            .map(|v| (v / sx).round().clamp(-127.0, 127.0) as i32)
+            .collect();
+        for j in 0..n {
+            let acc: i32 = (0..k).map(|kk| q[kk] * i32::from(wq[j * k + kk])).sum();
+            y.push(acc as f32 * sx * w.scales()[j]);
+        }
+    }
+    y
+}
+
+#[test]
+fn a_layer_with_k_11008_runs_on_every_runtime_generation() {
+    // K = 11008 exceeds every runtime's K limit (4096 on 1.5.x, 10240 from 1.6.0), so the
+    // layer splits K; from 2.0.0 a part with K above 8192 is also stored as 8192-row native
+    // segments. N = 45 is not a multiple of a block.
+    let (m, k, n) = (2, 11008, 45);
+    let mut rng = Rng::new(16);
+    let w = int8_weight(&mut rng, n, k);
+    let wh: Vec<f16> = rng.f32s(n * k, 1.0).into_iter().map(f16::from_f32).collect();
+    let x = rng.f32s(m * k, 1.0);
+    let want = int8_linear(&x, &w, m, k, n);
+    let xt = Tensor::from_vec(x.clone(), (m, k), &CandleDevice::Cpu).unwrap();
+    for v in ["1.5.0", "1.5.2", "1.6.0", "2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.3.2"] {
+        let emu = Emu::new(v);
+        let layer = RknnLinear::with_library(w.clone(), Some(emu.lib.clone())).unwrap();
+        let d = layer.dispatch_traced(&xt, &NPU).unwrap();
+        assert_eq!(d.ran_on, NPU, "{v}");
+        let got: Vec<f32> = d.output.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, want, "{v}");
+        let half = RknnLinear::from_f16(wh.clone(), n, k, Some(emu.lib.clone())).unwrap();
+        let got: Vec<f32> = half
+            .dispatch(&xt, &NPU)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_f16_linear(&got, &x, &wh, m, k, n, v);
+        drop((layer, half));
+        assert_eq!(emu.live(), (0, 0), "{v}");
     }
 }

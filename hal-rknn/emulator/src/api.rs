@@ -15,13 +15,14 @@ use aihal_rknn_sys as sys;
 use half::f16;
 use sys::{
     rknn_context, rknn_init_extend, rknn_input, rknn_matmul_ctx, rknn_output, rknn_output_extend, rknn_run_extend,
-    rknn_tensor_attr, rknn_tensor_mem, RuntimeVersion, RKNN_ERR_CTX_INVALID, RKNN_ERR_FAIL, RKNN_ERR_INPUT_INVALID,
+    rknn_tensor_attr, rknn_tensor_mem, RKNN_ERR_CTX_INVALID, RKNN_ERR_FAIL, RKNN_ERR_INPUT_INVALID,
     RKNN_ERR_MODEL_INVALID, RKNN_ERR_OUTPUT_INVALID, RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
 };
 
 use crate::matmul::MatMulCtx;
 use crate::model::{EmuModel, ModelCtx};
 use crate::state::{configured_version, injected_fault, with_state, Context, State};
+use crate::version::{v, Version};
 
 /// Runs `body` unless a fault is injected for `name`, turning a panic into `RKNN_ERR_FAIL`.
 pub(crate) fn entry(name: &str, body: impl FnOnce() -> c_int) -> c_int {
@@ -54,8 +55,10 @@ pub(crate) fn status(r: Result<(), c_int>) -> c_int {
     r.err().unwrap_or(RKNN_SUCC)
 }
 
-pub(crate) fn valid_core_mask(version: RuntimeVersion, mask: u32) -> bool {
-    matches!(mask, 0..=4 | 7) || (mask == sys::RKNN_NPU_CORE_ALL && version >= RuntimeVersion::new(2, 0, 0))
+/// The masks `rknn_set_core_mask` documents: AUTO, the single cores, CORE_0_1 and
+/// CORE_0_1_2 (rknn_api.h from 1.3.0), CORE_ALL from 2.0.0.
+pub(crate) fn valid_core_mask(version: Version, mask: u32) -> bool {
+    matches!(mask, 0..=4 | 7) || (mask == sys::RKNN_NPU_CORE_ALL && version >= v(2, 0, 0))
 }
 
 /// `rknn_init`: loads an emulator model from memory (`size > 0`) or from a path (`size == 0`).
@@ -146,7 +149,7 @@ fn write_info<T>(info: *mut c_void, size: u32, value: &T) -> c_int {
     RKNN_SUCC
 }
 
-fn sdk_version(version: RuntimeVersion) -> sys::rknn_sdk_version {
+fn sdk_version(version: Version) -> sys::rknn_sdk_version {
     let mut v = sys::rknn_sdk_version::zeroed();
     sys::write_c_name(&mut v.api_version, &format!("{version} (aihal-rknn-emulator)"));
     sys::write_c_name(&mut v.drv_version, "0.9.8 (emulated)");
@@ -154,7 +157,12 @@ fn sdk_version(version: RuntimeVersion) -> sys::rknn_sdk_version {
 }
 
 /// `rknn_query`: answers the commands of a model context, and `RKNN_QUERY_SDK_VERSION` on a
-/// matmul context too. A `size` smaller than the struct is `RKNN_ERR_PARAM_INVALID`.
+/// matmul context too. A `size` smaller than the struct is `RKNN_ERR_PARAM_INVALID` (a 1.6.0
+/// runtime's log, rknn-toolkit issue 440).
+///
+/// The SDK query on a matmul context is inferred, not shown by any document: RT2.3 says a
+/// matmul context is an `rknn_context`, and `rknn_query` answers `RKNN_QUERY_SDK_VERSION`
+/// for a context. Every other command on a matmul context is `RKNN_ERR_PARAM_INVALID`.
 #[no_mangle]
 pub unsafe extern "C" fn rknn_query(ctx: rknn_context, cmd: u32, info: *mut c_void, size: u32) -> c_int {
     entry("rknn_query", || {
@@ -548,7 +556,9 @@ pub unsafe extern "C" fn rknn_mem_sync(ctx: rknn_context, mem: *mut rknn_tensor_
                 Some(Context::MatMul(m)) => m.version,
                 None => return RKNN_ERR_CTX_INVALID,
             };
-            if version < RuntimeVersion::new(1, 6, 0) {
+            // Declared from rknn_api.h 1.6.0; older libraries do not export it (this is only
+            // reachable through a library made for a later version).
+            if version < v(1, 6, 0) {
                 return RKNN_ERR_FAIL;
             }
             if s.mem(ctx, mem).is_none() || !(1..=3).contains(&mode) {

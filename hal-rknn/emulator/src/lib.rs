@@ -1,23 +1,39 @@
 //! A CPU emulator of the RKNN runtime's C ABI (`librknnrt.so`), built as a `cdylib` so that
 //! `aihal-rknn` can be tested end to end on machines without an RK3588.
 //!
-//! It behaves like the runtime where our code depends on it:
+//! It is a model of the **documented** runtime, written from Rockchip's published headers,
+//! API reference, official matmul demos and users' reports, not from `aihal-rknn`'s own
+//! assumptions: each behaviour names the document it follows next to its code
+//! ([`matmul`] lists the short names), and what no document describes answers an error
+//! rather than a guess. In particular:
 //!
+//! - the matmul API reads the `rknn_matmul_info` generation of each version (24 bytes for
+//!   1.5.x and 1.6.x, 64 bytes from 2.0.0, `group_size` from 2.1.0) and numbers
+//!   `B_quant_type` as that version does (2.0.0: 1 per channel; 2.1.0 on: 2), by its own
+//!   rules in [`version`], not `aihal-rknn-sys`'s;
+//! - it enforces the RK3588's K/N alignment and K limit, computes int8 (→ int32, → f32 from
+//!   2.1.0) and fp16 (→ f32) products from normal, transposed (2.1.0) and native B (in
+//!   8192-row segments from 2.0.0) and from normal or perf A/C, by its own layout walks in
+//!   [`layout`];
+//! - quantization parameters are accepted only where documented, and results no document
+//!   describes (per-channel int8 → int32, per-group int8 → f32 with unequal scales) are
+//!   errors;
 //! - `rknn_query` rejects buffers smaller than the struct with `RKNN_ERR_PARAM_INVALID` (-5)
 //!   and unknown handles with `RKNN_ERR_CTX_INVALID` (-7);
-//! - the matmul API enforces the RK3588's K/N alignment and K limit, reads the 24-byte
-//!   `rknn_matmul_info` before 2.0 and the 64-byte one from 2.0, and computes int8 (→ int32,
-//!   → f32 from 2.1) and fp16 (→ f32) products exactly, with normal, transposed (2.1) and
-//!   native B layouts and the perf A/C layout;
 //! - `rknn_init` runs a tiny model format of its own ([`model::EmuModel`]), enough for the
 //!   whole model path: queries, typed inputs, run, outputs, zero-copy memory, perf counters.
 //!
-//! Two environment variables steer it: [`state::VERSION_ENV`] picks the reported runtime
-//! version (1.5.0 to 2.3.2), [`state::FAIL_ENV`] makes chosen calls fail (fault injection).
+//! Three environment variables steer it: [`state::VERSION_ENV`] overrides the version it
+//! reports and behaves as, [`state::FAIL_ENV`] makes chosen calls fail (fault injection), and
+//! [`state::REPORTED_ENV`] switches to what users report real hardware doing where that
+//! differs from the documents (all-zero results, failing multi-core masks; each names its
+//! report).
 //!
 //! Simplifications: native layouts of model tensors are the normal ones (no NC1HWC2), the
 //! core mask is recorded but changes nothing, and every symbol is exported whatever version is
-//! reported (2.0-only calls answer `RKNN_ERR_FAIL` on older versions).
+//! reported (functions a version lacks answer `RKNN_ERR_FAIL`). The C structs other than
+//! `rknn_matmul_info` are `aihal-rknn-sys`'s, whose sizes and offsets are asserted at compile
+//! time against the headers.
 //!
 //! The Rust side of the crate ([`model::EmuModel`], [`live_objects`], [`library_path`]) is for
 //! tests and examples.
@@ -28,10 +44,12 @@
 )]
 
 pub mod api;
+pub mod layout;
 pub mod matmul;
 pub mod matmul_api;
 pub mod model;
 pub mod state;
+pub mod version;
 
 use std::path::{Path, PathBuf};
 

@@ -1,21 +1,23 @@
 //! The exported matmul functions (`rknn_matmul_*`), under the same contract as
 //! [`crate::api`]: every pointer and size is checked, nothing unwinds across the boundary.
+//! What each one models, and from which document, is in [`crate::matmul`].
 #![allow(clippy::missing_safety_doc)] // each function's contract is the runtime's, stated in `api`
 
 use std::ffi::{c_int, c_void};
 
 use aihal_rknn_sys as sys;
 use sys::{
-    rknn_matmul_ctx, rknn_matmul_io_attr, rknn_matmul_tensor_attr, rknn_quant_params, rknn_tensor_mem, RuntimeVersion,
-    RKNN_ERR_FAIL, RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
+    rknn_matmul_ctx, rknn_matmul_io_attr, rknn_matmul_tensor_attr, rknn_quant_params, rknn_tensor_mem, RKNN_ERR_FAIL,
+    RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
 };
 
-use crate::api::{entry, guarded, matmul_ctx, status, valid_core_mask};
-use crate::matmul::{desc_from_v1, desc_from_v2, MatMulCtx, Quant};
-use crate::state::{configured_version, injected_fault, with_state, Context};
+use crate::api::{entry, guarded, matmul_ctx, status};
+use crate::matmul::{MatMulCtx, Quant};
+use crate::state::{configured_version, injected_fault, reported_mode, with_state, Context};
+use crate::version::InfoGeneration;
 
-/// `rknn_matmul_create`: reads the 24- or 64-byte `rknn_matmul_info` of the configured
-/// version and fills `io_attr`.
+/// `rknn_matmul_create`: reads the `rknn_matmul_info` generation of the configured version
+/// (24 bytes before 2.0.0, 64 from it) and fills `io_attr`.
 #[no_mangle]
 pub unsafe extern "C" fn rknn_matmul_create(
     ctx_out: *mut rknn_matmul_ctx,
@@ -29,17 +31,14 @@ pub unsafe extern "C" fn rknn_matmul_create(
         let Some(version) = configured_version() else {
             return RKNN_ERR_FAIL;
         };
-        let desc = if version.matmul_info_layout() == sys::MatmulInfoLayout::V1 {
-            // SAFETY: the caller passes the struct of this version's layout (C API contract).
-            desc_from_v1(&unsafe { info.cast::<sys::rknn_matmul_info_v1>().read_unaligned() })
-        } else {
-            // SAFETY: as above, the 64-byte layout.
-            match desc_from_v2(&unsafe { info.cast::<sys::rknn_matmul_info_v2>().read_unaligned() }) {
-                Ok(d) => d,
-                Err(e) => return e,
-            }
+        // 1.3.0 and 1.4.0: no documented struct to read.
+        let Some(generation) = InfoGeneration::of(version) else {
+            return RKNN_ERR_FAIL;
         };
-        let ctx = match MatMulCtx::new(version, desc) {
+        // SAFETY: the caller passes the struct of this version's generation, `size()` bytes
+        // (C API contract); it is only read.
+        let bytes = unsafe { std::slice::from_raw_parts(info.cast::<u8>(), generation.size()) };
+        let ctx = match MatMulCtx::create(version, bytes) {
             Ok(c) => c,
             Err(e) => return e,
         };
@@ -54,7 +53,9 @@ pub unsafe extern "C" fn rknn_matmul_create(
     })
 }
 
-/// `rknn_matmul_set_io_mem`: binds memory (at least the matrix's size) to A, B or C.
+/// `rknn_matmul_set_io_mem`: binds memory of this context (at least the matrix's size) to
+/// the matrix the attribute names (RT2.3: memory from `rknn_create_mem(ctx, io_attr.X.size)`,
+/// bound with `&io_attr.X`).
 #[no_mangle]
 pub unsafe extern "C" fn rknn_matmul_set_io_mem(
     ctx: rknn_matmul_ctx,
@@ -88,26 +89,17 @@ pub unsafe extern "C" fn rknn_matmul_set_io_mem(
     })
 }
 
-/// `rknn_matmul_set_core_mask`: multi-core masks fail before 2.0 (as 1.6.0 did).
+/// `rknn_matmul_set_core_mask` (see [`MatMulCtx::set_core_mask`]).
 #[no_mangle]
 pub unsafe extern "C" fn rknn_matmul_set_core_mask(ctx: rknn_matmul_ctx, mask: u32) -> c_int {
     entry("rknn_matmul_set_core_mask", || {
-        with_state(|s| {
-            status(matmul_ctx(s, ctx).and_then(|mm| {
-                if !valid_core_mask(mm.version, mask) {
-                    return Err(RKNN_ERR_PARAM_INVALID);
-                }
-                if mask.count_ones() > 1 && mm.version < RuntimeVersion::new(2, 0, 0) {
-                    return Err(RKNN_ERR_FAIL);
-                }
-                mm.core_mask = mask;
-                Ok(())
-            }))
-        })
+        let reported = reported_mode();
+        with_state(|s| status(matmul_ctx(s, ctx).and_then(|mm| mm.set_core_mask(mask, reported))))
     })
 }
 
-/// `rknn_matmul_set_quant_params` (2.0.0 and later).
+/// `rknn_matmul_set_quant_params` (2.0.0 and later; see [`MatMulCtx::set_quant`]). `zp` may
+/// be NULL with `zp_len` 0, as demo 2.1.0 passes per-group scales.
 #[no_mangle]
 pub unsafe extern "C" fn rknn_matmul_set_quant_params(ctx: rknn_matmul_ctx, params: *mut rknn_quant_params) -> c_int {
     entry("rknn_matmul_set_quant_params", || {
@@ -116,15 +108,23 @@ pub unsafe extern "C" fn rknn_matmul_set_quant_params(ctx: rknn_matmul_ctx, para
         }
         // SAFETY: non-null and readable (C API contract).
         let p = unsafe { params.read_unaligned() };
-        let len_ok = |l: i32| (1..=1 << 20).contains(&l);
-        if p.scale.is_null() || p.zp.is_null() || !len_ok(p.scale_len) || !len_ok(p.zp_len) {
+        let len_ok = |l: i32| (0..=1 << 24).contains(&l);
+        if p.scale.is_null() || p.scale_len < 1 || !len_ok(p.scale_len) || !len_ok(p.zp_len) {
             return RKNN_ERR_PARAM_INVALID;
         }
-        // SAFETY: the caller passes `scale_len` floats and `zp_len` ints (C API contract).
+        if p.zp.is_null() && p.zp_len != 0 {
+            return RKNN_ERR_PARAM_INVALID;
+        }
+        // SAFETY: the caller passes `scale_len` floats and, when `zp` is not NULL, `zp_len`
+        // ints (C API contract).
         let (scale, zp) = unsafe {
             (
                 std::slice::from_raw_parts(p.scale, p.scale_len as usize).to_vec(),
-                std::slice::from_raw_parts(p.zp, p.zp_len as usize).to_vec(),
+                if p.zp.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(p.zp, p.zp_len as usize).to_vec()
+                },
             )
         };
         with_state(|s| {
@@ -136,10 +136,11 @@ pub unsafe extern "C" fn rknn_matmul_set_quant_params(ctx: rknn_matmul_ctx, para
     })
 }
 
-/// `rknn_matmul_run`: computes C exactly from the bound A and B.
+/// `rknn_matmul_run`: computes C from the bound A and B (see [`MatMulCtx::run`]).
 #[no_mangle]
 pub unsafe extern "C" fn rknn_matmul_run(ctx: rknn_matmul_ctx) -> c_int {
     entry("rknn_matmul_run", || {
+        let reported = reported_mode();
         with_state(|s| {
             let (bound, sizes) = match matmul_ctx(s, ctx) {
                 Ok(mm) => (mm.bound, [mm.io.A.size, mm.io.B.size, mm.io.C.size]),
@@ -153,9 +154,12 @@ pub unsafe extern "C" fn rknn_matmul_run(ctx: rknn_matmul_ctx) -> c_int {
                 return RKNN_ERR_PARAM_INVALID;
             };
             let mut out = vec![0u8; sizes[2] as usize];
-            match matmul_ctx(s, ctx) {
-                Ok(mm) => mm.compute(&a, &b, &mut out),
+            let computed = match matmul_ctx(s, ctx) {
+                Ok(mm) => mm.run(&a, &b, &mut out, reported),
                 Err(e) => return e,
+            };
+            if let Err(e) = computed {
+                return e;
             }
             match s.mem_by_addr(c) {
                 Some(mem) => {
@@ -219,6 +223,21 @@ mod tests {
             assert_eq!(io.A.size, 64);
             assert_eq!(io.C.size, 32 * 4);
             assert_eq!(rknn_matmul_run(ctx), RKNN_ERR_PARAM_INVALID, "nothing bound");
+            let mut scale = [0.5f32; 1];
+            let mut params = rknn_quant_params::zeroed();
+            params.name = io.A.name;
+            (params.scale, params.scale_len) = (scale.as_mut_ptr(), 1);
+            assert_eq!(
+                rknn_matmul_set_quant_params(ctx, &raw mut params),
+                RKNN_SUCC,
+                "zp may be NULL"
+            );
+            params.zp_len = 1;
+            assert_eq!(
+                rknn_matmul_set_quant_params(ctx, &raw mut params),
+                RKNN_ERR_PARAM_INVALID,
+                "NULL zp with a length"
+            );
             assert_eq!(rknn_matmul_destroy(ctx), RKNN_SUCC);
         }
     }

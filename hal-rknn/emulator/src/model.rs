@@ -147,7 +147,7 @@ impl EmuModel {
 /// The state of a model context.
 pub struct ModelCtx {
     /// The version the context behaves as.
-    pub version: aihal_rknn_sys::RuntimeVersion,
+    pub version: crate::version::Version,
     /// The network.
     pub model: std::sync::Arc<EmuModel>,
     /// `rknn_init` flags.
@@ -172,7 +172,7 @@ pub struct ModelCtx {
 
 impl ModelCtx {
     /// A fresh context for `model`.
-    pub fn new(version: aihal_rknn_sys::RuntimeVersion, model: std::sync::Arc<EmuModel>, flags: u32) -> Self {
+    pub fn new(version: crate::version::Version, model: std::sync::Arc<EmuModel>, flags: u32) -> Self {
         Self {
             version,
             model,

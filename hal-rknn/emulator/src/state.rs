@@ -5,29 +5,39 @@ use std::collections::HashMap;
 use std::ffi::c_int;
 use std::sync::{Mutex, PoisonError};
 
-use aihal_rknn_sys::{rknn_tensor_mem, RuntimeVersion, RKNN_ERR_FAIL, RKNN_TENSOR_MEMORY_FLAGS_ALLOC_INSIDE};
+use aihal_rknn_sys::{rknn_tensor_mem, RKNN_ERR_FAIL, RKNN_TENSOR_MEMORY_FLAGS_ALLOC_INSIDE};
 
 use crate::matmul::MatMulCtx;
 use crate::model::ModelCtx;
+use crate::version::{v, Version};
 
 /// The environment variable choosing the runtime version the emulator reports and behaves
-/// as (`1.5.0` to `2.3.2`; default [`DEFAULT_VERSION`]). Read when a context is created.
+/// as (`1.3.0` to `2.3.x`; default [`DEFAULT_VERSION`]). Read when a context is created.
 pub const VERSION_ENV: &str = "AIHAL_RKNN_EMU_VERSION";
 /// The environment variable that makes chosen calls fail: a comma-separated list of
 /// `function[:code]` (code defaults to `RKNN_ERR_FAIL`; for `rknn_create_mem` the call
 /// answers NULL). Read on every call.
 pub const FAIL_ENV: &str = "AIHAL_RKNN_EMU_FAIL";
+/// The environment variable that switches from the documented behaviour to what users report
+/// real hardware doing, where the two differ (`1` to switch; read on every call). Each
+/// behaviour it changes names its report next to it. Without it, what no document describes
+/// is answered with an error.
+pub const REPORTED_ENV: &str = "AIHAL_RKNN_EMU_REPORTED";
 /// The version reported when [`VERSION_ENV`] is unset.
-pub const DEFAULT_VERSION: RuntimeVersion = RuntimeVersion::new(2, 3, 2);
+pub const DEFAULT_VERSION: Version = v(2, 3, 2);
 
 /// The version chosen by [`VERSION_ENV`], or `None` when it is set to something outside
-/// 1.5.0 to 2.3.x.
-pub fn configured_version() -> Option<RuntimeVersion> {
+/// 1.3.0 to 2.3.x.
+pub fn configured_version() -> Option<Version> {
     match std::env::var(VERSION_ENV) {
-        Ok(s) if !s.trim().is_empty() => RuntimeVersion::parse(&s)
-            .filter(|v| *v >= RuntimeVersion::new(1, 5, 0) && *v < RuntimeVersion::new(2, 4, 0)),
+        Ok(s) if !s.trim().is_empty() => Version::parse(&s).filter(|v| v.is_emulated()),
         _ => Some(DEFAULT_VERSION),
     }
+}
+
+/// Whether [`REPORTED_ENV`] asks for the behaviour users report from real hardware.
+pub fn reported_mode() -> bool {
+    std::env::var(REPORTED_ENV).is_ok_and(|s| s.trim() == "1")
 }
 
 /// The status an injected fault makes `function` return, if [`FAIL_ENV`] names it.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use aihal_rknn::RknnLibrary;
-use aihal_rknn_emulator::state::{FAIL_ENV, VERSION_ENV};
+use aihal_rknn_emulator::state::{FAIL_ENV, REPORTED_ENV, VERSION_ENV};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -19,7 +19,7 @@ pub fn emulator_path() -> PathBuf {
     )
 }
 
-/// The emulator configured as one runtime version, with the lock held until drop.
+/// The emulator as one runtime version, with the lock held until drop.
 pub struct Emu {
     pub lib: RknnLibrary,
     pub path: PathBuf,
@@ -27,12 +27,27 @@ pub struct Emu {
 }
 
 impl Emu {
-    /// Loads the emulator reporting `version` (e.g. `"1.5.2"`).
+    /// The emulator as runtime `version` (e.g. `"1.5.2"`), behaving as documented.
     pub fn new(version: &str) -> Self {
+        Self::start(version, false)
+    }
+
+    /// As [`Emu::new`], but behaving as users report real hardware does where that differs
+    /// from the documents.
+    pub fn reported(version: &str) -> Self {
+        Self::start(version, true)
+    }
+
+    fn start(version: &str, reported: bool) -> Self {
         let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         // The lock serialises every environment access of this test binary.
         std::env::set_var(VERSION_ENV, version);
         std::env::remove_var(FAIL_ENV);
+        if reported {
+            std::env::set_var(REPORTED_ENV, "1");
+        } else {
+            std::env::remove_var(REPORTED_ENV);
+        }
         let path = emulator_path();
         let lib = RknnLibrary::load_from(&path).expect("the emulator loads");
         Self {
@@ -62,6 +77,7 @@ impl Drop for Emu {
     fn drop(&mut self) {
         std::env::remove_var(FAIL_ENV);
         std::env::remove_var(VERSION_ENV);
+        std::env::remove_var(REPORTED_ENV);
     }
 }
 
