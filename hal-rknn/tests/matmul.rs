@@ -2,7 +2,7 @@
 //! 2.1.0 to 2.3.2): exact products for every type, layout, padding case and K up to the
 //! runtime's limit (native B in 8192-row segments from 2.0.0), the quantization parameters
 //! the documents allow (numbered per version) and those they do not, core masks as
-//! documented and as reported, and every error path.
+//! documented and as reported, version detection, and every error path.
 
 mod common;
 
@@ -58,6 +58,27 @@ fn each_generation_is_detected_and_chooses_its_matmul_info_layout() {
         assert_eq!(mm.native_b_blocks(), Some((32, 32)), "{v}: from B.dims");
         drop(mm);
         assert_eq!(emu.live(), (0, 0), "{v}: everything released");
+    }
+}
+
+#[test]
+fn each_copy_exports_what_its_version_exports() {
+    // (version, symbol floor, has rknn_mem_sync, has rknn_matmul_set_quant_params)
+    let cases = [
+        ("1.5.0", "1.5.0", false, false),
+        ("1.5.2", "1.5.2", false, false),
+        ("1.6.0", "1.6.0", true, false),
+        ("2.0.0", "2.0.0", true, true),
+        ("2.1.0", "2.1.0", true, true),
+        ("2.3.2", "2.1.0", true, true),
+    ];
+    for (v, floor, mem_sync, quant) in cases {
+        let emu = Emu::new(v);
+        // SAFETY: the path is the emulator's library, which implements the declared ABI.
+        let raw = unsafe { aihal_rknn_sys::RknnLib::open(&emu.path) }.unwrap();
+        assert_eq!(raw.symbol_version(), RuntimeVersion::parse(floor), "{v}");
+        assert_eq!(raw.api().rknn_mem_sync.is_some(), mem_sync, "{v}");
+        assert_eq!(raw.api().rknn_matmul_set_quant_params.is_some(), quant, "{v}");
     }
 }
 
@@ -271,7 +292,7 @@ fn per_channel_b_is_declared_with_each_versions_number_and_kept_off_where_report
     let emu = Emu::new("2.1.0");
     emu.fail("rknn_query");
     let err = RknnMatMul::with_options(&emu.lib, m, k, n, MatMulType::Int8ToInt32, opts).unwrap_err();
-    assert!(err.to_string().contains("known only to be"), "{err}");
+    assert!(err.to_string().contains("known only to be 2.1.0 or later"), "{err}");
     drop(emu);
     // Before 2.0.0 there is no field to declare it in.
     let emu = Emu::new("1.6.0");
@@ -434,23 +455,56 @@ mod random_shapes {
 }
 
 #[test]
-fn without_an_sdk_answer_the_symbols_decide_and_the_64_byte_info_still_reads_right_on_1_x() {
-    // A 1.6 runtime that does not answer RKNN_QUERY_SDK_VERSION: the emulator exports the 2.0
-    // symbols, so the symbol rule answers 2.0 and the 64-byte struct is passed. Its first 24
-    // bytes read as the same shape and layouts in the 1.x view, so products stay exact.
-    let emu = Emu::new("1.6.0");
-    emu.fail("rknn_query");
-    let info = emu.lib.runtime_info().unwrap();
-    emu.heal();
-    assert_eq!(info.source, VersionSource::Symbols);
-    assert_eq!(info.version, RuntimeVersion::new(2, 0, 0));
-    assert_eq!(info.api_version, None);
+fn without_an_sdk_answer_the_exported_functions_bound_the_version() {
+    // A runtime that does not answer RKNN_QUERY_SDK_VERSION: the functions it exports give
+    // its generation's first version, which picks the right struct, and products stay exact.
+    let cases = [
+        ("1.5.0", RuntimeVersion::new(1, 5, 0), MatmulInfoLayout::V1),
+        ("1.5.2", RuntimeVersion::new(1, 5, 2), MatmulInfoLayout::V1),
+        ("1.6.0", RuntimeVersion::new(1, 6, 0), MatmulInfoLayout::V1),
+        ("2.0.0", RuntimeVersion::new(2, 0, 0), MatmulInfoLayout::V2),
+        ("2.3.2", RuntimeVersion::new(2, 1, 0), MatmulInfoLayout::V2),
+    ];
     let mut rng = Rng::new(6);
-    let (m, k, n) = (2, 64, 64);
+    let (m, k, n) = (2, 8224, 64);
     let a = rng.i8s(m * k);
     let b = rng.i8s(k * n);
-    let mut mm = RknnMatMul::new(&emu.lib, m, k, n, MatMulType::Int8ToInt32).unwrap();
-    assert_eq!(mm.info_layout(), MatmulInfoLayout::V2);
-    mm.set_b_i8(&b, BOrder::KxN).unwrap();
-    assert_eq!(mm.run_i8(&a).unwrap(), reference_i8(&a, &b, m, k, n));
+    for (v, floor, layout) in cases {
+        let emu = Emu::new(v);
+        emu.fail("rknn_query");
+        let info = emu.lib.runtime_info().unwrap();
+        emu.heal();
+        assert_eq!(info.source, VersionSource::Symbols, "{v}");
+        assert_eq!(info.version, floor, "{v}");
+        assert_eq!(info.api_version, None);
+        let k = if v.starts_with("1.5") { 4000 } else { k };
+        let mut mm = RknnMatMul::new(&emu.lib, m, k, n, MatMulType::Int8ToInt32).unwrap();
+        assert_eq!(mm.info_layout(), layout, "{v}");
+        mm.set_b_i8(&b[..k * n], BOrder::KxN).unwrap();
+        assert_eq!(
+            mm.run_i8(&a[..m * k]).unwrap(),
+            reference_i8(&a[..m * k], &b[..k * n], m, k, n),
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn runtimes_older_than_1_5_are_refused_before_any_matmul_call() {
+    // 1.3.0 and 1.4.0 export rknn_matmul_create and its siblings, but none of 1.5.0's
+    // additions; their matmul struct is undocumented.
+    for v in ["1.3.0", "1.4.0"] {
+        let emu = Emu::new(v);
+        let err = emu.lib.runtime_info().unwrap_err();
+        assert!(matches!(err, RknnError::UnsupportedRuntime { .. }), "{v}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("older than 1.5.0"), "{text}");
+        assert!(text.contains("install runtime 1.5.0 or later"), "{text}");
+        let err = RknnMatMul::new(&emu.lib, 1, 32, 32, MatMulType::Int8ToInt32).unwrap_err();
+        assert!(matches!(err, RknnError::UnsupportedRuntime { .. }), "{v}: {err}");
+        assert_eq!(emu.live(), (0, 0), "{v}: no context was created");
+        // Device selection reports why.
+        let core: CoreError = err.into();
+        assert!(core.to_string().contains("not a supported RKNN runtime"), "{core}");
+    }
 }

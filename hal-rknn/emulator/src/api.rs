@@ -569,6 +569,34 @@ pub unsafe extern "C" fn rknn_mem_sync(ctx: rknn_context, mem: *mut rknn_tensor_
     })
 }
 
+// ---- declared by the headers, not modelled ------------------------------------------------
+//
+// Exported so that each version's copy of the library exports what that version's library
+// does (`crate::exports`); each answers `RKNN_ERR_FAIL` (or NULL) without reading its
+// arguments.
+
+/// `rknn_set_input_shape` (rknn_api.h 1.5.0 on): not modelled, `RKNN_ERR_FAIL`.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_set_input_shape(_ctx: rknn_context, _attr: *mut rknn_tensor_attr) -> c_int {
+    entry("rknn_set_input_shape", || RKNN_ERR_FAIL)
+}
+
+/// `rknn_set_input_shapes` (rknn_api.h 1.5.2 on): not modelled, `RKNN_ERR_FAIL`.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_set_input_shapes(
+    _ctx: rknn_context,
+    _n_inputs: u32,
+    _attrs: *mut rknn_tensor_attr,
+) -> c_int {
+    entry("rknn_set_input_shapes", || RKNN_ERR_FAIL)
+}
+
+/// `rknn_create_mem2` (rknn_api.h 2.0.0 on): not modelled, NULL.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_create_mem2(_ctx: rknn_context, _size: u64, _alloc_flags: u64) -> *mut rknn_tensor_mem {
+    ptr::null_mut()
+}
+
 /// Diagnostic for tests, not part of the runtime's API: writes the number of live contexts
 /// and memory blocks to `out[0]` and `out[1]`.
 #[no_mangle]

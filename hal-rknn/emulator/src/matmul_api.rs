@@ -7,8 +7,8 @@ use std::ffi::{c_int, c_void};
 
 use aihal_rknn_sys as sys;
 use sys::{
-    rknn_matmul_ctx, rknn_matmul_io_attr, rknn_matmul_tensor_attr, rknn_quant_params, rknn_tensor_mem, RKNN_ERR_FAIL,
-    RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
+    rknn_matmul_ctx, rknn_matmul_io_attr, rknn_matmul_shape, rknn_matmul_tensor_attr, rknn_quant_params,
+    rknn_tensor_mem, RKNN_ERR_FAIL, RKNN_ERR_PARAM_INVALID, RKNN_SUCC,
 };
 
 use crate::api::{entry, guarded, matmul_ctx, status};
@@ -186,6 +186,52 @@ pub unsafe extern "C" fn rknn_matmul_destroy(ctx: rknn_matmul_ctx) -> c_int {
     fault.unwrap_or(code)
 }
 
+// ---- declared by the headers, not modelled ------------------------------------------------
+//
+// These exist so that each version's copy of the library exports what that version's
+// library exports (`crate::exports`), which `aihal-rknn` reads to bound the version. Their
+// parameters follow the 2.1.0 headers; each answers `RKNN_ERR_FAIL` without reading them.
+
+/// `rknn_matmul_get_quant_params` (header 2.0.0 on): not modelled, `RKNN_ERR_FAIL`.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_matmul_get_quant_params(
+    _ctx: rknn_matmul_ctx,
+    _params: *mut rknn_quant_params,
+    _scale: *mut f32,
+) -> c_int {
+    entry("rknn_matmul_get_quant_params", || RKNN_ERR_FAIL)
+}
+
+/// `rknn_matmul_set_dynamic_shape` (header 2.0.0 on): not modelled, `RKNN_ERR_FAIL`.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_matmul_set_dynamic_shape(_ctx: rknn_matmul_ctx, _shape: *mut rknn_matmul_shape) -> c_int {
+    entry("rknn_matmul_set_dynamic_shape", || RKNN_ERR_FAIL)
+}
+
+/// `rknn_matmul_create_dyn_shape` (header 2.0.0 only): not modelled, `RKNN_ERR_FAIL`.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_matmul_create_dyn_shape(
+    _ctx: *mut rknn_matmul_ctx,
+    _info: *mut c_void,
+    _shape_num: c_int,
+    _shapes: *mut rknn_matmul_shape,
+    _io_attrs: *mut rknn_matmul_io_attr,
+) -> c_int {
+    entry("rknn_matmul_create_dyn_shape", || RKNN_ERR_FAIL)
+}
+
+/// `rknn_matmul_create_dynamic_shape` (header 2.1.0 on): not modelled, `RKNN_ERR_FAIL`.
+#[no_mangle]
+pub unsafe extern "C" fn rknn_matmul_create_dynamic_shape(
+    _ctx: *mut rknn_matmul_ctx,
+    _info: *mut c_void,
+    _shape_num: c_int,
+    _shapes: *mut rknn_matmul_shape,
+    _io_attrs: *mut rknn_matmul_io_attr,
+) -> c_int {
+    entry("rknn_matmul_create_dynamic_shape", || RKNN_ERR_FAIL)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +283,10 @@ mod tests {
                 rknn_matmul_set_quant_params(ctx, &raw mut params),
                 RKNN_ERR_PARAM_INVALID,
                 "NULL zp with a length"
+            );
+            assert_eq!(
+                rknn_matmul_get_quant_params(ctx, &raw mut params, scale.as_mut_ptr()),
+                RKNN_ERR_FAIL
             );
             assert_eq!(rknn_matmul_destroy(ctx), RKNN_SUCC);
         }

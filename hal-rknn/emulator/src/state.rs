@@ -12,7 +12,10 @@ use crate::model::ModelCtx;
 use crate::version::{v, Version};
 
 /// The environment variable choosing the runtime version the emulator reports and behaves
-/// as (`1.3.0` to `2.3.x`; default [`DEFAULT_VERSION`]). Read when a context is created.
+/// as (`1.3.0` to `2.3.x`). It overrides the version baked into a per-version copy of the
+/// library ([`crate::versioned_library`]); without either, [`DEFAULT_VERSION`]. Read when a
+/// context is created. Note that it does not change what the library exports: a copy made
+/// for another version, or the library cargo builds (2.3.2's exports), keeps its own.
 pub const VERSION_ENV: &str = "AIHAL_RKNN_EMU_VERSION";
 /// The environment variable that makes chosen calls fail: a comma-separated list of
 /// `function[:code]` (code defaults to `RKNN_ERR_FAIL`; for `rknn_create_mem` the call
@@ -23,15 +26,15 @@ pub const FAIL_ENV: &str = "AIHAL_RKNN_EMU_FAIL";
 /// behaviour it changes names its report next to it. Without it, what no document describes
 /// is answered with an error.
 pub const REPORTED_ENV: &str = "AIHAL_RKNN_EMU_REPORTED";
-/// The version reported when [`VERSION_ENV`] is unset.
+/// The version reported without [`VERSION_ENV`] or a baked version.
 pub const DEFAULT_VERSION: Version = v(2, 3, 2);
 
-/// The version chosen by [`VERSION_ENV`], or `None` when it is set to something outside
-/// 1.3.0 to 2.3.x.
+/// The version chosen by [`VERSION_ENV`], else the baked one, else [`DEFAULT_VERSION`];
+/// `None` when [`VERSION_ENV`] is set to something outside 1.3.0 to 2.3.x.
 pub fn configured_version() -> Option<Version> {
     match std::env::var(VERSION_ENV) {
         Ok(s) if !s.trim().is_empty() => Version::parse(&s).filter(|v| v.is_emulated()),
-        _ => Some(DEFAULT_VERSION),
+        _ => Some(crate::exports::baked_version().unwrap_or(DEFAULT_VERSION)),
     }
 }
 

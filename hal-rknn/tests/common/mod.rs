@@ -27,7 +27,8 @@ pub struct Emu {
 }
 
 impl Emu {
-    /// The emulator as runtime `version` (e.g. `"1.5.2"`), behaving as documented.
+    /// The emulator as runtime `version` (e.g. `"1.5.2"`): a copy of its library that exports
+    /// what that version's library exports and reports that version, behaving as documented.
     pub fn new(version: &str) -> Self {
         Self::start(version, false)
     }
@@ -41,20 +42,26 @@ impl Emu {
     fn start(version: &str, reported: bool) -> Self {
         let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         // The lock serialises every environment access of this test binary.
-        std::env::set_var(VERSION_ENV, version);
+        std::env::remove_var(VERSION_ENV);
         std::env::remove_var(FAIL_ENV);
         if reported {
             std::env::set_var(REPORTED_ENV, "1");
         } else {
             std::env::remove_var(REPORTED_ENV);
         }
-        let path = emulator_path();
+        let path = aihal_rknn_emulator::versioned_library(version).expect("a copy of the emulator for the version");
         let lib = RknnLibrary::load_from(&path).expect("the emulator loads");
         Self {
             lib,
             path,
             _guard: guard,
         }
+    }
+
+    /// Makes the library report and behave as `version` while exporting what it was made
+    /// with (a runtime whose version and exports disagree).
+    pub fn pretend_version(&self, version: &str) {
+        std::env::set_var(VERSION_ENV, version);
     }
 
     /// Makes the named calls fail (see the emulator's fault-injection variable).
