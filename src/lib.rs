@@ -104,12 +104,14 @@ pub fn probe_report() -> ProbeReport {
 /// A new backend adds its provider here: one line.
 pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
     use std::sync::Arc;
-    let providers = std::iter::empty::<Arc<dyn aihal_ops::Provider>>();
+    // An executor holds at most 8 providers (aihal-ops): the CPU's place is kept.
+    const MAX_ACCELERATORS: usize = 7;
+    let accelerators = std::iter::empty::<Arc<dyn aihal_ops::Provider>>();
     // Accelerators first, in order of preference, then the CPU. Probing never panics: no
     // driver or no device is an empty list.
     // CUDA: one provider per device the driver reports.
     #[cfg(feature = "cuda")]
-    let providers = providers.chain(
+    let accelerators = accelerators.chain(
         aihal_cuda::cuda_providers()
             .into_iter()
             .map(|p| Arc::new(p) as Arc<dyn aihal_ops::Provider>),
@@ -117,16 +119,25 @@ pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
     // Vulkan: one provider per adapter, software ones (lavapipe) included and marked, so the
     // executor places ops on them only when their device is named.
     #[cfg(feature = "kernels")]
-    let providers = providers.chain(
+    let accelerators = accelerators.chain(
         aihal_kernels::wgpu_providers()
             .into_iter()
             .map(|p| Arc::new(p) as Arc<dyn aihal_ops::Provider>),
     );
+    let mut providers: Vec<Arc<dyn aihal_ops::Provider>> = accelerators.collect();
+    if providers.len() > MAX_ACCELERATORS {
+        let left: Vec<String> = providers.drain(MAX_ACCELERATORS..).map(|p| p.name()).collect();
+        aihal_core::warn_once(
+            "aihal-too-many-providers",
+            &format!(
+                "aihal: an executor holds at most 8 providers; left out: {}",
+                left.join(", ")
+            ),
+        );
+    }
     #[cfg(feature = "cpu")]
-    let providers = providers.chain(std::iter::once(
-        Arc::new(aihal_cpu::CpuProvider) as Arc<dyn aihal_ops::Provider>
-    ));
-    providers.collect()
+    providers.push(Arc::new(aihal_cpu::CpuProvider));
+    providers
 }
 
 /// An executor over [`builtin_providers`] for `config`, following this machine's dispatch
