@@ -31,7 +31,7 @@ fn work(linear: &Linear, att: &Attention, shape: AttentionShape) -> Vec<u32> {
     let mut bits = Vec::new();
     for c in 0..CALLS {
         let y = linear.forward(&inputs[c % 4]).unwrap();
-        bits.extend(y.host_slice().unwrap().iter().map(|v| v.to_bits()));
+        bits.extend(y.to_vec().unwrap().iter().map(|v| v.to_bits()));
     }
     let (qw, kw) = (shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim);
     let q = values(10, CALLS * qw);
@@ -45,7 +45,7 @@ fn work(linear: &Linear, att: &Attention, shape: AttentionShape) -> Vec<u32> {
         )
         .unwrap();
         let y = att.forward(&qt, &kt, &kt, &mut cache, None).unwrap();
-        bits.extend(y.host_slice().unwrap().iter().map(|v| v.to_bits()));
+        bits.extend(y.to_vec().unwrap().iter().map(|v| v.to_bits()));
     }
     bits
 }
