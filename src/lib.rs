@@ -9,6 +9,7 @@
 //! | [`quantize`] | `aihal-quantize`: NF4, GGML Q4_0/Q8_0/TQ2_0, int8, ternary, FP8 | always |
 //! | [`reference`] | `aihal-reference`: the scalar reference every backend is tested against | always |
 //! | [`ops`] | `aihal-ops`: the op set, the execution-provider trait, the executor | always |
+//! | [`models`] | `aihal-models`: models on the op set (BERT, sentence embeddings) | always |
 //! | `cpu` | `aihal-cpu`: CPU kernels, SIMD chosen at run time | `cpu` (default) |
 //! | `kernels` | `aihal-kernels`: CubeCL kernels, the Vulkan runtime | `kernels` |
 //! | `cuda` | `aihal-cuda`: CUDA probing, runtime and candle interop | `cuda` |
@@ -45,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub use aihal_core as core;
+pub use aihal_models as models;
 pub use aihal_ops as ops;
 pub use aihal_quantize as quantize;
 pub use aihal_reference as reference;
@@ -114,6 +116,14 @@ pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
     let accelerators = accelerators.chain(
         aihal_cuda::cuda_providers()
             .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn aihal_ops::Provider>),
+    );
+    // The RK3588 NPU, when its runtime loads (`RUST_AI_RKNN_LIB`, then the usual paths): linear
+    // layers, with the runtime's automatic core choice.
+    #[cfg(feature = "rknn")]
+    let accelerators = accelerators.chain(
+        aihal_rknn::RknnProvider::global()
+            .ok()
             .map(|p| Arc::new(p) as Arc<dyn aihal_ops::Provider>),
     );
     // Vulkan: one provider per adapter, software ones (lavapipe) included and marked, so the

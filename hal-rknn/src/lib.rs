@@ -46,6 +46,7 @@ mod matmul;
 mod mem;
 mod model;
 mod probe;
+mod provider;
 mod tensor;
 
 pub use aihal_rknn_sys::{MatmulInfoLayout, MatmulQuantKind, RuntimeVersion};
@@ -55,6 +56,7 @@ pub use linear::RknnLinear;
 pub use matmul::{BLayout, BOrder, BQuant, MatMulOptions, MatMulType, QuantMatrix, RknnMatMul};
 pub use model::{ModelOptions, Priority, RknnModel};
 pub use probe::RknnProbe;
+pub use provider::RknnProvider;
 pub use tensor::{Input, InputData, Quantization, RawOutput, TensorAttr, TensorFormat, TensorType};
 
 // The thread-safety documented above, checked at compile time.

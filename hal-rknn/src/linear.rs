@@ -157,6 +157,23 @@ impl RknnLinear {
         }
     }
 
+    /// `y = x · Wᵀ` for `m` rows of `x` (`[M, K]` f32) on the NPU with the core `mask`:
+    /// `[M, N]` f32. No CPU route: a layer whose format has no NPU product answers
+    /// `NotImplemented`, as does a layer without a runtime.
+    ///
+    /// Errors: `ShapeMismatch` when `x` is not `m` rows of K; `InvalidInput` for a non-finite
+    /// input (or one outside f16's range on the f16 route); the runtime's errors.
+    pub fn forward_rows(&self, x: &[f32], m: usize, mask: NpuCoreMask) -> aihal_core::Result<Vec<f32>> {
+        if m.checked_mul(self.k) != Some(x.len()) {
+            return Err(CoreError::shape_mismatch(
+                "NPU linear input [M, K]",
+                [m, self.k],
+                [x.len()],
+            ));
+        }
+        self.forward_npu(x, m, mask)
+    }
+
     /// Runs the NPU product for `[M, K]` rows `x`.
     fn forward_npu(&self, x: &[f32], m: usize, mask: NpuCoreMask) -> aihal_core::Result<Vec<f32>> {
         let Some(lib) = &self.lib else {
