@@ -45,7 +45,9 @@ struct Npu {
 /// partial products are summed on the host (exactly for int8; in f32 for f16).
 ///
 /// Other formats have no NPU route: dispatch to the NPU falls back to the CPU with a warning
-/// printed once. The CPU route is aihal-cpu's exact matmul (candle's for f16 weights).
+/// printed once. The CPU route is the scalar reference (`aihal_reference::matmul`): this
+/// standalone layer does not depend on another backend. In the op set, `RknnProvider` runs
+/// the NPU product only and the executor places anything else on the fast CPU provider.
 ///
 /// `Send + Sync`: NPU calls are serialised by an internal mutex; one matmul context per
 /// distinct M (up to 8) is kept so repeated shapes reuse the weights already on the NPU.
@@ -265,7 +267,7 @@ impl RknnLinear {
     /// `y = x · Wᵀ` on the CPU for `[M, K]` rows.
     fn forward_cpu(&self, x: &[f32], m: usize) -> aihal_core::Result<Vec<f32>> {
         match &self.weight {
-            Weight::Quantized { tensor, .. } => aihal_cpu::matmul(x, m, tensor),
+            Weight::Quantized { tensor, .. } => aihal_reference::matmul(x, m, tensor),
             Weight::F16 { values } => {
                 let (n, k) = (self.n, self.k);
                 let mut y = vec![0f32; m * n];
