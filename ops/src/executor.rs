@@ -547,6 +547,40 @@ impl Placed {
         )))
     }
 
+    /// Runs the op on the provider of `device` only, if the op was placed there (for
+    /// `GpuDispatchable`'s per-device routes).
+    pub(crate) fn run_at<const N: usize>(
+        &self,
+        device: Device,
+        inputs: [&Tensor; N],
+        mut args: Args<'_>,
+    ) -> Result<Dispatched<Tensor>> {
+        let Some(slot) = self.slots.iter().find(|s| s.device == device) else {
+            return Err(CoreError::not_implemented(format!(
+                "{} on {device}: it was placed on {}",
+                self.kind,
+                self.slots
+                    .iter()
+                    .map(|s| s.device.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let moved = self.move_inputs(inputs, slot.provider)?;
+        let here: [&Tensor; N] = std::array::from_fn(|k| moved[k].as_ref().unwrap_or(inputs[k]));
+        let output = self.run_on(slot, args.call(&here))?;
+        Ok(Dispatched {
+            output,
+            ran_on: slot.device,
+            fallback: None,
+        })
+    }
+
+    /// The devices the op was placed on.
+    pub(crate) fn devices(&self) -> impl Iterator<Item = Device> + '_ {
+        self.slots.iter().map(|s| s.device)
+    }
+
     fn move_inputs<const N: usize>(&self, inputs: [&Tensor; N], i: usize) -> Result<[Option<Tensor>; N]> {
         let mut out: [Option<Tensor>; N] = std::array::from_fn(|_| None);
         for (o, t) in out.iter_mut().zip(inputs) {

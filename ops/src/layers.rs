@@ -192,33 +192,50 @@ impl candle_nn::Module for Linear {
     }
 }
 
-impl GpuDispatchable for Linear {
-    type Input = Tensor;
-    type Output = Tensor;
+/// Implements `GpuDispatchable` for an op over the routes it was placed on: each device's
+/// route runs there and nowhere else (`NotImplemented` where the op was not placed, which
+/// `dispatch_traced` turns into its own CPU route, itself `NotImplemented` when the op was not
+/// placed on the CPU either).
+macro_rules! dispatchable {
+    ($ty:ty, $name:literal, $input:ty, |$op:ident, $x:ident, $dev:ident| $run:expr) => {
+        impl GpuDispatchable for $ty {
+            type Input = $input;
+            type Output = Tensor;
 
-    fn name(&self) -> &'static str {
-        "linear"
-    }
+            fn name(&self) -> &'static str {
+                $name
+            }
 
-    fn dispatch_gpu(&self, input: &Tensor, device: &Device) -> Result<Tensor> {
-        if self.device() == *device {
-            self.forward(input)
-        } else {
-            Err(CoreError::not_implemented(format!(
-                "linear was placed on {}, not {device}",
-                self.device()
-            )))
+            fn dispatch_gpu(&self, input: &$input, device: &Device) -> Result<Tensor> {
+                let ($op, $x, $dev) = (self, input, *device);
+                $run.map(|d| d.output)
+            }
+
+            fn dispatch_cpu(&self, input: &$input) -> Result<Tensor> {
+                let ($op, $x, $dev) = (self, input, Device::Cpu);
+                $run.map(|d| d.output)
+            }
+
+            fn dispatch_npu(&self, input: &$input, device: &Device) -> Result<Tensor> {
+                let ($op, $x, $dev) = (self, input, *device);
+                $run.map(|d| d.output)
+            }
+
+            fn gpu_available(&self) -> bool {
+                self.placed.devices().any(|d| d.is_gpu())
+            }
+
+            fn npu_available(&self) -> bool {
+                self.placed.devices().any(|d| matches!(d, Device::Rknn { .. }))
+            }
         }
-    }
-
-    fn dispatch_cpu(&self, input: &Tensor) -> Result<Tensor> {
-        self.forward(input)
-    }
-
-    fn gpu_available(&self) -> bool {
-        self.device().is_gpu()
-    }
+    };
 }
+
+dispatchable!(Linear, "linear", Tensor, |op, x, dev| {
+    last_dim("linear", x, op.in_features)?;
+    op.placed.run_at(dev, [x], Args::Unary)
+});
 
 /// Declares a one-input op without weights of its own beyond slices.
 macro_rules! unary_op {
@@ -265,6 +282,25 @@ unary_op!(
     /// An elementwise activation ([`Activation`]).
     Act
 );
+
+dispatchable!(RmsNorm, "rms_norm", Tensor, |op, x, dev| {
+    last_dim("rms_norm", x, op.dim)?;
+    op.placed.run_at(dev, [x], Args::Unary)
+});
+dispatchable!(LayerNorm, "layer_norm", Tensor, |op, x, dev| {
+    last_dim("layer_norm", x, op.dim)?;
+    op.placed.run_at(dev, [x], Args::Unary)
+});
+dispatchable!(Softmax, "softmax", Tensor, |op, x, dev| op.placed.run_at(
+    dev,
+    [x],
+    Args::Unary
+));
+dispatchable!(Act, "activation", Tensor, |op, x, dev| op.placed.run_at(
+    dev,
+    [x],
+    Args::Unary
+));
 
 fn check_eps(op: &str, eps: f32) -> Result<()> {
     if eps.is_finite() && eps >= 0.0 {
@@ -369,6 +405,15 @@ binary_op!(
     Add
 );
 
+dispatchable!(Gated, "gated", (Tensor, Tensor), |op, x, dev| {
+    same_shape("gated", &x.0, &x.1)?;
+    op.placed.run_at(dev, [&x.0, &x.1], Args::Binary)
+});
+dispatchable!(Add, "add", (Tensor, Tensor), |op, x, dev| {
+    same_shape("add", &x.0, &x.1)?;
+    op.placed.run_at(dev, [&x.0, &x.1], Args::Binary)
+});
+
 impl Gated {
     /// `act(gate) * up`.
     pub fn new(exec: &Arc<Executor>, act: GateActivation) -> Result<Self> {
@@ -430,6 +475,11 @@ impl Rope {
 
     /// As `forward`, and says where it ran.
     pub fn forward_traced(&self, x: &Tensor, pos0: usize) -> Result<Dispatched<Tensor>> {
+        self.check(x)?;
+        self.placed.run([x], Args::Rope { pos0 })
+    }
+
+    fn check(&self, x: &Tensor) -> Result<()> {
         let d = x.dims();
         if !(d.len() == 3 || d.len() == 4) || d[d.len() - 2..] != [self.n_heads, self.head_dim] {
             return Err(CoreError::invalid_input(format!(
@@ -438,9 +488,14 @@ impl Rope {
                 hd = self.head_dim
             )));
         }
-        self.placed.run([x], Args::Rope { pos0 })
+        Ok(())
     }
 }
+
+dispatchable!(Rope, "rope", (Tensor, usize), |op, x, dev| {
+    op.check(&x.0)?;
+    op.placed.run_at(dev, [&x.0], Args::Rope { pos0: x.1 })
+});
 
 /// Embedding lookup in a quantized table `[vocab, dim]`: token ids to `[..., dim]` f32.
 #[derive(Debug)]

@@ -188,3 +188,31 @@ fn a_provider_that_reads_host_memory_takes_host_tensors_without_a_move() {
     assert_eq!(z.to_vec().unwrap(), [4.0, 8.0]);
     assert_eq!(exec.moves(), 0);
 }
+
+#[test]
+fn gpu_dispatchable_runs_each_route_only_where_the_op_was_placed() {
+    use aihal_core::GpuDispatchable;
+    let (exec, c) = executor(Behaviour::Right, &["add"], false);
+    let add = Add::new(&exec).unwrap();
+    assert!(add.gpu_available() && !add.npu_available());
+    let x = (t(&[1.0, 2.0]), t(&[3.0, 4.0]));
+    let on_gpu = add.dispatch_traced(&x, &GPU).unwrap();
+    assert_eq!((on_gpu.ran_on, on_gpu.fallback), (GPU, None));
+    assert_eq!(c.runs.load(Ordering::SeqCst), 1);
+    let on_cpu = add.dispatch_traced(&x, &Device::Cpu).unwrap();
+    assert_eq!(on_cpu.ran_on, Device::Cpu);
+    assert_eq!(on_cpu.output.to_vec().unwrap(), [4.0, 6.0]);
+    assert_eq!(
+        c.runs.load(Ordering::SeqCst),
+        1,
+        "the CPU route did not run on the device"
+    );
+
+    // An op placed on the host only: a GPU request falls back to its CPU route, said so.
+    let softmax = Softmax::new(&exec).unwrap();
+    assert!(!softmax.gpu_available());
+    let d = softmax.dispatch_traced(&t(&[0.0, 0.0]), &GPU).unwrap();
+    assert_eq!(d.ran_on, Device::Cpu);
+    assert!(d.fallback.is_some());
+    assert_eq!(d.output.to_vec().unwrap(), [0.5, 0.5]);
+}
