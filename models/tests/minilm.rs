@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aihal_models::pooling::cosine;
 use aihal_models::{EmbedderOptions, LinearWeights, SentenceEmbedder};
@@ -30,14 +30,26 @@ const SENTENCES: [&str; 5] = [
     "cats",
 ];
 
-fn load(exec: &Arc<Executor>, weights: LinearWeights) -> Option<SentenceEmbedder> {
+/// The executor every test here shares, so the dispatch record covers them all.
+fn exec() -> &'static Arc<Executor> {
+    static EXEC: OnceLock<Arc<Executor>> = OnceLock::new();
+    EXEC.get_or_init(cpu_executor)
+}
+
+/// MiniLM with f32 linear weights, loaded once (a debug-build load takes seconds).
+fn f32_model() -> Option<&'static SentenceEmbedder> {
+    static MODEL: OnceLock<Option<SentenceEmbedder>> = OnceLock::new();
+    MODEL.get_or_init(|| load(LinearWeights::F32)).as_ref()
+}
+
+fn load(weights: LinearWeights) -> Option<SentenceEmbedder> {
     let dir = minilm_dir()?;
-    Some(SentenceEmbedder::load(exec, dir, EmbedderOptions::default().weights(weights)).unwrap())
+    Some(SentenceEmbedder::load(exec(), dir, EmbedderOptions::default().weights(weights)).unwrap())
 }
 
 #[test]
 fn minilm_tokenizer_gives_bert_uncased_ids() {
-    let Some(embedder) = load(&cpu_executor(), LinearWeights::F32) else {
+    let Some(embedder) = f32_model() else {
         return;
     };
     // bert-base-uncased's vocabulary: [CLS] 101, hello 7592, world 2088, [SEP] 102, [PAD] 0.
@@ -55,8 +67,7 @@ fn minilm_tokenizer_gives_bert_uncased_ids() {
 
 #[test]
 fn minilm_f32_embeddings_match_candle_transformers() {
-    let exec = cpu_executor();
-    let Some(embedder) = load(&exec, LinearWeights::F32) else {
+    let Some(embedder) = f32_model() else {
         return;
     };
     let ours = embedder.embed(&SENTENCES).unwrap();
@@ -71,12 +82,12 @@ fn minilm_f32_embeddings_match_candle_transformers() {
     println!("MiniLM f32: max |ours - candle-transformers| = {diff:e}, lowest cosine {worst_cos}");
     assert!(diff <= 1e-4, "max abs difference {diff}");
     assert!(ours.iter().all(|e| e.len() == 384));
-    println!("{}", exec.report());
+    println!("{}", exec().report());
 }
 
 #[test]
 fn minilm_similar_sentences_score_higher_than_unrelated_ones() {
-    let Some(embedder) = load(&cpu_executor(), LinearWeights::F32) else {
+    let Some(embedder) = f32_model() else {
         return;
     };
     // (anchor, paraphrase, unrelated)
@@ -117,11 +128,10 @@ fn minilm_similar_sentences_score_higher_than_unrelated_ones() {
 
 #[test]
 fn minilm_q8_0_embeddings_stay_close_to_f32() {
-    let exec = cpu_executor();
-    let Some(f32s) = load(&exec, LinearWeights::F32) else {
+    let Some(f32s) = f32_model() else {
         return;
     };
-    let q8 = load(&exec, LinearWeights::quantized(QuantFormat::Q8_0)).unwrap();
+    let q8 = load(LinearWeights::quantized(QuantFormat::Q8_0)).unwrap();
     let a = f32s.embed(&SENTENCES).unwrap();
     let b = q8.embed(&SENTENCES).unwrap();
     for ((s, x), y) in SENTENCES.iter().zip(&a).zip(&b) {
