@@ -4,9 +4,9 @@
 //! says it does not run is listed, and the CPU provider must run them all.
 //!
 //! Tolerances (relative to `1 + |reference|` unless said):
-//! - linear, f32 activations: `4 K ε Σ|x||w|` per output (reordered sums with FMA);
-//! - linear, int8 activations: the activation rounding, `Σ_blocks absmax_b / 254 · Σ_{k∈b} |w_k|`,
-//!   plus the f32 bound;
+//! - linear: `LinearPrecision::bound`, the one rule every provider is held to (f32 rounding of
+//!   reordered sums; for int8 activations also the rounding of activations and weights to
+//!   int8 with one scale per row);
 //! - norms, softmax, SiLU, GELU (tanh), rope, attention: 1e-5 (a few ulps: each kernel's
 //!   exact bound is proved in aihal-cpu's own tests);
 //! - GELU (erf), gated activations, add, embedding: exact or that same 1e-5.
@@ -74,20 +74,15 @@ fn on_every_provider(what: &str, mut check: impl FnMut(&Arc<Executor>) -> aihal:
 }
 
 fn linear_bound(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, int8: bool) -> Vec<f32> {
+    let p = if int8 {
+        LinearPrecision::Int8Activations
+    } else {
+        LinearPrecision::F32
+    };
     let mut out = vec![0.0; m * n];
     for i in 0..m {
-        let xr = &x[i * k..][..k];
         for j in 0..n {
-            let wr = &w[j * k..][..k];
-            let abs: f32 = xr.iter().zip(wr).map(|(a, b)| (a * b).abs()).sum();
-            let mut b = 4.0 * k as f32 * f32::EPSILON * abs;
-            if int8 {
-                for (xb, wb) in xr.chunks(32).zip(wr.chunks(32)) {
-                    let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                    b += amax / 254.0 * wb.iter().map(|v| v.abs()).sum::<f32>() * 1.0001;
-                }
-            }
-            out[i * n + j] = b + 1e-6;
+            out[i * n + j] = p.bound(&x[i * k..][..k], &w[j * k..][..k]);
         }
     }
     out

@@ -1,7 +1,7 @@
 //! [`RknnProvider`]: the RK3588 NPU as an execution provider of the op set (`aihal-ops`).
 
 use aihal_core::{CoreError, Device, NpuCoreMask, Result};
-use aihal_ops::{Call, KvLayout, KvStore, OpSpec, Prepared, Provider, Shape, Support, Tensor};
+use aihal_ops::{Call, KvLayout, KvStore, LinearPrecision, OpSpec, Prepared, Provider, Shape, Support, Tensor};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use crate::library::RknnLibrary;
@@ -14,10 +14,10 @@ use crate::linear::RknnLinear;
 /// scale per row (decoded to f32 as the layout contract defines it, then quantized as
 /// `aihal-quantize` quantizes `Int8PerChannel`); the conversion's error adds to the format's
 /// own and is measured per format in this crate's tests (`tests/provider.rs`) and stated in
-/// the README. A dense f32 weight is quantized the same way. Activations are quantized per row
-/// to int8 on the host and the int32 products are exact, so the result is within the
-/// activations' rounding of the f32 product with the int8 weight. The bias is added on the
-/// host.
+/// the README. Activations are quantized per row to int8 on the host and the int32 products
+/// are exact: the result meets `LinearPrecision::Int8Activations`' bound. Layers held to f32
+/// rounding (`LinearPrecision::F32`, dense f32 layers) answer `Support::No`. The bias is added
+/// on the host.
 ///
 /// The NPU reads host memory, so host tensors go to it without a move and its outputs are
 /// host tensors. Other ops answer `Support::No`: the executor places them on the next
@@ -113,8 +113,15 @@ impl Provider for RknnProvider {
 
     fn supports(&self, spec: &OpSpec<'_>) -> Support {
         match spec {
-            OpSpec::Linear { weight, .. } if weight.shape().len() == 2 => Support::Yes,
-            OpSpec::DenseLinear { .. } => Support::Yes,
+            OpSpec::Linear {
+                weight,
+                precision: LinearPrecision::Int8Activations,
+                ..
+            } if weight.shape().len() == 2 => Support::Yes,
+            OpSpec::Linear { .. } | OpSpec::DenseLinear { .. } => Support::No(
+                "the NPU multiplies int8: a layer held to f32 rounding (LinearPrecision::F32, dense layers) runs elsewhere"
+                    .into(),
+            ),
             other => Support::No(format!(
                 "the NPU provider runs linear layers only, not {}",
                 other.kind()

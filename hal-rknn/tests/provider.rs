@@ -1,14 +1,14 @@
 //! `RknnProvider` through the op set (`aihal-ops`) on the emulator: linear layers in every
-//! format against `aihal-reference` within the stated bounds (int8 weights as they are, other
-//! formats converted to int8 per row, whose cost is measured here per format), the bias, a
-//! K past the native layout's 8192-row segments, and what it refuses.
+//! format against `aihal-reference` within the op set's one bound for int8 activations (int8
+//! weights as they are, other formats converted to int8 per row, whose cost is measured here
+//! per format), the bias, a K past the native layout's 8192-row segments, and what it refuses.
 
 mod common;
 
 use std::sync::Arc;
 
 use aihal_core::{Device, NpuCoreMask};
-use aihal_ops::{Executor, Linear, OpSpec, Provider, Softmax, Support, Tensor};
+use aihal_ops::{Executor, Linear, LinearPrecision, OpSpec, Provider, Softmax, Support, Tensor};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use aihal_rknn::RknnProvider;
 use common::{Emu, Rng};
@@ -35,21 +35,13 @@ fn dequantized(w: &QuantizedTensor) -> Vec<f32> {
     out
 }
 
-/// Per output: the weight's conversion to int8 per row (at most half a step of its row's
-/// scale per weight) and the activations' per-row int8 rounding (half a step of the row's
-/// scale per value), plus f32 rounding of sums of `k` terms.
+/// Per output: the op set's one rule for int8 activations (`LinearPrecision::bound`), which
+/// covers the NPU's path (activations and, for other formats, weights rounded to int8 per row).
 fn bound(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(m * n);
     for i in 0..m {
-        let xr = &x[i * k..][..k];
-        let sx = xr.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
         for j in 0..n {
-            let wr = &w[j * k..][..k];
-            let sw = wr.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-            let xw: f32 = xr.iter().zip(wr).map(|(a, b)| (a * b).abs()).sum();
-            let from_w: f32 = xr.iter().map(|v| (v.abs() + sx / 2.0) * sw / 2.0).sum();
-            let from_x: f32 = wr.iter().map(|v| v.abs() * sx / 2.0).sum();
-            out.push(1.0001 * (from_w + from_x) + 4.0 * k as f32 * f32::EPSILON * xw + 1e-6);
+            out.push(LinearPrecision::Int8Activations.bound(&x[i * k..][..k], &w[j * k..][..k]));
         }
     }
     out
@@ -109,26 +101,23 @@ fn linear_in_every_format_runs_on_the_npu_within_the_stated_bound() {
 }
 
 #[test]
-fn a_dense_layer_and_a_k_past_one_segment_run_on_the_npu() {
+fn a_k_past_one_native_segment_runs_on_the_npu() {
     let emu = Emu::new("2.1.0");
     let exec = npu_executor(&emu);
     let mut rng = Rng::new(6);
     let (m, n, k) = (2, 45, 11008);
-    let w = rng.f32s(n * k, 1.0);
+    let w = aihal_quantize::quantize(QuantFormat::Q8_0, &rng.f32s(n * k, 1.0), &[n, k]).unwrap();
+    let wd = dequantized(&w);
     let x = rng.f32s(m * k, 1.0);
-    let layer = Linear::dense(&exec, &w, [n, k], None).unwrap();
+    let layer = Linear::new(&exec, &w, None).unwrap();
     let got = layer
         .forward(&Tensor::from_vec(x.clone(), &[m, k]).unwrap())
         .unwrap()
         .to_vec()
         .unwrap();
-    for i in 0..m {
-        for j in 0..n {
-            let want: f32 = (0..k).map(|c| x[i * k + c] * w[j * k + c]).sum();
-            let b = bound(&x[i * k..][..k], &w[j * k..][..k], 1, 1, k)[0];
-            let g = got[i * n + j];
-            assert!((g - want).abs() <= b, "[{i}, {j}]: {g} vs {want} (bound {b})");
-        }
+    let want = aihal_reference::matmul(&x, m, &w).unwrap();
+    for (i, ((g, w), b)) in got.iter().zip(&want).zip(bound(&x, &wd, m, n, k)).enumerate() {
+        assert!((g - w).abs() <= b, "[{i}]: {g} vs {w} (bound {b})");
     }
 }
 
@@ -142,4 +131,8 @@ fn other_ops_are_refused_with_a_reason() {
     let exec = npu_executor(&emu);
     let err = Softmax::new(&exec).unwrap_err().to_string();
     assert!(err.contains("softmax"), "{err}");
+    // Layers held to f32 rounding: the NPU multiplies int8.
+    assert!(Linear::dense(&exec, &[1.0; 64], [2, 32], None).is_err());
+    let w = aihal_quantize::quantize(QuantFormat::Q8_0, &[0.5; 64], &[2, 32]).unwrap();
+    assert!(Linear::with_precision(&exec, &w, None, LinearPrecision::F32).is_err());
 }

@@ -14,7 +14,7 @@ use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use aihal_reference::{self as reference, AttentionShape};
 
 use crate::layers::{Act, Attention, Linear, RmsNorm, Softmax};
-use crate::provider::{Activation, AttentionKind, OpKind, OpSpec, Provider};
+use crate::provider::{Activation, AttentionKind, LinearPrecision, OpKind, OpSpec, Provider};
 use crate::table::{DispatchTable, Entry, Fingerprint, MClass, Measured, OpKey, Parity, SizeClass, Transfer};
 use crate::tensor::Tensor;
 use crate::Executor;
@@ -340,21 +340,12 @@ fn row_runner(
     })
 }
 
-/// Per output: the f32 rounding of a reordered sum, plus the int8 rounding of each block of
-/// 32 activations (the default `LinearPrecision`), plus a floor.
+/// Per output: [`LinearPrecision::bound`] of the default precision.
 fn linear_bounds(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(m * n);
     for i in 0..m {
-        let xr = &x[i * k..][..k];
         for j in 0..n {
-            let wr = &w[j * k..][..k];
-            let abs: f32 = xr.iter().zip(wr).map(|(a, b)| (a * b).abs()).sum();
-            let mut b = 4.0 * k as f32 * f32::EPSILON * abs + 1e-6;
-            for (xb, wb) in xr.chunks(32).zip(wr.chunks(32)) {
-                let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                b += amax / 254.0 * wb.iter().map(|v| v.abs()).sum::<f32>() * 1.0001;
-            }
-            out.push(b);
+            out.push(LinearPrecision::default().bound(&x[i * k..][..k], &w[j * k..][..k]));
         }
     }
     out

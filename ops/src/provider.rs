@@ -17,21 +17,47 @@ use aihal_reference::{AttentionShape, GateActivation, RopeStyle};
 
 use crate::tensor::{Shape, Tensor};
 
-/// How a [`Linear`](crate::Linear) meets its activations.
+/// How a [`Linear`](crate::Linear) meets its activations: one rule on every provider.
 ///
-/// The rule is the same on every provider: the result must lie within the stated bound of the
-/// reference (`aihal_reference::matmul`, f32 activations) for that precision; a provider
-/// without an int8-activation path for a format computes with f32 activations, which is
-/// within both bounds.
+/// Every output must lie within [`bound`](Self::bound) of the reference
+/// (`aihal_reference::matmul`: the weight decoded as the layout contract says, f32
+/// activations, f32 sums). Calibration's parity check and the conformance tests hold every
+/// provider to it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LinearPrecision {
-    /// Activations quantized to int8 per block of 32 values where the provider has such a
-    /// path (the CPU's packed kernels): the fast path, within `2^-7` of each block's absmax
-    /// times the row's weight magnitude per product (see `aihal_cpu::ActivationPrecision`).
+    /// The fast path: a provider may quantize the activations to int8 with one scale per row
+    /// (or finer: the CPU's packed kernels use one per block of 32) and the weight to int8
+    /// with one scale per row (the NPU does, for formats it does not multiply as they are),
+    /// or compute in f32.
     #[default]
     Int8Activations,
-    /// Activations kept in f32: within f32 rounding of the reference.
+    /// Activations and products in f32: within f32 rounding of the reference.
     F32,
+}
+
+impl LinearPrecision {
+    /// The largest error allowed for one output `x_row · w_row` (`w_row` decoded as the layout
+    /// contract says), with `k` the row length, `s_x = max|x| / 127`, `s_w = max|w| / 127`:
+    ///
+    /// - both: `4 k ε Σ|x w| + 1e-6` (f32 sums in another order, fused or not);
+    /// - `Int8Activations`, in addition: `Σ (|x| + s_x/2) s_w/2 + s_x/2 Σ|w|`, the worst case of
+    ///   rounding the activations to int8 per row (half a step each) and the weight to int8 per
+    ///   row (half a step each), times 1.0001 for the rounding of the bound itself.
+    pub fn bound(self, x_row: &[f32], w_row: &[f32]) -> f32 {
+        let k = x_row.len();
+        let xw: f32 = x_row.iter().zip(w_row).map(|(a, b)| (a * b).abs()).sum();
+        let float = 4.0 * k as f32 * f32::EPSILON * xw + 1e-6;
+        match self {
+            Self::F32 => float,
+            Self::Int8Activations => {
+                let sx = x_row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                let sw = w_row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                let from_w: f32 = x_row.iter().map(|v| (v.abs() + sx / 2.0) * sw / 2.0).sum();
+                let from_x: f32 = w_row.iter().map(|v| v.abs() * sx / 2.0).sum();
+                float + 1.0001 * (from_w + from_x)
+            }
+        }
+    }
 }
 
 /// An elementwise activation.
