@@ -29,6 +29,9 @@ mod packed;
 mod pages;
 mod pool;
 mod provider;
+#[cfg(feature = "test-internals")]
+#[doc(hidden)]
+pub mod test_support;
 
 pub use linear::QuantLinear;
 pub use packed::{matmul_packed, matmul_packed_into, PackOptions, PackedWeights};

@@ -179,26 +179,20 @@ impl PackedWeights {
         })
     }
 
-    /// `w` packed in every layout this CPU runs (the best last), or kept as it is where none
-    /// fits: what the tests compare layout by layout.
-    #[cfg(test)]
-    pub(crate) fn every_layout(w: &QuantizedTensor) -> Vec<Self> {
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        {
-            let all: Vec<Self> = layout::Isa::available()
-                .iter()
-                .filter_map(|&isa| {
-                    let kind = layout::Kind::for_tensor(w, isa)?;
-                    Some(Self {
-                        inner: Inner::Panels(layout::Packed::pack(w, kind, isa, true).unwrap()),
-                    })
-                })
-                .collect();
-            if !all.is_empty() {
-                return all;
-            }
+    /// `w` packed in `isa`'s layout where the format and shape have one there, else kept as it
+    /// is: what the checks of each layout test. Panics where this CPU lacks `isa`.
+    #[cfg(all(
+        any(test, feature = "test-internals"),
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    pub(crate) fn in_layout(w: &QuantizedTensor, isa: layout::Isa, huge_pages: bool) -> Self {
+        assert!(layout::Isa::available().contains(&isa), "this CPU lacks {isa:?}");
+        match layout::Kind::for_tensor(w, isa) {
+            Some(kind) => Self {
+                inner: Inner::Panels(layout::Packed::pack(w, kind, isa, huge_pages).unwrap()),
+            },
+            None => Self::unpacked(w.clone()).unwrap(),
         }
-        vec![Self::unpacked(w.clone()).unwrap()]
     }
 
     /// Keeps `w` as it is (no packing): [`matmul_packed`] then runs the kernels of
@@ -357,5 +351,9 @@ pub fn matmul_packed_into(
     }
 }
 
+// Results are compared bit for bit on purpose: the packed kernels give the generic ones' bits.
+#[cfg(any(test, feature = "test-internals"))]
+#[allow(clippy::float_cmp)]
+pub(crate) mod checks;
 #[cfg(test)]
 mod tests;

@@ -287,13 +287,17 @@ mod x86 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The checks of each x86 build of the activation quantization, run once per build by
+/// `tests/isa.rs` (the builds this CPU lacks reported as ignored).
+#[cfg(any(test, feature = "test-internals"))]
+pub(crate) mod checks {
+    #[cfg(target_arch = "x86_64")]
+    use super::{quantize_row_scalar, x86};
 
-    #[test]
-    fn vector_quantization_matches_the_scalar_definition() {
-        // Ties, values near ties, zero and subnormal blocks, outliers, odd lengths.
+    /// Ties, values near ties, zero and subnormal blocks, outliers, odd lengths: 40 whole
+    /// blocks and a tail of 7.
+    #[cfg_attr(not(any(test, target_arch = "x86_64")), allow(dead_code))] // the x86 builds' check
+    pub(crate) fn test_row() -> Vec<f32> {
         let mut x: Vec<f32> = (0..32 * 40 + 7)
             .map(|i| ((i * 37 % 255) as f32 - 127.0) / 2.0)
             .collect();
@@ -305,6 +309,49 @@ mod tests {
         for v in &mut x[32 * 8..32 * 9] {
             *v = v.next_up();
         }
+        x
+    }
+
+    /// The AVX2 build (`avx512`: the AVX-512 one) on the whole blocks of [`test_row`] gives the
+    /// scalar definition's codes, scales and sums. Panics where the CPU lacks the build's set
+    /// (AVX2; AVX-512 F/BW and VNNI, as `quantize_row` picks it).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn x86_build_matches_the_scalar_definition(avx512: bool) {
+        type Blocks = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
+        let x = test_row();
+        let full = x.len() / 32;
+        let (mut q2, mut d2, mut s2) = (vec![0i8; 32 * full], vec![0.0f32; full], vec![0i32; full]);
+        quantize_row_scalar(&x[..32 * full], &mut q2, &mut d2, &mut s2);
+        let (name, build, here): (&str, Blocks, bool) = if avx512 {
+            ("avx512", x86::quantize_blocks_512, super::super::x86::avx512_vnni())
+        } else {
+            ("avx2", x86::quantize_blocks, super::super::x86::detect().is_some())
+        };
+        assert!(here, "this CPU does not run the {name} build");
+        let (mut q, mut d, mut s) = (vec![0i8; 32 * full], vec![0.0f32; full], vec![0i32; full]);
+        // SAFETY: the CPU has what the build needs (asserted above).
+        unsafe { build(&x[..32 * full], &mut q, &mut d, &mut s) };
+        assert_eq!(q, q2, "{name}");
+        assert_eq!(
+            d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            d2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(s, s2, "{name}");
+        for (s, q) in s.iter().zip(q.chunks_exact(32)) {
+            assert_eq!(*s, q.iter().map(|&v| i32::from(v)).sum::<i32>(), "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_quantization_matches_the_scalar_definition() {
+        // The best build (each x86 build alone: `checks`, once per build in `tests/isa.rs`).
+        let x = checks::test_row();
         let nb = x.len().div_ceil(32);
         let (mut q1, mut d1, mut s1) = (vec![0i8; nb * 32], vec![0.0f32; nb], vec![0i32; nb]);
         let (mut q2, mut d2, mut s2) = (vec![0i8; nb * 32], vec![0.0f32; nb], vec![0i32; nb]);
@@ -320,32 +367,6 @@ mod tests {
             d2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
         assert!(q1.iter().any(|&v| v != 0));
-        // Each x86 build on its own (the best one ran above), on the whole blocks.
-        #[cfg(target_arch = "x86_64")]
-        {
-            type Blocks = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
-            let full = x.len() / 32;
-            let want = (&q2[..32 * full], &d2[..full], &s2[..full]);
-            let mut builds: Vec<(&str, Blocks)> = Vec::new();
-            if super::super::x86::detect().is_some() {
-                builds.push(("avx2", x86::quantize_blocks));
-            }
-            if super::super::x86::avx512_vnni() {
-                builds.push(("avx512", x86::quantize_blocks_512));
-            }
-            for (name, build) in builds {
-                let (mut q, mut d, mut s) = (vec![0i8; 32 * full], vec![0.0f32; full], vec![0i32; full]);
-                // SAFETY: the CPU has what the build needs (detected above).
-                unsafe { build(&x[..32 * full], &mut q, &mut d, &mut s) };
-                assert_eq!(q, want.0, "{name}");
-                assert_eq!(
-                    d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    want.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{name}"
-                );
-                assert_eq!(s, want.2, "{name}");
-            }
-        }
     }
 
     #[test]

@@ -797,18 +797,23 @@ unsafe fn exact_chunked(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, o
     unsafe { exact_any(&f, w.row_len() / 32, w, n, x, rows, out) }
 }
 
-#[cfg(test)]
-mod tests {
+/// The checks of the FP8 decode in registers, run once per decode by `tests/isa.rs` (the f16
+/// one reported as ignored where the CPU lacks FEAT_FP16).
+#[cfg(any(test, feature = "test-internals"))]
+pub(crate) mod checks {
     use aihal_quantize::{QuantFormat, QuantizedTensor};
 
     use super::{exact_chunked, exact_for, exact_for_fp16, ExactFn};
-    use crate::kernels::tests::{random_weight, Rng};
+    use crate::kernels::checks::{random_weight, Rng};
 
-    /// The FP8 decode in registers (through f32, and through f16 where the CPU has FEAT_FP16)
-    /// gives the scalar decode's sums bit for bit, every byte value included (one row of each
-    /// tensor cycles through all 256), with and without a tail.
-    #[test]
-    fn fp8_in_registers_gives_the_chunked_decode_bits() {
+    /// The FP8 decode in registers (through f32, or through f16 where `f16`: the CPU must have
+    /// FEAT_FP16) gives the scalar decode's sums bit for bit, every byte value included (one
+    /// row of each tensor cycles through all 256), with and without a tail.
+    pub(crate) fn fp8_in_registers_gives_the_chunked_decode_bits(f16: bool) {
+        assert!(
+            !f16 || std::arch::is_aarch64_feature_detected!("fp16"),
+            "this CPU has no FEAT_FP16"
+        );
         let mut rng = Rng::new(9);
         for format in [
             QuantFormat::Fp8E4M3 { block_size: None },
@@ -823,18 +828,14 @@ mod tests {
                     *b = (i * 7 + 3) as u8;
                 }
                 let w = QuantizedTensor::from_parts(f, shape, data, scales).unwrap();
-                let mut kernels: Vec<ExactFn> = vec![exact_for(format)];
-                if std::arch::is_aarch64_feature_detected!("fp16") {
-                    kernels.push(exact_for_fp16(format));
-                } else {
-                    eprintln!("aihal-cpu: no FEAT_FP16 here: the f16 decode of E4M3 was not tested");
-                }
-                for (fast, rows) in kernels.into_iter().flat_map(|f| (1..=4).map(move |r| (f, r))) {
+                let fast: ExactFn = if f16 { exact_for_fp16(format) } else { exact_for(format) };
+                for rows in 1..=4 {
                     let x = rng.vec(rows * k, -2.0, 2.0);
                     for j in 0..n {
                         let (mut got, mut want) = ([0.0f32; 4], [0.0f32; 4]);
-                        // SAFETY: NEON is part of every aarch64 CPU; `w` is a valid tensor,
-                        // j < N, `x` holds `rows` rows of K, the outputs `rows` values.
+                        // SAFETY: NEON is part of every aarch64 CPU, FEAT_FP16 was asserted
+                        // above where the f16 decode runs; `w` is a valid tensor, j < N, `x`
+                        // holds `rows` rows of K, the outputs `rows` values.
                         unsafe {
                             fast(&w, j, &x, rows, &mut got);
                             exact_chunked(&w, j, &x, rows, &mut want);

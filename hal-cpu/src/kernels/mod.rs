@@ -179,5 +179,9 @@ pub fn kernel_set_name() -> &'static str {
     best().name
 }
 
+// Results are compared bit for bit on purpose: the fixed-order kernels are deterministic.
+#[cfg(any(test, feature = "test-internals"))]
+#[allow(clippy::float_cmp)]
+pub(crate) mod checks;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

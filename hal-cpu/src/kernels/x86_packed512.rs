@@ -869,7 +869,7 @@ pub(crate) struct Bf16Act {
 
 impl Bf16Act {
     /// The rows as stored (`m` rows of `stride` words).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-internals"))]
     pub(crate) fn bits(&self) -> Vec<u16> {
         self.xb.iter().flat_map(|&p| [p as u16, (p >> 16) as u16]).collect()
     }
@@ -1070,21 +1070,23 @@ unsafe fn fp8_bf16_all(w: &Packed, p: usize, table: &[[u16; 32]; 4], a: &Bf16Act
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The checks of NF4's two code book look-ups, run by `tests/isa.rs` (reported as ignored
+/// where the CPU lacks AVX-512 VNNI, or VBMI for `vpermb`).
+#[cfg(any(test, feature = "test-internals"))]
+pub(crate) mod checks {
     use aihal_quantize::{quantize, QuantFormat};
 
     use super::super::panels::{Isa, Kind, Packed, PackedAct};
     use super::super::ActQ8;
 
-    /// NF4's two look-ups (`vpermb` where the CPU has VBMI, `vpshufb` everywhere) give the
-    /// same bits, panel by panel, for every pass size.
-    #[test]
-    fn nf4_lookups_agree() {
-        if !super::super::x86::avx512_vnni() {
-            eprintln!("aihal-cpu: no AVX-512 VNNI here: the 16-row NF4 kernels were not tested");
-            return;
-        }
+    /// NF4's `vpshufb` look-up gives finite sums panel by panel for every pass size, and where
+    /// `vbmi` (the CPU must have AVX-512 VBMI) the `vpermb` one gives the same bits.
+    pub(crate) fn nf4_lookups_agree(vbmi: bool) {
+        assert!(super::super::x86::avx512_vnni(), "this CPU has no AVX-512 VNNI");
+        assert!(
+            !vbmi || super::super::x86::avx512_vbmi(),
+            "this CPU has no AVX-512 VBMI"
+        );
         let (n, k) = (40, 320);
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0).powi(3))
@@ -1104,16 +1106,13 @@ mod tests {
                 let mut masked = vec![f32::NAN; 16 * m];
                 super::panel_with(&packed, p, &act, &mut masked, false);
                 assert!(masked.iter().all(|v| v.is_finite()), "m={m} panel {p}");
-                if super::super::x86::avx512_vbmi() {
+                if vbmi {
                     let mut permuted = vec![f32::NAN; 16 * m];
                     super::panel_with(&packed, p, &act, &mut permuted, true);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&masked), bits(&permuted), "m={m} panel {p}");
                 }
             }
-        }
-        if !super::super::x86::avx512_vbmi() {
-            eprintln!("aihal-cpu: no AVX-512 VBMI here: NF4's vpermb look-up was not tested");
         }
     }
 }
