@@ -497,17 +497,44 @@ fn gelu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
 // GELU over a slice, in the same builds.
 elementwise!(gelu_lanes => gelu_into, gelu_into_avx2, gelu_into_avx512, gelu_into_best);
 
-/// GELU in its erf form, as [`reference::gelu_erf`] (the same f64 evaluation, so the same
-/// bits), in parallel. Scalar: BERT-style encoders call it once per layer on the MLP's
-/// middle, where the matmuls around it dominate.
+/// GELU in its erf form, as [`reference::gelu_erf`], in parallel and in SIMD lanes: `erf` by
+/// Abramowitz and Stegun's rational approximation 7.1.26 (absolute error at most 1.5e-7) with
+/// the vectorized `exp`, so each value is within `7.5e-8 |x|` (plus f32 rounding) of exact
+/// GELU. Computed without cancellation for negative `x`: there GELU is
+/// `0.5 x · p(t) · exp(-x²/2)`, the tail that `1 + erf` would lose.
 pub fn gelu_erf(x: &[f32]) -> Vec<f32> {
-    map_parallel(x, |y, x| {
-        for (o, &v) in y.iter_mut().zip(x) {
-            let v = f64::from(v);
-            *o = (0.5 * v * (1.0 + reference::erf(v * std::f64::consts::FRAC_1_SQRT_2))) as f32;
-        }
-    })
+    map_parallel(x, gelu_erf_into_best)
 }
+
+/// GELU (erf form) in `N` lanes: `t = 1 / (1 + 0.3275911 |z|)`, `z = x / √2`,
+/// `c = 0.5 · p(t) · e^(-z²)` with A&S 7.1.26's polynomial `p`, so that
+/// `0.5 (1 + erf z)` is `1 - c` for `x ≥ 0` and `c` for `x < 0`.
+// Inlined into each build: that is how it gets compiled for each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn gelu_erf_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_8, -1.453_152_1, 1.061_405_4];
+    let mut m = [0.0f32; N];
+    let mut t = [0.0f32; N];
+    for l in 0..N {
+        let z = x[l] * std::f32::consts::FRAC_1_SQRT_2;
+        m[l] = -(z * z);
+        t[l] = 1.0 / (1.0 + 0.327_591_1 * z.abs());
+    }
+    let e = exp_lanes(m);
+    let mut y = [0.0f32; N];
+    for l in 0..N {
+        let tl = t[l];
+        let p = tl * (A[0] + tl * (A[1] + tl * (A[2] + tl * (A[3] + tl * A[4]))));
+        let c = 0.5 * p * e[l];
+        // NaN fails the comparison and takes the second arm, where NaN * anything is NaN.
+        y[l] = if x[l] >= 0.0 { x[l] * (1.0 - c) } else { x[l] * c };
+    }
+    y
+}
+
+// GELU (erf form) over a slice, in the same builds.
+elementwise!(gelu_erf_lanes => gelu_erf_into, gelu_erf_into_avx2, gelu_erf_into_avx512, gelu_erf_into_best);
 
 /// Rotary embedding, as [`reference::rope`]: the sine/cosine table is computed once per
 /// position, tokens in parallel.

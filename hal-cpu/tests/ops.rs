@@ -243,3 +243,37 @@ fn softmax_special_rows() {
         }
     }
 }
+
+/// GELU's erf form: Abramowitz and Stegun 7.1.26 (|error| ≤ 1.5e-7 in erf) gives at most
+/// `7.5e-8 |x|` absolutely, plus a few f32 roundings (8U relatively); the edges as the
+/// reference has them.
+#[test]
+fn gelu_erf_within_its_stated_bound_and_at_the_edges() {
+    let mut x: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).collect();
+    x.extend(values(41, 10_000, 30.0));
+    let got = ops::gelu_erf(&x);
+    within("gelu_erf", &x, &got, &reference::gelu_erf(&x), (8.0 * U, 7.5e-8, 1e-37));
+    let edges = [
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.0,
+        -0.0,
+        60.0,
+        -60.0,
+        f32::MAX,
+        -f32::MAX,
+    ];
+    let got = ops::gelu_erf(&edges);
+    let want = reference::gelu_erf(&edges);
+    // +inf stays inf; -inf is NaN (-inf times a zero tail), as in the reference; large
+    // negative inputs give a zero.
+    assert_eq!(got[0], f32::INFINITY);
+    assert!(got[1].is_nan() && want[1].is_nan());
+    assert!(got[2].is_nan());
+    assert_eq!(
+        (got[3], got[4], got[5], got[6], got[7], got[8]),
+        (0.0, 0.0, 60.0, 0.0, f32::MAX, 0.0)
+    );
+    assert_eq!((want[5], want[6], want[7], want[8]), (60.0, 0.0, f32::MAX, 0.0));
+}
