@@ -194,9 +194,16 @@ pub fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Deterministic values in `[-scale, scale)`.
+/// Fresh pseudo-random values in `[-scale, scale)`: `seed` mixed with a number drawn once per
+/// process from the clock, so each calibration checks parity on data it has not seen.
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let nonce = *NONCE.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5EED, |d| d.as_nanos() as u64)
+    });
+    let mut s = (seed ^ nonce).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;

@@ -591,7 +591,13 @@ impl Placed {
 
     #[inline]
     fn run_on(&self, slot: &Slot, call: Call<'_>) -> Result<Tensor> {
-        let span = tracing::debug_span!("aihal.op", op = self.kind.name(), provider = %slot.device);
+        // The input's shape is formatted only when a subscriber records the span.
+        let shape = match &call {
+            Call::Unary(x) | Call::Binary(x, _) | Call::Rope { x, .. } => x.dims(),
+            Call::Attention { q, .. } => q.dims(),
+            Call::Embedding { lead, .. } => lead.dims(),
+        };
+        let span = tracing::debug_span!("aihal.op", op = self.kind.name(), provider = %slot.device, shape = ?shape);
         let _entered = span.enter();
         let record = &self.exec.record;
         if record.start(self.kind, slot.provider) {
