@@ -396,16 +396,7 @@ pub fn calibrate(
     }
     let owned: Vec<Arc<dyn Provider>> = providers.iter().map(|p| Arc::clone(p)).collect();
     let entries = calibrate_entries(&owned, probes, options)?;
-    let executors: Vec<Arc<Executor>> = providers
-        .iter()
-        .map(|p| {
-            Executor::builder()
-                .provider(Arc::clone(p))
-                .device(p.device())
-                .strict(true)
-                .build()
-        })
-        .collect::<Result<_>>()?;
+    let executors = solo_executors(providers.iter().copied())?;
     let mut transfers = Vec::new();
     for (a, ea) in providers.iter().zip(&executors) {
         for b in &providers {
@@ -449,16 +440,7 @@ pub fn calibrate_entries(
     if providers.is_empty() {
         return Err(CoreError::invalid_config("calibration needs at least one provider"));
     }
-    let executors: Vec<Arc<Executor>> = providers
-        .iter()
-        .map(|p| {
-            Executor::builder()
-                .provider(Arc::clone(p))
-                .device(p.device())
-                .strict(true)
-                .build()
-        })
-        .collect::<Result<_>>()?;
+    let executors = solo_executors(providers.iter())?;
     let mut entries: Vec<Entry> = Vec::new();
     for probe in probes {
         let mut measured = Vec::new();
@@ -502,6 +484,19 @@ pub fn calibrate_entries(
         });
     }
     Ok(entries)
+}
+
+/// One strict executor per provider, holding only that provider and naming its device.
+fn solo_executors<'a>(providers: impl Iterator<Item = &'a Arc<dyn Provider>>) -> Result<Vec<Arc<Executor>>> {
+    providers
+        .map(|p| {
+            Executor::builder()
+                .provider(Arc::clone(p))
+                .device(p.device())
+                .strict(true)
+                .build()
+        })
+        .collect()
 }
 
 /// `device: name` of each provider, as the fingerprint lists them.

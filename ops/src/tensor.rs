@@ -107,18 +107,7 @@ impl Tensor {
     ///
     /// Errors: `ShapeMismatch` when `data.len()` is not the shape's element count.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
-        let shape = Shape::new(shape)?;
-        if data.len() != shape.numel() {
-            return Err(CoreError::shape_mismatch(
-                "tensor data for its shape",
-                [shape.numel()],
-                [data.len()],
-            ));
-        }
-        Ok(Self {
-            shape,
-            storage: Storage::Host(data),
-        })
+        Self::with_shape(data, Shape::new(shape)?)
     }
 
     /// A host tensor over `data` with a [`Shape`] already built (what providers return).
