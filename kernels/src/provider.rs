@@ -424,19 +424,7 @@ impl<R: Runtime> Prepared for Embedding<R> {
         let Call::Embedding { ids, lead } = call else {
             return Err(wrong_call("embedding", &call));
         };
-        if lead.numel() != ids.len() {
-            return Err(CoreError::shape_mismatch(
-                "embedding ids for their shape",
-                [lead.numel()],
-                [ids.len()],
-            ));
-        }
-        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.vocab) {
-            return Err(CoreError::invalid_input(format!(
-                "embedding: token id {id} at index {i} is not below the vocabulary size {}",
-                self.vocab
-            )));
-        }
+        aihal_ops::check_token_ids(ids, lead, self.vocab)?;
         let s = &self.shared;
         let _turn = s.turn();
         let mut dims = lead.dims().to_vec();

@@ -23,6 +23,39 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
     }
 }
 
+fn check_bias(bias: Option<&[f32]>, out_features: usize) -> Result<()> {
+    match bias {
+        Some(b) if b.len() != out_features => Err(CoreError::shape_mismatch(
+            "linear bias [out_features]",
+            [out_features],
+            [b.len()],
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks an embedding call: `ids` fill `lead`, and each id is below `vocab`. The op checks
+/// before any provider runs; a provider whose kernel reads memory by id checks again with
+/// this, since its prepared op can be called directly.
+///
+/// Errors: `ShapeMismatch` when `lead` does not hold `ids.len()` values; `InvalidInput`
+/// naming the first id not below `vocab` and its index.
+pub fn check_token_ids(ids: &[u32], lead: Shape, vocab: usize) -> Result<()> {
+    if lead.numel() != ids.len() {
+        return Err(CoreError::shape_mismatch(
+            "embedding ids for their shape",
+            [lead.numel()],
+            [ids.len()],
+        ));
+    }
+    if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        return Err(CoreError::invalid_input(format!(
+            "embedding: token id {id} at index {i} is not below the vocabulary size {vocab}"
+        )));
+    }
+    Ok(())
+}
+
 fn last_dim(op: &str, x: &Tensor, want: usize) -> Result<()> {
     if x.dims().last() == Some(&want) {
         Ok(())
@@ -88,15 +121,7 @@ impl Linear {
         precision: LinearPrecision,
     ) -> Result<Self> {
         let (out_features, in_features) = aihal_reference::check_matmul(0, 0, weight)?;
-        if let Some(b) = bias {
-            if b.len() != out_features {
-                return Err(CoreError::shape_mismatch(
-                    "linear bias [out_features]",
-                    [out_features],
-                    [b.len()],
-                ));
-            }
-        }
+        check_bias(bias, out_features)?;
         let placed = exec.place(&OpSpec::Linear {
             weight,
             bias,
@@ -136,15 +161,7 @@ impl Linear {
                 [weight.len()],
             ));
         }
-        if let Some(b) = bias {
-            if b.len() != out_features {
-                return Err(CoreError::shape_mismatch(
-                    "linear bias [out_features]",
-                    [out_features],
-                    [b.len()],
-                ));
-            }
-        }
+        check_bias(bias, out_features)?;
         let placed = exec.place(&OpSpec::DenseLinear {
             weight,
             out_features,
@@ -554,19 +571,7 @@ impl Embedding {
     /// `lead` whose element count is not `ids.len()`.
     pub fn forward(&self, ids: &[u32], lead: Option<&[usize]>) -> Result<Tensor> {
         let lead = Shape::new(lead.unwrap_or(&[ids.len()]))?;
-        if lead.numel() != ids.len() {
-            return Err(CoreError::shape_mismatch(
-                "embedding ids for their shape",
-                [lead.numel()],
-                [ids.len()],
-            ));
-        }
-        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.vocab) {
-            return Err(CoreError::invalid_input(format!(
-                "embedding: token id {id} at index {i} is not below the vocabulary size {}",
-                self.vocab
-            )));
-        }
+        check_token_ids(ids, lead, self.vocab)?;
         self.placed.run([], Args::Embedding { ids, lead }).map(|d| d.output)
     }
 }

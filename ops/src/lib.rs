@@ -30,7 +30,9 @@ pub mod table;
 mod tensor;
 
 pub use executor::{Executor, ExecutorBuilder};
-pub use layers::{Act, Add, Attention, Embedding, Gated, KvCache, LayerNorm, Linear, RmsNorm, Rope, Softmax};
+pub use layers::{
+    check_token_ids, Act, Add, Attention, Embedding, Gated, KvCache, LayerNorm, Linear, RmsNorm, Rope, Softmax,
+};
 pub use provider::{
     Activation, AttentionKind, Call, KvLayout, KvStore, LinearPrecision, OpKind, OpSpec, Prepared, Provider, Support,
 };
