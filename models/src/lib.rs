@@ -32,7 +32,9 @@
 
 pub mod bert;
 mod embed;
+pub mod llama;
 pub mod pooling;
+pub mod tokenizer;
 mod weights;
 
 pub use bert::{BertBatch, BertConfig, BertModel, HiddenAct, LinearWeights};
