@@ -25,21 +25,16 @@ use crate::kernels::codes::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q
 /// `neon+dotprod` when the CPU has the int8 dot product, else `neon`; `+fp16` when it also has
 /// FEAT_FP16 (half-precision arithmetic: E4M3 weights are decoded through f16).
 pub(crate) fn detect() -> Option<&'static Kernels> {
-    use std::arch::is_aarch64_feature_detected;
-    if !is_aarch64_feature_detected!("neon") {
+    let cpu = super::cpu();
+    if !cpu.neon {
         return None;
     }
-    Some(
-        match (
-            is_aarch64_feature_detected!("dotprod"),
-            is_aarch64_feature_detected!("fp16"),
-        ) {
-            (true, true) => &NEON_DOTPROD_FP16,
-            (true, false) => &NEON_DOTPROD,
-            (false, true) => &NEON_FP16,
-            (false, false) => &NEON,
-        },
-    )
+    Some(match (cpu.dotprod, cpu.fp16) {
+        (true, true) => &NEON_DOTPROD_FP16,
+        (true, false) => &NEON_DOTPROD,
+        (false, true) => &NEON_FP16,
+        (false, false) => &NEON,
+    })
 }
 
 pub(crate) static NEON: Kernels = Kernels {
@@ -810,10 +805,7 @@ pub(crate) mod checks {
     /// FEAT_FP16) gives the scalar decode's sums bit for bit, every byte value included (one
     /// row of each tensor cycles through all 256), with and without a tail.
     pub(crate) fn fp8_in_registers_gives_the_chunked_decode_bits(f16: bool) {
-        assert!(
-            !f16 || std::arch::is_aarch64_feature_detected!("fp16"),
-            "this CPU has no FEAT_FP16"
-        );
+        assert!(!f16 || crate::kernels::cpu().fp16, "this CPU has no FEAT_FP16");
         let mut rng = Rng::new(9);
         for format in [
             QuantFormat::Fp8E4M3 { block_size: None },

@@ -348,12 +348,7 @@ const _: () = assert!(PASS_ROWS == 4);
 /// If `w` is not laid out for [`Isa::NeonDot`] on a CPU with FEAT_DotProd, or holds a kind
 /// the NEON panels do not take (FP8), or `y` is shorter than `4 act.a.rows`.
 pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
-    assert!(
-        w.isa == Isa::NeonDot
-            && std::arch::is_aarch64_feature_detected!("dotprod")
-            && p < w.n.div_ceil(ROWS)
-            && y.len() >= ROWS * act.a.rows
-    );
+    assert!(w.isa == Isa::NeonDot && super::cpu().dotprod && p < w.n.div_ceil(ROWS) && y.len() >= ROWS * act.a.rows);
     // SAFETY: NEON and FEAT_DotProd were detected; `p` is a panel of `w`, laid out for
     // NeonDot; the caller (`panels::panel`) checked that `act` was prepared for `w`; `y` is
     // long enough (asserted above); the kind picks the matching block dot product.

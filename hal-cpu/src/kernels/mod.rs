@@ -131,6 +131,74 @@ pub(crate) fn generic() -> &'static Kernels {
     &generic::KERNELS
 }
 
+/// The instruction-set extensions of this CPU that the crate's code may use, detected once per
+/// process. This is the crate's one place that asks the CPU: the kernel sets ([`best`]), the
+/// packed layouts ([`panels::Isa::available`]) and the ops' builds read it.
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(clippy::struct_excessive_bools)] // one flag per extension, read one at a time
+pub(crate) struct Cpu {
+    /// x86_64: AVX2 and FMA (the ops' wide builds).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx2_fma: bool,
+    /// x86_64: AVX2, FMA and F16C (the `avx2+fma+f16c` kernel set, the AVX2 packed layouts).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx2_set: bool,
+    /// x86_64: AVX-VNNI (`vpdpbusd` on 256-bit vectors) on top of `avx2_set`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx_vnni: bool,
+    /// x86_64: AVX-512 F on top of `avx2_fma` (the ops' 16-lane builds).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx512f: bool,
+    /// x86_64: AVX-512 F, BW and VNNI on top of `avx2_set` (the 16-row packed layouts).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx512_vnni: bool,
+    /// x86_64: AVX-512 VBMI (`vpermb`) on top of `avx512_vnni`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx512_vbmi: bool,
+    /// x86_64: AVX-512 BF16 (`vdpbf16ps`) on top of `avx512_vnni`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) avx512_bf16: bool,
+    /// aarch64: NEON (Advanced SIMD).
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) neon: bool,
+    /// aarch64: FEAT_DotProd (`sdot`).
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) dotprod: bool,
+    /// aarch64: FEAT_FP16 (half-precision arithmetic).
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) fp16: bool,
+}
+
+/// What this CPU runs, detected once (see [`Cpu`]).
+pub(crate) fn cpu() -> &'static Cpu {
+    static CPU: OnceLock<Cpu> = OnceLock::new();
+    CPU.get_or_init(|| {
+        #[allow(unused_mut)] // nothing to set on other architectures
+        let mut c = Cpu::default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            c.avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            c.avx2_set = c.avx2_fma && is_x86_feature_detected!("f16c");
+            c.avx_vnni = c.avx2_set && is_x86_feature_detected!("avxvnni");
+            c.avx512f = c.avx2_fma && is_x86_feature_detected!("avx512f");
+            c.avx512_vnni = c.avx2_set
+                && c.avx512f
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni");
+            c.avx512_vbmi = c.avx512_vnni && is_x86_feature_detected!("avx512vbmi");
+            c.avx512_bf16 = c.avx512_vnni && is_x86_feature_detected!("avx512bf16");
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::is_aarch64_feature_detected;
+            c.neon = is_aarch64_feature_detected!("neon");
+            c.dotprod = c.neon && is_aarch64_feature_detected!("dotprod");
+            c.fp16 = c.neon && is_aarch64_feature_detected!("fp16");
+        }
+        c
+    })
+}
+
 /// The best kernel set for this CPU, detected once.
 pub(crate) fn best() -> &'static Kernels {
     static BEST: OnceLock<&'static Kernels> = OnceLock::new();

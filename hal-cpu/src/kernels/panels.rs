@@ -66,17 +66,18 @@ impl Isa {
         static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
         AVAILABLE.get_or_init(|| {
             let mut v = Vec::new();
+            let cpu = super::cpu();
             #[cfg(target_arch = "aarch64")]
-            if std::arch::is_aarch64_feature_detected!("dotprod") {
+            if cpu.dotprod {
                 v.push(Self::NeonDot);
             }
             #[cfg(target_arch = "x86_64")]
-            if super::x86::detect().is_some() {
+            if cpu.avx2_set {
                 v.push(Self::Avx2);
-                if is_x86_feature_detected!("avxvnni") {
+                if cpu.avx_vnni {
                     v.push(Self::AvxVnni);
                 }
-                if super::x86::avx512_vnni() {
+                if cpu.avx512_vnni {
                     v.push(Self::Avx512Vnni);
                 }
             }

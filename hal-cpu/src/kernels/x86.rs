@@ -26,29 +26,25 @@ use crate::kernels::codes::{
 
 /// The AVX2 set, when the CPU has AVX2, FMA and F16C.
 pub(crate) fn detect() -> Option<&'static Kernels> {
-    (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
-        .then_some(&AVX2)
+    super::cpu().avx2_set.then_some(&AVX2)
 }
 
 /// Whether the CPU also has AVX-512 F and BW with VNNI (`vpdpbusd` on 512-bit vectors), which
 /// the packed kernels of [`super::x86_packed512`] need, on top of the AVX2 set.
 pub(crate) fn avx512_vnni() -> bool {
-    detect().is_some()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni")
+    super::cpu().avx512_vnni
 }
 
 /// Whether the CPU also has AVX-512 VBMI (`vpermb`), which NF4's packed kernel uses for its
 /// code book look-ups where present, on top of [`avx512_vnni`].
 pub(crate) fn avx512_vbmi() -> bool {
-    avx512_vnni() && is_x86_feature_detected!("avx512vbmi")
+    super::cpu().avx512_vbmi
 }
 
 /// Whether the CPU also has AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`), which FP8's packed
 /// kernel on bf16 activations needs, on top of [`avx512_vnni`].
 pub(crate) fn avx512_bf16() -> bool {
-    avx512_vnni() && is_x86_feature_detected!("avx512bf16")
+    super::cpu().avx512_bf16
 }
 
 pub(crate) static AVX2: Kernels = Kernels {

@@ -789,7 +789,7 @@ pub(crate) fn fp8_panel(w: &Packed, p: usize, x: &[f32], stride: usize, m: usize
     let Kind::Fp8 { e5m2, .. } = w.kind else {
         panic!("fp8_panel on a {:?} layout", w.kind);
     };
-    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_vnni() && is_x86_feature_detected!("fma"));
+    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_vnni());
     assert!(p < w.n.div_ceil(ROWS) && stride >= 32 * w.nb && x.len() >= m * stride && y.len() >= ROWS * m);
     // SAFETY: AVX-512 F and FMA were detected, and the shapes asserted, above.
     unsafe {
@@ -1036,7 +1036,7 @@ pub(crate) fn fp8_bf16_panel(w: &Packed, p: usize, a: &Bf16Act, y: &mut [f32]) {
         w.kind
     );
     let Kind::Fp8 { e5m2, .. } = w.kind else { unreachable!() };
-    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_bf16() && is_x86_feature_detected!("fma"));
+    assert!(w.isa == Isa::Avx512Vnni && super::x86::avx512_bf16());
     let m = a.m;
     assert!(p < w.n.div_ceil(ROWS) && a.stride == 32 * w.nb && y.len() >= ROWS * m);
     // SAFETY: AVX-512 F/BW, BF16 and FMA were detected, and the shapes asserted, above.
