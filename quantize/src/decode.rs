@@ -18,23 +18,16 @@
 //! ```
 
 use aihal_core::{CoreError, Result};
-use half::f16;
 
 use crate::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
-use crate::ggml::{Q4_0_BYTES as Q4_0_BLOCK_BYTES, Q8_0_BYTES as Q8_0_BLOCK_BYTES, TQ2_0_BYTES as TQ2_0_BLOCK_BYTES};
 use crate::nf4::NF4_CODE as NF4_LEVELS;
 use crate::{QuantFormat, QuantizedTensor};
-
-/// Reads the little-endian f16 at `bytes[0..2]` as f32.
-#[inline]
-fn f16_at(bytes: &[u8]) -> f32 {
-    f16::from_le_bytes([bytes[0], bytes[1]]).to_f32()
-}
 
 /// Decodes values `k0 .. k0 + out.len()` of row `n` of the `[N, K]` weight `w` into `out`,
 /// exactly as the layout contract defines them (`scale * code` in f32).
 ///
-/// Every [`QuantFormat`] decodes (the match below is exhaustive inside this crate).
+/// Every [`QuantFormat`] decodes (the GGML block formats through the registry of
+/// `formats/`, the others in the match below).
 ///
 /// Errors: `InvalidInput` when `w` is not rank 2 or the range `n`, `k0 .. k0 + out.len()`
 /// lies outside it.
@@ -53,6 +46,11 @@ pub fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]
     }
     let data = w.data();
     let scales = w.scales();
+    if let Some(b) = crate::formats::block_format(w.format()) {
+        let row_bytes = k / b.values * b.bytes;
+        b.decode_range(&data[n * row_bytes..(n + 1) * row_bytes], k0, out);
+        return Ok(());
+    }
     match w.format() {
         QuantFormat::Nf4 { block_size, .. } => {
             for (i, o) in out.iter_mut().enumerate() {
@@ -60,35 +58,6 @@ pub fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]
                 let byte = data[flat / 2];
                 let code = if flat.is_multiple_of(2) { byte >> 4 } else { byte & 0xF };
                 *o = NF4_LEVELS[code as usize] * scales[flat / block_size];
-            }
-        }
-        QuantFormat::Q4_0 => {
-            let row = &data[n * (k / 32) * Q4_0_BLOCK_BYTES..];
-            for (i, o) in out.iter_mut().enumerate() {
-                let kk = k0 + i;
-                let blk = &row[(kk / 32) * Q4_0_BLOCK_BYTES..];
-                let j = kk % 32;
-                let q = if j < 16 { blk[2 + j] & 0xF } else { blk[2 + j - 16] >> 4 };
-                *o = f16_at(blk) * (f32::from(q) - 8.0);
-            }
-        }
-        QuantFormat::Q8_0 => {
-            let row = &data[n * (k / 32) * Q8_0_BLOCK_BYTES..];
-            for (i, o) in out.iter_mut().enumerate() {
-                let kk = k0 + i;
-                let blk = &row[(kk / 32) * Q8_0_BLOCK_BYTES..];
-                *o = f16_at(blk) * f32::from(blk[2 + kk % 32] as i8);
-            }
-        }
-        QuantFormat::Tq2_0 => {
-            let row = &data[n * (k / 256) * TQ2_0_BLOCK_BYTES..];
-            for (i, o) in out.iter_mut().enumerate() {
-                let kk = k0 + i;
-                let blk = &row[(kk / 256) * TQ2_0_BLOCK_BYTES..];
-                let r = kk % 256;
-                let (h, l, j) = (r / 128, (r % 128) / 32, r % 32);
-                let q = (blk[32 * h + j] >> (2 * l)) & 3;
-                *o = f16_at(&blk[64..]) * (f32::from(q) - 1.0);
             }
         }
         QuantFormat::Ternary => {
@@ -116,6 +85,8 @@ pub fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]
         }
         QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&E4M3_LUT, block_size, w, n, k0, out),
         QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&E5M2_LUT, block_size, w, n, k0, out),
+        // The GGML block formats are decoded above through the registry.
+        other => return Err(CoreError::invalid_config(format!("{other}: no row decoder"))),
     }
     Ok(())
 }
@@ -145,6 +116,7 @@ fn decode_fp8(lut: &[f32; 256], block_size: Option<usize>, w: &QuantizedTensor, 
 #[allow(clippy::float_cmp)] // decoded values are exact by definition
 mod tests {
     use super::*;
+    use half::f16;
 
     #[test]
     fn fp8_tables_match_the_format_definitions() {

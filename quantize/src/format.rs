@@ -11,6 +11,10 @@
 //! | `Nf4 { block_size, .. }` | 4-bit codes, two per byte, **first element in the high nibble** (bitsandbytes order); `ceil(numel/2)` bytes, an odd tail's low nibble is padding (our quantizer writes code 7, the value 0.0, as bitsandbytes does; readers ignore it) | one absmax per block: `ceil(numel/block_size)`; with double quantization these are the decoded absmax values (the 8-bit form is kept in [`QuantizedTensor::nested`](crate::QuantizedTensor::nested)) | the flattened tensor (bitsandbytes), last block may be partial |
 //! | `Q4_0` | llama.cpp `block_q4_0`: 18 bytes per 32 values = f16 `d` (little-endian) then 16 bytes `qs`; byte `j` holds value `j` in its low nibble and value `j+16` in its high nibble; value = `d * (q - 8)` | empty (scales are inline) | each row, `K % 32 == 0` |
 //! | `Q8_0` | llama.cpp `block_q8_0`: 34 bytes per 32 values = f16 `d` then 32 × i8; value = `d * q` | empty | each row, `K % 32 == 0` |
+//! | `Q4_1` | llama.cpp `block_q4_1`: 20 bytes per 32 values = f16 `d`, f16 `m`, then 16 bytes `qs` packed as in Q4_0; value = `q * d + m` | empty | each row, `K % 32 == 0` |
+//! | `Q5_0` | llama.cpp `block_q5_0`: 22 bytes per 32 values = f16 `d`, 4 bytes `qh` (little-endian u32: bit `j` is the fifth bit of value `j`), 16 bytes `qs` packed as in Q4_0; value = `d * (q - 16)` | empty | each row, `K % 32 == 0` |
+//! | `Q4K` | llama.cpp `block_q4_K`: 144 bytes per 256 values = f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and minimums (`get_scale_min_k4`), 128 bytes `qs`; byte `l` of `qs[32p..]` holds value `64p + l` (low nibble) and `64p + 32 + l` (high nibble); value = `(d * sc) * q - dmin * m` for the value's 32-value sub-block (details in `formats/q4_k.rs`) | empty | each row, `K % 256 == 0` |
+//! | `Q6K` | llama.cpp `block_q6_K`: 210 bytes per 256 values = 128 bytes `ql`, 64 bytes `qh`, 16 × i8 `scales`, f16 `d`; 6-bit `q` split over `ql` and `qh`; value = `(d * scales[s]) * (q - 32)` for the value's 16-value sub-block (details in `formats/q6_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Tq2_0` | llama.cpp `block_tq2_0`: 66 bytes per 256 values = 64 bytes `qs` then f16 `d`; in half `h` (0..2) byte `j` (0..32) of `qs[32h..]`, bits `2l..2l+2` (l in 0..4) hold value `128h + 32l + j` as `q` in 0..=2; value = `d * (q - 1)` | empty | each row, `K % 256 == 0` |
 //! | `Ternary` (BitNet b1.58) | 2 bits per value, four per byte, value `i` in bits `2*(i%4)` of byte `i/4`, code `q` in 0..=2; `ceil(numel/4)` bytes | one per tensor: the absmean scale; value = `scale * (q - 1)` | the flattened tensor |
 //! | `Int8PerChannel` | one i8 per value (stored as its byte) | one per row (absmax/127): `numel / K` | each row |
@@ -38,6 +42,16 @@ pub enum QuantFormat {
     Q4_0,
     /// llama.cpp Q8_0: 32 values per block, f16 scale.
     Q8_0,
+    /// llama.cpp Q4_1: 32 values per block, f16 scale and f16 minimum, 4-bit codes.
+    Q4_1,
+    /// llama.cpp Q5_0: 32 values per block, f16 scale, 5-bit codes.
+    Q5_0,
+    /// llama.cpp Q4_K: 256 values per super-block, f16 scale and minimum, eight 6-bit
+    /// sub-block scales and minimums, 4-bit codes.
+    Q4K,
+    /// llama.cpp Q6_K: 256 values per super-block, f16 scale, sixteen i8 sub-block scales,
+    /// 6-bit codes.
+    Q6K,
     /// llama.cpp TQ2_0: ternary, 256 values per block, f16 scale.
     Tq2_0,
     /// BitNet b1.58 ternary with one absmean scale per tensor.
@@ -69,6 +83,10 @@ impl QuantFormat {
             Self::Nf4 { .. } => "nf4",
             Self::Q4_0 => "q4_0",
             Self::Q8_0 => "q8_0",
+            Self::Q4_1 => "q4_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q4K => "q4_k",
+            Self::Q6K => "q6_k",
             Self::Tq2_0 => "tq2_0",
             Self::Ternary => "ternary",
             Self::Int8PerChannel => "int8_channel",

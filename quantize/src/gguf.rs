@@ -1,6 +1,8 @@
 //! A GGUF reader of our own: the header (metadata and tensor infos) of versions 2 and 3,
-//! and tensors read as they are stored: TQ2_0, Q4_0 and Q8_0 into [`QuantizedTensor`]s,
-//! the plain number types into [`TensorBuffer`]s, any type ggml defines as raw bytes.
+//! and tensors read as they are stored: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K and TQ2_0 into
+//! [`QuantizedTensor`]s, the plain number types into [`TensorBuffer`]s, any type ggml
+//! defines as raw bytes. [`GgufFile::tensors_in`] walks every tensor of a file one at a
+//! time (for a model loader), [`GgufFile::read_all`] collects them.
 //!
 //! It exists because candle 0.11's `gguf_file::Content::read` fails on a whole file as
 //! soon as one tensor has a type candle does not know, and TQ2_0 (the type llama.cpp
@@ -26,8 +28,9 @@
 //! a multiple of the alignment, `general.alignment` that is not a `uint32` power of two,
 //! and tensor data running past the end of the file. Version 1 files and big-endian files
 //! are `Unsupported`. Quantized tensors are read byte for byte (never re-quantized) and
-//! then checked value by value ([`QuantizedTensor::validate_values`]: finite f16 scales,
-//! TQ2_0 codes in 0..=2).
+//! then checked value by value ([`QuantizedTensor::validate_values`]: finite f16 scales
+//! and minimums, TQ2_0 codes in 0..=2); such errors name the tensor, the block, and the
+//! byte offsets of the tensor's data in the file and of the bad field in the tensor.
 //!
 //! # Shapes
 //!
@@ -274,7 +277,7 @@ impl GgufFile {
             let hint = if info.ggml_type.dense_dtype().is_some() {
                 "read it with GgufFile::read_dense"
             } else {
-                "TQ2_0, Q4_0 and Q8_0 are read; GgufFile::read_raw gives the bytes"
+                "Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K and TQ2_0 are read; GgufFile::read_raw gives the bytes"
             };
             return Err(CoreError::unsupported(
                 format!("GgufFile::read_tensor of {name:?}"),
@@ -282,10 +285,50 @@ impl GgufFile {
             ));
         };
         let data = read_bytes(reader, info)?;
-        let t = QuantizedTensor::from_parts(format, info.shape.clone(), data, Vec::new())?;
-        t.validate_values()
-            .map_err(|e| in_context(e, || format!("GGUF tensor {name:?}")))?;
+        let t = QuantizedTensor::from_parts(format, info.shape.clone(), data, Vec::new())
+            .map_err(|e| in_context(e, || describe(info)))?;
+        t.validate_values().map_err(|e| in_context(e, || describe(info)))?;
         Ok(t)
+    }
+
+    /// Reads tensor `name` as it is stored, whatever its type: a GGML block type this crate
+    /// represents as a [`QuantizedTensor`] (as [`read_tensor`](Self::read_tensor) does,
+    /// values checked), a plain number type as a [`TensorBuffer`] of that element type (as
+    /// [`read_dense`](Self::read_dense) does). Other types are `Unsupported`.
+    pub fn read_any<R: Read + Seek>(&self, reader: &mut R, name: &str) -> Result<GgufTensorData> {
+        let info = self.info(name)?;
+        if info.ggml_type.dense_dtype().is_some() {
+            self.read_dense(reader, name).map(GgufTensorData::Dense)
+        } else {
+            self.read_tensor(reader, name).map(GgufTensorData::Quantized)
+        }
+    }
+
+    /// Every tensor of the file, one at a time, in the order of their data in the file (a
+    /// forward read of the stream; llama.cpp writes data in the order of the tensor infos),
+    /// each read with [`read_any`](Self::read_any): no re-quantization, and only the tensor
+    /// being read is held here, so a model loader that consumes the tensors as they come
+    /// never holds a second copy of the file. An item that fails (an unsupported type,
+    /// non-finite scales, a short stream) is an `Err` naming the tensor and its byte
+    /// offset; the iterator goes on with the next tensor.
+    ///
+    /// `reader` is the stream the header was read from.
+    pub fn tensors_in<'a, R: Read + Seek>(&'a self, reader: &'a mut R) -> GgufTensors<'a, R> {
+        let mut order: Vec<usize> = (0..self.tensors.len()).collect();
+        order.sort_by_key(|&i| self.tensors[i].file_offset);
+        GgufTensors {
+            file: self,
+            reader,
+            order: order.into_iter(),
+        }
+    }
+
+    /// Reads every tensor (see [`tensors_in`](Self::tensors_in)) into a list in data
+    /// order; the first failure is the error.
+    pub fn read_all<R: Read + Seek>(&self, reader: &mut R) -> Result<Vec<(String, GgufTensorData)>> {
+        self.tensors_in(reader)
+            .map(|r| r.map(|(info, data)| (info.name.clone(), data)))
+            .collect()
     }
 
     /// Reads a plain tensor (F32, F16, BF16, F64, I8, I16, I32, I64) into a
@@ -302,9 +345,11 @@ impl GgufFile {
                 ),
             )
         })?;
-        let mut data = read_bytes(reader, info)?;
-        to_native_endian(&mut data, dtype);
-        TensorBuffer::from_bytes(&data, &info.shape, dtype)
+        // Read straight into the buffer: one copy of the tensor, not two.
+        let mut buf = TensorBuffer::zeros(&info.shape, dtype)?;
+        read_bytes_into(reader, info, buf.bytes_mut())?;
+        to_native_endian(buf.bytes_mut(), dtype);
+        Ok(buf)
     }
 
     /// The stored bytes of tensor `name`, for any type ggml defines (`Unsupported` for an
@@ -312,6 +357,90 @@ impl GgufFile {
     pub fn read_raw<R: Read + Seek>(&self, reader: &mut R, name: &str) -> Result<Vec<u8>> {
         read_bytes(reader, self.info(name)?)
     }
+}
+
+/// One tensor of a GGUF file as it is stored: what [`GgufFile::read_any`] and
+/// [`GgufFile::tensors_in`] give.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GgufTensorData {
+    /// A GGML block type read byte for byte (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, TQ2_0).
+    Quantized(QuantizedTensor),
+    /// A plain number type (F32, F16, BF16, F64, I8, I16, I32, I64) in a buffer of the same
+    /// element type, values as stored.
+    Dense(TensorBuffer),
+}
+
+impl GgufTensorData {
+    /// The shape (row-major, the GGUF dimensions reversed).
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Self::Quantized(q) => q.shape(),
+            Self::Dense(b) => b.shape(),
+        }
+    }
+
+    /// The quantized tensor, if this is one.
+    pub fn as_quantized(&self) -> Option<&QuantizedTensor> {
+        match self {
+            Self::Quantized(q) => Some(q),
+            Self::Dense(_) => None,
+        }
+    }
+
+    /// The dense buffer, if this is one.
+    pub fn as_dense(&self) -> Option<&TensorBuffer> {
+        match self {
+            Self::Quantized(_) => None,
+            Self::Dense(b) => Some(b),
+        }
+    }
+
+    /// The values as f32: dequantized (as the layout contract defines them), or widened
+    /// from F16 / BF16 (exact) or F32 as stored. Integer and F64 buffers are `Unsupported`.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        match self {
+            Self::Quantized(q) => crate::dequantize(q),
+            Self::Dense(b) => match b.dtype() {
+                DType::F32 => Ok(b.as_slice::<f32>()?.to_vec()),
+                DType::F16 => Ok(b.as_slice::<half::f16>()?.iter().map(|v| v.to_f32()).collect()),
+                DType::BF16 => Ok(b.as_slice::<half::bf16>()?.iter().map(|v| v.to_f32()).collect()),
+                other => Err(CoreError::unsupported(
+                    "GgufTensorData::to_f32",
+                    format!("{other:?} tensors"),
+                )),
+            },
+        }
+    }
+}
+
+/// The iterator of [`GgufFile::tensors_in`]: each tensor with its info, in data order.
+pub struct GgufTensors<'a, R> {
+    file: &'a GgufFile,
+    reader: &'a mut R,
+    order: std::vec::IntoIter<usize>,
+}
+
+impl<'a, R: Read + Seek> Iterator for GgufTensors<'a, R> {
+    type Item = Result<(&'a GgufTensorInfo, GgufTensorData)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let info = &self.file.tensors[self.order.next()?];
+        Some(self.file.read_any(self.reader, &info.name).map(|d| (info, d)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.order.size_hint()
+    }
+}
+
+impl<R: Read + Seek> ExactSizeIterator for GgufTensors<'_, R> {}
+
+/// `GGUF tensor "name" (type, shape [..]) at file byte N`, for error context.
+fn describe(info: &GgufTensorInfo) -> String {
+    format!(
+        "GGUF tensor {:?} ({}, shape {:?}) whose data starts at file byte {}",
+        info.name, info.ggml_type, info.shape, info.file_offset
+    )
 }
 
 fn check_version(version: u32) -> Result<()> {
@@ -434,6 +563,38 @@ fn read_tensor_info<R: Read>(p: &mut Parser<R>, name: String, alignment: u32) ->
 
 /// The bytes of one tensor, checked against the reader's length before allocating.
 fn read_bytes<R: Read + Seek>(reader: &mut R, info: &GgufTensorInfo) -> Result<Vec<u8>> {
+    let n = checked_len(reader, info)?;
+    let mut data = vec![0u8; n];
+    fill(reader, info, &mut data)?;
+    Ok(data)
+}
+
+/// Reads one tensor's bytes into `out`, which must be exactly as long.
+fn read_bytes_into<R: Read + Seek>(reader: &mut R, info: &GgufTensorInfo, out: &mut [u8]) -> Result<()> {
+    let n = checked_len(reader, info)?;
+    if n != out.len() {
+        return Err(CoreError::shape_mismatch(describe(info), [n], [out.len()]));
+    }
+    fill(reader, info, out)
+}
+
+fn fill<R: Read + Seek>(reader: &mut R, info: &GgufTensorInfo, out: &mut [u8]) -> Result<()> {
+    reader.seek(SeekFrom::Start(info.file_offset))?;
+    reader.read_exact(out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            CoreError::invalid_input(format!(
+                "{}: the stream ended inside its {} bytes",
+                describe(info),
+                out.len()
+            ))
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// The byte length of one tensor, checked against the reader's length.
+fn checked_len<R: Read + Seek>(reader: &mut R, info: &GgufTensorInfo) -> Result<usize> {
     let len = info.byte_len.ok_or_else(|| {
         CoreError::unsupported(
             format!("reading GGUF tensor {:?}", info.name),
@@ -448,12 +609,8 @@ fn read_bytes<R: Read + Seek>(reader: &mut R, info: &GgufTensorInfo) -> Result<V
             info.name, info.file_offset
         )));
     }
-    let n = usize::try_from(len)
-        .map_err(|_| CoreError::invalid_input(format!("GGUF tensor {:?}: {len} bytes exceed memory", info.name)))?;
-    let mut data = vec![0u8; n];
-    reader.seek(SeekFrom::Start(info.file_offset))?;
-    reader.read_exact(&mut data)?;
-    Ok(data)
+    usize::try_from(len)
+        .map_err(|_| CoreError::invalid_input(format!("GGUF tensor {:?}: {len} bytes exceed memory", info.name)))
 }
 
 /// GGUF stores numbers little-endian; a [`TensorBuffer`] holds them in native order.

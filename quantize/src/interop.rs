@@ -112,29 +112,19 @@ impl QuantizedTensor {
         TensorBuffer::from_slice(&dequantize(self)?, self.shape())
     }
 
-    /// Takes a candle GGML tensor of type Q4_0 or Q8_0 as it is (bytes copied, never
-    /// re-quantized). Other GGML types are `Unsupported`.
+    /// Takes a candle GGML tensor of type Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K as it is
+    /// (bytes copied, never re-quantized). Other GGML types are `Unsupported`.
     pub fn from_qtensor(q: &QTensor) -> Result<Self> {
-        let format = match q.dtype() {
-            GgmlDType::Q4_0 => QuantFormat::Q4_0,
-            GgmlDType::Q8_0 => QuantFormat::Q8_0,
-            other => {
-                return Err(CoreError::unsupported(
-                    "aihal-quantize import of a GGML tensor",
-                    format!("{other:?} (Q4_0 and Q8_0 are supported)"),
-                ))
-            }
-        };
+        let format = candle_format(q.dtype(), "aihal-quantize import of a GGML tensor")?;
         Self::from_parts(format, q.shape().dims().to_vec(), q.data()?.into_owned(), Vec::new())
     }
 
-    /// A candle GGML tensor (on the CPU) with the same bytes: Q4_0 and Q8_0 only.
+    /// A candle GGML tensor (on the CPU) with the same bytes: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K
+    /// and Q6_K (candle has no TQ2_0).
     pub fn to_qtensor(&self) -> Result<QTensor> {
-        let dtype = match self.format() {
-            QuantFormat::Q4_0 => GgmlDType::Q4_0,
-            QuantFormat::Q8_0 => GgmlDType::Q8_0,
-            other => return Err(CoreError::unsupported("conversion to a candle QTensor", other)),
-        };
+        let dtype = crate::formats::block_format(self.format())
+            .and_then(|b| b.candle)
+            .ok_or_else(|| CoreError::unsupported("conversion to a candle QTensor", self.format()))?;
         let storage = QStorage::from_data(Cow::Borrowed(self.data()), &candle_core::Device::Cpu, dtype)?;
         Ok(QTensor::new(storage, self.shape())?)
     }
@@ -147,8 +137,8 @@ impl QuantizedTensor {
 /// not know (TQ2_0 among them), and `GgufFile` also reads TQ2_0. This function remains for
 /// callers who already hold candle's parsed header.
 ///
-/// `content` is the file's header (`gguf_file::Content::read`). Q4_0 and Q8_0 tensors are
-/// supported; a missing tensor, a shape whose size overflows or does not divide into
+/// `content` is the file's header (`gguf_file::Content::read`). Q4_0, Q4_1, Q5_0, Q8_0,
+/// Q4_K and Q6_K tensors are supported; a missing tensor, a shape whose size overflows or does not divide into
 /// blocks, data past the end of the file, or another type is an error. The bytes are read
 /// here rather than through candle's `Content::tensor`, which panics on some malformed
 /// shapes. Shapes are candle's (row-major, the GGUF dimension order reversed), so a weight
@@ -162,16 +152,10 @@ pub fn read_gguf_tensor<R: Read + Seek>(
         .tensor_infos
         .get(name)
         .ok_or_else(|| CoreError::invalid_input(format!("GGUF file has no tensor named {name:?}")))?;
-    let format = match info.ggml_dtype {
-        GgmlDType::Q4_0 => QuantFormat::Q4_0,
-        GgmlDType::Q8_0 => QuantFormat::Q8_0,
-        other => {
-            return Err(CoreError::unsupported(
-                format!("aihal-quantize import of GGUF tensor {name:?}"),
-                format!("{other:?} (Q4_0 and Q8_0 are supported)"),
-            ))
-        }
-    };
+    let format = candle_format(
+        info.ggml_dtype,
+        &format!("aihal-quantize import of GGUF tensor {name:?}"),
+    )?;
     let shape = info.shape.dims().to_vec();
     let bad = |what: String| CoreError::invalid_input(format!("GGUF tensor {name:?}: {what}"));
     // Checks the shape (overflow, row multiple of 32) and gives the byte count.
@@ -190,4 +174,14 @@ pub fn read_gguf_tensor<R: Read + Seek>(
     reader.seek(SeekFrom::Start(start))?;
     reader.read_exact(&mut data)?;
     QuantizedTensor::from_parts(format, shape, data, Vec::new())
+}
+
+/// The format of candle's GGML type `dtype` (`Unsupported`, naming `what`, otherwise).
+fn candle_format(dtype: GgmlDType, what: &str) -> Result<QuantFormat> {
+    crate::formats::by_candle(dtype).map(|b| b.format).ok_or_else(|| {
+        CoreError::unsupported(
+            what,
+            format!("{dtype:?} (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K are supported)"),
+        )
+    })
 }

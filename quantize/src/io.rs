@@ -235,9 +235,6 @@ fn parse_format(name: &str, v: &Value) -> Result<Described> {
                 .as_bool()
                 .ok_or_else(|| bad("\"double_quant\" is not a boolean"))?,
         },
-        "q4_0" => QuantFormat::Q4_0,
-        "q8_0" => QuantFormat::Q8_0,
-        "tq2_0" => QuantFormat::Tq2_0,
         "ternary" => QuantFormat::Ternary,
         "int8_channel" => QuantFormat::Int8PerChannel,
         "int8_block" => QuantFormat::Int8PerBlock {
@@ -245,7 +242,10 @@ fn parse_format(name: &str, v: &Value) -> Result<Described> {
         },
         "fp8_e4m3" => QuantFormat::Fp8E4M3 { block_size: block },
         "fp8_e5m2" => QuantFormat::Fp8E5M2 { block_size: block },
-        other => return Err(bad(&format!("unknown format {other:?}"))),
+        other => match crate::formats::by_name(other) {
+            Some(b) => b.format,
+            None => return Err(bad(&format!("unknown format {other:?}"))),
+        },
     };
     let nested = if matches!(f, QuantFormat::Nf4 { double_quant: true, .. }) {
         let offset = v["nested_offset"]

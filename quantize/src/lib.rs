@@ -1,5 +1,5 @@
 //! Quantization formats people load models in, byte-compatible with their reference
-//! implementations: NF4 (bitsandbytes), GGML Q4_0/Q8_0/TQ2_0 (llama.cpp), int8, BitNet
+//! implementations: NF4 (bitsandbytes), GGML Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K/TQ2_0 (llama.cpp), int8, BitNet
 //! b1.58 ternary and FP8.
 //!
 //! Every format produces a [`QuantizedTensor`] whose packed layout is fixed by the
@@ -11,7 +11,7 @@
 //!   [`fp8`] (FP8 codecs), and below for int8 and ternary.
 //! - Candle level: [`Quantizer`] implements aihal-core's `Quantize` / `Dequantize` on
 //!   candle tensors; [`QuantizedTensor::from_qtensor`] and [`read_gguf_tensor`] take GGML
-//!   Q4_0 / Q8_0 tensors (from a GGUF file) as they are.
+//!   tensors (from a GGUF file) as they are.
 //! - Files: [`io`] saves and loads any [`QuantizedTensor`] to safetensors with metadata
 //!   that fully describes it (the file layout is documented there); [`bnb`] reads and
 //!   writes bitsandbytes' serialized NF4 weights.
@@ -41,6 +41,7 @@
 pub mod bnb;
 pub mod decode;
 pub mod format;
+mod formats;
 pub mod fp8;
 pub mod ggml;
 pub mod gguf;
@@ -55,7 +56,7 @@ mod tensor;
 mod validate;
 
 pub use format::QuantFormat;
-pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
+pub use gguf::{GgmlType, GgufFile, GgufTensorData, GgufTensorInfo, GgufTensors, GgufValue};
 pub use interop::{read_gguf_tensor, Quantizer};
 pub use linear::TERNARY_EPS;
 pub use ops::{dequantize, dequantize_into, quantize, quantize_with, NonFinitePolicy};

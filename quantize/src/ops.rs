@@ -7,7 +7,7 @@ use aihal_core::{CoreError, Result};
 use crate::format::QuantFormat;
 use crate::linear::{self, Fp8};
 use crate::tensor::{expected_lens, QuantizedTensor};
-use crate::{ggml, nf4};
+use crate::{formats, nf4};
 
 /// What to do with NaN and ±infinity in the input of a quantizer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -27,7 +27,7 @@ pub enum NonFinitePolicy {
 /// The result is laid out as the [layout contract](mod@crate::format) says. Errors:
 /// `ShapeMismatch` when `data.len()` is not the product of `shape`; `InvalidConfig` for a
 /// disallowed block size; `InvalidInput` for a row length the format cannot block (GGML
-/// formats need rows that are multiples of 32 or 256), for a NaN or infinity (naming its
+/// formats need rows that are multiples of their block: 32 or 256 values), for a NaN or infinity (naming its
 /// index), and for magnitudes whose GGML f16 block scale would overflow.
 ///
 /// ```
@@ -65,20 +65,20 @@ pub fn quantize_with(
     let k = shape.last().copied().unwrap_or(1);
     // GGML scales are f16: a block whose scale overflowed is an error, found after the
     // (single) quantization pass.
-    let check_f16 = |data: Vec<u8>, block: usize, bytes: usize, at: usize| -> Result<(Vec<u8>, Vec<f32>)> {
-        match ggml::first_infinite_scale(&data, bytes, at) {
-            None => Ok((data, Vec::new())),
-            Some(b) => {
-                let amax = x[b * block..(b + 1) * block].iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                Err(CoreError::invalid_input(format!(
-                    "{format}: block {b} (values {}..{}) has magnitude {amax:e}, whose scale overflows f16; \
-                     scale the tensor down or use a format with f32 scales",
-                    b * block,
-                    (b + 1) * block
-                )))
-            }
+    if let Some(b) = formats::block_format(format) {
+        let data = b.quantize_all(x);
+        if let Some((blk, _, _)) = b.first_non_finite(&data) {
+            let vals = &x[blk * b.values..(blk + 1) * b.values];
+            let amax = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            return Err(CoreError::invalid_input(format!(
+                "{format}: block {blk} (values {}..{}) has magnitude {amax:e}, whose scale overflows f16; \
+                 scale the tensor down or use a format with f32 scales",
+                blk * b.values,
+                (blk + 1) * b.values
+            )));
         }
-    };
+        return QuantizedTensor::from_parts(format, shape.to_vec(), data, Vec::new());
+    }
     let mut nested = None;
     let (bytes, scales) = match format {
         QuantFormat::Nf4 {
@@ -95,9 +95,6 @@ pub fn quantize_with(
                 (bytes, absmax)
             }
         }
-        QuantFormat::Q4_0 => check_f16(ggml::quantize_q4_0(x), ggml::QK, ggml::Q4_0_BYTES, 0)?,
-        QuantFormat::Q8_0 => check_f16(ggml::quantize_q8_0(x), ggml::QK, ggml::Q8_0_BYTES, 0)?,
-        QuantFormat::Tq2_0 => check_f16(ggml::quantize_tq2_0(x), ggml::QK_K, ggml::TQ2_0_BYTES, 64)?,
         QuantFormat::Ternary => {
             let (bytes, scale) = linear::quantize_ternary(x);
             (bytes, vec![scale])
@@ -106,6 +103,8 @@ pub fn quantize_with(
         QuantFormat::Int8PerBlock { block_size } => linear::quantize_int8(x, k, block_size),
         QuantFormat::Fp8E4M3 { block_size } => linear::quantize_fp8(x, k, block_size, Fp8::E4M3),
         QuantFormat::Fp8E5M2 { block_size } => linear::quantize_fp8(x, k, block_size, Fp8::E5M2),
+        // The GGML block formats are quantized above through the registry.
+        other => return Err(CoreError::invalid_config(format!("{other}: no quantizer"))),
     };
     debug_assert_eq!(
         (bytes.len(), scales.len()),
@@ -187,11 +186,12 @@ pub fn dequantize_into(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
     }
     let k = q.row_len();
     let (data, scales) = (q.data(), q.scales());
+    if let Some(b) = formats::block_format(q.format()) {
+        b.dequantize_all(data, out);
+        return Ok(());
+    }
     match q.format() {
         QuantFormat::Nf4 { block_size, .. } => nf4::dequantize(data, scales, block_size, out),
-        QuantFormat::Q4_0 => ggml::dequantize_q4_0(data, out),
-        QuantFormat::Q8_0 => ggml::dequantize_q8_0(data, out),
-        QuantFormat::Tq2_0 => ggml::dequantize_tq2_0(data, out),
         QuantFormat::Ternary => linear::dequantize_ternary(data, scales[0], out),
         QuantFormat::Int8PerChannel => linear::dequantize_row_blocks(data, scales, k, k.max(1), linear::i8_value, out),
         QuantFormat::Int8PerBlock { block_size } => {
@@ -199,6 +199,8 @@ pub fn dequantize_into(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         }
         QuantFormat::Fp8E4M3 { block_size } => linear::dequantize_fp8(data, scales, k, block_size, Fp8::E4M3, out),
         QuantFormat::Fp8E5M2 { block_size } => linear::dequantize_fp8(data, scales, k, block_size, Fp8::E5M2, out),
+        // The GGML block formats are decoded above through the registry.
+        other => return Err(CoreError::invalid_config(format!("{other}: no decoder"))),
     }
     Ok(())
 }

@@ -228,22 +228,14 @@ pub(crate) fn expected_lens(format: QuantFormat, shape: &[usize]) -> Result<(usi
             .checked_mul(bytes)
             .ok_or_else(|| CoreError::invalid_input(format!("{format} tensor of shape {shape:?} overflows memory")))
     };
+    if let Some(b) = crate::formats::block_format(format) {
+        check_row_multiple(format, row, b.values)?;
+        return Ok((block_bytes(b.values, b.bytes)?, 0));
+    }
     Ok(match format {
         QuantFormat::Nf4 { block_size, .. } => {
             check_block(format, block_size, Some(32))?;
             (numel.div_ceil(2), numel.div_ceil(block_size))
-        }
-        QuantFormat::Q4_0 => {
-            check_row_multiple(format, row, 32)?;
-            (block_bytes(32, 18)?, 0)
-        }
-        QuantFormat::Q8_0 => {
-            check_row_multiple(format, row, 32)?;
-            (block_bytes(32, 34)?, 0)
-        }
-        QuantFormat::Tq2_0 => {
-            check_row_multiple(format, row, 256)?;
-            (block_bytes(256, 66)?, 0)
         }
         QuantFormat::Ternary => (numel.div_ceil(4), 1),
         QuantFormat::Int8PerChannel => (numel, rows),
@@ -258,6 +250,8 @@ pub(crate) fn expected_lens(format: QuantFormat, shape: &[usize]) -> Result<(usi
                 (numel, rows * row.div_ceil(b))
             }
         },
+        // The GGML block formats are answered above from the registry.
+        other => return Err(CoreError::invalid_config(format!("{other}: no length rule"))),
     })
 }
 

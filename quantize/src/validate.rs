@@ -2,11 +2,9 @@
 //! corrupt file is an error instead of NaNs, infinities or wild values in a model.
 
 use aihal_core::{CoreError, Result};
-use half::f16;
 
 use crate::format::QuantFormat;
 use crate::fp8::{E4M3_MAX, E4M3_TABLE, E5M2_MAX, E5M2_TABLE};
-use crate::ggml;
 use crate::tensor::QuantizedTensor;
 
 impl QuantizedTensor {
@@ -30,26 +28,13 @@ impl QuantizedTensor {
             }
         }
         let data = self.data();
-        let f16_at = |block: &[u8], at: usize| f16::from_le_bytes([block[at], block[at + 1]]);
+        if let Some(b) = crate::formats::block_format(self.format()) {
+            return match b.first_bad_value(data) {
+                Some(what) => bad(what),
+                None => Ok(()),
+            };
+        }
         match self.format() {
-            QuantFormat::Q4_0 | QuantFormat::Q8_0 | QuantFormat::Tq2_0 => {
-                let (bytes, at) = match self.format() {
-                    QuantFormat::Q4_0 => (ggml::Q4_0_BYTES, 0),
-                    QuantFormat::Q8_0 => (ggml::Q8_0_BYTES, 0),
-                    _ => (ggml::TQ2_0_BYTES, 64),
-                };
-                for (i, b) in data.chunks_exact(bytes).enumerate() {
-                    let d = f16_at(b, at);
-                    if !d.is_finite() {
-                        return bad(format!("block {i} has scale {d}"));
-                    }
-                    if self.format() == QuantFormat::Tq2_0 {
-                        if let Some(j) = b[..64].iter().position(|&q| has_code_3(q)) {
-                            return bad(format!("block {i} byte {j} holds code 3 (codes are 0..=2)"));
-                        }
-                    }
-                }
-            }
             QuantFormat::Ternary => {
                 if let Some(j) = data.iter().position(|&q| has_code_3(q)) {
                     return bad(format!("byte {j} holds code 3 (codes are 0..=2)"));
@@ -137,7 +122,4 @@ fn first_overflow(
     })
 }
 
-fn has_code_3(b: u8) -> bool {
-    // A 2-bit field equal to 3 has both bits set.
-    (b & (b >> 1) & 0x55) != 0
-}
+use crate::formats::tq2_0::has_code_3;

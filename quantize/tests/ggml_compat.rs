@@ -69,11 +69,18 @@ fn q4_0_and_q8_0_bytes_match_candle() {
 fn qtensor_conversion_keeps_bytes() {
     let mut rng = Rng::new(11);
     let x = rng.normals(4 * 64);
-    let t = Tensor::from_vec(x, (4, 64), &Device::Cpu).unwrap();
-    for dtype in [GgmlDType::Q4_0, GgmlDType::Q8_0] {
+    let t = Tensor::from_vec(x, (1, 256), &Device::Cpu).unwrap();
+    for dtype in [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ] {
         let q = QTensor::quantize(&t, dtype).unwrap();
         let ours = QuantizedTensor::from_qtensor(&q).unwrap();
-        assert_eq!(ours.shape(), &[4, 64]);
+        assert_eq!(ours.shape(), &[1, 256]);
         assert_eq!(ours.data(), &*q.data().unwrap());
         let back = ours.to_qtensor().unwrap();
         assert_eq!(&*back.data().unwrap(), ours.data());
@@ -81,9 +88,9 @@ fn qtensor_conversion_keeps_bytes() {
     }
     // A GGML type we do not take is a clear error.
     let t = Tensor::zeros((1, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, GgmlDType::Q4K).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::Q2K).unwrap();
     let err = QuantizedTensor::from_qtensor(&q).unwrap_err();
-    assert!(err.to_string().contains("Q4K"), "{err}");
+    assert!(err.to_string().contains("Q2K"), "{err}");
 }
 
 fn gguf_bytes(tensors: &[(&str, &QTensor)]) -> Vec<u8> {

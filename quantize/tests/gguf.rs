@@ -123,11 +123,10 @@ fn every_tensor_reads_back_byte_for_byte() {
             let err = gguf.read_tensor(&mut f, &e.name).unwrap_err();
             assert!(err.to_string().contains("read_dense"), "{}: {err}", e.name);
         } else {
-            // Q4_1: listed, its bytes available, not read as a QuantizedTensor.
-            assert_eq!(ty, GgmlType::Q4_1);
+            // A type we do not read: listed, its bytes available, not read as a QuantizedTensor.
             let err = gguf.read_tensor(&mut f, &e.name).unwrap_err();
             assert!(matches!(err, CoreError::Unsupported { .. }), "{err}");
-            assert!(err.to_string().contains("Q4_1"), "{err}");
+            assert!(err.to_string().contains(&ty.to_string()), "{err}");
         }
     }
     let err = gguf.read_tensor(&mut f, "no.such.tensor").unwrap_err();

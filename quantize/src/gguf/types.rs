@@ -62,9 +62,9 @@ impl GgmlType {
     pub const F16: Self = Self(1);
     /// llama.cpp Q4_0 (read as [`QuantFormat::Q4_0`]).
     pub const Q4_0: Self = Self(2);
-    /// llama.cpp Q4_1.
+    /// llama.cpp Q4_1 (read as [`QuantFormat::Q4_1`]).
     pub const Q4_1: Self = Self(3);
-    /// llama.cpp Q5_0.
+    /// llama.cpp Q5_0 (read as [`QuantFormat::Q5_0`]).
     pub const Q5_0: Self = Self(6);
     /// llama.cpp Q5_1.
     pub const Q5_1: Self = Self(7);
@@ -76,11 +76,11 @@ impl GgmlType {
     pub const Q2_K: Self = Self(10);
     /// llama.cpp Q3_K.
     pub const Q3_K: Self = Self(11);
-    /// llama.cpp Q4_K.
+    /// llama.cpp Q4_K (read as [`QuantFormat::Q4K`]).
     pub const Q4_K: Self = Self(12);
     /// llama.cpp Q5_K.
     pub const Q5_K: Self = Self(13);
-    /// llama.cpp Q6_K.
+    /// llama.cpp Q6_K (read as [`QuantFormat::Q6K`]).
     pub const Q6_K: Self = Self(14);
     /// llama.cpp Q8_K.
     pub const Q8_K: Self = Self(15);
@@ -122,14 +122,15 @@ impl GgmlType {
     }
 
     /// The aihal format a tensor of this type is read into without conversion:
-    /// Q4_0, Q8_0 and TQ2_0.
+    /// Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K and TQ2_0.
     pub fn quant_format(self) -> Option<QuantFormat> {
-        match self {
-            Self::Q4_0 => Some(QuantFormat::Q4_0),
-            Self::Q8_0 => Some(QuantFormat::Q8_0),
-            Self::TQ2_0 => Some(QuantFormat::Tq2_0),
-            _ => None,
-        }
+        crate::formats::by_ggml_type(self.0).map(|b| b.format)
+    }
+
+    /// The GGML type a tensor of `format` is stored as, `None` for the formats that are
+    /// not GGML blocks.
+    pub fn of_format(format: QuantFormat) -> Option<Self> {
+        crate::formats::block_format(format).map(|b| Self(b.ggml_type))
     }
 
     /// The element type of a plain (unquantized) tensor of this type: F32, F16, BF16, F64,
@@ -168,9 +169,20 @@ mod tests {
             assert!(TYPES[i + 1..].iter().all(|b| b.0 != a.0 && b.1 != a.1), "{}", a.1);
         }
         let bytes = |f| crate::tensor::expected_lens(f, &[1, 256]).unwrap().0 as u64;
-        for t in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::TQ2_0] {
+        for t in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::TQ2_0,
+        ] {
             let (values, block) = t.block_layout().unwrap();
-            assert_eq!(256 / values * block, bytes(t.quant_format().unwrap()), "{t}");
+            let f = t.quant_format().unwrap();
+            assert_eq!(256 / values * block, bytes(f), "{t}");
+            assert_eq!(GgmlType::of_format(f), Some(t));
+            assert_eq!(f.name(), t.name().unwrap().to_lowercase());
         }
         for t in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::I64] {
             let size = t.dense_dtype().unwrap().size_in_bytes() as u64;

@@ -1,0 +1,136 @@
+//! The GGML block formats against candle-core 0.11 in process: decoding bit for bit
+//! against candle's `dequantize` (which follows llama.cpp's `dequantize_row_*`), and
+//! quantizing byte for byte against candle's `QTensor::quantize` where candle follows
+//! llama.cpp's reference quantizer.
+#![allow(clippy::float_cmp)] // exact values are the point
+
+mod common;
+
+use aihal_quantize::decode::decode_row_into;
+use aihal_quantize::{dequantize, quantize, QuantFormat, QuantizedTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use common::Rng;
+
+/// The block formats candle has, with their block values and bytes and where the f16
+/// fields sit.
+const FORMATS: [(QuantFormat, GgmlDType, usize, usize, &[usize]); 6] = [
+    (QuantFormat::Q4_0, GgmlDType::Q4_0, 32, 18, &[0]),
+    (QuantFormat::Q4_1, GgmlDType::Q4_1, 32, 20, &[0, 2]),
+    (QuantFormat::Q5_0, GgmlDType::Q5_0, 32, 22, &[0]),
+    (QuantFormat::Q8_0, GgmlDType::Q8_0, 32, 34, &[0]),
+    (QuantFormat::Q4K, GgmlDType::Q4K, 256, 144, &[0, 2]),
+    (QuantFormat::Q6K, GgmlDType::Q6K, 256, 210, &[208]),
+];
+
+/// Random blocks: random bytes, with every f16 field a random finite value of either sign
+/// over many magnitudes (subnormals included).
+fn random_blocks(rng: &mut Rng, blocks: usize, bytes: usize, f16_at: &[usize]) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..blocks * bytes).map(|_| rng.next_u64() as u8).collect();
+    for b in data.chunks_exact_mut(bytes) {
+        for &at in f16_at {
+            let mut bits = rng.next_u64() as u16;
+            if bits & 0x7C00 == 0x7C00 {
+                bits &= !0x4000; // not inf or NaN
+            }
+            b[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+        }
+    }
+    data
+}
+
+fn candle_dequantize(q: &QTensor) -> Vec<f32> {
+    q.dequantize(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+#[test]
+fn decoding_matches_candle_bit_for_bit() {
+    let mut rng = Rng::new(40);
+    for (format, dtype, values, bytes, f16_at) in FORMATS {
+        for (rows, blocks_per_row) in [(1, 1), (3, 2), (5, 8)] {
+            let k = values * blocks_per_row;
+            let data = random_blocks(&mut rng, rows * blocks_per_row, bytes, f16_at);
+            let ours = QuantizedTensor::from_parts(format, vec![rows, k], data, Vec::new()).unwrap();
+            let theirs = ours.to_qtensor().unwrap();
+            assert_eq!(theirs.dtype(), dtype);
+            let want = candle_dequantize(&theirs);
+            let got = dequantize(&ours).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{format} [{rows}, {k}]");
+            // Row decoding, over ranges that start and end inside blocks.
+            for n in 0..rows {
+                for (k0, len) in [(0, k), (3, k - 5), (values - 1, 2.min(k - values + 1)), (k - 1, 1)] {
+                    let mut out = vec![0.0; len];
+                    decode_row_into(&ours, n, k0, &mut out).unwrap();
+                    assert_eq!(
+                        bits(&out),
+                        bits(&want[n * k + k0..n * k + k0 + len]),
+                        "{format} row {n} at {k0}"
+                    );
+                }
+            }
+            assert_eq!(QuantizedTensor::from_qtensor(&theirs).unwrap(), ours);
+        }
+    }
+}
+
+/// Rows of `blocks` blocks of `values`, with the cases that decide rounding mixed in:
+/// all-zero blocks, constant blocks, tiny and huge magnitudes, one outlier.
+fn tricky(rng: &mut Rng, blocks: usize, values: usize) -> Vec<f32> {
+    let mut x = rng.normals(blocks * values);
+    for (b, block) in x.chunks_mut(values).enumerate() {
+        match b % 8 {
+            0 => block.fill(0.0),
+            1 => block.fill(0.75),
+            2 => block.iter_mut().for_each(|v| *v *= 1e-6),
+            3 => block.iter_mut().for_each(|v| *v *= 1e3),
+            4 => block[values / 3] = 40.0,
+            5 => block.iter_mut().for_each(|v| *v = v.abs() + 1.0), // all positive
+            _ => {}
+        }
+    }
+    x
+}
+
+fn candle_quantize(x: &[f32], shape: &[usize], dtype: GgmlDType) -> Vec<u8> {
+    let t = Tensor::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap();
+    QTensor::quantize(&t, dtype).unwrap().data().unwrap().into_owned()
+}
+
+fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+#[test]
+fn quantizing_q4_1_and_q5_0_matches_candle_byte_for_byte() {
+    // candle's Q4_1 and Q5_0 quantizers are ports of llama.cpp's quantize_row_q4_1_ref and
+    // quantize_row_q5_0_ref (truncation after + 0.5 / + 16.5, as ours).
+    for (format, dtype) in [
+        (QuantFormat::Q4_1, GgmlDType::Q4_1),
+        (QuantFormat::Q5_0, GgmlDType::Q5_0),
+    ] {
+        for seed in 0..4 {
+            let mut rng = Rng::new(50 + seed);
+            for cols in [32, 256] {
+                let rows = 16;
+                let x = tricky(&mut rng, rows * cols / 32, 32);
+                let ours = quantize(format, &x, &[rows, cols]).unwrap();
+                let theirs = candle_quantize(&x, &[rows, cols], dtype);
+                assert_eq!(
+                    first_diff(ours.data(), &theirs),
+                    None,
+                    "{format} seed {seed} cols {cols}"
+                );
+                assert_eq!(ours.data().len(), theirs.len());
+            }
+        }
+    }
+}
