@@ -94,14 +94,14 @@ impl Isa {
     pub fn here(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            use crate::kernels::{panels, x86};
+            use crate::kernels::{panels, x86_set};
             match self {
-                Self::Avx2 => x86::detect().is_some(),
+                Self::Avx2 => x86_set::detect().is_some(),
                 Self::AvxVnni => panels::Isa::available().contains(&panels::Isa::AvxVnni),
                 Self::Avx512F => crate::ops::checks::avx512_builds_run_here(),
-                Self::Avx512Vnni => x86::avx512_vnni(),
-                Self::Avx512Vbmi => x86::avx512_vbmi(),
-                Self::Avx512Bf16 => x86::avx512_bf16(),
+                Self::Avx512Vnni => crate::kernels::cpu().avx512_vnni,
+                Self::Avx512Vbmi => crate::kernels::cpu().avx512_vbmi,
+                Self::Avx512Bf16 => crate::kernels::cpu().avx512_bf16,
                 Self::Dotprod | Self::Fp16 => false,
             }
         }

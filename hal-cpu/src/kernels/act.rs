@@ -76,7 +76,7 @@ impl ActQ8 {
 /// Whether every value of `row` is finite.
 fn row_is_finite(row: &[f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if super::x86::detect().is_some() {
+    if super::x86_set::detect().is_some() {
         // SAFETY: AVX2 was detected.
         return unsafe { x86::is_finite(row) };
     }
@@ -88,7 +88,7 @@ fn row_is_finite(row: &[f32]) -> bool {
 /// `ceil(len / 32)` blocks, `d` and `s` one value per block).
 fn quantize_row(row: &[f32], q_all: &mut [i8], d_all: &mut [f32], s_all: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::x86::detect().is_some() {
+    if super::x86_set::detect().is_some() {
         let full = row.len() / 32;
         let (r, q, d, s) = (
             &row[..32 * full],
@@ -96,7 +96,7 @@ fn quantize_row(row: &[f32], q_all: &mut [i8], d_all: &mut [f32], s_all: &mut [i
             &mut d_all[..full],
             &mut s_all[..full],
         );
-        if super::x86::avx512_vnni() {
+        if crate::kernels::cpu().avx512_vnni {
             // SAFETY: AVX-512 F was detected; the full blocks of `row` have their 32 codes in
             // `q`, a scale in `d` and a sum in `s`.
             unsafe { x86::quantize_blocks_512(r, q, d, s) };
@@ -323,9 +323,9 @@ pub(crate) mod checks {
         let (mut q2, mut d2, mut s2) = (vec![0i8; 32 * full], vec![0.0f32; full], vec![0i32; full]);
         quantize_row_scalar(&x[..32 * full], &mut q2, &mut d2, &mut s2);
         let (name, build, here): (&str, Blocks, bool) = if avx512 {
-            ("avx512", x86::quantize_blocks_512, super::super::x86::avx512_vnni())
+            ("avx512", x86::quantize_blocks_512, crate::kernels::cpu().avx512_vnni)
         } else {
-            ("avx2", x86::quantize_blocks, super::super::x86::detect().is_some())
+            ("avx2", x86::quantize_blocks, super::super::x86_set::detect().is_some())
         };
         assert!(here, "this CPU does not run the {name} build");
         let (mut q, mut d, mut s) = (vec![0i8; 32 * full], vec![0.0f32; full], vec![0i32; full]);

@@ -350,7 +350,7 @@ const _: () = assert!(PASS_ROWS == 4);
 pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     assert!(w.isa == Isa::NeonDot && super::cpu().dotprod && p < w.n.div_ceil(ROWS) && y.len() >= ROWS * act.a.rows);
     // SAFETY: NEON and FEAT_DotProd were detected; `p` is a panel of `w`, laid out for
-    // NeonDot; the caller (`panels::panel`) checked that `act` was prepared for `w`; `y` is
+    // NeonDot; the caller (`panel_dispatch::panel`) checked that `act` was prepared for `w`; `y` is
     // long enough (asserted above); the kind picks the matching block dot product.
     unsafe {
         match w.kind {

@@ -140,7 +140,7 @@ pub(crate) fn every_set() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut sets = vec![generic()];
     #[cfg(target_arch = "x86_64")]
-    sets.push(&super::x86::AVX2);
+    sets.push(&super::x86_set::AVX2);
     #[cfg(target_arch = "aarch64")]
     sets.extend([
         &super::arm::NEON,
@@ -158,8 +158,8 @@ pub(crate) fn runs_here(set: &Kernels) -> bool {
         return true;
     }
     #[cfg(target_arch = "x86_64")]
-    if set.name == super::x86::AVX2.name {
-        return super::x86::detect().is_some();
+    if set.name == super::x86_set::AVX2.name {
+        return super::x86_set::detect().is_some();
     }
     #[cfg(target_arch = "aarch64")]
     {

@@ -24,6 +24,8 @@ pub(crate) mod arm_packed;
 pub(crate) mod codes;
 pub(crate) mod generic;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) mod panel_dispatch;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) mod panels;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
@@ -35,6 +37,8 @@ pub(crate) mod x86_packed256;
 pub(crate) mod x86_packed512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_panel;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_set;
 
 use std::sync::OnceLock;
 
@@ -208,7 +212,7 @@ pub(crate) fn best() -> &'static Kernels {
 fn detect() -> &'static Kernels {
     #[cfg(target_arch = "x86_64")]
     {
-        if let Some(k) = x86::detect() {
+        if let Some(k) = x86_set::detect() {
             return k;
         }
     }
@@ -230,7 +234,7 @@ fn detect() -> &'static Kernels {
 pub(crate) fn fp8_bf16_here() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        x86::avx512_bf16()
+        crate::kernels::cpu().avx512_bf16
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

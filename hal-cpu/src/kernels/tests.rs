@@ -10,7 +10,7 @@ fn simd_sets() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut sets: Vec<&'static Kernels> = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    sets.extend(super::x86::detect());
+    sets.extend(super::x86_set::detect());
     #[cfg(target_arch = "aarch64")]
     {
         use std::arch::is_aarch64_feature_detected;

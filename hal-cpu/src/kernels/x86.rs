@@ -19,43 +19,14 @@ use std::arch::x86_64::{
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
-use super::{ActQ8, ExactFn, Kernels, Q8Fn, MAX_ROWS};
+use super::{ActQ8, ExactFn, Q8Fn, MAX_ROWS};
 use crate::kernels::codes::{
     decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 
-/// The AVX2 set, when the CPU has AVX2, FMA and F16C.
-pub(crate) fn detect() -> Option<&'static Kernels> {
-    super::cpu().avx2_set.then_some(&AVX2)
-}
-
-/// Whether the CPU also has AVX-512 F and BW with VNNI (`vpdpbusd` on 512-bit vectors), which
-/// the packed kernels of [`super::x86_packed512`] need, on top of the AVX2 set.
-pub(crate) fn avx512_vnni() -> bool {
-    super::cpu().avx512_vnni
-}
-
-/// Whether the CPU also has AVX-512 VBMI (`vpermb`), which NF4's packed kernel uses for its
-/// code book look-ups where present, on top of [`avx512_vnni`].
-pub(crate) fn avx512_vbmi() -> bool {
-    super::cpu().avx512_vbmi
-}
-
-/// Whether the CPU also has AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`), which FP8's packed
-/// kernel on bf16 activations needs, on top of [`avx512_vnni`].
-pub(crate) fn avx512_bf16() -> bool {
-    super::cpu().avx512_bf16
-}
-
-pub(crate) static AVX2: Kernels = Kernels {
-    name: "avx2+fma+f16c",
-    exact: exact_for,
-    q8: q8_for,
-    panel: super::x86_panel::panel_avx2,
-    exact_panel: super::x86_fpanel::exact_panel_avx2,
-};
-
-fn exact_for(format: QuantFormat) -> ExactFn {
+/// The exact row kernel of this set for a format (the chunked decode where none reads it in
+/// registers).
+pub(super) fn exact_for(format: QuantFormat) -> ExactFn {
     match format {
         QuantFormat::Q8_0 => exact_q8_0,
         QuantFormat::Q4_0 => exact_q4_0,
@@ -69,7 +40,8 @@ fn exact_for(format: QuantFormat) -> ExactFn {
     }
 }
 
-fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
+/// The int8-activation row kernel of this set for a format, where it has one.
+pub(super) fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
     match format {
         QuantFormat::Q8_0 => Some(q8_q8_0),
         QuantFormat::Q4_0 => Some(q8_q4_0),

@@ -387,7 +387,7 @@ impl BlockDot for S8Vnni {
 }
 
 /// Panel `p` of `w` (an 8-row layout) against every row of `act`, written to `y[8 i + j]`;
-/// the caller ([`super::panels::panel`]) has checked the shapes and that the layout's
+/// the caller ([`super::panel_dispatch::panel`]) has checked the shapes and that the layout's
 /// instruction set runs here.
 pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     assert!(y.len() >= 8 * act.a.rows && Isa::available().contains(&w.isa));

@@ -452,7 +452,7 @@ pub(crate) fn packed_fp8_exact_rows_do_not_depend_on_the_rows_beside_them() {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn packed_fp8_bf16_path_rounds_to_nearest_and_leaves_what_it_cannot_carry() {
     use crate::kernels::x86_packed512::Bf16Act;
-    assert!(crate::kernels::x86::avx512_bf16(), "this CPU has no AVX-512 BF16");
+    assert!(crate::kernels::cpu().avx512_bf16, "this CPU has no AVX-512 BF16");
     // The rounding, bit for bit against `half` (ties, the largest values, a partial last
     // block, zeros past K), and the order within groups of 4.
     let mut rng = Rng::new(5);

@@ -3,6 +3,7 @@
 
 use aihal_core::{CoreError, Result};
 
+use crate::kernels::panel_dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::panels::Kind;
 use crate::kernels::panels::{self, Packed};
@@ -88,7 +89,7 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
             out.fill(0.0);
             return;
         }
-        if precision == ActivationPrecision::Int8 && kernels::x86::avx512_bf16() {
+        if precision == ActivationPrecision::Int8 && kernels::cpu().avx512_bf16 {
             // FP8 has no int8 codes: the reduced-precision path rounds the activations to
             // bf16 instead, and the rows that bf16 cannot carry take the f32 kernel.
             let act = kernels::x86_packed512::Bf16Act::new(x, m, k, stride);
@@ -154,10 +155,10 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
         ActivationPrecision::Int8 => {
             let a = ActQ8::quantize(x, m, k);
             let act = panels::PackedAct::new(w, &a);
-            let pr = panels::call_rows(w, m);
+            let pr = panel_dispatch::call_rows(w, m);
             let any_bad = a.non_finite.contains(&true);
             for_each_panel(w, m, pr, out, |u, y, tile| {
-                panels::panel(w, u, &act, y);
+                panel_dispatch::panel(w, u, &act, y);
                 // Rows with NaN or infinities take the exact path, as everywhere, one panel
                 // of weight rows at a time.
                 if any_bad {
