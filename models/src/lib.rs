@@ -39,4 +39,7 @@ mod weights;
 
 pub use bert::{BertBatch, BertConfig, BertModel, HiddenAct, LinearWeights};
 pub use embed::{EmbedderOptions, SentenceEmbedder};
+pub use llama::{
+    generate, GenerateOptions, Generation, Generator, LlamaConfig, LlamaModel, LlamaOptions, SamplingOptions,
+};
 pub use pooling::Pooling;

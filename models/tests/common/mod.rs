@@ -337,3 +337,70 @@ pub(crate) fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         })
         .fold(0.0, f32::max)
 }
+
+/// The GGUF test file `.testdata/gguf/<name>` (or in `AIHAL_GGUF_DIR`), or `None` with a
+/// loud skip message; a panic instead when `AIHAL_REQUIRE_TESTDATA=1`.
+pub(crate) fn gguf_testdata(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("AIHAL_GGUF_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/gguf"),
+        PathBuf::from,
+    );
+    let path = dir.join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    let msg = format!(
+        "GGUF test file {} not found: `bash .ci/run` fetches it (or point AIHAL_GGUF_DIR at a directory holding {name})",
+        path.display()
+    );
+    assert!(
+        std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
+        "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
+    );
+    eprintln!("\n*** SKIPPED: {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
+    None
+}
+
+/// candle-transformers' quantized llama (`quantized_llama::ModelWeights`) over a GGUF file: the
+/// peer of aihal-models' llama decoder.
+pub(crate) struct LlamaPeer(candle_transformers::models::quantized_llama::ModelWeights);
+
+impl LlamaPeer {
+    pub(crate) fn load(path: &Path) -> Self {
+        let mut f = std::fs::File::open(path).unwrap();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        Self(
+            candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
+                .unwrap(),
+        )
+    }
+
+    /// The last position's logits for `ids` at `pos` (its cache restarts at `pos` 0).
+    pub(crate) fn forward(&mut self, ids: &[u32], pos: usize) -> Vec<f32> {
+        let x = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        self.0.forward(&x, pos).unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+    }
+
+    /// `n` greedy tokens after `prompt`.
+    pub(crate) fn greedy(&mut self, prompt: &[u32], n: usize) -> Vec<u32> {
+        let mut logits = self.forward(prompt, 0);
+        let mut out = Vec::with_capacity(n);
+        for pos in prompt.len()..prompt.len() + n {
+            let id = argmax(&logits);
+            out.push(id);
+            logits = self.forward(&[id], pos);
+        }
+        out
+    }
+}
+
+/// The first index of the largest value.
+pub(crate) fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

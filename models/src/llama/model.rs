@@ -1,0 +1,426 @@
+//! [`LlamaModel`]: a llama-architecture decoder's ops, loaded from GGUF, and its forward pass
+//! over a [`LlamaState`] (the per-layer KV caches).
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::Path;
+use std::sync::Arc;
+
+use aihal_core::{CoreError, DType, Result};
+use aihal_ops::{
+    Add, Attention, AttentionKind, AttentionShape, Embedding, Executor, GateActivation, Gated, KvCache, Linear,
+    LinearPrecision, RmsNorm, Rope, RopeStyle, Tensor,
+};
+use aihal_quantize::{GgufFile, QuantizedTensor};
+
+use super::config::LlamaConfig;
+
+/// How a [`LlamaModel`] is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LlamaOptions {
+    /// How the linear layers over quantized weights meet their activations (int8 by
+    /// default, as llama.cpp's and candle's CPU paths do; F32 for the closest agreement with
+    /// an f32 computation). Layers stored as F32/F16/BF16 are dense f32 layers either way.
+    pub precision: LinearPrecision,
+}
+
+/// A weight as stored: quantized (kept so, never re-quantized) or plain numbers widened to
+/// f32.
+enum Stored {
+    Quantized(QuantizedTensor),
+    Dense(Vec<f32>),
+}
+
+/// Reads the tensors of one GGUF file, checking names and shapes.
+struct Reader<'a, R> {
+    file: &'a GgufFile,
+    reader: R,
+}
+
+impl<R: Read + Seek> Reader<'_, R> {
+    fn info(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| CoreError::invalid_input(format!("llama GGUF: tensor {name} is missing")))?;
+        if info.shape() != shape {
+            return Err(CoreError::shape_mismatch(
+                format!("llama GGUF tensor {name} (row-major)"),
+                shape,
+                info.shape(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tensor `name` of `shape` as stored.
+    fn stored(&mut self, name: &str, shape: &[usize]) -> Result<Stored> {
+        self.info(name, shape)?;
+        let ty = self.file.tensor(name).map(aihal_quantize::GgufTensorInfo::ggml_type);
+        if ty.and_then(aihal_quantize::GgmlType::quant_format).is_some() {
+            let t = self
+                .file
+                .read_tensor(&mut self.reader, name)
+                .map_err(|e| super::context(e, &format!("llama GGUF tensor {name}")))?;
+            return Ok(Stored::Quantized(t));
+        }
+        self.dense(name, shape).map(Stored::Dense)
+    }
+
+    /// Tensor `name` of `shape` in f32 (stored as F32, F16 or BF16).
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.info(name, shape)?;
+        let ty = self.file.tensor(name).map(aihal_quantize::GgufTensorInfo::ggml_type);
+        let not_read = || {
+            CoreError::unsupported(
+                format!("llama GGUF tensor {name}"),
+                format!(
+                    "{} (read: F32, F16, BF16 and the quantized types aihal-quantize reads)",
+                    ty.map_or_else(|| "?".to_owned(), |t| t.to_string())
+                ),
+            )
+        };
+        if ty.and_then(aihal_quantize::GgmlType::dense_dtype).is_none() {
+            return Err(not_read());
+        }
+        let buf = self
+            .file
+            .read_dense(&mut self.reader, name)
+            .map_err(|e| super::context(e, &format!("llama GGUF tensor {name}")))?;
+        let values: Vec<f32> = match buf.dtype() {
+            DType::F32 => buf.as_slice::<f32>()?.to_vec(),
+            DType::F16 => buf.as_slice::<half::f16>()?.iter().map(|v| v.to_f32()).collect(),
+            DType::BF16 => buf.as_slice::<half::bf16>()?.iter().map(|v| v.to_f32()).collect(),
+            _ => return Err(not_read()),
+        };
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(CoreError::invalid_input(format!(
+                "llama GGUF tensor {name}: value {i} is {}",
+                values[i]
+            )));
+        }
+        Ok(values)
+    }
+}
+
+/// One decoder layer's ops with weights.
+#[derive(Debug)]
+struct Layer {
+    attn_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A llama-architecture decoder placed on an [`Executor`]: token ids in, the logits of the
+/// last position out.
+///
+/// Built from a GGUF file ([`load`](Self::load)); the linear weights and the embedding table
+/// stay in the format they are stored in. Every op of [`forward`](Self::forward) runs
+/// through the executor, so its [`report`](Executor::report) says where each ran. The model
+/// is read-only once built: the positions a generation has seen live in a [`LlamaState`].
+#[derive(Debug)]
+pub struct LlamaModel {
+    config: LlamaConfig,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    output_norm: RmsNorm,
+    output: Linear,
+    rope_q: Rope,
+    rope_k: Rope,
+    attention: Attention,
+    gated: Gated,
+    add: Add,
+}
+
+/// The positions a [`LlamaModel`] has seen in one sequence: a preallocated KV cache per
+/// layer. Made by [`LlamaModel::new_state`].
+#[derive(Debug)]
+pub struct LlamaState {
+    caches: Vec<KvCache>,
+    max_len: usize,
+    pos: usize,
+}
+
+impl LlamaState {
+    /// Positions seen so far (the position of the next token).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The most positions it holds.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Forgets every position (the memory stays allocated).
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Keeps the first `len` positions at most (rolls a sequence back).
+    pub fn truncate(&mut self, len: usize) {
+        for c in &mut self.caches {
+            c.truncate(len);
+        }
+        self.pos = self.pos.min(len);
+    }
+}
+
+impl LlamaModel {
+    /// Loads the GGUF file at `path` (see [`from_gguf`](Self::from_gguf)).
+    ///
+    /// Errors: `Io` naming an unreadable file, then those of [`GgufFile::read`] and
+    /// [`from_gguf`](Self::from_gguf).
+    pub fn load(exec: &Arc<Executor>, path: impl AsRef<Path>, options: LlamaOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let open = || -> Result<_> {
+            let mut reader = BufReader::new(File::open(path)?);
+            let file = GgufFile::read(&mut reader)?;
+            Ok((file, reader))
+        };
+        let (file, reader) = open().map_err(|e| super::context(e, &path.display().to_string()))?;
+        Self::from_gguf(exec, &file, reader, options).map_err(|e| super::context(e, &path.display().to_string()))
+    }
+
+    /// Builds the decoder of a parsed GGUF header, reading its tensors from `reader` (the
+    /// stream the header was read from).
+    ///
+    /// Tensors, as llama.cpp names them: `token_embd.weight` `[vocab, hidden]`;
+    /// per layer `blk.N.{attn_norm, ffn_norm}.weight` `[hidden]`, `blk.N.attn_q.weight`
+    /// `[heads·head_dim, hidden]`, `attn_k`/`attn_v` `[kv_heads·head_dim, hidden]`,
+    /// `attn_output` `[hidden, heads·head_dim]`, `ffn_gate`/`ffn_up` `[ffn, hidden]`,
+    /// `ffn_down` `[hidden, ffn]`; `output_norm.weight` `[hidden]`; `output.weight`
+    /// `[vocab, hidden]`, or, when absent, the embedding table again (tied embeddings).
+    /// Shapes are row-major (GGUF's dimensions reversed). Quantized tensors are used as
+    /// stored; F32, F16 and BF16 ones become dense f32 ops.
+    ///
+    /// Errors: those of [`LlamaConfig::from_gguf`] (`Unsupported` for an unknown
+    /// architecture); `InvalidInput` naming a missing tensor, `ShapeMismatch` naming a
+    /// misshapen one, `Unsupported` naming one of a type that is not read; `InvalidConfig`
+    /// when the file holds more layers than `block_count`; read errors; the ops' placement
+    /// errors.
+    pub fn from_gguf<R: Read + Seek>(
+        exec: &Arc<Executor>,
+        file: &GgufFile,
+        reader: R,
+        options: LlamaOptions,
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(file)?;
+        let mut r = Reader { file, reader };
+        let c = &config;
+        let (h, vocab, ffn) = (c.embedding_length, c.vocab_size, c.feed_forward_length);
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let eps = c.rms_norm_eps;
+
+        let linear = |r: &mut Reader<'_, R>, name: &str, out: usize, inp: usize| -> Result<Linear> {
+            match r.stored(name, &[out, inp])? {
+                Stored::Quantized(w) => Linear::with_precision(exec, &w, None, options.precision),
+                Stored::Dense(w) => Linear::dense(exec, &w, [out, inp], None),
+            }
+            .map_err(|e| super::context(e, name))
+        };
+        let norm = |r: &mut Reader<'_, R>, name: &str| -> Result<RmsNorm> {
+            let w = r.dense(name, &[h])?;
+            RmsNorm::new(exec, &w, eps).map_err(|e| super::context(e, name))
+        };
+
+        let embd_name = "token_embd.weight";
+        let embd = r.stored(embd_name, &[vocab, h])?;
+        let embed = match &embd {
+            Stored::Quantized(t) => Embedding::new(exec, t),
+            Stored::Dense(t) => Embedding::dense(exec, t, h),
+        }
+        .map_err(|e| super::context(e, embd_name))?;
+
+        let mut layers = Vec::with_capacity(c.block_count);
+        for l in 0..c.block_count {
+            let n = |what: &str| format!("blk.{l}.{what}.weight");
+            layers.push(Layer {
+                attn_norm: norm(&mut r, &n("attn_norm"))?,
+                q: linear(&mut r, &n("attn_q"), q_dim, h)?,
+                k: linear(&mut r, &n("attn_k"), kv_dim, h)?,
+                v: linear(&mut r, &n("attn_v"), kv_dim, h)?,
+                o: linear(&mut r, &n("attn_output"), h, q_dim)?,
+                ffn_norm: norm(&mut r, &n("ffn_norm"))?,
+                gate: linear(&mut r, &n("ffn_gate"), ffn, h)?,
+                up: linear(&mut r, &n("ffn_up"), ffn, h)?,
+                down: linear(&mut r, &n("ffn_down"), h, ffn)?,
+            });
+        }
+        let extra = format!("blk.{}.attn_q.weight", c.block_count);
+        if file.tensor(&extra).is_some() {
+            return Err(CoreError::invalid_config(format!(
+                "llama GGUF: tensor {extra} exists but block_count is {}",
+                c.block_count
+            )));
+        }
+        let output_norm = norm(&mut r, "output_norm.weight")?;
+        let output = if file.tensor("output.weight").is_some() {
+            linear(&mut r, "output.weight", vocab, h)?
+        } else {
+            // Tied embeddings: the output projection reuses the embedding table.
+            match &embd {
+                Stored::Quantized(w) => Linear::with_precision(exec, w, None, options.precision),
+                Stored::Dense(w) => Linear::dense(exec, w, [vocab, h], None),
+            }
+            .map_err(|e| super::context(e, "token_embd.weight as the output projection"))?
+        };
+        drop(embd);
+
+        // GGUF llama files store Q and K with the rows of each head permuted so that RoPE
+        // rotates adjacent pairs (2i, 2i + 1): llama.cpp's converter undoes Hugging Face's
+        // half-split layout (`LlamaModel.permute` in convert_hf_to_gguf.py) and llama.cpp
+        // applies its "normal" rope to LLM_ARCH_LLAMA (`llama_model_rope_type`);
+        // candle-transformers' quantized_llama uses `rope_i` (interleaved) for the same reason.
+        let style = RopeStyle::Interleaved;
+        let shape = AttentionShape {
+            n_heads: c.head_count,
+            n_kv_heads: c.head_count_kv,
+            head_dim: c.head_dim,
+        };
+        Ok(Self {
+            rope_q: Rope::new(exec, c.head_count, c.head_dim, c.rope_freq_base, style)?,
+            rope_k: Rope::new(exec, c.head_count_kv, c.head_dim, c.rope_freq_base, style)?,
+            attention: Attention::new(exec, shape, AttentionKind::Causal, None)?,
+            gated: Gated::new(exec, GateActivation::Silu)?,
+            add: Add::new(exec)?,
+            config,
+            embed,
+            layers,
+            output_norm,
+            output,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The executor its ops were placed on.
+    pub fn executor(&self) -> &Arc<Executor> {
+        self.add.executor()
+    }
+
+    /// A state for one sequence of up to `max_len` positions (the context length when
+    /// `None`), its KV caches allocated now, on the attention op's device.
+    ///
+    /// Errors: `InvalidInput` for a `max_len` of 0 or above the context length; allocation
+    /// errors of the provider.
+    pub fn new_state(&self, max_len: Option<usize>) -> Result<LlamaState> {
+        let ctx = self.config.context_length;
+        let max_len = max_len.unwrap_or(ctx);
+        if max_len == 0 || max_len > ctx {
+            return Err(CoreError::invalid_input(format!(
+                "llama: a state of {max_len} positions; it must be between 1 and the context length {ctx}"
+            )));
+        }
+        let caches = (0..self.config.block_count)
+            .map(|_| self.attention.new_cache(1, max_len))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LlamaState {
+            caches,
+            max_len,
+            pos: 0,
+        })
+    }
+
+    /// Checks that `ids` can follow what `state` holds: not empty, each below the vocabulary
+    /// size, all within the state's positions.
+    ///
+    /// Errors: `InvalidInput` naming the problem.
+    pub fn check_input(&self, ids: &[u32], state: &LlamaState) -> Result<()> {
+        if ids.is_empty() {
+            return Err(CoreError::invalid_input("llama: no token ids to run"));
+        }
+        let vocab = self.config.vocab_size;
+        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+            return Err(CoreError::invalid_input(format!(
+                "llama: token id {id} at index {i} is not below the vocabulary size {vocab}"
+            )));
+        }
+        if state.caches.len() != self.layers.len() {
+            return Err(CoreError::invalid_input(format!(
+                "llama: the state has {} layers' caches, the model {} layers",
+                state.caches.len(),
+                self.layers.len()
+            )));
+        }
+        let end = state.pos + ids.len();
+        if end > state.max_len {
+            let what = if state.max_len == self.config.context_length {
+                "the context length"
+            } else {
+                "the state's max_len"
+            };
+            return Err(CoreError::invalid_input(format!(
+                "llama: {} tokens after {} positions make {end}, more than {what} {}",
+                ids.len(),
+                state.pos,
+                state.max_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `ids` (positions `state.position() ..`) through the decoder, appending them to
+    /// `state`, and returns the logits of the last one (`vocab_size` values). Nothing is
+    /// appended when the input is refused.
+    ///
+    /// Errors: those of [`check_input`](Self::check_input) (an empty input, an id outside the
+    /// vocabulary, more positions than the state holds); provider errors.
+    pub fn forward(&self, ids: &[u32], state: &mut LlamaState) -> Result<Vec<f32>> {
+        self.check_input(ids, state)?;
+        let c = &self.config;
+        let (s, h, hd) = (ids.len(), c.embedding_length, c.head_dim);
+        let pos0 = state.pos;
+        let mut x = self.embed.forward(ids, Some(&[1, s]))?;
+        let run = |x: &mut Tensor, layer: &Layer, cache: &mut KvCache| -> Result<()> {
+            let n = layer.attn_norm.forward(x)?;
+            let q = layer.q.forward(&n)?.reshape(&[1, s, c.head_count, hd])?;
+            let k = layer.k.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
+            let v = layer.v.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
+            let q = self.rope_q.forward(&q, pos0)?;
+            let k = self.rope_k.forward(&k, pos0)?;
+            let ctx = self
+                .attention
+                .forward(&q, &k, &v, cache, None)?
+                .reshape(&[1, s, c.q_dim()])?;
+            *x = self.add.forward(&layer.o.forward(&ctx)?, x)?;
+            let n = layer.ffn_norm.forward(x)?;
+            let m = self.gated.forward(&layer.gate.forward(&n)?, &layer.up.forward(&n)?)?;
+            *x = self.add.forward(&layer.down.forward(&m)?, x)?;
+            Ok(())
+        };
+        let result = self
+            .layers
+            .iter()
+            .zip(&mut state.caches)
+            .try_for_each(|(layer, cache)| run(&mut x, layer, cache));
+        if let Err(e) = result {
+            // Keep the caches consistent: drop what the failed call appended.
+            state.truncate(pos0);
+            return Err(e);
+        }
+        state.pos += s;
+        // Only the last position's logits are needed.
+        let last = if s == 1 {
+            x.reshape(&[1, h])?
+        } else {
+            let all = x.to_vec()?;
+            Tensor::from_vec(all[(s - 1) * h..].to_vec(), &[1, h])?
+        };
+        let logits = self.output.forward(&self.output_norm.forward(&last)?)?;
+        if logits.host_slice().is_some() {
+            Ok(logits.into_host().unwrap_or_default())
+        } else {
+            logits.to_vec()
+        }
+    }
+}
