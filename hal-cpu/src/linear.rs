@@ -8,7 +8,6 @@ use candle_core::{DType, Tensor};
 
 use crate::matmul::{ActivationPrecision, Activations, MatmulOptions};
 use crate::packed::{matmul_packed, PackedWeights};
-use aihal_reference::check_matmul;
 
 /// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`, on
 /// the CPU: this crate's own layer, for candle code that uses aihal-cpu alone. To place a
@@ -55,7 +54,7 @@ impl QuantLinear {
     /// bias of `out_features` values. The weight is packed here, once, where this CPU has a
     /// packed layout for its format (see the type's docs).
     pub fn new(weight: QuantizedTensor, bias: Option<Vec<f32>>) -> Result<Self> {
-        let (n, _) = check_matmul(0, 0, &weight)?;
+        let (n, _) = crate::matmul::check_weight(0, 0, &weight)?;
         if let Some(b) = &bias {
             if b.len() != n {
                 return Err(CoreError::shape_mismatch(

@@ -109,6 +109,16 @@ impl MatmulOptions {
     }
 }
 
+/// [`check_matmul`], and that this crate's table of formats has kernels for the weight's format
+/// (a format newer than the table is `NotImplemented`, which an executor places elsewhere).
+pub(crate) fn check_weight(x_len: usize, m: usize, w: &QuantizedTensor) -> Result<(usize, usize)> {
+    let shape = check_matmul(x_len, m, w)?;
+    kernels::formats::entry(w.format())
+        .exact
+        .map_err(|why| CoreError::not_implemented(format!("aihal-cpu matmul over {} weights: {why}", w.format())))?;
+    Ok(shape)
+}
+
 /// Whether `format` has an int8-activation path ([`ActivationPrecision::Int8`] uses it);
 /// formats without one always take the f32 path.
 pub fn has_int8_activation_path(format: QuantFormat) -> bool {
@@ -140,7 +150,7 @@ pub fn matmul(x: &[f32], m: usize, w: &QuantizedTensor) -> Result<Vec<f32>> {
 /// formats and for M > 1 (at M = 1 the 8-bit formats run at the memory's speed either way).
 /// The crate README's performance section points to the measured comparison.
 pub fn matmul_with(x: Activations<'_>, m: usize, w: &QuantizedTensor, options: MatmulOptions) -> Result<Vec<f32>> {
-    let (n, _) = check_matmul(x.len(), m, w)?;
+    let (n, _) = check_weight(x.len(), m, w)?;
     let mut y = vec![0.0f32; output_len(m, n)?];
     matmul_into(x, m, w, options, &mut y)?;
     Ok(y)
@@ -154,7 +164,7 @@ pub fn matmul_into(
     options: MatmulOptions,
     out: &mut [f32],
 ) -> Result<()> {
-    let (n, _) = check_matmul(x.len(), m, w)?;
+    let (n, _) = check_weight(x.len(), m, w)?;
     let want = output_len(m, n)?;
     if out.len() != want {
         return Err(CoreError::shape_mismatch("matmul output [M, N]", [want], [out.len()]));
@@ -227,14 +237,14 @@ pub(crate) fn run(
     }
     let exact = (kernels.exact)(w.format());
     let q8 = match precision {
-        ActivationPrecision::Int8 => (kernels.q8)(w.format()),
+        ActivationPrecision::Int8 => kernels.q8_kernel(w.format()),
         ActivationPrecision::F32 => None,
     };
     let panel = q8
-        .and_then(|_| (kernels.panel)(w.format()))
+        .and_then(|_| kernels.panel_kernel(w.format()))
         .filter(|_| m >= PANEL_MIN_ROWS);
     let exact_panel = match q8 {
-        None if m >= EXACT_PANEL_MIN_ROWS => (kernels.exact_panel)(w.format()),
+        None if m >= EXACT_PANEL_MIN_ROWS => kernels.exact_panel_kernel(w.format()),
         _ => None,
     };
     let act = q8.map(|_| ActQ8::quantize(x, m, k));

@@ -9,7 +9,6 @@ use crate::kernels::panels as layout;
 use crate::matmul::{
     has_int8_activation_path, matmul_into, output_len, ActivationPrecision, Activations, MatmulOptions,
 };
-use aihal_reference::check_matmul;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod panels;
@@ -152,7 +151,7 @@ impl PackedWeights {
     /// ```
     #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(unused_variables))]
     pub fn with_options(w: &QuantizedTensor, options: PackOptions) -> Result<Self> {
-        check_matmul(0, 0, w)?;
+        crate::matmul::check_weight(0, 0, w)?;
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if let Some((kind, isa)) = panel_layout(w) {
             return Ok(Self {
@@ -167,7 +166,7 @@ impl PackedWeights {
     /// Like [`new`](Self::new), taking `w` by value: where no packed layout fits, `w` is kept
     /// without a copy.
     pub fn from_tensor(w: QuantizedTensor) -> Result<Self> {
-        check_matmul(0, 0, &w)?;
+        crate::matmul::check_weight(0, 0, &w)?;
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if let Some((kind, isa)) = panel_layout(&w) {
             return Ok(Self {
@@ -198,7 +197,7 @@ impl PackedWeights {
     /// Keeps `w` as it is (no packing): [`matmul_packed`] then runs the kernels of
     /// [`matmul_with`](crate::matmul_with).
     pub fn unpacked(w: QuantizedTensor) -> Result<Self> {
-        check_matmul(0, 0, &w)?;
+        crate::matmul::check_weight(0, 0, &w)?;
         Ok(Self {
             inner: Inner::Original(w),
         })

@@ -299,8 +299,14 @@ impl Provider for CpuProvider {
     }
 
     fn supports(&self, spec: &OpSpec<'_>) -> Support {
-        // Every op of the set, every format: the packed kernels where a format has them, the
-        // generic kernels (which decode any format) elsewhere.
+        // Every op of the set, every format of the crate's table of formats: the packed
+        // kernels where a format has them, the generic kernels (which decode any format)
+        // elsewhere. A format newer than the table is refused, with the table's reason.
+        if let Some(format) = spec.format() {
+            if let Err(why) = crate::kernels::formats::entry(format).exact {
+                return Support::No(format!("{format} weights: {why}"));
+            }
+        }
         match spec {
             OpSpec::Linear { .. }
             | OpSpec::DenseLinear { .. }

@@ -41,6 +41,10 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
         QuantFormat::Q4_0 => (numel / 32 * 18, 0),
         QuantFormat::Q8_0 => (numel / 32 * 34, 0),
         QuantFormat::Tq2_0 => (numel / 256 * 66, 0),
+        QuantFormat::Q4_1 => (numel / 32 * 20, 0),
+        QuantFormat::Q5_0 => (numel / 32 * 22, 0),
+        QuantFormat::Q4K => (numel / 256 * 144, 0),
+        QuantFormat::Q6K => (numel / 256 * 210, 0),
         QuantFormat::Ternary => (numel.div_ceil(4), 1),
         QuantFormat::Int8PerChannel => (numel, n),
         QuantFormat::Int8PerBlock { block_size } => (numel, n * k.div_ceil(block_size)),
@@ -70,6 +74,24 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
         QuantFormat::Tq2_0 => {
             for blk in data.chunks_exact_mut(66) {
                 blk[64..].copy_from_slice(&scale(rng));
+            }
+        }
+        // Random codes, sub-block scales and minimums; finite f16 scales (and minimums).
+        QuantFormat::Q4_1 | QuantFormat::Q4K => {
+            let bytes = if format == QuantFormat::Q4_1 { 20 } else { 144 };
+            for blk in data.chunks_exact_mut(bytes) {
+                blk[..2].copy_from_slice(&scale(rng));
+                blk[2..4].copy_from_slice(&scale(rng));
+            }
+        }
+        QuantFormat::Q5_0 => {
+            for blk in data.chunks_exact_mut(22) {
+                blk[..2].copy_from_slice(&scale(rng));
+            }
+        }
+        QuantFormat::Q6K => {
+            for blk in data.chunks_exact_mut(210) {
+                blk[208..].copy_from_slice(&scale(rng));
             }
         }
         QuantFormat::Fp8E4M3 { .. } => {
@@ -122,14 +144,18 @@ pub(crate) fn all_formats() -> Vec<QuantFormat> {
             block_size: 64,
             double_quant: true,
         },
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
     ]
 }
 
 /// A `k` the format allows, from a free draw.
 pub(crate) fn fit_k(format: QuantFormat, k: usize) -> usize {
     match format {
-        QuantFormat::Q4_0 | QuantFormat::Q8_0 => 32 * (k / 32).max(1),
-        QuantFormat::Tq2_0 => 256 * (k / 256).max(1),
+        QuantFormat::Q4_0 | QuantFormat::Q8_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 => 32 * (k / 32).max(1),
+        QuantFormat::Tq2_0 | QuantFormat::Q4K | QuantFormat::Q6K => 256 * (k / 256).max(1),
         _ => k.max(1),
     }
 }

@@ -5,7 +5,10 @@
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::kernels::codes::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{
+    decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES,
+    Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     name: "generic",
@@ -41,22 +44,20 @@ pub(crate) fn exact(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: 
     out[..rows].copy_from_slice(&acc[..rows]);
 }
 
-/// The int8-activation kernel of a format, if it has integer codes in blocks of 32.
+/// The int8-activation kernel of a format, where [`super::formats::entry`] gives it one.
 pub(crate) fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
-    match format {
-        QuantFormat::Nf4 { .. } if has_q8(format) => Some(q8_nf4 as Q8Fn),
-        _ => has_q8(format).then_some(q8 as Q8Fn),
-    }
+    super::formats::entry(format).q8.ok()?;
+    Some(match format {
+        QuantFormat::Nf4 { .. } => q8_nf4 as Q8Fn,
+        QuantFormat::Q4_1 | QuantFormat::Q4K => q8_affine as Q8Fn,
+        QuantFormat::Q6K => q8_q6_k as Q8Fn,
+        _ => q8 as Q8Fn,
+    })
 }
 
-/// Whether `format` has an int8-activation path.
+/// Whether `format` has an int8-activation path (read from [`super::formats::entry`]).
 pub(crate) fn has_q8(format: QuantFormat) -> bool {
-    match format {
-        QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Tq2_0 | QuantFormat::Int8PerChannel => true,
-        // NF4 block sizes are powers of two from 32 (validated by aihal-quantize).
-        QuantFormat::Int8PerBlock { block_size } | QuantFormat::Nf4 { block_size, .. } => block_size.is_multiple_of(32),
-        _ => false,
-    }
+    super::formats::entry(format).q8.is_ok()
 }
 
 /// The integer codes of block `b` (32 values, zero past the end of the row) of row `n`, and
@@ -100,9 +101,96 @@ pub(crate) fn weight_block(w: &QuantizedTensor, n: usize, b: usize) -> ([i8; 32]
                 _ => w.scales()[n],
             }
         }
+        QuantFormat::Q5_0 => {
+            // d (f16), the 32 fifth bits (u32, value j's in bit j), then low nibbles as Q4_0's:
+            // value = d * (q - 16) (ggml-common.h `block_q5_0`, ggml-quants.c
+            // `dequantize_row_q5_0`).
+            let blk = &data[(n * (k / 32) + b) * Q5_0_BLOCK_BYTES..][..Q5_0_BLOCK_BYTES];
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            for j in 0..16 {
+                let hi = |bit: usize| (((qh >> bit) & 1) << 4) as u8;
+                codes[j] = ((blk[6 + j] & 0xF) | hi(j)) as i8 - 16;
+                codes[j + 16] = ((blk[6 + j] >> 4) | hi(j + 16)) as i8 - 16;
+            }
+            f16_at(blk)
+        }
         _ => f32::NAN,
     };
     (codes, scale)
+}
+
+/// The codes (0..=15) of block `b` of row `n` of a Q4_1 or Q4_K weight, with its scale and its
+/// additive term: value = `scale * code + add`.
+///
+/// Q4_1 (ggml-common.h `block_q4_1`: f16 d, f16 m, 16 bytes of nibbles as Q4_0's): `d`, `m`.
+/// Q4_K (`block_q4_K`: f16 d, f16 dmin, 12 bytes of 6-bit sub-block scales and minimums, 128
+/// bytes of nibbles; ggml-quants.c `dequantize_row_q4_K`): sub-block `g = b % 8` of 32 values
+/// has scale `d * sc_g` and term `-(dmin * m_g)`, its codes in the low nibbles of bytes
+/// `32 (g / 2) ..` for even `g`, the high ones for odd `g`.
+pub(crate) fn affine_block(w: &QuantizedTensor, n: usize, b: usize) -> ([u8; 32], f32, f32) {
+    let k = w.row_len();
+    let data = w.data();
+    let mut codes = [0u8; 32];
+    match w.format() {
+        QuantFormat::Q4_1 => {
+            let blk = &data[(n * (k / 32) + b) * Q4_1_BLOCK_BYTES..][..Q4_1_BLOCK_BYTES];
+            for j in 0..16 {
+                codes[j] = blk[4 + j] & 0xF;
+                codes[j + 16] = blk[4 + j] >> 4;
+            }
+            (codes, f16_at(blk), f16_at(&blk[2..]))
+        }
+        QuantFormat::Q4K => {
+            let blk = &data[(n * (k / 256) + b / 8) * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+            let g = b % 8;
+            let (sc, m) = q4_k_scale_min(&blk[4..16], g);
+            let q = &blk[16 + 32 * (g / 2)..][..32];
+            for (c, &byte) in codes.iter_mut().zip(q) {
+                *c = if g.is_multiple_of(2) { byte & 0xF } else { byte >> 4 };
+            }
+            (codes, f16_at(blk) * f32::from(sc), -(f16_at(&blk[2..]) * f32::from(m)))
+        }
+        _ => (codes, f32::NAN, f32::NAN),
+    }
+}
+
+/// Q4_K's 6-bit scale and minimum of sub-block `g` (0..8) from the 12 packed bytes: for
+/// `g < 4` the low 6 bits of bytes `g` and `g + 4`; else the nibbles of byte `g + 4` with the
+/// top 2 bits of bytes `g - 4` and `g` above them (ggml-quants.c `get_scale_min_k4`).
+pub(crate) fn q4_k_scale_min(s: &[u8], g: usize) -> (u8, u8) {
+    if g < 4 {
+        (s[g] & 63, s[g + 4] & 63)
+    } else {
+        (
+            (s[g + 4] & 0xF) | ((s[g - 4] >> 6) << 4),
+            (s[g + 4] >> 4) | ((s[g] >> 6) << 4),
+        )
+    }
+}
+
+/// The codes (`q - 32`, -32..=31) of block `b` of row `n` of a Q6_K weight, the i8 scales of
+/// its two halves of 16, and the super-block's `d`: value = `d * sc_half * code`.
+///
+/// `block_q6_K` (ggml-common.h): 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 i8
+/// sub-block scales, f16 d. Block `g = b % 8` of the super-block is quarter `t = g % 4` of half
+/// `h = g / 4` (ggml-quants.c `dequantize_row_q6_K`): value `i` takes the low or high nibble
+/// (`t` < 2 or not) of byte `64 h + 32 (t % 2) + i` and bits `2 t ..` of byte `128 + 32 h + i`;
+/// its scales are bytes `192 + 2 g` (values 0..16) and `193 + 2 g` (16..32).
+pub(crate) fn q6_k_block(w: &QuantizedTensor, n: usize, b: usize) -> ([i8; 32], [i8; 2], f32) {
+    let k = w.row_len();
+    let blk = &w.data()[(n * (k / 256) + b / 8) * Q6_K_BLOCK_BYTES..][..Q6_K_BLOCK_BYTES];
+    let g = b % 8;
+    let (h, t) = (g / 4, g % 4);
+    let ql = &blk[64 * h + 32 * (t % 2)..][..32];
+    let qh = &blk[128 + 32 * h..][..32];
+    let mut codes = [0i8; 32];
+    for (i, c) in codes.iter_mut().enumerate() {
+        let lo = if t < 2 { ql[i] & 0xF } else { ql[i] >> 4 };
+        let hi = (qh[i] >> (2 * t)) & 3;
+        *c = (lo | (hi << 4)) as i8 - 32;
+    }
+    let scales = [blk[192 + 2 * g] as i8, blk[193 + 2 * g] as i8];
+    (codes, scales, f16_at(&blk[208..]))
 }
 
 /// `out[r] = Σ_b (ws_b * dx_b) * isum_b` in increasing `b`, `isum_b` the exact integer dot
@@ -117,6 +205,53 @@ fn q8(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &
             let q = &a.qs[(i * nb + b) * 32..][..32];
             let isum: i32 = codes.iter().zip(q).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
             *acc += ws * a.d[i * nb + b] * isum as f32;
+        }
+    }
+    out[..rows].copy_from_slice(&acc[..rows]);
+}
+
+/// The int8-activation kernel of Q4_1 and Q4_K (values `scale * code + add`, codes 0..=15):
+/// per block, `(ws * dx) * isum` and then `add * (dx * sx)` are added to the sum, `isum` the
+/// exact integer dot product and `sx` the exact sum of the block's activation codes
+/// ([`ActQ8::sums`]). The rows' values past `K` are zero. Slice lengths are checked by
+/// indexing.
+pub(crate) fn q8_affine(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let nb = a.nb;
+    let mut acc = [0.0f32; super::MAX_ROWS];
+    for b in 0..nb {
+        let (codes, ws, add) = affine_block(w, n, b);
+        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            let i = row0 + r;
+            let q = &a.qs[(i * nb + b) * 32..][..32];
+            let isum: i32 = codes.iter().zip(q).map(|(&c, &v)| i32::from(c) * i32::from(v)).sum();
+            let dx = a.d[i * nb + b];
+            *acc += ws * dx * isum as f32;
+            *acc += add * (dx * a.sums[i * nb + b] as f32);
+        }
+    }
+    out[..rows].copy_from_slice(&acc[..rows]);
+}
+
+/// The int8-activation kernel of Q6_K: per block of 32, `isum = sc_0 · Σ_{j<16} c_j q_j +
+/// sc_1 · Σ_{j≥16} c_j q_j` exactly in i32 (at most 16 · 32 · 127 · 128 per half), and
+/// `(d * dx) * isum` added to the sum. Slice lengths are checked by indexing.
+pub(crate) fn q8_q6_k(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let nb = a.nb;
+    let mut acc = [0.0f32; super::MAX_ROWS];
+    for b in 0..nb {
+        let (codes, [s0, s1], d) = q6_k_block(w, n, b);
+        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            let i = row0 + r;
+            let q = &a.qs[(i * nb + b) * 32..][..32];
+            let half = |h: usize| -> i32 {
+                codes[16 * h..16 * h + 16]
+                    .iter()
+                    .zip(&q[16 * h..16 * h + 16])
+                    .map(|(&c, &v)| i32::from(c) * i32::from(v))
+                    .sum()
+            };
+            let isum = i32::from(s0) * half(0) + i32::from(s1) * half(1);
+            *acc += d * a.d[i * nb + b] * isum as f32;
         }
     }
     out[..rows].copy_from_slice(&acc[..rows]);

@@ -22,6 +22,7 @@ pub(crate) mod arm;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod arm_packed;
 pub(crate) mod codes;
+pub(crate) mod formats;
 pub(crate) mod generic;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) mod panel_dispatch;
@@ -119,6 +120,31 @@ pub(crate) struct Kernels {
     /// The exact panel kernel for a format, where the set has one (used for
     /// M >= [`EXACT_PANEL_MIN_ROWS`] on the f32 path).
     pub(crate) exact_panel: fn(QuantFormat) -> Option<ExactPanelFn>,
+}
+
+impl Kernels {
+    /// The int8-activation row kernel of this set for `format`, where the table of formats
+    /// ([`formats::entry`]) gives the format that path: the set's own, else the generic one.
+    pub(crate) fn q8_kernel(&self, format: QuantFormat) -> Option<Q8Fn> {
+        formats::entry(format).q8.ok()?;
+        (self.q8)(format).or_else(|| generic::q8_for(format))
+    }
+
+    /// The int8 panel kernel of this set for `format`, where the table of formats gives it
+    /// panels and the set has one.
+    pub(crate) fn panel_kernel(&self, format: QuantFormat) -> Option<PanelFn> {
+        let e = formats::entry(format);
+        (e.panels && e.q8.is_ok()).then(|| (self.panel)(format)).flatten()
+    }
+
+    /// The exact panel kernel of this set for `format`, where the table of formats gives it
+    /// panels and the set has one.
+    pub(crate) fn exact_panel_kernel(&self, format: QuantFormat) -> Option<ExactPanelFn> {
+        let e = formats::entry(format);
+        (e.panels && e.exact.is_ok())
+            .then(|| (self.exact_panel)(format))
+            .flatten()
+    }
 }
 
 /// The smallest M for which the exact panel kernels run: their f32 panel is 16 × K × 4

@@ -132,17 +132,24 @@ pub(crate) enum Kind {
 impl Kind {
     /// The packed layout for `w` in `isa`'s panels, if there is one.
     pub(crate) fn for_tensor(w: &QuantizedTensor, isa: Isa) -> Option<Self> {
+        use super::formats::{entry, Packing};
+        let on_isa = match entry(w.format()).packing {
+            Packing::AllIntegerSets => true,
+            Packing::WideIntegerSets => matches!(isa, Isa::Avx512Vnni | Isa::NeonDot),
+            Packing::Avx512Only => isa == Isa::Avx512Vnni,
+            Packing::None(_) => false,
+        };
+        if !on_isa {
+            return None;
+        }
         Some(match w.format() {
             QuantFormat::Nf4 { block_size, .. }
-                if matches!(isa, Isa::Avx512Vnni | Isa::NeonDot)
-                    && block_size.is_multiple_of(32)
-                    && w.shape().len() == 2
-                    && w.shape()[1].is_multiple_of(block_size) =>
+                if block_size.is_multiple_of(32) && w.shape().len() == 2 && w.shape()[1].is_multiple_of(block_size) =>
             {
                 Self::Nf4 { block_size }
             }
             QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size }
-                if isa == Isa::Avx512Vnni && block_size.is_none_or(|b| b.is_multiple_of(32)) =>
+                if block_size.is_none_or(|b| b.is_multiple_of(32)) =>
             {
                 Self::Fp8 {
                     e5m2: matches!(w.format(), QuantFormat::Fp8E5M2 { .. }),

@@ -216,7 +216,10 @@ impl Tile {
         let exact = (set.exact)(w.format);
         let rows: Vec<usize> = rows.filter_map(|(i, on)| on.then_some(i)).collect();
         let all = rows.len() == m;
-        match (set.exact_panel)(w.format).filter(|_| all && m >= EXACT_PANEL_MIN_ROWS) {
+        match set
+            .exact_panel_kernel(w.format)
+            .filter(|_| all && m >= EXACT_PANEL_MIN_ROWS)
+        {
             // SAFETY: the kernels come from the table detected for this CPU for the tile's
             // format; the tile is a valid [cols, K] tensor of that format (checked by
             // `from_parts`); x holds m rows of K; yt holds cols * m values; cols <= 16.

@@ -1,0 +1,124 @@
+//! The registry of formats in this crate: for every [`QuantFormat`], which kernel families
+//! exist here, and for each one that does not, why. The kernel tables ([`super::Kernels`]),
+//! [`CpuProvider::supports`](crate::CpuProvider), [`has_int8_activation_path`](crate::has_int8_activation_path)
+//! and the packed layout choice ([`super::panels::Kind::for_tensor`]) all read [`entry`], so a
+//! format is added to this crate in one `match` here, and then in the kernel files the entry
+//! names.
+//!
+//! The families:
+//! - **exact**: f32 activations, the weight decoded to f32 (the generic kernel decodes every
+//!   format through [`aihal_quantize::decode`]; the SIMD sets decode some formats in
+//!   registers, the others through the same chunked decode).
+//! - **q8**: int8 activations in blocks of 32 (one f32 scale and one code sum per block),
+//!   each block's dot product with the weight's integer codes exact in i32, then scaled in
+//!   f32. Only formats whose values are `scale · code (+ min)` with integer codes per run of
+//!   16 or 32 values have it.
+//! - **panel** and **exact panel**: the per-call sets' M > 1 kernels over repacked panels.
+//! - **packed**: the layouts of [`PackedWeights`](crate::PackedWeights).
+
+use aihal_quantize::QuantFormat;
+
+/// Which packed layouts (panels repacked once) a format has, by instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Packing {
+    /// Every int8 panel layout (AVX2, AVX-VNNI, AVX-512 VNNI, NEON dotprod).
+    AllIntegerSets,
+    /// The AVX-512 VNNI and NEON dotprod layouts only (their kernels look codes up in a
+    /// table; the AVX2 ones have no room for it).
+    WideIntegerSets,
+    /// The AVX-512 layout only (FP8 on f32 or bf16 activations).
+    Avx512Only,
+    /// None: the format runs the per-call kernels of `matmul_with`.
+    None(&'static str),
+}
+
+/// What this crate runs for one format.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    /// The exact path (every format this crate knows), or why not.
+    pub(crate) exact: Result<(), &'static str>,
+    /// The int8-activation path, or why not.
+    pub(crate) q8: Result<(), &'static str>,
+    /// Whether the per-call SIMD sets have panel kernels (int8 panels on the q8 path, exact
+    /// panels on the f32 path) for it; without, their row kernels run for every M.
+    pub(crate) panels: bool,
+    /// The packed layouts.
+    pub(crate) packing: Packing,
+}
+
+/// No int8-activation path: the values are not integer codes times a scale.
+const NOT_INTEGER: &str = "its values are not integer codes times a block scale";
+
+/// The one table of formats (see the module documentation).
+pub(crate) fn entry(format: QuantFormat) -> Entry {
+    let yes = Ok(());
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q8_0 | QuantFormat::Tq2_0 | QuantFormat::Int8PerChannel => Entry {
+            exact: yes,
+            q8: yes,
+            panels: true,
+            packing: Packing::AllIntegerSets,
+        },
+        QuantFormat::Int8PerBlock { block_size } => {
+            let whole = block_size.is_multiple_of(32);
+            Entry {
+                exact: yes,
+                q8: if whole {
+                    yes
+                } else {
+                    Err("its scale blocks do not tile the activation blocks of 32")
+                },
+                panels: whole,
+                packing: if whole {
+                    Packing::AllIntegerSets
+                } else {
+                    Packing::None("its scale blocks do not tile the panels' blocks of 32")
+                },
+            }
+        }
+        // NF4 block sizes are powers of two from 32 (validated by aihal-quantize); the packed
+        // layouts further need the blocks to tile the rows (`panels::Kind::for_tensor`).
+        QuantFormat::Nf4 { block_size, .. } => Entry {
+            exact: yes,
+            q8: if block_size.is_multiple_of(32) {
+                yes
+            } else {
+                Err("its absmax blocks are shorter than the activation blocks of 32")
+            },
+            panels: true,
+            packing: Packing::WideIntegerSets,
+        },
+        QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => Entry {
+            exact: yes,
+            q8: Err(NOT_INTEGER),
+            panels: block_size.is_none_or(|b| b.is_multiple_of(32)),
+            packing: if block_size.is_none_or(|b| b.is_multiple_of(32)) {
+                Packing::Avx512Only
+            } else {
+                Packing::None("its scale blocks do not tile the panels' blocks of 32")
+            },
+        },
+        // The llama.cpp block formats with a minimum or sub-block scales: the q8 path is the
+        // generic kernel's (`generic::weight_block` reads their codes); no SIMD kernel yet.
+        QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q4K | QuantFormat::Q6K => Entry {
+            exact: yes,
+            q8: yes,
+            panels: false,
+            packing: Packing::None("no packed kernel reads its blocks yet"),
+        },
+        QuantFormat::Ternary => Entry {
+            exact: yes,
+            q8: Err("its codes are not stored in blocks of 32 with a scale each"),
+            panels: false,
+            packing: Packing::None("no packed kernel reads its codes"),
+        },
+        // `QuantFormat` is `#[non_exhaustive]`: a format newer than this table has no kernel
+        // here until it gets an arm above. This arm goes when the enum becomes exhaustive.
+        _ => Entry {
+            exact: Err("the format is newer than aihal-cpu's table of formats"),
+            q8: Err("the format is newer than aihal-cpu's table of formats"),
+            panels: false,
+            packing: Packing::None("the format is newer than aihal-cpu's table of formats"),
+        },
+    }
+}
