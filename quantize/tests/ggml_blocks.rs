@@ -155,8 +155,17 @@ fn k_quantizers_are_llama_cpp_s_not_candle_s() {
         let t = Tensor::from_vec(x.clone(), (rows, cols), &Device::Cpu).unwrap();
         let theirs = candle_dequantize(&QTensor::quantize(&t, dtype).unwrap());
         let sq = |y: &[f32]| x.iter().zip(y).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>();
-        eprintln!("{format}: squared error ours {:.4}, candle {:.4}", sq(&ours), sq(&theirs));
-        assert!(sq(&ours) <= sq(&theirs), "{format}: ours {} candle {}", sq(&ours), sq(&theirs));
+        eprintln!(
+            "{format}: squared error ours {:.4}, candle {:.4}",
+            sq(&ours),
+            sq(&theirs)
+        );
+        assert!(
+            sq(&ours) <= sq(&theirs),
+            "{format}: ours {} candle {}",
+            sq(&ours),
+            sq(&theirs)
+        );
     }
     // An all-zero super-block: llama.cpp (and we) store zero bytes only.
     for format in [QuantFormat::Q4K, QuantFormat::Q6K] {
@@ -173,7 +182,9 @@ fn total_error_is_within_llama_cpp_s_bounds() {
     const MAX_QUANTIZATION_TOTAL_ERROR: f64 = 0.002;
     const MAX_QUANTIZATION_TOTAL_ERROR_TERNARY: f64 = 0.01;
     let n = 32 * 128;
-    let x: Vec<f32> = (0..n).map(|i| (0.1 + 2.0 * f64::from((i as f32).cos())) as f32).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| (0.1 + 2.0 * f64::from((i as f32).cos())) as f32)
+        .collect();
     for (format, bound) in [
         (QuantFormat::Q4_0, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q4_1, MAX_QUANTIZATION_TOTAL_ERROR),
@@ -184,7 +195,13 @@ fn total_error_is_within_llama_cpp_s_bounds() {
         (QuantFormat::Tq2_0, MAX_QUANTIZATION_TOTAL_ERROR_TERNARY),
     ] {
         let y = dequantize(&quantize(format, &x, &[1, n]).unwrap()).unwrap();
-        let err = x.iter().zip(&y).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt() / n as f64;
+        let err = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / n as f64;
         eprintln!("{format}: total error {err:.6} (bound {bound})");
         assert!(err < bound, "{format}: {err} >= {bound}");
     }

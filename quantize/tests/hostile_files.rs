@@ -10,7 +10,8 @@
 //! targets), a GGUF file built here whose tensor data is much larger than its header, and,
 //! when the all-MiniLM-L6-v2 weights are present (see `README.md`; required with
 //! `AIHAL_REQUIRE_TESTDATA=1`), files of every kind made from one of its real weight
-//! matrices.
+//! matrices; when the GGUF models of `.testdata/gguf` are present, their real headers
+//! (metadata and tokenizer) with a few of their small tensors of every type, as stored.
 //!
 //! Allocations are counted by a forwarding global allocator (live bytes and their peak).
 //! The count is global, so every test in this binary holds one lock for its whole run and
@@ -314,6 +315,12 @@ fn big_gguf(x: &[f32], rows: usize) -> Vec<u8> {
     let t = candle_core::Tensor::from_slice(x, (rows, x.len() / rows), &dev).unwrap();
     let q8 = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
     let q4 = QTensor::quantize(&t, GgmlDType::Q4_0).unwrap();
+    // The other block types, on 4 rows of 256 values each.
+    let rows4 = candle_core::Tensor::from_slice(&x[..1024], (4, 256), &dev).unwrap();
+    let others: Vec<(String, QTensor)> = [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q6K]
+        .into_iter()
+        .map(|d| (format!("{d:?}").to_lowercase(), QTensor::quantize(&rows4, d).unwrap()))
+        .collect();
     let words: Vec<Value> = (0..48).map(|i| Value::String(format!("token{i}"))).collect();
     let nested = Value::Array(vec![Value::Array(vec![Value::U32(1), Value::U32(2)]); 8]);
     let meta = [
@@ -324,7 +331,9 @@ fn big_gguf(x: &[f32], rows: usize) -> Vec<u8> {
     ];
     let meta: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
     let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &meta, &[("q8", &q8), ("q4", &q4)]).unwrap();
+    let mut tensors = vec![("q8", &q8), ("q4", &q4)];
+    tensors.extend(others.iter().map(|(n, q)| (n.as_str(), q)));
+    gguf_file::write(&mut out, &meta, &tensors).unwrap();
     out.into_inner()
 }
 
@@ -340,8 +349,81 @@ fn gguf_seeds() -> &'static [Seed] {
         if let Some((w, _)) = minilm() {
             seeds.push(Seed::gguf("MiniLM Q8_0/Q4_0 (built here)", big_gguf(w, 64)));
         }
+        for name in ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"] {
+            if let Some(bytes) = real_gguf_head(name) {
+                seeds.push(Seed::gguf(format!("{name}: its header and small tensors"), bytes));
+            }
+        }
         seeds
     })
+}
+
+/// A real GGUF model of `.testdata/gguf`, cut down to a seed: the bytes of its header up to
+/// the end of the metadata as they are (the real metadata: architecture, tokenizer
+/// vocabulary and merges, a few MB), then the infos and the data, as stored, of a few
+/// small tensors of each type (two of at most 1 MiB per type), re-laid out at the file's
+/// alignment. `None` (loudly) when the file is missing; a failure instead with
+/// `AIHAL_REQUIRE_TESTDATA=1`.
+fn real_gguf_head(name: &str) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.testdata/gguf")
+        .join(name);
+    if !path.exists() {
+        let msg = format!("{} not found (`bash .ci/run` fetches it)", path.display());
+        assert!(
+            std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
+            "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
+        );
+        eprintln!("\n*** SKIPPED (real GGUF seed): {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
+        return None;
+    }
+    let mut f = std::fs::File::open(&path).unwrap();
+    let gguf = GgufFile::read(&mut f).unwrap();
+    let align = u64::from(gguf.alignment());
+    let mut head = vec![0u8; usize::try_from(gguf.data_offset()).unwrap()];
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_exact(&mut head).unwrap();
+    let info_len = |t: &aihal_quantize::GgufTensorInfo| 8 + t.name().len() + 4 + 8 * t.shape().len() + 4 + 8;
+    let infos: usize = gguf.tensors().iter().map(info_len).sum();
+    // The header ends within one alignment before the data; the metadata ends where the
+    // first tensor info (its name's length, then its name) starts.
+    let first = &gguf.tensors()[0];
+    let meta_end = (0..align as usize)
+        .map(|pad| head.len() - pad - infos)
+        .find(|&at| {
+            head[at..at + 8] == (first.name().len() as u64).to_le_bytes()
+                && &head[at + 8..at + 8 + first.name().len()] == first.name().as_bytes()
+        })
+        .expect("the first tensor info");
+    let mut chosen: Vec<&aihal_quantize::GgufTensorInfo> = Vec::new();
+    for t in gguf.tensors() {
+        let small = t.byte_len().is_some_and(|n| n <= 1 << 20);
+        if small && chosen.iter().filter(|c| c.ggml_type() == t.ggml_type()).count() < 2 {
+            chosen.push(t);
+        }
+    }
+    let mut out = head[..meta_end].to_vec();
+    out[8..16].copy_from_slice(&(chosen.len() as u64).to_le_bytes());
+    let mut offset = 0u64;
+    let mut data = Vec::new();
+    for t in &chosen {
+        out.extend((t.name().len() as u64).to_le_bytes());
+        out.extend(t.name().as_bytes());
+        out.extend((t.shape().len() as u32).to_le_bytes());
+        for &d in t.shape().iter().rev() {
+            out.extend((d as u64).to_le_bytes());
+        }
+        out.extend(t.ggml_type().id().to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        let bytes = gguf.read_raw(&mut f, t.name()).unwrap();
+        offset += (bytes.len() as u64).next_multiple_of(align);
+        data.extend(&bytes);
+        data.resize(data.len().next_multiple_of(align as usize), 0);
+    }
+    out.resize(out.len().next_multiple_of(align as usize), 0);
+    out.extend(data);
+    Some(out)
 }
 
 /// Small tensors of every format (the corpus file `safetensors/all_formats.safetensors`).

@@ -177,6 +177,21 @@ pub(crate) fn gguf_own(data: &[u8], m: &mut impl Meter) {
             Err(e) => assert!(t.byte_len().is_none(), "{name}: {e}"),
         }
     }
+    // The whole-file walk: one item per tensor, each an error or the tensor as listed.
+    // Only small files: each item reads its tensor.
+    if data.len() <= 1 << 22 {
+        let mut items = 0;
+        for item in file.tensors_in(&mut r) {
+            items += 1;
+            if let Ok((info, t)) = item {
+                assert_eq!(t.shape(), info.shape(), "{}", info.name());
+                if let Some(q) = t.as_quantized() {
+                    assert_eq!(Some(q.data().len() as u64), info.byte_len(), "{}", info.name());
+                }
+            }
+        }
+        assert_eq!(items, file.tensors().len());
+    }
 }
 
 /// Any bytes handed to the aihal safetensors loader: an error or tensors, never a panic;
