@@ -98,8 +98,10 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
                 Packing::None("its scale blocks do not tile the panels' blocks of 32")
             },
         },
-        // The llama.cpp block formats with a minimum or sub-block scales: the q8 path is the
-        // generic kernel's (`generic::weight_block` reads their codes); no SIMD kernel yet.
+        // The llama.cpp block formats with a minimum or sub-block scales: the q8 path is defined
+        // by the generic kernels (`generic::weight_block`, `affine_block`, `q6_k_block`); the
+        // AVX2 set has row kernels for Q4_1, Q5_0 and Q4_K, the other sets run the generic
+        // ones; no panel or packed kernel reads them yet.
         QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q4K | QuantFormat::Q6K => Entry {
             exact: yes,
             q8: yes,

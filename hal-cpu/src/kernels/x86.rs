@@ -6,23 +6,25 @@
 
 use std::arch::x86_64::{
     __m128i, __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_blendv_ps, _mm256_castps256_ps128,
-    _mm256_castsi128_si256, _mm256_castsi256_ps, _mm256_castsi256_si128, _mm256_cmpeq_epi32, _mm256_cmpgt_epi32,
-    _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi16, _mm256_cvtepu8_epi32, _mm256_extractf128_ps,
-    _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_inserti128_si256, _mm256_loadu_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256, _mm256_permutevar8x32_ps,
-    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_shuffle_epi8,
-    _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8,
-    _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64,
-    _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8,
-    _mm_unpacklo_epi8,
+    _mm256_castsi128_si256, _mm256_castsi256_ps, _mm256_castsi256_si128, _mm256_cmpeq_epi32, _mm256_cmpeq_epi8,
+    _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu8_epi16, _mm256_cvtepu8_epi32,
+    _mm256_extractf128_ps, _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_inserti128_si256, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
+    _mm256_permutevar8x32_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
+    _mm256_set_epi64x, _mm256_setzero_ps, _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32,
+    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps,
+    _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps,
+    _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Q8Fn, MAX_ROWS};
 use crate::kernels::codes::{
-    decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES,
+    Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
+use crate::kernels::generic::q4_k_scale_min;
 
 /// The exact row kernel of this set for a format (the chunked decode where none reads it in
 /// registers).
@@ -49,6 +51,9 @@ pub(super) fn q8_for(format: QuantFormat) -> Option<Q8Fn> {
         QuantFormat::Int8PerChannel => Some(q8_int8_channel),
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Some(q8_int8_block),
         QuantFormat::Nf4 { block_size, .. } if block_size.is_multiple_of(32) => Some(q8_nf4),
+        QuantFormat::Q4_1 => Some(q8_q4_1),
+        QuantFormat::Q5_0 => Some(q8_q5_0),
+        QuantFormat::Q4K => Some(q8_q4_k),
         _ => None,
     }
 }
@@ -176,6 +181,98 @@ pub(super) fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
 pub(super) fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
     let bytes = w.row_len() / 32 * Q4_0_BLOCK_BYTES;
     Q4_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+/// The 32 nibbles of 16 bytes as 32 u8 lanes (0..=15): byte `i`'s low nibble in lane `i`, its
+/// high nibble in lane `16 + i` (the order of ggml's 4-bit blocks).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn nibbles(v: __m128i) -> __m256i {
+    let m = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(v, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+    _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1)
+}
+
+/// Q4_1 rows: the codes as stored (0..=15) with the block's `d`; the block minimum `m` is added
+/// apart ([`q8_q4_1`]). Block: f16 d, f16 m, 16 bytes of nibbles (ggml-common.h `block_q4_1`).
+pub(super) struct Q4_1Row<'a>(&'a [u8]);
+impl Row for Q4_1Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q4_1_BLOCK_BYTES
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let blk = &self.0[b * Q4_1_BLOCK_BYTES..][..Q4_1_BLOCK_BYTES];
+        // SAFETY: `blk` has 20 bytes: d, m, then 16 bytes of nibbles.
+        let (v, d) = unsafe { (_mm_loadu_si128(blk.as_ptr().add(4).cast()), f16_scale(blk.as_ptr())) };
+        (nibbles(v), d)
+    }
+}
+
+/// Q5_0 rows: codes `q - 16` (-16..=15) with the block's `d`. Block: f16 d, the 32 fifth bits
+/// as a little-endian u32 (value `j`'s in bit `j`), 16 bytes of low nibbles in Q4_0's order
+/// (ggml-common.h `block_q5_0`).
+pub(super) struct Q5_0Row<'a>(&'a [u8]);
+impl Row for Q5_0Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q5_0_BLOCK_BYTES
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let blk = &self.0[b * Q5_0_BLOCK_BYTES..][..Q5_0_BLOCK_BYTES];
+        // SAFETY: `blk` has 22 bytes: d, 4 bytes of fifth bits, 16 bytes of nibbles.
+        let (v, d) = unsafe { (_mm_loadu_si128(blk.as_ptr().add(6).cast()), f16_scale(blk.as_ptr())) };
+        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+        // Lane `i` takes byte `i / 8` of the bits and tests bit `i % 8` of it.
+        let bytes = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh as i32),
+            _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
+        );
+        let bit = bit_of_lane();
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+        let fifth = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+        (
+            _mm256_sub_epi8(_mm256_or_si256(nibbles(v), fifth), _mm256_set1_epi8(16)),
+            d,
+        )
+    }
+}
+
+/// `1 << (i % 8)` in byte lane `i`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn bit_of_lane() -> __m256i {
+    let b = 0x8040_2010_0804_0201u64 as i64;
+    _mm256_set_epi64x(b, b, b, b)
+}
+
+/// Q4_K rows: the codes of sub-block `b % 8` of super-block `b / 8` (0..=15, the low nibbles
+/// of 32 bytes for even sub-blocks, the high ones for odd) with the scale `d * sc`; the
+/// minimum `-(dmin * m)` is added apart ([`q8_q4_k`]). See `generic::affine_block`.
+pub(super) struct Q4KRow<'a>(&'a [u8]);
+impl Row for Q4KRow<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q4_K_BLOCK_BYTES * 8
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (__m256i, f32) {
+        let blk = &self.0[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+        let g = b % 8;
+        let (sc, _) = q4_k_scale_min(&blk[4..16], g);
+        let q = &blk[16 + 32 * (g / 2)..][..32];
+        // SAFETY: `q` has 32 bytes; `blk` starts with the f16 d.
+        let (v, d) = unsafe { (_mm256_loadu_si256(q.as_ptr().cast()), f16_scale(blk.as_ptr())) };
+        let v = if g.is_multiple_of(2) {
+            v
+        } else {
+            _mm256_srli_epi16(v, 4)
+        };
+        (_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), d * f32::from(sc))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -315,6 +412,68 @@ unsafe fn q8_int8_block(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, r
     let row = int8_row(w, n);
     // SAFETY: forwarded from the caller (the Q8Fn contract).
     unsafe { q8_any(&row, row.tail(), a, row0, rows, out) }
+}
+
+/// `out[r] += Σ_b add(b) · (dx_b · sx_b)` for the activation rows `row0 ..`: the minimum term
+/// of Q4_1 and Q4_K, with `sx` the exact sum of a block's activation codes.
+fn add_minimums(add: impl Fn(usize) -> f32, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let nb = a.nb;
+    for (r, o) in out.iter_mut().enumerate().take(rows) {
+        let i = row0 + r;
+        let (d, sums) = (&a.d[i * nb..(i + 1) * nb], &a.sums[i * nb..(i + 1) * nb]);
+        let mut s = 0.0f32;
+        for b in 0..nb {
+            s += add(b) * (d[b] * sums[b] as f32);
+        }
+        *o += s;
+    }
+}
+
+/// # Safety
+/// See [`Q8Fn`]; `w` is Q4_1.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_q4_1(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&Q4_1Row(row), None, a, row0, rows, out) };
+    // SAFETY: the CPU has F16C (the Q8Fn contract); block `b` has its f16 m at bytes 2..4.
+    let m = |b: usize| unsafe { f16_scale(row[b * Q4_1_BLOCK_BYTES + 2..][..2].as_ptr()) };
+    add_minimums(m, a, row0, rows, out);
+}
+
+/// # Safety
+/// See [`Q8Fn`]; `w` is Q5_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_q5_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe {
+        q8_any(
+            &Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes]),
+            None,
+            a,
+            row0,
+            rows,
+            out,
+        )
+    }
+}
+
+/// # Safety
+/// See [`Q8Fn`]; `w` is Q4_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_q4_k(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    // SAFETY: forwarded from the caller (the Q8Fn contract).
+    unsafe { q8_any(&Q4KRow(row), None, a, row0, rows, out) };
+    let m = |b: usize| {
+        let blk = &row[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+        let (_, m) = q4_k_scale_min(&blk[4..16], b % 8);
+        -(crate::kernels::codes::f16_at(&blk[2..]) * f32::from(m))
+    };
+    add_minimums(m, a, row0, rows, out);
 }
 
 // ---------------------------------------------------------------------------------------
