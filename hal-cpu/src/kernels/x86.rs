@@ -447,17 +447,9 @@ unsafe fn q8_q4_1(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: u
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_q5_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
     let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
+    let row = Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes]);
     // SAFETY: forwarded from the caller (the Q8Fn contract).
-    unsafe {
-        q8_any(
-            &Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes]),
-            None,
-            a,
-            row0,
-            rows,
-            out,
-        )
-    }
+    unsafe { q8_any(&row, None, a, row0, rows, out) }
 }
 
 /// # Safety
