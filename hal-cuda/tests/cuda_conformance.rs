@@ -1,22 +1,22 @@
 //! The kernels' conformance suite on CubeCL's CUDA runtime. It runs where an NVIDIA driver
-//! and GPU exist; elsewhere every test skips with a message (set `AIHAL_REQUIRE_CUDA=1` to
-//! make a missing GPU an error instead).
+//! and GPU exist; elsewhere every check is reported as ignored with the reason
+//! (`AIHAL_REQUIRE_CUDA=1` makes a missing GPU a failure instead).
+
+#[path = "../../kernels/tests/support/mod.rs"]
+mod support;
 
 use aihal_cuda::{cuda_context, CudaRuntime};
-use aihal_kernels::Context;
+use aihal_kernels::conformance::checks;
 
-fn cuda_test_context() -> Option<Context<CudaRuntime>> {
-    match cuda_context(0) {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            assert!(
-                std::env::var("AIHAL_REQUIRE_CUDA").map_or(true, |v| v != "1"),
-                "AIHAL_REQUIRE_CUDA=1 but {e}"
-            );
-            eprintln!("\n*** SKIPPED: aihal-cuda conformance test on CUDA: {e} ***\n");
-            None
-        }
-    }
+fn main() {
+    let tests = checks::<CudaRuntime>()
+        .into_iter()
+        .map(|(name, check)| support::test(name, check))
+        .collect();
+    support::run(
+        || cuda_context(0).map_err(|e| e.to_string()),
+        "AIHAL_REQUIRE_CUDA",
+        tests,
+        Vec::new(),
+    )
 }
-
-aihal_kernels::testgen_conformance!(CudaRuntime, cuda_test_context());

@@ -4,8 +4,8 @@
 //!
 //! Each test builds an executor with only the wgpu provider, the device named and strict
 //! mode on, so an op the provider does not run is an error here, never a silent fallback.
-//! Without a Vulkan adapter the tests skip loudly; `AIHAL_REQUIRE_VULKAN=1` makes that a
-//! failure (CI).
+//! Without a Vulkan adapter the device tests are reported as ignored, with the reason
+//! (`AIHAL_REQUIRE_VULKAN=1`, set in CI, makes that a failure).
 //!
 //! Tolerances (f32 on a GPU: sums in another order than the reference's, the device's own
 //! `exp`/`tanh`/`sqrt`), with `u = 2⁻²⁴`:
@@ -19,6 +19,9 @@
 //!   and for a dense table;
 //! - rope: `2⁻²¹ max |x|` (the reference's own angle tables, a possible fused multiply-add);
 //! - attention: `((kv_len + head_dim + 16) u + 4e-6) max |v|` (online softmax).
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 
@@ -37,23 +40,57 @@ const U: f32 = 1.0 / (1u32 << 24) as f32;
 const TRANSCENDENTAL: f32 = 4.0e-6;
 
 /// The wgpu provider the tests run on (the first hardware adapter, else the first one), or
-/// `None` after a loud skip message; under `AIHAL_REQUIRE_VULKAN=1` a missing adapter fails.
-fn provider() -> Option<Arc<CubeProvider<WgpuRuntime>>> {
-    let required = std::env::var("AIHAL_REQUIRE_VULKAN").is_ok_and(|v| v == "1");
+/// why there is none (the harness reports the tests as ignored, or failed under
+/// `AIHAL_REQUIRE_VULKAN=1`).
+fn provider() -> Result<Arc<CubeProvider<WgpuRuntime>>, String> {
     let mut all = wgpu_providers();
     let pick = all.iter().position(|p| !p.is_software()).unwrap_or(0);
     if all.is_empty() {
-        assert!(
-            !required,
-            "AIHAL_REQUIRE_VULKAN=1 but no Vulkan adapter opens; install mesa-vulkan-drivers (lavapipe)"
-        );
-        eprintln!(
-            "\n*** SKIPPED: aihal-kernels provider test: no Vulkan adapter found. \
-             Install mesa-vulkan-drivers, or set AIHAL_REQUIRE_VULKAN=1 to make this an error. ***\n"
-        );
-        return None;
+        return Err("no Vulkan adapter found (install mesa-vulkan-drivers for lavapipe)".into());
     }
-    Some(Arc::new(all.swap_remove(pick)))
+    Ok(Arc::new(all.swap_remove(pick)))
+}
+
+fn main() {
+    let tests = vec![
+        support::test(
+            "linear_matches_the_reference_in_every_format_with_and_without_bias",
+            linear_matches_the_reference_in_every_format_with_and_without_bias,
+        ),
+        support::test(
+            "dense_linear_and_dense_embedding_match_f32_arithmetic",
+            dense_linear_and_dense_embedding_match_f32_arithmetic,
+        ),
+        support::test(
+            "norms_softmax_activations_gated_and_add_match_the_reference",
+            norms_softmax_activations_gated_and_add_match_the_reference,
+        ),
+        support::test(
+            "rope_matches_the_reference_with_and_without_a_batch_and_past_its_first_tables",
+            rope_matches_the_reference_with_and_without_a_batch_and_past_its_first_tables,
+        ),
+        support::test(
+            "embedding_gathers_and_decodes_rows_on_the_device",
+            embedding_gathers_and_decodes_rows_on_the_device,
+        ),
+        support::test(
+            "attention_with_a_device_cache_matches_the_reference_for_every_mask_and_batch",
+            attention_with_a_device_cache_matches_the_reference_for_every_mask_and_batch,
+        ),
+        support::test(
+            "a_chain_of_eleven_ops_uploads_once_and_downloads_once",
+            a_chain_of_eleven_ops_uploads_once_and_downloads_once,
+        ),
+        support::test(
+            "supports_answers_from_the_device_limits_and_bad_input_is_an_error",
+            supports_answers_from_the_device_limits_and_bad_input_is_an_error,
+        ),
+    ];
+    let always = vec![support::always(
+        "providers_follow_the_adapters_and_software_ones_say_so",
+        providers_follow_the_adapters_and_software_ones_say_so,
+    )];
+    support::run(provider, "AIHAL_REQUIRE_VULKAN", tests, always)
 }
 
 /// A strict executor with only `p`, its device named.
@@ -88,10 +125,8 @@ fn linear_bound(x: &[f32], w: &[f32], want: &[f32], m: usize, n: usize, k: usize
     out
 }
 
-#[test]
-fn linear_matches_the_reference_in_every_format_with_and_without_bias() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn linear_matches_the_reference_in_every_format_with_and_without_bias(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let mut rng = Rng::fresh();
     let formats = [
         QuantFormat::Q8_0,
@@ -145,10 +180,8 @@ fn linear_matches_the_reference_in_every_format_with_and_without_bias() {
     }
 }
 
-#[test]
-fn dense_linear_and_dense_embedding_match_f32_arithmetic() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn dense_linear_and_dense_embedding_match_f32_arithmetic(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let mut rng = Rng::fresh();
     let (n, k) = (40, 96);
     let w = rng.values(n * k, 0.5);
@@ -186,10 +219,8 @@ fn dense_linear_and_dense_embedding_match_f32_arithmetic() {
     }
 }
 
-#[test]
-fn norms_softmax_activations_gated_and_add_match_the_reference() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn norms_softmax_activations_gated_and_add_match_the_reference(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let d = p.device();
     let mut rng = Rng::fresh();
     for dim in [7, 96, 300] {
@@ -250,10 +281,8 @@ fn norms_softmax_activations_gated_and_add_match_the_reference() {
     }
 }
 
-#[test]
-fn rope_matches_the_reference_with_and_without_a_batch_and_past_its_first_tables() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn rope_matches_the_reference_with_and_without_a_batch_and_past_its_first_tables(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let d = p.device();
     let mut rng = Rng::fresh();
     let (tokens, heads, hd) = (5, 3, 16);
@@ -295,10 +324,8 @@ fn rope_matches_the_reference_with_and_without_a_batch_and_past_its_first_tables
     }
 }
 
-#[test]
-fn embedding_gathers_and_decodes_rows_on_the_device() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn embedding_gathers_and_decodes_rows_on_the_device(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let mut rng = Rng::fresh();
     let (vocab, dim) = (50, 64);
     for format in [QuantFormat::Q4_0, QuantFormat::Q8_0, QuantFormat::Int8PerChannel] {
@@ -390,24 +417,20 @@ fn attention_case(
     }
 }
 
-#[test]
-fn attention_with_a_device_cache_matches_the_reference_for_every_mask_and_batch() {
-    let Some(p) = provider() else { return };
+fn attention_with_a_device_cache_matches_the_reference_for_every_mask_and_batch(p: &Arc<CubeProvider<WgpuRuntime>>) {
     let mut rng = Rng::fresh();
     for batch in [1, 3] {
-        attention_case(&p, &mut rng, AttentionKind::Causal, batch, 7, 5);
-        attention_case(&p, &mut rng, AttentionKind::SlidingWindow(4), batch, 6, 6);
-        attention_case(&p, &mut rng, AttentionKind::Bidirectional, batch, 9, 0);
+        attention_case(p, &mut rng, AttentionKind::Causal, batch, 7, 5);
+        attention_case(p, &mut rng, AttentionKind::SlidingWindow(4), batch, 6, 6);
+        attention_case(p, &mut rng, AttentionKind::Bidirectional, batch, 9, 0);
     }
 }
 
 /// rms_norm → linear (q, k, v) → rope (q, k) → attention → linear → SiLU → linear → softmax,
 /// eleven ops, the input given on the host: exactly one upload (the executor moving the
 /// input in) and one download (the caller reading the output), whatever the ops in between.
-#[test]
-fn a_chain_of_eleven_ops_uploads_once_and_downloads_once() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn a_chain_of_eleven_ops_uploads_once_and_downloads_once(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let mut rng = Rng::fresh();
     let (tokens, dim, heads, kv_heads, hd, hidden) = (6, 64, 4, 2, 16, 96);
     let shape = AttentionShape {
@@ -507,10 +530,8 @@ fn a_chain_of_eleven_ops_uploads_once_and_downloads_once() {
     assert_close("chain", rng.seed(), &got, &want, |_, w| 1e-4 * w.abs() + 1e-7);
 }
 
-#[test]
-fn supports_answers_from_the_device_limits_and_bad_input_is_an_error() {
-    let Some(p) = provider() else { return };
-    let exec = executor(&p);
+fn supports_answers_from_the_device_limits_and_bad_input_is_an_error(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let exec = executor(p);
     let units = p.context().limits().units_1d(256) as usize;
     let too_wide = AttentionShape {
         n_heads: 1,
@@ -584,7 +605,6 @@ fn supports_answers_from_the_device_limits_and_bad_input_is_an_error() {
     assert_eq!(cache.lens(), &[3]);
 }
 
-#[test]
 fn providers_follow_the_adapters_and_software_ones_say_so() {
     let adapters = wgpu_adapters();
     let providers = wgpu_providers();

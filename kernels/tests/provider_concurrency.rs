@@ -1,17 +1,21 @@
 //! Eight threads share one `Linear` and one `Attention` prepared on the wgpu provider (each
 //! thread with its own KV cache on the device) for 1000 calls each; every result equals, bit
-//! for bit, the one a single thread computes. Lavapipe in CI; skipped loudly without a
-//! Vulkan adapter (`AIHAL_REQUIRE_VULKAN=1` makes that a failure).
+//! for bit, the one a single thread computes. Lavapipe in CI; reported as ignored
+//! without a Vulkan adapter (`AIHAL_REQUIRE_VULKAN=1` makes that a failure).
 //!
 //! The sizes are small (a 32 x 128 Q4_0 weight, two heads of 8 over up to 1000 cached
 //! positions): each call is a device round trip (upload, kernels, download), about 2 ms on
 //! lavapipe in a debug build, so the 9 x 2000 calls take about 35 s on a 2-core machine. The
 //! count of calls is the full 1000 per thread.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 
 use aihal_kernels::conformance::Rng;
-use aihal_kernels::wgpu_providers;
+use aihal_kernels::cubecl::wgpu::WgpuRuntime;
+use aihal_kernels::{wgpu_providers, CubeProvider};
 use aihal_ops::{Attention, AttentionKind, AttentionShape, Executor, Linear, OpKind, Provider, Tensor};
 use aihal_quantize::{quantize, QuantFormat};
 
@@ -48,15 +52,25 @@ fn work(linear: &Linear, att: &Attention, shape: AttentionShape, seed: u64) -> V
     bits
 }
 
-#[test]
-fn eight_threads_sharing_one_linear_and_one_attention_equal_one_thread() {
-    let required = std::env::var("AIHAL_REQUIRE_VULKAN").is_ok_and(|v| v == "1");
-    let Some(p) = wgpu_providers().into_iter().next() else {
-        assert!(!required, "AIHAL_REQUIRE_VULKAN=1 but no Vulkan adapter opens");
-        eprintln!("\n*** SKIPPED: aihal-kernels provider concurrency test: no Vulkan adapter found ***\n");
-        return;
-    };
-    let p: Arc<dyn Provider> = Arc::new(p);
+/// The first wgpu provider, or why there is none.
+fn provider() -> Result<Arc<CubeProvider<WgpuRuntime>>, String> {
+    wgpu_providers()
+        .into_iter()
+        .next()
+        .map(Arc::new)
+        .ok_or_else(|| "no Vulkan adapter found (install mesa-vulkan-drivers for lavapipe)".to_string())
+}
+
+fn main() {
+    let tests = vec![support::test(
+        "eight_threads_sharing_one_linear_and_one_attention_equal_one_thread",
+        eight_threads_sharing_one_linear_and_one_attention_equal_one_thread,
+    )];
+    support::run(provider, "AIHAL_REQUIRE_VULKAN", tests, Vec::new())
+}
+
+fn eight_threads_sharing_one_linear_and_one_attention_equal_one_thread(p: &Arc<CubeProvider<WgpuRuntime>>) {
+    let p: Arc<dyn Provider> = p.clone();
     let device = p.device();
     let exec = Executor::builder()
         .provider(p)
