@@ -19,15 +19,13 @@
 
 use aihal_core::{CoreError, Result};
 
-use crate::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
-use crate::nf4::NF4_CODE as NF4_LEVELS;
-use crate::{QuantFormat, QuantizedTensor};
+use crate::QuantizedTensor;
 
 /// Decodes values `k0 .. k0 + out.len()` of row `n` of the `[N, K]` weight `w` into `out`,
 /// exactly as the layout contract defines them (`scale * code` in f32).
 ///
-/// Every [`QuantFormat`] decodes (the GGML block formats through the registry of
-/// `formats/`, the others in the match below).
+/// Every [`QuantFormat`](crate::QuantFormat) decodes (each format's decoder is in its
+/// module of `formats/`).
 ///
 /// Errors: `InvalidInput` when `w` is not rank 2 or the range `n`, `k0 .. k0 + out.len()`
 /// lies outside it.
@@ -44,78 +42,16 @@ pub fn decode_row_into(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]
             k0.saturating_add(out.len())
         )));
     }
-    let data = w.data();
-    let scales = w.scales();
-    if let Some(b) = crate::formats::block_format(w.format()) {
-        let row_bytes = k / b.values * b.bytes;
-        b.decode_range(&data[n * row_bytes..(n + 1) * row_bytes], k0, out);
-        return Ok(());
-    }
-    match w.format() {
-        QuantFormat::Nf4 { block_size, .. } => {
-            for (i, o) in out.iter_mut().enumerate() {
-                let flat = n * k + k0 + i;
-                let byte = data[flat / 2];
-                let code = if flat.is_multiple_of(2) { byte >> 4 } else { byte & 0xF };
-                *o = NF4_LEVELS[code as usize] * scales[flat / block_size];
-            }
-        }
-        QuantFormat::Ternary => {
-            let scale = scales[0];
-            for (i, o) in out.iter_mut().enumerate() {
-                let flat = n * k + k0 + i;
-                let q = (data[flat / 4] >> (2 * (flat % 4))) & 3;
-                *o = scale * (f32::from(q) - 1.0);
-            }
-        }
-        QuantFormat::Int8PerChannel => {
-            let scale = scales[n];
-            let row = &data[n * k + k0..];
-            for (o, &b) in out.iter_mut().zip(row) {
-                *o = scale * f32::from(b as i8);
-            }
-        }
-        QuantFormat::Int8PerBlock { block_size } => {
-            let row_scales = &scales[n * k.div_ceil(block_size)..];
-            let row = &data[n * k..];
-            for (i, o) in out.iter_mut().enumerate() {
-                let kk = k0 + i;
-                *o = row_scales[kk / block_size] * f32::from(row[kk] as i8);
-            }
-        }
-        QuantFormat::Fp8E4M3 { block_size } => decode_fp8(&E4M3_LUT, block_size, w, n, k0, out),
-        QuantFormat::Fp8E5M2 { block_size } => decode_fp8(&E5M2_LUT, block_size, w, n, k0, out),
-        // The GGML block formats are decoded above through the registry.
-        other => return Err(CoreError::invalid_config(format!("{other}: no row decoder"))),
-    }
-    Ok(())
-}
-
-fn decode_fp8(lut: &[f32; 256], block_size: Option<usize>, w: &QuantizedTensor, n: usize, k0: usize, out: &mut [f32]) {
-    let k = w.row_len();
-    let row = &w.data()[n * k..];
-    let scales = w.scales();
-    match block_size {
-        None => {
-            let scale = scales[0];
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = lut[row[k0 + i] as usize] * scale;
-            }
-        }
-        Some(b) => {
-            let row_scales = &scales[n * k.div_ceil(b)..];
-            for (i, o) in out.iter_mut().enumerate() {
-                let kk = k0 + i;
-                *o = lut[row[kk] as usize] * row_scales[kk / b];
-            }
-        }
-    }
+    crate::formats::decode_range(w, n, k0, out)
 }
 
 #[cfg(test)]
 #[allow(clippy::float_cmp)] // decoded values are exact by definition
 mod tests {
     use super::*;
+    use crate::fp8::{E4M3_TABLE as E4M3_LUT, E5M2_TABLE as E5M2_LUT};
+    use crate::nf4::NF4_CODE as NF4_LEVELS;
+    use crate::QuantFormat;
     use half::f16;
 
     #[test]

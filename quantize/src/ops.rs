@@ -5,9 +5,8 @@ use std::borrow::Cow;
 use aihal_core::{CoreError, Result};
 
 use crate::format::QuantFormat;
-use crate::linear::{self, Fp8};
+use crate::formats;
 use crate::tensor::{expected_lens, QuantizedTensor};
-use crate::{formats, nf4};
 
 /// What to do with NaN and ±infinity in the input of a quantizer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -63,49 +62,7 @@ pub fn quantize_with(
     let x = apply_policy(data, policy)?;
     let x: &[f32] = &x;
     let k = shape.last().copied().unwrap_or(1);
-    // GGML scales are f16: a block whose scale overflowed is an error, found after the
-    // (single) quantization pass.
-    if let Some(b) = formats::block_format(format) {
-        let data = b.quantize_all(x);
-        if let Some((blk, _, _)) = b.first_non_finite(&data) {
-            let vals = &x[blk * b.values..(blk + 1) * b.values];
-            let amax = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            return Err(CoreError::invalid_input(format!(
-                "{format}: block {blk} (values {}..{}) has magnitude {amax:e}, whose scale overflows f16; \
-                 scale the tensor down or use a format with f32 scales",
-                blk * b.values,
-                (blk + 1) * b.values
-            )));
-        }
-        return QuantizedTensor::from_parts(format, shape.to_vec(), data, Vec::new());
-    }
-    let mut nested = None;
-    let (bytes, scales) = match format {
-        QuantFormat::Nf4 {
-            block_size,
-            double_quant,
-        } => {
-            let (bytes, absmax) = nf4::quantize(x, block_size);
-            if double_quant {
-                let n = nf4::double_quantize(&absmax);
-                let decoded = nf4::decode_nested(&n);
-                nested = Some(n);
-                (bytes, decoded)
-            } else {
-                (bytes, absmax)
-            }
-        }
-        QuantFormat::Ternary => {
-            let (bytes, scale) = linear::quantize_ternary(x);
-            (bytes, vec![scale])
-        }
-        QuantFormat::Int8PerChannel => linear::quantize_int8(x, k, k.max(1)),
-        QuantFormat::Int8PerBlock { block_size } => linear::quantize_int8(x, k, block_size),
-        QuantFormat::Fp8E4M3 { block_size } => linear::quantize_fp8(x, k, block_size, Fp8::E4M3),
-        QuantFormat::Fp8E5M2 { block_size } => linear::quantize_fp8(x, k, block_size, Fp8::E5M2),
-        // The GGML block formats are quantized above through the registry.
-        other => return Err(CoreError::invalid_config(format!("{other}: no quantizer"))),
-    };
+    let (bytes, scales, nested) = formats::quantize(format, x, k)?;
     debug_assert_eq!(
         (bytes.len(), scales.len()),
         (want_data, want_scales),
@@ -184,23 +141,5 @@ pub fn dequantize_into(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
             [out.len()],
         ));
     }
-    let k = q.row_len();
-    let (data, scales) = (q.data(), q.scales());
-    if let Some(b) = formats::block_format(q.format()) {
-        b.dequantize_all(data, out);
-        return Ok(());
-    }
-    match q.format() {
-        QuantFormat::Nf4 { block_size, .. } => nf4::dequantize(data, scales, block_size, out),
-        QuantFormat::Ternary => linear::dequantize_ternary(data, scales[0], out),
-        QuantFormat::Int8PerChannel => linear::dequantize_row_blocks(data, scales, k, k.max(1), linear::i8_value, out),
-        QuantFormat::Int8PerBlock { block_size } => {
-            linear::dequantize_row_blocks(data, scales, k, block_size, linear::i8_value, out);
-        }
-        QuantFormat::Fp8E4M3 { block_size } => linear::dequantize_fp8(data, scales, k, block_size, Fp8::E4M3, out),
-        QuantFormat::Fp8E5M2 { block_size } => linear::dequantize_fp8(data, scales, k, block_size, Fp8::E5M2, out),
-        // The GGML block formats are decoded above through the registry.
-        other => return Err(CoreError::invalid_config(format!("{other}: no decoder"))),
-    }
-    Ok(())
+    formats::dequantize(q, out)
 }

@@ -186,73 +186,10 @@ fn check_nested(format: QuantFormat, scales: usize, nested: &NestedAbsmax) -> Re
     Ok(())
 }
 
-fn check_block(format: QuantFormat, block: usize, power_of_two_from: Option<usize>) -> Result<()> {
-    let ok = match power_of_two_from {
-        Some(min) => block.is_power_of_two() && (min..=4096).contains(&block),
-        None => block > 0,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(CoreError::invalid_config(format!(
-            "{format}: block size {block} is not allowed{}",
-            power_of_two_from.map_or(" (must be positive)".to_owned(), |m| format!(
-                " (must be a power of two from {m} to 4096)"
-            ))
-        )))
-    }
-}
-
-fn check_row_multiple(format: QuantFormat, row: usize, block: usize) -> Result<()> {
-    if row.is_multiple_of(block) {
-        Ok(())
-    } else {
-        Err(CoreError::invalid_input(format!(
-            "{format} needs rows that are a multiple of {block} values, got a row of {row}"
-        )))
-    }
-}
-
-/// `(data bytes, scale count)` a tensor of `shape` must have in `format`.
+/// `(data bytes, scale count)` a tensor of `shape` must have in `format` (the registry in
+/// `formats/` answers).
 pub(crate) fn expected_lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize)> {
-    let numel: usize = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| CoreError::invalid_input(format!("shape {shape:?} overflows")))?;
-    let row = shape.last().copied().unwrap_or(1);
-    let rows = numel.checked_div(row).unwrap_or(0);
-    // Blocks times bytes per block can exceed usize for absurd shapes (Q8_0 stores more
-    // bytes than values).
-    let block_bytes = |per_block: usize, bytes: usize| {
-        (numel / per_block)
-            .checked_mul(bytes)
-            .ok_or_else(|| CoreError::invalid_input(format!("{format} tensor of shape {shape:?} overflows memory")))
-    };
-    if let Some(b) = crate::formats::block_format(format) {
-        check_row_multiple(format, row, b.values)?;
-        return Ok((block_bytes(b.values, b.bytes)?, 0));
-    }
-    Ok(match format {
-        QuantFormat::Nf4 { block_size, .. } => {
-            check_block(format, block_size, Some(32))?;
-            (numel.div_ceil(2), numel.div_ceil(block_size))
-        }
-        QuantFormat::Ternary => (numel.div_ceil(4), 1),
-        QuantFormat::Int8PerChannel => (numel, rows),
-        QuantFormat::Int8PerBlock { block_size } => {
-            check_block(format, block_size, None)?;
-            (numel, rows * row.div_ceil(block_size))
-        }
-        QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => match block_size {
-            None => (numel, 1),
-            Some(b) => {
-                check_block(format, b, None)?;
-                (numel, rows * row.div_ceil(b))
-            }
-        },
-        // The GGML block formats are answered above from the registry.
-        other => return Err(CoreError::invalid_config(format!("{other}: no length rule"))),
-    })
+    crate::formats::lens(format, shape)
 }
 
 #[cfg(test)]

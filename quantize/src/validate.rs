@@ -3,8 +3,6 @@
 
 use aihal_core::{CoreError, Result};
 
-use crate::format::QuantFormat;
-use crate::fp8::{E4M3_MAX, E4M3_TABLE, E5M2_MAX, E5M2_TABLE};
 use crate::tensor::QuantizedTensor;
 
 impl QuantizedTensor {
@@ -27,99 +25,9 @@ impl QuantizedTensor {
                 return bad("non-finite value in the nested absmax".into());
             }
         }
-        let data = self.data();
-        if let Some(b) = crate::formats::block_format(self.format()) {
-            return match b.first_bad_value(data) {
-                Some(what) => bad(what),
-                None => Ok(()),
-            };
+        match crate::formats::first_bad_value(self) {
+            Some(what) => bad(what),
+            None => Ok(()),
         }
-        match self.format() {
-            QuantFormat::Ternary => {
-                if let Some(j) = data.iter().position(|&q| has_code_3(q)) {
-                    return bad(format!("byte {j} holds code 3 (codes are 0..=2)"));
-                }
-            }
-            QuantFormat::Fp8E4M3 { .. } => {
-                if let Some(j) = data.iter().position(|&b| b & 0x7F == 0x7F) {
-                    return bad(format!("value {j} is an E4M3 NaN"));
-                }
-            }
-            QuantFormat::Fp8E5M2 { .. } => {
-                if let Some(j) = data.iter().position(|&b| b & 0x7F >= 0x7C) {
-                    return bad(format!("value {j} is an E5M2 infinity or NaN"));
-                }
-            }
-            _ => {}
-        }
-        // The formats whose value is `code * scale` with codes larger than 1 in magnitude
-        // (NF4 codes and ternary levels are at most 1, GGML scales are f16).
-        let (max_code, decode, block): (f32, fn(u8) -> f32, Option<usize>) = match self.format() {
-            QuantFormat::Int8PerChannel => (128.0, i8_code, Some(self.row_len().max(1))),
-            QuantFormat::Int8PerBlock { block_size } => (128.0, i8_code, Some(block_size)),
-            QuantFormat::Fp8E4M3 { block_size } => (E4M3_MAX, |b| E4M3_TABLE[usize::from(b)], block_size),
-            QuantFormat::Fp8E5M2 { block_size } => (E5M2_MAX, |b| E5M2_TABLE[usize::from(b)], block_size),
-            _ => return Ok(()),
-        };
-        if let Some((scale, value)) = first_overflow(data, self.scales(), self.row_len(), block, max_code, decode) {
-            let s = self.scales()[scale];
-            return bad(format!(
-                "scale {scale} is {s:e}: times the code {} of value {value} it overflows f32 \
-                 (a scale must keep code × scale finite; for the largest code magnitude {max_code} \
-                 that is |scale| <= {:e})",
-                decode(data[value]),
-                f32::MAX / max_code
-            ));
-        }
-        Ok(())
     }
 }
-
-fn i8_code(b: u8) -> f32 {
-    f32::from(b as i8)
-}
-
-/// The first `(scale index, value index)` whose product `decode(byte) * scale` is not
-/// finite, for one scale per tensor (`block` `None`) or one per block of a row of `k`.
-/// Scales small enough that even the largest code magnitude stays finite are skipped
-/// without looking at their values.
-fn first_overflow(
-    data: &[u8],
-    scales: &[f32],
-    k: usize,
-    block: Option<usize>,
-    max_code: f32,
-    decode: fn(u8) -> f32,
-) -> Option<(usize, usize)> {
-    let safe = |s: f32| (s.abs() * max_code).is_finite();
-    let in_range = |s: f32, range: std::ops::Range<usize>| {
-        let start = range.start;
-        data[range]
-            .iter()
-            .position(|&b| !(decode(b) * s).is_finite())
-            .map(|i| start + i)
-    };
-    let Some(block) = block else {
-        let s = *scales.first()?;
-        return if safe(s) {
-            None
-        } else {
-            in_range(s, 0..data.len()).map(|i| (0, i))
-        };
-    };
-    if k == 0 || block == 0 {
-        return None;
-    }
-    let per_row = k.div_ceil(block);
-    scales.iter().enumerate().find_map(|(i, &s)| {
-        if safe(s) {
-            return None;
-        }
-        let (row, j) = (i / per_row, i % per_row);
-        let start = row * k + j * block;
-        let end = (start + block).min((row + 1) * k).min(data.len());
-        in_range(s, start.min(end)..end).map(|v| (i, v))
-    })
-}
-
-use crate::formats::tq2_0::has_code_3;
