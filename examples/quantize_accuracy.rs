@@ -36,7 +36,11 @@ fn formats() -> Vec<QuantFormat> {
             double_quant: true,
         },
         QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
         QuantFormat::Q8_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
         QuantFormat::Tq2_0,
         QuantFormat::Ternary,
         QuantFormat::Int8PerChannel,
@@ -86,8 +90,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut m: Option<ErrorStats> = None;
         let mut covered = 0;
         for (_, shape, w) in &model {
-            if format == QuantFormat::Tq2_0 && shape[1] % 256 != 0 {
-                continue; // TQ2_0 needs rows that are multiples of 256
+            if aihal_quantize::ggml::block_layout(format).is_some_and(|(values, _)| shape[1] % values != 0) {
+                continue; // GGML blocks need rows that are whole blocks (256 values: TQ2_0, Q4_K, Q6_K)
             }
             let e = ErrorStats::between(w, &dequantize(&quantize(format, w, shape)?)?)?;
             covered += w.len();
@@ -110,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if !model.is_empty() {
         println!(
-            "\nMiniLM: {} encoder weight matrices, {model_values} values. † TQ2_0: only the matrices whose rows are multiples of 256.",
+            "\nMiniLM: {} encoder weight matrices, {model_values} values. † TQ2_0, Q4_K, Q6_K: only the matrices whose rows are multiples of 256.",
             model.len()
         );
     }
