@@ -49,11 +49,17 @@ fn run<R: Runtime>(c: &mut Criterion, provider: &Arc<CubeProvider<R>>, device: &
         &[1024, 1024],
     )
     .expect("quantize");
+    // The GGUF formats of llama.cpp's K-quant era, read as stored.
+    let gguf: Vec<_> = [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q4K, QuantFormat::Q6K]
+        .into_iter()
+        .zip(11..)
+        .map(|(f, seed)| quantize(f, &values(1024 * 1024, seed), &[1024, 1024]).expect("quantize"))
+        .collect();
 
     let mut g = c.benchmark_group(format!("dequantize/{device}"));
     g.sample_size(10).measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Bytes(4 * 1024 * 1024));
-    for w in [&q4, &q8, &nf4] {
+    for w in [&q4, &q8, &nf4].into_iter().chain(&gguf) {
         let dq = DeviceQuantized::upload(ctx, w).expect("upload");
         let out = ctx.alloc::<f32>(w.numel()).expect("alloc");
         g.bench_function(BenchmarkId::new(w.format().name(), "1024x1024"), |b| {
@@ -67,7 +73,7 @@ fn run<R: Runtime>(c: &mut Criterion, provider: &Arc<CubeProvider<R>>, device: &
 
     let mut g = c.benchmark_group(format!("matmul/{device}"));
     g.sample_size(10).measurement_time(Duration::from_secs(3));
-    for w in [&q4, &q8] {
+    for w in [&q4, &q8].into_iter().chain(&gguf) {
         let dq = DeviceQuantized::upload(ctx, w).expect("upload");
         for m in [1usize, 32] {
             let x = ctx.upload(&values(m * 1024, 7)).expect("upload");

@@ -7,7 +7,12 @@
 //! RAYON_NUM_THREADS=1 cargo run --release --example bench_matmul
 //! cargo run --release --example bench_matmul -- quick m=32 only=q4_0   # one M, our formats containing "q4_0"
 //! cargo run --release --example bench_matmul -- shape=11008x4096 m=1    # one shape (N x K)
+//! cargo run --release --example bench_matmul -- models only=q4_1   # SmolLM2's and Gemma 3 270M's shapes
 //! ```
+//!
+//! Each of our formats is also compared with candle's `QMatMul` on the same format where candle
+//! has it (the last column); formats whose blocks do not divide `K` (256 values for TQ2_0,
+//! Q4_K and Q6_K) are left out of a shape, ours and candle's alike.
 //!
 //! Method (see the crate README): every call reads a different weight matrix from a rotating
 //! set of at least 4x the L3 size (128 MiB and more), so M = 1 figures are DRAM figures; the
@@ -143,14 +148,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => {
             let (n, k) = s.split_once('x').ok_or("shape=NxK, e.g. shape=11008x4096")?;
             let (n, k) = (n.parse()?, k.parse::<usize>()?);
-            if n == 0 || k == 0 || k % 256 != 0 {
-                return Err(
-                    format!("shape={s}: N and K must be positive and K a multiple of 256 (TQ2_0, Q4_K)").into(),
-                );
+            if n == 0 || k == 0 || k % 32 != 0 {
+                return Err(format!("shape={s}: N and K must be positive and K a multiple of 32").into());
             }
             vec![(n, k)]
         }
         None if quick => vec![(4096, 4096)],
+        // SmolLM2-135M (hidden 576, MLP 1536, vocabulary 49152) and Gemma 3 270M (hidden 640,
+        // attention 1024, MLP 2048, vocabulary 262144), as N x K.
+        None if std::env::args().any(|a| a == "models") => vec![
+            (576, 576),
+            (192, 576),
+            (1536, 576),
+            (576, 1536),
+            (49152, 576),
+            (640, 2048),
+            (2048, 640),
+            (640, 1024),
+            (1024, 640),
+            (262144, 640),
+        ],
         None => vec![(4096, 4096), (11008, 4096), (4096, 11008)],
     };
     let only_m: Option<usize> = arg("m=").map(|v| v.parse()).transpose()?;
@@ -174,6 +191,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         QuantFormat::Fp8E4M3 { block_size: None },
         QuantFormat::Tq2_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
     ];
     let ours: Vec<QuantFormat> = ours
         .into_iter()
@@ -181,22 +202,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut rng = Rng(42);
     println!(
-        "| weights N x K | M | kernel | ms/call | weight GB/s | % of floor | GFLOP/s | vs candle Q4_0 | vs candle Q8_0 | vs candle Q4_K |"
+        "| weights N x K | M | kernel | ms/call | weight GB/s | % of floor | GFLOP/s | vs candle Q4_0 | vs candle Q8_0 | vs candle Q4_K | vs candle, same format |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &(n, k) in &shapes {
+        let ours: Vec<QuantFormat> = ours.iter().copied().filter(|&f| fits(f, k)).collect();
         let w = rng.vec(n * k);
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)?;
         // candle's matrices, each rotation made of distinct copies.
         let mut candle = Vec::new();
-        for dtype in [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K] {
+        let mut dtypes = vec![GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K];
+        dtypes.extend(ours.iter().filter_map(|&f| candle_dtype(f)));
+        dtypes.dedup();
+        dtypes.retain(|&d| k % d.block_size() == 0);
+        for dtype in dtypes {
             let q = QTensor::quantize(&wt, dtype)?;
             let bytes = q.storage_size_in_bytes();
             let copies = WORKING_SET.div_ceil(bytes) + 1;
             let mats: Vec<QMatMul> = (0..copies)
                 .map(|_| QMatMul::from_qtensor(QTensor::quantize(&wt, dtype).expect("quantize")))
                 .collect::<Result<_, _>>()?;
-            candle.push((format!("candle {dtype:?}"), bytes, mats));
+            candle.push((dtype, bytes, mats));
         }
         let mut weights = Vec::new();
         let mut packed = Vec::new();
@@ -238,10 +264,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
             let flops = 2.0 * (m * n * k) as f64;
             let mut rows = vec![floor_row(&floor_bufs)];
-            for (name, bytes, mats) in &candle {
+            for (dtype, bytes, mats) in &candle {
                 let xt = &xt;
                 rows.push(Timed {
-                    name: name.clone(),
+                    name: format!("candle {dtype:?}"),
                     bytes: *bytes,
                     copies: mats.len(),
                     run: Box::new(move |i| {
@@ -250,6 +276,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 });
             }
             let peers = rows.len();
+            // Row index of candle's row for a dtype (the floor is row 0).
+            let peer = |d: GgmlDType| candle.iter().position(|c| c.0 == d).map(|i| i + 1);
+            let mut formats: Vec<Option<QuantFormat>> = vec![None; peers];
             for (format, bytes, mats) in &weights {
                 for precision in [ActivationPrecision::Int8, ActivationPrecision::F32] {
                     if precision == ActivationPrecision::Int8 && !aihal_cpu::has_int8_activation_path(*format) {
@@ -269,6 +298,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "x f32"
                     };
                     let x = &x;
+                    formats.push(Some(*format));
                     rows.push(Timed {
                         name: format!("aihal {format} ({tag})"),
                         bytes: *bytes,
@@ -297,6 +327,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 check(&x, m, &mats[0].to_quantized(), &y, precision)?;
                 let x = &x;
+                formats.push(Some(*format));
                 rows.push(Timed {
                     name: format!("aihal {format} packed{pages} (x {path})"),
                     bytes: *bytes,
@@ -329,32 +360,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (r, row) in rows.iter().enumerate().skip(1) {
                 let seconds = median(times[r].clone());
                 let of_floor = median((0..passes).map(|p| rate(r, p) / floors[p]).collect());
-                let vs = |peer: usize| {
-                    if r < peers {
-                        String::new()
-                    } else {
-                        format!(
-                            "{:.2}x",
-                            median((0..passes).map(|p| times[peer][p] / times[r][p]).collect())
-                        )
-                    }
+                let vs = |peer: Option<usize>| match peer {
+                    Some(peer) if r >= peers => format!(
+                        "{:.2}x",
+                        median((0..passes).map(|p| times[peer][p] / times[r][p]).collect())
+                    ),
+                    _ => String::new(),
                 };
+                let same = formats[r].and_then(candle_dtype).and_then(peer);
                 println!(
-                    "| {n} x {k} | {m} | {} | {:.3} | {:.1} | {:.0}% | {:.0} | {} | {} | {} |",
+                    "| {n} x {k} | {m} | {} | {:.3} | {:.1} | {:.0}% | {:.0} | {} | {} | {} | {} |",
                     row.name,
                     seconds * 1e3,
                     row.bytes as f64 / seconds / 1e9,
                     100.0 * of_floor,
                     flops / seconds / 1e9,
-                    vs(1),
-                    vs(2),
-                    vs(3),
+                    vs(peer(GgmlDType::Q4_0)),
+                    vs(peer(GgmlDType::Q8_0)),
+                    vs(peer(GgmlDType::Q4K)),
+                    vs(same),
                 );
             }
         }
         accuracy(&w, n, k, &mut rng)?;
     }
     Ok(())
+}
+
+/// Whether `format`'s blocks divide rows of `k` values.
+fn fits(format: QuantFormat, k: usize) -> bool {
+    match format {
+        QuantFormat::Tq2_0 | QuantFormat::Q4K | QuantFormat::Q6K => k % 256 == 0,
+        _ => k % 32 == 0,
+    }
+}
+
+/// candle's type for the same blocks, where candle has one.
+fn candle_dtype(format: QuantFormat) -> Option<GgmlDType> {
+    Some(match format {
+        QuantFormat::Q4_0 => GgmlDType::Q4_0,
+        QuantFormat::Q8_0 => GgmlDType::Q8_0,
+        QuantFormat::Q4_1 => GgmlDType::Q4_1,
+        QuantFormat::Q5_0 => GgmlDType::Q5_0,
+        QuantFormat::Q4K => GgmlDType::Q4K,
+        QuantFormat::Q6K => GgmlDType::Q6K,
+        _ => return None,
+    })
 }
 
 /// The timed output against the scalar reference (the reference takes seconds on big
@@ -415,7 +466,14 @@ fn accuracy(w: &[f32], n: usize, k: usize, rng: &mut Rng) -> Result<(), Box<dyn 
         QuantFormat::Q8_0,
         QuantFormat::Int8PerChannel,
         QuantFormat::Tq2_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
     ] {
+        if !fits(format, k) {
+            continue;
+        }
         let q = quantize(format, w, &[n, k])?;
         let exact = aihal_cpu::matmul_with(x.as_slice().into(), m, &q, MatmulOptions::exact())?;
         let fast = aihal_cpu::matmul_with(x.as_slice().into(), m, &q, MatmulOptions::default())?;

@@ -1,6 +1,6 @@
 //! A GGUF reader of our own: the header (metadata and tensor infos) of versions 2 and 3,
-//! and tensors read as they are stored: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K and TQ2_0 into
-//! [`QuantizedTensor`]s, the plain number types into [`TensorBuffer`]s, any type ggml
+//! and tensors read as they are stored: the GGML block types of [`QuantFormat`](crate::QuantFormat)
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, TQ2_0) into [`QuantizedTensor`]s, the plain number types into [`TensorBuffer`]s, any type ggml
 //! defines as raw bytes. [`GgufFile::tensors_in`] walks every tensor of a file one at a
 //! time (for a model loader), [`GgufFile::read_all`] collects them.
 //!
@@ -265,7 +265,8 @@ impl GgufFile {
     }
 
     /// Reads tensor `name` as a [`QuantizedTensor`], byte for byte (never re-quantized):
-    /// TQ2_0, Q4_0 and Q8_0. The values are checked ([`QuantizedTensor::validate_values`]).
+    /// every GGML block type of [`QuantFormat`](crate::QuantFormat). The values are checked
+    /// ([`QuantizedTensor::validate_values`]).
     ///
     /// `reader` is the stream the header was read from (its length is checked again).
     /// Plain number types are `Unsupported` here (read them with
@@ -277,8 +278,12 @@ impl GgufFile {
             let hint = if info.ggml_type.dense_dtype().is_some() {
                 "read it with GgufFile::read_dense"
             } else {
-                "Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K and TQ2_0 are read; GgufFile::read_raw gives the bytes"
+                "GgufFile::read_raw gives the bytes"
             };
+            let hint = format!(
+                "{hint}; {} are read as QuantizedTensor",
+                crate::formats::block_format_names(false)
+            );
             return Err(CoreError::unsupported(
                 format!("GgufFile::read_tensor of {name:?}"),
                 format!("{} ({hint})", info.ggml_type),
@@ -363,7 +368,7 @@ impl GgufFile {
 /// [`GgufFile::tensors_in`] give.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GgufTensorData {
-    /// A GGML block type read byte for byte (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, TQ2_0).
+    /// A GGML block type read byte for byte (those of [`QuantFormat`](crate::QuantFormat)).
     Quantized(QuantizedTensor),
     /// A plain number type (F32, F16, BF16, F64, I8, I16, I32, I64) in a buffer of the same
     /// element type, values as stored.

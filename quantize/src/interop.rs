@@ -112,15 +112,16 @@ impl QuantizedTensor {
         TensorBuffer::from_slice(&dequantize(self)?, self.shape())
     }
 
-    /// Takes a candle GGML tensor of type Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K as it is
-    /// (bytes copied, never re-quantized). Other GGML types are `Unsupported`.
+    /// Takes a candle GGML tensor of a block type this crate has (every GGML block format of
+    /// [`QuantFormat`] but TQ2_0, which candle lacks) as it is (bytes copied, never
+    /// re-quantized). Other GGML types are `Unsupported`.
     pub fn from_qtensor(q: &QTensor) -> Result<Self> {
         let format = candle_format(q.dtype(), "aihal-quantize import of a GGML tensor")?;
         Self::from_parts(format, q.shape().dims().to_vec(), q.data()?.into_owned(), Vec::new())
     }
 
-    /// A candle GGML tensor (on the CPU) with the same bytes: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K
-    /// and Q6_K (candle has no TQ2_0).
+    /// A candle GGML tensor (on the CPU) with the same bytes, for every GGML block format but
+    /// TQ2_0 (which candle lacks).
     pub fn to_qtensor(&self) -> Result<QTensor> {
         let dtype = crate::formats::block_format(self.format())
             .and_then(|b| b.candle)
@@ -137,8 +138,8 @@ impl QuantizedTensor {
 /// not know (TQ2_0 among them), and `GgufFile` also reads TQ2_0. This function remains for
 /// callers who already hold candle's parsed header.
 ///
-/// `content` is the file's header (`gguf_file::Content::read`). Q4_0, Q4_1, Q5_0, Q8_0,
-/// Q4_K and Q6_K tensors are supported; a missing tensor, a shape whose size overflows or does not divide into
+/// `content` is the file's header (`gguf_file::Content::read`). The GGML block types
+/// candle has are supported; a missing tensor, a shape whose size overflows or does not divide into
 /// blocks, data past the end of the file, or another type is an error. The bytes are read
 /// here rather than through candle's `Content::tensor`, which panics on some malformed
 /// shapes. Shapes are candle's (row-major, the GGUF dimension order reversed), so a weight
@@ -181,7 +182,7 @@ fn candle_format(dtype: GgmlDType, what: &str) -> Result<QuantFormat> {
     crate::formats::by_candle(dtype).map(|b| b.format).ok_or_else(|| {
         CoreError::unsupported(
             what,
-            format!("{dtype:?} (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K are supported)"),
+            format!("{dtype:?} ({} are supported)", crate::formats::block_format_names(true)),
         )
     })
 }

@@ -14,12 +14,14 @@ use common::Rng;
 
 /// The block formats candle has, with their block values and bytes and where the f16
 /// fields sit.
-const FORMATS: [(QuantFormat, GgmlDType, usize, usize, &[usize]); 6] = [
+const FORMATS: [(QuantFormat, GgmlDType, usize, usize, &[usize]); 8] = [
     (QuantFormat::Q4_0, GgmlDType::Q4_0, 32, 18, &[0]),
     (QuantFormat::Q4_1, GgmlDType::Q4_1, 32, 20, &[0, 2]),
     (QuantFormat::Q5_0, GgmlDType::Q5_0, 32, 22, &[0]),
+    (QuantFormat::Q5_1, GgmlDType::Q5_1, 32, 24, &[0, 2]),
     (QuantFormat::Q8_0, GgmlDType::Q8_0, 32, 34, &[0]),
     (QuantFormat::Q4K, GgmlDType::Q4K, 256, 144, &[0, 2]),
+    (QuantFormat::Q5K, GgmlDType::Q5K, 256, 176, &[0, 2]),
     (QuantFormat::Q6K, GgmlDType::Q6K, 256, 210, &[208]),
 ];
 
@@ -147,7 +149,11 @@ fn k_quantizers_are_llama_cpp_s_not_candle_s() {
     // here the two fits are compared in total squared error on normal data, where
     // llama.cpp's newer fits are the better ones (by 9% for Q4_K and 6% for Q6_K on this
     // data): ours must not be worse than candle's.
-    for (format, dtype) in [(QuantFormat::Q4K, GgmlDType::Q4K), (QuantFormat::Q6K, GgmlDType::Q6K)] {
+    for (format, dtype) in [
+        (QuantFormat::Q4K, GgmlDType::Q4K),
+        (QuantFormat::Q5K, GgmlDType::Q5K),
+        (QuantFormat::Q6K, GgmlDType::Q6K),
+    ] {
         let mut rng = Rng::new(70);
         let (rows, cols) = (16, 1024);
         let x = rng.normals(rows * cols);
@@ -168,7 +174,7 @@ fn k_quantizers_are_llama_cpp_s_not_candle_s() {
         );
     }
     // An all-zero super-block: llama.cpp (and we) store zero bytes only.
-    for format in [QuantFormat::Q4K, QuantFormat::Q6K] {
+    for format in [QuantFormat::Q4K, QuantFormat::Q5K, QuantFormat::Q6K] {
         let q = quantize(format, &[0.0; 256], &[1, 256]).unwrap();
         assert!(q.data().iter().all(|&b| b == 0), "{format}");
     }
@@ -189,8 +195,10 @@ fn total_error_is_within_llama_cpp_s_bounds() {
         (QuantFormat::Q4_0, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q4_1, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q5_0, MAX_QUANTIZATION_TOTAL_ERROR),
+        (QuantFormat::Q5_1, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q8_0, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q4K, MAX_QUANTIZATION_TOTAL_ERROR),
+        (QuantFormat::Q5K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q6K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Tq2_0, MAX_QUANTIZATION_TOTAL_ERROR_TERNARY),
     ] {

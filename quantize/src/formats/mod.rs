@@ -21,6 +21,8 @@ pub(crate) mod q4_0;
 pub(crate) mod q4_1;
 pub(crate) mod q4_k;
 pub(crate) mod q5_0;
+pub(crate) mod q5_1;
+pub(crate) mod q5_k;
 pub(crate) mod q6_k;
 pub(crate) mod q8_0;
 pub(crate) mod ternary;
@@ -67,12 +69,14 @@ pub(crate) struct BlockFormat {
 }
 
 /// Every block format, in GGML type id order.
-pub(crate) static BLOCK_FORMATS: [&BlockFormat; 7] = [
+pub(crate) static BLOCK_FORMATS: [&BlockFormat; 9] = [
     &q4_0::FORMAT,
     &q4_1::FORMAT,
     &q5_0::FORMAT,
+    &q5_1::FORMAT,
     &q8_0::FORMAT,
     &q4_k::FORMAT,
+    &q5_k::FORMAT,
     &q6_k::FORMAT,
     &tq2_0::FORMAT,
 ];
@@ -83,6 +87,8 @@ pub(crate) fn block_format(format: QuantFormat) -> Option<&'static BlockFormat> 
         QuantFormat::Q4_0 => Some(&q4_0::FORMAT),
         QuantFormat::Q4_1 => Some(&q4_1::FORMAT),
         QuantFormat::Q5_0 => Some(&q5_0::FORMAT),
+        QuantFormat::Q5_1 => Some(&q5_1::FORMAT),
+        QuantFormat::Q5K => Some(&q5_k::FORMAT),
         QuantFormat::Q8_0 => Some(&q8_0::FORMAT),
         QuantFormat::Q4K => Some(&q4_k::FORMAT),
         QuantFormat::Q6K => Some(&q6_k::FORMAT),
@@ -109,6 +115,17 @@ pub(crate) fn by_candle(dtype: GgmlDType) -> Option<&'static BlockFormat> {
 /// The block format whose [`QuantFormat::name`] is `name`.
 pub(crate) fn by_name(name: &str) -> Option<&'static BlockFormat> {
     BLOCK_FORMATS.iter().copied().find(|b| b.format.name() == name)
+}
+
+/// The GGML names of the block formats, for messages: `"Q4_0, Q4_1, ..., TQ2_0"`
+/// (`candle_only`: those candle has).
+pub(crate) fn block_format_names(candle_only: bool) -> String {
+    BLOCK_FORMATS
+        .iter()
+        .filter(|b| !candle_only || b.candle.is_some())
+        .map(|b| b.format.name().to_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The f16 at `b[at..at + 2]` (little-endian) as f32.
@@ -255,6 +272,8 @@ pub(crate) fn lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize
         QuantFormat::Q4_0
         | QuantFormat::Q4_1
         | QuantFormat::Q5_0
+        | QuantFormat::Q5_1
+        | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q4K
         | QuantFormat::Q6K
@@ -300,6 +319,8 @@ pub(crate) fn quantize(format: QuantFormat, x: &[f32], k: usize) -> Result<Quant
         QuantFormat::Q4_0
         | QuantFormat::Q4_1
         | QuantFormat::Q5_0
+        | QuantFormat::Q5_1
+        | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q4K
         | QuantFormat::Q6K
@@ -324,6 +345,8 @@ pub(crate) fn dequantize(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         f @ (QuantFormat::Q4_0
         | QuantFormat::Q4_1
         | QuantFormat::Q5_0
+        | QuantFormat::Q5_1
+        | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q4K
         | QuantFormat::Q6K
@@ -351,6 +374,8 @@ pub(crate) fn decode_range(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [
         f @ (QuantFormat::Q4_0
         | QuantFormat::Q4_1
         | QuantFormat::Q5_0
+        | QuantFormat::Q5_1
+        | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q4K
         | QuantFormat::Q6K
@@ -377,6 +402,8 @@ pub(crate) fn first_bad_value(t: &QuantizedTensor) -> Option<String> {
         f @ (QuantFormat::Q4_0
         | QuantFormat::Q4_1
         | QuantFormat::Q5_0
+        | QuantFormat::Q5_1
+        | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q4K
         | QuantFormat::Q6K

@@ -66,7 +66,7 @@ impl GgmlType {
     pub const Q4_1: Self = Self(3);
     /// llama.cpp Q5_0 (read as [`QuantFormat::Q5_0`]).
     pub const Q5_0: Self = Self(6);
-    /// llama.cpp Q5_1.
+    /// llama.cpp Q5_1 (read as [`QuantFormat::Q5_1`]).
     pub const Q5_1: Self = Self(7);
     /// llama.cpp Q8_0 (read as [`QuantFormat::Q8_0`]).
     pub const Q8_0: Self = Self(8);
@@ -78,7 +78,7 @@ impl GgmlType {
     pub const Q3_K: Self = Self(11);
     /// llama.cpp Q4_K (read as [`QuantFormat::Q4K`]).
     pub const Q4_K: Self = Self(12);
-    /// llama.cpp Q5_K.
+    /// llama.cpp Q5_K (read as [`QuantFormat::Q5K`]).
     pub const Q5_K: Self = Self(13);
     /// llama.cpp Q6_K (read as [`QuantFormat::Q6K`]).
     pub const Q6_K: Self = Self(14);
@@ -122,7 +122,7 @@ impl GgmlType {
     }
 
     /// The aihal format a tensor of this type is read into without conversion:
-    /// Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K and TQ2_0.
+    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and TQ2_0.
     pub fn quant_format(self) -> Option<QuantFormat> {
         crate::formats::by_ggml_type(self.0).map(|b| b.format)
     }
@@ -173,8 +173,10 @@ mod tests {
             GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q8_0,
             GgmlType::Q4_K,
+            GgmlType::Q5_K,
             GgmlType::Q6_K,
             GgmlType::TQ2_0,
         ] {

@@ -49,8 +49,10 @@ pub(crate) fn all_formats() -> Vec<QuantFormat> {
         QuantFormat::Q4_0,
         QuantFormat::Q4_1,
         QuantFormat::Q5_0,
+        QuantFormat::Q5_1,
         QuantFormat::Q8_0,
         QuantFormat::Q4K,
+        QuantFormat::Q5K,
         QuantFormat::Q6K,
         QuantFormat::Tq2_0,
         QuantFormat::Ternary,
@@ -74,9 +76,9 @@ fn absmax(x: &[f32]) -> f32 {
 /// - Q4_0: half a step `d = amax/8` (a full step for the clipped side, whose levels stop at
 ///   7d) plus f16 rounding of `d` (8 steps).
 /// - Q5_0: as Q4_0 with `d = amax/16` (levels -16d to 15d, 16 steps).
-/// - Q4_1: half a step `d = (max - min)/15` plus the f16 rounding of `d` (15 steps) and of
-///   the minimum `m` (relative 2^-11, absolute 2^-25 when subnormal).
-/// - Q4_K and Q6_K fit their sub-block scales (no closed per-element bound); their
+/// - Q4_1 (Q5_1): half a step `d = (max - min)/15` (`/31`) plus the f16 rounding of `d` (15
+///   or 31 steps) and of the minimum `m` (relative 2^-11, absolute 2^-25 when subnormal).
+/// - Q4_K, Q5_K and Q6_K fit their sub-block scales (no closed per-element bound); their
 ///   accuracy is checked in total against llama.cpp's bound in `ggml_blocks.rs`.
 /// - TQ2_0: half of `d = amax` plus its f16 rounding.
 /// - NF4: half the widest gap of the code book (between -1 and -0.6962: 0.152) times the
@@ -130,12 +132,13 @@ pub(crate) fn check_bound(
                     + 16.0 * (d * 2f32.powi(-11) + 2f32.powi(-25))
                     + tiny
             }
-            QuantFormat::Q4_1 => {
+            QuantFormat::Q4_1 | QuantFormat::Q5_1 => {
+                let steps = if format == QuantFormat::Q4_1 { 15.0 } else { 31.0 };
                 let b = &x[i / 32 * 32..i / 32 * 32 + 32];
                 let (lo, hi) = b.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-                let d = (hi - lo) / 15.0;
+                let d = (hi - lo) / steps;
                 0.5 * d * (1.0 + 1e-5)
-                    + 15.0 * (d * 2f32.powi(-11) + 2f32.powi(-25))
+                    + steps * (d * 2f32.powi(-11) + 2f32.powi(-25))
                     + lo.abs() * 2f32.powi(-11)
                     + 2f32.powi(-25)
                     + tiny
