@@ -1,5 +1,5 @@
-//! Bad input in the GGML block formats added for real models (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
-//! Q6_K): a
+//! Bad input in the GGML block formats added for real models (Q4_1, Q5_0, Q5_1, Q2_K, Q4_K,
+//! Q5_K, Q6_K): a
 //! non-finite block scale or minimum, a length that disagrees with type and shape, a row
 //! that is not a whole number of blocks, a truncated file. Each is a `CoreError` naming the
 //! tensor and the byte offset; none panics.
@@ -12,10 +12,11 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 /// `(format, candle type, bytes per block, byte offsets of its f16 fields in a block)`.
-const TYPES: [(QuantFormat, GgmlDType, usize, &[usize]); 6] = [
+const TYPES: [(QuantFormat, GgmlDType, usize, &[usize]); 7] = [
     (QuantFormat::Q4_1, GgmlDType::Q4_1, 20, &[0, 2]),
     (QuantFormat::Q5_0, GgmlDType::Q5_0, 22, &[0]),
     (QuantFormat::Q5_1, GgmlDType::Q5_1, 24, &[0, 2]),
+    (QuantFormat::Q2K, GgmlDType::Q2K, 84, &[80, 82]),
     (QuantFormat::Q4K, GgmlDType::Q4K, 144, &[0, 2]),
     (QuantFormat::Q5K, GgmlDType::Q5K, 176, &[0, 2]),
     (QuantFormat::Q6K, GgmlDType::Q6K, 210, &[208]),
@@ -72,7 +73,7 @@ fn non_finite_scales_name_the_tensor_block_and_bytes() {
 #[test]
 fn lengths_that_disagree_with_type_and_shape_are_errors() {
     for (format, _, block, _) in TYPES {
-        let values = if block > 100 { 256 } else { 32 };
+        let values = if block > 40 { 256 } else { 32 }; // 32-value blocks take at most 34 bytes
         let good = vec![0u8; 2 * block];
         assert!(QuantizedTensor::from_parts(format, vec![1, 2 * values], good.clone(), vec![]).is_ok());
         for len in [0, block, 2 * block - 1, 2 * block + 1, 3 * block] {

@@ -14,12 +14,13 @@ use common::Rng;
 
 /// The block formats candle has, with their block values and bytes and where the f16
 /// fields sit.
-const FORMATS: [(QuantFormat, GgmlDType, usize, usize, &[usize]); 8] = [
+const FORMATS: [(QuantFormat, GgmlDType, usize, usize, &[usize]); 9] = [
     (QuantFormat::Q4_0, GgmlDType::Q4_0, 32, 18, &[0]),
     (QuantFormat::Q4_1, GgmlDType::Q4_1, 32, 20, &[0, 2]),
     (QuantFormat::Q5_0, GgmlDType::Q5_0, 32, 22, &[0]),
     (QuantFormat::Q5_1, GgmlDType::Q5_1, 32, 24, &[0, 2]),
     (QuantFormat::Q8_0, GgmlDType::Q8_0, 32, 34, &[0]),
+    (QuantFormat::Q2K, GgmlDType::Q2K, 256, 84, &[80, 82]),
     (QuantFormat::Q4K, GgmlDType::Q4K, 256, 144, &[0, 2]),
     (QuantFormat::Q5K, GgmlDType::Q5K, 256, 176, &[0, 2]),
     (QuantFormat::Q6K, GgmlDType::Q6K, 256, 210, &[208]),
@@ -139,20 +140,23 @@ fn quantizing_q4_1_and_q5_0_matches_candle_byte_for_byte() {
 
 #[test]
 fn k_quantizers_are_llama_cpp_s_not_candle_s() {
-    // candle 0.11's Q4K and Q6K quantizers port an older llama.cpp: Q4K fits with
-    // make_qkx1_quants (today's quantize_row_q4_K_ref uses the weighted make_qkx2_quants),
+    // candle 0.11's K quantizers port an older llama.cpp: Q2K, Q4K and Q5K fit with
+    // make_qkx1_quants (today's quantize_row_q*_K_ref use the weighted make_qkx2_quants),
     // Q6K's make_qx_quants refines by three rounds of re-fitting (today's tries 18 fixed
-    // scales), both round ties away from zero (llama.cpp's nearest_int: to even), and
-    // neither zeroes a super-block of near-zero values. So their bytes differ from
-    // llama.cpp's; ours are llama.cpp's (checked byte for byte against llama.cpp's output
-    // in `ggml_fixtures.rs`). Both decode through the same layout (bit for bit, above);
-    // here the two fits are compared in total squared error on normal data, where
-    // llama.cpp's newer fits are the better ones (by 9% for Q4_K and 6% for Q6_K on this
-    // data): ours must not be worse than candle's.
-    for (format, dtype) in [
-        (QuantFormat::Q4K, GgmlDType::Q4K),
-        (QuantFormat::Q5K, GgmlDType::Q5K),
-        (QuantFormat::Q6K, GgmlDType::Q6K),
+    // scales), all round ties away from zero (llama.cpp's nearest_int: to even), and none
+    // zeroes a Q6_K super-block of near-zero values. So their bytes differ from llama.cpp's;
+    // ours are llama.cpp's (checked byte for byte against llama.cpp's output in
+    // `ggml_fixtures.rs`). Both decode through the same layout (bit for bit, above); here
+    // the two fits are compared in total squared error on normal data. For Q4_K, Q5_K and
+    // Q6_K llama.cpp's newer fits are the better ones (by 9%, 5% and 6% on this data): ours
+    // must not be worse. Q2_K's reference fit minimizes the |x|-weighted absolute error,
+    // not the squared one, and lands 3% above candle's squared error here: ours may be at
+    // most 5% worse (it stays far inside llama.cpp's own bound, above).
+    for (format, dtype, slack) in [
+        (QuantFormat::Q2K, GgmlDType::Q2K, 1.05),
+        (QuantFormat::Q4K, GgmlDType::Q4K, 1.0),
+        (QuantFormat::Q5K, GgmlDType::Q5K, 1.0),
+        (QuantFormat::Q6K, GgmlDType::Q6K, 1.0),
     ] {
         let mut rng = Rng::new(70);
         let (rows, cols) = (16, 1024);
@@ -167,14 +171,14 @@ fn k_quantizers_are_llama_cpp_s_not_candle_s() {
             sq(&theirs)
         );
         assert!(
-            sq(&ours) <= sq(&theirs),
+            sq(&ours) <= slack * sq(&theirs),
             "{format}: ours {} candle {}",
             sq(&ours),
             sq(&theirs)
         );
     }
     // An all-zero super-block: llama.cpp (and we) store zero bytes only.
-    for format in [QuantFormat::Q4K, QuantFormat::Q5K, QuantFormat::Q6K] {
+    for format in [QuantFormat::Q2K, QuantFormat::Q4K, QuantFormat::Q5K, QuantFormat::Q6K] {
         let q = quantize(format, &[0.0; 256], &[1, 256]).unwrap();
         assert!(q.data().iter().all(|&b| b == 0), "{format}");
     }
@@ -184,9 +188,11 @@ fn k_quantizers_are_llama_cpp_s_not_candle_s() {
 fn total_error_is_within_llama_cpp_s_bounds() {
     // llama.cpp tests/test-quantize-fns.cpp: data `0.1 + 2 * cosf(i)` for 32 * 128 values,
     // error `sqrt(sum (x - y)²) / n`, at most MAX_QUANTIZATION_TOTAL_ERROR (0.002) for the
-    // 4- to 8-bit types and MAX_QUANTIZATION_TOTAL_ERROR_TERNARY (0.01) for TQ2_0.
+    // 4- to 8-bit types, MAX_QUANTIZATION_TOTAL_ERROR_2BITS (0.0075) for Q2_K and
+    // MAX_QUANTIZATION_TOTAL_ERROR_TERNARY (0.01) for TQ2_0.
     const MAX_QUANTIZATION_TOTAL_ERROR: f64 = 0.002;
     const MAX_QUANTIZATION_TOTAL_ERROR_TERNARY: f64 = 0.01;
+    const MAX_QUANTIZATION_TOTAL_ERROR_2BITS: f64 = 0.0075;
     let n = 32 * 128;
     let x: Vec<f32> = (0..n)
         .map(|i| (0.1 + 2.0 * f64::from((i as f32).cos())) as f32)
@@ -197,6 +203,7 @@ fn total_error_is_within_llama_cpp_s_bounds() {
         (QuantFormat::Q5_0, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q5_1, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q8_0, MAX_QUANTIZATION_TOTAL_ERROR),
+        (QuantFormat::Q2K, MAX_QUANTIZATION_TOTAL_ERROR_2BITS),
         (QuantFormat::Q4K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q5K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q6K, MAX_QUANTIZATION_TOTAL_ERROR),

@@ -17,6 +17,7 @@
 pub(crate) mod fp8;
 pub(crate) mod int8;
 pub(crate) mod nf4;
+pub(crate) mod q2_k;
 pub(crate) mod q4_0;
 pub(crate) mod q4_1;
 pub(crate) mod q4_k;
@@ -69,12 +70,13 @@ pub(crate) struct BlockFormat {
 }
 
 /// Every block format, in GGML type id order.
-pub(crate) static BLOCK_FORMATS: [&BlockFormat; 9] = [
+pub(crate) static BLOCK_FORMATS: [&BlockFormat; 10] = [
     &q4_0::FORMAT,
     &q4_1::FORMAT,
     &q5_0::FORMAT,
     &q5_1::FORMAT,
     &q8_0::FORMAT,
+    &q2_k::FORMAT,
     &q4_k::FORMAT,
     &q5_k::FORMAT,
     &q6_k::FORMAT,
@@ -90,6 +92,7 @@ pub(crate) fn block_format(format: QuantFormat) -> Option<&'static BlockFormat> 
         QuantFormat::Q5_1 => Some(&q5_1::FORMAT),
         QuantFormat::Q5K => Some(&q5_k::FORMAT),
         QuantFormat::Q8_0 => Some(&q8_0::FORMAT),
+        QuantFormat::Q2K => Some(&q2_k::FORMAT),
         QuantFormat::Q4K => Some(&q4_k::FORMAT),
         QuantFormat::Q6K => Some(&q6_k::FORMAT),
         QuantFormat::Tq2_0 => Some(&tq2_0::FORMAT),
@@ -275,6 +278,7 @@ pub(crate) fn lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize
         | QuantFormat::Q5_1
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
+        | QuantFormat::Q2K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0 => unreachable_block(format),
@@ -322,6 +326,7 @@ pub(crate) fn quantize(format: QuantFormat, x: &[f32], k: usize) -> Result<Quant
         | QuantFormat::Q5_1
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
+        | QuantFormat::Q2K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0 => return unreachable_block(format),
@@ -348,6 +353,7 @@ pub(crate) fn dequantize(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         | QuantFormat::Q5_1
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
+        | QuantFormat::Q2K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0) => return unreachable_block(f),
@@ -377,6 +383,7 @@ pub(crate) fn decode_range(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [
         | QuantFormat::Q5_1
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
+        | QuantFormat::Q2K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0) => return unreachable_block(f),
@@ -405,6 +412,7 @@ pub(crate) fn first_bad_value(t: &QuantizedTensor) -> Option<String> {
         | QuantFormat::Q5_1
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
+        | QuantFormat::Q2K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0) => Some(format!("{f}: block format outside the registry")),
