@@ -83,3 +83,32 @@ fn eight_threads_sharing_one_linear_and_one_attention_equal_one_thread() {
         assert_eq!(report.calls(aihal::ops::OpKind::Attention, device), runs);
     }
 }
+
+/// Callers that are themselves rayon tasks (on the global pool the CPU kernels use, and on a
+/// pool of their own) share one large `Linear` whose kernels split their work into tasks:
+/// no deadlock, and every result equals the one computed outside any pool.
+#[test]
+fn callers_running_on_rayon_pools_share_a_layer_without_deadlock() {
+    use rayon::prelude::*;
+
+    let exec = aihal::executor().unwrap();
+    // Large enough that the CPU kernels split each call over their task runner.
+    let (m, n, k) = (8, 512, 1024);
+    let w = quantize(QuantFormat::Q8_0, &values(7, n * k), &[n, k]).unwrap();
+    let linear = Linear::new(&exec, &w, None).unwrap();
+    let inputs: Vec<Tensor> = (0..6)
+        .map(|i| Tensor::from_vec(values(100 + i, m * k), &[m, k]).unwrap())
+        .collect();
+    let run = |x: &Tensor| -> Vec<u32> {
+        let y = linear.forward(x).unwrap().to_vec().unwrap();
+        y.iter().map(|v| v.to_bits()).collect()
+    };
+    let outside: Vec<Vec<u32>> = inputs.iter().map(run).collect();
+    let on_global: Vec<Vec<u32>> = (0..24).into_par_iter().map(|i| run(&inputs[i % 6])).collect();
+    let own = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let on_own: Vec<Vec<u32>> = own.install(|| (0..24).into_par_iter().map(|i| run(&inputs[i % 6])).collect());
+    for i in 0..24 {
+        assert!(on_global[i] == outside[i % 6], "call {i} on the global pool differs");
+        assert!(on_own[i] == outside[i % 6], "call {i} on a pool of its own differs");
+    }
+}

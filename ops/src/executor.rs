@@ -602,12 +602,43 @@ impl Placed {
         let record = &self.exec.record;
         if record.start(self.kind, slot.provider) {
             let t0 = Instant::now();
-            let out = slot.prepared.run(call)?;
+            let out = self.guarded(slot, call)?;
             record.timed(self.kind, slot.provider, t0.elapsed());
             Ok(out)
         } else {
-            slot.prepared.run(call)
+            self.guarded(slot, call)
         }
+    }
+
+    /// Runs the prepared op, turning a panic inside the provider (a bug there, or in a task it
+    /// handed to a thread pool) into a `Kernel` error for this caller: the executor, the op
+    /// and the pools keep serving other calls. The panic hook still prints the panic.
+    ///
+    /// Unwind safety: the provider's prepared state is read-only during a call; what a
+    /// panicking call may leave half written is its own output and, for attention, the KV
+    /// cache it was appending to, which the error tells the caller to clear.
+    #[inline]
+    fn guarded(&self, slot: &Slot, call: Call<'_>) -> Result<Tensor> {
+        let attention = matches!(call, Call::Attention { .. });
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.prepared.run(call))).unwrap_or_else(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(CoreError::kernel(
+                slot.device.to_string(),
+                self.kind.name(),
+                format!(
+                    "the provider panicked: {what}{}",
+                    if attention {
+                        "; clear the KV cache this call was appending to before using it again"
+                    } else {
+                        ""
+                    }
+                ),
+            ))
+        })
     }
 }
 

@@ -111,6 +111,45 @@ fn a_real_provider_error_is_returned_not_hidden_behind_the_next_provider() {
 }
 
 #[test]
+fn a_panic_inside_a_provider_is_an_error_to_its_caller_and_the_op_keeps_serving() {
+    let (exec, c) = executor(Behaviour::Panics, &["add"], true);
+    let add = Add::new(&exec).unwrap();
+    let err = add.forward(&t(&[-1.0, 2.0]), &t(&[1.0, 1.0])).unwrap_err();
+    assert!(matches!(err, CoreError::Kernel { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("panicked") && text.contains("a negative first value"),
+        "{text}"
+    );
+    // The same op, and others sharing it from other threads, go on computing right answers
+    // while one thread keeps hitting the panic.
+    std::thread::scope(|s| {
+        let bad = s.spawn(|| (0..5).filter(|_| add.forward(&t(&[-3.0]), &t(&[1.0])).is_err()).count());
+        let good: Vec<_> = (0..3)
+            .map(|i| {
+                let add = &add;
+                s.spawn(move || {
+                    (0..50).all(|j| {
+                        let x = (i * 100 + j) as f32;
+                        add.forward(&t(&[x, 1.0]), &t(&[1.0, 2.0])).unwrap().to_vec().unwrap() == vec![x + 1.0, 3.0]
+                    })
+                })
+            })
+            .collect();
+        assert_eq!(bad.join().unwrap(), 5, "every panicking call is an error");
+        assert!(
+            good.into_iter().all(|h| h.join().unwrap()),
+            "the other threads' results"
+        );
+    });
+    assert_eq!(
+        c.runs.load(Ordering::SeqCst),
+        3 * 50,
+        "runs that completed on the device"
+    );
+}
+
+#[test]
 fn builder_errors_name_what_is_wrong() {
     assert!(Executor::builder().build().is_err());
     let err = Executor::builder()

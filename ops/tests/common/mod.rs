@@ -93,6 +93,8 @@ pub enum Behaviour {
     /// Adds 1 to the first value of every output.
     Wrong,
     Fails,
+    /// Panics when the first input value is negative (a provider bug), runs right otherwise.
+    Panics,
 }
 
 pub struct Gpu {
@@ -154,6 +156,10 @@ impl Prepared for GpuOp {
         if self.behaviour == Behaviour::Fails {
             return Err(CoreError::kernel("test", "op", "device lost"));
         }
+        assert!(
+            self.behaviour != Behaviour::Panics || gpu_values(a)[0] >= 0.0,
+            "test gpu: a negative first value"
+        );
         self.counters.runs.fetch_add(1, Ordering::SeqCst);
         let mut y = compute(self.kind, gpu_values(a), b.map(gpu_values), a.shape().last());
         if self.behaviour == Behaviour::Wrong {
