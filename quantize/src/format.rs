@@ -16,6 +16,7 @@
 //! | `Q5_1` | llama.cpp `block_q5_1`: 24 bytes per 32 values = f16 `d`, f16 `m`, 4 bytes `qh` (as Q5_0), 16 bytes `qs` packed as in Q4_0; value = `q * d + m` | empty | each row, `K % 32 == 0` |
 //! | `Q5K` | llama.cpp `block_q5_K`: 176 bytes per 256 values = f16 `d`, f16 `dmin`, 12 bytes of scales and minimums (as Q4_K), 32 bytes `qh` (fifth bits), 128 bytes `qs` (as Q4_K); value = `(d * sc) * q - dmin * m` (details in `formats/q5_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Q2K` | llama.cpp `block_q2_K`: 84 bytes per 256 values = 16 bytes of 4-bit scales (low nibble) and minimums (high nibble) per 16 values, 64 bytes `qs` (2-bit codes), f16 `d`, f16 `dmin`; value = `(d * sc) * q - dmin * m` (details in `formats/q2_k.rs`) | empty | each row, `K % 256 == 0` |
+//! | `Q3K` | llama.cpp `block_q3_K`: 110 bytes per 256 values = 32 bytes `hmask` (high bits), 64 bytes `qs` (low 2 bits), 12 bytes of sixteen 6-bit scales, f16 `d`; value = `(d * (s - 32)) * (q - 4)` (details in `formats/q3_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Q4K` | llama.cpp `block_q4_K`: 144 bytes per 256 values = f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and minimums (`get_scale_min_k4`), 128 bytes `qs`; byte `l` of `qs[32p..]` holds value `64p + l` (low nibble) and `64p + 32 + l` (high nibble); value = `(d * sc) * q - dmin * m` for the value's 32-value sub-block (details in `formats/q4_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Q6K` | llama.cpp `block_q6_K`: 210 bytes per 256 values = 128 bytes `ql`, 64 bytes `qh`, 16 × i8 `scales`, f16 `d`; 6-bit `q` split over `ql` and `qh`; value = `(d * scales[s]) * (q - 32)` for the value's 16-value sub-block (details in `formats/q6_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Tq2_0` | llama.cpp `block_tq2_0`: 66 bytes per 256 values = 64 bytes `qs` then f16 `d`; in half `h` (0..2) byte `j` (0..32) of `qs[32h..]`, bits `2l..2l+2` (l in 0..4) hold value `128h + 32l + j` as `q` in 0..=2; value = `d * (q - 1)` | empty | each row, `K % 256 == 0` |
@@ -52,6 +53,9 @@ pub enum QuantFormat {
     /// llama.cpp Q2_K: 256 values per super-block, f16 scale and minimum, sixteen 4-bit
     /// sub-block scales and minimums, 2-bit codes.
     Q2K,
+    /// llama.cpp Q3_K: 256 values per super-block, f16 scale, sixteen 6-bit sub-block
+    /// scales, 3-bit codes (2 bits plus a high-bit mask).
+    Q3K,
     /// llama.cpp Q5_1: 32 values per block, f16 scale and f16 minimum, 5-bit codes.
     Q5_1,
     /// llama.cpp Q5_K: 256 values per super-block, f16 scale and minimum, eight 6-bit
@@ -97,6 +101,7 @@ impl QuantFormat {
             Self::Q4_1 => "q4_1",
             Self::Q5_0 => "q5_0",
             Self::Q2K => "q2_k",
+            Self::Q3K => "q3_k",
             Self::Q5_1 => "q5_1",
             Self::Q5K => "q5_k",
             Self::Q4K => "q4_k",

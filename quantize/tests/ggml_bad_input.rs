@@ -1,5 +1,5 @@
-//! Bad input in the GGML block formats added for real models (Q4_1, Q5_0, Q5_1, Q2_K, Q4_K,
-//! Q5_K, Q6_K): a
+//! Bad input in the GGML block formats added for real models (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K,
+//! Q4_K, Q5_K, Q6_K): a
 //! non-finite block scale or minimum, a length that disagrees with type and shape, a row
 //! that is not a whole number of blocks, a truncated file. Each is a `CoreError` naming the
 //! tensor and the byte offset; none panics.
@@ -12,11 +12,12 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 /// `(format, candle type, bytes per block, byte offsets of its f16 fields in a block)`.
-const TYPES: [(QuantFormat, GgmlDType, usize, &[usize]); 7] = [
+const TYPES: [(QuantFormat, GgmlDType, usize, &[usize]); 8] = [
     (QuantFormat::Q4_1, GgmlDType::Q4_1, 20, &[0, 2]),
     (QuantFormat::Q5_0, GgmlDType::Q5_0, 22, &[0]),
     (QuantFormat::Q5_1, GgmlDType::Q5_1, 24, &[0, 2]),
     (QuantFormat::Q2K, GgmlDType::Q2K, 84, &[80, 82]),
+    (QuantFormat::Q3K, GgmlDType::Q3K, 110, &[108]),
     (QuantFormat::Q4K, GgmlDType::Q4K, 144, &[0, 2]),
     (QuantFormat::Q5K, GgmlDType::Q5K, 176, &[0, 2]),
     (QuantFormat::Q6K, GgmlDType::Q6K, 210, &[208]),

@@ -5,13 +5,14 @@
 //! Q4_K and Q6_K: the `gguf` package has no quantizer for them, and candle's differs from
 //! llama.cpp's (its Q4_K uses the older `make_qkx1_quants`, its rounding is half away from
 //! zero where llama.cpp's `nearest_int` rounds ties to even, and it does not zero a Q6_K
-//! super-block of near-zero values). `q2_k.ggml`, `q4_k.ggml`, `q5_k.ggml` and `q6_k.ggml`
-//! were written by llama.cpp's `quantize_row_q2_K_ref` / `quantize_row_q4_K_ref` /
-//! `quantize_row_q5_K_ref` / `quantize_row_q6_K_ref` (ggml-quants.c, with
-//! `make_qkx2_quants`, `make_qx_quants` and `nearest_int`) built with gcc -O2 on x86-64 (no
-//! FMA contraction), from the inputs `q2_k.input.f32` / `q4_k.input.f32` /
+//! super-block of near-zero values). `q2_k.ggml`, `q3_k.ggml`, `q4_k.ggml`, `q5_k.ggml`
+//! and `q6_k.ggml` were written by llama.cpp's `quantize_row_q2_K_ref` /
+//! `quantize_row_q3_K_ref` / `quantize_row_q4_K_ref` / `quantize_row_q5_K_ref` /
+//! `quantize_row_q6_K_ref` (ggml-quants.c, with `make_qkx2_quants`, `make_q3_quants`,
+//! `make_qx_quants` and `nearest_int`) built with gcc -O2 on x86-64 (no FMA contraction),
+//! from the inputs `q2_k.input.f32` / `q3_k.input.f32` / `q4_k.input.f32` /
 //! `q5_k.input.f32` / `q6_k.input.f32`: [8, 1024] normals (Python `random.gauss`, seeds 4,
-//! 1, 3 and 2) with an all-zero 32-value block, an
+//! 5, 1, 3 and 2) with an all-zero 32-value block, an
 //! all-zero and a constant (0.75) super-block, a block scaled by 1e-6, one by 1e3, an
 //! outlier of 1e4, an all-positive block, a block of halves and a super-block scaled by
 //! 1e-9.
@@ -36,6 +37,7 @@ fn our_bytes_are_llama_cpp_reference_bytes() {
         ("q4_0", QuantFormat::Q4_0, 128),
         ("q8_0", QuantFormat::Q8_0, 128),
         ("q2_k", QuantFormat::Q2K, 1024),
+        ("q3_k", QuantFormat::Q3K, 1024),
         ("q4_k", QuantFormat::Q4K, 1024),
         ("q5_k", QuantFormat::Q5K, 1024),
         ("q6_k", QuantFormat::Q6K, 1024),

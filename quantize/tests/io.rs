@@ -80,7 +80,7 @@ fn malformed_files_are_clear_errors() {
             with_metadata(&good, |m| {
                 m.insert(
                     key.clone(),
-                    r#"{"format":"q3_k","block_size":null,"shape":[6,256]}"#.into(),
+                    r#"{"format":"iq1_m","block_size":null,"shape":[6,256]}"#.into(),
                 );
             }),
         ),

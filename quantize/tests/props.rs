@@ -84,7 +84,7 @@ proptest! {
         // settle on other scales, so the property holds for the direct-scale formats only.
         prop_assume!(!matches!(
             format,
-            QuantFormat::Q2K | QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K
+            QuantFormat::Q2K | QuantFormat::Q3K | QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K
         ));
         // Scales well inside f16's normal range, so no block scale is lost.
         let n = shape.iter().product();

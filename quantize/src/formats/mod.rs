@@ -18,6 +18,7 @@ pub(crate) mod fp8;
 pub(crate) mod int8;
 pub(crate) mod nf4;
 pub(crate) mod q2_k;
+pub(crate) mod q3_k;
 pub(crate) mod q4_0;
 pub(crate) mod q4_1;
 pub(crate) mod q4_k;
@@ -70,13 +71,14 @@ pub(crate) struct BlockFormat {
 }
 
 /// Every block format, in GGML type id order.
-pub(crate) static BLOCK_FORMATS: [&BlockFormat; 10] = [
+pub(crate) static BLOCK_FORMATS: [&BlockFormat; 11] = [
     &q4_0::FORMAT,
     &q4_1::FORMAT,
     &q5_0::FORMAT,
     &q5_1::FORMAT,
     &q8_0::FORMAT,
     &q2_k::FORMAT,
+    &q3_k::FORMAT,
     &q4_k::FORMAT,
     &q5_k::FORMAT,
     &q6_k::FORMAT,
@@ -93,6 +95,7 @@ pub(crate) fn block_format(format: QuantFormat) -> Option<&'static BlockFormat> 
         QuantFormat::Q5K => Some(&q5_k::FORMAT),
         QuantFormat::Q8_0 => Some(&q8_0::FORMAT),
         QuantFormat::Q2K => Some(&q2_k::FORMAT),
+        QuantFormat::Q3K => Some(&q3_k::FORMAT),
         QuantFormat::Q4K => Some(&q4_k::FORMAT),
         QuantFormat::Q6K => Some(&q6_k::FORMAT),
         QuantFormat::Tq2_0 => Some(&tq2_0::FORMAT),
@@ -279,6 +282,7 @@ pub(crate) fn lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q2K
+        | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0 => unreachable_block(format),
@@ -327,6 +331,7 @@ pub(crate) fn quantize(format: QuantFormat, x: &[f32], k: usize) -> Result<Quant
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q2K
+        | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0 => return unreachable_block(format),
@@ -354,6 +359,7 @@ pub(crate) fn dequantize(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q2K
+        | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0) => return unreachable_block(f),
@@ -384,6 +390,7 @@ pub(crate) fn decode_range(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q2K
+        | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0) => return unreachable_block(f),
@@ -413,6 +420,7 @@ pub(crate) fn first_bad_value(t: &QuantizedTensor) -> Option<String> {
         | QuantFormat::Q5K
         | QuantFormat::Q8_0
         | QuantFormat::Q2K
+        | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Tq2_0) => Some(format!("{f}: block format outside the registry")),

@@ -74,7 +74,7 @@ impl GgmlType {
     pub const Q8_1: Self = Self(9);
     /// llama.cpp Q2_K (read as [`QuantFormat::Q2K`]).
     pub const Q2_K: Self = Self(10);
-    /// llama.cpp Q3_K.
+    /// llama.cpp Q3_K (read as [`QuantFormat::Q3K`]).
     pub const Q3_K: Self = Self(11);
     /// llama.cpp Q4_K (read as [`QuantFormat::Q4K`]).
     pub const Q4_K: Self = Self(12);
@@ -122,7 +122,7 @@ impl GgmlType {
     }
 
     /// The aihal format a tensor of this type is read into without conversion:
-    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K and TQ2_0.
+    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and TQ2_0.
     pub fn quant_format(self) -> Option<QuantFormat> {
         crate::formats::by_ggml_type(self.0).map(|b| b.format)
     }
@@ -176,6 +176,7 @@ mod tests {
             GgmlType::Q5_1,
             GgmlType::Q8_0,
             GgmlType::Q2_K,
+            GgmlType::Q3_K,
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
