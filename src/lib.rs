@@ -168,7 +168,19 @@ pub fn builtin_providers() -> Vec<std::sync::Arc<dyn aihal_ops::Provider>> {
 /// when no provider is compiled in.
 pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>> {
     let selection = select_device(config)?;
-    let providers = builtin_providers();
+    #[allow(unused_mut)]
+    let mut providers = builtin_providers();
+    // The built-in NPU provider leaves the choice of cores to the runtime; a request that
+    // names cores (`rknn:0b111`) gets a provider on exactly those instead.
+    #[cfg(feature = "rknn")]
+    if let Device::Rknn { core_mask } = selection.device {
+        for p in providers.iter_mut() {
+            if p.device().backend() == aihal_core::BackendKind::Rknn && p.device() != selection.device {
+                let lib = aihal_rknn::RknnLibrary::global()?;
+                *p = std::sync::Arc::new(aihal_rknn::RknnProvider::new(lib, core_mask));
+            }
+        }
+    }
     let has = |d: Device| providers.iter().any(|p| p.device() == d);
     let device = if has(selection.device) {
         Some(selection.device)
