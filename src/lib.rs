@@ -174,7 +174,7 @@ pub fn build_executor(config: &DeviceConfig) -> Result<std::sync::Arc<Executor>>
     // names cores (`rknn:0b111`) gets a provider on exactly those instead.
     #[cfg(feature = "rknn")]
     if let Device::Rknn { core_mask } = selection.device {
-        for p in providers.iter_mut() {
+        for p in &mut providers {
             if p.device().backend() == aihal_core::BackendKind::Rknn && p.device() != selection.device {
                 let lib = aihal_rknn::RknnLibrary::global()?;
                 *p = std::sync::Arc::new(aihal_rknn::RknnProvider::new(lib, core_mask));
