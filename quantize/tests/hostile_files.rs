@@ -856,6 +856,24 @@ fn write_seed_corpus() {
     .unwrap();
     std::fs::write(dir.join("safetensors/scales.safetensors"), scales_file(&mut rng)).unwrap();
     std::fs::write(dir.join("bnb/dq.safetensors"), bnb_dq_file(&mut rng)).unwrap();
+    std::fs::write(dir.join("gguf/blocks.gguf"), blocks_gguf(&mut rng)).unwrap();
+}
+
+/// One 1 × 256 tensor of every GGML block type candle has, in a GGUF file written by
+/// candle's writer (the corpus file `gguf/blocks.gguf`): our bytes, handed to candle as
+/// they are.
+fn blocks_gguf(rng: &mut Rng) -> Vec<u8> {
+    let tensors: Vec<(String, QTensor)> = all_formats()
+        .into_iter()
+        .filter_map(|f| {
+            let q = quantize(f, &rng.normals(256), &[1, 256]).ok()?.to_qtensor().ok()?;
+            Some((f.name().to_owned(), q))
+        })
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &[], &refs).unwrap();
+    out.into_inner()
 }
 
 // ---------------------------------------------------------------------------------------
