@@ -196,6 +196,12 @@ impl Executor {
         self.strict
     }
 
+    /// Whether the device was requested explicitly ([`ExecutorBuilder::device`]): then ops
+    /// run there, whatever a dispatch table says.
+    pub fn device_requested(&self) -> bool {
+        self.explicit
+    }
+
     /// The dispatch table placement follows, if any (with the keys calibrated since, in
     /// the opt-in mode).
     pub fn table(&self) -> Option<DispatchTable> {
@@ -346,6 +352,8 @@ impl Executor {
             slots,
             by_m,
             fallback,
+            format,
+            size,
         })
     }
 
@@ -432,6 +440,9 @@ pub(crate) struct Placed {
     /// The slot that runs first for each row class ([`MClass`] order).
     by_m: [u8; 4],
     fallback: Option<String>,
+    /// The op's dispatch-table key without its row class: weight format and size class.
+    format: Option<String>,
+    size: SizeClass,
 }
 
 /// One provider an op was placed on, with its prepared form.
@@ -474,6 +485,48 @@ impl Placed {
     /// The executor.
     pub(crate) fn executor(&self) -> &Arc<Executor> {
         &self.exec
+    }
+
+    /// The op's dispatch-table key for calls of row class `m`.
+    pub(crate) fn key(&self, m: MClass) -> OpKey {
+        OpKey {
+            op: self.kind,
+            format: self.format.clone(),
+            m,
+            size: self.size,
+        }
+    }
+
+    /// Makes the provider of `device` the first to run calls of row class `m` (a plan's
+    /// choice). It must be one the op was prepared on ([`Placed::devices`]); the others stay
+    /// the fallbacks. An explicit device request or strict mode is not overridden: pinning
+    /// elsewhere is then an error.
+    pub(crate) fn pin(&mut self, m: MClass, device: Device) -> Result<()> {
+        let Some(slot) = self.slots.iter().position(|s| s.device == device) else {
+            return Err(CoreError::not_implemented(format!(
+                "{} on {device}: it was prepared on {} only",
+                self.kind,
+                self.slots
+                    .iter()
+                    .map(|s| s.device.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if (self.exec.explicit || self.exec.is_strict()) && device != self.exec.device() {
+            return Err(CoreError::invalid_config(format!(
+                "{}: a plan puts it on {device}, but {} was requested{}",
+                self.kind,
+                self.exec.device(),
+                if self.exec.is_strict() {
+                    " in strict mode"
+                } else {
+                    " explicitly"
+                }
+            )));
+        }
+        self.by_m[m as usize] = slot as u8;
+        Ok(())
     }
 
     /// Runs the op: on each placed provider in turn until one does not answer

@@ -9,6 +9,7 @@ use aihal_reference::{AttentionShape, GateActivation, RopeStyle};
 
 use crate::executor::{Args, Executor, Placed};
 use crate::provider::{Activation, AttentionKind, KvLayout, KvStore, LinearPrecision, OpSpec};
+use crate::table::{MClass, OpKey};
 use crate::tensor::{Shape, Tensor};
 
 fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -88,6 +89,42 @@ macro_rules! placed_methods {
         }
     };
 }
+
+/// An op a plan can place ([`crate::plan::follow_plan`]): its dispatch-table key per row
+/// class, the devices it was prepared on, and a way to make one of them run a row class first.
+///
+/// Every op but [`Attention`] is one (attention runs where its KV cache lives).
+pub trait Planned {
+    /// The op's dispatch-table key for calls of row class `m`.
+    fn op_key(&self, m: MClass) -> OpKey;
+    /// The devices the op was prepared on, the first-runner of each row class among them.
+    fn prepared_on(&self) -> Vec<Device>;
+    /// Makes `device` (one of [`Planned::prepared_on`]) run calls of row class `m` first; the
+    /// others stay fallbacks.
+    ///
+    /// Errors: `NotImplemented` when the op was not prepared there; `InvalidConfig` when the
+    /// executor's device was requested explicitly or strict mode is on and `device` is
+    /// another.
+    fn pin(&mut self, m: MClass, device: Device) -> Result<()>;
+}
+
+macro_rules! planned {
+    ($($name:ident),*) => {$(
+        impl Planned for $name {
+            fn op_key(&self, m: MClass) -> OpKey {
+                self.placed.key(m)
+            }
+            fn prepared_on(&self) -> Vec<Device> {
+                self.placed.devices().collect()
+            }
+            fn pin(&mut self, m: MClass, device: Device) -> Result<()> {
+                self.placed.pin(m, device)
+            }
+        }
+    )*};
+}
+
+planned!(Linear, RmsNorm, LayerNorm, Softmax, Act, Gated, Add, Rope, Embedding);
 
 /// A linear layer `y = x · Wᵀ + b` over a quantized weight `[out_features, in_features]`.
 ///

@@ -31,7 +31,7 @@ mod tensor;
 
 pub use executor::{Executor, ExecutorBuilder};
 pub use layers::{
-    check_token_ids, Act, Add, Attention, Embedding, Gated, KvCache, LayerNorm, Linear, RmsNorm, Rope, Softmax,
+    check_token_ids, Act, Add, Attention, Embedding, Gated, KvCache, LayerNorm, Linear, Planned, RmsNorm, Rope, Softmax,
 };
 pub use provider::{
     Activation, AttentionKind, Call, KvLayout, KvStore, LinearPrecision, OpKind, OpSpec, Prepared, Provider, Support,

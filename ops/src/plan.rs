@@ -143,3 +143,88 @@ pub fn plan_chain(table: &DispatchTable, devices: &[&str], steps: &[Step]) -> Re
         transfers: end.2,
     })
 }
+
+/// One op of a chain a plan places: the op and the bytes of the activation it takes in.
+pub struct ChainOp<'a> {
+    /// The op (any op but attention, which runs where its cache lives).
+    pub op: &'a mut dyn crate::Planned,
+    /// Bytes of its input activation at the planned row class.
+    pub input_bytes: usize,
+}
+
+/// Plans `chain` for calls of row class `m` from `exec`'s dispatch table ([`plan_chain`]
+/// over the devices each op was prepared on) and makes every op follow it: from then on a
+/// call of that row class runs first where the plan says, with no lookup beyond the op's
+/// cached slot index. Plan each phase once (decode: [`MClass::One`](crate::table::MClass),
+/// a prompt: `Many`); calls of other row classes keep their placement.
+///
+/// A software device (lavapipe) is planned only when it is the executor's requested device,
+/// as in placement. An explicit device request or strict mode wins over the table: a plan
+/// that would move an op elsewhere is then an error, and no op is changed.
+///
+/// Errors: `NotImplemented` without a dispatch table or when the table cannot place a step
+/// (see [`plan_chain`]); `InvalidInput` for an empty chain; `InvalidConfig` as above.
+pub fn follow_plan(exec: &crate::Executor, chain: &mut [ChainOp<'_>], m: crate::table::MClass) -> Result<Plan> {
+    let mut table = exec.table().ok_or_else(|| {
+        CoreError::not_implemented(
+            "following a plan needs a dispatch table: run `cargo run --release --example calibrate` \
+             or give the executor one (ExecutorBuilder::table)",
+        )
+    })?;
+    let allowed = |d: &aihal_core::Device| {
+        exec.providers()
+            .iter()
+            .any(|p| p.device() == *d && (!p.is_software() || exec.device() == *d))
+    };
+    let steps: Vec<Step> = chain
+        .iter()
+        .map(|c| Step {
+            key: c.op.op_key(m),
+            input_bytes: c.input_bytes,
+        })
+        .collect();
+    // Each step may go only where its op was prepared.
+    let mut devices: Vec<String> = Vec::new();
+    for (c, s) in chain.iter().zip(&steps) {
+        let prepared: Vec<String> =
+            c.op.prepared_on()
+                .iter()
+                .filter(|d| allowed(d))
+                .map(ToString::to_string)
+                .collect();
+        if let Some(e) = table.entries.iter_mut().find(|e| e.key == s.key) {
+            e.providers.retain(|p| prepared.contains(&p.device));
+        }
+        for d in prepared {
+            if !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+    }
+    let names: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let plan = plan_chain(&table, &names, &steps)?;
+    // Resolve every step's device first, so that an error leaves every op as it was.
+    let mut targets = Vec::with_capacity(chain.len());
+    for (c, name) in chain.iter().zip(&plan.devices) {
+        let device =
+            c.op.prepared_on()
+                .into_iter()
+                .find(|d| d.to_string() == *name)
+                .ok_or_else(|| {
+                    CoreError::not_implemented(format!("the plan names {name}, where the op was not prepared"))
+                })?;
+        if (exec.is_strict() || exec.device_requested()) && device != exec.device() {
+            return Err(CoreError::invalid_config(format!(
+                "a plan puts {} on {device}, but {} was requested{}",
+                c.op.op_key(m).op,
+                exec.device(),
+                if exec.is_strict() { " in strict mode" } else { "" }
+            )));
+        }
+        targets.push(device);
+    }
+    for (c, device) in chain.iter_mut().zip(targets) {
+        c.op.pin(m, device)?;
+    }
+    Ok(plan)
+}
