@@ -219,6 +219,7 @@ fn total_error_is_within_llama_cpp_s_bounds() {
         (QuantFormat::Q4K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q5K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q6K, MAX_QUANTIZATION_TOTAL_ERROR),
+        (QuantFormat::Iq4Nl, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Tq2_0, MAX_QUANTIZATION_TOTAL_ERROR_TERNARY),
     ] {
         let y = dequantize(&quantize(format, &x, &[1, n]).unwrap()).unwrap();
@@ -250,4 +251,36 @@ fn quantizing_q3_k_matches_candle_on_data_without_ties() {
         let theirs = candle_quantize(&x, &[rows, cols], GgmlDType::Q3K);
         assert_eq!(first_diff(ours.data(), &theirs), None, "seed {seed}");
     }
+}
+
+#[test]
+fn iq4_nl_decodes_through_its_code_book() {
+    // kvalues_iq4nl of ggml-common.h; value j of a block is d * KVALUES[low nibble of byte
+    // j], value j + 16 the high nibble (dequantize_row_iq4_nl). candle has no IQ4_NL.
+    const KVALUES: [f32; 16] = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
+    ];
+    let mut rng = Rng::new(90);
+    let mut data = random_blocks(&mut rng, 6, 18, &[0]);
+    data[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    let w = QuantizedTensor::from_parts(QuantFormat::Iq4Nl, vec![2, 96], data.clone(), vec![]).unwrap();
+    let got = dequantize(&w).unwrap();
+    for (b, block) in data.chunks_exact(18).enumerate() {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        for j in 0..16 {
+            let q = block[2 + j];
+            assert_eq!(got[32 * b + j].to_bits(), (d * KVALUES[usize::from(q & 0xF)]).to_bits());
+            assert_eq!(
+                got[32 * b + 16 + j].to_bits(),
+                (d * KVALUES[usize::from(q >> 4)]).to_bits()
+            );
+        }
+    }
+    assert_eq!(got[0], 0.5 * KVALUES[usize::from(data[2] & 0xF)]);
+    let mut row = vec![0.0; 50];
+    decode_row_into(&w, 1, 7, &mut row).unwrap();
+    assert_eq!(bits(&row), bits(&got[96 + 7..96 + 57]));
+    // An all-zero block: d = 0 and code 0 (llama.cpp leaves its codes as they were).
+    let q = quantize(QuantFormat::Iq4Nl, &[0.0; 32], &[1, 32]).unwrap();
+    assert!(q.data().iter().all(|&b| b == 0));
 }

@@ -12,7 +12,10 @@
 //! `make_qx_quants` and `nearest_int`) built with gcc -O2 on x86-64 (no FMA contraction),
 //! from the inputs `q2_k.input.f32` / `q3_k.input.f32` / `q4_k.input.f32` /
 //! `q5_k.input.f32` / `q6_k.input.f32`: [8, 1024] normals (Python `random.gauss`, seeds 4,
-//! 5, 1, 3 and 2) with an all-zero 32-value block, an
+//! 5, 1, 3 and 2). `iq4_nl.ggml` likewise from llama.cpp's `quantize_row_iq4_nl_ref`
+//! (`quantize_row_iq4_nl_impl` without weights or search, `best_index_int8`) on
+//! `iq4_nl.input.f32` ([8, 256], seed 6, the same special blocks but no all-zero block:
+//! there llama.cpp leaves its code buffer as it was, see `formats/iq4_nl.rs`). with an all-zero 32-value block, an
 //! all-zero and a constant (0.75) super-block, a block scaled by 1e-6, one by 1e3, an
 //! outlier of 1e4, an all-positive block, a block of halves and a super-block scaled by
 //! 1e-9.
@@ -36,6 +39,7 @@ fn our_bytes_are_llama_cpp_reference_bytes() {
         ("tq2_0", QuantFormat::Tq2_0, 512),
         ("q4_0", QuantFormat::Q4_0, 128),
         ("q8_0", QuantFormat::Q8_0, 128),
+        ("iq4_nl", QuantFormat::Iq4Nl, 256),
         ("q2_k", QuantFormat::Q2K, 1024),
         ("q3_k", QuantFormat::Q3K, 1024),
         ("q4_k", QuantFormat::Q4K, 1024),

@@ -16,6 +16,7 @@
 
 pub(crate) mod fp8;
 pub(crate) mod int8;
+pub(crate) mod iq4_nl;
 pub(crate) mod nf4;
 pub(crate) mod q2_k;
 pub(crate) mod q3_k;
@@ -71,7 +72,7 @@ pub(crate) struct BlockFormat {
 }
 
 /// Every block format, in GGML type id order.
-pub(crate) static BLOCK_FORMATS: [&BlockFormat; 11] = [
+pub(crate) static BLOCK_FORMATS: [&BlockFormat; 12] = [
     &q4_0::FORMAT,
     &q4_1::FORMAT,
     &q5_0::FORMAT,
@@ -82,6 +83,7 @@ pub(crate) static BLOCK_FORMATS: [&BlockFormat; 11] = [
     &q4_k::FORMAT,
     &q5_k::FORMAT,
     &q6_k::FORMAT,
+    &iq4_nl::FORMAT,
     &tq2_0::FORMAT,
 ];
 
@@ -98,6 +100,7 @@ pub(crate) fn block_format(format: QuantFormat) -> Option<&'static BlockFormat> 
         QuantFormat::Q3K => Some(&q3_k::FORMAT),
         QuantFormat::Q4K => Some(&q4_k::FORMAT),
         QuantFormat::Q6K => Some(&q6_k::FORMAT),
+        QuantFormat::Iq4Nl => Some(&iq4_nl::FORMAT),
         QuantFormat::Tq2_0 => Some(&tq2_0::FORMAT),
         QuantFormat::Nf4 { .. }
         | QuantFormat::Ternary
@@ -285,6 +288,7 @@ pub(crate) fn lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize
         | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
+        | QuantFormat::Iq4Nl
         | QuantFormat::Tq2_0 => unreachable_block(format),
     }
 }
@@ -334,6 +338,7 @@ pub(crate) fn quantize(format: QuantFormat, x: &[f32], k: usize) -> Result<Quant
         | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
+        | QuantFormat::Iq4Nl
         | QuantFormat::Tq2_0 => return unreachable_block(format),
     })
 }
@@ -362,6 +367,7 @@ pub(crate) fn dequantize(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
+        | QuantFormat::Iq4Nl
         | QuantFormat::Tq2_0) => return unreachable_block(f),
     }
     Ok(())
@@ -393,6 +399,7 @@ pub(crate) fn decode_range(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [
         | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
+        | QuantFormat::Iq4Nl
         | QuantFormat::Tq2_0) => return unreachable_block(f),
     }
     Ok(())
@@ -423,6 +430,7 @@ pub(crate) fn first_bad_value(t: &QuantizedTensor) -> Option<String> {
         | QuantFormat::Q3K
         | QuantFormat::Q4K
         | QuantFormat::Q6K
+        | QuantFormat::Iq4Nl
         | QuantFormat::Tq2_0) => Some(format!("{f}: block format outside the registry")),
     }
 }

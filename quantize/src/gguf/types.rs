@@ -84,6 +84,8 @@ impl GgmlType {
     pub const Q6_K: Self = Self(14);
     /// llama.cpp Q8_K.
     pub const Q8_K: Self = Self(15);
+    /// llama.cpp IQ4_NL (read as [`QuantFormat::Iq4Nl`]).
+    pub const IQ4_NL: Self = Self(20);
     /// 8-bit signed integer.
     pub const I8: Self = Self(24);
     /// 16-bit signed integer.
@@ -122,7 +124,7 @@ impl GgmlType {
     }
 
     /// The aihal format a tensor of this type is read into without conversion:
-    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and TQ2_0.
+    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and TQ2_0.
     pub fn quant_format(self) -> Option<QuantFormat> {
         crate::formats::by_ggml_type(self.0).map(|b| b.format)
     }
@@ -180,6 +182,7 @@ mod tests {
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
+            GgmlType::IQ4_NL,
             GgmlType::TQ2_0,
         ] {
             let (values, block) = t.block_layout().unwrap();
