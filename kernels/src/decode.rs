@@ -22,6 +22,10 @@ pub(crate) mod kind {
     pub(crate) const FP8_BLOCK: u32 = 9;
     /// Not a packed format: dense f32 values, one per word (`DeviceQuantized::dense`).
     pub(crate) const F32: u32 = 10;
+    pub(crate) const Q4_1: u32 = 11;
+    pub(crate) const Q5_0: u32 = 12;
+    pub(crate) const Q4_K: u32 = 13;
+    pub(crate) const Q6_K: u32 = 14;
 }
 
 /// Byte `index` of a packed buffer held as little-endian words.
@@ -59,6 +63,47 @@ pub(crate) fn f16_at(data: &Array<u32>, index: usize) -> f32 {
     }
 }
 
+/// The 6-bit scale (`minimum` false) or minimum (`minimum` true) of sub-block `j` (0..8)
+/// of a Q4_K super-block whose 12 packed scale bytes start at byte `at`
+/// (ggml-quants.c `get_scale_min_k4`; the layout is `aihal_quantize`'s `formats/q4_k.rs`):
+/// for `j < 4` the low 6 bits of byte `j` (scale) or `j + 4` (minimum), else a nibble of
+/// byte `j + 4` (low: scale, high: minimum) under the top 2 bits of byte `j - 4` (scale) or
+/// `j` (minimum).
+#[cube]
+pub(crate) fn q4k_scale_min(data: &Array<u32>, at: usize, j: usize, #[comptime] minimum: bool) -> f32 {
+    let o = if minimum { 4usize } else { 0usize };
+    let shift = if minimum { 4u32 } else { 0u32 };
+    let v = if j < 4 {
+        byte_at(data, at + j + o) & 63u32
+    } else {
+        let nibble = (byte_at(data, at + j + 4) >> shift) & 0xFu32;
+        nibble | ((byte_at(data, at + j + o - 4) >> 6u32) << 4u32)
+    };
+    f32::cast_from(v)
+}
+
+/// The 6-bit code (0..64) of value `t` (0..256) of the Q6_K super-block at byte `base`
+/// (ggml-quants.c `dequantize_row_q6_K`; the layout is `aihal_quantize`'s
+/// `formats/q6_k.rs`): in half `h`, the `quarter`-th run of 32 values takes its low 4 bits
+/// from `ql[64h + 32 (quarter % 2) + l]` (the low nibble for quarters 0 and 1, the high for
+/// 2 and 3) and its top 2 bits from bits `2 quarter` of `qh[32h + l]`.
+#[cube]
+pub(crate) fn q6k_code(data: &Array<u32>, base: usize, t: usize) -> u32 {
+    let h = t / 128;
+    let quarter = (t % 128) / 32;
+    let l = t % 32;
+    let low = (byte_at(data, base + 64 * h + 32 * (quarter % 2) + l) >> ((4 * (quarter / 2)) as u32)) & 0xFu32;
+    let high = (byte_at(data, base + 128 + 32 * h + l) >> ((2 * quarter) as u32)) & 3u32;
+    low | (high << 4u32)
+}
+
+/// The index (0..16) of the 16-value sub-block scale of value `t` of a Q6_K super-block:
+/// `8h + l / 16 + 2 quarter` in the terms of [`q6k_code`].
+#[cube]
+pub(crate) fn q6k_scale_index(t: usize) -> usize {
+    8 * (t / 128) + (t % 32) / 16 + 2 * ((t % 128) / 32)
+}
+
 /// Decodes logical element `index` (row `row`, column `col` of rows of `k` values).
 ///
 /// `scales` are the layout's f32 scales, `lut` a 16- or 256-entry code book (NF4, FP8),
@@ -90,6 +135,36 @@ pub(crate) fn decode(
         let byte = byte_at(data, base + 2 + j % 16);
         let q = (byte >> (((j / 16) * 4) as u32)) & 0xFu32;
         f16_at(data, base) * (f32::cast_from(q) - 8.0f32)
+    } else if layout == kind::Q4_1 {
+        // f16 d, f16 m, then nibbles as in Q4_0; value = q * d + m.
+        let base = (index / 32) * 20;
+        let j = index % 32;
+        let q = (byte_at(data, base + 4 + j % 16) >> (((j / 16) * 4) as u32)) & 0xFu32;
+        f32::cast_from(q) * f16_at(data, base) + f16_at(data, base + 2)
+    } else if layout == kind::Q5_0 {
+        // f16 d, 4 bytes qh (bit j is the fifth bit of value j), nibbles as in Q4_0;
+        // value = d * (q - 16).
+        let base = (index / 32) * 22;
+        let j = index % 32;
+        let low = (byte_at(data, base + 6 + j % 16) >> (((j / 16) * 4) as u32)) & 0xFu32;
+        let high = (byte_at(data, base + 2 + j / 8) >> ((j % 8) as u32)) & 1u32;
+        f16_at(data, base) * (f32::cast_from(low | (high << 4u32)) - 16.0f32)
+    } else if layout == kind::Q4_K {
+        // f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles: byte l of qs[32p..] holds
+        // value 64p + l (low nibble) and 64p + 32 + l (high); value = (d * sc) * q - dmin * m.
+        let base = (index / 256) * 144;
+        let t = index % 256;
+        let sub = t / 32;
+        let q = (byte_at(data, base + 16 + 32 * (t / 64) + t % 32) >> ((4 * (sub % 2)) as u32)) & 0xFu32;
+        let sc = q4k_scale_min(data, base + 4, sub, false);
+        let m = q4k_scale_min(data, base + 4, sub, true);
+        (f16_at(data, base) * sc) * f32::cast_from(q) - f16_at(data, base + 2) * m
+    } else if layout == kind::Q6_K {
+        // 128 bytes ql, 64 bytes qh, 16 i8 scales, f16 d; value = (d * scale) * (q - 32).
+        let base = (index / 256) * 210;
+        let t = index % 256;
+        let scale = f16_at(data, base + 208) * i8_of(byte_at(data, base + 192 + q6k_scale_index(t)));
+        scale * (f32::cast_from(q6k_code(data, base, t)) - 32.0f32)
     } else if layout == kind::TQ2_0 {
         let base = (index / 256) * 66;
         let t = index % 256;

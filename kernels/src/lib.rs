@@ -29,6 +29,7 @@ mod attention;
 pub mod conformance;
 mod decode;
 mod dequant;
+mod formats;
 mod launch;
 mod matmul;
 mod ops;

@@ -3,8 +3,8 @@
 //!
 //! - M = 1 (a decode step): a GEMV with one cube per output feature; its units stride over
 //!   K and meet in a cube reduction (plane operations where the device has them). For the
-//!   32-value GGML blocks (Q8_0, Q4_0) each unit takes whole blocks and applies the block's
-//!   scale once to an integer-weighted sum.
+//!   GGML blocks (Q8_0, Q4_0, Q4_1, Q5_0, and the 32-value groups of Q4_K and Q6_K) each
+//!   unit takes whole groups and applies each scale (and minimum) once to a sum.
 //! - M > 1: a tiled GEMM; each cube stages a tile of x and a decoded tile of W in shared
 //!   memory, so each weight is decoded once per tile of rows.
 //!
@@ -13,7 +13,7 @@
 use aihal_core::{CoreError, Result};
 use cubecl::prelude::*;
 
-use crate::decode::{byte_at, decode, f16_at, i8_of, kind};
+use crate::decode::{byte_at, decode, f16_at, i8_of, kind, q4k_scale_min, q6k_code, q6k_scale_index};
 use crate::launch::{cube_index, Context, DeviceBuffer};
 use crate::packed::DeviceQuantized;
 use crate::reduce::cube_sum;
@@ -76,8 +76,101 @@ fn gemv_kernel<F: Float>(
     }
 }
 
-/// GEMV for the 32-value GGML blocks (Q8_0, Q4_0): each unit takes whole blocks, decodes the
-/// f16 scale once per block and multiplies it into the block's integer-weighted sum.
+/// `Σ (q - offset) x[col0 + j]` over the 32 values of a block whose nibbles start at byte
+/// `at` (Q4_0 order: byte `j` holds value `j` low and `j + 16` high); `qh`, when not zero,
+/// holds a fifth bit per value (Q5_0: bit `j` for value `j`).
+#[cube]
+fn nibble_dot<F: Float>(data: &Array<u32>, at: usize, qh: u32, x: &Array<F>, col0: usize, offset: f32) -> f32 {
+    let mut sum = 0.0f32;
+    #[unroll]
+    for j in 0..16usize {
+        let byte = byte_at(data, at + j);
+        let lo = (byte & 0xFu32) | (((qh >> (j as u32)) & 1u32) << 4u32);
+        let hi = (byte >> 4u32) | (((qh >> ((j + 16) as u32)) & 1u32) << 4u32);
+        sum += (f32::cast_from(lo) - offset) * f32::cast_from(x[col0 + j])
+            + (f32::cast_from(hi) - offset) * f32::cast_from(x[col0 + 16 + j]);
+    }
+    sum
+}
+
+/// One 32-value group `g` (0..K/32) of row `row` of a GGML-block weight against x: the
+/// block's (or sub-block's) scale, and minimum where the format has one, applied once to
+/// integer-weighted sums of x. `blocks` is the row's blocks (32 values for Q8_0, Q4_0,
+/// Q4_1, Q5_0; 256-value super-blocks of eight groups for Q4_K and Q6_K).
+#[cube]
+fn group_dot<F: Float>(
+    x: &Array<F>,
+    data: &Array<u32>,
+    row: usize,
+    g: usize,
+    blocks: usize,
+    #[comptime] layout: u32,
+) -> f32 {
+    let col0 = g * 32;
+    if layout == kind::Q8_0 {
+        let base = (row * blocks + g) * 34;
+        let mut sum = 0.0f32;
+        #[unroll]
+        for j in 0..32usize {
+            sum += i8_of(byte_at(data, base + 2 + j)) * f32::cast_from(x[col0 + j]);
+        }
+        f16_at(data, base) * sum
+    } else if layout == kind::Q4_0 {
+        let base = (row * blocks + g) * 18;
+        f16_at(data, base) * nibble_dot::<F>(data, base + 2, 0u32, x, col0, 8.0f32)
+    } else if layout == kind::Q4_1 {
+        // value = q d + m: d Σ q x + m Σ x.
+        let base = (row * blocks + g) * 20;
+        let mut sum_x = 0.0f32;
+        #[unroll]
+        for j in 0..32usize {
+            sum_x += f32::cast_from(x[col0 + j]);
+        }
+        f16_at(data, base) * nibble_dot::<F>(data, base + 4, 0u32, x, col0, 0.0f32) + f16_at(data, base + 2) * sum_x
+    } else if layout == kind::Q5_0 {
+        let base = (row * blocks + g) * 22;
+        let qh = byte_at(data, base + 2)
+            | (byte_at(data, base + 3) << 8u32)
+            | (byte_at(data, base + 4) << 16u32)
+            | (byte_at(data, base + 5) << 24u32);
+        f16_at(data, base) * nibble_dot::<F>(data, base + 6, qh, x, col0, 16.0f32)
+    } else if layout == kind::Q4_K {
+        // Sub-block j of the super-block: value = (d sc) q - dmin m, so
+        // (d sc) Σ q x - (dmin m) Σ x.
+        let base = (row * blocks + g / 8) * 144;
+        let j = g % 8;
+        let at = base + 16 + 32 * (j / 2);
+        let shift = (4 * (j % 2)) as u32;
+        let mut sum_qx = 0.0f32;
+        let mut sum_x = 0.0f32;
+        #[unroll]
+        for l in 0..32usize {
+            let xv = f32::cast_from(x[col0 + l]);
+            sum_qx += f32::cast_from((byte_at(data, at + l) >> shift) & 0xFu32) * xv;
+            sum_x += xv;
+        }
+        let sc = q4k_scale_min(data, base + 4, j, false);
+        let m = q4k_scale_min(data, base + 4, j, true);
+        (f16_at(data, base) * sc) * sum_qx - (f16_at(data, base + 2) * m) * sum_x
+    } else {
+        // Q6_K: the group is a run of 32 values with one scale per 16.
+        let base = (row * blocks + g / 8) * 210;
+        let t0 = (g % 8) * 32;
+        let mut first = 0.0f32;
+        let mut second = 0.0f32;
+        #[unroll]
+        for l in 0..16usize {
+            first += (f32::cast_from(q6k_code(data, base, t0 + l)) - 32.0f32) * f32::cast_from(x[col0 + l]);
+            second += (f32::cast_from(q6k_code(data, base, t0 + 16 + l)) - 32.0f32) * f32::cast_from(x[col0 + 16 + l]);
+        }
+        let d = f16_at(data, base + 208);
+        let s = q6k_scale_index(t0);
+        (d * i8_of(byte_at(data, base + 192 + s))) * first + (d * i8_of(byte_at(data, base + 192 + s + 1))) * second
+    }
+}
+
+/// GEMV for the GGML block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K): each unit takes
+/// whole 32-value groups and applies each group's scale once to an integer-weighted sum.
 #[cube(launch)]
 fn gemv_ggml_kernel<F: Float>(
     x: &Array<F>,
@@ -86,39 +179,22 @@ fn gemv_ggml_kernel<F: Float>(
     n: u32,
     k: u32,
     #[comptime] layout: u32,
+    #[comptime] block: usize,
     #[comptime] units: usize,
     #[comptime] plane: u32,
 ) {
     let row = cube_index();
     let k = k as usize;
-    let blocks = k / 32;
+    let groups = k / 32;
+    let blocks = k / block;
     let mut smem = SharedMemory::<f32>::new(units);
     let mut acc = 0.0f32;
     if row < n as usize {
-        let steps = blocks.div_ceil(units);
+        let steps = groups.div_ceil(units);
         for step in 0..steps {
-            let b = step * units + UNIT_POS as usize;
-            if b < blocks {
-                let col0 = b * 32;
-                let mut block_sum = 0.0f32;
-                if layout == kind::Q8_0 {
-                    let base = (row * blocks + b) * 34;
-                    #[unroll]
-                    for j in 0..32usize {
-                        block_sum += i8_of(byte_at(data, base + 2 + j)) * f32::cast_from(x[col0 + j]);
-                    }
-                    acc += f16_at(data, base) * block_sum;
-                } else {
-                    let base = (row * blocks + b) * 18;
-                    #[unroll]
-                    for j in 0..16usize {
-                        let byte = byte_at(data, base + 2 + j);
-                        let lo = f32::cast_from(byte & 0xFu32) - 8.0f32;
-                        let hi = f32::cast_from(byte >> 4u32) - 8.0f32;
-                        block_sum += lo * f32::cast_from(x[col0 + j]) + hi * f32::cast_from(x[col0 + 16 + j]);
-                    }
-                    acc += f16_at(data, base) * block_sum;
-                }
+            let g = step * units + UNIT_POS as usize;
+            if g < groups {
+                acc += group_dot::<F>(x, data, row, g, blocks, layout);
             }
         }
         let total = cube_sum(&mut smem, acc, plane);
@@ -202,6 +278,15 @@ fn gemm_kernel<F: Float>(
     }
 }
 
+/// Whether [`gemv_ggml_kernel`] takes the layout: the GGML blocks, whose rows are whole
+/// blocks of 32 or 256 values (`aihal_quantize` checks `K` at construction).
+fn is_ggml_block(layout: u32) -> bool {
+    matches!(
+        layout,
+        kind::Q8_0 | kind::Q4_0 | kind::Q4_1 | kind::Q5_0 | kind::Q4_K | kind::Q6_K
+    )
+}
+
 fn dims<R: Runtime>(w: &DeviceQuantized<R>) -> Result<(usize, usize)> {
     match *w.shape() {
         [n, k] => Ok((n, k)),
@@ -257,8 +342,8 @@ pub fn quant_matmul_into<R: Runtime, F: Float + CubeElement>(
     let key = w.key;
     let (x_arg, y_arg) = (x.arg(), out.arg());
     let limits = ctx.limits();
-    if m == 1 && matches!(key.kind, kind::Q8_0 | kind::Q4_0) {
-        // One block per unit: as many units as a row has blocks, 32 to 256.
+    if m == 1 && is_ggml_block(key.kind) {
+        // One 32-value group per unit: as many units as a row has groups, 32 to 256.
         let units = limits.units_1d(((k / 32).next_power_of_two()).clamp(32, 256) as u32);
         let count = limits.cube_count_1d(n as u64)?;
         let plane = limits.plane_for(units);
@@ -273,6 +358,7 @@ pub fn quant_matmul_into<R: Runtime, F: Float + CubeElement>(
                 n32,
                 k32,
                 key.kind,
+                key.block,
                 units as usize,
                 plane,
             );

@@ -5,6 +5,7 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use cubecl::prelude::*;
 
 use crate::decode::kind;
+use crate::formats::{facts, table_values};
 use crate::launch::{Context, DeviceBuffer};
 
 /// The compile-time description of a layout that selects a kernel variant.
@@ -70,23 +71,12 @@ fn non_empty(v: &[f32]) -> &[f32] {
 /// buffer larger than the device's largest buffer, or more elements than 32-bit indexing
 /// reaches.
 pub fn device_support<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> std::result::Result<(), String> {
-    match q.format() {
-        QuantFormat::Q8_0
-        | QuantFormat::Q4_0
-        | QuantFormat::Tq2_0
-        | QuantFormat::Ternary
-        | QuantFormat::Int8PerChannel
-        | QuantFormat::Int8PerBlock { .. }
-        | QuantFormat::Fp8E4M3 { .. }
-        | QuantFormat::Fp8E5M2 { .. }
-        | QuantFormat::Nf4 {
-            double_quant: false, ..
-        } => {}
-        QuantFormat::Nf4 { double_quant: true, .. } if q.nested().is_some() => {}
-        QuantFormat::Nf4 { .. } => {
-            return Err("NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)".into())
-        }
-        other => return Err(format!("{other} has no CubeCL decoder")),
+    let format = q.format();
+    let Some(facts) = facts(format, q.row_len()) else {
+        return Err(format!("{format} has no CubeCL decoder"));
+    };
+    if facts.kind == kind::NF4_DOUBLE && q.nested().is_none() {
+        return Err("NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)".into());
     }
     if u32::try_from(q.numel()).is_err() {
         return Err(format!("{} elements pass the kernels' 32-bit indexing", q.numel()));
@@ -116,51 +106,25 @@ impl<R: Runtime> DeviceQuantized<R> {
                 q.shape()
             )));
         }
-        let mut lut: Vec<f32> = Vec::new();
+        let Some(facts) = facts(format, k) else {
+            return Err(CoreError::unsupported("device upload", format));
+        };
+        let mut lut = table_values(facts.table);
         let mut nested_words = vec![0u32];
         let mut nested_scales = vec![0.0f32];
-        let key = match format {
-            QuantFormat::Q8_0 => (kind::Q8_0, 32, 1),
-            QuantFormat::Q4_0 => (kind::Q4_0, 32, 1),
-            QuantFormat::Tq2_0 => (kind::TQ2_0, 256, 1),
-            QuantFormat::Ternary => (kind::TERNARY, 1, 1),
-            QuantFormat::Nf4 {
-                block_size,
-                double_quant,
-            } => {
-                lut.extend_from_slice(&aihal_quantize::nf4::NF4_CODE);
-                match (double_quant, q.nested()) {
-                    (true, Some(n)) => {
-                        lut.extend_from_slice(&n.code);
-                        nested_words = words_of(&n.codes);
-                        nested_scales.clone_from(&n.scales);
-                        nested_scales.push(n.offset);
-                        (kind::NF4_DOUBLE, block_size, n.block_size)
-                    }
-                    (true, None) => {
-                        return Err(CoreError::invalid_input(
-                            "NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)",
-                        ))
-                    }
-                    (false, _) => (kind::NF4, block_size, 1),
-                }
-            }
-            QuantFormat::Int8PerChannel => (kind::INT8_CHANNEL, k, 1),
-            QuantFormat::Int8PerBlock { block_size } => (kind::INT8_BLOCK, block_size, 1),
-            QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => {
-                let decode = if matches!(format, QuantFormat::Fp8E4M3 { .. }) {
-                    aihal_quantize::fp8::e4m3_to_f32
-                } else {
-                    aihal_quantize::fp8::e5m2_to_f32
-                };
-                lut = (0..=255u8).map(decode).collect();
-                match block_size {
-                    None => (kind::FP8_TENSOR, 1, 1),
-                    Some(b) => (kind::FP8_BLOCK, b, 1),
-                }
-            }
-            other => return Err(CoreError::unsupported("device upload", other)),
-        };
+        let mut nested_block = 1;
+        if facts.kind == kind::NF4_DOUBLE {
+            let n = q.nested().ok_or_else(|| {
+                CoreError::invalid_input(
+                    "NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)",
+                )
+            })?;
+            lut.extend_from_slice(&n.code);
+            nested_words = words_of(&n.codes);
+            nested_scales.clone_from(&n.scales);
+            nested_scales.push(n.offset);
+            nested_block = n.block_size;
+        }
         let words = words_of(q.data());
         let scales = non_empty(q.scales());
         let lut = non_empty(&lut);
@@ -169,9 +133,9 @@ impl<R: Runtime> DeviceQuantized<R> {
             format: Some(format),
             shape: q.shape().to_vec(),
             key: LayoutKey {
-                kind: key.0,
-                block: key.1.max(1),
-                nested_block: key.2.max(1),
+                kind: facts.kind,
+                block: facts.block,
+                nested_block: nested_block.max(1),
             },
             data: ctx.upload(&words)?,
             scales: ctx.upload(scales)?,

@@ -10,7 +10,8 @@
 //! Tolerances (f32 on a GPU: sums in another order than the reference's, the device's own
 //! `exp`/`tanh`/`sqrt`), with `u = 2⁻²⁴`:
 //! - linear, quantized or dense: `2 K u Σ|x w|` per output (a reordered sum), plus `2 u |y|`
-//!   for the bias;
+//!   for the bias; for Q4_1 and Q4_K, `|w| + 2 |m|` in place of `|w|` (`m` the block's
+//!   minimum: the kernels sum `d Σ q x` and `m Σ x` apart, or contract `q d + m`);
 //! - RMSNorm, LayerNorm, softmax: `(dim + 8) u + 4e-6` relative (LayerNorm: relative to
 //!   `|y| + |weight| + |bias|`);
 //! - SiLU, GELU (both forms), gated: `4e-6 |y| + 2⁻²¹ |x|` (GELU's `1 + tanh` or `1 + erf`
@@ -26,7 +27,7 @@ mod support;
 use std::sync::Arc;
 
 use aihal_core::{CoreError, Device};
-use aihal_kernels::conformance::{assert_close, Rng};
+use aihal_kernels::conformance::{assert_close, magnitudes, Rng};
 use aihal_kernels::cubecl::wgpu::WgpuRuntime;
 use aihal_kernels::{wgpu_adapters, wgpu_providers, CubeProvider, Transfers};
 use aihal_ops::{
@@ -131,6 +132,10 @@ fn linear_matches_the_reference_in_every_format_with_and_without_bias(p: &Arc<Cu
     let formats = [
         QuantFormat::Q8_0,
         QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
         QuantFormat::Tq2_0,
         QuantFormat::Nf4 {
             block_size: 64,
@@ -145,7 +150,9 @@ fn linear_matches_the_reference_in_every_format_with_and_without_bias(p: &Arc<Cu
     let (n, k) = (24, 256);
     for format in formats {
         let w = quantize(format, &rng.values(n * k, 0.5), &[n, k]).expect("quantize");
-        let wd = reference::dequantize_weight(&w).expect("dequantize");
+        // |w|, or |w| + 2 |m| for the formats with a block minimum (the conformance suite's
+        // `magnitudes`): what the rounding of a decoded weight or a block-wise sum scales with.
+        let wd = magnitudes(&w);
         let bias = rng.values(n, 0.1);
         for (m, lead, with_bias, precision) in [
             (1, vec![1], true, LinearPrecision::F32),

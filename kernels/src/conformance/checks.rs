@@ -21,6 +21,10 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
     vec![
         (QuantFormat::Q8_0, vec![7, 96]),
         (QuantFormat::Q4_0, vec![5, 160]),
+        (QuantFormat::Q4_1, vec![5, 96]),
+        (QuantFormat::Q5_0, vec![7, 160]),
+        (QuantFormat::Q4K, vec![3, 512]),
+        (QuantFormat::Q6K, vec![5, 256]),
         (QuantFormat::Tq2_0, vec![3, 512]),
         (QuantFormat::Ternary, vec![7, 37]),
         (
@@ -44,6 +48,58 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
         (QuantFormat::Fp8E5M2 { block_size: None }, vec![5, 31]),
         (QuantFormat::Fp8E5M2 { block_size: Some(16) }, vec![3, 40]),
     ]
+}
+
+/// Per element, the magnitude of the additive term of its format's definition: `|m|` of
+/// the block for Q4_1 (`q d + m`), `dmin m` of the sub-block for Q4_K (`(d sc) q - dmin m`),
+/// zero for every other format (a value is a scaled code there). Read from the blocks as
+/// `aihal_quantize::format` lays them out.
+///
+/// A kernel may contract `q d + m` into a fused multiply-add, or sum `d Σ q x` and
+/// `m Σ x` apart: either way its rounding scales with `|q d| + |m| ≤ |w| + 2 |m|`, which can
+/// be far above `|w|` where the two terms cancel.
+///
+/// # Panics
+///
+/// When `q` is not rank 2 (the case tables use matrices).
+pub fn offsets(q: &QuantizedTensor) -> Vec<f32> {
+    let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    let per_block: Vec<f32> = match q.format() {
+        // block_q4_1: f16 d, f16 m, 16 bytes of nibbles.
+        QuantFormat::Q4_1 => q.data().chunks_exact(20).map(|b| f16_at(b, 2).abs()).collect(),
+        // block_q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales and minimums
+        // (ggml-quants.c `get_scale_min_k4`), 128 bytes of nibbles; one minimum per
+        // 32-value sub-block.
+        QuantFormat::Q4K => q
+            .data()
+            .chunks_exact(144)
+            .flat_map(|b| {
+                let dmin = f16_at(b, 2);
+                let sc = &b[4..16];
+                (0..8).map(move |j| {
+                    let m = if j < 4 {
+                        sc[j + 4] & 63
+                    } else {
+                        (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
+                    };
+                    (dmin * f32::from(m)).abs()
+                })
+            })
+            .collect(),
+        _ => return vec![0.0; q.numel()],
+    };
+    per_block.iter().flat_map(|&m| std::iter::repeat_n(m, 32)).collect()
+}
+
+/// `|w| + 2 |offset|` per element ([`offsets`]): the magnitude the rounding of a decoded
+/// weight, or of a block-wise sum, scales with.
+///
+/// # Panics
+///
+/// When the reference dequantization fails.
+pub fn magnitudes(q: &QuantizedTensor) -> Vec<f32> {
+    let w = aihal_quantize::dequantize(q).expect("reference dequantize");
+    w.iter().zip(offsets(q)).map(|(w, o)| w.abs() + 2.0 * o).collect()
 }
 
 /// Random weights of `shape` quantized to `format` with `aihal_quantize::quantize`.
@@ -111,13 +167,16 @@ fn upload<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> DeviceQuantized<
 ///
 /// Tolerance: the kernel computes the contract's `decode(code) * scale` in f32, so results
 /// equal the reference up to the compiler contracting a multiply-add (NF4 double
-/// quantization: `code * scale + offset`): 2⁻²⁰ of the tensor's largest magnitude there,
-/// 2⁻²² of the value elsewhere.
+/// quantization: `code * scale + offset`; Q4_1 and Q4_K: `q d + m`): 2⁻²⁰ of the tensor's
+/// largest magnitude for NF4 double quantization, else 2⁻²² of `|w| + |m|` (the minimum
+/// `m` of the value's block, [`offsets`]; zero for the formats without one), since a
+/// contraction skips one rounding of a product of magnitude at most `|w| + |m|`.
 pub fn dequantize_every_format_f32<R: Runtime>(ctx: &Context<R>) {
     let mut rng = Rng::fresh();
     for (format, shape) in format_cases() {
         let q = random_weights(&mut rng, format, &shape);
         let want = aihal_quantize::dequantize(&q).expect("reference dequantize");
+        let off = offsets(&q);
         let dq = upload(ctx, &q);
         let out = poisoned(ctx, q.numel(), f32::NAN);
         dequantize_into::<R, f32>(ctx, &dq, &out).unwrap_or_else(|e| panic!("{format}: {e}"));
@@ -129,11 +188,11 @@ pub fn dequantize_every_format_f32<R: Runtime>(ctx: &Context<R>) {
             rng.seed(),
             &got,
             &want,
-            |_, w| {
+            |i, w| {
                 if nested {
                     max * 2f32.powi(-20)
                 } else {
-                    w.abs() * 2f32.powi(-22)
+                    (w.abs() + off[i]) * 2f32.powi(-22)
                 }
             },
         );
@@ -142,13 +201,16 @@ pub fn dequantize_every_format_f32<R: Runtime>(ctx: &Context<R>) {
 
 /// Dequantize every format to f16 and bf16 where the device supports them, compared with the
 /// reference rounded once to that type: within one unit in the last place of the half type
-/// (2⁻¹⁰ relative for f16, 2⁻⁷ for bf16, plus f16's smallest subnormal).
+/// (2⁻¹⁰ relative for f16, 2⁻⁷ for bf16, plus f16's smallest subnormal), plus the f32
+/// tolerance of [`dequantize_every_format_f32`] for a contracted `q d + m` (2⁻²² of the
+/// block's minimum, [`offsets`]), which may round to the neighbouring half value.
 pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
     let mut rng = Rng::fresh();
     let mut ran = false;
     for (format, shape) in format_cases() {
         let q = random_weights(&mut rng, format, &shape);
         let want = aihal_quantize::dequantize(&q).expect("reference dequantize");
+        let off = offsets(&q);
         let dq = upload(ctx, &q);
         let n = q.numel();
         if ctx.supports::<f16>() {
@@ -166,7 +228,7 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
                 rng.seed(),
                 &got,
                 &want16,
-                |_, w| w.abs() * 2f32.powi(-10) + 2f32.powi(-24),
+                |i, w| w.abs() * 2f32.powi(-10) + 2f32.powi(-24) + off[i] * 2f32.powi(-22),
             );
             ran = true;
         }
@@ -185,7 +247,7 @@ pub fn dequantize_every_format_half<R: Runtime>(ctx: &Context<R>) {
                 rng.seed(),
                 &got,
                 &want16,
-                |_, w| w.abs() * 2f32.powi(-7),
+                |i, w| w.abs() * 2f32.powi(-7) + off[i] * 2f32.powi(-22),
             );
             ran = true;
         } else {
@@ -264,7 +326,7 @@ fn matmul_case<R: Runtime, F: Float + CubeElement>(
     let x: Vec<F> = rng.values(m * k, 2.0).into_iter().map(&to_f).collect();
     let x32: Vec<f32> = x.iter().map(|&v| from_f(v)).collect();
     let want = aihal_reference::matmul(&x32, m, &q).expect("reference matmul");
-    let scale = abs_products(&x32, m, &aihal_quantize::dequantize(&q).expect("dequantize"), n, k);
+    let scale = abs_products(&x32, m, &magnitudes(&q), n, k);
     let dq = upload(ctx, &q);
     let xh = ctx.upload(&x).expect("upload x");
     let out = poisoned(ctx, m * n, poison);
@@ -286,7 +348,10 @@ fn matmul_case<R: Runtime, F: Float + CubeElement>(
 /// Fused matmul for every format, M = 1 (GEMV) and M = 3, 17 (GEMM, straddling the 16-row
 /// tile), f32 activations, against `aihal_reference::matmul`.
 ///
-/// Tolerance: the standard bound for a reordered f32 sum, `2 K u Σ|x w|` with `u = 2⁻²⁴`.
+/// Tolerance: the standard bound for a reordered f32 sum, `2 K u Σ|x w|` with `u = 2⁻²⁴`,
+/// where for Q4_1 and Q4_K `|w|` is replaced by `|w| + 2 |m|` ([`magnitudes`]): the GEMV
+/// sums `d Σ q x` and `m Σ x` apart, and a decoded `q d + m` may be contracted, so the
+/// rounding scales with `|q d| + |m|` rather than with `|w|`.
 pub fn matmul_every_format_f32<R: Runtime>(ctx: &Context<R>) {
     let mut rng = Rng::fresh();
     for (format, shape) in format_cases() {

@@ -195,16 +195,22 @@ pub fn embedding_matches_reference<R: Runtime>(ctx: &Context<R>) {
         crate::embedding(ctx, &dq, &ctx.upload(&ids).expect("upload"), &out).expect("embedding");
         let max = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let nested = matches!(format, QuantFormat::Nf4 { double_quant: true, .. });
+        let off = super::offsets(&q);
+        let k = shape[1];
+        let off: Vec<f32> = ids
+            .iter()
+            .flat_map(|&id| off[id as usize * k..][..k].to_vec())
+            .collect();
         assert_close(
             &format!("embedding {format} {shape:?}"),
             rng.seed(),
             &ctx.download(&out).expect("download"),
             &want,
-            |_, w| {
+            |i, w| {
                 if nested {
                     max * 2f32.powi(-20)
                 } else {
-                    w.abs() * 2f32.powi(-22)
+                    (w.abs() + off[i]) * 2f32.powi(-22)
                 }
             },
         );
