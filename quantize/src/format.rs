@@ -20,6 +20,7 @@
 //! | `Q4K` | llama.cpp `block_q4_K`: 144 bytes per 256 values = f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and minimums (`get_scale_min_k4`), 128 bytes `qs`; byte `l` of `qs[32p..]` holds value `64p + l` (low nibble) and `64p + 32 + l` (high nibble); value = `(d * sc) * q - dmin * m` for the value's 32-value sub-block (details in `formats/q4_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Q6K` | llama.cpp `block_q6_K`: 210 bytes per 256 values = 128 bytes `ql`, 64 bytes `qh`, 16 × i8 `scales`, f16 `d`; 6-bit `q` split over `ql` and `qh`; value = `(d * scales[s]) * (q - 32)` for the value's 16-value sub-block (details in `formats/q6_k.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Iq4Nl` | llama.cpp `block_iq4_nl`: 18 bytes per 32 values = f16 `d` then 16 bytes `qs` packed as in Q4_0 (4-bit indices); value = `d * kvalues_iq4nl[index]` (the code book in `formats/iq4_nl.rs`) | empty | each row, `K % 32 == 0` |
+//! | `Iq4Xs` | llama.cpp `block_iq4_xs`: 136 bytes per 256 values = f16 `d`, u16 `scales_h`, 4 bytes `scales_l` (eight 6-bit sub-block scales), 128 bytes `qs` (4-bit indices, as IQ4_NL per 32 values); value = `(d * (ls - 32)) * kvalues_iq4nl[index]` (details in `formats/iq4_xs.rs`) | empty | each row, `K % 256 == 0` |
 //! | `Tq2_0` | llama.cpp `block_tq2_0`: 66 bytes per 256 values = 64 bytes `qs` then f16 `d`; in half `h` (0..2) byte `j` (0..32) of `qs[32h..]`, bits `2l..2l+2` (l in 0..4) hold value `128h + 32l + j` as `q` in 0..=2; value = `d * (q - 1)` | empty | each row, `K % 256 == 0` |
 //! | `Ternary` (BitNet b1.58) | 2 bits per value, four per byte, value `i` in bits `2*(i%4)` of byte `i/4`, code `q` in 0..=2; `ceil(numel/4)` bytes | one per tensor: the absmean scale; value = `scale * (q - 1)` | the flattened tensor |
 //! | `Int8PerChannel` | one i8 per value (stored as its byte) | one per row (absmax/127): `numel / K` | each row |
@@ -71,6 +72,9 @@ pub enum QuantFormat {
     /// llama.cpp IQ4_NL: 32 values per block, f16 scale, 4-bit indices into a fixed
     /// non-linear code book.
     Iq4Nl,
+    /// llama.cpp IQ4_XS: 256 values per super-block, f16 scale, eight 6-bit sub-block
+    /// scales, 4-bit indices into IQ4_NL's code book.
+    Iq4Xs,
     /// llama.cpp TQ2_0: ternary, 256 values per block, f16 scale.
     Tq2_0,
     /// BitNet b1.58 ternary with one absmean scale per tensor.
@@ -111,6 +115,7 @@ impl QuantFormat {
             Self::Q4K => "q4_k",
             Self::Q6K => "q6_k",
             Self::Iq4Nl => "iq4_nl",
+            Self::Iq4Xs => "iq4_xs",
             Self::Tq2_0 => "tq2_0",
             Self::Ternary => "ternary",
             Self::Int8PerChannel => "int8_channel",

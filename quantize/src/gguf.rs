@@ -1,6 +1,6 @@
 //! A GGUF reader of our own: the header (metadata and tensor infos) of versions 2 and 3,
 //! and tensors read as they are stored: the GGML block types of [`QuantFormat`](crate::QuantFormat)
-//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, TQ2_0) into [`QuantizedTensor`]s, the plain number types into [`TensorBuffer`]s, any type ggml
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ2_0) into [`QuantizedTensor`]s, the plain number types into [`TensorBuffer`]s, any type ggml
 //! defines as raw bytes. [`GgufFile::tensors_in`] walks every tensor of a file one at a
 //! time (for a model loader), [`GgufFile::read_all`] collects them.
 //!

@@ -1,5 +1,5 @@
 //! Quantization formats people load models in, byte-compatible with their reference
-//! implementations: NF4 (bitsandbytes), GGML Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/IQ4_NL/TQ2_0 (llama.cpp), int8, BitNet
+//! implementations: NF4 (bitsandbytes), GGML Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/IQ4_NL/IQ4_XS/TQ2_0 (llama.cpp), int8, BitNet
 //! b1.58 ternary and FP8.
 //!
 //! Every format produces a [`QuantizedTensor`] whose packed layout is fixed by the

@@ -220,6 +220,7 @@ fn total_error_is_within_llama_cpp_s_bounds() {
         (QuantFormat::Q5K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Q6K, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Iq4Nl, MAX_QUANTIZATION_TOTAL_ERROR),
+        (QuantFormat::Iq4Xs, MAX_QUANTIZATION_TOTAL_ERROR),
         (QuantFormat::Tq2_0, MAX_QUANTIZATION_TOTAL_ERROR_TERNARY),
     ] {
         let y = dequantize(&quantize(format, &x, &[1, n]).unwrap()).unwrap();
@@ -283,4 +284,38 @@ fn iq4_nl_decodes_through_its_code_book() {
     // An all-zero block: d = 0 and code 0 (llama.cpp leaves its codes as they were).
     let q = quantize(QuantFormat::Iq4Nl, &[0.0; 32], &[1, 32]).unwrap();
     assert!(q.data().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn iq4_xs_decodes_through_its_scales_and_code_book() {
+    // dequantize_row_iq4_xs: sub-block ib's 6-bit scale is the nibble ib % 2 of
+    // scales_l[ib / 2] and bits 2ib of scales_h; value = d * (ls - 32) * kvalues_iq4nl[index].
+    const KVALUES: [f32; 16] = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
+    ];
+    let mut rng = Rng::new(91);
+    let data = random_blocks(&mut rng, 4, 136, &[0]);
+    let w = QuantizedTensor::from_parts(QuantFormat::Iq4Xs, vec![2, 512], data.clone(), vec![]).unwrap();
+    let got = dequantize(&w).unwrap();
+    for (b, block) in data.chunks_exact(136).enumerate() {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let scales_h = u16::from_le_bytes([block[2], block[3]]);
+        for ib in 0..8 {
+            let ls =
+                i32::from((block[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (i32::from((scales_h >> (2 * ib)) & 3) << 4);
+            let dl = d * (ls - 32) as f32;
+            for j in 0..16 {
+                let q = block[8 + 16 * ib + j];
+                let at = 256 * b + 32 * ib;
+                assert_eq!(got[at + j].to_bits(), (dl * KVALUES[usize::from(q & 0xF)]).to_bits());
+                assert_eq!(
+                    got[at + 16 + j].to_bits(),
+                    (dl * KVALUES[usize::from(q >> 4)]).to_bits()
+                );
+            }
+        }
+    }
+    let mut row = vec![0.0; 300];
+    decode_row_into(&w, 1, 100, &mut row).unwrap();
+    assert_eq!(bits(&row), bits(&got[512 + 100..512 + 400]));
 }

@@ -15,7 +15,9 @@
 //! 5, 1, 3 and 2). `iq4_nl.ggml` likewise from llama.cpp's `quantize_row_iq4_nl_ref`
 //! (`quantize_row_iq4_nl_impl` without weights or search, `best_index_int8`) on
 //! `iq4_nl.input.f32` ([8, 256], seed 6, the same special blocks but no all-zero block:
-//! there llama.cpp leaves its code buffer as it was, see `formats/iq4_nl.rs`). with an all-zero 32-value block, an
+//! there llama.cpp leaves its code buffer as it was, see `formats/iq4_nl.rs`), and
+//! `iq4_xs.ggml` from `quantize_row_iq4_xs_ref` (`quantize_iq4_xs` without importance
+//! weights) on `iq4_xs.input.f32` ([8, 1024], seed 7, with the zero blocks). with an all-zero 32-value block, an
 //! all-zero and a constant (0.75) super-block, a block scaled by 1e-6, one by 1e3, an
 //! outlier of 1e4, an all-positive block, a block of halves and a super-block scaled by
 //! 1e-9.
@@ -40,6 +42,7 @@ fn our_bytes_are_llama_cpp_reference_bytes() {
         ("q4_0", QuantFormat::Q4_0, 128),
         ("q8_0", QuantFormat::Q8_0, 128),
         ("iq4_nl", QuantFormat::Iq4Nl, 256),
+        ("iq4_xs", QuantFormat::Iq4Xs, 1024),
         ("q2_k", QuantFormat::Q2K, 1024),
         ("q3_k", QuantFormat::Q3K, 1024),
         ("q4_k", QuantFormat::Q4K, 1024),

@@ -41,7 +41,7 @@ pub(crate) static FORMAT: BlockFormat = BlockFormat {
 
 /// llama.cpp's `best_index_int8` over [`KVALUES`]: the index of the nearest entry (the
 /// upper one of two on a tie, as its final comparison is strict).
-fn best_index(x: f32) -> usize {
+pub(crate) fn best_index(x: f32) -> usize {
     let v = |i: usize| f32::from(KVALUES[i]);
     if x <= v(0) {
         return 0;

@@ -17,6 +17,7 @@
 pub(crate) mod fp8;
 pub(crate) mod int8;
 pub(crate) mod iq4_nl;
+pub(crate) mod iq4_xs;
 pub(crate) mod nf4;
 pub(crate) mod q2_k;
 pub(crate) mod q3_k;
@@ -72,7 +73,7 @@ pub(crate) struct BlockFormat {
 }
 
 /// Every block format, in GGML type id order.
-pub(crate) static BLOCK_FORMATS: [&BlockFormat; 12] = [
+pub(crate) static BLOCK_FORMATS: [&BlockFormat; 13] = [
     &q4_0::FORMAT,
     &q4_1::FORMAT,
     &q5_0::FORMAT,
@@ -84,6 +85,7 @@ pub(crate) static BLOCK_FORMATS: [&BlockFormat; 12] = [
     &q5_k::FORMAT,
     &q6_k::FORMAT,
     &iq4_nl::FORMAT,
+    &iq4_xs::FORMAT,
     &tq2_0::FORMAT,
 ];
 
@@ -101,6 +103,7 @@ pub(crate) fn block_format(format: QuantFormat) -> Option<&'static BlockFormat> 
         QuantFormat::Q4K => Some(&q4_k::FORMAT),
         QuantFormat::Q6K => Some(&q6_k::FORMAT),
         QuantFormat::Iq4Nl => Some(&iq4_nl::FORMAT),
+        QuantFormat::Iq4Xs => Some(&iq4_xs::FORMAT),
         QuantFormat::Tq2_0 => Some(&tq2_0::FORMAT),
         QuantFormat::Nf4 { .. }
         | QuantFormat::Ternary
@@ -289,6 +292,7 @@ pub(crate) fn lens(format: QuantFormat, shape: &[usize]) -> Result<(usize, usize
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs
         | QuantFormat::Tq2_0 => unreachable_block(format),
     }
 }
@@ -339,6 +343,7 @@ pub(crate) fn quantize(format: QuantFormat, x: &[f32], k: usize) -> Result<Quant
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs
         | QuantFormat::Tq2_0 => return unreachable_block(format),
     })
 }
@@ -368,6 +373,7 @@ pub(crate) fn dequantize(q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs
         | QuantFormat::Tq2_0) => return unreachable_block(f),
     }
     Ok(())
@@ -400,6 +406,7 @@ pub(crate) fn decode_range(w: &QuantizedTensor, n: usize, k0: usize, out: &mut [
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs
         | QuantFormat::Tq2_0) => return unreachable_block(f),
     }
     Ok(())
@@ -431,6 +438,7 @@ pub(crate) fn first_bad_value(t: &QuantizedTensor) -> Option<String> {
         | QuantFormat::Q4K
         | QuantFormat::Q6K
         | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs
         | QuantFormat::Tq2_0) => Some(format!("{f}: block format outside the registry")),
     }
 }

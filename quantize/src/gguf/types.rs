@@ -86,6 +86,8 @@ impl GgmlType {
     pub const Q8_K: Self = Self(15);
     /// llama.cpp IQ4_NL (read as [`QuantFormat::Iq4Nl`]).
     pub const IQ4_NL: Self = Self(20);
+    /// llama.cpp IQ4_XS (read as [`QuantFormat::Iq4Xs`]).
+    pub const IQ4_XS: Self = Self(23);
     /// 8-bit signed integer.
     pub const I8: Self = Self(24);
     /// 16-bit signed integer.
@@ -124,7 +126,7 @@ impl GgmlType {
     }
 
     /// The aihal format a tensor of this type is read into without conversion:
-    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and TQ2_0.
+    /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS and TQ2_0.
     pub fn quant_format(self) -> Option<QuantFormat> {
         crate::formats::by_ggml_type(self.0).map(|b| b.format)
     }
@@ -183,6 +185,7 @@ mod tests {
             GgmlType::Q5_K,
             GgmlType::Q6_K,
             GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
             GgmlType::TQ2_0,
         ] {
             let (values, block) = t.block_layout().unwrap();

@@ -57,6 +57,7 @@ pub(crate) fn all_formats() -> Vec<QuantFormat> {
         QuantFormat::Q5K,
         QuantFormat::Q6K,
         QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
         QuantFormat::Tq2_0,
         QuantFormat::Ternary,
         QuantFormat::Int8PerChannel,
@@ -81,7 +82,7 @@ fn absmax(x: &[f32]) -> f32 {
 /// - Q5_0: as Q4_0 with `d = amax/16` (levels -16d to 15d, 16 steps).
 /// - Q4_1 (Q5_1): half a step `d = (max - min)/15` (`/31`) plus the f16 rounding of `d` (15
 ///   or 31 steps) and of the minimum `m` (relative 2^-11, absolute 2^-25 when subnormal).
-/// - The K formats (Q2_K to Q6_K) and IQ4_NL fit their sub-block scales (no closed per-element bound); their
+/// - The K formats (Q2_K to Q6_K), IQ4_NL and IQ4_XS fit their sub-block scales (no closed per-element bound); their
 ///   accuracy is checked in total against llama.cpp's bound in `ggml_blocks.rs`.
 /// - TQ2_0: half of `d = amax` plus its f16 rounding.
 /// - NF4: half the widest gap of the code book (between -1 and -0.6962: 0.152) times the
