@@ -366,13 +366,40 @@ pub(crate) fn gguf_testdata(name: &str) -> Option<PathBuf> {
 pub(crate) struct LlamaPeer(candle_transformers::models::quantized_llama::ModelWeights);
 
 impl LlamaPeer {
+    /// candle's model as it runs quantized files: quantized weights, activations rounded to
+    /// 8 bits per block (ggml's `vec_dot` path).
     pub(crate) fn load(path: &Path) -> Self {
-        let mut f = std::fs::File::open(path).unwrap();
-        let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-        Self(
+        Self::load_with(path, false)
+    }
+
+    /// The same weights dequantized to f32 at load (`CANDLE_DEQUANTIZE_ALL`), multiplied in
+    /// f32: the exact result of the stored weights, up to f32 rounding.
+    pub(crate) fn load_exact(path: &Path) -> Self {
+        Self::load_with(path, true)
+    }
+
+    /// candle reads `CANDLE_DEQUANTIZE_ALL` once per thread, when the thread first builds a
+    /// `QMatMul`; so each load runs in a fresh thread, under a lock, with the variable set or
+    /// removed for it.
+    fn load_with(path: &Path, exact: bool) -> Self {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if exact {
+            std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+        } else {
+            std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
+        }
+        let path = path.to_path_buf();
+        let model = std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&path).unwrap();
+            let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
             candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
-                .unwrap(),
-        )
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
+        Self(model)
     }
 
     /// The last position's logits for `ids` at `pos` (its cache restarts at `pos` 0).
