@@ -1215,3 +1215,41 @@ fn safetensors_worst_case_headers() {
     );
     assert!(peak <= BNB_FACTOR * bad.len() + SLACK, "{peak}");
 }
+
+/// Walking a whole real model with `tensors_in` holds one tensor at a time: the peak of
+/// live heap bytes during the walk (the header already parsed) stays within the largest
+/// tensor plus a fixed allowance, far below the file's size, so a loader that consumes
+/// the tensors as they come never holds a second copy of the file.
+#[test]
+fn walking_a_real_model_holds_one_tensor_at_a_time() {
+    let _serial = serial();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        let msg = format!("{} not found (`bash .ci/run` fetches it)", path.display());
+        assert!(
+            std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
+            "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
+        );
+        eprintln!("\n*** SKIPPED: {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
+        return;
+    }
+    let file_len = std::fs::metadata(&path).unwrap().len() as usize;
+    let mut f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let gguf = GgufFile::read(&mut f).unwrap();
+    let largest = gguf.tensors().iter().filter_map(aihal_quantize::GgufTensorInfo::byte_len).max().unwrap() as usize;
+    let (count, peak) = measured(|| {
+        let mut count = 0;
+        for item in gguf.tensors_in(&mut f) {
+            let (_, data) = item.unwrap();
+            count += usize::from(!data.shape().is_empty());
+        }
+        count
+    });
+    assert_eq!(count, gguf.tensors().len());
+    eprintln!("tensors_in over a {file_len}-byte file: peak {peak} bytes, largest tensor {largest}");
+    assert!(
+        peak <= largest + SLACK,
+        "the walk held {peak} bytes at once; the largest tensor has {largest}"
+    );
+    assert!(peak < file_len / 2, "{peak} bytes held for a {file_len}-byte file");
+}
