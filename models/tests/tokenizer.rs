@@ -182,6 +182,26 @@ fn stream_holds_back_split_characters() {
 }
 
 #[test]
+fn stream_holds_back_byte_fallback_tokens() {
+    let Some(l) = loaded(GEMMA) else { return };
+    let t = &l.tokenizer;
+    // U+13000 is not in Gemma's vocabulary: it is spelled as its four UTF-8 bytes
+    // <0xF0><0x93><0x80><0x80> (ids 238 + byte value, as llama.cpp's fixture also shows).
+    let ids = t.encode("\u{13000}", false).unwrap();
+    assert_eq!(ids, [238 + 0xF0, 238 + 0x93, 238 + 0x80, 238 + 0x80]);
+    assert_eq!(t.token_text(ids[0]).as_deref(), Some("<0xF0>"));
+    let mut stream = t.stream();
+    for &id in &ids[..3] {
+        assert_eq!(
+            stream.push(id).unwrap(),
+            None,
+            "no text before the character is complete"
+        );
+    }
+    assert_eq!(stream.push(ids[3]).unwrap().as_deref(), Some("\u{13000}"));
+}
+
+#[test]
 fn special_ids_follow_the_files() {
     if let Some(l) = loaded(SMOLLM) {
         let t = &l.tokenizer;
