@@ -26,6 +26,8 @@ pub(crate) mod kind {
     pub(crate) const Q5_0: u32 = 12;
     pub(crate) const Q4_K: u32 = 13;
     pub(crate) const Q6_K: u32 = 14;
+    pub(crate) const Q5_1: u32 = 15;
+    pub(crate) const Q5_K: u32 = 16;
 }
 
 /// Byte `index` of a packed buffer held as little-endian words.
@@ -149,6 +151,25 @@ pub(crate) fn decode(
         let low = (byte_at(data, base + 6 + j % 16) >> (((j / 16) * 4) as u32)) & 0xFu32;
         let high = (byte_at(data, base + 2 + j / 8) >> ((j % 8) as u32)) & 1u32;
         f16_at(data, base) * (f32::cast_from(low | (high << 4u32)) - 16.0f32)
+    } else if layout == kind::Q5_1 {
+        // f16 d, f16 m, 4 bytes qh (as Q5_0), nibbles as in Q4_0; value = q * d + m.
+        let base = (index / 32) * 24;
+        let j = index % 32;
+        let low = (byte_at(data, base + 8 + j % 16) >> (((j / 16) * 4) as u32)) & 0xFu32;
+        let high = (byte_at(data, base + 4 + j / 8) >> ((j % 8) as u32)) & 1u32;
+        f32::cast_from(low | (high << 4u32)) * f16_at(data, base) + f16_at(data, base + 2)
+    } else if layout == kind::Q5_K {
+        // As Q4_K with 32 bytes qh after the scales (bit `sub` of qh[l] is the fifth bit of
+        // value 32 sub + l) and the nibbles after them (ggml-quants.c
+        // `dequantize_row_q5_K`; `aihal_quantize`'s `formats/q5_k.rs`).
+        let base = (index / 256) * 176;
+        let t = index % 256;
+        let sub = t / 32;
+        let low = (byte_at(data, base + 48 + 32 * (t / 64) + t % 32) >> ((4 * (sub % 2)) as u32)) & 0xFu32;
+        let high = (byte_at(data, base + 16 + t % 32) >> (sub as u32)) & 1u32;
+        let sc = q4k_scale_min(data, base + 4, sub, false);
+        let m = q4k_scale_min(data, base + 4, sub, true);
+        (f16_at(data, base) * sc) * f32::cast_from(low | (high << 4u32)) - f16_at(data, base + 2) * m
     } else if layout == kind::Q4_K {
         // f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles: byte l of qs[32p..] holds
         // value 64p + l (low nibble) and 64p + 32 + l (high); value = (d * sc) * q - dmin * m.

@@ -40,6 +40,9 @@ pub(crate) struct Facts {
 ///
 /// NF4 with double quantization also needs the tensor's nested absmax; the upload checks
 /// that, since it is a property of the tensor, not of the format.
+// The formats without a decoder are named apart from the wildcard, which catches only the
+// formats added upstream later.
+#[allow(clippy::match_same_arms)]
 pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
     let (kind, block, table) = match format {
         // llama.cpp's blocks, read as stored (`aihal_quantize::format`'s layout table):
@@ -48,8 +51,10 @@ pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
         QuantFormat::Q4_0 => (kind::Q4_0, 32, Table::None),
         QuantFormat::Q4_1 => (kind::Q4_1, 32, Table::None),
         QuantFormat::Q5_0 => (kind::Q5_0, 32, Table::None),
+        QuantFormat::Q5_1 => (kind::Q5_1, 32, Table::None),
         // 256-value super-blocks with sub-block scales.
         QuantFormat::Q4K => (kind::Q4_K, 256, Table::None),
+        QuantFormat::Q5K => (kind::Q5_K, 256, Table::None),
         QuantFormat::Q6K => (kind::Q6_K, 256, Table::None),
         QuantFormat::Tq2_0 => (kind::TQ2_0, 256, Table::None),
         QuantFormat::Ternary => (kind::TERNARY, 1, Table::None),
@@ -65,6 +70,8 @@ pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
         QuantFormat::Int8PerBlock { block_size } => (kind::INT8_BLOCK, block_size, Table::None),
         QuantFormat::Fp8E4M3 { block_size } => fp8(block_size, Table::E4M3),
         QuantFormat::Fp8E5M2 { block_size } => fp8(block_size, Table::E5M2),
+        // Not decoded here yet (the element decoder has no arm for them): the CPU runs them.
+        QuantFormat::Q2K | QuantFormat::Q3K | QuantFormat::Iq4Nl | QuantFormat::Iq4Xs => return None,
         // `QuantFormat` is `#[non_exhaustive]`: a format added upstream lands here, "not
         // supported here", until it has a decoder. This arm goes when the enum becomes
         // exhaustive (then the compiler names every new format in this match).

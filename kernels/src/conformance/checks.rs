@@ -25,6 +25,8 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
         (QuantFormat::Q5_0, vec![7, 160]),
         (QuantFormat::Q4K, vec![3, 512]),
         (QuantFormat::Q6K, vec![5, 256]),
+        (QuantFormat::Q5_1, vec![3, 64]),
+        (QuantFormat::Q5K, vec![2, 768]),
         (QuantFormat::Tq2_0, vec![3, 512]),
         (QuantFormat::Ternary, vec![7, 37]),
         (
@@ -51,7 +53,8 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
 }
 
 /// Per element, the magnitude of the additive term of its format's definition: `|m|` of
-/// the block for Q4_1 (`q d + m`), `dmin m` of the sub-block for Q4_K (`(d sc) q - dmin m`),
+/// the block for Q4_1 and Q5_1 (`q d + m`), `dmin m` of the sub-block for Q4_K and Q5_K
+/// (`(d sc) q - dmin m`),
 /// zero for every other format (a value is a scaled code there). Read from the blocks as
 /// `aihal_quantize::format` lays them out.
 ///
@@ -65,27 +68,30 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
 pub fn offsets(q: &QuantizedTensor) -> Vec<f32> {
     let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     let per_block: Vec<f32> = match q.format() {
-        // block_q4_1: f16 d, f16 m, 16 bytes of nibbles.
+        // block_q4_1 (20 bytes), block_q5_1 (24): f16 d, f16 m, then the codes.
         QuantFormat::Q4_1 => q.data().chunks_exact(20).map(|b| f16_at(b, 2).abs()).collect(),
-        // block_q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales and minimums
-        // (ggml-quants.c `get_scale_min_k4`), 128 bytes of nibbles; one minimum per
-        // 32-value sub-block.
-        QuantFormat::Q4K => q
-            .data()
-            .chunks_exact(144)
-            .flat_map(|b| {
-                let dmin = f16_at(b, 2);
-                let sc = &b[4..16];
-                (0..8).map(move |j| {
-                    let m = if j < 4 {
-                        sc[j + 4] & 63
-                    } else {
-                        (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
-                    };
-                    (dmin * f32::from(m)).abs()
+        QuantFormat::Q5_1 => q.data().chunks_exact(24).map(|b| f16_at(b, 2).abs()).collect(),
+        // block_q4_K (144 bytes), block_q5_K (176): f16 d, f16 dmin, 12 bytes of 6-bit
+        // scales and minimums (ggml-quants.c `get_scale_min_k4`), then the codes; one
+        // minimum per 32-value sub-block.
+        QuantFormat::Q4K | QuantFormat::Q5K => {
+            let bytes = if q.format() == QuantFormat::Q4K { 144 } else { 176 };
+            q.data()
+                .chunks_exact(bytes)
+                .flat_map(|b| {
+                    let dmin = f16_at(b, 2);
+                    let sc = &b[4..16];
+                    (0..8).map(move |j| {
+                        let m = if j < 4 {
+                            sc[j + 4] & 63
+                        } else {
+                            (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
+                        };
+                        (dmin * f32::from(m)).abs()
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }
         _ => return vec![0.0; q.numel()],
     };
     per_block.iter().flat_map(|&m| std::iter::repeat_n(m, 32)).collect()
@@ -167,7 +173,7 @@ fn upload<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> DeviceQuantized<
 ///
 /// Tolerance: the kernel computes the contract's `decode(code) * scale` in f32, so results
 /// equal the reference up to the compiler contracting a multiply-add (NF4 double
-/// quantization: `code * scale + offset`; Q4_1 and Q4_K: `q d + m`): 2⁻²⁰ of the tensor's
+/// quantization: `code * scale + offset`; Q4_1, Q5_1, Q4_K and Q5_K: `q d + m`): 2⁻²⁰ of the tensor's
 /// largest magnitude for NF4 double quantization, else 2⁻²² of `|w| + |m|` (the minimum
 /// `m` of the value's block, [`offsets`]; zero for the formats without one), since a
 /// contraction skips one rounding of a product of magnitude at most `|w| + |m|`.
@@ -349,7 +355,7 @@ fn matmul_case<R: Runtime, F: Float + CubeElement>(
 /// tile), f32 activations, against `aihal_reference::matmul`.
 ///
 /// Tolerance: the standard bound for a reordered f32 sum, `2 K u Σ|x w|` with `u = 2⁻²⁴`,
-/// where for Q4_1 and Q4_K `|w|` is replaced by `|w| + 2 |m|` ([`magnitudes`]): the GEMV
+/// where for Q4_1, Q5_1, Q4_K and Q5_K `|w|` is replaced by `|w| + 2 |m|` ([`magnitudes`]): the GEMV
 /// sums `d Σ q x` and `m Σ x` apart, and a decoded `q d + m` may be contracted, so the
 /// rounding scales with `|q d| + |m|` rather than with `|w|`.
 pub fn matmul_every_format_f32<R: Runtime>(ctx: &Context<R>) {
