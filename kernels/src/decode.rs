@@ -28,6 +28,10 @@ pub(crate) mod kind {
     pub(crate) const Q6_K: u32 = 14;
     pub(crate) const Q5_1: u32 = 15;
     pub(crate) const Q5_K: u32 = 16;
+    pub(crate) const Q2_K: u32 = 17;
+    pub(crate) const Q3_K: u32 = 18;
+    pub(crate) const IQ4_NL: u32 = 19;
+    pub(crate) const IQ4_XS: u32 = 20;
 }
 
 /// Byte `index` of a packed buffer held as little-endian words.
@@ -186,6 +190,55 @@ pub(crate) fn decode(
         let t = index % 256;
         let scale = f16_at(data, base + 208) * i8_of(byte_at(data, base + 192 + q6k_scale_index(t)));
         scale * (f32::cast_from(q6k_code(data, base, t)) - 32.0f32)
+    } else if layout == kind::Q2_K {
+        // 16 bytes of scales (low nibble) and minimums (high) per 16 values, 64 bytes of
+        // 2-bit codes, f16 d, f16 dmin: value t (half h = t / 128, run s = t % 128 / 32) is
+        // bits 2s of qs[32h + t % 32]; value = (d * sc) * q - dmin * m (ggml-quants.c
+        // `dequantize_row_q2_K`; `aihal_quantize`'s `formats/q2_k.rs`).
+        let base = (index / 256) * 84;
+        let t = index % 256;
+        let q = (byte_at(data, base + 16 + 32 * (t / 128) + t % 32) >> ((2 * ((t % 128) / 32)) as u32)) & 3u32;
+        let sm = byte_at(data, base + t / 16);
+        (f16_at(data, base + 80) * f32::cast_from(sm & 0xFu32)) * f32::cast_from(q)
+            - f16_at(data, base + 82) * f32::cast_from(sm >> 4u32)
+    } else if layout == kind::Q3_K {
+        // 32 bytes hmask, 64 bytes of 2-bit codes, 12 bytes of sixteen 6-bit scales, f16 d:
+        // value t (n = t / 128, run r = t % 128 / 32) has bits 2r of qs[32n + t % 32] and the
+        // high bit 4n + r of hmask[t % 32] (clear: minus 4); sub-block j = t / 16 has the
+        // scale s (low 4 bits in scales[j % 8], nibble j / 8; high 2 bits at 2 (j / 4) of
+        // scales[8 + j % 4]); value = (d * (s - 32)) * q (ggml-quants.c
+        // `dequantize_row_q3_K`; `aihal_quantize`'s `formats/q3_k.rs`).
+        let base = (index / 256) * 110;
+        let t = index % 256;
+        let n = t / 128;
+        let r = (t % 128) / 32;
+        let low = (byte_at(data, base + 32 + 32 * n + t % 32) >> ((2 * r) as u32)) & 3u32;
+        let high = (byte_at(data, base + t % 32) >> ((4 * n + r) as u32)) & 1u32;
+        let j = t / 16;
+        let s_low = (byte_at(data, base + 96 + j % 8) >> ((4 * (j / 8)) as u32)) & 0xFu32;
+        let s_high = (byte_at(data, base + 104 + j % 4) >> ((2 * (j / 4)) as u32)) & 3u32;
+        let scale = f16_at(data, base + 108) * (f32::cast_from(s_low | (s_high << 4u32)) - 32.0f32);
+        scale * (f32::cast_from(low | (high << 2u32)) - 4.0f32)
+    } else if layout == kind::IQ4_NL {
+        // f16 d, then 4-bit indices into the 16-value code book packed as in Q4_0;
+        // value = d * kvalues[index] (`lut` holds the code book).
+        let base = (index / 32) * 18;
+        let j = index % 32;
+        let i = (byte_at(data, base + 2 + j % 16) >> (((j / 16) * 4) as u32)) & 0xFu32;
+        f16_at(data, base) * lut[i as usize]
+    } else if layout == kind::IQ4_XS {
+        // f16 d, u16 scales_h, 4 bytes scales_l, 128 bytes of indices (IQ4_NL's order per
+        // 32 values): sub-block ib = t / 32 has ls = nibble ib % 2 of scales_l[ib / 2] under
+        // bits 2 ib of scales_h; value = (d * (ls - 32)) * kvalues[index] (ggml-quants.c
+        // `dequantize_row_iq4_xs`; `aihal_quantize`'s `formats/iq4_xs.rs`).
+        let base = (index / 256) * 136;
+        let t = index % 256;
+        let ib = t / 32;
+        let j = t % 32;
+        let i = (byte_at(data, base + 8 + 16 * ib + j % 16) >> (((j / 16) * 4) as u32)) & 0xFu32;
+        let ls_low = (byte_at(data, base + 4 + ib / 2) >> ((4 * (ib % 2)) as u32)) & 0xFu32;
+        let ls_high = (byte_at(data, base + 2 + ib / 4) >> ((2 * (ib % 4)) as u32)) & 3u32;
+        (f16_at(data, base) * (f32::cast_from(ls_low | (ls_high << 4u32)) - 32.0f32)) * lut[i as usize]
     } else if layout == kind::TQ2_0 {
         let base = (index / 256) * 66;
         let t = index % 256;

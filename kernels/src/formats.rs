@@ -7,7 +7,8 @@
 //! A format added to `aihal-quantize` is refused here until a decoder joins `decode.rs`
 //! and an arm joins this match.
 
-use aihal_quantize::QuantFormat;
+use aihal_core::Result;
+use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use crate::decode::kind;
 
@@ -22,6 +23,8 @@ pub(crate) enum Table {
     E4M3,
     /// The 256 values of an FP8 E5M2 byte.
     E5M2,
+    /// The 16 values of llama.cpp's `kvalues_iq4nl` (IQ4_NL, IQ4_XS).
+    Iq4,
 }
 
 /// What the kernels know of one format.
@@ -40,9 +43,6 @@ pub(crate) struct Facts {
 ///
 /// NF4 with double quantization also needs the tensor's nested absmax; the upload checks
 /// that, since it is a property of the tensor, not of the format.
-// The formats without a decoder are named apart from the wildcard, which catches only the
-// formats added upstream later.
-#[allow(clippy::match_same_arms)]
 pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
     let (kind, block, table) = match format {
         // llama.cpp's blocks, read as stored (`aihal_quantize::format`'s layout table):
@@ -70,8 +70,10 @@ pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
         QuantFormat::Int8PerBlock { block_size } => (kind::INT8_BLOCK, block_size, Table::None),
         QuantFormat::Fp8E4M3 { block_size } => fp8(block_size, Table::E4M3),
         QuantFormat::Fp8E5M2 { block_size } => fp8(block_size, Table::E5M2),
-        // Not decoded here yet (the element decoder has no arm for them): the CPU runs them.
-        QuantFormat::Q2K | QuantFormat::Q3K | QuantFormat::Iq4Nl | QuantFormat::Iq4Xs => return None,
+        QuantFormat::Q2K => (kind::Q2_K, 256, Table::None),
+        QuantFormat::Q3K => (kind::Q3_K, 256, Table::None),
+        QuantFormat::Iq4Nl => (kind::IQ4_NL, 32, Table::Iq4),
+        QuantFormat::Iq4Xs => (kind::IQ4_XS, 256, Table::Iq4),
         // `QuantFormat` is `#[non_exhaustive]`: a format added upstream lands here, "not
         // supported here", until it has a decoder. This arm goes when the enum becomes
         // exhaustive (then the compiler names every new format in this match).
@@ -91,12 +93,25 @@ fn fp8(block_size: Option<usize>, table: Table) -> (u32, usize, Table) {
     }
 }
 
-/// The code book of `table` as the kernels read it (a one-element placeholder for none).
-pub(crate) fn table_values(table: Table) -> Vec<f32> {
-    match table {
+/// The code book of `table` as the kernels read it (empty for none).
+pub(crate) fn table_values(table: Table) -> Result<Vec<f32>> {
+    Ok(match table {
         Table::None => Vec::new(),
         Table::Nf4 => aihal_quantize::nf4::NF4_CODE.to_vec(),
         Table::E4M3 => (0..=255u8).map(aihal_quantize::fp8::e4m3_to_f32).collect(),
         Table::E5M2 => (0..=255u8).map(aihal_quantize::fp8::e5m2_to_f32).collect(),
-    }
+        Table::Iq4 => iq4_code_book()?,
+    })
+}
+
+/// llama.cpp's `kvalues_iq4nl`, read through `aihal_quantize`'s own decoder (the code book
+/// lives there only): one IQ4_NL block with `d = 1` (f16 `0x3C00`) whose byte `j` holds
+/// index `j` in both nibbles decodes to the code book, exactly (small integers times 1).
+fn iq4_code_book() -> Result<Vec<f32>> {
+    let mut block = vec![0x00, 0x3C];
+    block.extend((0..16u8).map(|j| j | (j << 4)));
+    let w = QuantizedTensor::from_parts(QuantFormat::Iq4Nl, vec![1, 32], block, Vec::new())?;
+    let mut row = [0.0f32; 32];
+    aihal_quantize::decode::decode_row_into(&w, 0, 0, &mut row)?;
+    Ok(row[..16].to_vec())
 }

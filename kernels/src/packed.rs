@@ -109,7 +109,7 @@ impl<R: Runtime> DeviceQuantized<R> {
         let Some(facts) = facts(format, k) else {
             return Err(CoreError::unsupported("device upload", format));
         };
-        let mut lut = table_values(facts.table);
+        let mut lut = table_values(facts.table)?;
         let mut nested_words = vec![0u32];
         let mut nested_scales = vec![0.0f32];
         let mut nested_block = 1;

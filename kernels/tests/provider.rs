@@ -10,7 +10,7 @@
 //! Tolerances (f32 on a GPU: sums in another order than the reference's, the device's own
 //! `exp`/`tanh`/`sqrt`), with `u = 2⁻²⁴`:
 //! - linear, quantized or dense: `2 K u Σ|x w|` per output (a reordered sum), plus `2 u |y|`
-//!   for the bias; for Q4_1, Q5_1, Q4_K and Q5_K, `|w| + 2 |m|` in place of `|w|` (`m` the block's
+//!   for the bias; for Q4_1, Q5_1, Q4_K, Q5_K and Q2_K, `|w| + 2 |m|` in place of `|w|` (`m` the block's
 //!   minimum: the kernels sum `d Σ q x` and `m Σ x` apart, or contract `q d + m`);
 //! - RMSNorm, LayerNorm, softmax: `(dim + 8) u + 4e-6` relative (LayerNorm: relative to
 //!   `|y| + |weight| + |bias|`);
@@ -138,6 +138,10 @@ fn linear_matches_the_reference_in_every_format_with_and_without_bias(p: &Arc<Cu
         QuantFormat::Q6K,
         QuantFormat::Q5_1,
         QuantFormat::Q5K,
+        QuantFormat::Q2K,
+        QuantFormat::Q3K,
+        QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
         QuantFormat::Tq2_0,
         QuantFormat::Nf4 {
             block_size: 64,

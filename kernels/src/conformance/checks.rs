@@ -27,6 +27,10 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
         (QuantFormat::Q6K, vec![5, 256]),
         (QuantFormat::Q5_1, vec![3, 64]),
         (QuantFormat::Q5K, vec![2, 768]),
+        (QuantFormat::Q2K, vec![3, 256]),
+        (QuantFormat::Q3K, vec![5, 512]),
+        (QuantFormat::Iq4Nl, vec![7, 64]),
+        (QuantFormat::Iq4Xs, vec![3, 256]),
         (QuantFormat::Tq2_0, vec![3, 512]),
         (QuantFormat::Ternary, vec![7, 37]),
         (
@@ -53,8 +57,8 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
 }
 
 /// Per element, the magnitude of the additive term of its format's definition: `|m|` of
-/// the block for Q4_1 and Q5_1 (`q d + m`), `dmin m` of the sub-block for Q4_K and Q5_K
-/// (`(d sc) q - dmin m`),
+/// the block for Q4_1 and Q5_1 (`q d + m`), `dmin m` of the sub-block for Q4_K, Q5_K and
+/// Q2_K (`(d sc) q - dmin m`),
 /// zero for every other format (a value is a scaled code there). Read from the blocks as
 /// `aihal_quantize::format` lays them out.
 ///
@@ -67,10 +71,20 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
 /// When `q` is not rank 2 (the case tables use matrices).
 pub fn offsets(q: &QuantizedTensor) -> Vec<f32> {
     let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-    let per_block: Vec<f32> = match q.format() {
+    let twice = |m: f32| [m, m];
+    // One entry per 16 values.
+    let per_16: Vec<f32> = match q.format() {
         // block_q4_1 (20 bytes), block_q5_1 (24): f16 d, f16 m, then the codes.
-        QuantFormat::Q4_1 => q.data().chunks_exact(20).map(|b| f16_at(b, 2).abs()).collect(),
-        QuantFormat::Q5_1 => q.data().chunks_exact(24).map(|b| f16_at(b, 2).abs()).collect(),
+        QuantFormat::Q4_1 => q
+            .data()
+            .chunks_exact(20)
+            .flat_map(|b| twice(f16_at(b, 2).abs()))
+            .collect(),
+        QuantFormat::Q5_1 => q
+            .data()
+            .chunks_exact(24)
+            .flat_map(|b| twice(f16_at(b, 2).abs()))
+            .collect(),
         // block_q4_K (144 bytes), block_q5_K (176): f16 d, f16 dmin, 12 bytes of 6-bit
         // scales and minimums (ggml-quants.c `get_scale_min_k4`), then the codes; one
         // minimum per 32-value sub-block.
@@ -81,20 +95,30 @@ pub fn offsets(q: &QuantizedTensor) -> Vec<f32> {
                 .flat_map(|b| {
                     let dmin = f16_at(b, 2);
                     let sc = &b[4..16];
-                    (0..8).map(move |j| {
+                    (0..8).flat_map(move |j| {
                         let m = if j < 4 {
                             sc[j + 4] & 63
                         } else {
                             (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
                         };
-                        (dmin * f32::from(m)).abs()
+                        twice((dmin * f32::from(m)).abs())
                     })
                 })
                 .collect()
         }
+        // block_q2_K (84 bytes): sixteen bytes of a 4-bit scale (low) and minimum (high) per
+        // 16 values, the codes, f16 d at byte 80, f16 dmin at 82.
+        QuantFormat::Q2K => q
+            .data()
+            .chunks_exact(84)
+            .flat_map(|b| {
+                let dmin = f16_at(b, 82);
+                b[..16].iter().map(move |&sm| (dmin * f32::from(sm >> 4)).abs())
+            })
+            .collect(),
         _ => return vec![0.0; q.numel()],
     };
-    per_block.iter().flat_map(|&m| std::iter::repeat_n(m, 32)).collect()
+    per_16.iter().flat_map(|&m| std::iter::repeat_n(m, 16)).collect()
 }
 
 /// `|w| + 2 |offset|` per element ([`offsets`]): the magnitude the rounding of a decoded
@@ -173,7 +197,7 @@ fn upload<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> DeviceQuantized<
 ///
 /// Tolerance: the kernel computes the contract's `decode(code) * scale` in f32, so results
 /// equal the reference up to the compiler contracting a multiply-add (NF4 double
-/// quantization: `code * scale + offset`; Q4_1, Q5_1, Q4_K and Q5_K: `q d + m`): 2⁻²⁰ of the tensor's
+/// quantization: `code * scale + offset`; Q4_1, Q5_1, Q4_K, Q5_K and Q2_K: `q d + m`): 2⁻²⁰ of the tensor's
 /// largest magnitude for NF4 double quantization, else 2⁻²² of `|w| + |m|` (the minimum
 /// `m` of the value's block, [`offsets`]; zero for the formats without one), since a
 /// contraction skips one rounding of a product of magnitude at most `|w| + |m|`.
@@ -355,7 +379,7 @@ fn matmul_case<R: Runtime, F: Float + CubeElement>(
 /// tile), f32 activations, against `aihal_reference::matmul`.
 ///
 /// Tolerance: the standard bound for a reordered f32 sum, `2 K u Σ|x w|` with `u = 2⁻²⁴`,
-/// where for Q4_1, Q5_1, Q4_K and Q5_K `|w|` is replaced by `|w| + 2 |m|` ([`magnitudes`]): the GEMV
+/// where for Q4_1, Q5_1, Q4_K, Q5_K and Q2_K `|w|` is replaced by `|w| + 2 |m|` ([`magnitudes`]): the GEMV
 /// sums `d Σ q x` and `m Σ x` apart, and a decoded `q d + m` may be contracted, so the
 /// rounding scales with `|q d| + |m|` rather than with `|w|`.
 pub fn matmul_every_format_f32<R: Runtime>(ctx: &Context<R>) {
