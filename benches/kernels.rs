@@ -3,8 +3,9 @@
 //! adapter. On lavapipe (the CPU-emulated Vulkan driver of CI) the numbers say nothing about
 //! GPU speed: they only show that the benchmarks run.
 //!
-//! Groups: `dequantize` (GB/s of f32 written), `matmul` (the kernel: GEMV M = 1 and GEMM
-//! M = 32), `provider` (a `Linear` through the executor on a device-resident input, as a
+//! Groups: `dequantize` (GB/s of f32 written; Q4_0, Q8_0, NF4 and the other GGUF block
+//! formats), `matmul` (the kernel: GEMV M = 1 and GEMM M = 32; Q4_0, Q8_0 and the other GGUF
+//! block formats), `provider` (a `Linear` through the executor on a device-resident input, as a
 //! model calls it, and the provider's activation upload and download), `attention`, and
 //! with `cuda`, `transfer` (candle ↔ CubeCL for 1 MB to 256 MB, GB/s).
 //! Every timed call waits for the device before the clock stops.
@@ -49,12 +50,23 @@ fn run<R: Runtime>(c: &mut Criterion, provider: &Arc<CubeProvider<R>>, device: &
         &[1024, 1024],
     )
     .expect("quantize");
-    // The GGUF formats of llama.cpp's K-quant era, read as stored.
-    let gguf: Vec<_> = [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q4K, QuantFormat::Q6K]
-        .into_iter()
-        .zip(11..)
-        .map(|(f, seed)| quantize(f, &values(1024 * 1024, seed), &[1024, 1024]).expect("quantize"))
-        .collect();
+    // The other GGUF block formats, read as stored (lavapipe's times are no GPU speed claim).
+    let gguf: Vec<_> = [
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q5_1,
+        QuantFormat::Q2K,
+        QuantFormat::Q3K,
+        QuantFormat::Q4K,
+        QuantFormat::Q5K,
+        QuantFormat::Q6K,
+        QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
+    ]
+    .into_iter()
+    .zip(11..)
+    .map(|(f, seed)| quantize(f, &values(1024 * 1024, seed), &[1024, 1024]).expect("quantize"))
+    .collect();
 
     let mut g = c.benchmark_group(format!("dequantize/{device}"));
     g.sample_size(10).measurement_time(Duration::from_secs(3));

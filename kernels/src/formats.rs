@@ -4,8 +4,8 @@
 //! [`facts`] is the one match over `QuantFormat` that decides support: the upload
 //! ([`DeviceQuantized::upload`](crate::DeviceQuantized::upload)), the device check
 //! ([`device_support`](crate::device_support)) and so `CubeProvider::supports` all read it.
-//! A format added to `aihal-quantize` is refused here until a decoder joins `decode.rs`
-//! and an arm joins this match.
+//! Every format `aihal-quantize` has today is decoded; a format added there later is refused
+//! here ("no CubeCL decoder") until a decoder joins `decode.rs` and an arm joins this match.
 
 use aihal_core::Result;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -53,9 +53,14 @@ pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
         QuantFormat::Q5_0 => (kind::Q5_0, 32, Table::None),
         QuantFormat::Q5_1 => (kind::Q5_1, 32, Table::None),
         // 256-value super-blocks with sub-block scales.
+        QuantFormat::Q2K => (kind::Q2_K, 256, Table::None),
+        QuantFormat::Q3K => (kind::Q3_K, 256, Table::None),
         QuantFormat::Q4K => (kind::Q4_K, 256, Table::None),
         QuantFormat::Q5K => (kind::Q5_K, 256, Table::None),
         QuantFormat::Q6K => (kind::Q6_K, 256, Table::None),
+        // 4-bit indices into llama.cpp's non-linear code book, per block or super-block.
+        QuantFormat::Iq4Nl => (kind::IQ4_NL, 32, Table::Iq4),
+        QuantFormat::Iq4Xs => (kind::IQ4_XS, 256, Table::Iq4),
         QuantFormat::Tq2_0 => (kind::TQ2_0, 256, Table::None),
         QuantFormat::Ternary => (kind::TERNARY, 1, Table::None),
         QuantFormat::Nf4 {
@@ -70,10 +75,6 @@ pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
         QuantFormat::Int8PerBlock { block_size } => (kind::INT8_BLOCK, block_size, Table::None),
         QuantFormat::Fp8E4M3 { block_size } => fp8(block_size, Table::E4M3),
         QuantFormat::Fp8E5M2 { block_size } => fp8(block_size, Table::E5M2),
-        QuantFormat::Q2K => (kind::Q2_K, 256, Table::None),
-        QuantFormat::Q3K => (kind::Q3_K, 256, Table::None),
-        QuantFormat::Iq4Nl => (kind::IQ4_NL, 32, Table::Iq4),
-        QuantFormat::Iq4Xs => (kind::IQ4_XS, 256, Table::Iq4),
         // `QuantFormat` is `#[non_exhaustive]`: a format added upstream lands here, "not
         // supported here", until it has a decoder. This arm goes when the enum becomes
         // exhaustive (then the compiler names every new format in this match).
