@@ -1,18 +1,22 @@
 //! llama.cpp's GGML block formats: the block constants of Q4_0, Q8_0 and TQ2_0, kept here
 //! for the crates that read them by these paths.
 //!
-//! Each block format lives in its own module under `formats/` (Q4_0, Q4_1, Q5_0, Q8_0,
-//! Q4_K, Q6_K, TQ2_0): its layout, its quantizer (llama.cpp's reference quantizer,
-//! `quantize_row_*_ref` in `ggml-quants.c`, operation by operation, so our bytes are the
-//! bytes llama.cpp writes) and its decoder (`dequantize_row_*`, bit for bit). In short:
+//! Each block format lives in its own module under `formats/` (Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ2_0): its layout, its quantizer
+//! (llama.cpp's reference quantizer, `quantize_row_*_ref` in `ggml-quants.c`, operation by
+//! operation, so our bytes are the bytes llama.cpp writes) and its decoder
+//! (`dequantize_row_*`, bit for bit). In short:
 //!
 //! - Q8_0: `d = amax / 127`, `q = roundf(x * (1/d))` (half away from zero).
 //! - Q4_0: `d = max / -8` where `max` is the signed value of largest magnitude (the first
 //!   one on ties), `q = min(15, trunc(x * (1/d) + 8.5))`; Q5_0 likewise with `-16`, `16.5`, 31.
 //! - Q4_1: `d = (max - min) / 15`, `m = min`, `q = min(15, trunc((x - min) * (1/d) + 0.5))`.
 //! - TQ2_0: `d = amax`, `q = lroundf(x * (1/d)) + 1`.
-//! - Q4_K and Q6_K: fitted sub-block scales (`make_qkx2_quants`, `make_qx_quants`),
-//!   quantized to 6 or 8 bits, values rounded to nearest (ties to even) against them.
+//! - Q2_K .. Q6_K: fitted sub-block scales (`make_qkx2_quants`, `make_q3_quants`,
+//!   `make_qx_quants`), quantized to 4, 6 or 8 bits, values rounded to nearest (ties to
+//!   even) against them.
+//! - IQ4_NL, IQ4_XS: 4-bit indices into the non-linear `kvalues_iq4nl` code book, the
+//!   scale (and IQ4_XS's 6-bit sub-block scales) fitted with a search of trial scales.
 //!
 //! `d` is stored as IEEE f16 rounded to nearest even. Dequantization multiplies by that
 //! f16 scale (widened to f32).
