@@ -6,6 +6,7 @@
 //! cargo run --release --example bench_matmul -- quick   # 4096x4096 only, M = 1 and 32
 //! RAYON_NUM_THREADS=1 cargo run --release --example bench_matmul
 //! cargo run --release --example bench_matmul -- quick m=32 only=q4_0   # one M, our formats containing "q4_0"
+//! cargo run --release --example bench_matmul -- shape=640x2048 only=q4_1,q5_0   # several, comma separated
 //! cargo run --release --example bench_matmul -- shape=11008x4096 m=1    # one shape (N x K)
 //! cargo run --release --example bench_matmul -- models only=q4_1   # SmolLM2's and Gemma 3 270M's shapes
 //! ```
@@ -148,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => {
             let (n, k) = s.split_once('x').ok_or("shape=NxK, e.g. shape=11008x4096")?;
             let (n, k) = (n.parse()?, k.parse::<usize>()?);
-            if n == 0 || k == 0 || k % 32 != 0 {
+            if n == 0 || k == 0 || !k.is_multiple_of(32) {
                 return Err(format!("shape={s}: N and K must be positive and K a multiple of 32").into());
             }
             vec![(n, k)]
@@ -166,7 +167,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (2048, 640),
             (640, 1024),
             (1024, 640),
-            (262144, 640),
+            (262_144, 640),
         ],
         None => vec![(4096, 4096), (11008, 4096), (4096, 11008)],
     };
@@ -198,7 +199,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let ours: Vec<QuantFormat> = ours
         .into_iter()
-        .filter(|f| only.as_ref().is_none_or(|o| f.to_string().contains(o.as_str())))
+        .filter(|f| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|o| f.to_string().contains(o)))
+        })
         .collect();
     let mut rng = Rng(42);
     println!(
@@ -213,8 +217,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut candle = Vec::new();
         let mut dtypes = vec![GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K];
         dtypes.extend(ours.iter().filter_map(|&f| candle_dtype(f)));
-        dtypes.dedup();
-        dtypes.retain(|&d| k % d.block_size() == 0);
+        let mut seen = Vec::new();
+        dtypes.retain(|d| {
+            let first = !seen.contains(d);
+            seen.push(*d);
+            first
+        });
+        dtypes.retain(|&d| k.is_multiple_of(d.block_size()));
         for dtype in dtypes {
             let q = QTensor::quantize(&wt, dtype)?;
             let bytes = q.storage_size_in_bytes();
@@ -390,8 +399,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Whether `format`'s blocks divide rows of `k` values.
 fn fits(format: QuantFormat, k: usize) -> bool {
     match format {
-        QuantFormat::Tq2_0 | QuantFormat::Q4K | QuantFormat::Q6K => k % 256 == 0,
-        _ => k % 32 == 0,
+        QuantFormat::Tq2_0 | QuantFormat::Q4K | QuantFormat::Q6K => k.is_multiple_of(256),
+        _ => k.is_multiple_of(32),
     }
 }
 
