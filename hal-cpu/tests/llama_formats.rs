@@ -149,3 +149,42 @@ fn quant_linear_and_the_provider_take_the_new_formats() {
         assert!(matches!(CpuProvider.supports(&spec), Support::Yes), "{format}");
     }
 }
+
+/// The block formats without an integer kernel yet: the exact path (their blocks decoded
+/// through aihal-quantize) within `1e-5 Σ|x||w|` of the reference, the int8 option falling back
+/// to it, and the provider taking them.
+#[test]
+fn the_other_block_formats_run_on_the_exact_path() {
+    let k = 512;
+    for (s, format) in [
+        QuantFormat::Q5_1,
+        QuantFormat::Q2K,
+        QuantFormat::Q3K,
+        QuantFormat::Q5K,
+        QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(!has_int8_activation_path(format), "{format}");
+        let w = weight(format, 20, k, 70 + s as u64);
+        for m in [1, 17] {
+            let x = draws(200 + m as u64, m * k);
+            let want = reference::matmul(&x, m, &w).unwrap();
+            let (scale, _) = scales(&x, m, &w);
+            let exact = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
+            let int8 = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::default()).unwrap();
+            assert_eq!(exact, int8, "{format}: the int8 option takes the f32 path");
+            for i in 0..want.len() {
+                assert!((exact[i] - want[i]).abs() <= 1e-5 * scale[i], "{format} m={m} at {i}");
+            }
+        }
+        let spec = OpSpec::Linear {
+            weight: &w,
+            bias: None,
+            precision: aihal_ops::LinearPrecision::Int8Activations,
+        };
+        assert!(matches!(CpuProvider.supports(&spec), Support::Yes), "{format}");
+    }
+}

@@ -108,6 +108,19 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             panels: false,
             packing: Packing::None("no packed kernel reads its blocks yet"),
         },
+        // The other llama.cpp block formats: decoded through `aihal_quantize::decode` on the
+        // exact path; no integer kernel reads their blocks yet.
+        QuantFormat::Q5_1
+        | QuantFormat::Q2K
+        | QuantFormat::Q3K
+        | QuantFormat::Q5K
+        | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs => Entry {
+            exact: yes,
+            q8: Err("no integer kernel reads its blocks yet (the f32 path decodes them)"),
+            panels: false,
+            packing: Packing::None("no packed kernel reads its blocks yet"),
+        },
         QuantFormat::Ternary => Entry {
             exact: yes,
             q8: Err("its codes are not stored in blocks of 32 with a scale each"),
