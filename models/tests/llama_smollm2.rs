@@ -9,6 +9,22 @@ use aihal_models::llama::{generate, GenerateOptions, LlamaModel, LlamaOptions, S
 use aihal_ops::LinearPrecision;
 use common::{argmax, cpu_executor, LlamaPeer};
 
+fn main() {
+    common::run(vec![
+        common::trial(
+            "smollm2_q4_1_first_step_matches_candle",
+            &[common::Data::Gguf(SMOLLM2)],
+            smollm2_q4_1_first_step_matches_candle,
+        ),
+        common::trial(
+            "smollm2_q4_1_greedy_tokens_match_candle",
+            &[common::Data::Gguf(SMOLLM2)],
+            smollm2_q4_1_greedy_tokens_match_candle,
+        )
+        .with_ignored_flag(cfg!(debug_assertions)),
+    ]);
+}
+
 /// The chat turn `<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n`
 /// as SmolLM2 token ids (`<|im_start|>`, `user`, `Ċ`, `What`, `Ġis`, `Ġthe`, `Ġcapital`, `Ġof`,
 /// `ĠFrance`, `?`, `<|im_end|>`, `Ċ`, `<|im_start|>`, `ass`, `istant`, `Ċ` of the file's
@@ -60,21 +76,20 @@ fn check_first_step(model: &LlamaModel, path: &std::path::Path, prompt: &[u32]) 
     assert_eq!(argmax(&ours), argmax(&exact));
 }
 
-fn smollm2() -> Option<(LlamaModel, std::path::PathBuf)> {
-    let path = common::gguf_testdata("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn smollm2() -> (LlamaModel, std::path::PathBuf) {
+    let path = common::gguf_path(SMOLLM2);
     let t = std::time::Instant::now();
     let model = LlamaModel::load(&cpu_executor(), &path, LlamaOptions::default()).unwrap();
     eprintln!("SmolLM2: loaded in {:.2?}", t.elapsed());
-    Some((model, path))
+    (model, path)
 }
 
 /// The short prompt's first step: cheap enough for debug builds (a forward of SmolLM2 over
 /// 16 tokens takes about 20 s in a debug build here, candle's about 35 s).
-#[test]
 fn smollm2_q4_1_first_step_matches_candle() {
-    let Some((model, path)) = smollm2() else {
-        return;
-    };
+    let (model, path) = smollm2();
     check_first_step(&model, &path, PROMPTS[0]);
 }
 
@@ -89,12 +104,8 @@ fn smollm2_q4_1_first_step_matches_candle() {
 ///
 /// Ignored in debug builds, where it takes minutes: `cargo test --release -p aihal-models
 /// --test llama_smollm2` runs it (or `-- --ignored` in debug).
-#[test]
-#[cfg_attr(debug_assertions, ignore = "minutes in a debug build; run with --release")]
 fn smollm2_q4_1_greedy_tokens_match_candle() {
-    let Some((model, path)) = smollm2() else {
-        return;
-    };
+    let (model, path) = smollm2();
     check_first_step(&model, &path, CHAT);
     for prompt in PROMPTS {
         check_first_step(&model, &path, prompt);

@@ -18,7 +18,32 @@ use aihal_models::pooling::cosine;
 use aihal_models::{EmbedderOptions, LinearWeights, SentenceEmbedder};
 use aihal_ops::Executor;
 use aihal_quantize::QuantFormat;
-use common::{cpu_executor, max_abs_diff, minilm_dir, Peer};
+use common::{cpu_executor, max_abs_diff, minilm_dir, Data, Peer};
+
+fn main() {
+    common::run(vec![
+        common::trial(
+            "minilm_tokenizer_gives_bert_uncased_ids",
+            &[Data::MiniLm],
+            minilm_tokenizer_gives_bert_uncased_ids,
+        ),
+        common::trial(
+            "minilm_f32_embeddings_match_candle_transformers",
+            &[Data::MiniLm],
+            minilm_f32_embeddings_match_candle_transformers,
+        ),
+        common::trial(
+            "minilm_similar_sentences_score_higher_than_unrelated_ones",
+            &[Data::MiniLm],
+            minilm_similar_sentences_score_higher_than_unrelated_ones,
+        ),
+        common::trial(
+            "minilm_q8_0_embeddings_stay_close_to_f32",
+            &[Data::MiniLm],
+            minilm_q8_0_embeddings_stay_close_to_f32,
+        ),
+    ]);
+}
 
 /// Sentences of different lengths (so the batch pads), punctuation, case and a word the
 /// vocabulary splits into pieces.
@@ -37,21 +62,17 @@ fn exec() -> &'static Arc<Executor> {
 }
 
 /// MiniLM with f32 linear weights, loaded once (a debug-build load takes seconds).
-fn f32_model() -> Option<&'static SentenceEmbedder> {
-    static MODEL: OnceLock<Option<SentenceEmbedder>> = OnceLock::new();
-    MODEL.get_or_init(|| load(LinearWeights::F32)).as_ref()
+fn f32_model() -> &'static SentenceEmbedder {
+    static MODEL: OnceLock<SentenceEmbedder> = OnceLock::new();
+    MODEL.get_or_init(|| load(LinearWeights::F32))
 }
 
-fn load(weights: LinearWeights) -> Option<SentenceEmbedder> {
-    let dir = minilm_dir()?;
-    Some(SentenceEmbedder::load(exec(), dir, EmbedderOptions::default().weights(weights)).unwrap())
+fn load(weights: LinearWeights) -> SentenceEmbedder {
+    SentenceEmbedder::load(exec(), minilm_dir(), EmbedderOptions::default().weights(weights)).unwrap()
 }
 
-#[test]
 fn minilm_tokenizer_gives_bert_uncased_ids() {
-    let Some(embedder) = f32_model() else {
-        return;
-    };
+    let embedder = f32_model();
     // bert-base-uncased's vocabulary: [CLS] 101, hello 7592, world 2088, [SEP] 102, [PAD] 0.
     let batch = embedder.tokenize(&["Hello WORLD", "hello"]).unwrap();
     assert_eq!(batch.ids(), &[101, 7592, 2088, 102, 101, 7592, 102, 0]);
@@ -65,13 +86,10 @@ fn minilm_tokenizer_gives_bert_uncased_ids() {
     assert_eq!(batch.ids()[511], 102);
 }
 
-#[test]
 fn minilm_f32_embeddings_match_candle_transformers() {
-    let Some(embedder) = f32_model() else {
-        return;
-    };
+    let embedder = f32_model();
     let ours = embedder.embed(&SENTENCES).unwrap();
-    let peer = Peer::load(&minilm_dir().unwrap());
+    let peer = Peer::load(&minilm_dir());
     let theirs = peer.embeddings(&embedder.tokenize(&SENTENCES).unwrap());
     let diff = max_abs_diff(&ours, &theirs);
     let worst_cos = ours
@@ -85,11 +103,8 @@ fn minilm_f32_embeddings_match_candle_transformers() {
     println!("{}", exec().report());
 }
 
-#[test]
 fn minilm_similar_sentences_score_higher_than_unrelated_ones() {
-    let Some(embedder) = f32_model() else {
-        return;
-    };
+    let embedder = f32_model();
     // (anchor, paraphrase, unrelated)
     let triples = [
         (
@@ -126,12 +141,9 @@ fn minilm_similar_sentences_score_higher_than_unrelated_ones() {
     }
 }
 
-#[test]
 fn minilm_q8_0_embeddings_stay_close_to_f32() {
-    let Some(f32s) = f32_model() else {
-        return;
-    };
-    let q8 = load(LinearWeights::quantized(QuantFormat::Q8_0)).unwrap();
+    let f32s = f32_model();
+    let q8 = load(LinearWeights::quantized(QuantFormat::Q8_0));
     let a = f32s.embed(&SENTENCES).unwrap();
     let b = q8.embed(&SENTENCES).unwrap();
     for ((s, x), y) in SENTENCES.iter().zip(&a).zip(&b) {

@@ -6,6 +6,8 @@
 //! detokenizer yields the same text as `decode`, and the chat templates render what reading
 //! them says. On small GGUF files written here: hand-checked BPE and SentencePiece merges,
 //! and malformed metadata that must give a `CoreError`, never a panic.
+mod common;
+
 use std::fs::File;
 use std::io::{BufReader, Cursor};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,67 @@ use std::sync::OnceLock;
 use aihal_core::CoreError;
 use aihal_models::tokenizer::{ChatMessage, ChatTemplate, GgufTokenizer};
 use aihal_quantize::GgufFile;
+use common::Data;
+
+fn main() {
+    common::run(vec![
+        common::trial(
+            "smollm_ids_equal_llama_cpp",
+            &[Data::Gguf(SMOLLM)],
+            smollm_ids_equal_llama_cpp,
+        ),
+        common::trial(
+            "gemma_ids_equal_llama_cpp",
+            &[Data::Gguf(GEMMA)],
+            gemma_ids_equal_llama_cpp,
+        ),
+        common::trial(
+            "smollm_round_trip_and_stream",
+            &[Data::Gguf(SMOLLM)],
+            smollm_round_trip_and_stream,
+        ),
+        common::trial(
+            "gemma_round_trip_and_stream",
+            &[Data::Gguf(GEMMA)],
+            gemma_round_trip_and_stream,
+        ),
+        common::trial(
+            "stream_holds_back_split_characters",
+            &[Data::Gguf(SMOLLM)],
+            stream_holds_back_split_characters,
+        ),
+        common::trial(
+            "stream_holds_back_byte_fallback_tokens",
+            &[Data::Gguf(GEMMA)],
+            stream_holds_back_byte_fallback_tokens,
+        ),
+        common::trial(
+            "special_ids_follow_the_files",
+            &[Data::Gguf(SMOLLM), Data::Gguf(GEMMA)],
+            special_ids_follow_the_files,
+        ),
+        common::trial(
+            "ids_outside_the_vocabulary_are_errors",
+            &[Data::Gguf(SMOLLM)],
+            ids_outside_the_vocabulary_are_errors,
+        ),
+        common::trial("smollm_chat_template", &[Data::Gguf(SMOLLM)], smollm_chat_template),
+        common::trial(
+            "gemma_file_has_no_chat_template",
+            &[Data::Gguf(GEMMA)],
+            gemma_file_has_no_chat_template,
+        ),
+        common::trial("gemma3_chat_template", &[Data::Gguf(GEMMA)], gemma3_chat_template),
+        common::trial(
+            "python_string_methods_in_templates",
+            &[],
+            python_string_methods_in_templates,
+        ),
+        common::trial("tiny_gpt2_vocabulary", &[], tiny_gpt2_vocabulary),
+        common::trial("tiny_sentencepiece_vocabulary", &[], tiny_sentencepiece_vocabulary),
+        common::trial("bad_metadata_is_an_error", &[], bad_metadata_is_an_error),
+    ]);
+}
 
 const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
@@ -22,28 +85,12 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer")
 }
 
-/// The parsed header of a real GGUF file, or `None` (with a loud message) when it is missing
-/// and `AIHAL_REQUIRE_TESTDATA` is not `1`.
-fn real_file(name: &str) -> Option<GgufFile> {
-    let dir = std::env::var_os("AIHAL_GGUF_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/gguf"),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
-    if !path.exists() {
-        let msg = format!(
-            "{} not found: `bash .ci/run` fetches it into .testdata/gguf (or point AIHAL_GGUF_DIR at a directory that has it)",
-            path.display()
-        );
-        assert!(
-            std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-            "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
-        );
-        eprintln!("\n*** SKIPPED: {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
-        return None;
-    }
+/// The parsed header of a real GGUF file (the harness runs a test that needs one only when
+/// it is there: [`common::Data::Gguf`]).
+fn real_file(name: &str) -> GgufFile {
+    let path = common::gguf_path(name);
     let file = File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    Some(GgufFile::read(&mut BufReader::new(file)).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display())))
+    GgufFile::read(&mut BufReader::new(file)).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
 /// One file and its tokenizer, built once per test binary (Gemma's 262,144-token vocabulary
@@ -53,16 +100,15 @@ struct Loaded {
     tokenizer: GgufTokenizer,
 }
 
-fn loaded(name: &str) -> Option<&'static Loaded> {
-    static SMOL: OnceLock<Option<Loaded>> = OnceLock::new();
-    static GEM: OnceLock<Option<Loaded>> = OnceLock::new();
+fn loaded(name: &str) -> &'static Loaded {
+    static SMOL: OnceLock<Loaded> = OnceLock::new();
+    static GEM: OnceLock<Loaded> = OnceLock::new();
     let cell = if name == SMOLLM { &SMOL } else { &GEM };
     cell.get_or_init(|| {
-        let file = real_file(name)?;
+        let file = real_file(name);
         let tokenizer = GgufTokenizer::from_gguf(&file).unwrap_or_else(|e| panic!("tokenizer of {name}: {e}"));
-        Some(Loaded { file, tokenizer })
+        Loaded { file, tokenizer }
     })
-    .as_ref()
 }
 
 #[derive(serde::Deserialize)]
@@ -83,7 +129,7 @@ fn strings() -> Vec<String> {
 }
 
 fn check_llama_cpp_ids(name: &str, fixture: &str) {
-    let Some(l) = loaded(name) else { return };
+    let l = loaded(name);
     let path = fixtures().join(fixture);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Fixture = serde_json::from_str(&text).unwrap();
@@ -107,19 +153,17 @@ fn check_llama_cpp_ids(name: &str, fixture: &str) {
     );
 }
 
-#[test]
 fn smollm_ids_equal_llama_cpp() {
     check_llama_cpp_ids(SMOLLM, "smollm2-135m-instruct.json");
 }
 
-#[test]
 fn gemma_ids_equal_llama_cpp() {
     check_llama_cpp_ids(GEMMA, "gemma-3-270m.json");
 }
 
 /// `decode(encode(s))` gives `s` back, and streaming gives the same text as `decode`.
 fn check_round_trip_and_stream(name: &str) {
-    let Some(l) = loaded(name) else { return };
+    let l = loaded(name);
     let t = &l.tokenizer;
     for s in strings() {
         let ids = t.encode(&s, false).unwrap();
@@ -153,19 +197,16 @@ fn check_round_trip_and_stream(name: &str) {
     assert_eq!(t.decode(&ids, true).unwrap(), "Hello world");
 }
 
-#[test]
 fn smollm_round_trip_and_stream() {
     check_round_trip_and_stream(SMOLLM);
 }
 
-#[test]
 fn gemma_round_trip_and_stream() {
     check_round_trip_and_stream(GEMMA);
 }
 
-#[test]
 fn stream_holds_back_split_characters() {
-    let Some(l) = loaded(SMOLLM) else { return };
+    let l = loaded(SMOLLM);
     let t = &l.tokenizer;
     // The crab is four bytes; SmolLM2's byte-level BPE spells it with more than one token.
     let ids = t.encode("🦀", false).unwrap();
@@ -181,9 +222,8 @@ fn stream_holds_back_split_characters() {
     assert_eq!(stream.push(ids[ids.len() - 1]).unwrap().as_deref(), Some("🦀"));
 }
 
-#[test]
 fn stream_holds_back_byte_fallback_tokens() {
-    let Some(l) = loaded(GEMMA) else { return };
+    let l = loaded(GEMMA);
     let t = &l.tokenizer;
     // U+13000 is not in Gemma's vocabulary: it is spelled as its four UTF-8 bytes
     // <0xF0><0x93><0x80><0x80> (ids 238 + byte value, as llama.cpp's fixture also shows).
@@ -201,9 +241,9 @@ fn stream_holds_back_byte_fallback_tokens() {
     assert_eq!(stream.push(ids[3]).unwrap().as_deref(), Some("\u{13000}"));
 }
 
-#[test]
 fn special_ids_follow_the_files() {
-    if let Some(l) = loaded(SMOLLM) {
+    {
+        let l = loaded(SMOLLM);
         let t = &l.tokenizer;
         // SmolLM2: bos 1 (<|im_start|>), eos 2 (<|im_end|>), add_bos_token false.
         assert_eq!(
@@ -215,7 +255,8 @@ fn special_ids_follow_the_files() {
         assert_eq!(t.stop_ids(), &[2, 0]);
         assert_eq!(t.encode("Hi", true).unwrap(), t.encode("Hi", false).unwrap());
     }
-    if let Some(l) = loaded(GEMMA) {
+    {
+        let l = loaded(GEMMA);
         let t = &l.tokenizer;
         // Gemma 3: bos 2, eos 1, add_bos_token true; <end_of_turn> is 106.
         assert_eq!(
@@ -230,9 +271,8 @@ fn special_ids_follow_the_files() {
     }
 }
 
-#[test]
 fn ids_outside_the_vocabulary_are_errors() {
-    let Some(l) = loaded(SMOLLM) else { return };
+    let l = loaded(SMOLLM);
     let t = &l.tokenizer;
     let err = t.decode(&[5, 49152], false).unwrap_err();
     assert!(matches!(err, CoreError::InvalidInput(_)), "{err}");
@@ -249,9 +289,8 @@ fn conversation() -> Vec<ChatMessage> {
     ]
 }
 
-#[test]
 fn smollm_chat_template() {
-    let Some(l) = loaded(SMOLLM) else { return };
+    let l = loaded(SMOLLM);
     let template = ChatTemplate::from_gguf(&l.file)
         .unwrap()
         .expect("SmolLM2 has a chat template");
@@ -283,16 +322,14 @@ fn smollm_chat_template() {
     assert_eq!(ids.iter().filter(|&&id| id == 2).count(), 2, "<|im_end|> twice");
 }
 
-#[test]
 fn gemma_file_has_no_chat_template() {
-    let Some(l) = loaded(GEMMA) else { return };
+    let l = loaded(GEMMA);
     // This Gemma 3 270M file stores no `tokenizer.chat_template` (checked by listing its keys).
     assert!(ChatTemplate::from_gguf(&l.file).unwrap().is_none());
 }
 
 /// Gemma 3's template (from the `tokenizer_config.json` of google/gemma-3 instruction-tuned
 /// checkpoints): `raise_exception`, `| trim`, `is string`, list slicing, `loop.first`.
-#[test]
 fn gemma3_chat_template() {
     let source = std::fs::read_to_string(fixtures().join("gemma3-chat-template.jinja")).unwrap();
     let template = ChatTemplate::new(&source, "<bos>", "<eos>").unwrap();
@@ -320,7 +357,8 @@ fn gemma3_chat_template() {
     assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
 
     // The rendered prompt tokenizes with its markers as single tokens.
-    if let Some(l) = loaded(GEMMA) {
+    {
+        let l = loaded(GEMMA);
         let ids = l
             .tokenizer
             .encode(&template.render(&conversation(), true).unwrap(), false)
@@ -331,7 +369,6 @@ fn gemma3_chat_template() {
     }
 }
 
-#[test]
 fn python_string_methods_in_templates() {
     let source =
         "{% for m in messages %}[{{ m.content.strip() }}|{{ m.content.lstrip() }}|{{ m.content.rstrip(' x') }}\
@@ -419,7 +456,6 @@ fn parse(kvs: &[(&str, V)]) -> GgufFile {
 /// Byte-level BPE: "ab ab" splits into "ab" and " ab" (byte-level "Ġab"); merges apply in
 /// rank order ("Ġ a" before "a b", so " ab" becomes "Ġa" + "b", then "Ġab"); the control token
 /// is matched whole in the text.
-#[test]
 fn tiny_gpt2_vocabulary() {
     let tokens = ["a", "b", "ab", "Ġ", "Ġa", "Ġab", "<|end|>"];
     let file = parse(&[
@@ -444,7 +480,6 @@ fn tiny_gpt2_vocabulary() {
 /// SentencePiece BPE: the pair whose concatenation scores highest merges first.
 /// "ab" with a space prefix is "▁ab"; with "▁a" scoring above "ab" it becomes [▁a, b], with the
 /// scores swapped [▁, ab]. "!" is not a token and falls back to its byte token.
-#[test]
 fn tiny_sentencepiece_vocabulary() {
     let tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "ab", "<0x21>"];
     let types = [2, 3, 3, 1, 1, 1, 1, 1, 6];
@@ -483,7 +518,6 @@ fn invalid_input(e: &CoreError) -> bool {
     matches!(e, CoreError::InvalidInput(_))
 }
 
-#[test]
 fn bad_metadata_is_an_error() {
     let tokens = ["a", "b", "ab"];
     expect_error(

