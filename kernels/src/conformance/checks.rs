@@ -58,17 +58,12 @@ pub fn format_cases() -> Vec<(QuantFormat, Vec<usize>)> {
 
 /// Per element, the magnitude of the additive term of its format's definition: `|m|` of
 /// the block for Q4_1 and Q5_1 (`q d + m`), `dmin m` of the sub-block for Q4_K, Q5_K and
-/// Q2_K (`(d sc) q - dmin m`),
-/// zero for every other format (a value is a scaled code there). Read from the blocks as
-/// `aihal_quantize::format` lays them out.
+/// Q2_K (`(d sc) q - dmin m`), zero for every other format (a value is a scaled code
+/// there). Read from the blocks as `aihal_quantize::format` lays them out.
 ///
 /// A kernel may contract `q d + m` into a fused multiply-add, or sum `d Σ q x` and
 /// `m Σ x` apart: either way its rounding scales with `|q d| + |m| ≤ |w| + 2 |m|`, which can
 /// be far above `|w|` where the two terms cancel.
-///
-/// # Panics
-///
-/// When `q` is not rank 2 (the case tables use matrices).
 pub fn offsets(q: &QuantizedTensor) -> Vec<f32> {
     let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     let twice = |m: f32| [m, m];
