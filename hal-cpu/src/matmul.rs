@@ -110,7 +110,8 @@ impl MatmulOptions {
 }
 
 /// [`check_matmul`], and that this crate's table of formats has kernels for the weight's format
-/// (a format newer than the table is `NotImplemented`, which an executor places elsewhere).
+/// (a format the table says it cannot run is `NotImplemented`, which an executor places
+/// elsewhere).
 pub(crate) fn check_weight(x_len: usize, m: usize, w: &QuantizedTensor) -> Result<(usize, usize)> {
     let shape = check_matmul(x_len, m, w)?;
     kernels::formats::entry(w.format())

@@ -301,7 +301,8 @@ impl Provider for CpuProvider {
     fn supports(&self, spec: &OpSpec<'_>) -> Support {
         // Every op of the set, every format of the crate's table of formats: the packed
         // kernels where a format has them, the generic kernels (which decode any format)
-        // elsewhere. A format newer than the table is refused, with the table's reason.
+        // elsewhere. The table names every format (an exhaustive match): a format without
+        // an exact kernel would be refused here with the table's reason.
         if let Some(format) = spec.format() {
             if let Err(why) = crate::kernels::formats::entry(format).exact {
                 return Support::No(format!("{format} weights: {why}"));

@@ -35,7 +35,6 @@ use std::fmt;
 
 /// A quantization format with its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum QuantFormat {
     /// NormalFloat4 (QLoRA / bitsandbytes), blockwise absmax.
     Nf4 {
