@@ -39,11 +39,12 @@ pub(crate) struct Facts {
     pub(crate) table: Table,
 }
 
-/// How the kernels decode `format` in rows of `row_len` values, or `None` when they do not.
+/// How the kernels decode `format` in rows of `row_len` values (every format has a decoder:
+/// the match names each one).
 ///
 /// NF4 with double quantization also needs the tensor's nested absmax; the upload checks
 /// that, since it is a property of the tensor, not of the format.
-pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
+pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Facts {
     let (kind, block, table) = match format {
         // llama.cpp's blocks, read as stored (`aihal_quantize::format`'s layout table):
         // 32 values per block, the scale (and minimum) inline.
@@ -76,11 +77,11 @@ pub(crate) fn facts(format: QuantFormat, row_len: usize) -> Option<Facts> {
         QuantFormat::Fp8E4M3 { block_size } => fp8(block_size, Table::E4M3),
         QuantFormat::Fp8E5M2 { block_size } => fp8(block_size, Table::E5M2),
     };
-    Some(Facts {
+    Facts {
         kind,
         block: block.max(1),
         table,
-    })
+    }
 }
 
 fn fp8(block_size: Option<usize>, table: Table) -> (u32, usize, Table) {

@@ -66,15 +66,13 @@ fn non_empty(v: &[f32]) -> &[f32] {
     }
 }
 
-/// Whether [`DeviceQuantized::upload`] takes `q` on `ctx`'s device, and why not: a format
-/// the kernels do not decode, NF4 double quantization without its nested absmax, a packed
+/// Whether [`DeviceQuantized::upload`] takes `q` on `ctx`'s device, and why not: NF4 double
+/// quantization without its nested absmax, a packed
 /// buffer larger than the device's largest buffer, or more elements than 32-bit indexing
 /// reaches.
 pub fn device_support<R: Runtime>(ctx: &Context<R>, q: &QuantizedTensor) -> std::result::Result<(), String> {
     let format = q.format();
-    let Some(facts) = facts(format, q.row_len()) else {
-        return Err(format!("{format} has no CubeCL decoder"));
-    };
+    let facts = facts(format, q.row_len());
     if facts.kind == kind::NF4_DOUBLE && q.nested().is_none() {
         return Err("NF4 with double quantization needs its nested absmax (QuantizedTensor::with_nested)".into());
     }
@@ -106,9 +104,7 @@ impl<R: Runtime> DeviceQuantized<R> {
                 q.shape()
             )));
         }
-        let Some(facts) = facts(format, k) else {
-            return Err(CoreError::unsupported("device upload", format));
-        };
+        let facts = facts(format, k);
         let mut lut = table_values(facts.table)?;
         let mut nested_words = vec![0u32];
         let mut nested_scales = vec![0.0f32];
