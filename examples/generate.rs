@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use aihal::models::llama::{generate, GenerateOptions, LlamaModel, LlamaOptions, SamplingOptions};
 use aihal::models::tokenizer::{ChatMessage, ChatTemplate, GgufTokenizer};
+use aihal::ops::table::MClass;
 use aihal::quantize::GgufFile;
 use aihal::{CoreError, DeviceConfig, Result};
 
@@ -129,7 +130,17 @@ fn run() -> Result<()> {
     );
     let file = GgufFile::read(&mut reader)?;
     let tokenizer = GgufTokenizer::from_gguf(&file)?;
-    let model = LlamaModel::from_gguf(&exec, &file, reader, LlamaOptions::default())?;
+    let mut model = LlamaModel::from_gguf(&exec, &file, reader, LlamaOptions::default())?;
+    // With a measured dispatch table (`cargo run --release --example calibrate`), decode and the
+    // prompt each follow a plan: the table's op times plus the moves between providers.
+    if exec.table().is_some() && !exec.device_requested() {
+        for (phase, m) in [("decode", MClass::One), ("prompt", MClass::Many)] {
+            match model.follow_plan(m) {
+                Ok(plan) => eprintln!("{phase} plan: {} ({} moves)", plan.devices.join(" "), plan.transfers),
+                Err(e) => eprintln!("{phase}: no plan ({e}); ops stay where they were placed"),
+            }
+        }
+    }
     eprintln!(
         "{}: {} layers, hidden {}, vocabulary {}; loaded in {:.2?}; ops placed on {}",
         args.gguf.display(),

@@ -509,3 +509,57 @@ fn bad_input_is_an_error_naming_what() {
     assert!(message(&e).contains("max_len 8"), "{e}");
     assert_eq!(small.position(), TINY_PROMPT.len());
 }
+
+/// A plan from a dispatch table: without a table there is none (an error naming the fix);
+/// with one, every op of the chain has a device, and the model computes what it did before
+/// (here the table lists the CPU alone, so the plan keeps everything there, the embedding and
+/// rotary steps the table never measured included).
+#[test]
+fn the_model_follows_a_plan_from_the_dispatch_table() {
+    use aihal_ops::table::{DispatchTable, Entry, Fingerprint, MClass, Measured, OpKey, Parity, SizeClass};
+    use aihal_ops::OpKind;
+
+    let file = tiny_file(Weights::Q8);
+    let mut model = load(file.path(), LinearPrecision::F32);
+    let err = model.follow_plan(MClass::One).unwrap_err();
+    assert!(
+        err.is_not_implemented() && err.to_string().contains("calibrate"),
+        "{err}"
+    );
+
+    let entry = |op, format: Option<&str>, size| Entry {
+        key: OpKey {
+            op,
+            format: format.map(str::to_owned),
+            m: MClass::One,
+            size,
+        },
+        date: "2026-12-06".into(),
+        providers: vec![Measured {
+            device: "cpu".into(),
+            median_ns: Some(1000),
+            parity: Parity::Pass { max_error: 0.1 },
+        }],
+    };
+    let table = DispatchTable {
+        machine: Fingerprint::of_this_machine(vec![]),
+        entries: vec![
+            entry(OpKind::RmsNorm, None, SizeClass::of(0)),
+            entry(OpKind::Linear, Some("q8_0"), SizeClass::of(0)),
+        ],
+        transfers: vec![],
+    };
+    let provider: Arc<dyn aihal_ops::Provider> = Arc::new(aihal_cpu::CpuProvider);
+    let exec = Executor::builder().provider(provider).table(table).build().unwrap();
+    let mut planned = LlamaModel::load(&exec, file.path(), LlamaOptions::default()).unwrap();
+    let before = logits(&planned, &[1, 5, 9]);
+    let plan = planned.follow_plan(MClass::One).unwrap();
+    assert_eq!(
+        plan.devices.len(),
+        16,
+        "embedding, one layer's 13 ops, output norm and output"
+    );
+    assert!(plan.devices.iter().all(|d| d == "cpu"), "{plan:?}");
+    assert_eq!(plan.transfers, 0);
+    assert_eq!(logits(&planned, &[1, 5, 9]), before);
+}

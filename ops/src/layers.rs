@@ -99,6 +99,8 @@ pub trait Planned {
     fn op_key(&self, m: MClass) -> OpKey;
     /// The devices the op was prepared on, the first-runner of each row class among them.
     fn prepared_on(&self) -> Vec<Device>;
+    /// The device that runs calls of row class `m` first now.
+    fn runs_first(&self, m: MClass) -> Device;
     /// Makes `device` (one of [`Planned::prepared_on`]) run calls of row class `m` first; the
     /// others stay fallbacks.
     ///
@@ -116,6 +118,9 @@ macro_rules! planned {
             }
             fn prepared_on(&self) -> Vec<Device> {
                 self.placed.devices().collect()
+            }
+            fn runs_first(&self, m: MClass) -> Device {
+                self.placed.device_for(m.representative())
             }
             fn pin(&mut self, m: MClass, device: Device) -> Result<()> {
                 self.placed.pin(m, device)

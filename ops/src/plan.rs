@@ -162,7 +162,11 @@ pub struct ChainOp<'a> {
 /// as in placement. An explicit device request or strict mode wins over the table: a plan
 /// that would move an op elsewhere is then an error, and no op is changed.
 ///
-/// Errors: `NotImplemented` without a dispatch table or when the table cannot place a step
+/// An op whose key the table has not measured on any device it was prepared on (an
+/// embedding, a rotary embedding: keys calibration does not probe) stays where it runs now,
+/// and the moves into and out of it are still counted.
+///
+/// Errors: `NotImplemented` without a dispatch table or when no placement connects the chain
 /// (see [`plan_chain`]); `InvalidInput` for an empty chain; `InvalidConfig` as above.
 pub fn follow_plan(exec: &crate::Executor, chain: &mut [ChainOp<'_>], m: crate::table::MClass) -> Result<Plan> {
     let mut table = exec.table().ok_or_else(|| {
@@ -183,7 +187,9 @@ pub fn follow_plan(exec: &crate::Executor, chain: &mut [ChainOp<'_>], m: crate::
             input_bytes: c.input_bytes,
         })
         .collect();
-    // Each step may go only where its op was prepared.
+    // Each step may go only where its op was prepared. A step whose key the table has not
+    // measured anywhere stays where it runs now (counted as free there): the plan moves only
+    // what was measured, and the moves around such a step are still counted.
     let mut devices: Vec<String> = Vec::new();
     for (c, s) in chain.iter().zip(&steps) {
         let prepared: Vec<String> =
@@ -192,8 +198,23 @@ pub fn follow_plan(exec: &crate::Executor, chain: &mut [ChainOp<'_>], m: crate::
                 .filter(|d| allowed(d))
                 .map(ToString::to_string)
                 .collect();
-        if let Some(e) = table.entries.iter_mut().find(|e| e.key == s.key) {
-            e.providers.retain(|p| prepared.contains(&p.device));
+        let measured = table.entries.iter_mut().find(|e| e.key == s.key).map(|e| {
+            e.providers.retain(|p| {
+                prepared.contains(&p.device) && matches!(p.parity, Parity::Pass { .. }) && p.median_ns.is_some()
+            });
+            !e.providers.is_empty()
+        });
+        if measured != Some(true) {
+            table.entries.retain(|e| e.key != s.key);
+            table.entries.push(crate::table::Entry {
+                key: s.key.clone(),
+                date: String::new(),
+                providers: vec![crate::table::Measured {
+                    device: c.op.runs_first(m).to_string(),
+                    median_ns: Some(0),
+                    parity: Parity::Pass { max_error: 0.0 },
+                }],
+            });
         }
         for d in prepared {
             if !devices.contains(&d) {

@@ -180,3 +180,31 @@ fn without_a_table_there_is_no_plan() {
         "{err}"
     );
 }
+
+#[test]
+fn an_op_the_table_never_measured_stays_where_it_runs_and_its_moves_still_count() {
+    let counters = Arc::new(Counters::default());
+    let gpu = Gpu {
+        counters: Arc::clone(&counters),
+        behaviour: Behaviour::Right,
+        ops: &["softmax", "add"],
+        max_values: usize::MAX,
+    };
+    let mut t = table();
+    t.entries.retain(|e| e.key.op != OpKind::Add);
+    let exec = Executor::builder()
+        .provider(Arc::new(gpu))
+        .provider(Arc::new(Host))
+        .table(t)
+        .build()
+        .unwrap();
+    let mut chain = Chain::new(&exec);
+    // Unmeasured, `add` keeps the device placement gave it (the preferred one); for decode the
+    // softmaxes would be cheaper on the host, but not by the two moves around `add`.
+    assert_eq!(chain.add.device_for(1), GPU);
+    let plan = chain.plan(&exec, MClass::One).unwrap();
+    assert_eq!(plan.devices, vec![GPU.to_string(); 3], "{plan:?}");
+    assert_eq!(plan.transfers, 2);
+    let (ran, _) = chain.run(1);
+    assert_eq!(ran, vec![GPU; 3]);
+}

@@ -6,10 +6,13 @@ use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
 
+use aihal_core::Device;
 use aihal_core::{CoreError, DType, Result};
+use aihal_ops::plan::{follow_plan, ChainOp, Plan};
+use aihal_ops::table::MClass;
 use aihal_ops::{
     Add, Attention, AttentionKind, AttentionShape, Embedding, Executor, GateActivation, Gated, KvCache, Linear,
-    LinearPrecision, RmsNorm, Rope, RopeStyle, Tensor,
+    LinearPrecision, Planned, RmsNorm, Rope, RopeStyle, Tensor,
 };
 use aihal_quantize::{GgufFile, QuantizedTensor};
 
@@ -308,6 +311,112 @@ impl LlamaModel {
         self.add.executor()
     }
 
+    /// Makes the model follow a plan for calls of row class `m` (decode: `MClass::One`; a
+    /// prompt: `MClass::Many`), computed from the executor's dispatch table over one layer's
+    /// chain of ops (with the embedding before it and the output after it), measured op times
+    /// plus measured moves: every layer then runs its ops where layer 0's plan says. Attention
+    /// stays where its KV cache lives. Plan each phase once, after loading; calls then cost
+    /// what they did before.
+    ///
+    /// Errors: those of [`aihal_ops::plan::follow_plan`] (no dispatch table, a key the table
+    /// cannot place, an explicit device or strict mode that the plan would leave); on an
+    /// error no op is changed.
+    pub fn follow_plan(&mut self, m: MClass) -> Result<Plan> {
+        let c = &self.config;
+        let rows = m.representative();
+        let f32s = |n: usize| rows * n * 4;
+        let (d, ff) = (c.embedding_length, c.feed_forward_length);
+        let (q_dim, kv_dim) = (c.head_count * c.head_dim, c.head_count_kv * c.head_dim);
+        let exec = Arc::clone(self.add.executor());
+        let Some((first, rest)) = self.layers.split_first_mut() else {
+            return Err(CoreError::invalid_input("a plan needs at least one layer"));
+        };
+        let mut chain: Vec<ChainOp<'_>> = vec![
+            ChainOp {
+                op: &mut self.embed,
+                input_bytes: rows * 4,
+            },
+            ChainOp {
+                op: &mut first.attn_norm,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut first.q,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut first.k,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut first.v,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut self.rope_q,
+                input_bytes: f32s(q_dim),
+            },
+            ChainOp {
+                op: &mut self.rope_k,
+                input_bytes: f32s(kv_dim),
+            },
+            ChainOp {
+                op: &mut first.o,
+                input_bytes: f32s(q_dim),
+            },
+            ChainOp {
+                op: &mut self.add,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut first.ffn_norm,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut first.gate,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut first.up,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut self.gated,
+                input_bytes: f32s(ff),
+            },
+            ChainOp {
+                op: &mut first.down,
+                input_bytes: f32s(ff),
+            },
+            ChainOp {
+                op: &mut self.output_norm,
+                input_bytes: f32s(d),
+            },
+            ChainOp {
+                op: &mut self.output,
+                input_bytes: f32s(d),
+            },
+        ];
+        let plan = follow_plan(&exec, &mut chain, m)?;
+        drop(chain);
+        // Layer 0's devices, at its ops' positions in the chain above.
+        let [norm, q, k, v, o, ffn_norm, gate, up, down] =
+            [1, 2, 3, 4, 7, 9, 10, 11, 13].map(|i| first_devices(first, i, &plan.devices[i]));
+        let (norm, q, k, v, o, ffn_norm, gate, up, down) = (norm?, q?, k?, v?, o?, ffn_norm?, gate?, up?, down?);
+        for l in rest {
+            l.attn_norm.pin(m, norm)?;
+            l.q.pin(m, q)?;
+            l.k.pin(m, k)?;
+            l.v.pin(m, v)?;
+            l.o.pin(m, o)?;
+            l.ffn_norm.pin(m, ffn_norm)?;
+            l.gate.pin(m, gate)?;
+            l.up.pin(m, up)?;
+            l.down.pin(m, down)?;
+        }
+        Ok(plan)
+    }
+
     /// A state for one sequence of up to `max_len` positions (the context length when
     /// `None`), its KV caches allocated now, on the attention op's device.
     ///
@@ -423,4 +532,25 @@ impl LlamaModel {
             logits.to_vec()
         }
     }
+}
+
+/// The device named `name` among those layer 0's op at chain position `i` was prepared on.
+fn first_devices(first: &Layer, i: usize, name: &str) -> Result<Device> {
+    let op: &dyn Planned = match i {
+        1 => &first.attn_norm,
+        2 => &first.q,
+        3 => &first.k,
+        4 => &first.v,
+        7 => &first.o,
+        9 => &first.ffn_norm,
+        10 => &first.gate,
+        11 => &first.up,
+        _ => &first.down,
+    };
+    op.prepared_on()
+        .into_iter()
+        .find(|d| d.to_string() == name)
+        .ok_or_else(|| {
+            CoreError::not_implemented(format!("the plan names {name}, where layer 0's op was not prepared"))
+        })
 }
