@@ -43,3 +43,22 @@ pub use llama::{
     generate, GenerateOptions, Generation, Generator, LlamaConfig, LlamaModel, LlamaOptions, SamplingOptions,
 };
 pub use pooling::Pooling;
+
+/// Prefixes a message-carrying error with `what`, keeping its kind.
+pub(crate) fn context(e: aihal_core::CoreError, what: &str) -> aihal_core::CoreError {
+    use aihal_core::CoreError;
+
+    match e {
+        CoreError::InvalidInput(m) => CoreError::invalid_input(format!("{what}: {m}")),
+        CoreError::InvalidConfig(m) => CoreError::invalid_config(format!("{what}: {m}")),
+        CoreError::NotImplemented(m) => CoreError::not_implemented(format!("{what}: {m}")),
+        CoreError::ShapeMismatch {
+            context,
+            expected,
+            actual,
+        } => CoreError::shape_mismatch(format!("{what}: {context}"), expected, actual),
+        CoreError::Unsupported { op, dtype } => CoreError::unsupported(format!("{what}: {op}"), dtype),
+        CoreError::Io(e) => CoreError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}"))),
+        other => other,
+    }
+}

@@ -1,5 +1,6 @@
 //! [`BertModel`]: the encoder's ops and its forward pass; [`BertBatch`]: right-padded input.
 
+use crate::context;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -158,22 +159,6 @@ pub struct BertModel {
     add: Add,
     act: Act,
     attention: Attention,
-}
-
-/// Prefixes a message-carrying error with `what`, keeping its kind.
-fn context(e: CoreError, what: &str) -> CoreError {
-    match e {
-        CoreError::InvalidInput(m) => CoreError::invalid_input(format!("{what}: {m}")),
-        CoreError::InvalidConfig(m) => CoreError::invalid_config(format!("{what}: {m}")),
-        CoreError::NotImplemented(m) => CoreError::not_implemented(format!("{what}: {m}")),
-        CoreError::ShapeMismatch {
-            context,
-            expected,
-            actual,
-        } => CoreError::shape_mismatch(format!("{what}: {context}"), expected, actual),
-        CoreError::Unsupported { op, dtype } => CoreError::unsupported(format!("{what}: {op}"), dtype),
-        other => other,
-    }
 }
 
 impl BertModel {

@@ -34,27 +34,8 @@ mod config;
 mod generate;
 mod model;
 
-use aihal_core::CoreError;
-
 pub use config::{Architecture, LlamaConfig};
 pub use generate::{
     generate, CausalLm, GenerateOptions, Generation, Generator, Sampler, SamplingOptions, SplitMix64, StopReason,
 };
 pub use model::{LlamaModel, LlamaOptions, LlamaState};
-
-/// Prefixes a message-carrying error with `what`, keeping its kind.
-fn context(e: CoreError, what: &str) -> CoreError {
-    match e {
-        CoreError::InvalidInput(m) => CoreError::invalid_input(format!("{what}: {m}")),
-        CoreError::InvalidConfig(m) => CoreError::invalid_config(format!("{what}: {m}")),
-        CoreError::NotImplemented(m) => CoreError::not_implemented(format!("{what}: {m}")),
-        CoreError::ShapeMismatch {
-            context,
-            expected,
-            actual,
-        } => CoreError::shape_mismatch(format!("{what}: {context}"), expected, actual),
-        CoreError::Unsupported { op, dtype } => CoreError::unsupported(format!("{what}: {op}"), dtype),
-        CoreError::Io(e) => CoreError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}"))),
-        other => other,
-    }
-}

@@ -64,7 +64,7 @@ impl<R: Read + Seek> Reader<'_, R> {
             let t = self
                 .file
                 .read_tensor(&mut self.reader, name)
-                .map_err(|e| super::context(e, &format!("llama GGUF tensor {name}")))?;
+                .map_err(|e| crate::context(e, &format!("llama GGUF tensor {name}")))?;
             return Ok(Stored::Quantized(t));
         }
         self.dense(name, shape).map(Stored::Dense)
@@ -89,7 +89,7 @@ impl<R: Read + Seek> Reader<'_, R> {
         let buf = self
             .file
             .read_dense(&mut self.reader, name)
-            .map_err(|e| super::context(e, &format!("llama GGUF tensor {name}")))?;
+            .map_err(|e| crate::context(e, &format!("llama GGUF tensor {name}")))?;
         let values: Vec<f32> = match buf.dtype() {
             DType::F32 => buf.as_slice::<f32>()?.to_vec(),
             DType::F16 => buf.as_slice::<half::f16>()?.iter().map(|v| v.to_f32()).collect(),
@@ -187,8 +187,8 @@ impl LlamaModel {
             let file = GgufFile::read(&mut reader)?;
             Ok((file, reader))
         };
-        let (file, reader) = open().map_err(|e| super::context(e, &path.display().to_string()))?;
-        Self::from_gguf(exec, &file, reader, options).map_err(|e| super::context(e, &path.display().to_string()))
+        let (file, reader) = open().map_err(|e| crate::context(e, &path.display().to_string()))?;
+        Self::from_gguf(exec, &file, reader, options).map_err(|e| crate::context(e, &path.display().to_string()))
     }
 
     /// Builds the decoder of a parsed GGUF header, reading its tensors from `reader` (the
@@ -226,11 +226,11 @@ impl LlamaModel {
                 Stored::Quantized(w) => Linear::with_precision(exec, &w, None, options.precision),
                 Stored::Dense(w) => Linear::dense(exec, &w, [out, inp], None),
             }
-            .map_err(|e| super::context(e, name))
+            .map_err(|e| crate::context(e, name))
         };
         let norm = |r: &mut Reader<'_, R>, name: &str| -> Result<RmsNorm> {
             let w = r.dense(name, &[h])?;
-            RmsNorm::new(exec, &w, eps).map_err(|e| super::context(e, name))
+            RmsNorm::new(exec, &w, eps).map_err(|e| crate::context(e, name))
         };
 
         let embd_name = "token_embd.weight";
@@ -239,7 +239,7 @@ impl LlamaModel {
             Stored::Quantized(t) => Embedding::new(exec, t),
             Stored::Dense(t) => Embedding::dense(exec, t, h),
         }
-        .map_err(|e| super::context(e, embd_name))?;
+        .map_err(|e| crate::context(e, embd_name))?;
 
         let mut layers = Vec::with_capacity(c.block_count);
         for l in 0..c.block_count {
@@ -272,7 +272,7 @@ impl LlamaModel {
                 Stored::Quantized(w) => Linear::with_precision(exec, w, None, options.precision),
                 Stored::Dense(w) => Linear::dense(exec, w, [vocab, h], None),
             }
-            .map_err(|e| super::context(e, "token_embd.weight as the output projection"))?
+            .map_err(|e| crate::context(e, "token_embd.weight as the output projection"))?
         };
         drop(embd);
 
