@@ -150,6 +150,37 @@ pub(crate) fn make_qkx2_quants(
 }
 
 fn quantize(x: &[f32], out: &mut [u8]) {
+    let l = fit_scale_min_blocks(x, out, 15, -1.0, 20);
+    let qs = &mut out[16..BYTES];
+    for p in 0..4 {
+        for i in 0..32 {
+            qs[32 * p + i] = l[64 * p + i] | (l[64 * p + 32 + i] << 4);
+        }
+    }
+}
+
+fn dequantize(b: &[u8], out: &mut [f32]) {
+    let (d, min) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    for p in 0..4 {
+        let q = &b[16 + 32 * p..16 + 32 * p + 32];
+        let (sc, m) = scale_min_k4(2 * p, scales);
+        let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
+        let (sc, m) = scale_min_k4(2 * p + 1, scales);
+        let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
+        let o = &mut out[64 * p..64 * p + 64];
+        for (i, &q) in q.iter().enumerate() {
+            o[i] = d1 * f32::from(q & 0xF) - m1;
+            o[32 + i] = d2 * f32::from(q >> 4) - m2;
+        }
+    }
+}
+
+/// The fit Q4_K and Q5_K share (ggml-quants.c `quantize_row_q4_K_ref` / `_q5_K_ref`): per
+/// 32-value sub-block a scale and a minimum by `make_qkx2_quants(nmax, rmin, 0.1, nstep)`,
+/// those packed as 6-bit codes into `out[4..16]` under the f16 `d` and `dmin` of `out[0..4]`,
+/// then every value's code in `0..=nmax` against the rounded scales. Returns the codes.
+pub(super) fn fit_scale_min_blocks(x: &[f32], out: &mut [u8], nmax: i32, rmin: f32, nstep: i32) -> [u8; QK_K] {
     let mut l = [0u8; QK_K];
     let mut laux = [0u8; 32];
     let mut weights = [0.0f32; 32];
@@ -164,7 +195,8 @@ fn quantize(x: &[f32], out: &mut [u8]) {
         for (w, v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        (scales[j], mins[j]) = make_qkx2_quants(15, xs, &weights, &mut l[32 * j..], &mut laux, -1.0, 0.1, 20, false);
+        (scales[j], mins[j]) =
+            make_qkx2_quants(nmax, xs, &weights, &mut l[32 * j..], &mut laux, rmin, 0.1, nstep, false);
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -189,30 +221,8 @@ fn quantize(x: &[f32], out: &mut [u8]) {
         }
         let dm = dmin_all * f32::from(m);
         for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, 15) as u8;
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
         }
     }
-    let qs = &mut out[16..BYTES];
-    for p in 0..4 {
-        for i in 0..32 {
-            qs[32 * p + i] = l[64 * p + i] | (l[64 * p + 32 + i] << 4);
-        }
-    }
-}
-
-fn dequantize(b: &[u8], out: &mut [f32]) {
-    let (d, min) = (f16_at(b, 0), f16_at(b, 2));
-    let scales = &b[4..16];
-    for p in 0..4 {
-        let q = &b[16 + 32 * p..16 + 32 * p + 32];
-        let (sc, m) = scale_min_k4(2 * p, scales);
-        let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-        let (sc, m) = scale_min_k4(2 * p + 1, scales);
-        let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
-        let o = &mut out[64 * p..64 * p + 64];
-        for (i, &q) in q.iter().enumerate() {
-            o[i] = d1 * f32::from(q & 0xF) - m1;
-            o[32 + i] = d2 * f32::from(q >> 4) - m2;
-        }
-    }
+    l
 }

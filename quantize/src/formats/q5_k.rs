@@ -11,8 +11,8 @@
 
 use candle_core::quantized::GgmlDType;
 
-use super::q4_k::{make_qkx2_quants, pack_scale_min_k4, scale_min_k4};
-use super::{f16_at, nearest_int, put_f16, BlockFormat, QK_K};
+use super::q4_k::{fit_scale_min_blocks, scale_min_k4};
+use super::{f16_at, BlockFormat, QK_K};
 use crate::format::QuantFormat;
 
 /// Bytes per block.
@@ -31,47 +31,7 @@ pub(crate) static FORMAT: BlockFormat = BlockFormat {
 };
 
 fn quantize(x: &[f32], out: &mut [u8]) {
-    let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 32];
-    let mut weights = [0.0f32; 32];
-    let mut mins = [0.0f32; 8];
-    let mut scales = [0.0f32; 8];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
-    for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
-        let sum_x2 = xs.iter().fold(0.0f32, |s, v| s + v * v);
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
-        }
-        (scales[j], mins[j]) = make_qkx2_quants(31, xs, &weights, &mut l[32 * j..], &mut laux, -0.5, 0.1, 15, false);
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
-    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let ls = scales.map(|s| (nearest_int(inv_scale * s) as u8).min(63));
-    let lm = mins.map(|m| (nearest_int(inv_min * m) as u8).min(63));
-    pack_scale_min_k4(ls, lm, &mut out[4..16]);
-    put_f16(out, 0, max_scale / 63.0);
-    put_f16(out, 2, max_min / 63.0);
-    let (d_all, dmin_all) = (f16_at(out, 0), f16_at(out, 2));
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, &out[4..16]);
-        let d = d_all * f32::from(sc);
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin_all * f32::from(m);
-        for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, 31) as u8;
-        }
-    }
+    let l = fit_scale_min_blocks(x, out, 31, -0.5, 15);
     let (head, qs) = out.split_at_mut(48);
     let qh = &mut head[16..48];
     qh.fill(0);
