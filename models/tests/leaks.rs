@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-
 use aihal_models::{EmbedderOptions, LinearWeights, SentenceEmbedder};
 use aihal_ops::LinearPrecision;
 use aihal_quantize::QuantFormat;
+use common::counting::{assert_counts_leaks, live_after_rounds, peak, Counting};
 
 fn main() {
     common::run(vec![common::trial(
@@ -25,59 +23,14 @@ fn main() {
     )]);
 }
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
-        PEAK.fetch_max(live.max(0) as usize, Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
-        PEAK.fetch_max(live.max(0) as usize, Ordering::Relaxed);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from this allocator (the system's) with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let live = LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed) + new_size as isize
-            - layout.size() as isize;
-        PEAK.fetch_max(live.max(0) as usize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from this allocator with `layout`; the caller's contract holds.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 const SLACK: isize = 64 * 1024;
 
-/// Live bytes after each of `rounds` calls of `round`, once a warm-up round has run.
-fn live_after_rounds(rounds: usize, round: impl Fn()) -> Vec<isize> {
-    round();
-    (0..rounds)
-        .map(|_| {
-            round();
-            LIVE.load(Ordering::Relaxed)
-        })
-        .collect()
-}
-
 fn loading_using_and_dropping_minilm_leaks_nothing() {
     // The counter itself first: a round that leaks 100 KiB shows as growth past the bound.
-    let leaky = live_after_rounds(3, || std::mem::forget(vec![1u8; 100 * 1024]));
-    assert!(leaky[2] - leaky[0] > SLACK, "a leak went unseen: {leaky:?}");
+    assert_counts_leaks(100 * 1024, SLACK);
 
     let dir = common::minilm_dir();
     for (what, weights) in [
@@ -90,7 +43,7 @@ fn loading_using_and_dropping_minilm_leaks_nothing() {
             },
         ),
     ] {
-        let peak_before = PEAK.load(Ordering::Relaxed);
+        let peak_before = peak();
         let live = live_after_rounds(3, || {
             // A fresh executor each round too: its providers and records must go with it.
             let exec = common::cpu_executor();
@@ -104,7 +57,7 @@ fn loading_using_and_dropping_minilm_leaks_nothing() {
         });
         let grew = live[live.len() - 1] - live[0];
         eprintln!("{what}: live bytes after each round {live:?}");
-        let peak = PEAK.load(Ordering::Relaxed).max(peak_before);
+        let peak = peak().max(peak_before);
         assert!(
             grew <= SLACK,
             "{what}: live bytes grew by {grew} over {} load/drop rounds (each {:?}); peak {peak} bytes",

@@ -470,3 +470,77 @@ pub(crate) fn argmax(v: &[f32]) -> u32 {
     }
     best as u32
 }
+
+/// A counting global allocator for the leak tests: the type and its counters live here, and
+/// each leak test binary registers it itself (`#[global_allocator] static GLOBAL:
+/// common::counting::Counting = common::counting::Counting;`), so that the other test binaries,
+/// which share this module, keep the system allocator. A binary that registers it holds one
+/// test only, so no other test's allocations mix into the counts.
+pub(crate) mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+
+    /// Forwards to the system allocator and counts the bytes live and their peak.
+    pub(crate) struct Counting;
+
+    static LIVE: AtomicIsize = AtomicIsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    fn add(delta: isize) {
+        let live = LIVE.fetch_add(delta, Ordering::Relaxed) + delta;
+        PEAK.fetch_max(live.max(0) as usize, Ordering::Relaxed);
+    }
+
+    // SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            // SAFETY: the caller's contract for `alloc` is passed on as it is.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            // SAFETY: as for `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            // SAFETY: `ptr` came from this allocator (the system's) with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            // SAFETY: `ptr` came from this allocator with `layout`; the caller's contract holds.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Bytes live now (0 when the binary did not register [`Counting`]).
+    pub(crate) fn live() -> isize {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes live at once so far.
+    pub(crate) fn peak() -> usize {
+        PEAK.load(Ordering::Relaxed)
+    }
+
+    /// Live bytes after each of `rounds` calls of `round`, once a warm-up round has run.
+    pub(crate) fn live_after_rounds(rounds: usize, round: impl Fn()) -> Vec<isize> {
+        round();
+        (0..rounds)
+            .map(|_| {
+                round();
+                live()
+            })
+            .collect()
+    }
+
+    /// Checks that the counter sees a leak: rounds that each leak `leak` bytes grow the live
+    /// bytes by more than `bound` over three rounds (so a passing leak test is not a counter
+    /// that counts nothing).
+    pub(crate) fn assert_counts_leaks(leak: usize, bound: isize) {
+        let leaky = live_after_rounds(3, || std::mem::forget(vec![1u8; leak]));
+        assert!(leaky[2] - leaky[0] > bound, "a leak went unseen: {leaky:?}");
+    }
+}
