@@ -285,8 +285,12 @@ pub fn checks() -> Vec<Check> {
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        let per_layout: [(&str, PerLayout); 4] = [
+        let per_layout: [(&str, PerLayout); 5] = [
             ("panel_and_block_edges", pc::panel_and_block_edges),
+            (
+                "converted_formats_at_every_row_count",
+                pc::converted_formats_at_every_row_count,
+            ),
             ("layouts_keep_the_bit_width", pc::layouts_keep_the_bit_width),
             (
                 "huge_page_buffers_hold_the_same_layout",

@@ -18,6 +18,8 @@
 
 use aihal_quantize::QuantFormat;
 
+use super::panels::Isa;
+
 /// Which packed layouts (panels repacked once) a format has, by instruction set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Packing {
@@ -28,6 +30,9 @@ pub(crate) enum Packing {
     WideIntegerSets,
     /// The AVX-512 layout only (FP8 on f32 or bf16 activations).
     Avx512Only,
+    /// The layouts of the sets listed; a CPU whose best set is not listed runs the best one
+    /// that is (an AVX-VNNI CPU the AVX2 layout).
+    Sets(&'static [Isa]),
     /// None: the format runs the per-call kernels of `matmul_with`.
     None(&'static str),
 }
@@ -101,12 +106,21 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // The llama.cpp block formats with a minimum or sub-block scales: the q8 path is defined
         // by the generic kernels (`generic::weight_block`, `affine_block`, `q6_k_block`); the
         // AVX2 set has row kernels for Q4_1, Q5_0 and Q4_K, the other sets run the generic
-        // ones; no panel or packed kernel reads them yet.
-        QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q4K | QuantFormat::Q6K => Entry {
+        // ones; no per-call panel kernel reads them. Packed: Q5_0 as a Q8_0 block of codes
+        // `q - 16` (Q8_0's kernels, every set); Q4_1 and Q4_K in one affine 4-bit layout and
+        // Q6_K with its sub-block scales beside its 8-bit codes (see `panels`), on the sets
+        // listed.
+        QuantFormat::Q5_0 => Entry {
             exact: yes,
             q8: yes,
             panels: false,
-            packing: Packing::None("no packed kernel reads its blocks yet"),
+            packing: Packing::AllIntegerSets,
+        },
+        QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q6K => Entry {
+            exact: yes,
+            q8: yes,
+            panels: false,
+            packing: Packing::Sets(&[Isa::Avx512Vnni]),
         },
         // The other llama.cpp block formats: decoded through `aihal_quantize::decode` on the
         // exact path; no integer kernel reads their blocks yet.

@@ -34,7 +34,11 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use rayon::prelude::*;
 
 use super::ActQ8;
-use crate::kernels::codes::{Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{
+    Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES,
+    TQ2_0_BLOCK_BYTES,
+};
+use crate::kernels::generic;
 use crate::pages::PageBuf;
 
 /// 64 bytes, aligned for vector loads: the storage unit of the packed codes.
@@ -102,6 +106,21 @@ pub(crate) enum Kind {
     Q4_0,
     /// Q8_0: 8 chunks per block, f16 scales per block.
     Q8_0,
+    /// Q5_0 as a Q8_0 block: its codes `q - 16` (-16..=15) as i8, 8 chunks per block, f16
+    /// scales per block; it runs Q8_0's kernels unchanged.
+    Q5_0,
+    /// Q4_1 (`k_quant == false`) or Q4_K (`true`), values `scale · code + add` with codes
+    /// 0..=15: 4 chunks per block of 32 in Q4_0's nibble order (Q4_K's nibbles regrouped),
+    /// and per block two f32 slots of `P` values, the scales then the additive terms (as
+    /// [`generic::affine_block`](super::generic::affine_block) computes them).
+    Affine4 {
+        /// Q4_K (else Q4_1).
+        k_quant: bool,
+    },
+    /// Q6_K: per pair of blocks of 32, 8 chunks of codes `q - 32` (i8) per block, then one
+    /// chunk whose lane `j` holds row `j`'s i8 sub-block scales of the two blocks (`sc0`,
+    /// `sc1` of the even block, then of the odd one); f16 `d` per 256 values.
+    Q6K,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
     /// int8 per channel (`block_size == None`) or per block of a multiple of 32: 8 chunks per
@@ -137,6 +156,7 @@ impl Kind {
             Packing::AllIntegerSets => true,
             Packing::WideIntegerSets => matches!(isa, Isa::Avx512Vnni | Isa::NeonDot),
             Packing::Avx512Only => isa == Isa::Avx512Vnni,
+            Packing::Sets(sets) => sets.contains(&isa),
             Packing::None(_) => false,
         };
         if !on_isa {
@@ -158,6 +178,13 @@ impl Kind {
             }
             QuantFormat::Q4_0 => Self::Q4_0,
             QuantFormat::Q8_0 => Self::Q8_0,
+            // The GGML block formats with a minimum or sub-block scales: whole blocks per row
+            // (the layout contract allows rows that split a block only through the flattened
+            // tensor; the kernels read whole blocks per row).
+            QuantFormat::Q5_0 if w.shape()[1].is_multiple_of(32) => Self::Q5_0,
+            QuantFormat::Q4_1 if w.shape()[1].is_multiple_of(32) => Self::Affine4 { k_quant: false },
+            QuantFormat::Q4K if w.shape()[1].is_multiple_of(256) => Self::Affine4 { k_quant: true },
+            QuantFormat::Q6K if w.shape()[1].is_multiple_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Int8PerChannel => Self::Int8 { block_size: None },
             QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Self::Int8 {
@@ -191,6 +218,22 @@ impl Kind {
             (Isa::NeonDot, Self::Int8 { block_size: None }) => "neondot-panel4-int8_channel",
             (Isa::NeonDot, Self::Int8 { .. }) => "neondot-panel4-int8_block",
             (Isa::NeonDot, Self::Nf4 { .. }) => "neondot-panel4-nf4",
+            (Isa::Avx2, Self::Q5_0) => "avx2-panel8-q5_0",
+            (Isa::Avx2, Self::Affine4 { k_quant: false }) => "avx2-panel8-q4_1",
+            (Isa::Avx2, Self::Affine4 { k_quant: true }) => "avx2-panel8-q4_k",
+            (Isa::Avx2, Self::Q6K) => "avx2-panel8-q6_k",
+            (Isa::AvxVnni, Self::Q5_0) => "avxvnni-panel8-q5_0",
+            (Isa::AvxVnni, Self::Affine4 { k_quant: false }) => "avxvnni-panel8-q4_1",
+            (Isa::AvxVnni, Self::Affine4 { k_quant: true }) => "avxvnni-panel8-q4_k",
+            (Isa::AvxVnni, Self::Q6K) => "avxvnni-panel8-q6_k",
+            (Isa::Avx512Vnni, Self::Q5_0) => "avx512vnni-panel16-q5_0",
+            (Isa::Avx512Vnni, Self::Affine4 { k_quant: false }) => "avx512vnni-panel16-q4_1",
+            (Isa::Avx512Vnni, Self::Affine4 { k_quant: true }) => "avx512vnni-panel16-q4_k",
+            (Isa::Avx512Vnni, Self::Q6K) => "avx512vnni-panel16-q6_k",
+            (Isa::NeonDot, Self::Q5_0) => "neondot-panel4-q5_0",
+            (Isa::NeonDot, Self::Affine4 { k_quant: false }) => "neondot-panel4-q4_1",
+            (Isa::NeonDot, Self::Affine4 { k_quant: true }) => "neondot-panel4-q4_k",
+            (Isa::NeonDot, Self::Q6K) => "neondot-panel4-q6_k",
             (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
             (_, Self::Fp8 { e5m2: false, .. }) => "avx512vnni-panel16-fp8_e4m3",
             (_, Self::Fp8 { e5m2: true, .. }) => "avx512vnni-panel16-fp8_e5m2",
@@ -205,32 +248,52 @@ impl Kind {
             (Self::Q4_0, _) => 8,
             (Self::Tq2_0, _) => 1,
             // 8-bit codes on AVX2 and NEON enter signed; FP8 is not on the int8-activation path.
-            // NF4 on NEON: its int8 levels, signed.
-            (Self::Q8_0 | Self::Int8 { .. } | Self::Nf4 { .. }, Isa::Avx2 | Isa::NeonDot) | (Self::Fp8 { .. }, _) => 0,
+            // NF4 on NEON: its int8 levels, signed. The affine codes (0..=15) enter unsigned
+            // as they are, their minimum added per block instead.
+            (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. }, Isa::Avx2 | Isa::NeonDot)
+            | (Self::Fp8 { .. } | Self::Affine4 { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
-            (Self::Q8_0 | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni) | (Self::Nf4 { .. }, _) => 128,
+            (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
+            | (Self::Nf4 { .. }, _) => 128,
         }
     }
 
-    /// Code chunks per block of 32 values of a panel (a chunk holds 4 code bytes per row).
-    fn chunks_per_block(self) -> usize {
+    /// Code chunks of a panel for `nb` blocks of 32 values (a chunk holds 4 code bytes per
+    /// row): per block 4 (4-bit codes), 8 (8-bit codes) or 2 (TQ2_0's 2-bit codes); Q6_K's
+    /// 8-bit codes and, per pair of blocks, one chunk of sub-block scales.
+    fn panel_chunks(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Nf4 { .. } => 4,
-            Self::Q8_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8,
-            Self::Tq2_0 => 2,
+            Self::Q4_0 | Self::Nf4 { .. } | Self::Affine4 { .. } => 4 * nb,
+            Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
+            Self::Tq2_0 => 2 * nb,
+            Self::Q6K => 17 * nb.div_ceil(2),
         }
     }
 
-    /// Whether the scales are f32 (int8, NF4, FP8), else f16 bits (Q4_0, Q8_0, TQ2_0).
+    /// Whether the scales are f32 (int8, NF4, FP8, the affine formats), else f16 bits (Q4_0,
+    /// Q8_0, Q5_0, TQ2_0, Q6_K).
     pub(super) fn f32_scales(self) -> bool {
-        matches!(self, Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. })
+        matches!(
+            self,
+            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine4 { .. }
+        )
+    }
+
+    /// Scale slots per group: 2 for the affine formats (the scales, then the additive terms),
+    /// else 1.
+    pub(super) fn scale_slots(self) -> usize {
+        if let Self::Affine4 { .. } = self {
+            2
+        } else {
+            1
+        }
     }
 
     /// Blocks of 32 sharing one scale.
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Q8_0 => 1,
-            Self::Tq2_0 => 8,
+            Self::Q4_0 | Self::Q8_0 | Self::Q5_0 | Self::Affine4 { .. } => 1,
+            Self::Tq2_0 | Self::Q6K => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
             | Self::Nf4 { block_size: b }
@@ -253,13 +316,14 @@ pub(crate) struct Packed {
     pub(crate) nb: usize,
     /// Scale groups per row (`ceil(nb / blocks_per_scale)`).
     pub(super) groups: usize,
-    /// Code bytes per panel (`chunks_per_block * nb * 4 * rows`).
+    /// Code bytes per panel ([`Kind::panel_chunks`]` * 4 * rows`).
     panel_bytes: usize,
     /// The codes and then the scales, in one buffer (on huge pages where asked for and
     /// granted, see [`crate::pages`]): lines `..code_lines` hold the panels one after the
     /// other (past `panels * panel_bytes`, zeros up to a whole line); the lines after them
-    /// hold `panels * groups * rows` scales, f16 bits for Q4_0, Q8_0 and TQ2_0, f32 for the
-    /// others ([`Kind::f32_scales`]), then zeros up to a whole line.
+    /// hold `panels * groups * slots * rows` scales ([`Kind::scale_slots`]), f16 bits for
+    /// Q4_0, Q8_0, Q5_0, TQ2_0 and Q6_K, f32 for the others ([`Kind::f32_scales`]), then
+    /// zeros up to a whole line.
     buf: PageBuf<Line>,
     /// Lines of codes at the start of `buf`.
     code_lines: usize,
@@ -269,6 +333,11 @@ pub(crate) struct Packed {
     nested: Option<aihal_quantize::NestedAbsmax>,
     /// FP8 per tensor: the tensor's scales as they came, for unpacking.
     tensor_scales: Vec<f32>,
+    /// The block headers kept as they came, for unpacking, row-major: Q4_K's 16 bytes per
+    /// 256 values (`d`, `dmin` and the 12 bytes of sub-block scales and minimums), and
+    /// Q4_1's 4 bytes per block (`d`, `m`) only where one of them is a NaN (an f16 NaN's
+    /// payload need not survive the trip through f32; any other f16 does). Empty otherwise.
+    headers: Vec<u8>,
     /// FP8: whether any code is NaN or infinite (the kernels then decode those codes).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // FP8 packs for AVX-512 only
     pub(super) fp8_special: bool,
@@ -299,6 +368,69 @@ fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
     std::array::from_fn(|i| code(2 * i) << 4 | code(2 * i + 1))
 }
 
+/// The chunk where block `b`'s codes start in a Q6_K panel, and the chunk of its sub-block
+/// scales (bytes `2 (b % 2)` and `2 (b % 2) + 1` of each lane).
+pub(crate) fn q6_k_chunks(b: usize) -> (usize, usize) {
+    (17 * (b / 2) + 8 * (b % 2), 17 * (b / 2) + 16)
+}
+
+/// Packs the rows of panel `p` (`pr` rows) of a format whose codes are converted block by
+/// block (Q5_0, Q4_1, Q4_K, Q6_K), through the generic kernels' own block readers so that the
+/// packed kernels see exactly the codes and scales the generic ones do: `pw` is the panel's
+/// code words (word `c * pr + j` holds chunk `c`'s 4 bytes of row `j`; zeroed, as are the
+/// rows past `N`), `ps` its scales.
+fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut [u32], ps: &mut PanelScalesMut<'_>) {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let nb = k / 32;
+    let data = w.data();
+    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    for j in 0..pr {
+        let row = p * pr + j;
+        if row >= n {
+            break;
+        }
+        for b in 0..nb {
+            match (kind, &mut *ps) {
+                (Kind::Q5_0, PanelScalesMut::F16(out)) => {
+                    let (codes, _) = generic::weight_block(w, row, b);
+                    let bytes = codes.map(|c| c as u8);
+                    for t in 0..8 {
+                        pw[(8 * b + t) * pr + j] = word(&bytes[4 * t..]);
+                    }
+                    let blk = &data[(row * nb + b) * Q5_0_BLOCK_BYTES..];
+                    out[b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
+                }
+                (Kind::Affine4 { .. }, PanelScalesMut::F32(out)) => {
+                    let (codes, scale, add) = generic::affine_block(w, row, b);
+                    let bytes: [u8; 16] = std::array::from_fn(|i| codes[i] | codes[16 + i] << 4);
+                    for t in 0..4 {
+                        pw[(4 * b + t) * pr + j] = word(&bytes[4 * t..]);
+                    }
+                    out[2 * b * pr + j] = scale;
+                    out[(2 * b + 1) * pr + j] = add;
+                }
+                (Kind::Q6K, PanelScalesMut::F16(out)) => {
+                    let (codes, [s0, s1], _) = generic::q6_k_block(w, row, b);
+                    let bytes = codes.map(|c| c as u8);
+                    let (c0, sc) = q6_k_chunks(b);
+                    for t in 0..8 {
+                        pw[(c0 + t) * pr + j] = word(&bytes[4 * t..]);
+                    }
+                    let mut lane = pw[sc * pr + j].to_ne_bytes();
+                    lane[2 * (b % 2)] = s0 as u8;
+                    lane[2 * (b % 2) + 1] = s1 as u8;
+                    pw[sc * pr + j] = u32::from_ne_bytes(lane);
+                    if b.is_multiple_of(8) {
+                        let blk = &data[(row * (nb / 8) + b / 8) * Q6_K_BLOCK_BYTES..][..Q6_K_BLOCK_BYTES];
+                        out[(b / 8) * pr + j] = u16::from_le_bytes([blk[208], blk[209]]);
+                    }
+                }
+                _ => unreachable!("{kind:?} is not converted block by block, or its scales have another type"),
+            }
+        }
+    }
+}
+
 impl Packed {
     /// Packs `w` (validated by `check_matmul`, rank 2) as `kind` in `isa`'s panels, in a
     /// buffer advised to use huge pages where `huge_pages` says so.
@@ -316,12 +448,14 @@ impl Packed {
         let bps = kind.blocks_per_scale(nb);
         let groups = nb.div_ceil(bps);
         let panels = n.div_ceil(pr);
-        let panel_chunks = kind.chunks_per_block() * nb;
+        let panel_chunks = kind.panel_chunks(nb);
         let overflow = || aihal_core::CoreError::invalid_input(format!("packing {n} x {k} weights overflows"));
         let panel_bytes = panel_chunks.checked_mul(4 * pr).ok_or_else(overflow)?;
         let total = panels.checked_mul(panel_bytes).ok_or_else(overflow)?;
         let code_lines = total.div_ceil(64);
-        let scale_len = panels.checked_mul(groups * pr).ok_or_else(overflow)?;
+        let scale_len = panels
+            .checked_mul(groups * pr * kind.scale_slots())
+            .ok_or_else(overflow)?;
         let scale_bytes = scale_len
             .checked_mul(if kind.f32_scales() { 4 } else { 2 })
             .ok_or_else(overflow)?;
@@ -346,7 +480,10 @@ impl Packed {
             Kind::Tq2_0 => nb / 8 * TQ2_0_BLOCK_BYTES,
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
+            // Converted block by block instead (`pack_converted`).
+            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 0,
         };
+        let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
         let source = |c: usize| match kind {
             Kind::Q4_0 => (c / 4) * Q4_0_BLOCK_BYTES + 2 + 4 * (c % 4),
@@ -354,6 +491,7 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
+            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 0,
         };
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
@@ -361,13 +499,14 @@ impl Packed {
             Kind::Q4_0 | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
+            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 1,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
         // Each panel's scales (`groups * pr`, group-major), written by the panel's own task
         // from the rows it copies.
         // (K = 0: no groups, no code bytes, so no panel has either.)
-        let per_panel = (groups * pr).max(1);
+        let per_panel = (groups * pr * kind.scale_slots()).max(1);
         let panel_scales: Vec<PanelScalesMut<'_>> = if kind.f32_scales() {
             scales32.chunks_mut(per_panel).map(PanelScalesMut::F32).collect()
         } else {
@@ -379,6 +518,10 @@ impl Packed {
             .zip(panel_scales)
             .enumerate()
             .for_each(|(p, (pw, mut ps))| {
+                if converted {
+                    pack_converted(w, kind, p, pr, pw, &mut ps);
+                    return;
+                }
                 let rows: Vec<&[u8]> = (0..pr)
                     .map(|j| {
                         let row = p * pr + j;
@@ -455,6 +598,27 @@ impl Packed {
             code_lines,
             scale_len,
             nested: w.nested().cloned(),
+            headers: match kind {
+                Kind::Affine4 { k_quant: true } => w
+                    .data()
+                    .chunks_exact(Q4_K_BLOCK_BYTES)
+                    .flat_map(|blk| &blk[..16])
+                    .copied()
+                    .collect(),
+                Kind::Affine4 { k_quant: false }
+                    if w.data().chunks_exact(Q4_1_BLOCK_BYTES).any(|blk| {
+                        let nan = |at: usize| half::f16::from_le_bytes([blk[at], blk[at + 1]]).is_nan();
+                        nan(0) || nan(2)
+                    }) =>
+                {
+                    w.data()
+                        .chunks_exact(Q4_1_BLOCK_BYTES)
+                        .flat_map(|blk| &blk[..4])
+                        .copied()
+                        .collect()
+                }
+                _ => Vec::new(),
+            },
             tensor_scales: if let Kind::Fp8 { block_size: None, .. } = kind {
                 w.scales().to_vec()
             } else {
@@ -502,9 +666,10 @@ impl Packed {
         &bytes[p * self.panel_bytes..(p + 1) * self.panel_bytes]
     }
 
-    /// The scales of panel `p`: `groups * rows` values, group-major.
+    /// The scales of panel `p`: `groups * slots * rows` values, group-major (and within a
+    /// group, slot-major: the affine formats' scales, then their additive terms).
     pub(super) fn panel_scales(&self, p: usize) -> Scales<'_> {
-        let per = self.groups * self.isa.rows();
+        let per = self.groups * self.isa.rows() * self.kind.scale_slots();
         if self.kind.f32_scales() {
             Scales::F32(&self.scales32()[p * per..(p + 1) * per])
         } else {
@@ -517,6 +682,7 @@ impl Packed {
         self.n.div_ceil(self.isa.rows()) * self.panel_bytes
             + self.scales16().len() * 2
             + (self.scales32().len() + self.tensor_scales.len()) * 4
+            + self.headers.len()
     }
 
     /// Rows `n0 .. n0 + rows` in the original format, exactly the bytes they were packed from.
@@ -535,7 +701,7 @@ impl Packed {
         for row in n0..n0 + rows {
             let (p, j) = (row / pr, row % pr);
             let pc = self.panel_codes(p);
-            let sbase = p * self.groups * pr + j;
+            let sbase = p * self.groups * pr * self.kind.scale_slots() + j;
             let lane = |c: usize| &pc[4 * pr * c + 4 * j..][..4];
             match self.kind {
                 Kind::Q4_0 | Kind::Q8_0 => {
@@ -545,6 +711,89 @@ impl Packed {
                         for c in 0..cpb {
                             data.extend_from_slice(lane(b * cpb + c));
                         }
+                    }
+                }
+                Kind::Q5_0 => {
+                    for b in 0..nb {
+                        // The codes back to 5 bits (`q = code + 16`): the fifth bits, then the
+                        // low nibbles in Q4_0's order.
+                        let mut q = [0u8; 32];
+                        for c in 0..8 {
+                            for (t, &byte) in lane(8 * b + c).iter().enumerate() {
+                                q[4 * c + t] = (byte as i8).wrapping_add(16) as u8;
+                            }
+                        }
+                        data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
+                        let qh = (0..32).fold(0u32, |h, i| h | u32::from((q[i] >> 4) & 1) << i);
+                        data.extend_from_slice(&qh.to_le_bytes());
+                        data.extend((0..16).map(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4));
+                    }
+                }
+                Kind::Affine4 { k_quant: false } => {
+                    for b in 0..nb {
+                        if self.headers.is_empty() {
+                            for slot in 0..2 {
+                                let v = self.scales32()[sbase + (2 * b + slot) * pr];
+                                data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                            }
+                        } else {
+                            data.extend_from_slice(&self.headers[(row * nb + b) * 4..][..4]);
+                        }
+                        for c in 0..4 {
+                            data.extend_from_slice(lane(4 * b + c));
+                        }
+                    }
+                }
+                Kind::Affine4 { k_quant: true } => {
+                    // Code `i` of block `b` (Q4_0's nibble order in the panel).
+                    let code = |b: usize, i: usize| {
+                        let byte = lane(4 * b + (i % 16) / 4)[i % 4];
+                        if i < 16 {
+                            byte & 0xF
+                        } else {
+                            byte >> 4
+                        }
+                    };
+                    for sb in 0..nb / 8 {
+                        data.extend_from_slice(&self.headers[(row * (nb / 8) + sb) * 16..][..16]);
+                        // Q4_K's order: sub-blocks 2g (low nibbles) and 2g + 1 (high) share 32
+                        // bytes.
+                        for g in 0..4 {
+                            let (lo, hi) = (8 * sb + 2 * g, 8 * sb + 2 * g + 1);
+                            data.extend((0..32).map(|i| code(lo, i) | code(hi, i) << 4));
+                        }
+                    }
+                }
+                Kind::Q6K => {
+                    for sb in 0..nb / 8 {
+                        // The 6-bit codes (`q = code + 32`) and the sub-block scales of the 8
+                        // blocks, then `block_q6_K`'s fields rebuilt from them.
+                        let mut q = [[0u8; 32]; 8];
+                        let mut sc = [0u8; 16];
+                        for (g, qg) in q.iter_mut().enumerate() {
+                            let b = 8 * sb + g;
+                            let (c0, sc_chunk) = q6_k_chunks(b);
+                            for c in 0..8 {
+                                for (t, &byte) in lane(c0 + c).iter().enumerate() {
+                                    qg[4 * c + t] = (byte as i8).wrapping_add(32) as u8;
+                                }
+                            }
+                            sc[2 * g..2 * g + 2].copy_from_slice(&lane(sc_chunk)[2 * (b % 2)..][..2]);
+                        }
+                        for h in 0..2 {
+                            for s in 0..2 {
+                                data.extend(
+                                    (0..32).map(|i| (q[4 * h + s][i] & 0xF) | (q[4 * h + s + 2][i] & 0xF) << 4),
+                                );
+                            }
+                        }
+                        for h in 0..2 {
+                            data.extend(
+                                (0..32).map(|i| (0..4).fold(0u8, |v, t| v | ((q[4 * h + t][i] >> 4) & 3) << (2 * t))),
+                            );
+                        }
+                        data.extend_from_slice(&sc);
+                        data.extend_from_slice(&self.scales16()[sbase + sb * pr].to_le_bytes());
                     }
                 }
                 Kind::Tq2_0 => {
@@ -597,14 +846,22 @@ impl Packed {
 }
 
 /// Activations quantized for the packed kernels: the [`ActQ8`] rows and, per row and block,
-/// `-offset · Σ q` for the layout's code offset (computed once per call, not per panel).
+/// `-offset · Σ q` for the layout's code offset (Q6_K: per half block of 16), and for the
+/// affine formats `d_x · Σ q` (computed once per call, not per panel).
 pub(crate) struct PackedAct<'a> {
     pub(super) a: &'a ActQ8,
     /// The code offset these values were computed for (0: none, `neg` empty).
     pub(super) offset: i32,
-    /// Row-major `-offset · Σ q` per row and block, for the 8-row kernels (empty for the
-    /// AVX-512 ones, which read `groups`).
+    /// Row-major `-offset · Σ q` per row and block (Q6_K: over the block's first 16 codes),
+    /// for the 8-row kernels (empty for the AVX-512 ones, which read `groups`).
     pub(super) neg: Vec<i32>,
+    /// Q6_K with an offset: row-major `-offset · Σ q` over the block's last 16 codes, for the
+    /// 8-row kernels (else empty).
+    pub(super) neg2: Vec<i32>,
+    /// The affine formats: row-major `d_x · Σ q` per row and block (the exact code sum
+    /// [`ActQ8::sums`] converted to f32, times the block scale: the generic kernel's
+    /// product), for the 8-row and 4-row kernels (else empty).
+    pub(super) dxsx: Vec<f32>,
     /// For the AVX-512 kernels: the rows in the groups one pass over a panel takes, each
     /// group's rows interleaved block by block (empty for the other layouts).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -613,7 +870,8 @@ pub(crate) struct PackedAct<'a> {
 
 /// Activation rows `row0 .. row0 + rows` interleaved per block: block `b` of row `row0 + r`
 /// is `qs[32 (rows b + r) ..][..32]`, its scale `d[rows b + r]`, its offset correction
-/// `neg[rows b + r]`, so a pass over a panel reads one contiguous stream.
+/// `neg[rows b + r]` (and Q6_K's second one `neg2[rows b + r]`, the affine formats'
+/// `d_x · Σ q` `dxsx[rows b + r]`), so a pass over a panel reads one contiguous stream.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct ActGroup {
     pub(super) row0: usize,
@@ -621,6 +879,11 @@ pub(super) struct ActGroup {
     pub(super) qs: Vec<i8>,
     pub(super) d: Vec<f32>,
     pub(super) neg: Vec<i32>,
+    /// Q6_K: the offset correction of each block's last 16 codes (`neg` holds the first 16's);
+    /// empty for the other kinds.
+    pub(super) neg2: Vec<i32>,
+    /// The affine formats: `d_x · Σ q` per block; empty for the other kinds.
+    pub(super) dxsx: Vec<f32>,
 }
 
 /// The groups of activation rows the AVX-512 kernels take in one pass each,
@@ -644,17 +907,42 @@ impl<'a> PackedAct<'a> {
     /// `a` prepared for the kernels of `w`.
     pub(crate) fn new(w: &Packed, a: &'a ActQ8) -> Self {
         let offset = w.kind.offset(w.isa);
-        let interleave = w.isa == Isa::Avx512Vnni && offset != 0;
-        // The row-major corrections serve the 8-row kernels; the AVX-512 ones read them from
-        // the interleaved groups only.
-        let neg: Vec<i32> = if offset == 0 || interleave {
+        let nb = a.nb;
+        let q6k = w.kind == Kind::Q6K;
+        let affine = matches!(w.kind, Kind::Affine4 { .. });
+        // Block `t` of every row (row-major): the offset corrections over all 32 codes, or
+        // Q6_K's over the first (`half == 0`) or last 16.
+        let neg_at = |t: usize, half: usize| -> i32 {
+            if q6k {
+                let q = &a.qs[32 * t + 16 * half..][..16];
+                -offset * q.iter().map(|&v| i32::from(v)).sum::<i32>()
+            } else {
+                -offset * a.sums[t]
+            }
+        };
+        let dxsx_at = |t: usize| a.d[t] * a.sums[t] as f32;
+        let interleave = w.isa == Isa::Avx512Vnni && (offset != 0 || affine);
+        // The row-major values serve the 8-row and 4-row kernels; the AVX-512 ones read them
+        // from the interleaved groups only.
+        let row_major = !interleave;
+        let all = a.rows * nb;
+        let neg: Vec<i32> = if offset == 0 || !row_major {
             Vec::new()
         } else {
-            a.sums.iter().map(|&s| -offset * s).collect()
+            (0..all).map(|t| neg_at(t, 0)).collect()
+        };
+        let neg2: Vec<i32> = if offset == 0 || !row_major || !q6k {
+            Vec::new()
+        } else {
+            (0..all).map(|t| neg_at(t, 1)).collect()
+        };
+        let dxsx: Vec<f32> = if affine && row_major {
+            (0..all).map(dxsx_at).collect()
+        } else {
+            Vec::new()
         };
         let mut groups = Vec::new();
         if interleave {
-            let nb = a.nb;
             for (row0, rows) in row_groups(a.rows) {
                 let mut g = ActGroup {
                     row0,
@@ -662,18 +950,34 @@ impl<'a> PackedAct<'a> {
                     qs: Vec::with_capacity(rows * nb * 32),
                     d: Vec::with_capacity(rows * nb),
                     neg: Vec::with_capacity(rows * nb),
+                    neg2: Vec::with_capacity(if q6k { rows * nb } else { 0 }),
+                    dxsx: Vec::with_capacity(if affine { rows * nb } else { 0 }),
                 };
                 for b in 0..nb {
                     for i in row0..row0 + rows {
-                        g.qs.extend_from_slice(&a.qs[(i * nb + b) * 32..][..32]);
-                        g.d.push(a.d[i * nb + b]);
-                        g.neg.push(-offset * a.sums[i * nb + b]);
+                        let t = i * nb + b;
+                        g.qs.extend_from_slice(&a.qs[t * 32..][..32]);
+                        g.d.push(a.d[t]);
+                        g.neg.push(neg_at(t, 0));
+                        if q6k {
+                            g.neg2.push(neg_at(t, 1));
+                        }
+                        if affine {
+                            g.dxsx.push(dxsx_at(t));
+                        }
                     }
                 }
                 groups.push(g);
             }
         }
-        Self { a, offset, neg, groups }
+        Self {
+            a,
+            offset,
+            neg,
+            neg2,
+            dxsx,
+            groups,
+        }
     }
 
     /// Activation row `i`'s codes, block scales and offset corrections (empty without an
@@ -686,6 +990,23 @@ impl<'a> PackedAct<'a> {
             &self.neg[i * nb..][..nb]
         };
         (&self.a.qs[i * nb * 32..][..nb * 32], &self.a.d[i * nb..][..nb], neg)
+    }
+
+    /// Activation row `i`'s second offset corrections (Q6_K with an offset, else empty) and
+    /// `d_x · Σ q` per block (the affine formats, else empty).
+    pub(super) fn row_extra(&self, i: usize) -> (&[i32], &[f32]) {
+        let nb = self.a.nb;
+        let neg2 = if self.neg2.is_empty() {
+            &[][..]
+        } else {
+            &self.neg2[i * nb..][..nb]
+        };
+        let dxsx = if self.dxsx.is_empty() {
+            &[][..]
+        } else {
+            &self.dxsx[i * nb..][..nb]
+        };
+        (neg2, dxsx)
     }
 }
 

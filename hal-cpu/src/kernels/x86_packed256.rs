@@ -398,8 +398,8 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             match w.kind {
                 Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
-                Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K => {
                     unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
                 }
             }
@@ -410,8 +410,8 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             match w.kind {
                 Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
                 Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
-                Kind::Q8_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K => {
                     unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
                 }
             }

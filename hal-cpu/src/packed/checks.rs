@@ -189,8 +189,10 @@ pub(crate) fn check_layout(
     );
 }
 
-/// The formats the packed layouts take (and NF4 and FP8 where only some layouts do).
-pub(crate) fn packed_formats() -> [QuantFormat; 13] {
+/// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
+/// sub-block scales where only some layouts do). New ones go at the end: `tests/isa.rs` picks
+/// NF4's by index.
+pub(crate) fn packed_formats() -> [QuantFormat; 17] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -214,7 +216,30 @@ pub(crate) fn packed_formats() -> [QuantFormat; 13] {
         QuantFormat::Fp8E4M3 { block_size: Some(64) },
         QuantFormat::Fp8E5M2 { block_size: None },
         QuantFormat::Fp8E5M2 { block_size: Some(32) },
+        QuantFormat::Q5_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
     ]
+}
+
+/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1 and Q4_K affine, Q6_K)
+/// in `isa`'s layout, against the generic kernels bit for bit: every pass size of activation
+/// rows (1 to 7, 16, 33), `N` within and past whole panels, `K` of one and of several
+/// super-blocks, rows with NaN or infinities (the exact path), and the round trip to the
+/// original bytes ([`check_layout`]).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
+    let mut seed = 1000;
+    for format in [QuantFormat::Q5_0, QuantFormat::Q4_1, QuantFormat::Q4K, QuantFormat::Q6K] {
+        for m in [1, 2, 3, 4, 5, 6, 7, 16, 33] {
+            for &(n, k) in &[(1, 256), (19, 256), (40, 768), (17, 2560)] {
+                seed += 1;
+                let bad: &[usize] = if m > 2 { &[1, m - 1] } else { &[] };
+                check_case(isa, format, m, n, k, bad, seed);
+            }
+        }
+    }
 }
 
 /// Every packed format in `isa`'s layout at panel and block edges.
@@ -263,7 +288,21 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
         // 16 rows are whole panels: not one byte more than the original, but for NF4 with
         // double quantization (its decoded absmax besides the 8-bit form) and FP8 per tensor
         // (the scale once per row).
-        if let QuantFormat::Fp8E4M3 { block_size: None } | QuantFormat::Fp8E5M2 { block_size: None } = format {
+        // The GGML formats converted block by block take what their layout says, per row and
+        // block of 32: Q5_0 and Q6_K 8-bit codes (Q5_0 and its f16 scale as Q8_0's block; Q6_K
+        // with its 2 sub-block scales, and its f16 d per 256 values), Q4_1 and Q4_K 4-bit
+        // codes with two f32 (and Q4_K its 16 header bytes per 256 values).
+        let blocks = 16 * 512 / 32;
+        let converted = match format {
+            QuantFormat::Q5_0 => Some(34 * blocks),
+            QuantFormat::Q4_1 => Some(24 * blocks),
+            QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
+            QuantFormat::Q6K => Some(34 * blocks + 2 * blocks / 8),
+            _ => None,
+        };
+        if let Some(bytes) = converted {
+            assert_eq!(p.storage_bytes(), bytes, "{format}");
+        } else if let QuantFormat::Fp8E4M3 { block_size: None } | QuantFormat::Fp8E5M2 { block_size: None } = format {
             assert_eq!(p.storage_bytes(), w.storage_bytes() + 4 * 16, "{format}");
         } else if w.nested().is_none() {
             assert_eq!(p.storage_bytes(), w.storage_bytes(), "{format}");

@@ -3,12 +3,12 @@
 
 use std::arch::x86_64::{
     __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps,
-    _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_sra_epi32, _mm512_srai_epi32, _mm512_srli_epi16,
-    _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32, _mm512_set1_epi32, _mm512_set1_epi8,
+    _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_slli_epi32, _mm512_sra_epi32, _mm512_srai_epi32,
+    _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::super::panels::{ActGroup, Isa, Kind, Packed, PackedAct, Scales};
+use super::super::panels::{q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use super::{block_ranges, ScaleWalk, PREFETCH_BYTES, ROWS};
 use crate::kernels::codes::NF4_I8;
 
@@ -26,9 +26,16 @@ trait Dot {
     fn chunk(b: usize) -> usize;
     /// # Safety
     /// AVX-512 F/BW and VNNI are available; `w` points at the block's chunks (as
-    /// [`Dot::chunk`] places them, 64 bytes each), each `x[r]` at 32 readable activation codes
-    /// in -127..=127; `neg[r]` is `-OFFSET` times the sum of those codes.
-    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R];
+    /// [`Dot::chunk`] places them, 64 bytes each, and for Q6_K its scale chunk), each `x[r]`
+    /// at 32 readable activation codes in -127..=127; `neg[r]` is `-OFFSET` times the sum of
+    /// those codes (with [`Dot::HALVES`], of the first 16, and `neg2[r]` of the last 16).
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        neg2: [i32; R],
+    ) -> [__m512i; R];
     /// [`Dot::dot`] for the same block of `P` panels at once, `w[q]` pointing at panel `q`'s
     /// chunks: by default one panel after the other.
     ///
@@ -41,13 +48,14 @@ trait Dot {
         b: usize,
         x: [*const i8; R],
         neg: [i32; R],
+        neg2: [i32; R],
     ) -> [[__m512i; R]; P] {
         // (Loops, not closures: a closure does not inherit the target features, and its calls
         // would not be inlined.)
         let mut out = [[_mm512_setzero_si512(); R]; P];
         for q in 0..P {
             // SAFETY: the caller's contract, panel by panel.
-            out[q] = unsafe { Self::dot::<R>(w[q], b, x, neg) };
+            out[q] = unsafe { Self::dot::<R>(w[q], b, x, neg, neg2) };
         }
         out
     }
@@ -55,6 +63,14 @@ trait Dot {
     /// per block and the sum divided by 127 at the end (the levels are `127 ×` the code
     /// book's), instead of `acc + (s_w · d_x) · isum`.
     const NF4: bool = false;
+    /// Whether the format is affine (Q4_1, Q4_K: values `scale · code + add`): each block
+    /// also adds `add · (d_x · Σ x)` after `(s_w · d_x) · isum`, as
+    /// [`generic::q8_affine`](crate::kernels::generic::q8_affine) does, and the panel's
+    /// scales hold two slots per block (scales, then additive terms).
+    const AFFINE: bool = false;
+    /// Whether the block's two halves of 16 codes carry their own offset corrections (Q6_K:
+    /// `neg` and `neg2`).
+    const HALVES: bool = false;
 }
 
 /// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
@@ -104,17 +120,27 @@ fn finish<const R: usize>(acc: [[__m512i; R]; 2]) -> [__m512i; R] {
 /// `16 + 4c ..`. The high nibbles are not shifted down: `v & 0xF0` is 16 times the code, still
 /// an unsigned byte, and its accumulator (exact multiples of 16) is shifted down once per
 /// block, which saves one instruction per chunk.
-struct Q4;
-impl Dot for Q4 {
+///
+/// With `AFFINE` the same nibbles are the unsigned codes of Q4_1 and Q4_K (no offset; their
+/// minimum is added per block, see [`Dot::AFFINE`]).
+struct Q4<const AFFINE: bool>;
+impl<const AFFINE: bool> Dot for Q4<AFFINE> {
     const CHUNKS: usize = 4;
     const LINES: usize = 4;
-    const OFFSET: i32 = 8;
+    const OFFSET: i32 = if AFFINE { 0 } else { 8 };
+    const AFFINE: bool = AFFINE;
     fn chunk(b: usize) -> usize {
         4 * b
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        _b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        _neg2: [i32; R],
+    ) -> [__m512i; R] {
         let lo = _mm512_set1_epi8(0x0F);
         let hi = _mm512_set1_epi8(0xF0u8 as i8);
         let mut acc = start(neg);
@@ -147,7 +173,13 @@ impl<const VBMI: bool> Dot for Nf4<VBMI> {
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        _b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        _neg2: [i32; R],
+    ) -> [__m512i; R] {
         let mask = _mm512_set1_epi8(0x0F);
         // SAFETY: NF4_U8X4 has 64 bytes.
         let lut = unsafe { _mm512_loadu_si512(NF4_U8X4.as_ptr().cast()) };
@@ -223,7 +255,13 @@ impl Dot for Tq2 {
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        _neg2: [i32; R],
+    ) -> [__m512i; R] {
         let f = 2 * (b % 4);
         let mask = _mm512_set1_epi8((3u8 << f) as i8);
         let mut acc = start([0; R]);
@@ -261,9 +299,15 @@ impl Dot for S8 {
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m512i; R] {
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        neg2: [i32; R],
+    ) -> [__m512i; R] {
         // SAFETY: the caller's contract.
-        let [sums] = unsafe { Self::dots::<R, 1>([w], b, x, neg) };
+        let [sums] = unsafe { Self::dots::<R, 1>([w], b, x, neg, neg2) };
         sums
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -273,6 +317,7 @@ impl Dot for S8 {
         _b: usize,
         x: [*const i8; R],
         neg: [i32; R],
+        _neg2: [i32; R],
     ) -> [[__m512i; R]; P] {
         let flip = _mm512_set1_epi8(i8::MIN);
         let mut acc: [[[__m512i; R]; 2]; P] = [start(neg); P];
@@ -301,6 +346,66 @@ impl Dot for S8 {
     }
 }
 
+/// Q6_K: 8-bit codes `q - 32` flipped to `q + 96` on the fly as [`S8`]'s, each half of 16
+/// codes (chunks 0..4 and 4..8) in its own accumulator started at its own offset correction,
+/// then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`vpmulld`; at most
+/// 2 · 128 · 16 · 32 · 127 in magnitude), the sub-block scales sign-extended from the pair's
+/// scale chunk ([`q6_k_chunks`]): the arithmetic of
+/// [`generic::q8_q6_k`](crate::kernels::generic::q8_q6_k).
+struct Q6;
+impl Dot for Q6 {
+    const CHUNKS: usize = 8;
+    const LINES: usize = 9;
+    const OFFSET: i32 = 128;
+    const HALVES: bool = true;
+    fn chunk(b: usize) -> usize {
+        q6_k_chunks(b).0
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        neg2: [i32; R],
+    ) -> [__m512i; R] {
+        let flip = _mm512_set1_epi8(i8::MIN);
+        let mut acc: [[__m512i; R]; 2] = [
+            std::array::from_fn(|r| _mm512_set1_epi32(neg[r])),
+            std::array::from_fn(|r| _mm512_set1_epi32(neg2[r])),
+        ];
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 64 bytes (the caller's contract).
+            let v = _mm512_xor_si512(unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) }, flip);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = unsafe { bcast4(x[r].add(4 * c)) };
+                acc[c / 4][r] = _mm512_dpbusd_epi32(acc[c / 4][r], v, xb);
+            }
+        }
+        // The scale chunk follows the odd block's codes, and the even block's 8 chunks later.
+        let (c0, sc) = q6_k_chunks(b);
+        // SAFETY: the pair's scale chunk lies in the panel (the caller's contract).
+        let s = unsafe { _mm512_loadu_si512(w.add(64 * (sc - c0)).cast()) };
+        // Bytes 2 (b % 2) and 2 (b % 2) + 1 of each lane, sign-extended.
+        let (sc0, sc1) = if b.is_multiple_of(2) {
+            (
+                _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(s)),
+                _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(s)),
+            )
+        } else {
+            (
+                _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(s)),
+                _mm512_srai_epi32::<24>(s),
+            )
+        };
+        std::array::from_fn(|r| {
+            _mm512_add_epi32(_mm512_mullo_epi32(acc[0][r], sc0), _mm512_mullo_epi32(acc[1][r], sc1))
+        })
+    }
+}
+
 /// Blocks `b0 .. b1` of panels `p .. p + P` against the `R` activation rows of `grp`, added
 /// to `acc[16 (P r + q) + j]`, the running sum of weight row `16 (p + q) + j` for activation
 /// row `grp.row0 + r` (blocks are added in order, so splitting the blocks into ranges, or
@@ -324,6 +429,8 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::Avx512Vnni);
     assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * P * ROWS && grp.rows == R);
     assert!(grp.qs.len() == R * nb * 32 && grp.d.len() == R * nb && grp.neg.len() == R * nb);
+    assert!(D::HALVES == (w.kind == Kind::Q6K) && (!D::HALVES || grp.neg2.len() == R * nb));
+    assert!(D::AFFINE == matches!(w.kind, Kind::Affine4 { .. }) && (!D::AFFINE || grp.dxsx.len() == R * nb));
     let codes: [&[u8]; P] = std::array::from_fn(|q| w.panel_codes(p + q));
     let scales: [Scales<'_>; P] = std::array::from_fn(|q| w.panel_scales(p + q));
     let bps = w.kind.blocks_per_scale(nb);
@@ -331,6 +438,16 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     // `D::chunk` grows with the block, so the last block bounds every block's chunks (the
     // panels are equally long).
     assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes[0].len());
+    // Q6_K's scale chunks: the last block's bounds every block's.
+    assert!(!D::HALVES || b1 == 0 || 64 * (q6_k_chunks(b1 - 1).1 + 1) <= codes[0].len());
+    // The affine formats' scales: two slots of 16 per block.
+    assert!(
+        !D::AFFINE
+            || scales
+                .iter()
+                .all(|s| matches!(s, Scales::F32(s) if s.len() >= 2 * ROWS * nb))
+    );
+    let (n2p, sxp) = (grp.neg2.as_ptr(), grp.dxsx.as_ptr());
     let cp = codes.map(<[u8]>::as_ptr);
     let mut accf = [[_mm512_set1_ps(0.0); P]; R];
     for (r, row) in accf.iter_mut().enumerate() {
@@ -355,10 +472,20 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
         Scales::F16(_) => 2 * ROWS,
         Scales::F32(_) => 4 * ROWS,
     };
-    let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes;
+    let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes * if D::AFFINE { 2 } else { 1 };
     for b in b0..b1 {
-        // SAFETY: the blocks are visited in order, from b0, below b1.
-        let sw = unsafe { walk.at(b) };
+        // The affine formats: the block's scales and additive terms, slots 2b and 2b + 1.
+        let (sw, sg) = if D::AFFINE {
+            let mut sw = [_mm512_set1_ps(0.0); P];
+            for q in 0..P {
+                // SAFETY: 2b + 1 < 2 nb slots of 16 (asserted above).
+                sw[q] = unsafe { super::load_scales(scales[q], 2 * b) };
+            }
+            (sw, 2 * b)
+        } else {
+            // SAFETY: the blocks are visited in order, from b0, below b1.
+            (unsafe { walk.at(b) }, walk.g)
+        };
         // b < nb: the block's chunks lie inside each panel's codes (asserted above) and its
         // 32 codes inside each row's codes (nb * 32 long).
         let wb = cp.map(|c| c.wrapping_add(64 * D::chunk(b)));
@@ -368,15 +495,31 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
             for l in 0..D::LINES {
                 _mm_prefetch::<_MM_HINT_T0>(cp[q].wrapping_add(64 * (D::LINES * b + l) + PREFETCH_BYTES).cast());
             }
-            _mm_prefetch::<_MM_HINT_T0>(sp[q].wrapping_add(walk.g * group_bytes + scales_ahead).cast());
+            _mm_prefetch::<_MM_HINT_T0>(sp[q].wrapping_add(sg * group_bytes + scales_ahead).cast());
         }
         // The group's block b: R rows of 32 codes, then R scales and corrections (interleaved).
         let x: [*const i8; R] = std::array::from_fn(|r| qp.wrapping_add(32 * (R * b + r)));
         // SAFETY: R * b + r < R * nb = grp.neg.len() (asserted above).
         let neg: [i32; R] = std::array::from_fn(|r| unsafe { np.add(R * b + r).read() });
-        // SAFETY: each `wb[q]` points at the block's D::CHUNKS chunks and each x[r] at 32
-        // codes (above).
-        let dots = unsafe { D::dots::<R, P>(wb, b, x, neg) };
+        let neg2: [i32; R] = if D::HALVES {
+            // SAFETY: R * b + r < R * nb = grp.neg2.len() (asserted above).
+            std::array::from_fn(|r| unsafe { n2p.add(R * b + r).read() })
+        } else {
+            [0; R]
+        };
+        // SAFETY: each `wb[q]` points at the block's D::CHUNKS chunks (and Q6_K's scale
+        // chunk) and each x[r] at 32 codes (above).
+        let dots = unsafe { D::dots::<R, P>(wb, b, x, neg, neg2) };
+        let adds = if D::AFFINE {
+            let mut adds = [_mm512_set1_ps(0.0); P];
+            for q in 0..P {
+                // SAFETY: as the scales above.
+                adds[q] = unsafe { super::load_scales(scales[q], 2 * b + 1) };
+            }
+            adds
+        } else {
+            [_mm512_set1_ps(0.0); P]
+        };
         for r in 0..R {
             // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
             // SAFETY: R * b + r < R * nb = grp.d.len() (asserted above).
@@ -389,6 +532,12 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
                     _mm512_mul_ps(isum, _mm512_mul_ps(sw[q], d))
                 };
                 accf[r][q] = _mm512_add_ps(accf[r][q], term);
+                if D::AFFINE {
+                    // Then add · (d_x · Σ x), rounded apart: the generic kernel's second sum.
+                    // SAFETY: R * b + r < R * nb = grp.dxsx.len() (asserted above).
+                    let dxsx = _mm512_set1_ps(unsafe { sxp.add(R * b + r).read() });
+                    accf[r][q] = _mm512_add_ps(accf[r][q], _mm512_mul_ps(adds[q], dxsx));
+                }
             }
         }
     }
@@ -439,7 +588,7 @@ unsafe fn panel_all<D: Dot, const P: usize>(w: &Packed, p: usize, act: &PackedAc
 /// codes are read once from memory, and one panel's two chains per row hide more latency.)
 pub(crate) fn panels_per_call(kind: Kind, m: usize) -> usize {
     match kind {
-        Kind::Q8_0 | Kind::Int8 { .. } if m > 6 => 2,
+        Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if m > 6 => 2,
         _ => 1,
     }
 }
@@ -464,11 +613,13 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
     // activations' preparation.
     unsafe {
         match w.kind {
-            Kind::Q4_0 => panel_all::<Q4, 1>(w, p, act, y),
+            Kind::Q4_0 => panel_all::<Q4<false>, 1>(w, p, act, y),
+            Kind::Affine4 { .. } => panel_all::<Q4<true>, 1>(w, p, act, y),
+            Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
-            Kind::Q8_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
-            Kind::Q8_0 | Kind::Int8 { .. } if p + 1 < panels => panel_all::<S8, 2>(w, p, act, y),
-            Kind::Q8_0 | Kind::Int8 { .. } => {
+            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
+            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if p + 1 < panels => panel_all::<S8, 2>(w, p, act, y),
+            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => {
                 // An odd last panel: alone, spread to the pair's layout.
                 let mut one = vec![0.0f32; ROWS * m];
                 panel_all::<S8, 1>(w, p, act, &mut one);
