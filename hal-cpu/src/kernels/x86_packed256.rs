@@ -20,12 +20,13 @@
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps,
     _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
-    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps,
-    _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_slli_epi32, _mm256_srai_epi32,
+    _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128,
+    _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::panels::{Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
 /// products (offset already removed).
@@ -40,6 +41,11 @@ trait BlockDot {
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R];
     /// The unsigned codes' offset (`q + OFFSET` is stored), 0 for signed codes.
     const OFFSET: i32;
+    /// Whether the format is affine (Q4_1, Q4_K: values `scale · code + add`): each block
+    /// also adds `add · (d_x · Σ x)` after `(s_w · d_x) · isum`, as
+    /// [`generic::q8_affine`](super::generic::q8_affine) does, and the panel's scales hold
+    /// two slots per block (scales, then additive terms).
+    const AFFINE: bool = false;
 }
 
 /// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
@@ -61,10 +67,13 @@ fn finish_unsigned(acc: __m256i, neg: i32) -> __m256i {
     _mm256_add_epi32(_mm256_madd_epi16(acc, _mm256_set1_epi16(1)), _mm256_set1_epi32(neg))
 }
 
-struct Q4;
-impl BlockDot for Q4 {
+/// Q4_0's nibbles (`q + 8`), or with `AFFINE` the unsigned codes of Q4_1 and Q4_K in the same
+/// order (no offset; their minimum is added per block, see [`BlockDot::AFFINE`]).
+struct Q4<const AFFINE: bool>;
+impl<const AFFINE: bool> BlockDot for Q4<AFFINE> {
     const CHUNKS: usize = 4;
-    const OFFSET: i32 = 8;
+    const OFFSET: i32 = if AFFINE { 0 } else { 8 };
+    const AFFINE: bool = AFFINE;
     fn chunk(b: usize) -> usize {
         4 * b
     }
@@ -146,6 +155,58 @@ impl BlockDot for S8 {
     }
 }
 
+/// Q6_K: 8-bit codes `q - 32` as [`S8`]'s, each half of 16 codes (chunks 0..4 and 4..8) in its
+/// own accumulator, then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`vpmulld`),
+/// the sub-block scales sign-extended from the pair's scale chunk
+/// ([`q6_k_chunks`](super::panels::q6_k_chunks)): the arithmetic of
+/// [`generic::q8_q6_k`](super::generic::q8_q6_k). `CHUNKS` counts the scale chunk, which
+/// follows the odd block's codes.
+struct Q6;
+impl BlockDot for Q6 {
+    const CHUNKS: usize = 9;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        q6_k_chunks(b).0
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); R]; 2];
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let aw = _mm256_sign_epi8(v, v);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = _mm256_sign_epi8(unsafe { bcast4(x[r].add(4 * c)) }, v);
+                // |w| <= 32, |x| <= 127: a pair is at most 2 · 32 · 127 < 2^15.
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xb), ones);
+                acc[c / 4][r] = _mm256_add_epi32(acc[c / 4][r], p);
+            }
+        }
+        let (c0, sc) = q6_k_chunks(b);
+        // SAFETY: the pair's scale chunk lies in the panel (the caller's contract: `CHUNKS`
+        // reaches it from the odd block, and the even block's lies before that).
+        let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
+        // Bytes 2 (b % 2) and 2 (b % 2) + 1 of each lane, sign-extended.
+        let (sc0, sc1) = if b.is_multiple_of(2) {
+            (
+                _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(s)),
+                _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(s)),
+            )
+        } else {
+            (
+                _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(s)),
+                _mm256_srai_epi32::<24>(s),
+            )
+        };
+        std::array::from_fn(|r| {
+            _mm256_add_epi32(_mm256_mullo_epi32(acc[0][r], sc0), _mm256_mullo_epi32(acc[1][r], sc1))
+        })
+    }
+}
+
 /// The 8 scales of group `g`.
 ///
 /// # Safety
@@ -191,15 +252,28 @@ macro_rules! panel8_kernels {
             let codes = w.panel_codes(p);
             let scales = w.panel_scales(p);
             let bps = w.kind.blocks_per_scale(nb);
-            // Each activation row's codes, scales and block sums, sliced once.
+            // Each activation row's codes, scales and block sums, sliced once (and for the
+            // affine formats `d_x · Σ x` per block).
             let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
+            let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_extra(row0 + r).1);
+            assert!(
+                D::AFFINE == matches!(w.kind, Kind::Affine4 { .. })
+                    && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb))
+            );
             // `D::chunk` grows with the block, so the last block bounds every block's chunks.
             assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
             let cp = codes.as_ptr();
             let mut accf = [_mm256_setzero_ps(); R];
             for g in 0..w.groups {
-                // SAFETY: g < groups; the features are enabled here.
-                let sw = unsafe { load_scales(scales, g) };
+                // SAFETY: g < groups (the affine formats: slots 2g and 2g + 1 of 2 groups);
+                // the features are enabled here.
+                let (sw, adds) = unsafe {
+                    if D::AFFINE {
+                        (load_scales(scales, 2 * g), load_scales(scales, 2 * g + 1))
+                    } else {
+                        (load_scales(scales, g), _mm256_setzero_ps())
+                    }
+                };
                 for b in g * bps..nb.min((g + 1) * bps) {
                     // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32
                     // codes inside each row's codes (nb * 32 long).
@@ -227,6 +301,11 @@ macro_rules! panel8_kernels {
                         let d = unsafe { rows[r].1.as_ptr().add(b).read() };
                         let s = _mm256_mul_ps(sw, _mm256_set1_ps(d));
                         accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r]), s));
+                        if D::AFFINE {
+                            // Then add · (d_x · Σ x), rounded apart: the generic kernel's
+                            // second sum.
+                            accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(adds, _mm256_set1_ps(dxsx[r][b])));
+                        }
                     }
                 }
             }
@@ -396,10 +475,12 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
         // shapes.
         Isa::Avx2 => unsafe {
             match w.kind {
-                Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
+                Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
+                Kind::Affine4 { .. } => panel_all::<Q4<true>>(w, p, act, y),
+                Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K => {
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
                     unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
                 }
             }
@@ -412,7 +493,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
                 Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K => {
-                    unreachable!("NF4 and FP8 are packed for AVX-512 VNNI only (Kind::for_tensor)")
+                    unreachable!("NF4, FP8, Q4_1, Q4_K and Q6_K have no AVX-VNNI layout (Kind::for_tensor)")
                 }
             }
         },
