@@ -155,7 +155,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
     }
 }
 
@@ -680,18 +680,15 @@ fn parent(args: &[String]) -> Result<()> {
     for model in &models {
         for &t in &threads {
             for &engine in &engines {
-                let row = match engine {
-                    "llama.cpp" => {
-                        let Some(bin) = &llama_bench else { continue };
-                        run_llama_bench(bin, model, t, reps)?
+                let row = if engine == "llama.cpp" {
+                    let Some(bin) = &llama_bench else { continue };
+                    run_llama_bench(bin, model, t, reps)?
+                } else {
+                    let (row, load) = run_child(engine, model, t, reps)?;
+                    if load > 0.0 {
+                        eprintln!("{model}, {t} thread(s), {engine}: loaded in {load:.2} s");
                     }
-                    _ => {
-                        let (row, load) = run_child(engine, model, t, reps)?;
-                        if load > 0.0 {
-                            eprintln!("{model}, {t} thread(s), {engine}: loaded in {load:.2} s");
-                        }
-                        row
-                    }
+                    row
                 };
                 match &row.rates {
                     Ok((p, d)) => eprintln!("{model}, {t} thread(s), {engine}: prefill {p:.1} t/s, decode {d:.1} t/s"),

@@ -54,7 +54,7 @@ const TOKENS: usize = 8;
 
 /// How long a trial's concurrent part may take before it counts as a deadlock (a debug
 /// build runs it in well under this).
-const DEADLINE: Duration = Duration::from_secs(600);
+const DEADLINE: Duration = Duration::from_mins(10);
 
 fn options() -> GenerateOptions {
     GenerateOptions {
