@@ -19,12 +19,12 @@
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,
-    vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmulq_f32, vmulq_n_f32, vqtbl1q_s8, vreinterpretq_s8_u8,
-    vshlq_u8, vshrq_n_u8, vst1q_f32,
+    vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmlaq_s32, vmulq_f32, vmulq_n_f32, vmulq_s32, vqtbl1q_s8,
+    vreinterpretq_s32_s8, vreinterpretq_s8_u8, vshlq_n_s32, vshlq_u8, vshrq_n_s32, vshrq_n_u8, vst1q_f32,
 };
 use std::arch::asm;
 
-use super::panels::{Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 use crate::kernels::codes::NF4_I8;
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
@@ -78,6 +78,11 @@ trait BlockDot {
     /// [`generic::q8_nf4`](super::generic::q8_nf4) does, `s_w · (d_x · isum)`, and the sums
     /// divided by 127 at the end.
     const NF4: bool = false;
+    /// Whether the format is affine (Q4_1, Q4_K: values `scale · code + add`): each block
+    /// also adds `add · (d_x · Σ x)` after `(s_w · d_x) · isum`, as
+    /// [`generic::q8_affine`](super::generic::q8_affine) does, and the panel's scales hold
+    /// two slots per block (scales, then additive terms).
+    const AFFINE: bool = false;
     /// The chunk the block's codes start at, relative to the panel, for block `b`.
     fn chunk(b: usize) -> usize;
     /// # Safety
@@ -97,10 +102,13 @@ unsafe fn load_x<const R: usize>(x: [*const i8; R]) -> [[int8x16_t; 2]; R] {
     std::array::from_fn(|r| unsafe { [vld1q_s8(x[r]), vld1q_s8(x[r].add(16))] })
 }
 
-struct Q4;
-impl BlockDot for Q4 {
+/// Q4_0's nibbles (`q + 8`), or with `AFFINE` the unsigned codes of Q4_1 and Q4_K in the same
+/// order (no offset; their minimum is added per block, see [`BlockDot::AFFINE`]).
+struct Q4<const AFFINE: bool>;
+impl<const AFFINE: bool> BlockDot for Q4<AFFINE> {
     const CHUNKS: usize = 4;
-    const OFFSET: i32 = 8;
+    const OFFSET: i32 = if AFFINE { 0 } else { 8 };
+    const AFFINE: bool = AFFINE;
     fn chunk(b: usize) -> usize {
         4 * b
     }
@@ -215,6 +223,50 @@ impl BlockDot for S8 {
     }
 }
 
+/// Q6_K: 8-bit codes `q - 32` as [`S8`]'s, each half of 16 codes (chunks 0..4 and 4..8) in its
+/// own accumulator, then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`mul`, `mla`),
+/// the sub-block scales sign-extended from the pair's scale chunk
+/// ([`q6_k_chunks`](super::panels::q6_k_chunks)): the arithmetic of
+/// [`generic::q8_q6_k`](super::generic::q8_q6_k). `CHUNKS` counts the scale chunk, which
+/// follows the odd block's codes.
+struct Q6;
+impl BlockDot for Q6 {
+    const CHUNKS: usize = 9;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        q6_k_chunks(b).0
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks (the caller's contract).
+            let v = unsafe { vld1q_s8(w.add(CHUNK * c).cast()) };
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                acc[c / 4][r] = unsafe { sdot_at(acc[c / 4][r], v, xs[r][c / 4], c % 4) };
+            }
+        }
+        let (c0, sc) = q6_k_chunks(b);
+        // SAFETY: the pair's scale chunk lies in the panel (the caller's contract: `CHUNKS`
+        // reaches it from the odd block, and the even block's lies before that).
+        let s = vreinterpretq_s32_s8(unsafe { vld1q_s8(w.add(CHUNK * (sc - c0)).cast()) });
+        // Bytes 2 (b % 2) and 2 (b % 2) + 1 of each lane, sign-extended.
+        let (sc0, sc1) = if b.is_multiple_of(2) {
+            (
+                vshrq_n_s32::<24>(vshlq_n_s32::<24>(s)),
+                vshrq_n_s32::<24>(vshlq_n_s32::<16>(s)),
+            )
+        } else {
+            (vshrq_n_s32::<24>(vshlq_n_s32::<8>(s)), vshrq_n_s32::<24>(s))
+        };
+        std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
+    }
+}
+
 /// The 4 scales of group `g`.
 ///
 /// # Safety
@@ -262,15 +314,25 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     let codes = w.panel_codes(p);
     let scales = w.panel_scales(p);
     let bps = w.kind.blocks_per_scale(nb);
-    // Each activation row's codes, scales and block corrections, sliced once.
+    // Each activation row's codes, scales and block corrections, sliced once (and for the
+    // affine formats `d_x · Σ x` per block).
     let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
+    let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_extra(row0 + r).1);
+    assert!(D::AFFINE == matches!(w.kind, Kind::Affine4 { .. }) && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb)));
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(nb == 0 || CHUNK * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
     let cp = codes.as_ptr();
     let mut accf = [vdupq_n_f32(0.0); R];
     for g in 0..w.groups {
-        // SAFETY: g < groups; NEON is enabled here.
-        let sw = unsafe { load_scales(scales, g) };
+        // SAFETY: g < groups (the affine formats: slots 2g and 2g + 1 of 2 groups); NEON is
+        // enabled here.
+        let (sw, adds) = unsafe {
+            if D::AFFINE {
+                (load_scales(scales, 2 * g), load_scales(scales, 2 * g + 1))
+            } else {
+                (load_scales(scales, g), vdupq_n_f32(0.0))
+            }
+        };
         for b in g * bps..nb.min((g + 1) * bps) {
             // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
             // inside each row's codes (nb * 32 long).
@@ -295,6 +357,10 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
                     vmulq_f32(isum, vmulq_n_f32(sw, d))
                 };
                 accf[r] = vaddq_f32(accf[r], term);
+                if D::AFFINE {
+                    // Then add · (d_x · Σ x), rounded apart: the generic kernel's second sum.
+                    accf[r] = vaddq_f32(accf[r], vmulq_n_f32(adds, dxsx[r][b]));
+                }
             }
         }
     }
@@ -354,13 +420,13 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     // long enough (asserted above); the kind picks the matching block dot product.
     unsafe {
         match w.kind {
-            Kind::Q4_0 => panel_all::<Q4>(w, p, act, y),
+            Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
+            Kind::Affine4 { .. } => panel_all::<Q4<true>>(w, p, act, y),
+            Kind::Q6K => panel_all::<Q6>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
-            Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K => {
-                unreachable!("no NEON panel layout for {:?}", w.kind)
-            }
+            Kind::Fp8 { .. } => unreachable!("no NEON panel layout for {:?}", w.kind),
         }
     }
 }

@@ -120,7 +120,7 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             exact: yes,
             q8: yes,
             panels: false,
-            packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni]),
+            packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
         },
         // The other llama.cpp block formats: decoded through `aihal_quantize::decode` on the
         // exact path; no integer kernel reads their blocks yet.
