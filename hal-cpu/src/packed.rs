@@ -39,6 +39,18 @@ mod panels;
 /// `bench_matmul` example times the same kernels with and without them (its `4 KiB pages`
 /// rows).
 ///
+/// Q5_0, Q4_1, Q4_K and Q6_K (the GGUF formats of SmolLM2 Q4_1 and Gemma 3 Q4_K_M) pack
+/// too, their blocks converted once so that the kernels above run them: Q5_0 as a Q8_0 block
+/// of codes `q - 16` (Q8_0's kernels, every set); Q4_1 and Q4_K as 4-bit codes in Q4_0's
+/// nibble order with an f32 scale and an f32 additive term per block of 32 (the integer dot
+/// product of the unsigned codes, then `add · (d_x · Σ x)` per block: the int8-activation
+/// path of `matmul_with`, rounded the same way); Q6_K as 8-bit codes with its i8 sub-block
+/// scales beside them (two integer sums per block of 32, combined in i32). These three pack
+/// for AVX-512 VNNI, AVX2 (which AVX-VNNI CPUs run) and NEON with the dot product. Their
+/// packed form is larger than the original (Q5_0 and Q6_K take 8 bits per code; Q4_1 and
+/// Q4_K 24 bytes per 32 values, Q4_K plus its 16 header bytes per 256 values kept for
+/// unpacking), and converts back to the original bytes exactly.
+///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and
 /// looked up in the code book's int8 levels, as the int8-activation path of `matmul_with`
@@ -206,9 +218,10 @@ impl PackedWeights {
     /// The layout chosen: `original`, `avx512vnni-panel16-<format>` where the CPU has
     /// AVX-512 F/BW and VNNI, else `avxvnni-panel8-<format>` where it has AVX-VNNI, else
     /// `avx2-panel8-<format>`; on aarch64 `neondot-panel4-<format>` where the CPU has the
-    /// int8 dot product; `<format>` is `q4_0`, `q8_0`, `tq2_0`, `int8_channel`,
-    /// `int8_block` and `nf4` (not on AVX2 or AVX-VNNI), and with AVX-512 also `fp8_e4m3` and
-    /// `fp8_e5m2`.
+    /// int8 dot product; `<format>` is `q4_0`, `q8_0`, `q5_0`, `tq2_0`, `int8_channel`,
+    /// `int8_block`, `q4_1`, `q4_k` and `q6_k` (not on AVX-VNNI: those CPUs take the
+    /// `avx2-panel8` layout for them) and `nf4` (not on AVX2 or AVX-VNNI), and with AVX-512
+    /// also `fp8_e4m3` and `fp8_e5m2`.
     pub fn layout_name(&self) -> &'static str {
         match &self.inner {
             Inner::Original(_) => "original",

@@ -15,7 +15,10 @@
 //! are (below 16, valid signed bytes); the offset is removed exactly through the activation
 //! block sums. Each block's sum is scaled as the generic kernel does it, `(s_w · d_x) · isum`
 //! added to the f32 accumulator without FMA: the results are bit-identical to
-//! [`generic`](super::generic)'s q8 kernels.
+//! [`generic`](super::generic)'s q8 kernels. Q5_0 is a Q8_0 layout (codes `q - 16`); the
+//! affine formats (Q4_1, Q4_K) run Q4_0's arithmetic without the offset and add
+//! `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
+//! combines them with its sub-block scales in i32 (`mul`, `mla`).
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,

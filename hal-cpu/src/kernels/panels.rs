@@ -15,17 +15,33 @@
 //! | Q8_0 | 8 | codes `4c .. 4c + 4` (i8) | `P` f16 per block |
 //! | int8 per channel / per block (multiple of 32) | 8 | codes `4c .. 4c + 4`, zero past `K` | `P` f32 per scale block (per channel: one) |
 //! | TQ2_0 | 16 per 256 values | bytes `4c .. 4c + 4` of row `j`'s 64 bytes of `qs` (2-bit fields: 4 blocks of 32 in one byte) | `P` f16 per 256 values |
+//! | Q5_0 | 8 | codes `q - 16` `4c .. 4c + 4` (i8): a Q8_0 block, run by Q8_0's kernels | `P` f16 per block |
+//! | Q4_1, Q4_K | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..` (Q4_K's sub-block pairs regrouped), codes 0..=15 | `P` f32 scales then `P` f32 additive terms per block |
+//! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
 //!
-//! The packing moves whole groups of 4 bytes, so it keeps the bit width (4 bits stay 4 bits,
-//! 2 bits stay 2) and is exactly reversible ([`Packed::unpack_rows`]). The `P` scales of a
-//! panel's block are contiguous, converted by one `vcvtph2ps`. The codes live in 64-byte
-//! aligned storage, so every chunk load of either set is aligned.
+//! The packing of the first formats moves whole groups of 4 bytes, so it keeps the bit width
+//! (4 bits stay 4 bits, 2 bits stay 2). Q5_0, Q4_1, Q4_K and Q6_K are converted block by
+//! block through the generic kernels' block readers (`generic::weight_block`,
+//! `affine_block`, `q6_k_block`), so the packed kernels multiply exactly the codes and scales
+//! the generic ones do: Q5_0 and Q6_K widen to 8-bit codes (34 bytes per 32 values against
+//! 22 and 26.25), Q4_1 and Q4_K keep 4-bit codes with two f32 per block (24 bytes per 32
+//! values against 20 and 18; Q4_K also keeps its 16 header bytes per 256 values aside, for
+//! unpacking only). Every layout converts back exactly ([`Packed::unpack_rows`]): the
+//! converted formats rebuild their blocks bit for bit from the codes, the f16 scales and
+//! what is kept aside. The `P` scales of a panel's block are contiguous, converted by one
+//! `vcvtph2ps` (or loaded as they are). The codes live in 64-byte aligned storage, so every
+//! chunk load of either set is aligned.
 //!
 //! # Kernels
 //!
 //! `x86_packed256` has the 8-row kernels (AVX2, AVX-VNNI), `x86_packed512` the 16-row ones
 //! (AVX-512 VNNI), `arm_packed` the 4-row ones (NEON with the dot product); `panel_dispatch` picks
-//! the one of the layout's instruction set.
+//! the one of the layout's instruction set. The affine formats (Q4_1, Q4_K) run Q4_0's
+//! integer dot products without an offset and add `add · (d_x · Σ x)` per block after
+//! `(s_w · d_x) · isum`, two roundings as [`generic::q8_affine`] does; Q6_K sums each half
+//! block apart and combines them with its sub-block scales in i32, as
+//! [`generic::q8_q6_k`] does. Neither has AVX-VNNI kernels: AVX-VNNI CPUs run their AVX2
+//! layouts.
 
 use std::sync::OnceLock;
 

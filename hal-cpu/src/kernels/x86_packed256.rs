@@ -14,8 +14,14 @@
 //! to the f32 accumulator without FMA: the results are bit-identical to
 //! [`generic`](super::generic)'s q8 kernels.
 //!
+//! Q5_0 is a Q8_0 layout (codes `q - 16`). The affine formats (Q4_1, Q4_K) run Q4_0's
+//! arithmetic without the offset and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
+//! runs the 8-bit codes' arithmetic with each half block in its own accumulator, combined
+//! with its sub-block scales in i32 (`vpmulld`).
+//!
 //! With AVX-VNNI the same panels are multiplied by `vpdpbusd` on 256-bit vectors, with the
-//! offsets of the AVX-512 kernels (see the AVX-VNNI section below).
+//! offsets of the AVX-512 kernels (see the AVX-VNNI section below). Q4_1, Q4_K and Q6_K have
+//! no AVX-VNNI kernels (no CPU here to test one): AVX-VNNI CPUs pack them for AVX2.
 
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps,

@@ -239,7 +239,30 @@ pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
                 check_case(isa, format, m, n, k, bad, seed);
             }
         }
+        // Weights from the quantizer (real sub-block scales and minimums).
+        let (n, k, m) = (21, 512, 5);
+        let mut rng = Rng::new(seed);
+        let w = aihal_quantize::quantize(format, &rng.vec(n * k, -1.0, 1.0), &[n, k]).unwrap();
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let packed = PackedWeights::in_layout(&w, isa, true);
+        check_layout(&w, &packed, Kind::for_tensor(&w, isa).is_some(), &x, m, &[]);
     }
+    // Q4_1 headers that f32 does not carry through every f16 bit pattern (a signaling NaN; and
+    // beside it -0, a subnormal, an infinity): kept aside, the bytes come back exactly.
+    let (n, k, m) = (5, 64, 3);
+    let mut rng = Rng::new(77);
+    let w = random_weight(QuantFormat::Q4_1, n, k, &mut rng);
+    let (format, shape, mut data, scales) = w.into_parts();
+    for (blk, bits) in data
+        .chunks_exact_mut(20)
+        .zip([0x7C01u16, 0x8000, 0x0001, 0x7C00, 0xFC00])
+    {
+        blk[2..4].copy_from_slice(&bits.to_le_bytes());
+    }
+    let w = QuantizedTensor::from_parts(format, shape, data, scales).unwrap();
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let packed = PackedWeights::in_layout(&w, isa, true);
+    check_layout(&w, &packed, Kind::for_tensor(&w, isa).is_some(), &x, m, &[]);
 }
 
 /// Every packed format in `isa`'s layout at panel and block edges.
