@@ -336,6 +336,8 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
                 (load_scales(scales, g), vdupq_n_f32(0.0))
             }
         };
+        // (`b` indexes the codes, each row's scales and corrections alike.)
+        #[allow(clippy::needless_range_loop)]
         for b in g * bps..nb.min((g + 1) * bps) {
             // b < nb: the block's chunks lie inside `codes` (asserted above) and its 32 codes
             // inside each row's codes (nb * 32 long).

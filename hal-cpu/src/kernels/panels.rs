@@ -178,6 +178,8 @@ impl Kind {
         if !on_isa {
             return None;
         }
+        // A matrix whose rows are whole blocks of `values`.
+        let rows_of = |values: usize| w.shape().len() == 2 && w.shape()[1].is_multiple_of(values);
         Some(match w.format() {
             QuantFormat::Nf4 { block_size, .. }
                 if block_size.is_multiple_of(32) && w.shape().len() == 2 && w.shape()[1].is_multiple_of(block_size) =>
@@ -197,10 +199,10 @@ impl Kind {
             // The GGML block formats with a minimum or sub-block scales: whole blocks per row
             // (the layout contract allows rows that split a block only through the flattened
             // tensor; the kernels read whole blocks per row).
-            QuantFormat::Q5_0 if w.shape()[1].is_multiple_of(32) => Self::Q5_0,
-            QuantFormat::Q4_1 if w.shape()[1].is_multiple_of(32) => Self::Affine4 { k_quant: false },
-            QuantFormat::Q4K if w.shape()[1].is_multiple_of(256) => Self::Affine4 { k_quant: true },
-            QuantFormat::Q6K if w.shape()[1].is_multiple_of(256) => Self::Q6K,
+            QuantFormat::Q5_0 if rows_of(32) => Self::Q5_0,
+            QuantFormat::Q4_1 if rows_of(32) => Self::Affine4 { k_quant: false },
+            QuantFormat::Q4K if rows_of(256) => Self::Affine4 { k_quant: true },
+            QuantFormat::Q6K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Int8PerChannel => Self::Int8 { block_size: None },
             QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Self::Int8 {
