@@ -158,7 +158,15 @@ fn max_abs(a: &[f32]) -> f32 {
 }
 
 fn load(path: &Path, precision: LinearPrecision) -> LlamaModel {
-    LlamaModel::load(&exec(), path, LlamaOptions { precision }).unwrap()
+    LlamaModel::load(
+        &exec(),
+        path,
+        LlamaOptions {
+            precision,
+            ..LlamaOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 fn logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {

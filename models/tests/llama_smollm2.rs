@@ -131,6 +131,7 @@ fn smollm2_q4_1_greedy_tokens_match_candle() {
         &path,
         LlamaOptions {
             precision: LinearPrecision::F32,
+            ..LlamaOptions::default()
         },
     )
     .unwrap();

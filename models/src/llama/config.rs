@@ -1,4 +1,5 @@
-//! The hyperparameters of a llama-architecture decoder, read from a GGUF file's metadata.
+//! The hyperparameters of a llama-family decoder (llama, gemma3), read from a GGUF file's
+//! metadata.
 
 use aihal_core::{CoreError, Result};
 use aihal_quantize::{GgufFile, GgufValue};
@@ -9,16 +10,22 @@ use aihal_quantize::{GgufFile, GgufValue};
 pub enum Architecture {
     /// `llama`: Llama 2/3, SmolLM2, TinyLlama, Mistral-style files written as `llama`.
     Llama,
+    /// `gemma3`: Gemma 3 text decoders (270M, 1B, ...): the llama layout plus RMSNorm on
+    /// each query and key head, RMSNorm after the attention and after the MLP (before each
+    /// residual add), GeGLU (tanh GELU) in the MLP, half-split RoPE, the embedding scaled by
+    /// `sqrt(hidden)`, and local sliding-window layers between global ones.
+    Gemma3,
 }
 
 impl Architecture {
     /// The architectures read, by their GGUF name.
-    pub const ALL: [Self; 1] = [Self::Llama];
+    pub const ALL: [Self; 2] = [Self::Llama, Self::Gemma3];
 
     /// The GGUF name (`general.architecture`), also the prefix of its metadata keys.
     pub fn name(self) -> &'static str {
         match self {
             Self::Llama => "llama",
+            Self::Gemma3 => "gemma3",
         }
     }
 
@@ -73,6 +80,25 @@ pub struct LlamaConfig {
     /// Tokens in the vocabulary (`vocab_size`, else the tokenizer's token list, else the
     /// rows of `token_embd.weight`).
     pub vocab_size: usize,
+    /// Local (sliding-window) attention layers, where the architecture has them (Gemma 3);
+    /// `None`: every layer attends to every earlier position.
+    pub local_attention: Option<LocalAttention>,
+}
+
+/// The local attention layers of an architecture that interleaves them with global ones
+/// (Gemma 3: five local layers, then one global, repeated).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LocalAttention {
+    /// Positions a local layer's query sees, its own included (`attention.sliding_window`).
+    pub window: usize,
+    /// Every this many layers, one is global: layer `l` is global when `(l + 1) % global_every
+    /// == 0` (`attention.sliding_window_type` where a file has it; 6 for Gemma 3, as
+    /// llama.cpp's `set_swa_pattern(6)` and Hugging Face's `sliding_window_pattern`).
+    pub global_every: usize,
+    /// RoPE's base in the local layers (`rope.local_freq_base` where a file has it; 10000
+    /// for Gemma 3, Hugging Face's `rope_local_base_freq`). The global layers use
+    /// [`LlamaConfig::rope_freq_base`].
+    pub rope_freq_base: f32,
 }
 
 fn key(arch: Architecture, k: &str) -> String {
@@ -153,6 +179,14 @@ impl LlamaConfig {
             rope_freq_base: f32_of(file, &k("rope.freq_base"))?.unwrap_or(10_000.0),
             rope_dimension_count: usize_of(file, &k("rope.dimension_count"))?.unwrap_or(head_dim),
             vocab_size,
+            local_attention: match arch {
+                Architecture::Llama => None,
+                Architecture::Gemma3 => Some(LocalAttention {
+                    window: required_usize(file, &k("attention.sliding_window"))?,
+                    global_every: usize_of(file, &k("attention.sliding_window_type"))?.unwrap_or(6),
+                    rope_freq_base: f32_of(file, &k("rope.local_freq_base"))?.unwrap_or(10_000.0),
+                }),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -209,7 +243,40 @@ impl LlamaConfig {
         if !(self.rope_freq_base.is_finite() && self.rope_freq_base > 0.0) {
             return bad(format!("rope.freq_base {} is not finite and > 0", self.rope_freq_base));
         }
+        if let Some(local) = self.local_attention {
+            if local.window == 0 || local.global_every == 0 {
+                return bad(format!(
+                    "a sliding window of {} positions with one global layer every {} layers; both must be positive",
+                    local.window, local.global_every
+                ));
+            }
+            if !(local.rope_freq_base.is_finite() && local.rope_freq_base > 0.0) {
+                return bad(format!(
+                    "rope.local_freq_base {} is not finite and > 0",
+                    local.rope_freq_base
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether layer `l` attends within the local window ([`LocalAttention`]).
+    pub fn is_local(&self, l: usize) -> bool {
+        self.local_attention
+            .is_some_and(|a| !(l + 1).is_multiple_of(a.global_every))
+    }
+
+    /// The attention scores' scale: `1 / sqrt(head_dim)`, except for the 62-layer Gemma 3
+    /// (27B), whose queries are scaled by `1 / sqrt(hidden / heads)` (its
+    /// `query_pre_attn_scalar`; llama.cpp tells it by its layer count, as here, since the
+    /// GGUF metadata does not carry it).
+    pub fn attention_scale(&self) -> f32 {
+        match self.architecture {
+            Architecture::Gemma3 if self.block_count == 62 => {
+                1.0 / ((self.embedding_length / self.head_count) as f32).sqrt()
+            }
+            _ => 1.0 / (self.head_dim as f32).sqrt(),
+        }
     }
 
     /// Values of all query heads together (`head_count * head_dim`).

@@ -16,7 +16,7 @@ use aihal_ops::{
 };
 use aihal_quantize::{GgufFile, QuantizedTensor};
 
-use super::config::LlamaConfig;
+use super::config::{Architecture, LlamaConfig};
 
 /// How a [`LlamaModel`] is built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +25,11 @@ pub struct LlamaOptions {
     /// default, as llama.cpp's and candle's CPU paths do; F32 for the closest agreement with
     /// an f32 computation). Layers stored as F32/F16/BF16 are dense f32 layers either way.
     pub precision: LinearPrecision,
+    /// The MLP's gate activation instead of the architecture's (SiLU for llama, tanh GELU
+    /// for Gemma 3), for comparisons with implementations that use another: `None` (the
+    /// default) keeps the architecture's. candle-transformers 0.11's `quantized_gemma3`, for
+    /// one, gates Gemma 3's MLP with SiLU (its issue #3745).
+    pub gate_activation: Option<GateActivation>,
 }
 
 /// A weight as stored: quantized (kept so, never re-quantized) or plain numbers widened to
@@ -118,6 +123,28 @@ struct Layer {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// Gemma 3's extra norms.
+    gemma: Option<GemmaNorms>,
+    /// Whether the layer attends within the local window (Gemma 3's sliding-window layers).
+    local: bool,
+}
+
+/// The norms a Gemma 3 layer adds to the llama layout: RMSNorm over each query and key head
+/// (before RoPE), and over the attention's and the MLP's outputs (before each residual add).
+#[derive(Debug)]
+struct GemmaNorms {
+    q: RmsNorm,
+    k: RmsNorm,
+    post_attn: RmsNorm,
+    post_ffn: RmsNorm,
+}
+
+/// RoPE and attention for one kind of layer (global, or local with its window and base).
+#[derive(Debug)]
+struct AttentionOps {
+    rope_q: Rope,
+    rope_k: Rope,
+    attention: Attention,
 }
 
 /// A llama-architecture decoder placed on an [`Executor`]: token ids in, the logits of the
@@ -131,12 +158,15 @@ struct Layer {
 pub struct LlamaModel {
     config: LlamaConfig,
     embed: Embedding,
+    /// What the embedding rows are multiplied by (Gemma 3: `sqrt(hidden)`).
+    embed_scale: Option<f32>,
     layers: Vec<Layer>,
     output_norm: RmsNorm,
     output: Linear,
-    rope_q: Rope,
-    rope_k: Rope,
-    attention: Attention,
+    /// The global layers' RoPE and attention (every layer's, without local layers).
+    global: AttentionOps,
+    /// The local layers' (Gemma 3), with their window and RoPE base.
+    local: Option<AttentionOps>,
     gated: Gated,
     add: Add,
 }
@@ -241,19 +271,64 @@ impl LlamaModel {
         }
         .map_err(|e| crate::context(e, embd_name))?;
 
+        let gemma = c.architecture == Architecture::Gemma3;
+        let head_norm = |r: &mut Reader<'_, R>, name: &str| -> Result<RmsNorm> {
+            let w = r.dense(name, &[c.head_dim])?;
+            RmsNorm::new(exec, &w, eps).map_err(|e| crate::context(e, name))
+        };
         let mut layers = Vec::with_capacity(c.block_count);
         for l in 0..c.block_count {
             let n = |what: &str| format!("blk.{l}.{what}.weight");
+            let attn_norm = norm(&mut r, &n("attn_norm"))?;
+            let q = linear(&mut r, &n("attn_q"), q_dim, h)?;
+            let k = linear(&mut r, &n("attn_k"), kv_dim, h)?;
+            let v = linear(&mut r, &n("attn_v"), kv_dim, h)?;
+            let q_norm = if gemma {
+                Some(head_norm(&mut r, &n("attn_q_norm"))?)
+            } else {
+                None
+            };
+            let k_norm = if gemma {
+                Some(head_norm(&mut r, &n("attn_k_norm"))?)
+            } else {
+                None
+            };
+            let o = linear(&mut r, &n("attn_output"), h, q_dim)?;
+            let post_attn = if gemma {
+                Some(norm(&mut r, &n("post_attention_norm"))?)
+            } else {
+                None
+            };
+            let ffn_norm = norm(&mut r, &n("ffn_norm"))?;
+            let gate = linear(&mut r, &n("ffn_gate"), ffn, h)?;
+            let up = linear(&mut r, &n("ffn_up"), ffn, h)?;
+            let down = linear(&mut r, &n("ffn_down"), h, ffn)?;
+            let post_ffn = if gemma {
+                Some(norm(&mut r, &n("post_ffw_norm"))?)
+            } else {
+                None
+            };
+            let gemma = match (q_norm, k_norm, post_attn, post_ffn) {
+                (Some(q), Some(k), Some(post_attn), Some(post_ffn)) => Some(GemmaNorms {
+                    q,
+                    k,
+                    post_attn,
+                    post_ffn,
+                }),
+                _ => None,
+            };
             layers.push(Layer {
-                attn_norm: norm(&mut r, &n("attn_norm"))?,
-                q: linear(&mut r, &n("attn_q"), q_dim, h)?,
-                k: linear(&mut r, &n("attn_k"), kv_dim, h)?,
-                v: linear(&mut r, &n("attn_v"), kv_dim, h)?,
-                o: linear(&mut r, &n("attn_output"), h, q_dim)?,
-                ffn_norm: norm(&mut r, &n("ffn_norm"))?,
-                gate: linear(&mut r, &n("ffn_gate"), ffn, h)?,
-                up: linear(&mut r, &n("ffn_up"), ffn, h)?,
-                down: linear(&mut r, &n("ffn_down"), h, ffn)?,
+                attn_norm,
+                q,
+                k,
+                v,
+                o,
+                ffn_norm,
+                gate,
+                up,
+                down,
+                gemma,
+                local: c.is_local(l),
             });
         }
         let extra = format!("blk.{}.attn_q.weight", c.block_count);
@@ -281,24 +356,52 @@ impl LlamaModel {
         // half-split layout (`LlamaModel.permute` in convert_hf_to_gguf.py) and llama.cpp
         // applies its "normal" rope to LLM_ARCH_LLAMA (`llama_model_rope_type`);
         // candle-transformers' quantized_llama uses `rope_i` (interleaved) for the same reason.
-        let style = RopeStyle::Interleaved;
+        // Gemma 3 files keep Hugging Face's layout, and llama.cpp rotates them half-split
+        // ("neox"), as candle-transformers' quantized_gemma3 does (`rope`).
+        let style = if gemma { RopeStyle::Half } else { RopeStyle::Interleaved };
         let shape = AttentionShape {
             n_heads: c.head_count,
             n_kv_heads: c.head_count_kv,
             head_dim: c.head_dim,
         };
+        let scale = Some(c.attention_scale());
+        let ops = |base: f32, kind: AttentionKind| -> Result<AttentionOps> {
+            Ok(AttentionOps {
+                rope_q: Rope::new(exec, c.head_count, c.head_dim, base, style)?,
+                rope_k: Rope::new(exec, c.head_count_kv, c.head_dim, base, style)?,
+                attention: Attention::new(exec, shape, kind, scale)?,
+            })
+        };
+        let global = ops(c.rope_freq_base, AttentionKind::Causal)?;
+        let local = match c.local_attention {
+            Some(a) => Some(ops(a.rope_freq_base, AttentionKind::SlidingWindow(a.window))?),
+            None => None,
+        };
+        let gate = options.gate_activation.unwrap_or(if gemma {
+            GateActivation::GeluTanh
+        } else {
+            GateActivation::Silu
+        });
         Ok(Self {
-            rope_q: Rope::new(exec, c.head_count, c.head_dim, c.rope_freq_base, style)?,
-            rope_k: Rope::new(exec, c.head_count_kv, c.head_dim, c.rope_freq_base, style)?,
-            attention: Attention::new(exec, shape, AttentionKind::Causal, None)?,
-            gated: Gated::new(exec, GateActivation::Silu)?,
+            global,
+            local,
+            gated: Gated::new(exec, gate)?,
             add: Add::new(exec)?,
+            embed_scale: gemma.then(|| (h as f32).sqrt()),
             config,
             embed,
             layers,
             output_norm,
             output,
         })
+    }
+
+    /// The RoPE and attention ops of layer `layer`.
+    fn attention_ops(&self, layer: &Layer) -> &AttentionOps {
+        match (&self.local, layer.local) {
+            (Some(local), true) => local,
+            _ => &self.global,
+        }
     }
 
     /// The hyperparameters.
@@ -353,11 +456,11 @@ impl LlamaModel {
                 input_bytes: f32s(d),
             },
             ChainOp {
-                op: &mut self.rope_q,
+                op: &mut self.global.rope_q,
                 input_bytes: f32s(q_dim),
             },
             ChainOp {
-                op: &mut self.rope_k,
+                op: &mut self.global.rope_k,
                 input_bytes: f32s(kv_dim),
             },
             ChainOp {
@@ -400,9 +503,30 @@ impl LlamaModel {
         let plan = follow_plan(&exec, &mut chain, m)?;
         drop(chain);
         // Layer 0's devices, at its ops' positions in the chain above.
-        let [norm, q, k, v, o, ffn_norm, gate, up, down] =
-            [1, 2, 3, 4, 7, 9, 10, 11, 13].map(|i| first_devices(first, i, &plan.devices[i]));
+        let [norm, q, k, v, o, ffn_norm, gate, up, down] = [
+            (&first.attn_norm as &dyn Planned, 1),
+            (&first.q, 2),
+            (&first.k, 3),
+            (&first.v, 4),
+            (&first.o, 7),
+            (&first.ffn_norm, 9),
+            (&first.gate, 10),
+            (&first.up, 11),
+            (&first.down, 13),
+        ]
+        .map(|(op, i)| device_named(op, &plan.devices[i]));
         let (norm, q, k, v, o, ffn_norm, gate, up, down) = (norm?, q?, k?, v?, o?, ffn_norm?, gate?, up?, down?);
+        // The ops outside the chain follow their counterparts in it: the local layers' RoPE
+        // the global one's, Gemma 3's extra norms the layer's first norm.
+        let rope_q = device_named(&self.global.rope_q, &plan.devices[5])?;
+        let rope_k = device_named(&self.global.rope_k, &plan.devices[6])?;
+        if let Some(local) = &mut self.local {
+            local.rope_q.pin(m, rope_q)?;
+            local.rope_k.pin(m, rope_k)?;
+        }
+        if let Some(g) = &mut first.gemma {
+            g.pin(m, norm)?;
+        }
         for l in rest {
             l.attn_norm.pin(m, norm)?;
             l.q.pin(m, q)?;
@@ -413,6 +537,9 @@ impl LlamaModel {
             l.gate.pin(m, gate)?;
             l.up.pin(m, up)?;
             l.down.pin(m, down)?;
+            if let Some(g) = &mut l.gemma {
+                g.pin(m, norm)?;
+            }
         }
         Ok(plan)
     }
@@ -430,8 +557,10 @@ impl LlamaModel {
                 "llama: a state of {max_len} positions; it must be between 1 and the context length {ctx}"
             )));
         }
-        let caches = (0..self.config.block_count)
-            .map(|_| self.attention.new_cache(1, max_len))
+        let caches = self
+            .layers
+            .iter()
+            .map(|l| self.attention_ops(l).attention.new_cache(1, max_len))
             .collect::<Result<Vec<_>>>()?;
         Ok(LlamaState {
             caches,
@@ -490,21 +619,45 @@ impl LlamaModel {
         let (s, h, hd) = (ids.len(), c.embedding_length, c.head_dim);
         let pos0 = state.pos;
         let mut x = self.embed.forward(ids, Some(&[1, s]))?;
+        if let Some(scale) = self.embed_scale {
+            // The rows as f32, scaled (Gemma 3's `sqrt(hidden)`, in f32 as llama.cpp and
+            // candle scale them), on the host: one small pass per call.
+            let mut rows = if x.host_slice().is_some() {
+                x.into_host().unwrap_or_default()
+            } else {
+                x.to_vec()?
+            };
+            rows.iter_mut().for_each(|v| *v *= scale);
+            x = Tensor::from_vec(rows, &[1, s, h])?;
+        }
         let run = |x: &mut Tensor, layer: &Layer, cache: &mut KvCache| -> Result<()> {
+            let ops = self.attention_ops(layer);
             let n = layer.attn_norm.forward(x)?;
-            let q = layer.q.forward(&n)?.reshape(&[1, s, c.head_count, hd])?;
-            let k = layer.k.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
+            let mut q = layer.q.forward(&n)?.reshape(&[1, s, c.head_count, hd])?;
+            let mut k = layer.k.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
             let v = layer.v.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
-            let q = self.rope_q.forward(&q, pos0)?;
-            let k = self.rope_k.forward(&k, pos0)?;
-            let ctx = self
+            if let Some(g) = &layer.gemma {
+                q = g.q.forward(&q)?;
+                k = g.k.forward(&k)?;
+            }
+            let q = ops.rope_q.forward(&q, pos0)?;
+            let k = ops.rope_k.forward(&k, pos0)?;
+            let ctx = ops
                 .attention
                 .forward(&q, &k, &v, cache, None)?
                 .reshape(&[1, s, c.q_dim()])?;
-            *x = self.add.forward(&layer.o.forward(&ctx)?, x)?;
+            let mut a = layer.o.forward(&ctx)?;
+            if let Some(g) = &layer.gemma {
+                a = g.post_attn.forward(&a)?;
+            }
+            *x = self.add.forward(&a, x)?;
             let n = layer.ffn_norm.forward(x)?;
             let m = self.gated.forward(&layer.gate.forward(&n)?, &layer.up.forward(&n)?)?;
-            *x = self.add.forward(&layer.down.forward(&m)?, x)?;
+            let mut f = layer.down.forward(&m)?;
+            if let Some(g) = &layer.gemma {
+                f = g.post_ffn.forward(&f)?;
+            }
+            *x = self.add.forward(&f, x)?;
             Ok(())
         };
         let result = self
@@ -534,23 +687,20 @@ impl LlamaModel {
     }
 }
 
-/// The device named `name` among those layer 0's op at chain position `i` was prepared on.
-fn first_devices(first: &Layer, i: usize, name: &str) -> Result<Device> {
-    let op: &dyn Planned = match i {
-        1 => &first.attn_norm,
-        2 => &first.q,
-        3 => &first.k,
-        4 => &first.v,
-        7 => &first.o,
-        9 => &first.ffn_norm,
-        10 => &first.gate,
-        11 => &first.up,
-        _ => &first.down,
-    };
+/// The device named `name` among those `op` was prepared on.
+fn device_named(op: &dyn Planned, name: &str) -> Result<Device> {
     op.prepared_on()
         .into_iter()
         .find(|d| d.to_string() == name)
-        .ok_or_else(|| {
-            CoreError::not_implemented(format!("the plan names {name}, where layer 0's op was not prepared"))
-        })
+        .ok_or_else(|| CoreError::not_implemented(format!("the plan names {name}, where the op was not prepared")))
+}
+
+impl GemmaNorms {
+    /// Makes all four norms run calls of row class `m` on `device` first.
+    fn pin(&mut self, m: MClass, device: Device) -> Result<()> {
+        self.q.pin(m, device)?;
+        self.k.pin(m, device)?;
+        self.post_attn.pin(m, device)?;
+        self.post_ffn.pin(m, device)
+    }
 }
