@@ -152,12 +152,16 @@ fn run() -> Result<()> {
     );
 
     let ids = if args.chat {
-        let template = ChatTemplate::from_gguf(&file)?.ok_or_else(|| {
-            CoreError::invalid_input(format!(
-                "{} has no chat template (tokenizer.chat_template)",
-                args.gguf.display()
-            ))
-        })?;
+        // The file's own template, else the one aihal-models writes for its architecture.
+        let template = match ChatTemplate::from_gguf(&file)? {
+            Some(t) => t,
+            None => ChatTemplate::builtin_for(&file)?.ok_or_else(|| {
+                CoreError::invalid_input(format!(
+                    "{} has no chat template (tokenizer.chat_template), and its architecture none built in",
+                    args.gguf.display()
+                ))
+            })?,
+        };
         let text = template.render(
             &[ChatMessage {
                 role: "user".to_owned(),

@@ -62,9 +62,9 @@ fn main() {
         ),
         common::trial("smollm_chat_template", &[Data::Gguf(SMOLLM)], smollm_chat_template),
         common::trial(
-            "gemma_file_has_no_chat_template",
+            "gemma_file_has_no_chat_template_and_a_builtin_one",
             &[Data::Gguf(GEMMA)],
-            gemma_file_has_no_chat_template,
+            gemma_file_has_no_chat_template_and_a_builtin_one,
         ),
         common::trial("gemma3_chat_template", &[Data::Gguf(GEMMA)], gemma3_chat_template),
         common::trial(
@@ -322,10 +322,34 @@ fn smollm_chat_template() {
     assert_eq!(ids.iter().filter(|&&id| id == 2).count(), 2, "<|im_end|> twice");
 }
 
-fn gemma_file_has_no_chat_template() {
+fn gemma_file_has_no_chat_template_and_a_builtin_one() {
     let l = loaded(GEMMA);
     // This Gemma 3 270M file stores no `tokenizer.chat_template` (checked by listing its keys).
     assert!(ChatTemplate::from_gguf(&l.file).unwrap().is_none());
+    // The built-in Gemma turn format renders what Gemma 3's own template renders (the
+    // fixture's, see `gemma3_chat_template`) for conversations that template accepts.
+    let builtin = ChatTemplate::builtin_for(&l.file)
+        .unwrap()
+        .expect("a built-in template for gemma3");
+    let source = std::fs::read_to_string(fixtures().join("gemma3-chat-template.jinja")).unwrap();
+    let reference = ChatTemplate::new(&source, "<bos>", "<eos>").unwrap();
+    let with_system = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "  Hi  "),
+        ChatMessage::new("assistant", "Hello!\n"),
+        ChatMessage::new("user", "Bye"),
+    ];
+    for messages in [&conversation()[..], &with_system[..], &with_system[1..2]] {
+        for generation in [false, true] {
+            assert_eq!(
+                builtin.render(messages, generation).unwrap(),
+                reference.render(messages, generation).unwrap(),
+                "{messages:?}, add_generation_prompt {generation}"
+            );
+        }
+    }
+    // A file with its own template gets no built-in one.
+    assert!(ChatTemplate::builtin_for(&loaded(SMOLLM).file).unwrap().is_none());
 }
 
 /// Gemma 3's template (from the `tokenizer_config.json` of google/gemma-3 instruction-tuned

@@ -28,6 +28,45 @@ impl ChatMessage {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Gemma's turn format (see [`ChatTemplate::builtin_for`]), written for this crate.
+const GEMMA_TURNS: &str = concat!(
+    "{{ bos_token }}{% set ns = namespace(prefix='') %}",
+    "{% for m in messages %}",
+    "{% if m.role == 'system' %}{% set ns.prefix = m.content ~ '\\n\\n' %}",
+    "{% else %}",
+    "{{ '<start_of_turn>' ~ ('model' if m.role == 'assistant' else m.role) ~ '\\n' }}",
+    "{% if m.role == 'user' %}{{ ns.prefix }}{% set ns.prefix = '' %}{% endif %}",
+    "{{ m.content | trim }}{{ '<end_of_turn>\\n' }}",
+    "{% endif %}",
+    "{% endfor %}",
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}",
+);
+
+/// The texts of a file's BOS and EOS tokens (empty where it names none).
+fn special_texts(file: &GgufFile) -> (String, String) {
+    let token_text = |key: &str| -> String {
+        let id = file.get(key).and_then(aihal_quantize::GgufValue::as_u64);
+        let tokens = file
+            .get("tokenizer.ggml.tokens")
+            .and_then(aihal_quantize::GgufValue::as_array)
+            .and_then(|a| match a {
+                aihal_quantize::gguf::GgufArray::String(t) => Some(t),
+                _ => None,
+            });
+        match (id, tokens) {
+            (Some(id), Some(t)) => usize::try_from(id)
+                .ok()
+                .and_then(|i| t.get(i))
+                .cloned()
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    };
+    let bos = token_text("tokenizer.ggml.bos_token_id");
+    let eos = token_text("tokenizer.ggml.eos_token_id");
+    (bos, eos)
+}
+
 /// A chat template (`tokenizer.chat_template`), rendered with minijinja.
 ///
 /// The environment is the one Hugging Face `transformers` renders chat templates in
@@ -60,26 +99,30 @@ impl ChatTemplate {
                 value.value_type()
             ))
         })?;
-        let token_text = |key: &str| -> String {
-            let id = file.get(key).and_then(aihal_quantize::GgufValue::as_u64);
-            let tokens = file
-                .get("tokenizer.ggml.tokens")
-                .and_then(aihal_quantize::GgufValue::as_array)
-                .and_then(|a| match a {
-                    aihal_quantize::gguf::GgufArray::String(t) => Some(t),
-                    _ => None,
-                });
-            match (id, tokens) {
-                (Some(id), Some(t)) => usize::try_from(id)
-                    .ok()
-                    .and_then(|i| t.get(i))
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => String::new(),
-            }
+        let (bos, eos) = special_texts(file);
+        Self::new(source, bos, eos).map(Some)
+    }
+
+    /// The template this crate writes for a file of an architecture whose files often carry
+    /// none, or `Ok(None)`: for `gemma3` (Gemma 3), its turn format: BOS, then per message
+    /// `<start_of_turn>` + role (`assistant` written `model`) + a newline + the trimmed text +
+    /// `<end_of_turn>` and a newline, a system message's text put in front of the next user
+    /// message with a blank line, and `<start_of_turn>model` and a newline to prompt the
+    /// answer. Use it where [`from_gguf`](Self::from_gguf) finds no template.
+    ///
+    /// Errors: `InvalidInput` when `general.architecture` is not a string.
+    pub fn builtin_for(file: &GgufFile) -> Result<Option<Self>> {
+        let arch = match file.get("general.architecture") {
+            None => return Ok(None),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| CoreError::invalid_input("GGUF file: general.architecture is not a string"))?,
         };
-        let bos = token_text("tokenizer.ggml.bos_token_id");
-        let eos = token_text("tokenizer.ggml.eos_token_id");
+        let source = match arch {
+            "gemma3" => GEMMA_TURNS,
+            _ => return Ok(None),
+        };
+        let (bos, eos) = special_texts(file);
         Self::new(source, bos, eos).map(Some)
     }
 
