@@ -111,7 +111,14 @@ fn every_entry_point_takes_the_new_formats_on_both_paths() {
             let int8 = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::default()).unwrap();
             check(&format!("{format} matmul_with m={m}"), &exact, &int8, &want, &bounds);
             let packed_int8 = matmul_packed(x.as_slice().into(), m, &packed, MatmulOptions::default()).unwrap();
-            assert_eq!(packed_int8, int8, "{format} packed m={m}: the int8 kernels' bits");
+            if packed.is_packed() {
+                // Packed (where this CPU has a layout for the format): the generic int8
+                // kernel's bits (checked per layout by `tests/isa.rs`), the same block sums as
+                // matmul_with's rounded in another order: within the same budget.
+                check(&format!("{format} packed m={m}"), &exact, &packed_int8, &want, &bounds);
+            } else {
+                assert_eq!(packed_int8, int8, "{format} packed m={m}: the int8 kernels' bits");
+            }
         }
     }
 }
