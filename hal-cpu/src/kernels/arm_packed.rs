@@ -320,7 +320,7 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     // Each activation row's codes, scales and block corrections, sliced once (and for the
     // affine formats `d_x · Σ x` per block).
     let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
-    let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_extra(row0 + r).1);
+    let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_dxsx(row0 + r));
     assert!(D::AFFINE == matches!(w.kind, Kind::Affine4 { .. }) && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb)));
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(nb == 0 || CHUNK * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());

@@ -870,12 +870,10 @@ pub(crate) struct PackedAct<'a> {
     pub(super) a: &'a ActQ8,
     /// The code offset these values were computed for (0: none, `neg` empty).
     pub(super) offset: i32,
-    /// Row-major `-offset · Σ q` per row and block (Q6_K: over the block's first 16 codes),
-    /// for the 8-row kernels (empty for the AVX-512 ones, which read `groups`).
+    /// Row-major `-offset · Σ q` per row and block, for the 8-row kernels (empty for the
+    /// AVX-512 ones, which read `groups`; Q6_K, whose halves need one each, has an offset on
+    /// AVX-512 only).
     pub(super) neg: Vec<i32>,
-    /// Q6_K with an offset: row-major `-offset · Σ q` over the block's last 16 codes, for the
-    /// 8-row kernels (else empty).
-    pub(super) neg2: Vec<i32>,
     /// The affine formats: row-major `d_x · Σ q` per row and block (the exact code sum
     /// [`ActQ8::sums`] converted to f32, times the block scale: the generic kernel's
     /// product), for the 8-row and 4-row kernels (else empty).
@@ -944,15 +942,11 @@ impl<'a> PackedAct<'a> {
         // from the interleaved groups only.
         let row_major = !interleave;
         let all = a.rows * nb;
+        assert!(!(q6k && offset != 0 && row_major), "Q6_K has an offset on AVX-512 only");
         let neg: Vec<i32> = if offset == 0 || !row_major {
             Vec::new()
         } else {
             (0..all).map(|t| neg_at(t, 0)).collect()
-        };
-        let neg2: Vec<i32> = if offset == 0 || !row_major || !q6k {
-            Vec::new()
-        } else {
-            (0..all).map(|t| neg_at(t, 1)).collect()
         };
         let dxsx: Vec<f32> = if affine && row_major {
             (0..all).map(dxsx_at).collect()
@@ -992,7 +986,6 @@ impl<'a> PackedAct<'a> {
             a,
             offset,
             neg,
-            neg2,
             dxsx,
             groups,
         }
@@ -1010,21 +1003,14 @@ impl<'a> PackedAct<'a> {
         (&self.a.qs[i * nb * 32..][..nb * 32], &self.a.d[i * nb..][..nb], neg)
     }
 
-    /// Activation row `i`'s second offset corrections (Q6_K with an offset, else empty) and
-    /// `d_x · Σ q` per block (the affine formats, else empty).
-    pub(super) fn row_extra(&self, i: usize) -> (&[i32], &[f32]) {
+    /// Activation row `i`'s `d_x · Σ q` per block (the affine formats, else empty).
+    pub(super) fn row_dxsx(&self, i: usize) -> &[f32] {
         let nb = self.a.nb;
-        let neg2 = if self.neg2.is_empty() {
-            &[][..]
-        } else {
-            &self.neg2[i * nb..][..nb]
-        };
-        let dxsx = if self.dxsx.is_empty() {
-            &[][..]
+        if self.dxsx.is_empty() {
+            &[]
         } else {
             &self.dxsx[i * nb..][..nb]
-        };
-        (neg2, dxsx)
+        }
     }
 }
 

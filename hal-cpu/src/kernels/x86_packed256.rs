@@ -261,7 +261,7 @@ macro_rules! panel8_kernels {
             // Each activation row's codes, scales and block sums, sliced once (and for the
             // affine formats `d_x · Σ x` per block).
             let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
-            let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_extra(row0 + r).1);
+            let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_dxsx(row0 + r));
             assert!(
                 D::AFFINE == matches!(w.kind, Kind::Affine4 { .. })
                     && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb))
