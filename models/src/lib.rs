@@ -34,6 +34,7 @@ pub mod bert;
 mod embed;
 pub mod llama;
 pub mod pooling;
+mod progress;
 pub mod tokenizer;
 mod weights;
 

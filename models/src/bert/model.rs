@@ -229,8 +229,10 @@ impl BertModel {
         let token_type = embedding("embeddings.token_type_embeddings.weight", config.type_vocab_size)?;
         let embedding_norm = norm("embeddings.LayerNorm")?;
         let (i, n) = (config.intermediate_size, config.num_hidden_layers);
+        let progress = crate::progress::bar(n as u64, "loading BERT layers", false);
         let layers = (0..n)
             .map(|l| {
+                progress.inc(1);
                 let p = format!("encoder.layer.{l}");
                 Ok(Layer {
                     query: linear(&format!("{p}.attention.self.query"), h, h)?,

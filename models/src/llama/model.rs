@@ -39,10 +39,12 @@ enum Stored {
     Dense(Vec<f32>),
 }
 
-/// Reads the tensors of one GGUF file, checking names and shapes.
+/// Reads the tensors of one GGUF file, checking names and shapes, and shows the bytes read
+/// so far on a progress bar (hidden unless stderr is a terminal).
 struct Reader<'a, R> {
     file: &'a GgufFile,
     reader: R,
+    progress: indicatif::ProgressBar,
 }
 
 impl<R: Read + Seek> Reader<'_, R> {
@@ -70,6 +72,7 @@ impl<R: Read + Seek> Reader<'_, R> {
                 .file
                 .read_tensor(&mut self.reader, name)
                 .map_err(|e| crate::context(e, &format!("llama GGUF tensor {name}")))?;
+            self.read(name);
             return Ok(Stored::Quantized(t));
         }
         self.dense(name, shape).map(Stored::Dense)
@@ -107,7 +110,17 @@ impl<R: Read + Seek> Reader<'_, R> {
                 values[i]
             )));
         }
+        self.read(name);
         Ok(values)
+    }
+
+    /// Moves the progress bar past tensor `name`.
+    fn read(&self, name: &str) {
+        let len = self
+            .file
+            .tensor(name)
+            .and_then(aihal_quantize::GgufTensorInfo::byte_len);
+        self.progress.inc(len.unwrap_or(0));
     }
 }
 
@@ -245,7 +258,16 @@ impl LlamaModel {
         options: LlamaOptions,
     ) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
-        let mut r = Reader { file, reader };
+        let total = file
+            .tensors()
+            .iter()
+            .filter_map(aihal_quantize::GgufTensorInfo::byte_len)
+            .sum();
+        let mut r = Reader {
+            file,
+            reader,
+            progress: crate::progress::bar(total, &format!("loading {}", config.architecture.name()), true),
+        };
         let c = &config;
         let (h, vocab, ffn) = (c.embedding_length, c.vocab_size, c.feed_forward_length);
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
