@@ -22,6 +22,7 @@
 
 pub mod calibrate;
 mod executor;
+mod interop;
 mod layers;
 pub mod plan;
 mod provider;
@@ -30,6 +31,7 @@ pub mod table;
 mod tensor;
 
 pub use executor::{Executor, ExecutorBuilder};
+pub use interop::LinearWeight;
 pub use layers::{
     check_token_ids, Act, Add, Attention, Embedding, Gated, KvCache, LayerNorm, Linear, Planned, RmsNorm, Rope, Softmax,
 };
