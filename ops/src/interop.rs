@@ -113,7 +113,7 @@ impl LinearWeight {
                 rank2(q.shape(), what)?;
                 Ok(Self::Quantized(q))
             }
-            dense => {
+            dense @ GgufTensorData::Dense(_) => {
                 let shape = rank2(dense.shape(), what)?;
                 let values = dense.to_f32().map_err(|e| match e {
                     CoreError::Unsupported { dtype, .. } => CoreError::Unsupported {

@@ -272,7 +272,7 @@ fn safetensors_tensors_load_quantized_or_dense() {
     let exec = exec();
     let w = values(OUT * IN, 14);
     let w_bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let ids_bytes: Vec<u8> = (0..4i64).flat_map(|v| v.to_le_bytes()).collect();
+    let ids_bytes: Vec<u8> = (0..4i64).flat_map(i64::to_le_bytes).collect();
     let path = temp_path("tiny.safetensors");
     let file = safetensors::serialize(
         [
