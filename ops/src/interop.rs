@@ -147,11 +147,11 @@ impl LinearWeight {
         read_safetensors(path, tensor_name, format).map_err(|e| in_file(path, Some(tensor_name), e))
     }
 
-    /// `[out_features, in_features]`.
+    /// `[out_features, in_features]` (the readers give rank 2 weights only; a quantized
+    /// tensor of another rank built by hand answers its rows and row length).
     pub fn shape(&self) -> [usize; 2] {
         match self {
-            // Rank 2 by construction (every reader checks).
-            Self::Quantized(q) => [q.shape()[0], q.shape()[1]],
+            Self::Quantized(q) => [q.rows(), q.row_len()],
             Self::Dense { shape, .. } => *shape,
         }
     }

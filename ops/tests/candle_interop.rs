@@ -304,6 +304,19 @@ fn safetensors_tensors_load_quantized_or_dense() {
     let want = Linear::with_precision(&exec, &want_q, Some(&bias), LinearPrecision::F32).unwrap();
     assert_eq!(run(&q8), run(&want));
 
+    // The default precision (int8 activations where the provider has them), as Linear::new.
+    let q8 = Linear::from_safetensors(
+        &exec,
+        &path,
+        "w",
+        Some(QuantFormat::Q8_0),
+        Some(&bias),
+        LinearPrecision::default(),
+    )
+    .unwrap();
+    let want = Linear::new(&exec, &want_q, Some(&bias)).unwrap();
+    assert_eq!(run(&q8), run(&want));
+
     let dense = Linear::from_safetensors(&exec, &path, "w", None, Some(&bias), LinearPrecision::F32).unwrap();
     let want = Linear::dense(&exec, &w, [OUT, IN], Some(&bias)).unwrap();
     assert_eq!(run(&dense), run(&want));
@@ -340,6 +353,45 @@ fn safetensors_half_precision_tensors_widen_exactly() {
             shape: [OUT, IN],
         };
         assert_eq!(got, want, "{name}");
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Every F16 and BF16 bit pattern, read from a file, against candle's conversion (the `half`
+/// crate's): the same f32 bits, or NaN for NaN.
+#[test]
+fn safetensors_half_precision_decoding_is_exact_for_every_pattern() {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+
+    let bytes: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+    let path = temp_path("patterns.safetensors");
+    let file = safetensors::serialize(
+        [
+            ("f16", TensorView::new(Dtype::F16, vec![256, 256], &bytes).unwrap()),
+            ("bf16", TensorView::new(Dtype::BF16, vec![256, 256], &bytes).unwrap()),
+        ],
+        None,
+    )
+    .unwrap();
+    std::fs::write(&path, file).unwrap();
+    for (name, dtype) in [("f16", DType::F16), ("bf16", DType::BF16)] {
+        let LinearWeight::Dense { values, shape } = LinearWeight::from_safetensors(&path, name, None).unwrap() else {
+            panic!("{name}: not dense")
+        };
+        assert_eq!(shape, [256, 256]);
+        let want = flat(
+            &Tensor::from_raw_buffer(&bytes, dtype, &[65536], &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap(),
+        );
+        for (i, (g, w)) in values.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{name} pattern {i:#06x}: {g} vs {w}"
+            );
+        }
     }
     std::fs::remove_file(&path).unwrap();
 }
