@@ -26,12 +26,20 @@ use candle_core::{Device, Tensor};
 use common::{argmax, cpu_executor};
 
 fn main() {
-    common::run(vec![common::trial(
-        "gemma3_first_steps_and_greedy_tokens_match_candle",
-        &[common::Data::Gguf(GEMMA3)],
-        gemma3_first_steps_and_greedy_tokens_match_candle,
-    )
-    .with_ignored_flag(cfg!(debug_assertions))]);
+    common::run(vec![
+        common::trial(
+            "gemma3_first_steps_and_greedy_tokens_match_candle",
+            &[common::Data::Gguf(GEMMA3)],
+            gemma3_first_steps_and_greedy_tokens_match_candle,
+        )
+        .with_ignored_flag(cfg!(debug_assertions)),
+        common::trial(
+            "gemma3_decoding_past_the_sliding_window_matches_candle",
+            &[common::Data::Gguf(GEMMA3)],
+            gemma3_decoding_past_the_sliding_window_matches_candle,
+        )
+        .with_ignored_flag(cfg!(debug_assertions)),
+    ]);
 }
 
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
@@ -375,4 +383,48 @@ fn gemma3_first_steps_and_greedy_tokens_match_candle() {
             QuantizedPeer::load(&path, false).greedy(prompt, TOKENS)
         );
     }
+}
+
+/// Decoding across the local layers' window (512 positions): a 500-token prompt, then 24
+/// greedy tokens one at a time (positions 500 to 523), with f32 activations, against
+/// candle's Hugging Face model in f32, whose local layers decode over a rotating cache of the
+/// last 512 positions (the query's own included, as ours and llama.cpp's window). The
+/// prompt stays below the window because candle's prefill mask lets a query see 513
+/// positions where its decode (and ours, and llama.cpp's) sees 512. Every step's logits
+/// within [`f32_bound`], the same tokens.
+///
+/// Ignored in debug builds (minutes); CI runs it in release.
+fn gemma3_decoding_past_the_sliding_window_matches_candle() {
+    const PROMPT_LEN: usize = 500;
+    const STEPS: usize = 24;
+    let (model, path) = gemma3(LinearPrecision::F32, None);
+    let window = model.config().local_attention.expect("Gemma 3 has local layers").window;
+    assert!(PROMPT_LEN < window && PROMPT_LEN + STEPS > window + 8);
+    // `<bos>`, then the ids of the two prompts' texts over and over (a text that is not
+    // natural language, but whose every position is attended to).
+    let text: Vec<u32> = PROMPTS.iter().flat_map(|p| p[1..].iter().copied()).collect();
+    let prompt: Vec<u32> = std::iter::once(2)
+        .chain(text.iter().copied().cycle())
+        .take(PROMPT_LEN)
+        .collect();
+    let mut peer = HfPeer::load(&path);
+    let mut state = model.new_state(Some(PROMPT_LEN + STEPS)).unwrap();
+    let mut ours = model.forward(&prompt, &mut state).unwrap();
+    let mut theirs = peer.forward(&prompt, 0);
+    let mut worst = 0.0f32;
+    for step in 0..STEPS {
+        let d = max_abs_diff(&ours, &theirs);
+        worst = worst.max(d);
+        assert!(
+            d <= f32_bound(&theirs),
+            "position {}: {d} > {}",
+            PROMPT_LEN + step,
+            f32_bound(&theirs)
+        );
+        let id = argmax(&theirs);
+        assert_eq!(argmax(&ours), id, "position {}", PROMPT_LEN + step);
+        ours = model.forward(&[id], &mut state).unwrap();
+        theirs = peer.forward(&[id], PROMPT_LEN + step);
+    }
+    eprintln!("Gemma 3: {STEPS} steps from position {PROMPT_LEN} across the {window}-position window: max |ours - candle gemma3| {worst}");
 }
