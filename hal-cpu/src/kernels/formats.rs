@@ -109,7 +109,8 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // ones; no per-call panel kernel reads them. Packed: Q5_0 as a Q8_0 block of codes
         // `q - 16` (Q8_0's kernels, every set); Q4_1 and Q4_K in one affine 4-bit layout and
         // Q6_K with its sub-block scales beside its 8-bit codes (see `panels`), on the sets
-        // listed.
+        // listed: no AVX-VNNI kernels of their own (none could be tested on the machine they
+        // were written on), so AVX-VNNI CPUs run the AVX2 layout.
         QuantFormat::Q5_0 => Entry {
             exact: yes,
             q8: yes,
