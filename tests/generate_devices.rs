@@ -5,6 +5,15 @@
 //! tokens. The Vulkan executor holds no other provider and is strict, so no op can fall back to
 //! the CPU; its report is checked too: every op ran on the Vulkan device, none anywhere else.
 //!
+//! Gemma 3 is the exception a device's limits make: its embedding table (262144 x 640 in Q8_0,
+//! 178 MB) is larger than one storage buffer may be on lavapipe (wgpu's 128 MiB), so the CubeCL
+//! provider answers `No` for the embedding and for the output projection, which reuses that
+//! table. Its Vulkan executor therefore lists the CPU provider second and is not strict, and the
+//! check is that exactly those two ops fell back, for that reason, once per forward, while every
+//! other op ran on the Vulkan device, attention included: the local layers' sliding-window
+//! kind as well as the global layers' causal one (the window, 512 positions, is longer than
+//! these few positions, so both mask the same here).
+//!
 //! Both models are loaded with `LinearPrecision::F32`. The CubeCL provider multiplies every
 //! linear layer with f32 activations whatever precision a layer asks for (f32 activations meet
 //! both precisions' bounds, see `CubeProvider`'s documentation), while the CPU provider's
@@ -16,6 +25,11 @@
 //! gives the CPU's gap between the two tokens at that step and the largest logit difference
 //! between the devices there (a gap within that difference is a near-tie, not a wrong kernel).
 //!
+//! 4 tokens per model, so that a debug build (the one `.ci/run` makes for this step) runs both
+//! trials in a minute or two on 2 cores. Observed: SmolLM2 `[351, 253, 2365, 6354]`, Gemma 3
+//! `[38167, 1024, 506, 31770]` on both devices, and the same for 8 tokens (SmolLM2's continue
+//! `7012, 30, 198, 198`, Gemma 3's `4799, 236761, 108, 818`).
+//!
 //! Run by `.ci/run` with `--features kernels,rknn`. Without a Vulkan adapter the trials are
 //! ignored with the reason, or fail under `AIHAL_REQUIRE_VULKAN=1`; without a model file they
 //! are ignored, or fail under `AIHAL_REQUIRE_TESTDATA=1`.
@@ -24,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aihal::models::llama::{generate, GenerateOptions, LlamaModel, LlamaOptions, StopReason};
-use aihal::ops::Provider;
+use aihal::ops::{OpKind, Provider};
 use aihal::{Executor, LinearPrecision};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -34,6 +48,9 @@ struct Case {
     file: &'static str,
     prompt: &'static [u32],
     tokens: usize,
+    /// Whether a table too large for one buffer of the device may place the embedding and the
+    /// output projection on the CPU (the only fallback allowed, checked by its reason).
+    large_table: bool,
 }
 
 const CASES: [Case; 2] = [
@@ -43,14 +60,16 @@ const CASES: [Case; 2] = [
         // `The quick brown fox` (`The`, `Ġquick`, `Ġbrown`, `Ġfox`), the first prompt of
         // models/tests/llama_smollm2.rs.
         prompt: &[504, 2365, 6354, 16438],
-        tokens: 8,
+        tokens: 4,
+        large_table: false,
     },
     Case {
         name: "gemma3_q4_k_m_greedy_tokens_are_the_same_on_the_cpu_and_on_vulkan",
         file: "gemma-3-270m-q4_k_m.gguf",
         // `<bos>The quick brown fox`, the first prompt of models/tests/llama_gemma3.rs.
         prompt: &[2, 818, 3823, 8864, 37423],
-        tokens: 8,
+        tokens: 4,
+        large_table: true,
     },
 ];
 
@@ -120,18 +139,46 @@ fn compare(case: &Case, vulkan: Arc<dyn Provider>) {
     let path = gguf_path(case.file);
     let device = vulkan.device();
     let cpu = load(&executor(Arc::new(aihal::cpu::CpuProvider)), &path);
-    let gpu_exec = executor(vulkan);
+    let gpu_exec = if case.large_table {
+        Executor::builder()
+            .provider(vulkan)
+            .provider(Arc::new(aihal::cpu::CpuProvider))
+            .device(device)
+            .build()
+            .unwrap()
+    } else {
+        executor(vulkan)
+    };
     let gpu = load(&gpu_exec, &path);
     let on_cpu = greedy(&format!("{} on the CPU", case.file), &cpu, case.prompt, case.tokens);
     let on_gpu = greedy(&format!("{} on {device}", case.file), &gpu, case.prompt, case.tokens);
 
     let report = gpu_exec.report();
     eprintln!("{report}");
-    assert!(report.fallbacks.is_empty(), "fallbacks on {device}:\n{report}");
     assert!(!report.rows.is_empty(), "nothing recorded on {device}");
-    for row in &report.rows {
-        assert_eq!(row.device, device, "{} ran on {}:\n{report}", row.op.name(), row.device);
+    let on_table = |op: OpKind| case.large_table && matches!(op, OpKind::Embedding | OpKind::Linear);
+    for fallback in &report.fallbacks {
+        assert!(
+            on_table(fallback.op) && fallback.reason.contains("in one buffer"),
+            "a fallback on {device}: {fallback:?}\n{report}"
+        );
     }
+    for row in &report.rows {
+        assert!(
+            row.device == device || on_table(row.op),
+            "{} ran on {}:\n{report}",
+            row.op.name(),
+            row.device
+        );
+    }
+    // One embedding and one output projection per forward, and nothing else on the CPU.
+    let host = aihal::Device::Cpu;
+    assert_eq!(
+        report.calls(OpKind::Linear, host),
+        report.calls(OpKind::Embedding, host),
+        "{report}"
+    );
+    assert!(report.calls(OpKind::Attention, device) > 0, "{report}");
 
     if let Some(j) = on_cpu.iter().zip(&on_gpu).position(|(a, b)| a != b) {
         let context: Vec<u32> = case.prompt.iter().chain(&on_cpu[..j]).copied().collect();
