@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             // Decode up to 128 positions, then roll back to the prompt and go on.
             if state.position() >= 128 {
-                state.truncate(PROMPT.len());
+                state.truncate(PROMPT.len()).unwrap();
             }
             let logits = model.forward(&[next], &mut state).unwrap();
             next = sampler.sample(black_box(&logits)).unwrap();

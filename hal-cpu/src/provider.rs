@@ -234,6 +234,24 @@ impl KvStore for CpuKv {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+    fn can_drop_front(&self) -> bool {
+        true
+    }
+    fn drop_front(&mut self, b: usize, len: usize, n: usize) -> Result<()> {
+        let l = self.layout;
+        if b >= l.batch || n > len || len > l.max_len {
+            return Err(CoreError::invalid_input(format!(
+                "KV cache: dropping {n} of {len} positions of sequence {b} (batch {}, max_len {})",
+                l.batch, l.max_len
+            )));
+        }
+        let row = l.n_kv_heads * l.head_dim;
+        let base = b * l.max_len * row;
+        for buf in [&mut self.k, &mut self.v] {
+            buf.copy_within(base + n * row..base + len * row, base);
+        }
+        Ok(())
+    }
 }
 
 impl Prepared for Attention {

@@ -281,7 +281,7 @@ fn tiny_kv_cache_path_equals_full_recompute() {
     }
     assert_eq!(state.position(), seq.len());
     // A rolled-back state repeats itself.
-    state.truncate(10);
+    state.truncate(10).unwrap();
     let again = model.forward(&seq[10..11], &mut state).unwrap();
     let d = max_abs_diff(&again, &logits(&model, &seq[..11]));
     assert!(d <= 1e-4 * max_abs(&again).max(1.0), "after truncate: {d}");

@@ -225,6 +225,7 @@ fn gemma3(precision: LinearPrecision, gate_activation: Option<GateActivation>) -
     let options = LlamaOptions {
         precision,
         gate_activation,
+        ..LlamaOptions::default()
     };
     let model = LlamaModel::load(&cpu_executor(), &path, options).unwrap();
     eprintln!("Gemma 3: loaded in {:.2?}", t.elapsed());
@@ -385,21 +386,32 @@ fn gemma3_first_steps_and_greedy_tokens_match_candle() {
     }
 }
 
-/// Decoding across the local layers' window (512 positions): a 500-token prompt, then 24
-/// greedy tokens one at a time (positions 500 to 523), with f32 activations, against
+/// Decoding across the local layers' window (512 positions): a 500-token prompt, then 40
+/// greedy tokens one at a time (positions 500 to 539), with f32 activations, against
 /// candle's Hugging Face model in f32, whose local layers decode over a rotating cache of the
 /// last 512 positions (the query's own included, as ours and llama.cpp's window). The
 /// prompt stays below the window because candle's prefill mask lets a query see 513
 /// positions where its decode (and ours, and llama.cpp's) sees 512. Every step's logits
 /// within [`f32_bound`], the same tokens.
 ///
+/// Ours runs with passes of 16 positions (`LlamaOptions::local_chunk`), so the prompt runs
+/// in 32 passes and each local layer's cache holds 527 positions: from position 528 on, it
+/// drops its oldest ones. A roll-back within the window then works, and one past what the
+/// caches still hold is refused.
+///
 /// Ignored in debug builds (minutes); CI runs it in release.
 fn gemma3_decoding_past_the_sliding_window_matches_candle() {
     const PROMPT_LEN: usize = 500;
-    const STEPS: usize = 24;
-    let (model, path) = gemma3(LinearPrecision::F32, None);
+    const STEPS: usize = 40;
+    let path = common::gguf_path(GEMMA3);
+    let options = LlamaOptions {
+        precision: LinearPrecision::F32,
+        local_chunk: 16,
+        ..LlamaOptions::default()
+    };
+    let model = LlamaModel::load(&cpu_executor(), &path, options).unwrap();
     let window = model.config().local_attention.expect("Gemma 3 has local layers").window;
-    assert!(PROMPT_LEN < window && PROMPT_LEN + STEPS > window + 8);
+    assert!(PROMPT_LEN < window && PROMPT_LEN + STEPS > window + 16 + 8);
     // `<bos>`, then the ids of the two prompts' texts over and over (a text that is not
     // natural language, but whose every position is attended to).
     let text: Vec<u32> = PROMPTS.iter().flat_map(|p| p[1..].iter().copied()).collect();
@@ -408,10 +420,11 @@ fn gemma3_decoding_past_the_sliding_window_matches_candle() {
         .take(PROMPT_LEN)
         .collect();
     let mut peer = HfPeer::load(&path);
-    let mut state = model.new_state(Some(PROMPT_LEN + STEPS)).unwrap();
+    let mut state = model.new_state(Some(PROMPT_LEN + STEPS + 64)).unwrap();
     let mut ours = model.forward(&prompt, &mut state).unwrap();
     let mut theirs = peer.forward(&prompt, 0);
     let mut worst = 0.0f32;
+    let mut ids = Vec::new();
     for step in 0..STEPS {
         let d = max_abs_diff(&ours, &theirs);
         worst = worst.max(d);
@@ -423,8 +436,24 @@ fn gemma3_decoding_past_the_sliding_window_matches_candle() {
         );
         let id = argmax(&theirs);
         assert_eq!(argmax(&ours), id, "position {}", PROMPT_LEN + step);
+        ids.push(id);
         ours = model.forward(&[id], &mut state).unwrap();
         theirs = peer.forward(&[id], PROMPT_LEN + step);
     }
     eprintln!("Gemma 3: {STEPS} steps from position {PROMPT_LEN} across the {window}-position window: max |ours - candle gemma3| {worst}");
+
+    // Roll back 4 positions and run them again: the same logits.
+    let end = PROMPT_LEN + STEPS;
+    state.truncate(end - 4).unwrap();
+    let again = model.forward(&ids[STEPS - 4..], &mut state).unwrap();
+    assert!(
+        max_abs_diff(&again, &ours) <= 1e-4 * (1.0 + f32_bound(&ours)),
+        "after a roll-back"
+    );
+    // The local caches hold 527 positions, so the window behind position 100 is gone.
+    let err = state.truncate(100).unwrap_err();
+    assert!(matches!(err, aihal_core::CoreError::InvalidInput(_)), "{err}");
+    assert_eq!(state.position(), end, "a refused roll-back changes nothing");
+    state.clear();
+    assert_eq!(state.position(), 0);
 }

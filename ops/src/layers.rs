@@ -655,6 +655,39 @@ impl KvCache {
             *l = (*l).min(len);
         }
     }
+
+    /// Whether [`drop_front`](Self::drop_front) works on this cache's device (the CPU
+    /// provider's caches; not yet the GPU providers').
+    pub fn can_drop_front(&self) -> bool {
+        self.store.can_drop_front()
+    }
+
+    /// Forgets the oldest `n` positions of every sequence (all of them where fewer are
+    /// cached), moving the others to the front, so that a cache of a few more positions than
+    /// a sliding window can serve a sequence of any length: a sliding-window mask depends
+    /// only on how far apart a query and a key are, and the keys keep the rotary encoding of
+    /// the positions they were computed at. (Causal attention over such a cache sees only the
+    /// positions kept.)
+    ///
+    /// Errors: `NotImplemented` where [`can_drop_front`](Self::can_drop_front) is false;
+    /// nothing is changed then.
+    pub fn drop_front(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        if !self.store.can_drop_front() {
+            return Err(CoreError::not_implemented(format!(
+                "dropping cached positions on {}",
+                self.store.device()
+            )));
+        }
+        for (b, len) in self.lens.iter_mut().enumerate() {
+            let drop = n.min(*len);
+            self.store.drop_front(b, *len, drop)?;
+            *len -= drop;
+        }
+        Ok(())
+    }
 }
 
 /// Grouped-query attention over a [`KvCache`], causal, sliding-window or bidirectional.

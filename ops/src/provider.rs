@@ -11,7 +11,7 @@
 use std::any::Any;
 use std::fmt;
 
-use aihal_core::{Device, Result};
+use aihal_core::{CoreError, Device, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 use aihal_reference::{AttentionShape, GateActivation, RopeStyle};
 
@@ -325,6 +325,22 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     fn device(&self) -> Device;
     /// For the owning provider to reach its own type.
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Whether [`drop_front`](Self::drop_front) works here (false by default).
+    fn can_drop_front(&self) -> bool {
+        false
+    }
+    /// Forgets the first `n` of the `len` positions sequence `b` holds (`n <= len`), moving
+    /// the other `len - n` to the front, keys and values alike.
+    ///
+    /// Errors: `NotImplemented` where [`can_drop_front`](Self::can_drop_front) is false (the
+    /// default).
+    fn drop_front(&mut self, b: usize, len: usize, n: usize) -> Result<()> {
+        let _ = (b, len, n);
+        Err(CoreError::not_implemented(format!(
+            "dropping cached positions on {}",
+            self.device()
+        )))
+    }
 }
 
 /// The shape of a key/value cache: `batch` sequences of up to `max_len` positions of

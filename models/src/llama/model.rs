@@ -19,7 +19,7 @@ use aihal_quantize::{GgufFile, QuantizedTensor};
 use super::config::{Architecture, LlamaConfig};
 
 /// How a [`LlamaModel`] is built.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LlamaOptions {
     /// How the linear layers over quantized weights meet their activations (int8 by
     /// default, as llama.cpp's and candle's CPU paths do; F32 for the closest agreement with
@@ -30,6 +30,23 @@ pub struct LlamaOptions {
     /// default) keeps the architecture's. candle-transformers 0.11's `quantized_gemma3`, for
     /// one, gates Gemma 3's MLP with SiLU (its issue #3745).
     pub gate_activation: Option<GateActivation>,
+    /// The most positions one pass runs through a model with local (sliding-window) layers
+    /// (Gemma 3); 512 by default. A longer input runs in passes of this many, and each local
+    /// layer's KV cache then holds its window plus this many positions less one, however
+    /// long the sequence, where the cache's device can drop positions (the CPU; elsewhere it
+    /// holds the whole sequence). Models without local layers run any input in one pass.
+    pub local_chunk: usize,
+}
+
+impl Default for LlamaOptions {
+    /// 8-bit activations, the architecture's gate, passes of 512 positions.
+    fn default() -> Self {
+        Self {
+            precision: LinearPrecision::default(),
+            gate_activation: None,
+            local_chunk: 512,
+        }
+    }
 }
 
 /// A weight as stored: quantized (kept so, never re-quantized) or plain numbers widened to
@@ -43,7 +60,7 @@ enum Stored {
 /// so far on a progress bar (hidden unless stderr is a terminal).
 struct Reader<'a, R> {
     file: &'a GgufFile,
-    reader: R,
+    stream: R,
     progress: indicatif::ProgressBar,
 }
 
@@ -70,7 +87,7 @@ impl<R: Read + Seek> Reader<'_, R> {
         if ty.and_then(aihal_quantize::GgmlType::quant_format).is_some() {
             let t = self
                 .file
-                .read_tensor(&mut self.reader, name)
+                .read_tensor(&mut self.stream, name)
                 .map_err(|e| crate::context(e, &format!("llama GGUF tensor {name}")))?;
             self.read(name);
             return Ok(Stored::Quantized(t));
@@ -96,7 +113,7 @@ impl<R: Read + Seek> Reader<'_, R> {
         }
         let buf = self
             .file
-            .read_dense(&mut self.reader, name)
+            .read_dense(&mut self.stream, name)
             .map_err(|e| crate::context(e, &format!("llama GGUF tensor {name}")))?;
         let values: Vec<f32> = match buf.dtype() {
             DType::F32 => buf.as_slice::<f32>()?.to_vec(),
@@ -182,6 +199,8 @@ pub struct LlamaModel {
     local: Option<AttentionOps>,
     gated: Gated,
     add: Add,
+    /// [`LlamaOptions::local_chunk`].
+    local_chunk: usize,
 }
 
 /// The positions a [`LlamaModel`] has seen in one sequence: a preallocated KV cache per
@@ -189,6 +208,10 @@ pub struct LlamaModel {
 #[derive(Debug)]
 pub struct LlamaState {
     caches: Vec<KvCache>,
+    /// Per layer: positions dropped from the front of its cache (local layers' bounded
+    /// caches), and the window it needs behind a position (`None`: every position).
+    dropped: Vec<usize>,
+    windows: Vec<Option<usize>>,
     max_len: usize,
     pos: usize,
 }
@@ -206,15 +229,41 @@ impl LlamaState {
 
     /// Forgets every position (the memory stays allocated).
     pub fn clear(&mut self) {
-        self.truncate(0);
+        for c in &mut self.caches {
+            c.clear();
+        }
+        self.dropped.fill(0);
+        self.pos = 0;
     }
 
     /// Keeps the first `len` positions at most (rolls a sequence back).
-    pub fn truncate(&mut self, len: usize) {
-        for c in &mut self.caches {
-            c.truncate(len);
+    ///
+    /// Errors: `InvalidInput` when a local layer's bounded cache has already dropped
+    /// positions that the window behind `len` needs (a roll-back by more than about the
+    /// window, once the sequence has passed the cache's size); nothing changes then.
+    /// Rolling back to 0 ([`clear`](Self::clear)) always works.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len == 0 {
+            self.clear();
+            return Ok(());
         }
-        self.pos = self.pos.min(len);
+        let len = len.min(self.pos);
+        for (l, (&d, w)) in self.dropped.iter().zip(&self.windows).enumerate() {
+            if let Some(w) = *w {
+                if d > 0 && len + 1 < d + w {
+                    return Err(CoreError::invalid_input(format!(
+                        "llama state: rolling back to position {len} needs positions from {} in layer {l}'s \
+                         {w}-position window, but its cache has dropped the first {d}",
+                        (len + 1).saturating_sub(w)
+                    )));
+                }
+            }
+        }
+        for (c, &d) in self.caches.iter_mut().zip(&self.dropped) {
+            c.truncate(len - d.min(len));
+        }
+        self.pos = len;
+        Ok(())
     }
 }
 
@@ -258,6 +307,11 @@ impl LlamaModel {
         options: LlamaOptions,
     ) -> Result<Self> {
         let config = LlamaConfig::from_gguf(file)?;
+        if options.local_chunk == 0 {
+            return Err(CoreError::invalid_config(
+                "llama: LlamaOptions::local_chunk is 0; a pass needs at least one position",
+            ));
+        }
         let total = file
             .tensors()
             .iter()
@@ -265,7 +319,7 @@ impl LlamaModel {
             .sum();
         let mut r = Reader {
             file,
-            reader,
+            stream: reader,
             progress: crate::progress::bar(total, &format!("loading {}", config.architecture.name()), true),
         };
         let c = &config;
@@ -410,6 +464,7 @@ impl LlamaModel {
             gated: Gated::new(exec, gate)?,
             add: Add::new(exec)?,
             embed_scale: gemma.then(|| (h as f32).sqrt()),
+            local_chunk: options.local_chunk,
             config,
             embed,
             layers,
@@ -579,13 +634,32 @@ impl LlamaModel {
                 "llama: a state of {max_len} positions; it must be between 1 and the context length {ctx}"
             )));
         }
-        let caches = self
-            .layers
-            .iter()
-            .map(|l| self.attention_ops(l).attention.new_cache(1, max_len))
-            .collect::<Result<Vec<_>>>()?;
+        // Local layers' caches hold their window plus one pass less one position, where the
+        // device can drop positions from the front; every other cache holds `max_len`.
+        let mut caches = Vec::with_capacity(self.layers.len());
+        let mut windows = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let attention = &self.attention_ops(l).attention;
+            let window = self.config.local_attention.filter(|_| l.local).map(|a| a.window);
+            let bounded = window.map(|w| w - 1 + self.local_chunk).filter(|&cap| cap < max_len);
+            let cache = match bounded {
+                Some(cap) => {
+                    let c = attention.new_cache(1, cap)?;
+                    if c.can_drop_front() {
+                        c
+                    } else {
+                        attention.new_cache(1, max_len)?
+                    }
+                }
+                None => attention.new_cache(1, max_len)?,
+            };
+            caches.push(cache);
+            windows.push(window);
+        }
         Ok(LlamaState {
+            dropped: vec![0; caches.len()],
             caches,
+            windows,
             max_len,
             pos: 0,
         })
@@ -637,6 +711,41 @@ impl LlamaModel {
     /// vocabulary, more positions than the state holds); provider errors.
     pub fn forward(&self, ids: &[u32], state: &mut LlamaState) -> Result<Vec<f32>> {
         self.check_input(ids, state)?;
+        let pos0 = state.pos;
+        // Models with local layers run long inputs in passes (their caches are sized for one).
+        let pass = if self.local.is_some() {
+            self.local_chunk
+        } else {
+            ids.len()
+        };
+        let mut logits = Vec::new();
+        for part in ids.chunks(pass.max(1)) {
+            match self.forward_pass(part, state) {
+                Ok(l) => logits = l,
+                Err(e) => {
+                    // Keep the caches consistent: drop what the failed call appended (or, if
+                    // its earlier passes made a local cache drop what that needs, everything).
+                    if state.truncate(pos0).is_err() {
+                        state.clear();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(logits)
+    }
+
+    /// One pass of [`forward`](Self::forward) over `ids` (checked), making room in the
+    /// bounded caches first.
+    fn forward_pass(&self, ids: &[u32], state: &mut LlamaState) -> Result<Vec<f32>> {
+        for (cache, dropped) in state.caches.iter_mut().zip(&mut state.dropped) {
+            let (held, cap) = (cache.lens()[0], cache.layout().max_len);
+            if held + ids.len() > cap {
+                let n = held + ids.len() - cap;
+                cache.drop_front(n)?;
+                *dropped += n;
+            }
+        }
         let c = &self.config;
         let (s, h, hd) = (ids.len(), c.embedding_length, c.head_dim);
         let pos0 = state.pos;
@@ -649,7 +758,9 @@ impl LlamaModel {
             } else {
                 x.to_vec()?
             };
-            rows.iter_mut().for_each(|v| *v *= scale);
+            for v in &mut rows {
+                *v *= scale;
+            }
             x = Tensor::from_vec(rows, &[1, s, h])?;
         }
         let run = |x: &mut Tensor, layer: &Layer, cache: &mut KvCache| -> Result<()> {
@@ -682,16 +793,10 @@ impl LlamaModel {
             *x = self.add.forward(&f, x)?;
             Ok(())
         };
-        let result = self
-            .layers
+        self.layers
             .iter()
             .zip(&mut state.caches)
-            .try_for_each(|(layer, cache)| run(&mut x, layer, cache));
-        if let Err(e) = result {
-            // Keep the caches consistent: drop what the failed call appended.
-            state.truncate(pos0);
-            return Err(e);
-        }
+            .try_for_each(|(layer, cache)| run(&mut x, layer, cache))?;
         state.pos += s;
         // Only the last position's logits are needed.
         let last = if s == 1 {
