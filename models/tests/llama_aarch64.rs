@@ -29,7 +29,7 @@ const PROMPT: &[u32] = &[504, 2365, 6354, 16438];
 /// The first 4 greedy tokens candle-transformers' `quantized_llama` (8-bit activations, as
 /// ggml runs them) generates after [`PROMPT`] on x86_64: `llama_smollm2.rs`'s greedy comparison
 /// asserts that ours give the same 32 tokens there (release build, `.ci/run`), the first of
-/// them ` is a quick brown`. The f32 computations (ours and candle's with dequantized weights)
+/// them ` with a quick brown`. The f32 computations (ours and candle's with dequantized weights)
 /// give the same first 4.
 const CANDLE: [u32; 4] = [351, 253, 2365, 6354];
 
