@@ -289,27 +289,6 @@ fn check_first_step(path: &Path, prompt: &[u32], models: &Models) {
     assert_eq!(argmax(&int8), argmax(&exact));
 }
 
-/// Checks that `got` (ours with 8-bit activations) equals `want` (the f32 tokens), or parts
-/// from it only where it may: at the first token `j` where they differ, with the context
-/// `prompt + want[..j]`, the f32 logits of the two tokens lie within twice the largest
-/// distance between our 8-bit and f32 logits there (no smaller gap can be reversed by that
-/// rounding, a larger one cannot).
-fn check_near_tie_only(f32_model: &LlamaModel, int8_model: &LlamaModel, prompt: &[u32], got: &[u32], want: &[u32]) {
-    let Some(j) = got.iter().zip(want).position(|(a, b)| a != b) else {
-        return;
-    };
-    let context: Vec<u32> = prompt.iter().chain(&want[..j]).copied().collect();
-    let (exact, rounded) = (ours(f32_model, &context), ours(int8_model, &context));
-    let gap = exact[want[j] as usize] - exact[got[j] as usize];
-    let noise = max_abs_diff(&exact, &rounded);
-    eprintln!(
-        "Gemma 3, prompt {prompt:?}: 8-bit activations part from f32 at token {j} ({} for {}): f32 gap {gap}, 8-bit rounding {noise}",
-        got[j], want[j]
-    );
-    assert_eq!(argmax(&rounded), got[j]);
-    assert!(gap >= 0.0 && gap <= 2.0 * noise, "gap {gap} outside 0 ..= 2 * {noise}");
-}
-
 /// The three builds [`check_first_step`] compares.
 struct Models {
     gelu_f32: LlamaModel,
@@ -336,7 +315,7 @@ fn models() -> (Models, std::path::PathBuf) {
 /// - ours with f32 activations: the tokens of candle's Hugging Face model in f32;
 /// - ours by default (tanh GELU, 8-bit activations): the same tokens, or, from the first
 ///   token where they part, a step where rounding the activations may choose either: see
-///   [`check_near_tie_only`] (observed: the first prompt all 32 the same, the second parts
+///   `common::check_near_tie_only` (observed: the first prompt all 32 the same, the second parts
 ///   at token 10, a digit);
 /// - ours with the SiLU gate in f32: the tokens of candle's quantized_gemma3 in f32.
 ///
@@ -373,7 +352,8 @@ fn gemma3_first_steps_and_greedy_tokens_match_candle() {
         let want = hf.greedy(prompt, TOKENS);
         eprintln!("candle gemma3 (f32): {want:?}");
         assert_eq!(greedy(&models.gelu_f32, prompt), want, "GELU, f32, prompt {prompt:?}");
-        check_near_tie_only(&models.gelu_f32, &gelu_int8, prompt, &greedy(&gelu_int8, prompt), &want);
+        let got = greedy(&gelu_int8, prompt);
+        common::check_near_tie_only("Gemma 3", &models.gelu_f32, &gelu_int8, prompt, &got, &want);
         assert_eq!(
             greedy(&models.silu_f32, prompt),
             QuantizedPeer::load(&path, true).greedy(prompt, TOKENS),

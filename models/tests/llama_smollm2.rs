@@ -97,10 +97,12 @@ fn smollm2_q4_1_first_step_matches_candle() {
 ///
 /// - with f32 activations against candle with f32 weights (both the exact product of the
 ///   stored weights, logits within 1e-4 of each other): identical for both prompts;
-/// - as both run by default (activations rounded to 8 bits): identical for the first prompt.
-///   On the second the two part at token 19, where the top two logits lie closer than the
-///   rounding noise of either implementation (about 1 logit over 30 layers, see
-///   `check_first_step`), so that prompt is not asserted this way.
+/// - ours as it runs by default (activations rounded to 8 bits): the f32 tokens, or, from the
+///   first token where they part, a step where that rounding may choose either
+///   (`common::check_near_tie_only`). Observed: the first prompt parts at token 17, where
+///   the top two f32 logits are 0.05 apart against 0.88 of rounding (about 1 logit over 30
+///   layers, see `check_first_step`); the second keeps the f32 tokens throughout. candle's own 8-bit run, which rounds otherwise,
+///   is printed, not asserted.
 ///
 /// Ignored in debug builds, where it takes minutes: `cargo test --release -p aihal-models
 /// --test llama_smollm2` runs it (or `-- --ignored` in debug).
@@ -137,16 +139,13 @@ fn smollm2_q4_1_greedy_tokens_match_candle() {
     .unwrap();
     let mut exact_peer = LlamaPeer::load_exact(&path);
     for prompt in PROMPTS {
-        assert_eq!(
-            greedy(&exact_model, prompt),
-            exact_peer.greedy(prompt, TOKENS),
-            "f32, prompt {prompt:?}"
+        let want = exact_peer.greedy(prompt, TOKENS);
+        assert_eq!(greedy(&exact_model, prompt), want, "f32, prompt {prompt:?}");
+        let got = greedy(&model, prompt);
+        common::check_near_tie_only("SmolLM2", &exact_model, &model, prompt, &got, &want);
+        eprintln!(
+            "candle quantized_llama (8-bit): {:?}",
+            LlamaPeer::load(&path).greedy(prompt, TOKENS)
         );
     }
-    let prompt = PROMPTS[0];
-    assert_eq!(
-        greedy(&model, prompt),
-        LlamaPeer::load(&path).greedy(prompt, TOKENS),
-        "prompt {prompt:?}"
-    );
 }

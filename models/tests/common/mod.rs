@@ -460,6 +460,47 @@ impl LlamaPeer {
     }
 }
 
+/// Checks that `got` (greedy tokens of `int8_model`, activations rounded to 8 bits) equals
+/// `want` (the tokens of the exact f32 computation), or parts from it only where it may: at
+/// the first token `j` where they differ, with the context `prompt + want[..j]`, the f32 logits
+/// of the two tokens (`f32_model`'s) lie within twice the largest distance between the 8-bit
+/// and the f32 logits there (no smaller gap can be reversed by that rounding, a larger one
+/// cannot), and the 8-bit run's top token there is `got[j]`.
+pub(crate) fn check_near_tie_only(
+    what: &str,
+    f32_model: &aihal_models::llama::LlamaModel,
+    int8_model: &aihal_models::llama::LlamaModel,
+    prompt: &[u32],
+    got: &[u32],
+    want: &[u32],
+) {
+    let Some(j) = got.iter().zip(want).position(|(a, b)| a != b) else {
+        assert_eq!(got.len(), want.len(), "{what}");
+        return;
+    };
+    let context: Vec<u32> = prompt.iter().chain(&want[..j]).copied().collect();
+    let logits = |m: &aihal_models::llama::LlamaModel| {
+        let mut state = m.new_state(Some(context.len())).unwrap();
+        m.forward(&context, &mut state).unwrap()
+    };
+    let (exact, rounded) = (logits(f32_model), logits(int8_model));
+    let gap = exact[want[j] as usize] - exact[got[j] as usize];
+    let noise = exact
+        .iter()
+        .zip(&rounded)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    eprintln!(
+        "{what}, prompt {prompt:?}: 8-bit activations part from f32 at token {j} ({} for {}): f32 gap {gap}, 8-bit rounding {noise}",
+        got[j], want[j]
+    );
+    assert_eq!(argmax(&rounded), got[j], "{what}");
+    assert!(
+        gap >= 0.0 && gap <= 2.0 * noise,
+        "{what}: gap {gap} outside 0 ..= 2 * {noise}"
+    );
+}
+
 /// The first index of the largest value.
 pub(crate) fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
