@@ -56,28 +56,11 @@ struct QuantizedPeer(candle_transformers::models::quantized_gemma3::ModelWeights
 
 impl QuantizedPeer {
     /// candle's model as it runs quantized files (activations rounded to 8 bits per block),
-    /// or with every weight dequantized to f32 at load (`exact`, `CANDLE_DEQUANTIZE_ALL`).
-    /// candle reads the variable once per thread, so each load runs in a fresh thread,
-    /// under a lock.
+    /// or with every weight dequantized to f32 at load (`exact`).
     fn load(path: &Path, exact: bool) -> Self {
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if exact {
-            std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-        } else {
-            std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
-        }
-        let path = path.to_path_buf();
-        let model = std::thread::spawn(move || {
-            let mut f = std::fs::File::open(&path).unwrap();
-            let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-            candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
-                .unwrap()
-        })
-        .join()
-        .unwrap();
-        std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
-        Self(model)
+        Self(common::candle_gguf_load(path, exact, |content, f| {
+            candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(content, f, &Device::Cpu)
+        }))
     }
 }
 

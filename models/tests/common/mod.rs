@@ -400,6 +400,34 @@ pub(crate) fn gguf_path(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A candle model built by `build` from the GGUF file at `path`, with its quantized weights
+/// multiplied as stored, or (`exact`) dequantized to f32 at load (`CANDLE_DEQUANTIZE_ALL`).
+/// candle reads that variable once per thread, when the thread first builds a `QMatMul`; so
+/// each load runs in a fresh thread, under a lock, with the variable set or removed for it.
+pub(crate) fn candle_gguf_load<T: Send + 'static>(
+    path: &Path,
+    exact: bool,
+    build: fn(candle_core::quantized::gguf_file::Content, &mut std::fs::File) -> candle_core::Result<T>,
+) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if exact {
+        std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+    } else {
+        std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
+    }
+    let path = path.to_path_buf();
+    let model = std::thread::spawn(move || {
+        let mut f = std::fs::File::open(&path).unwrap();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        build(content, &mut f).unwrap()
+    })
+    .join()
+    .unwrap();
+    std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
+    model
+}
+
 /// candle-transformers' quantized llama (`quantized_llama::ModelWeights`) over a GGUF file: the
 /// peer of aihal-models' llama decoder.
 pub(crate) struct LlamaPeer(candle_transformers::models::quantized_llama::ModelWeights);
@@ -417,28 +445,10 @@ impl LlamaPeer {
         Self::load_with(path, true)
     }
 
-    /// candle reads `CANDLE_DEQUANTIZE_ALL` once per thread, when the thread first builds a
-    /// `QMatMul`; so each load runs in a fresh thread, under a lock, with the variable set or
-    /// removed for it.
     fn load_with(path: &Path, exact: bool) -> Self {
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if exact {
-            std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-        } else {
-            std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
-        }
-        let path = path.to_path_buf();
-        let model = std::thread::spawn(move || {
-            let mut f = std::fs::File::open(&path).unwrap();
-            let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-            candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu)
-                .unwrap()
-        })
-        .join()
-        .unwrap();
-        std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
-        Self(model)
+        Self(candle_gguf_load(path, exact, |content, f| {
+            candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, f, &Device::Cpu)
+        }))
     }
 
     /// The last position's logits for `ids` at `pos` (its cache restarts at `pos` 0).
