@@ -253,7 +253,7 @@ pub(crate) fn run(
     // One output row per weight row (`yt` is [N, m]), so that threads own disjoint slices.
     let mut transposed = if m == 1 { Vec::new() } else { vec![0.0f32; n * m] };
     let yt: &mut [f32] = if m == 1 { &mut *out } else { &mut transposed };
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::pool::threads();
     if let (Some(p), Some(a)) = (panel, &act) {
         let per_task = n.div_ceil(threads * 4).next_multiple_of(PANEL).max(PANEL);
         crate::pool::run_tasks(yt.chunks_mut(per_task * m).collect(), |c, ych: &mut [f32]| {

@@ -39,7 +39,7 @@ impl ActQ8 {
         if nb > 0 && rows > 0 {
             // A few rows per task, on the calling thread and the pool (`crate::pool`: a
             // parallel iterator from outside the pool would put the caller to sleep).
-            let per_task = rows.div_ceil(2 * rayon::current_num_threads()).max(1);
+            let per_task = rows.div_ceil(2 * crate::pool::threads()).max(1);
             let tasks: Vec<_> = qs[..rows * nb * 32]
                 .chunks_mut(per_task * nb * 32)
                 .zip(d.chunks_mut(per_task * nb))

@@ -51,7 +51,7 @@ fn for_each_panel(
     panel: impl Fn(usize, &mut [f32], &mut Tile) + Sync,
 ) {
     let n = w.n;
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::pool::threads();
     let per_task = n.div_ceil(threads * 4).next_multiple_of(pr).max(pr);
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per_task)).map(|_| Vec::with_capacity(m)).collect();
     for row in out.chunks_mut(n) {
@@ -80,7 +80,7 @@ fn run_validated(w: &Packed, x: &[f32], m: usize, precision: ActivationPrecision
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::pool::threads();
     // FP8 packs only for AVX-512.
     #[cfg(target_arch = "x86_64")]
     if let Kind::Fp8 { .. } = w.kind {
