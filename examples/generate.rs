@@ -190,6 +190,10 @@ fn run() -> Result<()> {
         }
         Ok(())
     })?;
+    // What the last ids spell but did not complete (a character cut off by the token limit).
+    if let Some(text) = stream.finish()? {
+        print!("{text}");
+    }
     println!();
     eprintln!(
         "\nprefill: {} tokens in {:.2?} ({:.1} tokens/s); decode: {} tokens in {:.2?} ({:.1} tokens/s); stopped: {:?}",

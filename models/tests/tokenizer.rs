@@ -220,6 +220,21 @@ fn stream_holds_back_split_characters() {
         );
     }
     assert_eq!(stream.push(ids[ids.len() - 1]).unwrap().as_deref(), Some("🦀"));
+    assert_eq!(stream.finish().unwrap(), None, "nothing held back");
+
+    // A generation that stops inside the character: `finish` gives what `decode` gives for
+    // the held-back ids, after the text already returned.
+    let mut stream = t.stream();
+    let prefix = t.encode("Hi", false).unwrap();
+    let mut shown = String::new();
+    for &id in prefix.iter().chain(&ids[..ids.len() - 1]) {
+        shown.extend(stream.push(id).unwrap());
+    }
+    assert_eq!(shown, "Hi");
+    let tail = stream.finish().unwrap().expect("the unfinished character");
+    let all: Vec<u32> = prefix.iter().chain(&ids[..ids.len() - 1]).copied().collect();
+    assert_eq!(shown + &tail, t.decode(&all, true).unwrap());
+    assert!(tail.contains('\u{FFFD}'), "{tail:?}");
 }
 
 fn stream_holds_back_byte_fallback_tokens() {
