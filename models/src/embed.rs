@@ -17,8 +17,9 @@ pub struct EmbedderOptions {
     /// f32 or quantized linear weights.
     pub weights: LinearWeights,
     /// Tokens per sentence, special tokens included, beyond which a sentence is truncated;
-    /// `None` for the model's `max_position_embeddings` (512 for MiniLM; sentence-transformers
-    /// itself stops all-MiniLM-L6-v2 at 256, its `sentence_bert_config.json`).
+    /// `None` for the directory's `sentence_bert_config.json` `max_seq_length` when it has one
+    /// (256 for all-MiniLM-L6-v2, as sentence-transformers truncates), else the model's
+    /// `max_position_embeddings` (512 for MiniLM).
     pub max_tokens: Option<usize>,
     /// Sentences per forward pass (longer inputs run in chunks of this many).
     pub batch_size: usize,
@@ -99,11 +100,18 @@ impl SentenceEmbedder {
         let dir = dir.as_ref();
         let config = BertConfig::from_file(dir.join("config.json"))?;
         let max_positions = config.max_position_embeddings;
-        let max_tokens = options.max_tokens.unwrap_or(max_positions);
+        let st_config = dir.join("sentence_bert_config.json");
+        let (max_tokens, from) = match options.max_tokens {
+            Some(n) => (n, "EmbedderOptions::max_tokens".to_owned()),
+            None => match max_seq_length(&st_config)? {
+                Some(n) => (n, format!("the max_seq_length of {}", st_config.display())),
+                None => (max_positions, "max_position_embeddings".to_owned()),
+            },
+        };
         if max_tokens == 0 || max_tokens > max_positions || options.batch_size == 0 {
             return Err(CoreError::invalid_config(format!(
                 "sentence embedder: max_tokens must be in 1..={max_positions} (the model's positions) and \
-                 batch_size positive, got {max_tokens} and {}",
+                 batch_size positive, got {max_tokens} ({from}) and {}",
                 options.batch_size
             )));
         }
@@ -208,6 +216,30 @@ impl SentenceEmbedder {
     /// The tokenizer, as configured here (no padding; truncation at `max_tokens`).
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+}
+
+/// The `max_seq_length` of a sentence-transformers `sentence_bert_config.json`, `None` when the
+/// file does not exist or does not state one.
+///
+/// Errors: `Io` naming the file; `InvalidConfig` for malformed JSON or a length that is not a
+/// positive integer.
+fn max_seq_length(path: &Path) -> Result<Option<usize>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, &e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CoreError::invalid_config(format!("{}: {e}", path.display())))?;
+    match value.get("max_seq_length") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            _ => Err(CoreError::invalid_config(format!(
+                "{}: max_seq_length {v} is not a positive integer",
+                path.display()
+            ))),
+        },
     }
 }
 

@@ -279,3 +279,39 @@ fn bad_options_are_refused() {
     let e = BertModel::load(&exec, dir.path(), LinearWeights::quantized(QuantFormat::Tq2_0)).unwrap_err();
     names(&e, &["quantizing encoder.layer.0.attention.self.query.weight", "tq2_0"]);
 }
+
+#[test]
+fn sentence_bert_config_sets_the_default_truncation() {
+    let exec = cpu_executor();
+    let dir = tiny_model_dir(16);
+    let load = |options: EmbedderOptions| SentenceEmbedder::load(&exec, dir.path(), options);
+    // Without the file: the model's positions.
+    assert_eq!(load(EmbedderOptions::default()).unwrap().max_tokens(), TINY.max_pos);
+    let config = dir.path().join("sentence_bert_config.json");
+    std::fs::write(&config, r#"{"max_seq_length": 8, "do_lower_case": false}"#).unwrap();
+    let embedder = load(EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.max_tokens(), 8);
+    // Truncated there: a long sentence embeds as its first 8 tokens do.
+    let long = "the quick brown fox jumps over the lazy dog again and again";
+    let short = load(EmbedderOptions::default().max_tokens(8)).unwrap();
+    assert_eq!(embedder.embed(&[long]).unwrap(), short.embed(&[long]).unwrap());
+    // An explicit option wins over the file.
+    assert_eq!(
+        load(EmbedderOptions::default().max_tokens(16)).unwrap().max_tokens(),
+        16
+    );
+    // A file that does not state a length is as no file.
+    std::fs::write(&config, r#"{"do_lower_case": false}"#).unwrap();
+    assert_eq!(load(EmbedderOptions::default()).unwrap().max_tokens(), TINY.max_pos);
+    for (text, what) in [
+        ("{", "sentence_bert_config.json"),
+        (r#"{"max_seq_length": 0}"#, "max_seq_length 0"),
+        (r#"{"max_seq_length": "long"}"#, "is not a positive integer"),
+        (r#"{"max_seq_length": 33}"#, "sentence_bert_config.json"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let e = load(EmbedderOptions::default()).unwrap_err();
+        assert!(matches!(e, CoreError::InvalidConfig(_)), "{text}: {e:?}");
+        names(&e, &[what]);
+    }
+}

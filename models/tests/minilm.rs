@@ -77,13 +77,14 @@ fn minilm_tokenizer_gives_bert_uncased_ids() {
     let batch = embedder.tokenize(&["Hello WORLD", "hello"]).unwrap();
     assert_eq!(batch.ids(), &[101, 7592, 2088, 102, 101, 7592, 102, 0]);
     assert_eq!(batch.valid(), &[4, 3]);
-    assert_eq!(embedder.max_tokens(), 512);
+    // sentence_bert_config.json's max_seq_length, where sentence-transformers truncates.
+    assert_eq!(embedder.max_tokens(), 256);
     assert_eq!(embedder.dim(), 384);
     // Truncation at max_tokens, [SEP] kept last.
     let long = "word ".repeat(600);
     let batch = embedder.tokenize(&[long.as_str()]).unwrap();
-    assert_eq!(batch.seq_len(), 512);
-    assert_eq!(batch.ids()[511], 102);
+    assert_eq!(batch.seq_len(), 256);
+    assert_eq!(batch.ids()[255], 102);
 }
 
 fn minilm_f32_embeddings_match_candle_transformers() {
