@@ -16,7 +16,8 @@
 //! | int8 per channel / per block (multiple of 32) | 8 | codes `4c .. 4c + 4`, zero past `K` | `P` f32 per scale block (per channel: one) |
 //! | TQ2_0 | 16 per 256 values | bytes `4c .. 4c + 4` of row `j`'s 64 bytes of `qs` (2-bit fields: 4 blocks of 32 in one byte) | `P` f16 per 256 values |
 //! | Q5_0 | 8 | codes `q - 16` `4c .. 4c + 4` (i8): a Q8_0 block, run by Q8_0's kernels | `P` f16 per block |
-//! | Q4_1, Q4_K | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..` (Q4_K's sub-block pairs regrouped), codes 0..=15 | `P` f32 scales then `P` f32 additive terms per block |
+//! | Q4_1 | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..`, codes 0..=15 | `P` f16 `d` then `P` f16 `m` per block (the file's bits) |
+//! | Q4_K | 4 | as Q4_1 (the sub-block pairs regrouped) | `P` f32 scales then `P` f32 additive terms per block |
 //! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
 //!
 //! The packing of the first formats moves whole groups of 4 bytes, so it keeps the bit width
@@ -24,8 +25,11 @@
 //! block through the generic kernels' block readers (`generic::weight_block`,
 //! `affine_block`, `q6_k_block`), so the packed kernels multiply exactly the codes and scales
 //! the generic ones do: Q5_0 and Q6_K widen to 8-bit codes (34 bytes per 32 values against
-//! 22 and 26.25), Q4_1 and Q4_K keep 4-bit codes with two f32 per block (24 bytes per 32
-//! values against 20 and 18; Q4_K also keeps its 16 header bytes per 256 values aside, for
+//! 22 and 26.25); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
+//! bytes per 32 values, as in the file: the kernels convert them to f32 in registers, the
+//! values the generic kernel reads); Q4_K keeps 4-bit codes with two f32 per block (its
+//! scale `d · sc` and term `-dmin · m` are products that f16 need not hold exactly: 24
+//! bytes per 32 values against 18, and its 16 header bytes per 256 values kept aside, for
 //! unpacking only). Every layout converts back exactly ([`Packed::unpack_rows`]): the
 //! converted formats rebuild their blocks bit for bit from the codes, the f16 scales and
 //! what is kept aside. The `P` scales of a panel's block are contiguous, converted by one
@@ -127,8 +131,9 @@ pub(crate) enum Kind {
     Q5_0,
     /// Q4_1 (`k_quant == false`) or Q4_K (`true`), values `scale · code + add` with codes
     /// 0..=15: 4 chunks per block of 32 in Q4_0's nibble order (Q4_K's nibbles regrouped),
-    /// and per block two f32 slots of `P` values, the scales then the additive terms (as
-    /// [`generic::affine_block`](super::generic::affine_block) computes them).
+    /// and per block two slots of `P` values, the scales then the additive terms (as
+    /// [`generic::affine_block`](super::generic::affine_block) computes them): Q4_1's `d`
+    /// and `m` as their f16 bits, Q4_K's products as f32.
     Affine4 {
         /// Q4_K (else Q4_1).
         k_quant: bool,
@@ -288,12 +293,12 @@ impl Kind {
         }
     }
 
-    /// Whether the scales are f32 (int8, NF4, FP8, the affine formats), else f16 bits (Q4_0,
-    /// Q8_0, Q5_0, TQ2_0, Q6_K).
+    /// Whether the scales are f32 (int8, NF4, FP8, Q4_K), else f16 bits (Q4_0, Q8_0, Q5_0,
+    /// TQ2_0, Q4_1, Q6_K).
     pub(super) fn f32_scales(self) -> bool {
         matches!(
             self,
-            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine4 { .. }
+            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine4 { k_quant: true }
         )
     }
 
@@ -340,7 +345,7 @@ pub(crate) struct Packed {
     /// granted, see [`crate::pages`]): lines `..code_lines` hold the panels one after the
     /// other (past `panels * panel_bytes`, zeros up to a whole line); the lines after them
     /// hold `panels * groups * slots * rows` scales ([`Kind::scale_slots`]), f16 bits for
-    /// Q4_0, Q8_0, Q5_0, TQ2_0 and Q6_K, f32 for the others ([`Kind::f32_scales`]), then
+    /// Q4_0, Q8_0, Q5_0, TQ2_0, Q4_1 and Q6_K, f32 for the others ([`Kind::f32_scales`]), then
     /// zeros up to a whole line.
     buf: PageBuf<Line>,
     /// Lines of codes at the start of `buf`.
@@ -352,9 +357,8 @@ pub(crate) struct Packed {
     /// FP8 per tensor: the tensor's scales as they came, for unpacking.
     tensor_scales: Vec<f32>,
     /// The block headers kept as they came, for unpacking, row-major: Q4_K's 16 bytes per
-    /// 256 values (`d`, `dmin` and the 12 bytes of sub-block scales and minimums), and
-    /// Q4_1's 4 bytes per block (`d`, `m`) only where one of them is a NaN (an f16 NaN's
-    /// payload need not survive the trip through f32; any other f16 does). Empty otherwise.
+    /// 256 values (`d`, `dmin` and the 12 bytes of sub-block scales and minimums). Empty
+    /// otherwise.
     headers: Vec<u8>,
     /// FP8: whether any code is NaN or infinite (the kernels then decode those codes).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // FP8 packs for AVX-512 only
@@ -418,14 +422,26 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     let blk = &data[(row * nb + b) * Q5_0_BLOCK_BYTES..];
                     out[b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                 }
-                (Kind::Affine4 { .. }, PanelScalesMut::F32(out)) => {
+                (Kind::Affine4 { k_quant }, _) => {
                     let (codes, scale, add) = generic::affine_block(w, row, b);
                     let bytes: [u8; 16] = std::array::from_fn(|i| codes[i] | codes[16 + i] << 4);
                     for t in 0..4 {
                         pw[(4 * b + t) * pr + j] = word(&bytes[4 * t..]);
                     }
-                    out[2 * b * pr + j] = scale;
-                    out[(2 * b + 1) * pr + j] = add;
+                    match (k_quant, &mut *ps) {
+                        (true, PanelScalesMut::F32(out)) => {
+                            out[2 * b * pr + j] = scale;
+                            out[(2 * b + 1) * pr + j] = add;
+                        }
+                        // Q4_1: `d` and `m` as the file has them, whose f32 values are
+                        // `scale` and `add` (`affine_block` reads them as f16).
+                        (false, PanelScalesMut::F16(out)) => {
+                            let blk = &data[(row * nb + b) * Q4_1_BLOCK_BYTES..][..4];
+                            out[2 * b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
+                            out[(2 * b + 1) * pr + j] = u16::from_le_bytes([blk[2], blk[3]]);
+                        }
+                        _ => unreachable!("Q4_1 packs f16 scales, Q4_K f32"),
+                    }
                 }
                 (Kind::Q6K, PanelScalesMut::F16(out)) => {
                     let (codes, [s0, s1], _) = generic::q6_k_block(w, row, b);
@@ -623,18 +639,6 @@ impl Packed {
                     .flat_map(|blk| &blk[..16])
                     .copied()
                     .collect(),
-                Kind::Affine4 { k_quant: false }
-                    if w.data().chunks_exact(Q4_1_BLOCK_BYTES).any(|blk| {
-                        let nan = |at: usize| half::f16::from_le_bytes([blk[at], blk[at + 1]]).is_nan();
-                        nan(0) || nan(2)
-                    }) =>
-                {
-                    w.data()
-                        .chunks_exact(Q4_1_BLOCK_BYTES)
-                        .flat_map(|blk| &blk[..4])
-                        .copied()
-                        .collect()
-                }
                 _ => Vec::new(),
             },
             tensor_scales: if let Kind::Fp8 { block_size: None, .. } = kind {
@@ -749,13 +753,8 @@ impl Packed {
                 }
                 Kind::Affine4 { k_quant: false } => {
                     for b in 0..nb {
-                        if self.headers.is_empty() {
-                            for slot in 0..2 {
-                                let v = self.scales32()[sbase + (2 * b + slot) * pr];
-                                data.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
-                            }
-                        } else {
-                            data.extend_from_slice(&self.headers[(row * nb + b) * 4..][..4]);
+                        for slot in 0..2 {
+                            data.extend_from_slice(&self.scales16()[sbase + (2 * b + slot) * pr].to_le_bytes());
                         }
                         for c in 0..4 {
                             data.extend_from_slice(lane(4 * b + c));

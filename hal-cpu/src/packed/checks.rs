@@ -247,22 +247,41 @@ pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
         let packed = PackedWeights::in_layout(&w, isa, true);
         check_layout(&w, &packed, Kind::for_tensor(&w, isa).is_some(), &x, m, &[]);
     }
-    // Q4_1 headers that f32 does not carry through every f16 bit pattern (a signaling NaN; and
-    // beside it -0, a subnormal, an infinity): kept aside, the bytes come back exactly.
+    // Q4_1 headers of every kind of f16 (a signaling NaN, -0, subnormals, infinities, the
+    // largest finite) in `d` and in `m`: the packed f16 bits, converted in registers, give
+    // the generic kernel's results, and the bytes come back exactly.
     let (n, k, m) = (5, 64, 3);
     let mut rng = Rng::new(77);
     let w = random_weight(QuantFormat::Q4_1, n, k, &mut rng);
     let (format, shape, mut data, scales) = w.into_parts();
-    for (blk, bits) in data
-        .chunks_exact_mut(20)
-        .zip([0x7C01u16, 0x8000, 0x0001, 0x7C00, 0xFC00])
-    {
-        blk[2..4].copy_from_slice(&bits.to_le_bytes());
+    let special = [
+        0x7C01u16, 0x8000, 0x0001, 0x7C00, 0xFC00, 0x83FF, 0x7BFF, 0x0400, 0x7E00, 0xFBFF,
+    ];
+    for (i, blk) in data.chunks_exact_mut(20).enumerate() {
+        blk[2..4].copy_from_slice(&special[i].to_le_bytes());
+        blk[..2].copy_from_slice(&special[(i + 3) % special.len()].to_le_bytes());
     }
     let w = QuantizedTensor::from_parts(format, shape, data, scales).unwrap();
     let x = rng.vec(m * k, -1.0, 1.0);
     let packed = PackedWeights::in_layout(&w, isa, true);
     check_layout(&w, &packed, Kind::for_tensor(&w, isa).is_some(), &x, m, &[]);
+    // Q4_1 at the panel edges of every layout (16, 8 and 4 rows): one block per row (K = 32)
+    // and a few, N below one panel, at one, and past several by 1 to 3 rows, at M = 1 (the
+    // decode pass) and past the row passes.
+    for &(m, n, k) in &[
+        (1, 3, 32),
+        (1, 4, 32),
+        (1, 35, 32),
+        (1, 49, 32),
+        (2, 51, 32),
+        (7, 67, 32),
+        (1, 33, 96),
+        (3, 18, 160),
+        (1, 66, 576),
+    ] {
+        seed += 1;
+        check_case(isa, QuantFormat::Q4_1, m, n, k, &[], seed);
+    }
 }
 
 /// Every packed format in `isa`'s layout at panel and block edges.
@@ -313,12 +332,13 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
         // (the scale once per row).
         // The GGML formats converted block by block take what their layout says, per row and
         // block of 32: Q5_0 and Q6_K 8-bit codes (Q5_0 and its f16 scale as Q8_0's block; Q6_K
-        // with its 2 sub-block scales, and its f16 d per 256 values), Q4_1 and Q4_K 4-bit
-        // codes with two f32 (and Q4_K its 16 header bytes per 256 values).
+        // with its 2 sub-block scales, and its f16 d per 256 values), Q4_1 4-bit codes with
+        // its two f16 (the file's 20 bytes), Q4_K 4-bit codes with two f32 (and its 16 header
+        // bytes per 256 values).
         let blocks = 16 * 512 / 32;
         let converted = match format {
             QuantFormat::Q5_0 => Some(34 * blocks),
-            QuantFormat::Q4_1 => Some(24 * blocks),
+            QuantFormat::Q4_1 => Some(20 * blocks),
             QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
             QuantFormat::Q6K => Some(34 * blocks + 2 * blocks / 8),
             _ => None,

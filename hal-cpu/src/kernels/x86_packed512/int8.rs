@@ -440,12 +440,13 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes[0].len());
     // Q6_K's scale chunks: the last block's bounds every block's.
     assert!(!D::HALVES || b1 == 0 || 64 * (q6_k_chunks(b1 - 1).1 + 1) <= codes[0].len());
-    // The affine formats' scales: two slots of 16 per block.
+    // The affine formats' scales: two slots of 16 per block (Q4_1's f16, Q4_K's f32).
     assert!(
         !D::AFFINE
-            || scales
-                .iter()
-                .all(|s| matches!(s, Scales::F32(s) if s.len() >= 2 * ROWS * nb))
+            || scales.iter().all(|s| match s {
+                Scales::F16(s) => s.len() >= 2 * ROWS * nb,
+                Scales::F32(s) => s.len() >= 2 * ROWS * nb,
+            })
     );
     let (n2p, sxp) = (grp.neg2.as_ptr(), grp.dxsx.as_ptr());
     let cp = codes.map(<[u8]>::as_ptr);
