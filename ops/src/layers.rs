@@ -565,11 +565,24 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// A lookup in `table` (any format; it stays quantized on the provider).
+    /// A lookup in `table` (any format; it stays quantized on the provider), which the
+    /// providers copy: [`shared`](Self::shared) takes a table without a copy.
     ///
     /// Errors: `InvalidInput` when `table` is not rank 2; `NotImplemented` when no provider
     /// reads its format.
     pub fn new(exec: &Arc<Executor>, table: &QuantizedTensor) -> Result<Self> {
+        aihal_reference::check_matmul(0, 0, table)?;
+        Self::shared(exec, &Arc::new(table.clone()))
+    }
+
+    /// A lookup in `table`, shared rather than copied: a provider that keeps the table as it
+    /// is (the CPU provider) keeps a clone of this `Arc`, so a caller that drops its own
+    /// handle holds the table once (a model loader, for one, holds the file's table once instead of
+    /// twice). Providers that keep another form (device memory) make it from the table as
+    /// [`new`](Self::new) does.
+    ///
+    /// Errors: those of [`new`](Self::new).
+    pub fn shared(exec: &Arc<Executor>, table: &Arc<QuantizedTensor>) -> Result<Self> {
         let (vocab, dim) = aihal_reference::check_matmul(0, 0, table)?;
         Ok(Self {
             placed: exec.place(&OpSpec::Embedding { table })?,

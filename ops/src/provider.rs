@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use aihal_core::{CoreError, Device, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -150,8 +151,10 @@ pub enum OpSpec<'a> {
     },
     /// Rows of a quantized table `[vocab, dim]` by token id, dequantized.
     Embedding {
-        /// The table.
-        table: &'a QuantizedTensor,
+        /// The table, shared: a provider that keeps it as it is (the CPU) keeps a clone of
+        /// the `Arc`, not a copy of the table, so that a model that hands over its only
+        /// handle holds the table once.
+        table: &'a Arc<QuantizedTensor>,
     },
     /// Rows of a dense f32 table `[vocab, dim]` by token id.
     DenseEmbedding {
