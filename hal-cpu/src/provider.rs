@@ -116,6 +116,21 @@ impl Prepared for Linear {
         }
         out(y, x.shape().with_last(n))
     }
+
+    /// Rows of the weight where it is kept as stored (the f32 path): the table's rows as the
+    /// embedding op gives them. A packed weight's rows are not read back here.
+    fn weight_rows(&self, ids: &[u32], lead: Shape) -> Result<Tensor> {
+        let Some(w) = self.weight.as_quantized() else {
+            return Err(CoreError::not_implemented(format!(
+                "rows of a weight in the {} layout (the CPU provider reads rows of weights kept as stored)",
+                self.weight.layout_name()
+            )));
+        };
+        aihal_ops::check_token_ids(ids, lead, w.shape()[0])?;
+        let mut dims = lead.dims().to_vec();
+        dims.push(w.shape()[1]);
+        out(aihal_reference::embedding(ids, w)?, Shape::new(&dims)?)
+    }
 }
 
 enum Rowwise {
@@ -513,6 +528,29 @@ mod tests {
             1,
             "the op kept the table after it was dropped"
         );
+    }
+
+    /// An embedding tied to a layer kept as stored (the f32 path) reads the layer's weight:
+    /// the table's rows, bit for bit, and no table of its own (the layer is the only holder
+    /// of the weight besides the test). A packed layer (int8 activations) does not give its
+    /// rows: `NotImplemented`, the caller's cue to keep a table.
+    #[test]
+    fn an_embedding_tied_to_a_layer_reads_its_weight_where_it_is_kept_as_stored() {
+        let (vocab, dim) = (40, 64);
+        let w: Vec<f32> = (0..vocab * dim).map(|i| ((i * 41) % 89) as f32 / 40.0 - 1.1).collect();
+        let table = quantize(QuantFormat::Q8_0, &w, &[vocab, dim]).unwrap();
+        let exec = executor();
+        let layer = Linear::with_precision(&exec, &table, None, LinearPrecision::F32).unwrap();
+        let tied = Embedding::tied(&layer).unwrap();
+        let ids = [39u32, 1, 1, 0, 17, 5];
+        let got = tied.forward(&ids, Some(&[2, 3])).unwrap();
+        assert_eq!(got.dims(), &[2, 3, dim]);
+        assert_eq!(got.to_vec().unwrap(), aihal_reference::embedding(&ids, &table).unwrap());
+        assert!(tied.forward(&[40], None).unwrap_err().to_string().contains("40"));
+
+        let packed = Linear::with_precision(&exec, &table, None, LinearPrecision::Int8Activations).unwrap();
+        let err = Embedding::tied(&packed).unwrap_err();
+        assert!(err.is_not_implemented(), "{err}");
     }
 
     /// The layer built from a borrowed weight gives what `QuantLinear` gives (which the

@@ -608,6 +608,26 @@ impl Embedding {
         })
     }
 
+    /// A lookup in the weight of `linear` (`[vocab, dim]`), for a model whose embedding table
+    /// is its output projection's weight (tied embeddings): rows are read from the layer's
+    /// prepared weight on each provider that gives them ([`Prepared::weight_rows`]), so the
+    /// table is held once. Each row class runs first where the layer runs it; the rows are
+    /// those [`shared`](Self::shared) would give over the weight.
+    ///
+    /// Errors: `NotImplemented` when a provider that runs the layer first does not give its
+    /// weight's rows (the CPU provider gives them where it keeps the weight as stored, on the
+    /// f32 path; not from its packed layouts): build the lookup with
+    /// [`shared`](Self::shared) then.
+    ///
+    /// [`Prepared::weight_rows`]: crate::Prepared::weight_rows
+    pub fn tied(linear: &Linear) -> Result<Self> {
+        Ok(Self {
+            placed: linear.placed.tied_rows()?,
+            vocab: linear.out_features,
+            dim: linear.in_features,
+        })
+    }
+
     /// Rows in the table.
     pub fn vocab(&self) -> usize {
         self.vocab

@@ -341,20 +341,26 @@ impl LlamaModel {
 
         // The embedding table, and the output projection when it is tied to the table (no
         // `output.weight`), both built now, so that the table read from the file is dropped
-        // before the layers are read. A quantized table is shared with the embedding op: the
-        // CPU provider keeps it as it is, so it is held once, beside the output projection's
-        // packed form, and never copied while loading.
+        // before the layers are read. A tied quantized table is looked up in the output
+        // projection's weight where its providers give rows (`Embedding::tied`: the CPU
+        // provider on the f32 path); otherwise the table is shared with the embedding op,
+        // which the CPU provider keeps as it is: held once beside the projection's packed
+        // form, and never copied while loading.
         let embd_name = "token_embd.weight";
         let tied = file.tensor("output.weight").is_none();
         let tied_context = "token_embd.weight as the output projection";
         let (embed, tied_output) = match r.stored(embd_name, &[vocab, h])? {
             Stored::Quantized(t) => {
                 let t = Arc::new(t);
-                let embed = Embedding::shared(exec, &t).map_err(|e| crate::context(e, embd_name))?;
                 let output = tied
                     .then(|| Linear::with_precision(exec, &t, None, options.precision))
                     .transpose()
                     .map_err(|e| crate::context(e, tied_context))?;
+                let embed = match output.as_ref().map(Embedding::tied) {
+                    Some(Ok(embed)) => embed,
+                    Some(Err(e)) if !e.is_not_implemented() => return Err(crate::context(e, embd_name)),
+                    _ => Embedding::shared(exec, &t).map_err(|e| crate::context(e, embd_name))?,
+                };
                 (embed, output)
             }
             Stored::Dense(t) => {
