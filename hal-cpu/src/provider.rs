@@ -1,17 +1,18 @@
 //! [`CpuProvider`]: this crate as an aihal execution provider.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use aihal_core::{CoreError, Device, Result};
 use aihal_ops::{
     Activation, AttentionKind, Call, KvLayout, KvStore, LinearPrecision, OpSpec, Prepared, Provider, Shape, Support,
     Tensor,
 };
-use aihal_quantize::QuantizedTensor;
+use aihal_quantize::{QuantFormat, QuantizedTensor};
 use aihal_reference::{AttentionMask, AttentionShape, GateActivation, RopeStyle};
 
-use crate::matmul::{ActivationPrecision, Activations};
-use crate::{kernel_set_name, ops, QuantLinear};
+use crate::matmul::{ActivationPrecision, Activations, MatmulOptions};
+use crate::{kernel_set_name, matmul_packed, ops, PackedWeights};
 
 /// The CPU as an execution provider: every op of `aihal-ops`, with this crate's fast kernels
 /// (packed weights and int8 activations for [`Linear`](aihal_ops::Linear), the SIMD norms,
@@ -33,7 +34,41 @@ fn wrong_call(op: &str, call: &Call<'_>) -> CoreError {
     CoreError::invalid_input(format!("{op}: unexpected call {call:?}"))
 }
 
-struct Linear(QuantLinear);
+/// A quantized layer: what [`QuantLinear`](crate::QuantLinear) holds for the same options,
+/// built from the borrowed weight without an intermediate copy (packing reads the caller's
+/// tensor; only the f32 path, which keeps the original layout, copies it).
+struct Linear {
+    weight: PackedWeights,
+    bias: Option<Vec<f32>>,
+    activations: ActivationPrecision,
+}
+
+impl Linear {
+    /// Packed for the int8-activation kernels (and FP8 on either path, whose packed kernels
+    /// run f32 activations), else kept as stored: `QuantLinear::with_activations`'s rule.
+    fn new(weight: &QuantizedTensor, bias: Option<&[f32]>, activations: ActivationPrecision) -> Result<Self> {
+        let (n, _) = crate::matmul::check_weight(0, 0, weight)?;
+        if let Some(b) = bias {
+            if b.len() != n {
+                return Err(CoreError::shape_mismatch("linear bias [out_features]", [n], [b.len()]));
+            }
+        }
+        let fp8 = matches!(
+            weight.format(),
+            QuantFormat::Fp8E4M3 { .. } | QuantFormat::Fp8E5M2 { .. }
+        );
+        let weight = if activations == ActivationPrecision::Int8 || fp8 {
+            PackedWeights::new(weight)?
+        } else {
+            PackedWeights::unpacked(weight.clone())?
+        };
+        Ok(Self {
+            weight,
+            bias: bias.map(<[f32]>::to_vec),
+            activations,
+        })
+    }
+}
 
 /// A dense f32 layer: candle's f32 matmul (its gemm kernels), the weight kept transposed
 /// once, `[in, out]`, so each call is one `x · Wᵀ`.
@@ -67,10 +102,34 @@ impl Prepared for Linear {
         let Call::Unary(x) = call else {
             return Err(wrong_call("linear", &call));
         };
-        let n = self.0.out_features();
-        let m = x.numel() / self.0.in_features().max(1);
-        let y = self.0.forward_slice(Activations::F32(host(x, "linear")?), m)?;
+        let [n, k] = self.weight.shape();
+        let m = x.numel() / k.max(1);
+        let options = MatmulOptions {
+            activations: self.activations,
+            output: None,
+        };
+        let mut y = matmul_packed(Activations::F32(host(x, "linear")?), m, &self.weight, options)?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
+            }
+        }
         out(y, x.shape().with_last(n))
+    }
+
+    /// Rows of the weight where it is kept as stored (the f32 path): the table's rows as the
+    /// embedding op gives them. A packed weight's rows are not read back here.
+    fn weight_rows(&self, ids: &[u32], lead: Shape) -> Result<Tensor> {
+        let Some(w) = self.weight.as_quantized() else {
+            return Err(CoreError::not_implemented(format!(
+                "rows of a weight in the {} layout (the CPU provider reads rows of weights kept as stored)",
+                self.weight.layout_name()
+            )));
+        };
+        aihal_ops::check_token_ids(ids, lead, w.shape()[0])?;
+        let mut dims = lead.dims().to_vec();
+        dims.push(w.shape()[1]);
+        out(aihal_reference::embedding(ids, w)?, Shape::new(&dims)?)
     }
 }
 
@@ -169,7 +228,8 @@ impl Prepared for Rope {
     }
 }
 
-struct Embedding(QuantizedTensor);
+/// The table as the caller shared it (no copy).
+struct Embedding(Arc<QuantizedTensor>);
 
 impl Prepared for Embedding {
     fn run(&self, call: Call<'_>) -> Result<Tensor> {
@@ -354,9 +414,7 @@ impl Provider for CpuProvider {
                     LinearPrecision::Int8Activations => ActivationPrecision::Int8,
                     LinearPrecision::F32 => ActivationPrecision::F32,
                 };
-                Box::new(Linear(
-                    QuantLinear::new(weight.clone(), bias.map(<[f32]>::to_vec))?.with_activations(precision),
-                ))
+                Box::new(Linear::new(weight, bias, precision)?)
             }
             OpSpec::DenseLinear {
                 weight,
@@ -397,7 +455,7 @@ impl Provider for CpuProvider {
                 theta,
                 style,
             }),
-            OpSpec::Embedding { table } => Box::new(Embedding(table.clone())),
+            OpSpec::Embedding { table } => Box::new(Embedding(Arc::clone(table))),
             OpSpec::DenseEmbedding { table, dim } => Box::new(DenseEmbedding {
                 table: table.to_vec(),
                 dim,
@@ -429,5 +487,104 @@ impl Provider for CpuProvider {
         k.resize(n, 0.0);
         v.resize(n, 0.0);
         Ok(Box::new(CpuKv { layout, k, v }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aihal_ops::{Embedding, Executor, Linear, LinearPrecision};
+    use aihal_quantize::{quantize, QuantFormat};
+
+    use super::CpuProvider;
+
+    fn executor() -> Arc<Executor> {
+        Executor::builder()
+            .provider(Arc::new(CpuProvider))
+            .device(aihal_core::Device::Cpu)
+            .strict(true)
+            .build()
+            .unwrap()
+    }
+
+    /// A shared table is kept, not copied: the prepared op holds the caller's `Arc` (one more
+    /// strong count while the op lives, none after), and its rows are the reference's.
+    #[test]
+    fn a_shared_embedding_table_is_held_not_copied() {
+        let (vocab, dim) = (40, 64);
+        let w: Vec<f32> = (0..vocab * dim).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let table = Arc::new(quantize(QuantFormat::Q8_0, &w, &[vocab, dim]).unwrap());
+        let exec = executor();
+        let op = Embedding::shared(&exec, &table).unwrap();
+        assert_eq!(Arc::strong_count(&table), 2, "the provider copied the table");
+        let ids = [3u32, 0, 39, 3];
+        let got = op.forward(&ids, None).unwrap().to_vec().unwrap();
+        // Dequantizing rows is exact arithmetic on the stored codes: bit for bit the same.
+        assert_eq!(got, aihal_reference::embedding(&ids, &table).unwrap());
+        drop(op);
+        assert_eq!(
+            Arc::strong_count(&table),
+            1,
+            "the op kept the table after it was dropped"
+        );
+    }
+
+    /// An embedding tied to a layer kept as stored (the f32 path) reads the layer's weight:
+    /// the table's rows, bit for bit, and no table of its own (the layer is the only holder
+    /// of the weight besides the test). A packed layer (int8 activations) does not give its
+    /// rows: `NotImplemented`, the caller's cue to keep a table.
+    #[test]
+    fn an_embedding_tied_to_a_layer_reads_its_weight_where_it_is_kept_as_stored() {
+        let (vocab, dim) = (40, 64);
+        let w: Vec<f32> = (0..vocab * dim).map(|i| ((i * 41) % 89) as f32 / 40.0 - 1.1).collect();
+        let table = quantize(QuantFormat::Q8_0, &w, &[vocab, dim]).unwrap();
+        let exec = executor();
+        let layer = Linear::with_precision(&exec, &table, None, LinearPrecision::F32).unwrap();
+        let tied = Embedding::tied(&layer).unwrap();
+        let ids = [39u32, 1, 1, 0, 17, 5];
+        let got = tied.forward(&ids, Some(&[2, 3])).unwrap();
+        assert_eq!(got.dims(), &[2, 3, dim]);
+        assert_eq!(got.to_vec().unwrap(), aihal_reference::embedding(&ids, &table).unwrap());
+        assert!(tied.forward(&[40], None).unwrap_err().to_string().contains("40"));
+
+        let packed = Linear::with_precision(&exec, &table, None, LinearPrecision::Int8Activations).unwrap();
+        let err = Embedding::tied(&packed).unwrap_err();
+        assert!(err.is_not_implemented(), "{err}");
+    }
+
+    /// The layer built from a borrowed weight gives what `QuantLinear` gives (which the
+    /// provider held before): bit for bit (the same kernels on the same layout), on both
+    /// activation paths, for a packed format, two converted ones and FP8 (packed on both
+    /// paths).
+    #[test]
+    fn linear_from_a_borrowed_weight_matches_quant_linear() {
+        let (n, k, m) = (48, 256, 3);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 53) % 97) as f32 / 40.0 - 1.2).collect();
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 29) % 83) as f32 / 30.0 - 1.4).collect();
+        let bias: Vec<f32> = (0..n).map(|i| i as f32 / 16.0 - 1.0).collect();
+        let exec = executor();
+        for format in [
+            QuantFormat::Q8_0,
+            QuantFormat::Q5_0,
+            QuantFormat::Q4K,
+            QuantFormat::Fp8E4M3 { block_size: None },
+        ] {
+            let q = quantize(format, &w, &[n, k]).unwrap();
+            for (precision, activations) in [
+                (LinearPrecision::Int8Activations, crate::ActivationPrecision::Int8),
+                (LinearPrecision::F32, crate::ActivationPrecision::F32),
+            ] {
+                let layer = Linear::with_precision(&exec, &q, Some(&bias), precision).unwrap();
+                let x_t = aihal_ops::Tensor::from_vec(x.clone(), &[m, k]).unwrap();
+                let got = layer.forward(&x_t).unwrap().to_vec().unwrap();
+                let want = crate::QuantLinear::new(q.clone(), Some(bias.clone()))
+                    .unwrap()
+                    .with_activations(activations)
+                    .forward_slice(crate::Activations::F32(&x), m)
+                    .unwrap();
+                assert_eq!(got, want, "{format} {precision:?}");
+            }
+        }
     }
 }

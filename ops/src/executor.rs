@@ -341,7 +341,7 @@ impl Executor {
                     provider: i,
                     device: self.providers[i].device(),
                     host_memory: self.providers[i].reads_host_memory(),
-                    prepared: self.providers[i].prepare(spec)?,
+                    prepared: Arc::from(self.providers[i].prepare(spec)?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -450,7 +450,22 @@ struct Slot {
     provider: usize,
     device: Device,
     host_memory: bool,
-    prepared: Box<dyn Prepared>,
+    /// Shared by the ops made from this one ([`Placed::tied_rows`]).
+    prepared: Arc<dyn Prepared>,
+}
+
+/// A prepared linear layer seen as an embedding lookup over its weight's rows.
+struct WeightRows(Arc<dyn Prepared>);
+
+impl Prepared for WeightRows {
+    fn run(&self, call: Call<'_>) -> Result<Tensor> {
+        match call {
+            Call::Embedding { ids, lead } => self.0.weight_rows(ids, lead),
+            other => Err(CoreError::invalid_input(format!(
+                "an embedding tied to a linear layer's weight: unexpected call {other:?}"
+            ))),
+        }
+    }
 }
 
 impl Slot {
@@ -495,6 +510,54 @@ impl Placed {
             m,
             size: self.size,
         }
+    }
+
+    /// An embedding lookup over the rows of this op's weight (a linear layer's, for an
+    /// embedding tied to it): the slots whose prepared form gives its weight's rows
+    /// ([`Prepared::weight_rows`], asked for row 0 here), shared, nothing prepared or
+    /// copied again; each row class runs first where this op runs it.
+    ///
+    /// Errors: `NotImplemented` when the slot that runs some row class first does not give
+    /// its rows.
+    pub(crate) fn tied_rows(&self) -> Result<Placed> {
+        let one = crate::tensor::Shape::new(&[1])?;
+        let gives: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|s| s.prepared.weight_rows(&[0], one).is_ok())
+            .collect();
+        if let Some(&b) = self.by_m.iter().find(|&&b| !gives[usize::from(b)]) {
+            return Err(CoreError::not_implemented(format!(
+                "{} on {}: its prepared form does not give its weight's rows",
+                self.kind,
+                self.slots[usize::from(b)].device
+            )));
+        }
+        let keep: Vec<usize> = (0..self.slots.len()).filter(|&i| gives[i]).collect();
+        let slots = keep
+            .iter()
+            .map(|&i| {
+                let s = &self.slots[i];
+                Slot {
+                    provider: s.provider,
+                    device: s.device,
+                    host_memory: s.host_memory,
+                    prepared: Arc::new(WeightRows(Arc::clone(&s.prepared))),
+                }
+            })
+            .collect();
+        let by_m = self
+            .by_m
+            .map(|b| keep.iter().position(|&i| i == usize::from(b)).unwrap_or(0) as u8);
+        Ok(Placed {
+            exec: Arc::clone(&self.exec),
+            kind: OpKind::Embedding,
+            slots,
+            by_m,
+            fallback: self.fallback.clone(),
+            format: self.format.clone(),
+            size: self.size,
+        })
     }
 
     /// Makes the provider of `device` the first to run calls of row class `m` (a plan's

@@ -565,11 +565,24 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// A lookup in `table` (any format; it stays quantized on the provider).
+    /// A lookup in `table` (any format; it stays quantized on the provider), which the
+    /// providers copy: [`shared`](Self::shared) takes a table without a copy.
     ///
     /// Errors: `InvalidInput` when `table` is not rank 2; `NotImplemented` when no provider
     /// reads its format.
     pub fn new(exec: &Arc<Executor>, table: &QuantizedTensor) -> Result<Self> {
+        aihal_reference::check_matmul(0, 0, table)?;
+        Self::shared(exec, &Arc::new(table.clone()))
+    }
+
+    /// A lookup in `table`, shared rather than copied: a provider that keeps the table as it
+    /// is (the CPU provider) keeps a clone of this `Arc`, so a caller that drops its own
+    /// handle holds the table once (a model loader, for one, holds the file's table once instead of
+    /// twice). Providers that keep another form (device memory) make it from the table as
+    /// [`new`](Self::new) does.
+    ///
+    /// Errors: those of [`new`](Self::new).
+    pub fn shared(exec: &Arc<Executor>, table: &Arc<QuantizedTensor>) -> Result<Self> {
         let (vocab, dim) = aihal_reference::check_matmul(0, 0, table)?;
         Ok(Self {
             placed: exec.place(&OpSpec::Embedding { table })?,
@@ -592,6 +605,26 @@ impl Embedding {
             placed: exec.place(&OpSpec::DenseEmbedding { table, dim })?,
             vocab: table.len() / dim,
             dim,
+        })
+    }
+
+    /// A lookup in the weight of `linear` (`[vocab, dim]`), for a model whose embedding table
+    /// is its output projection's weight (tied embeddings): rows are read from the layer's
+    /// prepared weight on each provider that gives them ([`Prepared::weight_rows`]), so the
+    /// table is held once. Each row class runs first where the layer runs it; the rows are
+    /// those [`shared`](Self::shared) would give over the weight.
+    ///
+    /// Errors: `NotImplemented` when a provider that runs the layer first does not give its
+    /// weight's rows (the CPU provider gives them where it keeps the weight as stored, on the
+    /// f32 path; not from its packed layouts): build the lookup with
+    /// [`shared`](Self::shared) then.
+    ///
+    /// [`Prepared::weight_rows`]: crate::Prepared::weight_rows
+    pub fn tied(linear: &Linear) -> Result<Self> {
+        Ok(Self {
+            placed: linear.placed.tied_rows()?,
+            vocab: linear.out_features,
+            dim: linear.in_features,
         })
     }
 

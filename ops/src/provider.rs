@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use aihal_core::{CoreError, Device, Result};
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -150,8 +151,10 @@ pub enum OpSpec<'a> {
     },
     /// Rows of a quantized table `[vocab, dim]` by token id, dequantized.
     Embedding {
-        /// The table.
-        table: &'a QuantizedTensor,
+        /// The table, shared: a provider that keeps it as it is (the CPU) keeps a clone of
+        /// the `Arc`, not a copy of the table, so that a model that hands over its only
+        /// handle holds the table once.
+        table: &'a Arc<QuantizedTensor>,
     },
     /// Rows of a dense f32 table `[vocab, dim]` by token id.
     DenseEmbedding {
@@ -316,6 +319,21 @@ pub trait Prepared: Send + Sync {
     /// this provider. `NotImplemented` (for a shape this provider cannot take) lets the
     /// executor try the next provider; any other error is the caller's.
     fn run(&self, call: Call<'_>) -> Result<Tensor>;
+
+    /// For a prepared linear layer over a quantized weight `[out, in]`: rows `ids` of the
+    /// weight, dequantized to f32 as [`aihal_reference::embedding`] dequantizes a table's,
+    /// shaped `lead + [in]`, on this provider: what an embedding tied to the layer reads
+    /// ([`Embedding::tied`](crate::Embedding::tied)), so that a model whose output projection
+    /// is its embedding table holds the table once. The caller has checked `ids` against
+    /// `out` ([`check_token_ids`](crate::check_token_ids)).
+    ///
+    /// `NotImplemented` (the default) where this prepared form does not give its weight's
+    /// rows: another op, or weights held in a layout rows are not read back from. The model
+    /// then keeps the embedding table beside the layer.
+    fn weight_rows(&self, ids: &[u32], lead: Shape) -> Result<Tensor> {
+        let _ = (ids, lead);
+        Err(CoreError::not_implemented("rows of this prepared op's weight"))
+    }
 }
 
 /// A key/value cache's storage on one provider (for providers; users hold a

@@ -339,13 +339,39 @@ impl LlamaModel {
             RmsNorm::new(exec, &w, eps).map_err(|e| crate::context(e, name))
         };
 
+        // The embedding table, and the output projection when it is tied to the table (no
+        // `output.weight`), both built now, so that the table read from the file is dropped
+        // before the layers are read. A tied quantized table is looked up in the output
+        // projection's weight where its providers give rows (`Embedding::tied`: the CPU
+        // provider on the f32 path); otherwise the table is shared with the embedding op,
+        // which the CPU provider keeps as it is: held once beside the projection's packed
+        // form, and never copied while loading.
         let embd_name = "token_embd.weight";
-        let embd = r.stored(embd_name, &[vocab, h])?;
-        let embed = match &embd {
-            Stored::Quantized(t) => Embedding::new(exec, t),
-            Stored::Dense(t) => Embedding::dense(exec, t, h),
-        }
-        .map_err(|e| crate::context(e, embd_name))?;
+        let tied = file.tensor("output.weight").is_none();
+        let tied_context = "token_embd.weight as the output projection";
+        let (embed, tied_output) = match r.stored(embd_name, &[vocab, h])? {
+            Stored::Quantized(t) => {
+                let t = Arc::new(t);
+                let output = tied
+                    .then(|| Linear::with_precision(exec, &t, None, options.precision))
+                    .transpose()
+                    .map_err(|e| crate::context(e, tied_context))?;
+                let embed = match output.as_ref().map(Embedding::tied) {
+                    Some(Ok(embed)) => embed,
+                    Some(Err(e)) if !e.is_not_implemented() => return Err(crate::context(e, embd_name)),
+                    _ => Embedding::shared(exec, &t).map_err(|e| crate::context(e, embd_name))?,
+                };
+                (embed, output)
+            }
+            Stored::Dense(t) => {
+                let embed = Embedding::dense(exec, &t, h).map_err(|e| crate::context(e, embd_name))?;
+                let output = tied
+                    .then(|| Linear::dense(exec, &t, [vocab, h], None))
+                    .transpose()
+                    .map_err(|e| crate::context(e, tied_context))?;
+                (embed, output)
+            }
+        };
 
         let gemma = c.architecture == Architecture::Gemma3;
         let head_norm = |r: &mut Reader<'_, R>, name: &str| -> Result<RmsNorm> {
@@ -415,17 +441,11 @@ impl LlamaModel {
             )));
         }
         let output_norm = norm(&mut r, "output_norm.weight")?;
-        let output = if file.tensor("output.weight").is_some() {
-            linear(&mut r, "output.weight", vocab, h)?
-        } else {
-            // Tied embeddings: the output projection reuses the embedding table.
-            match &embd {
-                Stored::Quantized(w) => Linear::with_precision(exec, w, None, options.precision),
-                Stored::Dense(w) => Linear::dense(exec, w, [vocab, h], None),
-            }
-            .map_err(|e| crate::context(e, "token_embd.weight as the output projection"))?
+        let output = match tied_output {
+            // Tied embeddings: the output projection made from the embedding table above.
+            Some(output) => output,
+            None => linear(&mut r, "output.weight", vocab, h)?,
         };
-        drop(embd);
 
         // GGUF llama files store Q and K with the rows of each head permuted so that RoPE
         // rotates adjacent pairs (2i, 2i + 1): llama.cpp's converter undoes Hugging Face's

@@ -1,0 +1,121 @@
+//! Loading a decoder from its GGUF file copies no tensor more than it must: the most bytes
+//! live while [`LlamaModel::load`] runs exceed those live once it returns by at most what a
+//! load has to hold besides the model it builds. A counting allocator (`common::counting`,
+//! registered here) tracks the bytes live in this binary, which holds this one test so that
+//! no other test's allocations mix in.
+//!
+//! Bound: peak − live after the load ≤ the parsed header (measured here by parsing it once
+//! more, before the load) + the largest tensor but the embedding table, as stored + 2 MiB.
+//! The embedding table (tied to the output projection in both files) is shared with the
+//! embedding op, which the CPU provider keeps as it is: never a transient. Each other weight
+//! is read, then prepared (packed), and its stored copy goes once the op is built: one such
+//! copy at a time, plus the header that names the tensors; the 2 MiB cover the read buffer,
+//! the norms' small vectors and the executor's records. Any tensor copied once more at load
+//! exceeds the bound by that tensor's size less the slack, and the embedding table by far:
+//! the old provider cloned each weight before packing it, the old loader kept the table
+//! beside its op's copy of it, and the loads left 351 MiB (Gemma 3 270M, whose tied Q8_0
+//! table is 170 MiB) and 61 MiB (SmolLM2-135M Q4_1, 28.7 MiB) above the loaded model, where
+//! the bounds are about 13 MiB and 7 MiB. The peak is the process's highest count since it
+//! started (before the load: the header parse, a few MiB), so an earlier peak could only
+//! make the test fail, never pass.
+//!
+//! With f32 activations (`LinearPrecision::F32`) the CPU provider keeps every weight as
+//! stored, and the embedding is looked up in the tied output projection's weight
+//! (`Embedding::tied`): the loaded model then holds at most the file's tensors as stored
+//! plus 2 MiB (the executor's records and the ops' small state); a second copy of the tied
+//! table (SmolLM2's 28.7 MiB) exceeds that.
+
+mod common;
+
+use std::fs::File;
+use std::io::BufReader;
+
+use aihal_models::llama::{LlamaModel, LlamaOptions};
+use aihal_ops::LinearPrecision;
+use aihal_quantize::GgufFile;
+use common::counting::{live, peak, Counting};
+
+fn main() {
+    common::run(vec![common::trial(
+        "loading_a_gguf_decoder_holds_one_stored_tensor_at_a_time",
+        &[common::Data::Gguf(SMOLLM2), common::Data::Gguf(GEMMA3)],
+        loading_a_gguf_decoder_holds_one_stored_tensor_at_a_time,
+    )]);
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn loading_a_gguf_decoder_holds_one_stored_tensor_at_a_time() {
+    // One model after the other, in one test, so that their counts do not mix; the smaller
+    // first, so that its peak is not the larger one's.
+    for name in [SMOLLM2, GEMMA3] {
+        let path = common::gguf_path(name);
+        let before = live();
+        let header = GgufFile::read(&mut BufReader::new(File::open(&path).expect("open"))).expect("header");
+        let header_bytes = live() - before;
+        let largest = header
+            .tensors()
+            .iter()
+            .filter(|t| t.name() != "token_embd.weight")
+            .filter_map(aihal_quantize::GgufTensorInfo::byte_len)
+            .max()
+            .expect("tensors");
+        drop(header);
+
+        let exec = common::cpu_executor();
+        let before = live();
+        let model = LlamaModel::load(&exec, &path, LlamaOptions::default()).expect("load");
+        let after = live();
+        let transient = peak() as isize - after;
+        let bound = header_bytes + largest as isize + (2 << 20);
+        eprintln!(
+            "{name}: the model holds {:.1} MiB; the load's peak is {:.1} MiB above that (bound {:.1} MiB: header \
+             {:.1} MiB, largest tensor but the embedding {:.1} MiB)",
+            (after - before) as f64 / MIB,
+            transient as f64 / MIB,
+            bound as f64 / MIB,
+            header_bytes as f64 / MIB,
+            largest as f64 / MIB,
+        );
+        assert!(
+            transient <= bound,
+            "{name}: the load peaked {transient} bytes above the loaded model, more than {bound}"
+        );
+        drop(model);
+    }
+
+    let path = common::gguf_path(SMOLLM2);
+    let header = GgufFile::read(&mut BufReader::new(File::open(&path).expect("open"))).expect("header");
+    let stored: u64 = header
+        .tensors()
+        .iter()
+        .filter_map(aihal_quantize::GgufTensorInfo::byte_len)
+        .sum();
+    drop(header);
+    let exec = common::cpu_executor();
+    let options = LlamaOptions {
+        precision: LinearPrecision::F32,
+        ..LlamaOptions::default()
+    };
+    let before = live();
+    let model = LlamaModel::load(&exec, &path, options).expect("load");
+    let held = live() - before;
+    let bound = stored as isize + (2 << 20);
+    eprintln!(
+        "{SMOLLM2}, f32 activations: the model holds {:.1} MiB (bound {:.1} MiB: its tensors as stored {:.1} MiB)",
+        held as f64 / MIB,
+        bound as f64 / MIB,
+        stored as f64 / MIB,
+    );
+    assert!(
+        held <= bound,
+        "{SMOLLM2} with f32 activations holds {held} bytes, more than {bound}: a tensor is held twice"
+    );
+    drop(model);
+}
