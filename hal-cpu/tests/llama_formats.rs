@@ -1,6 +1,7 @@
-//! The llama.cpp block formats with minimums or sub-block scales (Q4_1, Q5_0, Q4_K, Q6_K) through
-//! every public entry point: quantized by aihal-quantize from bell-shaped weights, run at the
-//! shapes of SmolLM2 and Gemma 3 (scaled down), compared with the scalar reference.
+//! The llama.cpp block formats with minimums, sub-block scales or a code book (Q4_1, Q5_0,
+//! Q5_1, Q2_K to Q6_K, IQ4_NL, IQ4_XS) through every public entry point: quantized by
+//! aihal-quantize from bell-shaped weights, run at the shapes of SmolLM2 and Gemma 3 (scaled
+//! down), compared with the scalar reference.
 
 use aihal_cpu::{
     has_int8_activation_path, matmul_packed, matmul_with, ActivationPrecision, CpuProvider, MatmulOptions,
@@ -11,7 +12,31 @@ use aihal_quantize::{quantize, QuantFormat, QuantizedTensor};
 use aihal_reference as reference;
 use candle_core::{Module, Tensor};
 
-const FORMATS: [QuantFormat; 4] = [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q4K, QuantFormat::Q6K];
+const FORMATS: [QuantFormat; 10] = [
+    QuantFormat::Q4_1,
+    QuantFormat::Q5_0,
+    QuantFormat::Q4K,
+    QuantFormat::Q6K,
+    QuantFormat::Q5_1,
+    QuantFormat::Q2K,
+    QuantFormat::Q3K,
+    QuantFormat::Q5K,
+    QuantFormat::Iq4Nl,
+    QuantFormat::Iq4Xs,
+];
+
+/// Whether `format`'s blocks hold 256 values (the K-quants and IQ4_XS), else 32.
+fn super_blocks(format: QuantFormat) -> bool {
+    matches!(
+        format,
+        QuantFormat::Q2K
+            | QuantFormat::Q3K
+            | QuantFormat::Q4K
+            | QuantFormat::Q5K
+            | QuantFormat::Q6K
+            | QuantFormat::Iq4Xs
+    )
+}
 
 /// A reproducible draw in -1..1.
 fn draws(seed: u64, len: usize) -> Vec<f32> {
@@ -95,11 +120,7 @@ fn every_entry_point_takes_the_new_formats_on_both_paths() {
     // down so the test stays short; M = 1 (decode), 5 (row kernels) and 18 (panels).
     for (s, format) in FORMATS.into_iter().enumerate() {
         assert!(has_int8_activation_path(format), "{format}");
-        let k = if matches!(format, QuantFormat::Q4K | QuantFormat::Q6K) {
-            512
-        } else {
-            576
-        };
+        let k = if super_blocks(format) { 512 } else { 576 };
         let w = weight(format, 40, k, 10 * s as u64);
         let packed = PackedWeights::new(&w).unwrap();
         assert_eq!(packed.activation_path(ActivationPrecision::Int8), "int8", "{format}");
@@ -147,45 +168,6 @@ fn quant_linear_and_the_provider_take_the_new_formats() {
                 (got[i] - want[i]).abs() <= 1e-5 * scale[i],
                 "{format} QuantLinear at {i}"
             );
-        }
-        let spec = OpSpec::Linear {
-            weight: &w,
-            bias: None,
-            precision: aihal_ops::LinearPrecision::Int8Activations,
-        };
-        assert!(matches!(CpuProvider.supports(&spec), Support::Yes), "{format}");
-    }
-}
-
-/// The block formats without an integer kernel yet: the exact path (their blocks decoded
-/// through aihal-quantize) within `1e-5 Σ|x||w|` of the reference, the int8 option falling back
-/// to it, and the provider taking them.
-#[test]
-fn the_other_block_formats_run_on_the_exact_path() {
-    let k = 512;
-    for (s, format) in [
-        QuantFormat::Q5_1,
-        QuantFormat::Q2K,
-        QuantFormat::Q3K,
-        QuantFormat::Q5K,
-        QuantFormat::Iq4Nl,
-        QuantFormat::Iq4Xs,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        assert!(!has_int8_activation_path(format), "{format}");
-        let w = weight(format, 20, k, 70 + s as u64);
-        for m in [1, 17] {
-            let x = draws(200 + m as u64, m * k);
-            let want = reference::matmul(&x, m, &w).unwrap();
-            let (scale, _) = scales(&x, m, &w);
-            let exact = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::exact()).unwrap();
-            let int8 = matmul_with(x.as_slice().into(), m, &w, MatmulOptions::default()).unwrap();
-            assert_eq!(exact, int8, "{format}: the int8 option takes the f32 path");
-            for i in 0..want.len() {
-                assert!((exact[i] - want[i]).abs() <= 1e-5 * scale[i], "{format} m={m} at {i}");
-            }
         }
         let spec = OpSpec::Linear {
             weight: &w,

@@ -1,5 +1,5 @@
-//! llama.cpp's GGML block formats: the block constants of Q4_0, Q8_0 and TQ2_0, kept here
-//! for the crates that read them by these paths.
+//! llama.cpp's GGML block formats: the block constants (bytes per block, IQ4's code book)
+//! that the kernel crates read.
 //!
 //! Each block format lives in its own module under `formats/` (Q4_0, Q4_1, Q5_0, Q5_1,
 //! Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ2_0): its layout, its quantizer
@@ -39,6 +39,21 @@ pub const Q5_0_BYTES: usize = crate::formats::q5_0::BYTES;
 pub const Q4_K_BYTES: usize = crate::formats::q4_k::BYTES;
 /// Bytes per Q6_K super-block (256 values).
 pub const Q6_K_BYTES: usize = crate::formats::q6_k::BYTES;
+/// Bytes per Q5_1 block (32 values).
+pub const Q5_1_BYTES: usize = crate::formats::q5_1::BYTES;
+/// Bytes per Q2_K super-block (256 values).
+pub const Q2_K_BYTES: usize = crate::formats::q2_k::BYTES;
+/// Bytes per Q3_K super-block (256 values).
+pub const Q3_K_BYTES: usize = crate::formats::q3_k::BYTES;
+/// Bytes per Q5_K super-block (256 values).
+pub const Q5_K_BYTES: usize = crate::formats::q5_k::BYTES;
+/// Bytes per IQ4_NL block (32 values).
+pub const IQ4_NL_BYTES: usize = crate::formats::iq4_nl::BYTES;
+/// Bytes per IQ4_XS super-block (256 values).
+pub const IQ4_XS_BYTES: usize = crate::formats::iq4_xs::BYTES;
+/// The 16 levels of IQ4_NL's and IQ4_XS's non-linear code book, indexed by the 4-bit code
+/// (llama.cpp's `kvalues_iq4nl`): a value is its block's scale times `IQ4_LEVELS[code]`.
+pub const IQ4_LEVELS: [i8; 16] = crate::formats::iq4_nl::KVALUES;
 
 /// `(values per block, bytes per block)` of a GGML block format, `None` for the others.
 pub fn block_layout(format: crate::QuantFormat) -> Option<(usize, usize)> {

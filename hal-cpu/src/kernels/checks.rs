@@ -45,13 +45,18 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
         QuantFormat::Q5_0 => (numel / 32 * 22, 0),
         QuantFormat::Q4K => (numel / 256 * 144, 0),
         QuantFormat::Q6K => (numel / 256 * 210, 0),
+        QuantFormat::Q5_1 => (numel / 32 * 24, 0),
+        QuantFormat::Q2K => (numel / 256 * 84, 0),
+        QuantFormat::Q3K => (numel / 256 * 110, 0),
+        QuantFormat::Q5K => (numel / 256 * 176, 0),
+        QuantFormat::Iq4Nl => (numel / 32 * 18, 0),
+        QuantFormat::Iq4Xs => (numel / 256 * 136, 0),
         QuantFormat::Ternary => (numel.div_ceil(4), 1),
         QuantFormat::Int8PerChannel => (numel, n),
         QuantFormat::Int8PerBlock { block_size } => (numel, n * k.div_ceil(block_size)),
         QuantFormat::Fp8E4M3 { block_size } | QuantFormat::Fp8E5M2 { block_size } => {
             (numel, block_size.map_or(1, |b| n * k.div_ceil(b)))
         }
-        _ => unreachable!("test formats are listed below"),
     };
     if let QuantFormat::Nf4 { double_quant: true, .. } = format {
         // Double quantization: the absmax values go through the 8-bit nested form, so the
@@ -92,6 +97,28 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
         QuantFormat::Q6K => {
             for blk in data.chunks_exact_mut(210) {
                 blk[208..].copy_from_slice(&scale(rng));
+            }
+        }
+        // Random codes, sub-block scales and code-book indices; finite f16 scales (and
+        // minimums) at the offsets of each block's layout.
+        QuantFormat::Q5_1
+        | QuantFormat::Q5K
+        | QuantFormat::Q2K
+        | QuantFormat::Q3K
+        | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs => {
+            let (bytes, at): (usize, &[usize]) = match format {
+                QuantFormat::Q5_1 => (24, &[0, 2]),
+                QuantFormat::Q5K => (176, &[0, 2]),
+                QuantFormat::Q2K => (84, &[80, 82]),
+                QuantFormat::Q3K => (110, &[108]),
+                QuantFormat::Iq4Nl => (18, &[0]),
+                _ => (136, &[0]),
+            };
+            for blk in data.chunks_exact_mut(bytes) {
+                for &o in at {
+                    blk[o..o + 2].copy_from_slice(&scale(rng));
+                }
             }
         }
         QuantFormat::Fp8E4M3 { .. } => {
@@ -148,14 +175,31 @@ pub(crate) fn all_formats() -> Vec<QuantFormat> {
         QuantFormat::Q5_0,
         QuantFormat::Q4K,
         QuantFormat::Q6K,
+        QuantFormat::Q5_1,
+        QuantFormat::Q2K,
+        QuantFormat::Q3K,
+        QuantFormat::Q5K,
+        QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
     ]
 }
 
 /// A `k` the format allows, from a free draw.
 pub(crate) fn fit_k(format: QuantFormat, k: usize) -> usize {
     match format {
-        QuantFormat::Q4_0 | QuantFormat::Q8_0 | QuantFormat::Q4_1 | QuantFormat::Q5_0 => 32 * (k / 32).max(1),
-        QuantFormat::Tq2_0 | QuantFormat::Q4K | QuantFormat::Q6K => 256 * (k / 256).max(1),
+        QuantFormat::Q4_0
+        | QuantFormat::Q8_0
+        | QuantFormat::Q4_1
+        | QuantFormat::Q5_0
+        | QuantFormat::Q5_1
+        | QuantFormat::Iq4Nl => 32 * (k / 32).max(1),
+        QuantFormat::Tq2_0
+        | QuantFormat::Q2K
+        | QuantFormat::Q3K
+        | QuantFormat::Q4K
+        | QuantFormat::Q5K
+        | QuantFormat::Q6K
+        | QuantFormat::Iq4Xs => 256 * (k / 256).max(1),
         _ => k.max(1),
     }
 }

@@ -2,8 +2,10 @@
 //! NF4's levels on the int8 grid of the int8-activation path.
 
 pub(crate) use aihal_quantize::ggml::{
-    Q4_0_BYTES as Q4_0_BLOCK_BYTES, Q4_1_BYTES as Q4_1_BLOCK_BYTES, Q4_K_BYTES as Q4_K_BLOCK_BYTES,
-    Q5_0_BYTES as Q5_0_BLOCK_BYTES, Q6_K_BYTES as Q6_K_BLOCK_BYTES, Q8_0_BYTES as Q8_0_BLOCK_BYTES,
+    IQ4_LEVELS, IQ4_NL_BYTES as IQ4_NL_BLOCK_BYTES, IQ4_XS_BYTES as IQ4_XS_BLOCK_BYTES, Q2_K_BYTES as Q2_K_BLOCK_BYTES,
+    Q3_K_BYTES as Q3_K_BLOCK_BYTES, Q4_0_BYTES as Q4_0_BLOCK_BYTES, Q4_1_BYTES as Q4_1_BLOCK_BYTES,
+    Q4_K_BYTES as Q4_K_BLOCK_BYTES, Q5_0_BYTES as Q5_0_BLOCK_BYTES, Q5_1_BYTES as Q5_1_BLOCK_BYTES,
+    Q5_K_BYTES as Q5_K_BLOCK_BYTES, Q6_K_BYTES as Q6_K_BLOCK_BYTES, Q8_0_BYTES as Q8_0_BLOCK_BYTES,
     TQ2_0_BYTES as TQ2_0_BLOCK_BYTES,
 };
 /// The 16 NormalFloat4 levels, indexed by the 4-bit code: aihal-quantize's code book, so the

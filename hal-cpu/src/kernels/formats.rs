@@ -104,7 +104,7 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             },
         },
         // The llama.cpp block formats with a minimum or sub-block scales: the q8 path is defined
-        // by the generic kernels (`generic::weight_block`, `affine_block`, `q6_k_block`); the
+        // by the generic kernels (`generic::weight_block`, `affine_block`, `sub16_block`); the
         // AVX2 set has row kernels for Q4_1, Q5_0 and Q4_K, the other sets run the generic
         // ones; no per-call panel kernel reads them. Packed: Q5_0 as a Q8_0 block of codes
         // `q - 16` (Q8_0's kernels, every set); Q4_1 and Q4_K in one affine 4-bit layout and
@@ -117,22 +117,20 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             panels: false,
             packing: Packing::AllIntegerSets,
         },
-        QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q6K => Entry {
+        // Q3_K packs in Q6_K's layout (8-bit codes, i8 scales per 16 values, f16 `d`).
+        QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q6K | QuantFormat::Q3K => Entry {
             exact: yes,
             q8: yes,
             panels: false,
             packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
         },
-        // The other llama.cpp block formats: decoded through `aihal_quantize::decode` on the
-        // exact path; no integer kernel reads their blocks yet.
-        QuantFormat::Q5_1
-        | QuantFormat::Q2K
-        | QuantFormat::Q3K
-        | QuantFormat::Q5K
-        | QuantFormat::Iq4Nl
-        | QuantFormat::Iq4Xs => Entry {
+        // The other llama.cpp block formats: the q8 path of the generic kernels
+        // (`generic::weight_block` for IQ4_NL and IQ4_XS, whose codes are the code book's int8
+        // levels; `affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no
+        // packed layout yet.
+        QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K | QuantFormat::Iq4Nl | QuantFormat::Iq4Xs => Entry {
             exact: yes,
-            q8: Err("no integer kernel reads its blocks yet (the f32 path decodes them)"),
+            q8: yes,
             panels: false,
             packing: Packing::None("no packed kernel reads its blocks yet"),
         },

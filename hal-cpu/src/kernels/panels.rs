@@ -23,7 +23,7 @@
 //! The packing of the first formats moves whole groups of 4 bytes, so it keeps the bit width
 //! (4 bits stay 4 bits, 2 bits stay 2). Q5_0, Q4_1, Q4_K and Q6_K are converted block by
 //! block through the generic kernels' block readers (`generic::weight_block`,
-//! `affine_block`, `q6_k_block`), so the packed kernels multiply exactly the codes and scales
+//! `affine_block`, `sub16_block`), so the packed kernels multiply exactly the codes and scales
 //! the generic ones do: Q5_0 and Q6_K widen to 8-bit codes (34 bytes per 32 values against
 //! 22 and 26.25); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
 //! bytes per 32 values, as in the file: the kernels convert them to f32 in registers, the
@@ -44,7 +44,7 @@
 //! integer dot products without an offset and add `add · (d_x · Σ x)` per block after
 //! `(s_w · d_x) · isum`, two roundings as [`generic::q8_affine`] does; Q6_K sums each half
 //! block apart and combines them with its sub-block scales in i32, as
-//! [`generic::q8_q6_k`] does. Neither has AVX-VNNI kernels: AVX-VNNI CPUs run their AVX2
+//! [`generic::q8_sub16`] does. Neither has AVX-VNNI kernels: AVX-VNNI CPUs run their AVX2
 //! layouts.
 
 use std::sync::OnceLock;
@@ -55,8 +55,8 @@ use rayon::prelude::*;
 
 use super::ActQ8;
 use crate::kernels::codes::{
-    Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES,
-    TQ2_0_BLOCK_BYTES,
+    Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES,
+    Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic;
 use crate::pages::PageBuf;
@@ -138,9 +138,10 @@ pub(crate) enum Kind {
         /// Q4_K (else Q4_1).
         k_quant: bool,
     },
-    /// Q6_K: per pair of blocks of 32, 8 chunks of codes `q - 32` (i8) per block, then one
-    /// chunk whose lane `j` holds row `j`'s i8 sub-block scales of the two blocks (`sc0`,
-    /// `sc1` of the even block, then of the odd one); f16 `d` per 256 values.
+    /// Q6_K, and Q3_K in the same layout: per pair of blocks of 32, 8 chunks of codes (i8:
+    /// Q6_K's `q - 32`, Q3_K's `q - 4`) per block, then one chunk whose lane `j` holds row
+    /// `j`'s i8 sub-block scales of the two blocks (`sc0`, `sc1` of the even block, then of
+    /// the odd one; Q3_K's 6-bit scales minus 32); f16 `d` per 256 values.
     Q6K,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
@@ -207,7 +208,7 @@ impl Kind {
             QuantFormat::Q5_0 if rows_of(32) => Self::Q5_0,
             QuantFormat::Q4_1 if rows_of(32) => Self::Affine4 { k_quant: false },
             QuantFormat::Q4K if rows_of(256) => Self::Affine4 { k_quant: true },
-            QuantFormat::Q6K if rows_of(256) => Self::Q6K,
+            QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Int8PerChannel => Self::Int8 { block_size: None },
             QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Self::Int8 {
@@ -444,7 +445,7 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     }
                 }
                 (Kind::Q6K, PanelScalesMut::F16(out)) => {
-                    let (codes, [s0, s1], _) = generic::q6_k_block(w, row, b);
+                    let (codes, [s0, s1], _) = generic::sub16_block(w, row, b);
                     let bytes = codes.map(|c| c as u8);
                     let (c0, sc) = q6_k_chunks(b);
                     for t in 0..8 {
@@ -455,8 +456,14 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     lane[2 * (b % 2) + 1] = s1 as u8;
                     pw[sc * pr + j] = u32::from_ne_bytes(lane);
                     if b.is_multiple_of(8) {
-                        let blk = &data[(row * (nb / 8) + b / 8) * Q6_K_BLOCK_BYTES..][..Q6_K_BLOCK_BYTES];
-                        out[(b / 8) * pr + j] = u16::from_le_bytes([blk[208], blk[209]]);
+                        // `d`, the last field of both super-blocks.
+                        let bytes = if w.format() == QuantFormat::Q3K {
+                            Q3_K_BLOCK_BYTES
+                        } else {
+                            Q6_K_BLOCK_BYTES
+                        };
+                        let d = &data[(row * (nb / 8) + b / 8 + 1) * bytes - 2..][..2];
+                        out[(b / 8) * pr + j] = u16::from_le_bytes([d[0], d[1]]);
                     }
                 }
                 _ => unreachable!("{kind:?} is not converted block by block, or its scales have another type"),
@@ -779,6 +786,40 @@ impl Packed {
                             let (lo, hi) = (8 * sb + 2 * g, 8 * sb + 2 * g + 1);
                             data.extend((0..32).map(|i| code(lo, i) | code(hi, i) << 4));
                         }
+                    }
+                }
+                Kind::Q6K if self.format == QuantFormat::Q3K => {
+                    for sb in 0..nb / 8 {
+                        // The 3-bit codes (`q = code + 4`) and the 6-bit scales (`s = sc +
+                        // 32`) of the 8 blocks, then `block_q3_K`'s fields rebuilt from them:
+                        // `hmask` (bit `g` of byte `i`: the third bit of block `g`'s code
+                        // `i`), the 2-bit fields (block `g = 4 h + t` at bits `2 t` of byte
+                        // `32 h + i`), the scales' nibbles and high pairs, `d`.
+                        let mut q = [[0u8; 32]; 8];
+                        let mut sc = [0u8; 16];
+                        for (g, qg) in q.iter_mut().enumerate() {
+                            let b = 8 * sb + g;
+                            let (c0, sc_chunk) = q6_k_chunks(b);
+                            for c in 0..8 {
+                                for (t, &byte) in lane(c0 + c).iter().enumerate() {
+                                    qg[4 * c + t] = (byte as i8).wrapping_add(4) as u8;
+                                }
+                            }
+                            for (h, &v) in lane(sc_chunk)[2 * (b % 2)..][..2].iter().enumerate() {
+                                sc[2 * g + h] = (v as i8).wrapping_add(32) as u8;
+                            }
+                        }
+                        data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((q[g][i] >> 2) & 1) << g)));
+                        for h in 0..2 {
+                            data.extend((0..32).map(|i| (0..4).fold(0u8, |v, t| v | (q[4 * h + t][i] & 3) << (2 * t))));
+                        }
+                        let mut packed = [0u8; 12];
+                        for (j, &s) in sc.iter().enumerate() {
+                            packed[j % 8] |= (s & 0xF) << (4 * (j / 8));
+                            packed[8 + j % 4] |= ((s >> 4) & 3) << (2 * (j / 4));
+                        }
+                        data.extend_from_slice(&packed);
+                        data.extend_from_slice(&self.scales16()[sbase + sb * pr].to_le_bytes());
                     }
                 }
                 Kind::Q6K => {

@@ -165,7 +165,7 @@ impl BlockDot for S8 {
 /// own accumulator, then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`vpmulld`),
 /// the sub-block scales sign-extended from the pair's scale chunk
 /// ([`q6_k_chunks`](super::panels::q6_k_chunks)): the arithmetic of
-/// [`generic::q8_q6_k`](super::generic::q8_q6_k). `CHUNKS` counts the scale chunk, which
+/// [`generic::q8_sub16`](super::generic::q8_sub16). `CHUNKS` counts the scale chunk, which
 /// follows the odd block's codes.
 struct Q6;
 impl BlockDot for Q6 {

@@ -192,7 +192,7 @@ pub(crate) fn check_layout(
 /// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
 /// sub-block scales where only some layouts do). New ones go at the end: `tests/isa.rs` picks
 /// NF4's by index.
-pub(crate) fn packed_formats() -> [QuantFormat; 17] {
+pub(crate) fn packed_formats() -> [QuantFormat; 18] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -220,10 +220,12 @@ pub(crate) fn packed_formats() -> [QuantFormat; 17] {
         QuantFormat::Q4_1,
         QuantFormat::Q4K,
         QuantFormat::Q6K,
+        QuantFormat::Q3K,
     ]
 }
 
-/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1 and Q4_K affine, Q6_K)
+/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1 and Q4_K affine, Q6_K
+/// and Q3_K in Q6_K's layout)
 /// in `isa`'s layout, against the generic kernels bit for bit: every pass size of activation
 /// rows (1 to 7, 16, 33), `N` within and past whole panels, `K` of one and of several
 /// super-blocks, rows with NaN or infinities (the exact path), and the round trip to the
@@ -231,7 +233,13 @@ pub(crate) fn packed_formats() -> [QuantFormat; 17] {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
     let mut seed = 1000;
-    for format in [QuantFormat::Q5_0, QuantFormat::Q4_1, QuantFormat::Q4K, QuantFormat::Q6K] {
+    for format in [
+        QuantFormat::Q5_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
+        QuantFormat::Q3K,
+    ] {
         for m in [1, 2, 3, 4, 5, 6, 7, 16, 33] {
             for &(n, k) in &[(1, 256), (19, 256), (40, 768), (17, 2560)] {
                 seed += 1;
@@ -331,8 +339,8 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
         // double quantization (its decoded absmax besides the 8-bit form) and FP8 per tensor
         // (the scale once per row).
         // The GGML formats converted block by block take what their layout says, per row and
-        // block of 32: Q5_0 and Q6_K 8-bit codes (Q5_0 and its f16 scale as Q8_0's block; Q6_K
-        // with its 2 sub-block scales, and its f16 d per 256 values), Q4_1 4-bit codes with
+        // block of 32: Q5_0, Q6_K and Q3_K 8-bit codes (Q5_0 and its f16 scale as Q8_0's block;
+        // Q6_K and Q3_K with their 2 sub-block scales, and f16 d per 256 values), Q4_1 4-bit codes with
         // its two f16 (the file's 20 bytes), Q4_K 4-bit codes with two f32 (and its 16 header
         // bytes per 256 values).
         let blocks = 16 * 512 / 32;
@@ -340,7 +348,7 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             QuantFormat::Q5_0 => Some(34 * blocks),
             QuantFormat::Q4_1 => Some(20 * blocks),
             QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
-            QuantFormat::Q6K => Some(34 * blocks + 2 * blocks / 8),
+            QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),
             _ => None,
         };
         if let Some(bytes) = converted {

@@ -351,7 +351,7 @@ impl Dot for S8 {
 /// then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`vpmulld`; at most
 /// 2 · 128 · 16 · 32 · 127 in magnitude), the sub-block scales sign-extended from the pair's
 /// scale chunk ([`q6_k_chunks`]): the arithmetic of
-/// [`generic::q8_q6_k`](crate::kernels::generic::q8_q6_k).
+/// [`generic::q8_sub16`](crate::kernels::generic::q8_sub16).
 struct Q6;
 impl Dot for Q6 {
     const CHUNKS: usize = 8;
