@@ -34,12 +34,15 @@
 //! ignored with the reason, or fail under `AIHAL_REQUIRE_VULKAN=1`; without a model file they
 //! are ignored, or fail under `AIHAL_REQUIRE_TESTDATA=1`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use aihal::models::llama::{generate, GenerateOptions, LlamaModel, LlamaOptions, StopReason};
 use aihal::ops::{OpKind, Provider};
 use aihal::{Executor, LinearPrecision};
+use common::{gguf_path, required};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 /// A model file and the greedy generation compared on it.
@@ -72,19 +75,6 @@ const CASES: [Case; 2] = [
         large_table: true,
     },
 ];
-
-fn required(var: &str) -> bool {
-    std::env::var(var).as_deref() == Ok("1")
-}
-
-fn gguf_path(name: &str) -> PathBuf {
-    std::env::var_os("AIHAL_GGUF_DIR")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".testdata/gguf"),
-            PathBuf::from,
-        )
-        .join(name)
-}
 
 /// The Vulkan provider (the first hardware adapter, else the first, lavapipe on CI), or why
 /// there is none.

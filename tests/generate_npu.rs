@@ -26,32 +26,22 @@
 //! Without the model file the trial is ignored with the reason, or fails under
 //! `AIHAL_REQUIRE_TESTDATA=1`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use aihal::core::{DeviceConfig, DeviceRequest};
 use aihal::models::llama::{generate, GenerateOptions, LlamaModel, LlamaOptions, StopReason};
 use aihal::ops::OpKind;
 use aihal::{Device, Executor, LinearPrecision};
+use common::{gguf_path, required};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// `The quick brown fox`, the first prompt of models/tests/llama_smollm2.rs.
 const PROMPT: &[u32] = &[504, 2365, 6354, 16438];
 const TOKENS: usize = 4;
-
-fn required(var: &str) -> bool {
-    std::env::var(var).as_deref() == Ok("1")
-}
-
-fn gguf_path(name: &str) -> PathBuf {
-    std::env::var_os("AIHAL_GGUF_DIR")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".testdata/gguf"),
-            PathBuf::from,
-        )
-        .join(name)
-}
 
 fn load(exec: &Arc<Executor>, path: &Path, precision: LinearPrecision) -> LlamaModel {
     let options = LlamaOptions {

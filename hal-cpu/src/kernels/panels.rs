@@ -788,13 +788,14 @@ impl Packed {
                         }
                     }
                 }
-                Kind::Q6K if self.format == QuantFormat::Q3K => {
+                Kind::Q6K => {
+                    // Q6_K's codes are `q - 32` and its scales as stored; Q3_K's codes `q - 4`
+                    // and its 6-bit scales minus 32.
+                    let q3 = self.format == QuantFormat::Q3K;
+                    let (code_add, scale_add) = if q3 { (4, 32) } else { (32, 0) };
                     for sb in 0..nb / 8 {
-                        // The 3-bit codes (`q = code + 4`) and the 6-bit scales (`s = sc +
-                        // 32`) of the 8 blocks, then `block_q3_K`'s fields rebuilt from them:
-                        // `hmask` (bit `g` of byte `i`: the third bit of block `g`'s code
-                        // `i`), the 2-bit fields (block `g = 4 h + t` at bits `2 t` of byte
-                        // `32 h + i`), the scales' nibbles and high pairs, `d`.
+                        // The codes `q` and the sub-block scales of the 8 blocks, then the
+                        // super-block's fields rebuilt from them.
                         let mut q = [[0u8; 32]; 8];
                         let mut sc = [0u8; 16];
                         for (g, qg) in q.iter_mut().enumerate() {
@@ -802,42 +803,35 @@ impl Packed {
                             let (c0, sc_chunk) = q6_k_chunks(b);
                             for c in 0..8 {
                                 for (t, &byte) in lane(c0 + c).iter().enumerate() {
-                                    qg[4 * c + t] = (byte as i8).wrapping_add(4) as u8;
+                                    qg[4 * c + t] = (byte as i8).wrapping_add(code_add) as u8;
                                 }
                             }
                             for (h, &v) in lane(sc_chunk)[2 * (b % 2)..][..2].iter().enumerate() {
-                                sc[2 * g + h] = (v as i8).wrapping_add(32) as u8;
+                                sc[2 * g + h] = (v as i8).wrapping_add(scale_add) as u8;
                             }
                         }
-                        data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((q[g][i] >> 2) & 1) << g)));
-                        for h in 0..2 {
-                            data.extend((0..32).map(|i| (0..4).fold(0u8, |v, t| v | (q[4 * h + t][i] & 3) << (2 * t))));
-                        }
-                        let mut packed = [0u8; 12];
-                        for (j, &s) in sc.iter().enumerate() {
-                            packed[j % 8] |= (s & 0xF) << (4 * (j / 8));
-                            packed[8 + j % 4] |= ((s >> 4) & 3) << (2 * (j / 4));
-                        }
-                        data.extend_from_slice(&packed);
-                        data.extend_from_slice(&self.scales16()[sbase + sb * pr].to_le_bytes());
-                    }
-                }
-                Kind::Q6K => {
-                    for sb in 0..nb / 8 {
-                        // The 6-bit codes (`q = code + 32`) and the sub-block scales of the 8
-                        // blocks, then `block_q6_K`'s fields rebuilt from them.
-                        let mut q = [[0u8; 32]; 8];
-                        let mut sc = [0u8; 16];
-                        for (g, qg) in q.iter_mut().enumerate() {
-                            let b = 8 * sb + g;
-                            let (c0, sc_chunk) = q6_k_chunks(b);
-                            for c in 0..8 {
-                                for (t, &byte) in lane(c0 + c).iter().enumerate() {
-                                    qg[4 * c + t] = (byte as i8).wrapping_add(32) as u8;
-                                }
+                        let d = self.scales16()[sbase + sb * pr].to_le_bytes();
+                        if q3 {
+                            // `block_q3_K`: `hmask` (bit `g` of byte `i`: the third bit of
+                            // block `g`'s code `i`), the 2-bit fields (block `g = 4 h + t` at
+                            // bits `2 t` of byte `32 h + i`), the scales' nibbles and high
+                            // pairs, `d`.
+                            data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((q[g][i] >> 2) & 1) << g)));
+                            for h in 0..2 {
+                                data.extend(
+                                    (0..32).map(|i| (0..4).fold(0u8, |v, t| v | (q[4 * h + t][i] & 3) << (2 * t))),
+                                );
                             }
-                            sc[2 * g..2 * g + 2].copy_from_slice(&lane(sc_chunk)[2 * (b % 2)..][..2]);
+                            let mut packed = [0u8; 12];
+                            for (j, &s) in sc.iter().enumerate() {
+                                packed[j % 8] |= (s & 0xF) << (4 * (j / 8));
+                                packed[8 + j % 4] |= ((s >> 4) & 3) << (2 * (j / 4));
+                            }
+                            data.extend_from_slice(&packed);
+                            data.extend_from_slice(&d);
+                            continue;
                         }
+                        // `block_q6_K`.
                         for h in 0..2 {
                             for s in 0..2 {
                                 data.extend(
@@ -851,7 +845,7 @@ impl Packed {
                             );
                         }
                         data.extend_from_slice(&sc);
-                        data.extend_from_slice(&self.scales16()[sbase + sb * pr].to_le_bytes());
+                        data.extend_from_slice(&d);
                     }
                 }
                 Kind::Tq2_0 => {
