@@ -2,10 +2,11 @@
 //! 16-row panels, bit-identical to the generic q8 kernels (see the module above).
 
 use std::arch::x86_64::{
-    __m512i, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32, _mm512_set1_epi32, _mm512_set1_epi8,
-    _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_slli_epi32, _mm512_sra_epi32, _mm512_srai_epi32,
-    _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
+    __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
+    _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32,
+    _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_slli_epi32,
+    _mm512_sra_epi32, _mm512_srai_epi32, _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128,
+    _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::super::panels::{q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
@@ -68,6 +69,10 @@ trait Dot {
     /// [`generic::q8_affine`](crate::kernels::generic::q8_affine) does, and the panel's
     /// scales hold two slots per block (scales, then additive terms).
     const AFFINE: bool = false;
+    /// With `AFFINE`: whether the scales and additive terms are f16 bits (Q4_1's `d` and
+    /// `m`), else f32 (Q4_K's products). A constant, so that the block loop holds one kind of
+    /// load and no branch on the scales' type.
+    const F16_SCALES: bool = false;
     /// Whether the block's two halves of 16 codes carry their own offset corrections (Q6_K:
     /// `neg` and `neg2`).
     const HALVES: bool = false;
@@ -122,13 +127,14 @@ fn finish<const R: usize>(acc: [[__m512i; R]; 2]) -> [__m512i; R] {
 /// block, which saves one instruction per chunk.
 ///
 /// With `AFFINE` the same nibbles are the unsigned codes of Q4_1 and Q4_K (no offset; their
-/// minimum is added per block, see [`Dot::AFFINE`]).
-struct Q4<const AFFINE: bool>;
-impl<const AFFINE: bool> Dot for Q4<AFFINE> {
+/// minimum is added per block, see [`Dot::AFFINE`]), with `F16` Q4_1's f16 scales.
+struct Q4<const AFFINE: bool, const F16: bool = false>;
+impl<const AFFINE: bool, const F16: bool> Dot for Q4<AFFINE, F16> {
     const CHUNKS: usize = 4;
     const LINES: usize = 4;
     const OFFSET: i32 = if AFFINE { 0 } else { 8 };
     const AFFINE: bool = AFFINE;
+    const F16_SCALES: bool = F16;
     fn chunk(b: usize) -> usize {
         4 * b
     }
@@ -440,12 +446,13 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes[0].len());
     // Q6_K's scale chunks: the last block's bounds every block's.
     assert!(!D::HALVES || b1 == 0 || 64 * (q6_k_chunks(b1 - 1).1 + 1) <= codes[0].len());
-    // The affine formats' scales: two slots of 16 per block (Q4_1's f16, Q4_K's f32).
+    // The affine formats' scales: two slots of 16 per block, of the type `D` reads (Q4_1's
+    // f16, Q4_K's f32).
     assert!(
         !D::AFFINE
             || scales.iter().all(|s| match s {
-                Scales::F16(s) => s.len() >= 2 * ROWS * nb,
-                Scales::F32(s) => s.len() >= 2 * ROWS * nb,
+                Scales::F16(s) => D::F16_SCALES && s.len() >= 2 * ROWS * nb,
+                Scales::F32(s) => !D::F16_SCALES && s.len() >= 2 * ROWS * nb,
             })
     );
     let (n2p, sxp) = (grp.neg2.as_ptr(), grp.dxsx.as_ptr());
@@ -479,8 +486,8 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
         let (sw, sg) = if D::AFFINE {
             let mut sw = [_mm512_set1_ps(0.0); P];
             for q in 0..P {
-                // SAFETY: 2b + 1 < 2 nb slots of 16 (asserted above).
-                sw[q] = unsafe { super::load_scales(scales[q], 2 * b) };
+                // SAFETY: 2b + 1 < 2 nb slots of 16 of the type D reads (asserted above).
+                sw[q] = unsafe { affine_slot::<D>(sp[q], 2 * b) };
             }
             (sw, 2 * b)
         } else {
@@ -515,7 +522,7 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
             let mut adds = [_mm512_set1_ps(0.0); P];
             for q in 0..P {
                 // SAFETY: as the scales above.
-                adds[q] = unsafe { super::load_scales(scales[q], 2 * b + 1) };
+                adds[q] = unsafe { affine_slot::<D>(sp[q], 2 * b + 1) };
             }
             adds
         } else {
@@ -548,6 +555,23 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
             // SAFETY: acc holds R * P runs of 16 f32 (asserted above).
             unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add(ROWS * (P * r + q)), *a) };
         }
+    }
+}
+
+/// Slot `slot` (16 values) of an affine panel's scales at `s`, f16 or f32 as `D` says.
+///
+/// # Safety
+/// AVX-512 F is available; `s` points at the panel's scales, of the type `D` reads, which
+/// hold more than `slot` slots of 16.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn affine_slot<D: Dot>(s: *const u8, slot: usize) -> __m512 {
+    if D::F16_SCALES {
+        // SAFETY: the caller's contract: 16 u16 at slot `slot`.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(s.add(2 * ROWS * slot).cast())) }
+    } else {
+        // SAFETY: the caller's contract: 16 f32 at slot `slot`.
+        unsafe { _mm512_loadu_ps(s.add(4 * ROWS * slot).cast()) }
     }
 }
 
@@ -615,7 +639,8 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
     unsafe {
         match w.kind {
             Kind::Q4_0 => panel_all::<Q4<false>, 1>(w, p, act, y),
-            Kind::Affine4 { .. } => panel_all::<Q4<true>, 1>(w, p, act, y),
+            Kind::Affine4 { k_quant: false } => panel_all::<Q4<true, true>, 1>(w, p, act, y),
+            Kind::Affine4 { k_quant: true } => panel_all::<Q4<true, false>, 1>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
