@@ -38,7 +38,7 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
     let numel = n * k;
     let (data_len, scale_len) = match format {
         QuantFormat::Nf4 { block_size, .. } => (numel.div_ceil(2), numel.div_ceil(block_size)),
-        QuantFormat::Q4_0 => (numel / 32 * 18, 0),
+        QuantFormat::Q4_0 | QuantFormat::Iq4Nl => (numel / 32 * 18, 0),
         QuantFormat::Q8_0 => (numel / 32 * 34, 0),
         QuantFormat::Tq2_0 => (numel / 256 * 66, 0),
         QuantFormat::Q4_1 => (numel / 32 * 20, 0),
@@ -49,7 +49,6 @@ pub(crate) fn random_weight(format: QuantFormat, n: usize, k: usize, rng: &mut R
         QuantFormat::Q2K => (numel / 256 * 84, 0),
         QuantFormat::Q3K => (numel / 256 * 110, 0),
         QuantFormat::Q5K => (numel / 256 * 176, 0),
-        QuantFormat::Iq4Nl => (numel / 32 * 18, 0),
         QuantFormat::Iq4Xs => (numel / 256 * 136, 0),
         QuantFormat::Ternary => (numel.div_ceil(4), 1),
         QuantFormat::Int8PerChannel => (numel, n),
