@@ -305,6 +305,22 @@ impl PackedWeights {
         }
     }
 
+    /// Rows `ids` of the weight dequantized to f32 (`ids.len() × K`, row after row), bit for
+    /// bit what [`aihal_reference::embedding`] gives from the original tensor: a packed
+    /// matrix converts back to its original bytes exactly, so each row is read from its
+    /// panel converted back (a few rows' work per id). What an embedding lookup into a table
+    /// that is also a layer's weight (tied embeddings) reads, without a second copy of the
+    /// table.
+    ///
+    /// Errors: `InvalidInput` naming the first id that is not below `N`.
+    pub fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        match &self.inner {
+            Inner::Original(w) => aihal_reference::embedding(ids, w),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Inner::Panels(p) => p.rows(ids),
+        }
+    }
+
     /// The weights in their original format, bit for bit the tensor they were packed from
     /// (rebuilt from the packed form, which allocates its size; cloned for the `original`
     /// layout).

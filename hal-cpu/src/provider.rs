@@ -117,19 +117,15 @@ impl Prepared for Linear {
         out(y, x.shape().with_last(n))
     }
 
-    /// Rows of the weight where it is kept as stored (the f32 path): the table's rows as the
-    /// embedding op gives them. A packed weight's rows are not read back here.
+    /// Rows of the weight, the table's rows as the embedding op gives them, bit for bit:
+    /// from the weight as stored (the f32 path) or read back from its packed panels
+    /// ([`PackedWeights::rows`]).
     fn weight_rows(&self, ids: &[u32], lead: Shape) -> Result<Tensor> {
-        let Some(w) = self.weight.as_quantized() else {
-            return Err(CoreError::not_implemented(format!(
-                "rows of a weight in the {} layout (the CPU provider reads rows of weights kept as stored)",
-                self.weight.layout_name()
-            )));
-        };
-        aihal_ops::check_token_ids(ids, lead, w.shape()[0])?;
+        let [n, k] = self.weight.shape();
+        aihal_ops::check_token_ids(ids, lead, n)?;
         let mut dims = lead.dims().to_vec();
-        dims.push(w.shape()[1]);
-        out(aihal_reference::embedding(ids, w)?, Shape::new(&dims)?)
+        dims.push(k);
+        out(self.weight.rows(ids)?, Shape::new(&dims)?)
     }
 }
 
@@ -530,27 +526,39 @@ mod tests {
         );
     }
 
-    /// An embedding tied to a layer kept as stored (the f32 path) reads the layer's weight:
-    /// the table's rows, bit for bit, and no table of its own (the layer is the only holder
-    /// of the weight besides the test). A packed layer (int8 activations) does not give its
-    /// rows: `NotImplemented`, the caller's cue to keep a table.
+    /// An embedding tied to a layer reads the layer's weight, kept as stored (the f32 path)
+    /// or packed (int8 activations): the table's rows, bit for bit, with no table of its
+    /// own, for the tied tables of real files (Q8_0, Q4_1, Q6_K) and a few more formats;
+    /// 40 rows, so that the last panel is partial.
     #[test]
-    fn an_embedding_tied_to_a_layer_reads_its_weight_where_it_is_kept_as_stored() {
-        let (vocab, dim) = (40, 64);
+    fn an_embedding_tied_to_a_layer_reads_its_weight_on_both_paths() {
+        let (vocab, dim) = (40, 256);
         let w: Vec<f32> = (0..vocab * dim).map(|i| ((i * 41) % 89) as f32 / 40.0 - 1.1).collect();
-        let table = quantize(QuantFormat::Q8_0, &w, &[vocab, dim]).unwrap();
         let exec = executor();
-        let layer = Linear::with_precision(&exec, &table, None, LinearPrecision::F32).unwrap();
-        let tied = Embedding::tied(&layer).unwrap();
-        let ids = [39u32, 1, 1, 0, 17, 5];
-        let got = tied.forward(&ids, Some(&[2, 3])).unwrap();
-        assert_eq!(got.dims(), &[2, 3, dim]);
-        assert_eq!(got.to_vec().unwrap(), aihal_reference::embedding(&ids, &table).unwrap());
-        assert!(tied.forward(&[40], None).unwrap_err().to_string().contains("40"));
-
-        let packed = Linear::with_precision(&exec, &table, None, LinearPrecision::Int8Activations).unwrap();
-        let err = Embedding::tied(&packed).unwrap_err();
-        assert!(err.is_not_implemented(), "{err}");
+        for format in [
+            QuantFormat::Q8_0,
+            QuantFormat::Q4_0,
+            QuantFormat::Q4_1,
+            QuantFormat::Q5_0,
+            QuantFormat::Q4K,
+            QuantFormat::Q6K,
+            QuantFormat::Q5K,
+        ] {
+            let table = quantize(format, &w, &[vocab, dim]).unwrap();
+            for precision in [LinearPrecision::F32, LinearPrecision::Int8Activations] {
+                let layer = Linear::with_precision(&exec, &table, None, precision).unwrap();
+                let tied = Embedding::tied(&layer).unwrap();
+                let ids = [39u32, 1, 1, 0, 17, 5];
+                let got = tied.forward(&ids, Some(&[2, 3])).unwrap();
+                assert_eq!(got.dims(), &[2, 3, dim]);
+                assert_eq!(
+                    got.to_vec().unwrap(),
+                    aihal_reference::embedding(&ids, &table).unwrap(),
+                    "{format} {precision:?}"
+                );
+                assert!(tied.forward(&[40], None).unwrap_err().to_string().contains("40"));
+            }
+        }
     }
 
     /// The layer built from a borrowed weight gives what `QuantLinear` gives (which the

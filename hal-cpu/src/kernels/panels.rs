@@ -717,6 +717,30 @@ impl Packed {
     /// Rows `n0 .. n0 + rows` in the original format, exactly the bytes they were packed from.
     /// `n0` is a multiple of the panel's rows and `n0 + rows <= N`; `data` and `scales` are reused
     /// buffers (cleared here).
+    /// Rows `ids` dequantized to f32, `ids.len() × K` (bit for bit what
+    /// [`aihal_reference::embedding`] gives from the original tensor, whose bytes each row's
+    /// panel converts back to): the panel of each id unpacked, then its one row decoded.
+    ///
+    /// Errors: `InvalidInput` naming the first id that is not below `N`.
+    pub(crate) fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let (n, k, pr) = (self.n, self.k, self.isa.rows());
+        let mut out = vec![0.0f32; ids.len() * k];
+        let (mut data, mut scales) = (Vec::new(), Vec::new());
+        for (i, (&id, row)) in ids.iter().zip(out.chunks_exact_mut(k.max(1))).enumerate() {
+            let id = id as usize;
+            if id >= n {
+                return Err(aihal_core::CoreError::invalid_input(format!(
+                    "rows of a packed weight: id {id} at index {i} is not below its {n} rows"
+                )));
+            }
+            let n0 = id - id % pr;
+            let tile = self.unpack_rows(n0, pr.min(n - n0), data, scales);
+            aihal_quantize::decode::decode_row_into(&tile, id - n0, 0, row)?;
+            (_, _, data, scales) = tile.into_parts();
+        }
+        Ok(out)
+    }
+
     pub(crate) fn unpack_rows(
         &self,
         n0: usize,

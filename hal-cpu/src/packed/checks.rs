@@ -187,6 +187,17 @@ pub(crate) fn check_layout(
         (w.format(), w.shape(), w.data(), w.scales(), w.nested()),
         "{what}: round trip"
     );
+    // Rows read back one by one (a tied embedding's lookups): the reference's rows of the
+    // original tensor, bit for bit (NaN payloads compared as bits), in any order, repeated;
+    // an id past `N` is an error.
+    let ids: Vec<u32> = [n - 1, 0, n / 2, n - 1].iter().map(|&i| i as u32).collect();
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(
+        bits(packed.rows(&ids).unwrap()),
+        bits(aihal_reference::embedding(&ids, w).unwrap()),
+        "{what}: rows"
+    );
+    assert!(packed.rows(&[n as u32]).is_err(), "{what}: row {n} of {n}");
 }
 
 /// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
