@@ -615,9 +615,8 @@ impl Embedding {
     /// those [`shared`](Self::shared) would give over the weight.
     ///
     /// Errors: `NotImplemented` when a provider that runs the layer first does not give its
-    /// weight's rows (the CPU provider gives them where it keeps the weight as stored, on the
-    /// f32 path; not from its packed layouts): build the lookup with
-    /// [`shared`](Self::shared) then.
+    /// weight's rows (the CPU provider gives them, kept as stored or packed; the CubeCL and
+    /// NPU providers do not): build the lookup with [`shared`](Self::shared) then.
     ///
     /// [`Prepared::weight_rows`]: crate::Prepared::weight_rows
     pub fn tied(linear: &Linear) -> Result<Self> {

@@ -343,9 +343,10 @@ impl LlamaModel {
         // `output.weight`), both built now, so that the table read from the file is dropped
         // before the layers are read. A tied quantized table is looked up in the output
         // projection's weight where its providers give rows (`Embedding::tied`: the CPU
-        // provider on the f32 path); otherwise the table is shared with the embedding op,
-        // which the CPU provider keeps as it is: held once beside the projection's packed
-        // form, and never copied while loading.
+        // provider, from the weight as stored or packed), so the table is held once, in the
+        // projection's form; where they do not (the CubeCL and NPU providers), the table is
+        // shared with the embedding op, which keeps it as its provider does, and it is never
+        // copied while loading.
         let embd_name = "token_embd.weight";
         let tied = file.tensor("output.weight").is_none();
         let tied_context = "token_embd.weight as the output projection";
