@@ -55,7 +55,8 @@ mod panels;
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and
 /// looked up in the code book's int8 levels, as the int8-activation path of `matmul_with`
-/// does. With AVX-512 one more format packs in 16-row panels: FP8 E4M3/E5M2 per tensor or per block of a multiple of 32 (the codes decoded to
+/// does; IQ4_NL (its blocks shaped as Q4_0's, its indices already in that order) packs for
+/// the same sets and runs the same look-up kernels over its own code book. With AVX-512 one more format packs in 16-row panels: FP8 E4M3/E5M2 per tensor or per block of a multiple of 32 (the codes decoded to
 /// f32 in registers, f32 activations and f32 FMA on the f32 path; on the reduced-precision
 /// path with AVX-512 BF16, looked up as bf16 against activations rounded to bf16, with
 /// `vdpbf16ps`).

@@ -28,7 +28,7 @@ use std::arch::aarch64::{
 use std::arch::asm;
 
 use super::panels::{q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
-use crate::kernels::codes::NF4_I8;
+use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
 const ROWS: usize = 4;
@@ -139,21 +139,23 @@ impl<const AFFINE: bool> BlockDot for Q4<AFFINE> {
     }
 }
 
-/// NF4 (codes in Q4_0's nibble order): each code looked up in the code book's int8 levels
-/// (`tbl`), then as Q4_0 without an offset.
-struct Nf4;
-impl BlockDot for Nf4 {
+/// NF4, or with `IQ4` IQ4_NL (codes in Q4_0's nibble order): each code looked up in the code
+/// book's int8 levels (`tbl`), then as Q4_0 without an offset. IQ4_NL's levels are its values
+/// (`d` times a level), so it rounds as the other formats do ([`BlockDot::NF4`] false).
+struct Nf4<const IQ4: bool = false>;
+impl<const IQ4: bool> BlockDot for Nf4<IQ4> {
     const CHUNKS: usize = 4;
     const OFFSET: i32 = 0;
-    const NF4: bool = true;
+    const NF4: bool = !IQ4;
     fn chunk(b: usize) -> usize {
         4 * b
     }
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
-        // SAFETY: forwarded from the caller; NF4_I8 has 16 levels.
-        let (xs, levels) = unsafe { (load_x(x), vld1q_s8(NF4_I8.as_ptr())) };
+        let table = if IQ4 { &IQ4_LEVELS } else { &NF4_I8 };
+        // SAFETY: forwarded from the caller; the table has 16 levels.
+        let (xs, levels) = unsafe { (load_x(x), vld1q_s8(table.as_ptr())) };
         let mut acc = [[vdupq_n_s32(0); R]; 2];
         for c in 0..4 {
             // SAFETY: the block has 4 chunks (the caller's contract).
@@ -431,6 +433,7 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
+            Kind::Iq4Nl => panel_all::<Nf4<true>>(w, p, act, y),
             Kind::Fp8 { .. } => unreachable!("no NEON panel layout for {:?}", w.kind),
         }
     }

@@ -124,11 +124,19 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             panels: false,
             packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
         },
+        // IQ4_NL packs as Q4_0 (the same block shape) with its code book looked up as NF4's
+        // is, where a table look-up fits: the AVX-512 VNNI and NEON dotprod layouts.
+        QuantFormat::Iq4Nl => Entry {
+            exact: yes,
+            q8: yes,
+            panels: false,
+            packing: Packing::WideIntegerSets,
+        },
         // The other llama.cpp block formats: the q8 path of the generic kernels
         // (`generic::weight_block` for IQ4_NL and IQ4_XS, whose codes are the code book's int8
         // levels; `affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no
         // packed layout yet.
-        QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K | QuantFormat::Iq4Nl | QuantFormat::Iq4Xs => Entry {
+        QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K | QuantFormat::Iq4Xs => Entry {
             exact: yes,
             q8: yes,
             panels: false,

@@ -55,11 +55,14 @@ use rayon::prelude::*;
 
 use super::ActQ8;
 use crate::kernels::codes::{
-    Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES,
-    Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    IQ4_NL_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES,
+    Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic;
 use crate::pages::PageBuf;
+
+// IQ4_NL packs and unpacks as Q4_0 (`Kind::Iq4Nl`): the same block shape.
+const _: () = assert!(IQ4_NL_BLOCK_BYTES == Q4_0_BLOCK_BYTES);
 
 /// 64 bytes, aligned for vector loads: the storage unit of the packed codes.
 #[derive(Clone, Copy, Debug, bytemuck::Zeroable, bytemuck::Pod)]
@@ -145,6 +148,10 @@ pub(crate) enum Kind {
     Q6K,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
+    /// IQ4_NL (AVX-512 VNNI and NEON dotprod): packed as Q4_0 (its block has Q4_0's shape:
+    /// f16 `d`, then 16 bytes of 4-bit indices in Q4_0's nibble order), 4 chunks per block of
+    /// 32, f16 `d` per block; the kernels look the indices up in the code book's int8 levels.
+    Iq4Nl,
     /// int8 per channel (`block_size == None`) or per block of a multiple of 32: 8 chunks per
     /// block, f32 scales per scale block.
     Int8 {
@@ -201,6 +208,7 @@ impl Kind {
                 }
             }
             QuantFormat::Q4_0 => Self::Q4_0,
+            QuantFormat::Iq4Nl if rows_of(32) => Self::Iq4Nl,
             QuantFormat::Q8_0 => Self::Q8_0,
             // The GGML block formats with a minimum or sub-block scales: whole blocks per row
             // (the layout contract allows rows that split a block only through the flattened
@@ -242,6 +250,8 @@ impl Kind {
             (Isa::NeonDot, Self::Int8 { block_size: None }) => "neondot-panel4-int8_channel",
             (Isa::NeonDot, Self::Int8 { .. }) => "neondot-panel4-int8_block",
             (Isa::NeonDot, Self::Nf4 { .. }) => "neondot-panel4-nf4",
+            (Isa::NeonDot, Self::Iq4Nl) => "neondot-panel4-iq4_nl",
+            (_, Self::Iq4Nl) => "avx512vnni-panel16-iq4_nl",
             (Isa::Avx2, Self::Q5_0) => "avx2-panel8-q5_0",
             (Isa::Avx2, Self::Affine4 { k_quant: false }) => "avx2-panel8-q4_1",
             (Isa::Avx2, Self::Affine4 { k_quant: true }) => "avx2-panel8-q4_k",
@@ -274,11 +284,15 @@ impl Kind {
             // 8-bit codes on AVX2 and NEON enter signed; FP8 is not on the int8-activation path.
             // NF4 on NEON: its int8 levels, signed. The affine codes (0..=15) enter unsigned
             // as they are, their minimum added per block instead.
-            (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. }, Isa::Avx2 | Isa::NeonDot)
+            (
+                Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl,
+                Isa::Avx2 | Isa::NeonDot,
+            )
             | (Self::Fp8 { .. } | Self::Affine4 { .. }, _) => 0,
-            // 8-bit codes on AVX-512 as `q + 128`; NF4's int8 levels as `level + 128`.
+            // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
+            // `level + 128`.
             (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
-            | (Self::Nf4 { .. }, _) => 128,
+            | (Self::Nf4 { .. } | Self::Iq4Nl, _) => 128,
         }
     }
 
@@ -287,7 +301,7 @@ impl Kind {
     /// 8-bit codes and, per pair of blocks, one chunk of sub-block scales.
     fn panel_chunks(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Nf4 { .. } | Self::Affine4 { .. } => 4 * nb,
+            Self::Q4_0 | Self::Iq4Nl | Self::Nf4 { .. } | Self::Affine4 { .. } => 4 * nb,
             Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
@@ -316,7 +330,7 @@ impl Kind {
     /// Blocks of 32 sharing one scale.
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Q8_0 | Self::Q5_0 | Self::Affine4 { .. } => 1,
+            Self::Q4_0 | Self::Iq4Nl | Self::Q8_0 | Self::Q5_0 | Self::Affine4 { .. } => 1,
             Self::Tq2_0 | Self::Q6K => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
@@ -516,7 +530,7 @@ impl Packed {
         // Codes: whole panels in parallel (each a disjoint slice of `codes`), each chunk
         // written at once from the panel's rows read side by side.
         let row_bytes = match kind {
-            Kind::Q4_0 => nb * Q4_0_BLOCK_BYTES,
+            Kind::Q4_0 | Kind::Iq4Nl => nb * Q4_0_BLOCK_BYTES,
             Kind::Q8_0 => nb * Q8_0_BLOCK_BYTES,
             Kind::Tq2_0 => nb / 8 * TQ2_0_BLOCK_BYTES,
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
@@ -527,7 +541,7 @@ impl Packed {
         let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
         let source = |c: usize| match kind {
-            Kind::Q4_0 => (c / 4) * Q4_0_BLOCK_BYTES + 2 + 4 * (c % 4),
+            Kind::Q4_0 | Kind::Iq4Nl => (c / 4) * Q4_0_BLOCK_BYTES + 2 + 4 * (c % 4),
             Kind::Q8_0 => (c / 8) * Q8_0_BLOCK_BYTES + 2 + 4 * (c % 8),
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
@@ -537,7 +551,7 @@ impl Packed {
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
         let run = match kind {
-            Kind::Q4_0 | Kind::Nf4 { .. } => 4,
+            Kind::Q4_0 | Kind::Iq4Nl | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
             Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 1,
@@ -607,7 +621,7 @@ impl Packed {
                     match &mut ps {
                         PanelScalesMut::F16(out) => {
                             let (bytes, at) = match kind {
-                                Kind::Q4_0 => (Q4_0_BLOCK_BYTES, 0),
+                                Kind::Q4_0 | Kind::Iq4Nl => (Q4_0_BLOCK_BYTES, 0),
                                 Kind::Q8_0 => (Q8_0_BLOCK_BYTES, 0),
                                 _ => (TQ2_0_BLOCK_BYTES, 64),
                             };
@@ -757,8 +771,8 @@ impl Packed {
             let sbase = p * self.groups * pr * self.kind.scale_slots() + j;
             let lane = |c: usize| &pc[4 * pr * c + 4 * j..][..4];
             match self.kind {
-                Kind::Q4_0 | Kind::Q8_0 => {
-                    let cpb = if self.kind == Kind::Q4_0 { 4 } else { 8 };
+                Kind::Q4_0 | Kind::Iq4Nl | Kind::Q8_0 => {
+                    let cpb = if self.kind == Kind::Q8_0 { 8 } else { 4 };
                     for b in 0..nb {
                         data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
                         for c in 0..cpb {

@@ -203,7 +203,7 @@ pub(crate) fn check_layout(
 /// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
 /// sub-block scales where only some layouts do). New ones go at the end: `tests/isa.rs` picks
 /// NF4's by index.
-pub(crate) fn packed_formats() -> [QuantFormat; 18] {
+pub(crate) fn packed_formats() -> [QuantFormat; 19] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -232,6 +232,7 @@ pub(crate) fn packed_formats() -> [QuantFormat; 18] {
         QuantFormat::Q4K,
         QuantFormat::Q6K,
         QuantFormat::Q3K,
+        QuantFormat::Iq4Nl,
     ]
 }
 

@@ -11,7 +11,7 @@ use std::arch::x86_64::{
 
 use super::super::panels::{q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use super::{block_ranges, ScaleWalk, PREFETCH_BYTES, ROWS};
-use crate::kernels::codes::NF4_I8;
+use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
 /// One block of 32 values of a 16-row panel against `R` activation rows: the 16 lanes'
 /// integer dot products, offset removed.
@@ -163,17 +163,18 @@ impl<const AFFINE: bool, const F16: bool> Dot for Q4<AFFINE, F16> {
     }
 }
 
-/// NF4 (codes in Q4_0's nibble order): each code looked up in the code book's int8 levels
-/// plus 128, then as Q4_0 without the scaled high nibbles. With `VBMI`, one `vpermb` over a
-/// 64-byte table (the 16 levels 4 times) looks up the low nibbles straight from the codes and
-/// the high ones after a 16-bit shift, whatever the bits above the nibble; without it,
-/// `vpshufb` needs the nibbles masked first.
-struct Nf4<const VBMI: bool>;
-impl<const VBMI: bool> Dot for Nf4<VBMI> {
+/// NF4, or with `IQ4` IQ4_NL (codes in Q4_0's nibble order): each code looked up in the code
+/// book's int8 levels plus 128, then as Q4_0 without the scaled high nibbles. With `VBMI`,
+/// one `vpermb` over a 64-byte table (the 16 levels 4 times) looks up the low nibbles
+/// straight from the codes and the high ones after a 16-bit shift, whatever the bits above
+/// the nibble; without it, `vpshufb` needs the nibbles masked first. IQ4_NL's levels are its
+/// values (`d` times a level), so it rounds as the other formats do ([`Dot::NF4`] false).
+struct Nf4<const VBMI: bool, const IQ4: bool = false>;
+impl<const VBMI: bool, const IQ4: bool> Dot for Nf4<VBMI, IQ4> {
     const CHUNKS: usize = 4;
     const LINES: usize = 4;
     const OFFSET: i32 = 128;
-    const NF4: bool = true;
+    const NF4: bool = !IQ4;
     fn chunk(b: usize) -> usize {
         4 * b
     }
@@ -187,8 +188,9 @@ impl<const VBMI: bool> Dot for Nf4<VBMI> {
         _neg2: [i32; R],
     ) -> [__m512i; R] {
         let mask = _mm512_set1_epi8(0x0F);
-        // SAFETY: NF4_U8X4 has 64 bytes.
-        let lut = unsafe { _mm512_loadu_si512(NF4_U8X4.as_ptr().cast()) };
+        let table = if IQ4 { &IQ4_U8X4 } else { &NF4_U8X4 };
+        // SAFETY: the table has 64 bytes.
+        let lut = unsafe { _mm512_loadu_si512(table.as_ptr().cast()) };
         let mut acc = start(neg);
         for c in 0..4 {
             // SAFETY: the block has 4 chunks of 64 bytes (the caller's contract).
@@ -235,17 +237,23 @@ unsafe fn vpermb(idx: __m512i, t: __m512i) -> __m512i {
     out
 }
 
-/// The NF4 code book's int8 levels ([`NF4_I8`]) plus 128, as unsigned bytes, 4 times (one
-/// copy per 128-bit lane for `vpshufb`, and every index `i & 63` for `vpermb`).
-static NF4_U8X4: [u8; 64] = {
+/// A code book's 16 int8 levels plus 128, as unsigned bytes, 4 times (one copy per 128-bit
+/// lane for `vpshufb`, and every index `i & 63` for `vpermb`).
+const fn u8x4(levels: &[i8; 16]) -> [u8; 64] {
     let mut t = [0u8; 64];
     let mut i = 0;
     while i < 64 {
-        t[i] = (NF4_I8[i % 16] as i16 + 128) as u8;
+        t[i] = (levels[i % 16] as i16 + 128) as u8;
         i += 1;
     }
     t
-};
+}
+
+/// NF4's int8 levels ([`NF4_I8`]) as [`u8x4`] lays them out.
+static NF4_U8X4: [u8; 64] = u8x4(&NF4_I8);
+
+/// IQ4_NL's levels ([`IQ4_LEVELS`]) as [`u8x4`] lays them out.
+static IQ4_U8X4: [u8; 64] = u8x4(&IQ4_LEVELS);
 
 /// TQ2_0: per block of 32, 8 chunks of the 32 bytes that hold it, 2-bit fields at bit
 /// `f = 2 (b % 4)`. The fields are masked in place, not shifted down: `v & (3 << f)` is
@@ -656,12 +664,14 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
             }
             Kind::Nf4 { .. } if vbmi => panel_all::<Nf4<true>, 1>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4<false>, 1>(w, p, act, y),
+            Kind::Iq4Nl if vbmi => panel_all::<Nf4<true, true>, 1>(w, p, act, y),
+            Kind::Iq4Nl => panel_all::<Nf4<false, true>, 1>(w, p, act, y),
             Kind::Fp8 { .. } => unreachable!("FP8 runs fp8_panel, on f32 activations"),
         }
     }
 }
 
-/// The checks of NF4's two code book look-ups, run by `tests/isa.rs` (reported as ignored
+/// The checks of the code book look-ups (NF4's and IQ4_NL's), run by `tests/isa.rs` (reported as ignored
 /// where the CPU lacks AVX-512 VNNI, or VBMI for `vpermb`).
 #[cfg(any(test, feature = "test-internals"))]
 pub(crate) mod checks {
@@ -670,8 +680,9 @@ pub(crate) mod checks {
     use crate::kernels::panels::{Isa, Kind, Packed, PackedAct};
     use crate::kernels::ActQ8;
 
-    /// NF4's `vpshufb` look-up gives finite sums panel by panel for every pass size, and where
-    /// `vbmi` (the CPU must have AVX-512 VBMI) the `vpermb` one gives the same bits.
+    /// The `vpshufb` look-up of NF4 and IQ4_NL gives finite sums panel by panel for every
+    /// pass size, and where `vbmi` (the CPU must have AVX-512 VBMI) the `vpermb` one gives the
+    /// same bits.
     pub(crate) fn nf4_lookups_agree(vbmi: bool) {
         assert!(crate::kernels::cpu().avx512_vnni, "this CPU has no AVX-512 VNNI");
         assert!(
@@ -682,26 +693,29 @@ pub(crate) mod checks {
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 7919 % 2003) as f32 / 1001.5 - 1.0).powi(3))
             .collect();
-        let format = QuantFormat::Nf4 {
+        let nf4 = QuantFormat::Nf4 {
             block_size: 64,
             double_quant: false,
         };
-        let q = quantize(format, &w, &[n, k]).unwrap();
-        let kind = Kind::for_tensor(&q, Isa::Avx512Vnni).unwrap();
-        let packed = Packed::pack(&q, kind, Isa::Avx512Vnni, true).unwrap();
-        for m in [1, 2, 3, 4, 6, 9] {
+        for (format, m) in [nf4, QuantFormat::Iq4Nl]
+            .into_iter()
+            .flat_map(|f| [1, 2, 3, 4, 6, 9].map(|m| (f, m)))
+        {
+            let q = quantize(format, &w, &[n, k]).unwrap();
+            let kind = Kind::for_tensor(&q, Isa::Avx512Vnni).unwrap();
+            let packed = Packed::pack(&q, kind, Isa::Avx512Vnni, true).unwrap();
             let x: Vec<f32> = (0..m * k).map(|i| (i * 31 % 97) as f32 / 48.0 - 1.0).collect();
             let a = ActQ8::quantize(&x, m, k);
             let act = PackedAct::new(&packed, &a);
             for p in 0..n.div_ceil(16) {
                 let mut masked = vec![f32::NAN; 16 * m];
                 super::panel_with(&packed, p, &act, &mut masked, false);
-                assert!(masked.iter().all(|v| v.is_finite()), "m={m} panel {p}");
+                assert!(masked.iter().all(|v| v.is_finite()), "{format} m={m} panel {p}");
                 if vbmi {
                     let mut permuted = vec![f32::NAN; 16 * m];
                     super::panel_with(&packed, p, &act, &mut permuted, true);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&masked), bits(&permuted), "m={m} panel {p}");
+                    assert_eq!(bits(&masked), bits(&permuted), "{format} m={m} panel {p}");
                 }
             }
         }
