@@ -27,15 +27,7 @@ const FORMATS: [QuantFormat; 10] = [
 
 /// Whether `format`'s blocks hold 256 values (the K-quants and IQ4_XS), else 32.
 fn super_blocks(format: QuantFormat) -> bool {
-    matches!(
-        format,
-        QuantFormat::Q2K
-            | QuantFormat::Q3K
-            | QuantFormat::Q4K
-            | QuantFormat::Q5K
-            | QuantFormat::Q6K
-            | QuantFormat::Iq4Xs
-    )
+    aihal_quantize::ggml::block_layout(format).is_some_and(|(values, _)| values == 256)
 }
 
 /// A reproducible draw in -1..1.

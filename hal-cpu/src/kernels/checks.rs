@@ -185,21 +185,11 @@ pub(crate) fn all_formats() -> Vec<QuantFormat> {
 
 /// A `k` the format allows, from a free draw.
 pub(crate) fn fit_k(format: QuantFormat, k: usize) -> usize {
-    match format {
-        QuantFormat::Q4_0
-        | QuantFormat::Q8_0
-        | QuantFormat::Q4_1
-        | QuantFormat::Q5_0
-        | QuantFormat::Q5_1
-        | QuantFormat::Iq4Nl => 32 * (k / 32).max(1),
-        QuantFormat::Tq2_0
-        | QuantFormat::Q2K
-        | QuantFormat::Q3K
-        | QuantFormat::Q4K
-        | QuantFormat::Q5K
-        | QuantFormat::Q6K
-        | QuantFormat::Iq4Xs => 256 * (k / 256).max(1),
-        _ => k.max(1),
+    // The GGML block formats: whole blocks per row (32 values, or 256 for TQ2_0, the K-quants
+    // and IQ4_XS).
+    match aihal_quantize::ggml::block_layout(format) {
+        Some((values, _)) => values * (k / values).max(1),
+        None => k.max(1),
     }
 }
 
