@@ -25,6 +25,9 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// An attention benchmark: heads, key/value heads, head_dim, and the (q_len, kv_len) pairs.
+type Case = (usize, usize, usize, &'static [(usize, usize)]);
+
 /// Causal GQA attention as a candle user writes it: q [q_len, H, d], k/v [kv_len, KV, d].
 fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize, scale: f64) -> Tensor {
     let (q_len, _, d) = q.dims3().unwrap();
@@ -138,55 +141,63 @@ fn bench(c: &mut Criterion) {
         g.finish();
     }
 
-    // Causal GQA attention, 32 query heads over 8 key/value heads of 128: a prompt of 128
-    // tokens, and one decode step over 1024 cached positions.
-    let (heads, kv_heads, d) = (32, 8, 128);
-    let shape = AttentionShape {
-        n_heads: heads,
-        n_kv_heads: kv_heads,
-        head_dim: d,
-    };
-    let mut g = c.benchmark_group("attention_32x8x128");
-    g.sample_size(20);
-    for (q_len, kv_len) in [(128, 128), (1, 1024)] {
-        let q = data(q_len * heads * d, 3);
-        let k = data(kv_len * kv_heads * d, 4);
-        let v = data(kv_len * kv_heads * d, 5);
-        let scale = 1.0 / (d as f32).sqrt();
-        let want = reference::attention(&q, &k, &v, kv_len, shape, Some(scale)).unwrap();
-        close(
-            "attention",
-            &ops::attention(&q, &k, &v, kv_len, shape, Some(scale)).unwrap(),
-            &want,
-        );
-        let qt = Tensor::from_vec(q.clone(), (q_len, heads, d), &dev).unwrap();
-        let kt = Tensor::from_vec(k.clone(), (kv_len, kv_heads, d), &dev).unwrap();
-        let vt = Tensor::from_vec(v.clone(), (kv_len, kv_heads, d), &dev).unwrap();
-        let theirs = candle_attention(&qt, &kt, &vt, heads, kv_heads, f64::from(scale));
-        assert_eq!(theirs.dtype(), DType::F32);
-        close(
-            "candle attention",
-            &theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            &want,
-        );
-        let id = format!("q{q_len}_kv{kv_len}");
-        g.bench_function(BenchmarkId::new("aihal", &id), |b| {
-            b.iter(|| black_box(ops::attention(black_box(&q), &k, &v, kv_len, shape, Some(scale)).unwrap()));
-        });
-        g.bench_function(BenchmarkId::new("candle", &id), |b| {
-            b.iter(|| {
-                black_box(candle_attention(
-                    black_box(&qt),
-                    &kt,
-                    &vt,
-                    heads,
-                    kv_heads,
-                    f64::from(scale),
-                ))
+    // Causal GQA attention: 32 query heads over 8 key/value heads of 128, a prompt of 128
+    // tokens and one decode step over 1024 cached positions; and one decode step of each real
+    // model at 160 cached positions (SmolLM2: 9 heads over 3 of 64; Gemma 3 270M: 4 over 1 of
+    // 256).
+    let cases: [Case; 3] = [
+        (32, 8, 128, &[(128, 128), (1, 1024)]),
+        (9, 3, 64, &[(1, 160)]),
+        (4, 1, 256, &[(1, 160)]),
+    ];
+    for (heads, kv_heads, d, lens) in cases {
+        let shape = AttentionShape {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            head_dim: d,
+        };
+        let mut g = c.benchmark_group(format!("attention_{heads}x{kv_heads}x{d}"));
+        g.sample_size(20);
+        for &(q_len, kv_len) in lens {
+            let q = data(q_len * heads * d, 3);
+            let k = data(kv_len * kv_heads * d, 4);
+            let v = data(kv_len * kv_heads * d, 5);
+            let scale = 1.0 / (d as f32).sqrt();
+            let want = reference::attention(&q, &k, &v, kv_len, shape, Some(scale)).unwrap();
+            close(
+                "attention",
+                &ops::attention(&q, &k, &v, kv_len, shape, Some(scale)).unwrap(),
+                &want,
+            );
+            let qt = Tensor::from_vec(q.clone(), (q_len, heads, d), &dev).unwrap();
+            let kt = Tensor::from_vec(k.clone(), (kv_len, kv_heads, d), &dev).unwrap();
+            let vt = Tensor::from_vec(v.clone(), (kv_len, kv_heads, d), &dev).unwrap();
+            let theirs = candle_attention(&qt, &kt, &vt, heads, kv_heads, f64::from(scale));
+            assert_eq!(theirs.dtype(), DType::F32);
+            close(
+                "candle attention",
+                &theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                &want,
+            );
+            let id = format!("q{q_len}_kv{kv_len}");
+            g.bench_function(BenchmarkId::new("aihal", &id), |b| {
+                b.iter(|| black_box(ops::attention(black_box(&q), &k, &v, kv_len, shape, Some(scale)).unwrap()));
             });
-        });
+            g.bench_function(BenchmarkId::new("candle", &id), |b| {
+                b.iter(|| {
+                    black_box(candle_attention(
+                        black_box(&qt),
+                        &kt,
+                        &vt,
+                        heads,
+                        kv_heads,
+                        f64::from(scale),
+                    ))
+                });
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, bench);

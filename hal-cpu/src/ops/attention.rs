@@ -5,7 +5,11 @@ use aihal_core::Result;
 use aihal_reference::{self as reference, AttentionMask, AttentionShape};
 
 use super::dot;
-use super::softmax::softmax_row;
+use super::softmax::{shifted_exp_lanes, softmax_row};
+
+/// Keys per task when one query row (a decode step) is split over its keys. A constant, so
+/// that the sums, and the bits, depend on the inputs alone and never on the thread count.
+const SPLIT_KEYS: usize = 32;
 
 /// Causal GQA attention for batch 1, as [`reference::attention`]: one task per (query row,
 /// head), dot products in 8 lanes.
@@ -51,6 +55,10 @@ pub fn attention_masked(
         scale,
         mask,
     };
+    if q_len == 1 && mask.visible(0, 1, kv_len).len() > SPLIT_KEYS {
+        decode_split(&mut out, q, k, v, geometry);
+        return Ok(out);
+    }
     // A task takes the query heads of one row that share a key/value head (each key and value
     // row is then read once for all of them), halved while that would leave fewer than two
     // tasks per thread (a decode step over few key/value heads).
@@ -67,6 +75,110 @@ pub fn attention_masked(
     });
     Ok(out)
 }
+
+/// One query row over more than [`SPLIT_KEYS`] visible keys (a decode step): a task per
+/// [`SPLIT_KEYS`] consecutive keys, covering every head, so that the threads share the keys
+/// evenly whatever the head count and each reads whole key and value rows (all key/value
+/// heads of a position are adjacent), one contiguous stream; then the tasks' partial results
+/// are merged in key order. A task gives, per head, the maximum `m` of its scores, the sum
+/// `l` of `exp(s - m)` and the sum of `exp(s - m) v`; the merge rescales each by
+/// `exp(m - M)` (`M` the largest `m`) and divides by the rescaled sum of the `l`.
+fn decode_split(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: Geometry) {
+    let range = g.mask.visible(0, 1, g.kv_len);
+    let per = g.n_heads * (g.d + 2);
+    let starts: Vec<usize> = range.clone().step_by(SPLIT_KEYS).collect();
+    let mut parts = vec![0.0f32; starts.len() * per];
+    crate::pool::run_tasks(parts.chunks_mut(per).zip(&starts).collect(), |_, (part, &first)| {
+        let end = (first + SPLIT_KEYS).min(range.end);
+        attend_keys_best(part, first, end, q, k, v, g);
+    });
+    let d = g.d;
+    for (h, o) in out.chunks_exact_mut(d).enumerate() {
+        let head = |c: usize| &parts[c * per + h * (d + 2)..][..d + 2];
+        // A NaN sum: a NaN or `+inf` score, which makes the reference's softmax row NaN.
+        if (0..starts.len()).any(|c| head(c)[1].is_nan()) {
+            o.fill(f32::NAN);
+            continue;
+        }
+        let top = (0..starts.len()).fold(f32::NEG_INFINITY, |m, c| m.max(head(c)[0]));
+        if top == f32::NEG_INFINITY {
+            // Every score `-inf`: the reference's softmax row is all zeros, and so is this.
+            o.fill(0.0);
+            continue;
+        }
+        let mut total = 0.0f32;
+        for c in 0..starts.len() {
+            let part = head(c);
+            if part[0] == f32::NEG_INFINITY {
+                continue;
+            }
+            let w = (part[0] - top).exp();
+            total += w * part[1];
+            for (od, &pd) in o.iter_mut().zip(&part[2..]) {
+                *od += w * pd;
+            }
+        }
+        let inv = 1.0 / total;
+        for od in o.iter_mut() {
+            *od *= inv;
+        }
+    }
+}
+
+/// One task of [`decode_split`]: keys `first..end` of the single query row, every head. Writes
+/// `part` (zeroed), per head `h`, at `h * (d + 2)`: the maximum score, the sum of
+/// `exp(score - max)`, then the `d` sums of `exp(score - max) * v`.
+// Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn attend_keys(part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32], v: &[f32], g: Geometry) {
+    let (d, kv_heads, group) = (g.d, g.n_kv_heads, g.group);
+    let n = end - first;
+    let row = kv_heads * d;
+    // scores[h * n + j]: head h against key first + j.
+    let mut scores = vec![0.0f32; g.n_heads * n];
+    for j in 0..n {
+        let keys = &k[(first + j) * row..][..row];
+        for (kvh, kr) in keys.chunks_exact(d).enumerate() {
+            for h in kvh * group..(kvh + 1) * group {
+                scores[h * n + j] = dot(&q[h * d..][..d], kr) * g.scale;
+            }
+        }
+    }
+    let mut probs = vec![0.0f32; n];
+    let values = &v[first * row..end * row];
+    for (h, ph) in part.chunks_exact_mut(d + 2).enumerate() {
+        let (m, l) = shifted_exp_lanes::<8>(&scores[h * n..(h + 1) * n], &mut probs);
+        ph[0] = m;
+        ph[1] = l;
+        if m == f32::NEG_INFINITY || l.is_nan() {
+            continue;
+        }
+        let kvh = h / group;
+        // 64 outputs at a time in a local array (registers: independent sums), over every key.
+        let mut lanes = ph[2..].chunks_exact_mut(16);
+        let mut c0 = 0;
+        for o in &mut lanes {
+            let mut acc = [0.0f32; 16];
+            for (j, &p) in probs.iter().enumerate() {
+                let vv = &values[j * row + kvh * d + c0..][..16];
+                for l in 0..16 {
+                    acc[l] += p * vv[l];
+                }
+            }
+            o.copy_from_slice(&acc);
+            c0 += 16;
+        }
+        let rest = lanes.into_remainder();
+        for (j, &p) in probs.iter().enumerate() {
+            let vv = &values[j * row + kvh * d + c0..][..rest.len()];
+            for (od, &vd) in rest.iter_mut().zip(vv) {
+                *od += p * vd;
+            }
+        }
+    }
+}
+with_avx2!(attend_keys, attend_keys_avx2, attend_keys_best, (part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32], v: &[f32], g: Geometry));
 
 /// The shape of one attention call, as [`attend`] needs it.
 #[derive(Clone, Copy)]

@@ -77,6 +77,30 @@ pub(super) fn softmax_row(row: &[f32], y: &mut [f32]) {
 #[allow(clippy::inline_always)]
 #[inline(always)]
 fn softmax_row_lanes<const E: usize>(row: &[f32], y: &mut [f32]) {
+    let (max, sum) = shifted_exp_lanes::<E>(row, y);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    // A NaN in the row, or a `+inf` (`inf - inf`), made the sum NaN: the row is NaN.
+    if sum.is_nan() {
+        y.fill(f32::NAN);
+        return;
+    }
+    let inv = 1.0 / sum;
+    for v in y.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `y[j] = exp(row[j] - max)` and their sum, the unnormalized half of a softmax row; returns
+/// `(max, sum)`. The maximum ignores NaN; a row of `-inf` (all masked) gives `max = -inf`
+/// and `y` all zeros (all NaN, and a NaN sum, if the row has a NaN); a NaN or `+inf` in the
+/// row makes the sum NaN. The sum is taken in 8 lanes, then the lanes in order, the
+/// exponentials `E` (8 or 16) at a time with the same bits for either.
+// Inlined into each build: that is how it gets compiled for each.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+pub(super) fn shifted_exp_lanes<const E: usize>(row: &[f32], y: &mut [f32]) -> (f32, f32) {
     // The maximum ignoring NaN (a comparison with NaN is false); NaN is caught below.
     let mut lanes = [f32::NEG_INFINITY; 8];
     let (rc, rr) = row.split_at(row.len() / 8 * 8);
@@ -92,7 +116,7 @@ fn softmax_row_lanes<const E: usize>(row: &[f32], y: &mut [f32]) {
     if max == f32::NEG_INFINITY {
         let fill = if row.iter().any(|v| v.is_nan()) { f32::NAN } else { 0.0 };
         y.fill(fill);
-        return;
+        return (max, fill);
     }
     // `exp(v - max)` and its sum in 8 lanes; the padding `-inf` of a partial chunk gives 0.
     let mut acc = [0.0f32; 8];
@@ -136,14 +160,5 @@ fn softmax_row_lanes<const E: usize>(row: &[f32], y: &mut [f32]) {
         }
         yr.copy_from_slice(&e[..rr.len()]);
     }
-    let sum = acc.iter().sum::<f32>();
-    // A NaN in the row, or a `+inf` (`inf - inf`), made the sum NaN: the row is NaN.
-    if sum.is_nan() {
-        y.fill(f32::NAN);
-        return;
-    }
-    let inv = 1.0 / sum;
-    for v in y.iter_mut() {
-        *v *= inv;
-    }
+    (max, acc.iter().sum::<f32>())
 }

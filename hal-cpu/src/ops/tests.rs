@@ -54,6 +54,62 @@ fn grouped_heads_give_the_bits_of_one_head() {
     }
 }
 
+/// A decode step over more keys than one task takes runs split over the keys, a task per
+/// chunk and every head in each, then merged: the reference's result within 1e-5 (relative,
+/// plus 1e-5 absolute: the merge rescales partial sums, a few roundings more than the
+/// reference's one pass) under every mask, NaN exactly where the reference has it, and the
+/// same bits on any number of threads.
+#[test]
+fn a_decode_step_split_over_its_keys_matches_the_reference() {
+    use aihal_reference::{self as reference, AttentionMask};
+    // (head_dim, heads, kv_heads, kv_len): SmolLM2's and Gemma 3's decode shapes, and odd
+    // sizes (a head_dim no lane count divides, a last chunk of 1 key).
+    for (seed, (d, heads, kv_heads, kv_len)) in [(64, 9, 3, 160), (256, 4, 1, 97), (24, 8, 2, 65), (5, 2, 1, 33)]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut q, mut k, v, _) = attention_case(seed as u64 + 40, (d, heads, kv_heads, 1, kv_len), 0.0);
+        let shape = AttentionShape {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            head_dim: d,
+        };
+        let masks = [
+            AttentionMask::Causal,
+            AttentionMask::SlidingWindow(kv_len - 20),
+            AttentionMask::Padded { valid: kv_len - 1 },
+        ];
+        for poison in [false, true] {
+            if poison {
+                // One key of the first key/value head NaN: its query heads' rows are NaN.
+                k[(kv_len - 3) * kv_heads * d] = f32::NAN;
+                // One query head's query scaled far up: large scores, still finite.
+                for x in &mut q[(heads - 1) * d..heads * d] {
+                    *x *= 300.0;
+                }
+            }
+            for mask in masks {
+                let want = reference::attention_masked(&q, &k, &v, kv_len, shape, None, mask).unwrap();
+                let got = attention_masked(&q, &k, &v, kv_len, shape, None, mask).unwrap();
+                assert_eq!(got.len(), want.len());
+                assert_eq!(want.iter().filter(|x| x.is_nan()).count() > 0, poison);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * w.abs() + 1e-5;
+                    assert!(
+                        ok,
+                        "{d}x{heads}x{kv_heads} over {kv_len}, {mask:?}, poison {poison}: [{i}] {g} vs {w}"
+                    );
+                }
+                for threads in [1, 2, 3, 8] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let again = pool.install(|| attention_masked(&q, &k, &v, kv_len, shape, None, mask).unwrap());
+                    assert_eq!(bits(&again), bits(&got), "{threads} threads");
+                }
+            }
+        }
+    }
+}
+
 /// How many representable f32 lie between `a` and `b` (1 from `f32::MAX` to `inf`, from
 /// 0 to the smallest subnormal); 0 for two NaN, `u32::MAX` for NaN against a number.
 fn ulps(a: f32, b: f32) -> u32 {
