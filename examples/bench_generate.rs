@@ -46,10 +46,15 @@
 //! cargo run --release --example bench_generate -- models=smollm2 threads=1,2 reps=5
 //! LLAMA_BENCH=/path/to/llama.cpp/build/bin/llama-bench cargo run --release --example bench_generate
 //! cargo run --release --example bench_generate -- engines=aihal,candle models=gemma3 threads=2
+//! LLAMA_BENCH=... cargo run --release --example bench_generate -- engines=aihal,llama.cpp rounds=5
 //! ```
 //!
 //! Arguments (all optional): `models=smollm2,gemma3` (default: those whose file exists),
-//! `threads=1,2`, `reps=3`, `engines=aihal,candle,llama.cpp`. The files are
+//! `threads=1,2`, `reps=3`, `engines=aihal,candle,llama.cpp`, `rounds=1` (with more, every
+//! measurement is repeated that many times, the engines taking turns within each round, and
+//! the decode ratio aihal/llama.cpp is also given round by round: on a shared host whose
+//! other load comes and goes, a ratio of two measurements taken minutes apart says little).
+//! The files are
 //! `.testdata/gguf/SmolLM2-135M-Instruct.Q4_1.gguf` and `.testdata/gguf/gemma-3-270m-q4_k_m.gguf`
 //! (`bash .ci/run` fetches both), or the same names in `AIHAL_GGUF_DIR`. A model aihal does
 //! not read yet (the loader answers `Unsupported` for its architecture) gets a row saying so,
@@ -606,7 +611,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 fn parent(args: &[String]) -> Result<()> {
-    let a = parse_args(args, &["models", "threads", "reps", "engines"])?;
+    let a = parse_args(args, &["models", "threads", "reps", "engines", "rounds"])?;
     let models = match a.get("models") {
         Some(m) => list(m),
         None => MODELS
@@ -637,6 +642,7 @@ fn parent(args: &[String]) -> Result<()> {
         .map(|t| t.parse::<usize>().map_err(|e| format!("threads={t}: {e}")))
         .collect::<std::result::Result<_, _>>()?;
     let reps: usize = a.get("reps").map_or(Ok(3), |r| r.parse())?;
+    let rounds: usize = a.get("rounds").map_or(Ok(1), |r| r.parse())?.max(1);
     let engines: Vec<&'static str> = list(a.get("engines").map_or("aihal,candle,llama.cpp", String::as_str))
         .iter()
         .map(|e| {
@@ -659,7 +665,12 @@ fn parent(args: &[String]) -> Result<()> {
     println!("- aihal CPU kernel set: {}", kernel_set());
     println!(
         "- method: prefill of a {PROMPT_TOKENS}-token prompt, then {DECODE_TOKENS} greedy tokens; after a warm-up run, \
-         the median of {reps} runs (llama.cpp: llama-bench's mean of {reps}); each measurement in its own process"
+         the median of {reps} runs (llama.cpp: llama-bench's mean of {reps}); each measurement in its own process{}",
+        if rounds > 1 {
+            format!("; {rounds} rounds, each running every engine in turn, and the table's rates are the medians over the rounds")
+        } else {
+            String::new()
+        }
     );
     println!("- load average before: {}", load_average());
 
@@ -677,26 +688,68 @@ fn parent(args: &[String]) -> Result<()> {
     println!();
 
     let mut rows = Vec::new();
-    for model in &models {
-        for &t in &threads {
-            for &engine in &engines {
-                let row = if engine == "llama.cpp" {
-                    let Some(bin) = &llama_bench else { continue };
-                    run_llama_bench(bin, model, t, reps)?
-                } else {
-                    let (row, load) = run_child(engine, model, t, reps)?;
-                    if load > 0.0 {
-                        eprintln!("{model}, {t} thread(s), {engine}: loaded in {load:.2} s");
+    for round in 1..=rounds {
+        for model in &models {
+            for &t in &threads {
+                for &engine in &engines {
+                    let row = if engine == "llama.cpp" {
+                        let Some(bin) = &llama_bench else { continue };
+                        run_llama_bench(bin, model, t, reps)?
+                    } else {
+                        let (row, load) = run_child(engine, model, t, reps)?;
+                        if load > 0.0 {
+                            eprintln!("{model}, {t} thread(s), {engine}: loaded in {load:.2} s");
+                        }
+                        row
+                    };
+                    let tag = if rounds > 1 {
+                        format!(" (round {round})")
+                    } else {
+                        String::new()
+                    };
+                    match &row.rates {
+                        Ok((p, d)) => {
+                            eprintln!("{model}, {t} thread(s), {engine}{tag}: prefill {p:.1} t/s, decode {d:.1} t/s");
+                        }
+                        Err((_, why)) => eprintln!("{model}, {t} thread(s), {engine}{tag}: {why}"),
                     }
-                    row
-                };
-                match &row.rates {
-                    Ok((p, d)) => eprintln!("{model}, {t} thread(s), {engine}: prefill {p:.1} t/s, decode {d:.1} t/s"),
-                    Err((_, why)) => eprintln!("{model}, {t} thread(s), {engine}: {why}"),
+                    rows.push((round, row));
                 }
-                rows.push(row);
             }
         }
+    }
+    // One row per (model, threads, engine): with several rounds, the median of each rate over
+    // the rounds that produced one, the largest peak, and the first failure if none did.
+    let per_round = rows;
+    let mut rows: Vec<Row> = Vec::new();
+    for (_, r) in &per_round {
+        if rows
+            .iter()
+            .any(|x| x.model == r.model && x.threads == r.threads && x.engine == r.engine)
+        {
+            continue;
+        }
+        let same: Vec<&Row> = per_round
+            .iter()
+            .map(|(_, x)| x)
+            .filter(|x| x.model == r.model && x.threads == r.threads && x.engine == r.engine)
+            .collect();
+        let ok: Vec<Rates> = same.iter().filter_map(|x| x.rates.as_ref().ok().copied()).collect();
+        rows.push(Row {
+            model: r.model.clone(),
+            threads: r.threads,
+            engine: r.engine,
+            rates: if ok.is_empty() {
+                r.rates.clone()
+            } else {
+                Ok((
+                    median(ok.iter().map(|x| x.0).collect()),
+                    median(ok.iter().map(|x| x.1).collect()),
+                ))
+            },
+            peak_kib: same.iter().filter_map(|x| x.peak_kib).max(),
+            file_bytes: r.file_bytes,
+        });
     }
 
     println!("| model | threads | engine | prefill t/s | decode t/s | peak RSS MiB | file MiB |");
@@ -748,6 +801,40 @@ fn parent(args: &[String]) -> Result<()> {
                 ratio(ours.map(|r| r.0), candle.map(|r| r.0)),
                 ratio(ours.map(|r| r.1), candle.map(|r| r.1)),
             );
+        }
+    }
+    if rounds > 1 {
+        println!();
+        println!(
+            "Round by round (the engines alternate within each round, so a change in the machine's other load \
+             reaches both sides of a ratio): decode aihal/llama.cpp, and its median, lowest and highest"
+        );
+        println!();
+        println!("| model | threads | per round | median | lowest | highest |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: |");
+        for model in &models {
+            for &t in &threads {
+                let rate = |round: usize, engine: &str| {
+                    per_round
+                        .iter()
+                        .find(|(k, r)| *k == round && r.model == *model && r.threads == t && r.engine == engine)
+                        .and_then(|(_, r)| r.rates.as_ref().ok().map(|x| x.1))
+                };
+                let ratios: Vec<f64> = (1..=rounds)
+                    .filter_map(|k| Some(rate(k, "aihal")? / rate(k, "llama.cpp")?))
+                    .collect();
+                if ratios.is_empty() {
+                    continue;
+                }
+                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                println!(
+                    "| {model} | {t} | {} | {:.2} | {lo:.2} | {hi:.2} |",
+                    each.join(", "),
+                    median(ratios)
+                );
+            }
         }
     }
     println!();
