@@ -196,6 +196,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         QuantFormat::Q5_0,
         QuantFormat::Q4K,
         QuantFormat::Q6K,
+        QuantFormat::Q5_1,
+        QuantFormat::Q2K,
+        QuantFormat::Q3K,
+        QuantFormat::Q5K,
+        QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
     ];
     let ours: Vec<QuantFormat> = ours
         .into_iter()
@@ -399,7 +405,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Whether `format`'s blocks divide rows of `k` values.
 fn fits(format: QuantFormat, k: usize) -> bool {
     match format {
-        QuantFormat::Tq2_0 | QuantFormat::Q4K | QuantFormat::Q6K => k.is_multiple_of(256),
+        QuantFormat::Tq2_0
+        | QuantFormat::Q4K
+        | QuantFormat::Q6K
+        | QuantFormat::Q2K
+        | QuantFormat::Q3K
+        | QuantFormat::Q5K
+        | QuantFormat::Iq4Xs => k.is_multiple_of(256),
         _ => k.is_multiple_of(32),
     }
 }
@@ -413,6 +425,10 @@ fn candle_dtype(format: QuantFormat) -> Option<GgmlDType> {
         QuantFormat::Q5_0 => GgmlDType::Q5_0,
         QuantFormat::Q4K => GgmlDType::Q4K,
         QuantFormat::Q6K => GgmlDType::Q6K,
+        QuantFormat::Q5_1 => GgmlDType::Q5_1,
+        QuantFormat::Q2K => GgmlDType::Q2K,
+        QuantFormat::Q3K => GgmlDType::Q3K,
+        QuantFormat::Q5K => GgmlDType::Q5K,
         _ => return None,
     })
 }

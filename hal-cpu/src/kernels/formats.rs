@@ -25,8 +25,8 @@ use super::panels::Isa;
 pub(crate) enum Packing {
     /// Every int8 panel layout (AVX2, AVX-VNNI, AVX-512 VNNI, NEON dotprod).
     AllIntegerSets,
-    /// The AVX-512 VNNI and NEON dotprod layouts only (their kernels look codes up in a
-    /// table; the AVX2 ones have no room for it).
+    /// The AVX-512 VNNI and NEON dotprod layouts only (NF4: no AVX2 kernel reads it yet,
+    /// though IQ4_NL's table look-up on AVX2 would serve its levels too).
     WideIntegerSets,
     /// The AVX-512 layout only (FP8 on f32 or bf16 activations).
     Avx512Only,
@@ -117,24 +117,19 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             panels: false,
             packing: Packing::AllIntegerSets,
         },
-        // Q3_K packs in Q6_K's layout (8-bit codes, i8 scales per 16 values, f16 `d`).
-        QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q6K | QuantFormat::Q3K => Entry {
+        // Q3_K packs in Q6_K's layout (8-bit codes, i8 scales per 16 values, f16 `d`); IQ4_NL
+        // as Q4_0 (the same block shape) with its code book looked up in a table: `vpshufb` on
+        // AVX2 (AVX-VNNI CPUs run that layout), `vpermb` or `vpshufb` on AVX-512 VNNI (as
+        // NF4), NF4's look-up on NEON dotprod.
+        QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q6K | QuantFormat::Q3K | QuantFormat::Iq4Nl => Entry {
             exact: yes,
             q8: yes,
             panels: false,
             packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
         },
-        // IQ4_NL packs as Q4_0 (the same block shape) with its code book looked up as NF4's
-        // is, where a table look-up fits: the AVX-512 VNNI and NEON dotprod layouts.
-        QuantFormat::Iq4Nl => Entry {
-            exact: yes,
-            q8: yes,
-            panels: false,
-            packing: Packing::WideIntegerSets,
-        },
         // The other llama.cpp block formats: the q8 path of the generic kernels
-        // (`generic::weight_block` for IQ4_NL and IQ4_XS, whose codes are the code book's int8
-        // levels; `affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no
+        // (`generic::weight_block` for IQ4_XS, whose codes are the code book's int8 levels;
+        // `affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no
         // packed layout yet.
         QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K | QuantFormat::Iq4Xs => Entry {
             exact: yes,

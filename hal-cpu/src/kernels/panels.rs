@@ -148,7 +148,7 @@ pub(crate) enum Kind {
     Q6K,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
-    /// IQ4_NL (AVX-512 VNNI and NEON dotprod): packed as Q4_0 (its block has Q4_0's shape:
+    /// IQ4_NL (AVX2, AVX-512 VNNI and NEON dotprod): packed as Q4_0 (its block has Q4_0's shape:
     /// f16 `d`, then 16 bytes of 4-bit indices in Q4_0's nibble order), 4 chunks per block of
     /// 32, f16 `d` per block; the kernels look the indices up in the code book's int8 levels.
     Iq4Nl,
@@ -251,6 +251,7 @@ impl Kind {
             (Isa::NeonDot, Self::Int8 { .. }) => "neondot-panel4-int8_block",
             (Isa::NeonDot, Self::Nf4 { .. }) => "neondot-panel4-nf4",
             (Isa::NeonDot, Self::Iq4Nl) => "neondot-panel4-iq4_nl",
+            (Isa::Avx2, Self::Iq4Nl) => "avx2-panel8-iq4_nl",
             (_, Self::Iq4Nl) => "avx512vnni-panel16-iq4_nl",
             (Isa::Avx2, Self::Q5_0) => "avx2-panel8-q5_0",
             (Isa::Avx2, Self::Affine4 { k_quant: false }) => "avx2-panel8-q4_1",

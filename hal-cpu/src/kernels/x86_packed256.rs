@@ -14,24 +14,26 @@
 //! to the f32 accumulator without FMA: the results are bit-identical to
 //! [`generic`](super::generic)'s q8 kernels.
 //!
-//! Q5_0 is a Q8_0 layout (codes `q - 16`). The affine formats (Q4_1, Q4_K) run Q4_0's
+//! IQ4_NL is a Q4_0 layout whose nibbles index its code book: looked up with `vpshufb`, its
+//! signed levels enter as 8-bit codes do. Q5_0 is a Q8_0 layout (codes `q - 16`). The affine formats (Q4_1, Q4_K) run Q4_0's
 //! arithmetic without the offset and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
 //! runs the 8-bit codes' arithmetic with each half block in its own accumulator, combined
 //! with its sub-block scales in i32 (`vpmulld`).
 //!
 //! With AVX-VNNI the same panels are multiplied by `vpdpbusd` on 256-bit vectors, with the
-//! offsets of the AVX-512 kernels (see the AVX-VNNI section below). Q4_1, Q4_K and Q6_K have
-//! no AVX-VNNI kernels (no CPU here to test one): AVX-VNNI CPUs pack them for AVX2.
+//! offsets of the AVX-512 kernels (see the AVX-VNNI section below). Q4_1, Q4_K, Q6_K and
+//! IQ4_NL have no AVX-VNNI kernels (no CPU here to test one): AVX-VNNI CPUs pack them for AVX2.
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_cvtepi32_ps,
-    _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-    _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8, _mm256_slli_epi32, _mm256_srai_epi32,
-    _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128,
-    _mm_prefetch, _MM_HINT_T0,
+    __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_broadcastsi128_si256,
+    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32,
+    _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
+    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_xor_si256,
+    _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
+use super::codes::IQ4_LEVELS;
 use super::panels::{q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
@@ -102,6 +104,45 @@ impl<const AFFINE: bool> BlockDot for Q4<AFFINE> {
             }
         }
         std::array::from_fn(|r| finish_unsigned(acc[r], neg[r]))
+    }
+}
+
+/// IQ4_NL: Q4_0's nibbles (the packed block is Q4_0's), each an index into the code book's
+/// 16 int8 levels ([`IQ4_LEVELS`]), looked up with `vpshufb` (the table in both 128-bit
+/// halves). The levels are signed (-127 ..= 113) and enter as [`S8`]'s codes do: `|w|` times
+/// the activation with `w`'s sign, each pair widened to i32 at once (a pair is at most
+/// `2 · 127 · 127 < 2^15`, two are not). The arithmetic of
+/// [`generic::weight_block`](super::generic::weight_block) over IQ4_NL.
+struct Iq4;
+impl BlockDot for Iq4 {
+    const CHUNKS: usize = 4;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        4 * b
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        // SAFETY: `IQ4_LEVELS` is 16 bytes.
+        let lut = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(IQ4_LEVELS.as_ptr().cast()) });
+        let mut acc = [_mm256_setzero_si256(); R];
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, mask));
+            let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
+            let (alo, ahi) = (_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(hi, hi));
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+                let (xl, xh) = unsafe { (bcast4(x[r].add(4 * c)), bcast4(x[r].add(16 + 4 * c))) };
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(alo, _mm256_sign_epi8(xl, lo)), ones);
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ahi, _mm256_sign_epi8(xh, hi)), ones);
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(pl, ph));
+            }
+        }
+        acc
     }
 }
 
@@ -486,8 +527,9 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Iq4Nl => {
-                    unreachable!("NF4, IQ4_NL and FP8 have no AVX2 layout (Kind::for_tensor)")
+                Kind::Iq4Nl => panel_all::<Iq4>(w, p, act, y),
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
+                    unreachable!("NF4 and FP8 have no AVX2 layout (Kind::for_tensor)")
                 }
             }
         },
