@@ -120,18 +120,23 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // Q3_K packs in Q6_K's layout (8-bit codes, i8 scales per 16 values, f16 `d`); IQ4_NL
         // as Q4_0 (the same block shape) with its code book looked up in a table: `vpshufb` on
         // AVX2 (AVX-VNNI CPUs run that layout), `vpermb` or `vpshufb` on AVX-512 VNNI (as
-        // NF4), NF4's look-up on NEON dotprod.
-        QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q6K | QuantFormat::Q3K | QuantFormat::Iq4Nl => Entry {
+        // NF4), NF4's look-up on NEON dotprod; IQ4_XS in the same panels, its sub-block
+        // scales applied into an f32 scale per block of 32.
+        QuantFormat::Q4_1
+        | QuantFormat::Q4K
+        | QuantFormat::Q6K
+        | QuantFormat::Q3K
+        | QuantFormat::Iq4Nl
+        | QuantFormat::Iq4Xs => Entry {
             exact: yes,
             q8: yes,
             panels: false,
             packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
         },
         // The other llama.cpp block formats: the q8 path of the generic kernels
-        // (`generic::weight_block` for IQ4_XS, whose codes are the code book's int8 levels;
-        // `affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no
-        // packed layout yet.
-        QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K | QuantFormat::Iq4Xs => Entry {
+        // (`affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no packed
+        // layout yet.
+        QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K => Entry {
             exact: yes,
             q8: yes,
             panels: false,

@@ -55,8 +55,8 @@ use rayon::prelude::*;
 
 use super::ActQ8;
 use crate::kernels::codes::{
-    IQ4_NL_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES,
-    Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES,
+    Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic;
 use crate::pages::PageBuf;
@@ -152,6 +152,11 @@ pub(crate) enum Kind {
     /// f16 `d`, then 16 bytes of 4-bit indices in Q4_0's nibble order), 4 chunks per block of
     /// 32, f16 `d` per block; the kernels look the indices up in the code book's int8 levels.
     Iq4Nl,
+    /// IQ4_XS (the sets of IQ4_NL, whose kernels run it): per block of 32, 4 chunks of its
+    /// 4-bit indices as the file has them (Q4_0's nibble order), and an f32 scale
+    /// `d · (ls - 32)` (its 6-bit sub-block scale applied, exactly); each super-block's
+    /// 8-byte header (`d`, the scales' bits) kept aside to give the bytes back.
+    Iq4Xs,
     /// int8 per channel (`block_size == None`) or per block of a multiple of 32: 8 chunks per
     /// block, f32 scales per scale block.
     Int8 {
@@ -209,6 +214,7 @@ impl Kind {
             }
             QuantFormat::Q4_0 => Self::Q4_0,
             QuantFormat::Iq4Nl if rows_of(32) => Self::Iq4Nl,
+            QuantFormat::Iq4Xs if rows_of(256) => Self::Iq4Xs,
             QuantFormat::Q8_0 => Self::Q8_0,
             // The GGML block formats with a minimum or sub-block scales: whole blocks per row
             // (the layout contract allows rows that split a block only through the flattened
@@ -253,6 +259,9 @@ impl Kind {
             (Isa::NeonDot, Self::Iq4Nl) => "neondot-panel4-iq4_nl",
             (Isa::Avx2, Self::Iq4Nl) => "avx2-panel8-iq4_nl",
             (_, Self::Iq4Nl) => "avx512vnni-panel16-iq4_nl",
+            (Isa::NeonDot, Self::Iq4Xs) => "neondot-panel4-iq4_xs",
+            (Isa::Avx2, Self::Iq4Xs) => "avx2-panel8-iq4_xs",
+            (_, Self::Iq4Xs) => "avx512vnni-panel16-iq4_xs",
             (Isa::Avx2, Self::Q5_0) => "avx2-panel8-q5_0",
             (Isa::Avx2, Self::Affine4 { k_quant: false }) => "avx2-panel8-q4_1",
             (Isa::Avx2, Self::Affine4 { k_quant: true }) => "avx2-panel8-q4_k",
@@ -286,14 +295,14 @@ impl Kind {
             // NF4 on NEON: its int8 levels, signed. The affine codes (0..=15) enter unsigned
             // as they are, their minimum added per block instead.
             (
-                Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl,
+                Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
                 Isa::Avx2 | Isa::NeonDot,
             )
             | (Self::Fp8 { .. } | Self::Affine4 { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
             // `level + 128`.
             (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
-            | (Self::Nf4 { .. } | Self::Iq4Nl, _) => 128,
+            | (Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs, _) => 128,
         }
     }
 
@@ -302,7 +311,7 @@ impl Kind {
     /// 8-bit codes and, per pair of blocks, one chunk of sub-block scales.
     fn panel_chunks(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Nf4 { .. } | Self::Affine4 { .. } => 4 * nb,
+            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine4 { .. } => 4 * nb,
             Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
@@ -314,7 +323,7 @@ impl Kind {
     pub(super) fn f32_scales(self) -> bool {
         matches!(
             self,
-            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine4 { k_quant: true }
+            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine4 { k_quant: true } | Self::Iq4Xs
         )
     }
 
@@ -331,7 +340,7 @@ impl Kind {
     /// Blocks of 32 sharing one scale.
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Q8_0 | Self::Q5_0 | Self::Affine4 { .. } => 1,
+            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine4 { .. } => 1,
             Self::Tq2_0 | Self::Q6K => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
@@ -459,6 +468,16 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                         _ => unreachable!("Q4_1 packs f16 scales, Q4_K f32"),
                     }
                 }
+                (Kind::Iq4Xs, PanelScalesMut::F32(out)) => {
+                    // The indices as stored (Q4_0's nibble order already), and the block's
+                    // scale as the generic kernel computes it.
+                    let (_, scale) = generic::weight_block(w, row, b);
+                    let qs = &data[(row * (nb / 8) + b / 8) * IQ4_XS_BLOCK_BYTES + 8 + 16 * (b % 8)..][..16];
+                    for t in 0..4 {
+                        pw[(4 * b + t) * pr + j] = word(&qs[4 * t..]);
+                    }
+                    out[b * pr + j] = scale;
+                }
                 (Kind::Q6K, PanelScalesMut::F16(out)) => {
                     let (codes, [s0, s1], _) = generic::sub16_block(w, row, b);
                     let bytes = codes.map(|c| c as u8);
@@ -537,7 +556,7 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
             // Converted block by block instead (`pack_converted`).
-            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 0,
+            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
         };
         let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
@@ -547,7 +566,7 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
-            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 0,
+            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
         };
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
@@ -555,7 +574,7 @@ impl Packed {
             Kind::Q4_0 | Kind::Iq4Nl | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
-            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K => 1,
+            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Xs => 1,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
@@ -659,6 +678,12 @@ impl Packed {
                     .data()
                     .chunks_exact(Q4_K_BLOCK_BYTES)
                     .flat_map(|blk| &blk[..16])
+                    .copied()
+                    .collect(),
+                Kind::Iq4Xs => w
+                    .data()
+                    .chunks_exact(IQ4_XS_BLOCK_BYTES)
+                    .flat_map(|blk| &blk[..8])
                     .copied()
                     .collect(),
                 _ => Vec::new(),
@@ -824,6 +849,14 @@ impl Packed {
                         for g in 0..4 {
                             let (lo, hi) = (8 * sb + 2 * g, 8 * sb + 2 * g + 1);
                             data.extend((0..32).map(|i| code(lo, i) | code(hi, i) << 4));
+                        }
+                    }
+                }
+                Kind::Iq4Xs => {
+                    for sb in 0..nb / 8 {
+                        data.extend_from_slice(&self.headers[(row * (nb / 8) + sb) * 8..][..8]);
+                        for c in 0..32 {
+                            data.extend_from_slice(lane(32 * sb + c));
                         }
                     }
                 }

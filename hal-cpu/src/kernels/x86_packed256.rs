@@ -527,7 +527,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
-                Kind::Iq4Nl => panel_all::<Iq4>(w, p, act, y),
+                Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Iq4>(w, p, act, y),
                 Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
                     unreachable!("NF4 and FP8 have no AVX2 layout (Kind::for_tensor)")
                 }
@@ -540,8 +540,10 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
                 Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Nl => {
-                    unreachable!("NF4, FP8, Q4_1, Q4_K, Q6_K and IQ4_NL have no AVX-VNNI layout (Kind::for_tensor)")
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Nl | Kind::Iq4Xs => {
+                    unreachable!(
+                        "NF4, FP8, Q4_1, Q4_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
+                    )
                 }
             }
         },

@@ -203,7 +203,7 @@ pub(crate) fn check_layout(
 /// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
 /// sub-block scales where only some layouts do). New ones go at the end: `tests/isa.rs` picks
 /// NF4's by index.
-pub(crate) fn packed_formats() -> [QuantFormat; 19] {
+pub(crate) fn packed_formats() -> [QuantFormat; 20] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -233,11 +233,12 @@ pub(crate) fn packed_formats() -> [QuantFormat; 19] {
         QuantFormat::Q6K,
         QuantFormat::Q3K,
         QuantFormat::Iq4Nl,
+        QuantFormat::Iq4Xs,
     ]
 }
 
 /// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1 and Q4_K affine, Q6_K
-/// and Q3_K in Q6_K's layout)
+/// and Q3_K in Q6_K's layout, IQ4_XS in IQ4_NL's with f32 scales)
 /// in `isa`'s layout, against the generic kernels bit for bit: every pass size of activation
 /// rows (1 to 7, 16, 33), `N` within and past whole panels, `K` of one and of several
 /// super-blocks, rows with NaN or infinities (the exact path), and the round trip to the
@@ -251,6 +252,7 @@ pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
         QuantFormat::Q4K,
         QuantFormat::Q6K,
         QuantFormat::Q3K,
+        QuantFormat::Iq4Xs,
     ] {
         for m in [1, 2, 3, 4, 5, 6, 7, 16, 33] {
             for &(n, k) in &[(1, 256), (19, 256), (40, 768), (17, 2560)] {
@@ -361,6 +363,9 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             QuantFormat::Q4_1 => Some(20 * blocks),
             QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),
+            // IQ4_XS: 4-bit codes and an f32 scale per block of 32, its 8 header bytes per 256
+            // values kept aside.
+            QuantFormat::Iq4Xs => Some(20 * blocks + 8 * blocks / 8),
             _ => None,
         };
         if let Some(bytes) = converted {
