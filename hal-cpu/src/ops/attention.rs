@@ -11,6 +11,10 @@ use super::softmax::{shifted_exp_lanes, softmax_row};
 /// that the sums, and the bits, depend on the inputs alone and never on the thread count.
 const SPLIT_KEYS: usize = 32;
 
+/// The bytes of a task's value rows up to which its sums are taken head by head over all its
+/// keys (the rows then stay in L1), and beyond which key by key over all heads.
+const SMALL_VALUES: usize = 32 << 10;
+
 /// Causal GQA attention for batch 1, as [`reference::attention`]: one task per (query row,
 /// head), dot products in 8 lanes.
 pub fn attention(
@@ -145,35 +149,50 @@ fn attend_keys(part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32],
             }
         }
     }
-    let mut probs = vec![0.0f32; n];
-    let values = &v[first * row..end * row];
+    // The unnormalized probabilities of every head, then their sums over the values: the same
+    // sums in the same order (from 0, key by key) whichever loop runs them.
+    let mut probs = vec![0.0f32; g.n_heads * n];
     for (h, ph) in part.chunks_exact_mut(d + 2).enumerate() {
-        let (m, l) = shifted_exp_lanes::<8>(&scores[h * n..(h + 1) * n], &mut probs);
+        let (m, l) = shifted_exp_lanes::<8>(&scores[h * n..(h + 1) * n], &mut probs[h * n..(h + 1) * n]);
         ph[0] = m;
         ph[1] = l;
-        if m == f32::NEG_INFINITY || l.is_nan() {
-            continue;
-        }
-        let kvh = h / group;
-        // 64 outputs at a time in a local array (registers: independent sums), over every key.
-        let mut lanes = ph[2..].chunks_exact_mut(16);
-        let mut c0 = 0;
-        for o in &mut lanes {
-            let mut acc = [0.0f32; 16];
-            for (j, &p) in probs.iter().enumerate() {
-                let vv = &values[j * row + kvh * d + c0..][..16];
-                for l in 0..16 {
-                    acc[l] += p * vv[l];
+    }
+    let live = |ph: &[f32]| ph[0] != f32::NEG_INFINITY && !ph[1].is_nan();
+    let values = &v[first * row..end * row];
+    if n * row * 4 <= SMALL_VALUES {
+        // The task's value rows stay in L1: per head, 16 sums at a time held in registers
+        // over every key (no load and store of the sums per key).
+        for (h, ph) in part.chunks_exact_mut(d + 2).enumerate().filter(|(_, ph)| live(ph)) {
+            let (p, at) = (&probs[h * n..(h + 1) * n], (h / group) * d);
+            let mut lanes = ph[2..].chunks_exact_mut(16);
+            let mut c0 = 0;
+            for o in &mut lanes {
+                let mut acc = [0.0f32; 16];
+                for (j, &pj) in p.iter().enumerate() {
+                    let vv = &values[j * row + at + c0..][..16];
+                    for l in 0..16 {
+                        acc[l] += pj * vv[l];
+                    }
+                }
+                o.copy_from_slice(&acc);
+                c0 += 16;
+            }
+            let rest = lanes.into_remainder();
+            for (j, &pj) in p.iter().enumerate() {
+                for (od, &vd) in rest.iter_mut().zip(&values[j * row + at + c0..]) {
+                    *od += pj * vd;
                 }
             }
-            o.copy_from_slice(&acc);
-            c0 += 16;
         }
-        let rest = lanes.into_remainder();
-        for (j, &p) in probs.iter().enumerate() {
-            let vv = &values[j * row + kvh * d + c0..][..rest.len()];
-            for (od, &vd) in rest.iter_mut().zip(vv) {
-                *od += p * vd;
+    } else {
+        // Long rows (many key/value heads): each value row read once, into every head's sums
+        // (a few KiB, in L1), key by key.
+        for (j, values) in values.chunks_exact(row).enumerate() {
+            for (h, ph) in part.chunks_exact_mut(d + 2).enumerate().filter(|(_, ph)| live(ph)) {
+                let p = probs[h * n + j];
+                for (od, &vd) in ph[2..].iter_mut().zip(&values[(h / group) * d..][..d]) {
+                    *od += p * vd;
+                }
             }
         }
     }
