@@ -16,8 +16,8 @@
 //! block sums. Each block's sum is scaled as the generic kernel does it, `(s_w · d_x) · isum`
 //! added to the f32 accumulator without FMA: the results are bit-identical to
 //! [`generic`](super::generic)'s q8 kernels. Q5_0 is a Q8_0 layout (codes `q - 16`); the
-//! affine formats (Q4_1, Q4_K) run Q4_0's arithmetic without the offset and add
-//! `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
+//! affine formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K) or Q8_0's (Q5_1,
+//! Q5_K, codes 0..=31 as bytes) and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
 //! combines them with its sub-block scales in i32 (`mul`, `mla`).
 
 use std::arch::aarch64::{
@@ -202,11 +202,14 @@ impl BlockDot for Tq2 {
     }
 }
 
-/// 8-bit signed codes (Q8_0, int8).
-struct S8;
-impl BlockDot for S8 {
+/// 8-bit signed codes (Q8_0, int8), or with `AFFINE` the codes 0..=31 of Q5_1 and Q5_K as
+/// bytes (valid signed bytes as they are; their minimum is added per block, see
+/// [`BlockDot::AFFINE`]).
+struct S8<const AFFINE: bool = false>;
+impl<const AFFINE: bool> BlockDot for S8<AFFINE> {
     const CHUNKS: usize = 8;
     const OFFSET: i32 = 0;
+    const AFFINE: bool = AFFINE;
     fn chunk(b: usize) -> usize {
         8 * b
     }
@@ -323,7 +326,7 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     // affine formats `d_x · Σ x` per block).
     let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
     let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_dxsx(row0 + r));
-    assert!(D::AFFINE == matches!(w.kind, Kind::Affine4 { .. }) && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb)));
+    assert!(D::AFFINE == matches!(w.kind, Kind::Affine { .. }) && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb)));
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(nb == 0 || CHUNK * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
     let cp = codes.as_ptr();
@@ -428,7 +431,8 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     unsafe {
         match w.kind {
             Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
-            Kind::Affine4 { .. } => panel_all::<Q4<true>>(w, p, act, y),
+            Kind::Affine { wide: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
+            Kind::Affine { wide: true, .. } => panel_all::<S8<true>>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),

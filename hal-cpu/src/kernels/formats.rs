@@ -122,8 +122,12 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // AVX2 (AVX-VNNI CPUs run that layout), `vpermb` or `vpshufb` on AVX-512 VNNI (as
         // NF4), NF4's look-up on NEON dotprod; IQ4_XS in the same panels, its sub-block
         // scales applied into an f32 scale per block of 32.
+        // Q5_1 and Q5_K in the affine layout of Q4_1 and Q4_K with their 5-bit codes widened
+        // to bytes.
         QuantFormat::Q4_1
+        | QuantFormat::Q5_1
         | QuantFormat::Q4K
+        | QuantFormat::Q5K
         | QuantFormat::Q6K
         | QuantFormat::Q3K
         | QuantFormat::Iq4Nl
@@ -133,10 +137,9 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             panels: false,
             packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
         },
-        // The other llama.cpp block formats: the q8 path of the generic kernels
-        // (`affine_block` for Q5_1 and Q5_K; `q2_k_block`), which every set runs; no packed
-        // layout yet.
-        QuantFormat::Q5_1 | QuantFormat::Q2K | QuantFormat::Q5K => Entry {
+        // Q2_K: the q8 path of the generic kernels (`q2_k_block`), which every set runs; no
+        // packed layout yet.
+        QuantFormat::Q2K => Entry {
             exact: yes,
             q8: yes,
             panels: false,

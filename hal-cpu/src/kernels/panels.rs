@@ -18,10 +18,12 @@
 //! | Q5_0 | 8 | codes `q - 16` `4c .. 4c + 4` (i8): a Q8_0 block, run by Q8_0's kernels | `P` f16 per block |
 //! | Q4_1 | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..`, codes 0..=15 | `P` f16 `d` then `P` f16 `m` per block (the file's bits) |
 //! | Q4_K | 4 | as Q4_1 (the sub-block pairs regrouped) | `P` f32 scales then `P` f32 additive terms per block |
+//! | Q5_1 | 8 | codes 0..=31 `4c .. 4c + 4` (u8) | as Q4_1 |
+//! | Q5_K | 8 | as Q5_1 | as Q4_K |
 //! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
 //!
 //! The packing of the first formats moves whole groups of 4 bytes, so it keeps the bit width
-//! (4 bits stay 4 bits, 2 bits stay 2). Q5_0, Q4_1, Q4_K and Q6_K are converted block by
+//! (4 bits stay 4 bits, 2 bits stay 2). Q5_0, Q4_1, Q5_1, Q4_K, Q5_K and Q6_K are converted block by
 //! block through the generic kernels' block readers (`generic::weight_block`,
 //! `affine_block`, `sub16_block`), so the packed kernels multiply exactly the codes and scales
 //! the generic ones do: Q5_0 and Q6_K widen to 8-bit codes (34 bytes per 32 values against
@@ -30,7 +32,8 @@
 //! values the generic kernel reads); Q4_K keeps 4-bit codes with two f32 per block (its
 //! scale `d · sc` and term `-dmin · m` are products that f16 need not hold exactly: 24
 //! bytes per 32 values against 18, and its 16 header bytes per 256 values kept aside, for
-//! unpacking only). Every layout converts back exactly ([`Packed::unpack_rows`]): the
+//! unpacking only); Q5_1 and Q5_K widen their 5-bit codes to bytes with the scales of Q4_1
+//! and Q4_K (36 and 40 bytes per 32 values against 24 and 22). Every layout converts back exactly ([`Packed::unpack_rows`]): the
 //! converted formats rebuild their blocks bit for bit from the codes, the f16 scales and
 //! what is kept aside. The `P` scales of a panel's block are contiguous, converted by one
 //! `vcvtph2ps` (or loaded as they are). The codes live in 64-byte aligned storage, so every
@@ -40,8 +43,9 @@
 //!
 //! `x86_packed256` has the 8-row kernels (AVX2, AVX-VNNI), `x86_packed512` the 16-row ones
 //! (AVX-512 VNNI), `arm_packed` the 4-row ones (NEON with the dot product); `panel_dispatch` picks
-//! the one of the layout's instruction set. The affine formats (Q4_1, Q4_K) run Q4_0's
-//! integer dot products without an offset and add `add · (d_x · Σ x)` per block after
+//! the one of the layout's instruction set. The affine formats run Q4_0's integer dot
+//! products without an offset (Q4_1, Q4_K), or those of unsigned 8-bit codes (Q5_1, Q5_K),
+//! and add `add · (d_x · Σ x)` per block after
 //! `(s_w · d_x) · isum`, two roundings as [`generic::q8_affine`] does; Q6_K sums each half
 //! block apart and combines them with its sub-block scales in i32, as
 //! [`generic::q8_sub16`] does. Neither has AVX-VNNI kernels: AVX-VNNI CPUs run their AVX2
@@ -56,7 +60,7 @@ use rayon::prelude::*;
 use super::ActQ8;
 use crate::kernels::codes::{
     IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES,
-    Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    Q5_0_BLOCK_BYTES, Q5_1_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic;
 use crate::pages::PageBuf;
@@ -132,13 +136,16 @@ pub(crate) enum Kind {
     /// Q5_0 as a Q8_0 block: its codes `q - 16` (-16..=15) as i8, 8 chunks per block, f16
     /// scales per block; it runs Q8_0's kernels unchanged.
     Q5_0,
-    /// Q4_1 (`k_quant == false`) or Q4_K (`true`), values `scale · code + add` with codes
-    /// 0..=15: 4 chunks per block of 32 in Q4_0's nibble order (Q4_K's nibbles regrouped),
-    /// and per block two slots of `P` values, the scales then the additive terms (as
-    /// [`generic::affine_block`](super::generic::affine_block) computes them): Q4_1's `d`
-    /// and `m` as their f16 bits, Q4_K's products as f32.
-    Affine4 {
-        /// Q4_K (else Q4_1).
+    /// The affine formats, values `scale · code + add`: Q4_1 and Q4_K (codes 0..=15, 4 chunks
+    /// per block of 32 in Q4_0's nibble order, Q4_K's nibbles regrouped), or with `wide`
+    /// Q5_1 and Q5_K (codes 0..=31 as bytes, 8 chunks per block, as Q8_0's); per block two
+    /// slots of `P` values, the scales then the additive terms (as
+    /// [`generic::affine_block`](super::generic::affine_block) computes them): Q4_1's and
+    /// Q5_1's `d` and `m` as their f16 bits, the K-quants' products as f32.
+    Affine {
+        /// 5-bit codes widened to bytes (Q5_1, Q5_K), else 4-bit codes (Q4_1, Q4_K).
+        wide: bool,
+        /// A K-quant (Q4_K, Q5_K; else Q4_1, Q5_1).
         k_quant: bool,
     },
     /// Q6_K, and Q3_K in the same layout: per pair of blocks of 32, 8 chunks of codes (i8:
@@ -220,8 +227,22 @@ impl Kind {
             // (the layout contract allows rows that split a block only through the flattened
             // tensor; the kernels read whole blocks per row).
             QuantFormat::Q5_0 if rows_of(32) => Self::Q5_0,
-            QuantFormat::Q4_1 if rows_of(32) => Self::Affine4 { k_quant: false },
-            QuantFormat::Q4K if rows_of(256) => Self::Affine4 { k_quant: true },
+            QuantFormat::Q4_1 if rows_of(32) => Self::Affine {
+                wide: false,
+                k_quant: false,
+            },
+            QuantFormat::Q4K if rows_of(256) => Self::Affine {
+                wide: false,
+                k_quant: true,
+            },
+            QuantFormat::Q5_1 if rows_of(32) => Self::Affine {
+                wide: true,
+                k_quant: false,
+            },
+            QuantFormat::Q5K if rows_of(256) => Self::Affine {
+                wide: true,
+                k_quant: true,
+            },
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Int8PerChannel => Self::Int8 { block_size: None },
@@ -263,20 +284,124 @@ impl Kind {
             (Isa::Avx2, Self::Iq4Xs) => "avx2-panel8-iq4_xs",
             (_, Self::Iq4Xs) => "avx512vnni-panel16-iq4_xs",
             (Isa::Avx2, Self::Q5_0) => "avx2-panel8-q5_0",
-            (Isa::Avx2, Self::Affine4 { k_quant: false }) => "avx2-panel8-q4_1",
-            (Isa::Avx2, Self::Affine4 { k_quant: true }) => "avx2-panel8-q4_k",
+            (
+                Isa::Avx2,
+                Self::Affine {
+                    wide: false,
+                    k_quant: false,
+                },
+            ) => "avx2-panel8-q4_1",
+            (
+                Isa::Avx2,
+                Self::Affine {
+                    wide: false,
+                    k_quant: true,
+                },
+            ) => "avx2-panel8-q4_k",
+            (
+                Isa::Avx2,
+                Self::Affine {
+                    wide: true,
+                    k_quant: false,
+                },
+            ) => "avx2-panel8-q5_1",
+            (
+                Isa::Avx2,
+                Self::Affine {
+                    wide: true,
+                    k_quant: true,
+                },
+            ) => "avx2-panel8-q5_k",
             (Isa::Avx2, Self::Q6K) => "avx2-panel8-q6_k",
             (Isa::AvxVnni, Self::Q5_0) => "avxvnni-panel8-q5_0",
-            (Isa::AvxVnni, Self::Affine4 { k_quant: false }) => "avxvnni-panel8-q4_1",
-            (Isa::AvxVnni, Self::Affine4 { k_quant: true }) => "avxvnni-panel8-q4_k",
+            (
+                Isa::AvxVnni,
+                Self::Affine {
+                    wide: false,
+                    k_quant: false,
+                },
+            ) => "avxvnni-panel8-q4_1",
+            (
+                Isa::AvxVnni,
+                Self::Affine {
+                    wide: false,
+                    k_quant: true,
+                },
+            ) => "avxvnni-panel8-q4_k",
+            (
+                Isa::AvxVnni,
+                Self::Affine {
+                    wide: true,
+                    k_quant: false,
+                },
+            ) => "avxvnni-panel8-q5_1",
+            (
+                Isa::AvxVnni,
+                Self::Affine {
+                    wide: true,
+                    k_quant: true,
+                },
+            ) => "avxvnni-panel8-q5_k",
             (Isa::AvxVnni, Self::Q6K) => "avxvnni-panel8-q6_k",
             (Isa::Avx512Vnni, Self::Q5_0) => "avx512vnni-panel16-q5_0",
-            (Isa::Avx512Vnni, Self::Affine4 { k_quant: false }) => "avx512vnni-panel16-q4_1",
-            (Isa::Avx512Vnni, Self::Affine4 { k_quant: true }) => "avx512vnni-panel16-q4_k",
+            (
+                Isa::Avx512Vnni,
+                Self::Affine {
+                    wide: false,
+                    k_quant: false,
+                },
+            ) => "avx512vnni-panel16-q4_1",
+            (
+                Isa::Avx512Vnni,
+                Self::Affine {
+                    wide: false,
+                    k_quant: true,
+                },
+            ) => "avx512vnni-panel16-q4_k",
+            (
+                Isa::Avx512Vnni,
+                Self::Affine {
+                    wide: true,
+                    k_quant: false,
+                },
+            ) => "avx512vnni-panel16-q5_1",
+            (
+                Isa::Avx512Vnni,
+                Self::Affine {
+                    wide: true,
+                    k_quant: true,
+                },
+            ) => "avx512vnni-panel16-q5_k",
             (Isa::Avx512Vnni, Self::Q6K) => "avx512vnni-panel16-q6_k",
             (Isa::NeonDot, Self::Q5_0) => "neondot-panel4-q5_0",
-            (Isa::NeonDot, Self::Affine4 { k_quant: false }) => "neondot-panel4-q4_1",
-            (Isa::NeonDot, Self::Affine4 { k_quant: true }) => "neondot-panel4-q4_k",
+            (
+                Isa::NeonDot,
+                Self::Affine {
+                    wide: false,
+                    k_quant: false,
+                },
+            ) => "neondot-panel4-q4_1",
+            (
+                Isa::NeonDot,
+                Self::Affine {
+                    wide: false,
+                    k_quant: true,
+                },
+            ) => "neondot-panel4-q4_k",
+            (
+                Isa::NeonDot,
+                Self::Affine {
+                    wide: true,
+                    k_quant: false,
+                },
+            ) => "neondot-panel4-q5_1",
+            (
+                Isa::NeonDot,
+                Self::Affine {
+                    wide: true,
+                    k_quant: true,
+                },
+            ) => "neondot-panel4-q5_k",
             (Isa::NeonDot, Self::Q6K) => "neondot-panel4-q6_k",
             (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
             (_, Self::Fp8 { e5m2: false, .. }) => "avx512vnni-panel16-fp8_e4m3",
@@ -298,7 +423,7 @@ impl Kind {
                 Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
                 Isa::Avx2 | Isa::NeonDot,
             )
-            | (Self::Fp8 { .. } | Self::Affine4 { .. }, _) => 0,
+            | (Self::Fp8 { .. } | Self::Affine { .. }, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
             // `level + 128`.
             (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
@@ -311,26 +436,26 @@ impl Kind {
     /// 8-bit codes and, per pair of blocks, one chunk of sub-block scales.
     fn panel_chunks(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine4 { .. } => 4 * nb,
-            Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
+            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine { wide: false, .. } => 4 * nb,
+            Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } | Self::Affine { wide: true, .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
         }
     }
 
-    /// Whether the scales are f32 (int8, NF4, FP8, Q4_K), else f16 bits (Q4_0, Q8_0, Q5_0,
-    /// TQ2_0, Q4_1, Q6_K).
+    /// Whether the scales are f32 (int8, NF4, FP8, Q4_K, Q5_K, IQ4_XS), else f16 bits (Q4_0,
+    /// Q8_0, Q5_0, TQ2_0, Q4_1, Q5_1, Q6_K).
     pub(super) fn f32_scales(self) -> bool {
         matches!(
             self,
-            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine4 { k_quant: true } | Self::Iq4Xs
+            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine { k_quant: true, .. } | Self::Iq4Xs
         )
     }
 
     /// Scale slots per group: 2 for the affine formats (the scales, then the additive terms),
     /// else 1.
     pub(super) fn scale_slots(self) -> usize {
-        if let Self::Affine4 { .. } = self {
+        if let Self::Affine { .. } = self {
             2
         } else {
             1
@@ -340,7 +465,7 @@ impl Kind {
     /// Blocks of 32 sharing one scale.
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine4 { .. } => 1,
+            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine { .. } => 1,
             Self::Tq2_0 | Self::Q6K => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
@@ -370,7 +495,7 @@ pub(crate) struct Packed {
     /// granted, see [`crate::pages`]): lines `..code_lines` hold the panels one after the
     /// other (past `panels * panel_bytes`, zeros up to a whole line); the lines after them
     /// hold `panels * groups * slots * rows` scales ([`Kind::scale_slots`]), f16 bits for
-    /// Q4_0, Q8_0, Q5_0, TQ2_0, Q4_1 and Q6_K, f32 for the others ([`Kind::f32_scales`]), then
+    /// Q4_0, Q8_0, Q5_0, TQ2_0, Q4_1, Q5_1 and Q6_K, f32 for the others ([`Kind::f32_scales`]), then
     /// zeros up to a whole line.
     buf: PageBuf<Line>,
     /// Lines of codes at the start of `buf`.
@@ -381,8 +506,8 @@ pub(crate) struct Packed {
     nested: Option<aihal_quantize::NestedAbsmax>,
     /// FP8 per tensor: the tensor's scales as they came, for unpacking.
     tensor_scales: Vec<f32>,
-    /// The block headers kept as they came, for unpacking, row-major: Q4_K's 16 bytes per
-    /// 256 values (`d`, `dmin` and the 12 bytes of sub-block scales and minimums). Empty
+    /// The block headers kept as they came, for unpacking, row-major: Q4_K's and Q5_K's 16
+    /// bytes per 256 values (`d`, `dmin` and the 12 bytes of sub-block scales and minimums). Empty
     /// otherwise.
     headers: Vec<u8>,
     /// FP8: whether any code is NaN or infinite (the kernels then decode those codes).
@@ -422,7 +547,7 @@ pub(crate) fn q6_k_chunks(b: usize) -> (usize, usize) {
 }
 
 /// Packs the rows of panel `p` (`pr` rows) of a format whose codes are converted block by
-/// block (Q5_0, Q4_1, Q4_K, Q6_K), through the generic kernels' own block readers so that the
+/// block (Q5_0, the affine formats, Q6_K and Q3_K, IQ4_XS), through the generic kernels' own block readers so that the
 /// packed kernels see exactly the codes and scales the generic ones do: `pw` is the panel's
 /// code words (word `c * pr + j` holds chunk `c`'s 4 bytes of row `j`; zeroed, as are the
 /// rows past `N`), `ps` its scales.
@@ -447,25 +572,33 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     let blk = &data[(row * nb + b) * Q5_0_BLOCK_BYTES..];
                     out[b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                 }
-                (Kind::Affine4 { k_quant }, _) => {
+                (Kind::Affine { wide, k_quant }, _) => {
                     let (codes, scale, add) = generic::affine_block(w, row, b);
-                    let bytes: [u8; 16] = std::array::from_fn(|i| codes[i] | codes[16 + i] << 4);
-                    for t in 0..4 {
-                        pw[(4 * b + t) * pr + j] = word(&bytes[4 * t..]);
+                    if wide {
+                        for t in 0..8 {
+                            pw[(8 * b + t) * pr + j] = word(&codes[4 * t..]);
+                        }
+                    } else {
+                        let bytes: [u8; 16] = std::array::from_fn(|i| codes[i] | codes[16 + i] << 4);
+                        for t in 0..4 {
+                            pw[(4 * b + t) * pr + j] = word(&bytes[4 * t..]);
+                        }
                     }
                     match (k_quant, &mut *ps) {
                         (true, PanelScalesMut::F32(out)) => {
                             out[2 * b * pr + j] = scale;
                             out[(2 * b + 1) * pr + j] = add;
                         }
-                        // Q4_1: `d` and `m` as the file has them, whose f32 values are
-                        // `scale` and `add` (`affine_block` reads them as f16).
+                        // Q4_1 and Q5_1: `d` and `m` as the file has them (the first 4 bytes of
+                        // both blocks), whose f32 values are `scale` and `add` (`affine_block`
+                        // reads them as f16).
                         (false, PanelScalesMut::F16(out)) => {
-                            let blk = &data[(row * nb + b) * Q4_1_BLOCK_BYTES..][..4];
+                            let bytes = if wide { Q5_1_BLOCK_BYTES } else { Q4_1_BLOCK_BYTES };
+                            let blk = &data[(row * nb + b) * bytes..][..4];
                             out[2 * b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                             out[(2 * b + 1) * pr + j] = u16::from_le_bytes([blk[2], blk[3]]);
                         }
-                        _ => unreachable!("Q4_1 packs f16 scales, Q4_K f32"),
+                        _ => unreachable!("Q4_1 and Q5_1 pack f16 scales, the K-quants f32"),
                     }
                 }
                 (Kind::Iq4Xs, PanelScalesMut::F32(out)) => {
@@ -556,7 +689,7 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
             // Converted block by block instead (`pack_converted`).
-            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
         };
         let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
@@ -566,7 +699,7 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
-            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
         };
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
@@ -574,7 +707,7 @@ impl Packed {
             Kind::Q4_0 | Kind::Iq4Nl | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
-            Kind::Q5_0 | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Xs => 1,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs => 1,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
@@ -674,9 +807,9 @@ impl Packed {
             scale_len,
             nested: w.nested().cloned(),
             headers: match kind {
-                Kind::Affine4 { k_quant: true } => w
+                Kind::Affine { wide, k_quant: true } => w
                     .data()
-                    .chunks_exact(Q4_K_BLOCK_BYTES)
+                    .chunks_exact(if wide { Q5_K_BLOCK_BYTES } else { Q4_K_BLOCK_BYTES })
                     .flat_map(|blk| &blk[..16])
                     .copied()
                     .collect(),
@@ -822,7 +955,10 @@ impl Packed {
                         data.extend((0..16).map(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4));
                     }
                 }
-                Kind::Affine4 { k_quant: false } => {
+                Kind::Affine {
+                    wide: false,
+                    k_quant: false,
+                } => {
                     for b in 0..nb {
                         for slot in 0..2 {
                             data.extend_from_slice(&self.scales16()[sbase + (2 * b + slot) * pr].to_le_bytes());
@@ -832,7 +968,39 @@ impl Packed {
                         }
                     }
                 }
-                Kind::Affine4 { k_quant: true } => {
+                Kind::Affine { wide: true, k_quant } => {
+                    // Code `i` of block `b` (a byte each, in order).
+                    let code = |b: usize, i: usize| lane(8 * b + i / 4)[i % 4];
+                    if !k_quant {
+                        // `block_q5_1`: `d`, `m`, the fifth bits (bit `i` of a u32: code `i`'s),
+                        // the low nibbles in Q4_0's order.
+                        for b in 0..nb {
+                            for slot in 0..2 {
+                                data.extend_from_slice(&self.scales16()[sbase + (2 * b + slot) * pr].to_le_bytes());
+                            }
+                            let qh = (0..32).fold(0u32, |h, i| h | u32::from((code(b, i) >> 4) & 1) << i);
+                            data.extend_from_slice(&qh.to_le_bytes());
+                            data.extend((0..16).map(|i| (code(b, i) & 0xF) | (code(b, 16 + i) & 0xF) << 4));
+                        }
+                        continue;
+                    }
+                    for sb in 0..nb / 8 {
+                        // `block_q5_K`: the header kept aside, `qh` (bit `g` of byte `i`: the
+                        // fifth bit of sub-block `g`'s code `i`), then the low nibbles as
+                        // Q4_K's.
+                        let b0 = 8 * sb;
+                        data.extend_from_slice(&self.headers[(row * (nb / 8) + sb) * 16..][..16]);
+                        data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((code(b0 + g, i) >> 4) & 1) << g)));
+                        for g in 0..4 {
+                            let (lo, hi) = (b0 + 2 * g, b0 + 2 * g + 1);
+                            data.extend((0..32).map(|i| (code(lo, i) & 0xF) | (code(hi, i) & 0xF) << 4));
+                        }
+                    }
+                }
+                Kind::Affine {
+                    wide: false,
+                    k_quant: true,
+                } => {
                     // Code `i` of block `b` (Q4_0's nibble order in the panel).
                     let code = |b: usize, i: usize| {
                         let byte = lane(4 * b + (i % 16) / 4)[i % 4];
@@ -1031,7 +1199,7 @@ impl<'a> PackedAct<'a> {
         let offset = w.kind.offset(w.isa);
         let nb = a.nb;
         let q6k = w.kind == Kind::Q6K;
-        let affine = matches!(w.kind, Kind::Affine4 { .. });
+        let affine = matches!(w.kind, Kind::Affine { .. });
         // Block `t` of every row (row-major): the offset corrections over all 32 codes, or
         // Q6_K's over the first (`half == 0`) or last 16.
         let neg_at = |t: usize, half: usize| -> i32 {

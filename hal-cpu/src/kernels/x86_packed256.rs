@@ -15,8 +15,9 @@
 //! [`generic`](super::generic)'s q8 kernels.
 //!
 //! IQ4_NL is a Q4_0 layout whose nibbles index its code book: looked up with `vpshufb`, its
-//! signed levels enter as 8-bit codes do. Q5_0 is a Q8_0 layout (codes `q - 16`). The affine formats (Q4_1, Q4_K) run Q4_0's
-//! arithmetic without the offset and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
+//! signed levels enter as 8-bit codes do. Q5_0 is a Q8_0 layout (codes `q - 16`). The affine
+//! formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K), or their codes 0..=31 as
+//! unsigned bytes (Q5_1, Q5_K), and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
 //! runs the 8-bit codes' arithmetic with each half block in its own accumulator, combined
 //! with its sub-block scales in i32 (`vpmulld`).
 //!
@@ -202,6 +203,38 @@ impl BlockDot for S8 {
     }
 }
 
+/// Q5_1 and Q5_K: codes 0..=31 as bytes (Q8_0's places, 8 chunks per block), unsigned as they
+/// are, so `vpmaddubsw` takes them without `vpsignb`; their minimum is added per block (see
+/// [`BlockDot::AFFINE`]). A pair of products is at most `2 · 31 · 127`, so the pairs of 4
+/// chunks sum in i16 (at most 31,496) before one `vpmaddwd` per half block widens them.
+struct U5;
+impl BlockDot for U5 {
+    const CHUNKS: usize = 8;
+    const OFFSET: i32 = 0;
+    const AFFINE: bool = true;
+    fn chunk(b: usize) -> usize {
+        8 * b
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); R]; 2];
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = unsafe { bcast4(x[r].add(4 * c)) };
+                acc[c / 4][r] = _mm256_add_epi16(acc[c / 4][r], _mm256_maddubs_epi16(v, xb));
+            }
+        }
+        std::array::from_fn(|r| {
+            _mm256_add_epi32(_mm256_madd_epi16(acc[0][r], ones), _mm256_madd_epi16(acc[1][r], ones))
+        })
+    }
+}
+
 /// Q6_K: 8-bit codes `q - 32` as [`S8`]'s, each half of 16 codes (chunks 0..4 and 4..8) in its
 /// own accumulator, then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`vpmulld`),
 /// the sub-block scales sign-extended from the pair's scale chunk
@@ -304,7 +337,7 @@ macro_rules! panel8_kernels {
             let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
             let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_dxsx(row0 + r));
             assert!(
-                D::AFFINE == matches!(w.kind, Kind::Affine4 { .. })
+                D::AFFINE == matches!(w.kind, Kind::Affine { .. })
                     && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb))
             );
             // `D::chunk` grows with the block, so the last block bounds every block's chunks.
@@ -523,7 +556,8 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
         Isa::Avx2 => unsafe {
             match w.kind {
                 Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
-                Kind::Affine4 { .. } => panel_all::<Q4<true>>(w, p, act, y),
+                Kind::Affine { wide: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
+                Kind::Affine { wide: true, .. } => panel_all::<U5>(w, p, act, y),
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
@@ -540,9 +574,9 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
                 Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine4 { .. } | Kind::Q6K | Kind::Iq4Nl | Kind::Iq4Xs => {
+                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Nl | Kind::Iq4Xs => {
                     unreachable!(
-                        "NF4, FP8, Q4_1, Q4_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
+                        "NF4, FP8, Q4_1, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
                     )
                 }
             }

@@ -203,7 +203,7 @@ pub(crate) fn check_layout(
 /// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
 /// sub-block scales where only some layouts do). New ones go at the end: `tests/isa.rs` picks
 /// NF4's by index.
-pub(crate) fn packed_formats() -> [QuantFormat; 20] {
+pub(crate) fn packed_formats() -> [QuantFormat; 22] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -229,7 +229,9 @@ pub(crate) fn packed_formats() -> [QuantFormat; 20] {
         QuantFormat::Fp8E5M2 { block_size: Some(32) },
         QuantFormat::Q5_0,
         QuantFormat::Q4_1,
+        QuantFormat::Q5_1,
         QuantFormat::Q4K,
+        QuantFormat::Q5K,
         QuantFormat::Q6K,
         QuantFormat::Q3K,
         QuantFormat::Iq4Nl,
@@ -237,7 +239,7 @@ pub(crate) fn packed_formats() -> [QuantFormat; 20] {
     ]
 }
 
-/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1 and Q4_K affine, Q6_K
+/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1, Q5_1, Q4_K and Q5_K affine, Q6_K
 /// and Q3_K in Q6_K's layout, IQ4_XS in IQ4_NL's with f32 scales)
 /// in `isa`'s layout, against the generic kernels bit for bit: every pass size of activation
 /// rows (1 to 7, 16, 33), `N` within and past whole panels, `K` of one and of several
@@ -249,7 +251,9 @@ pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
     for format in [
         QuantFormat::Q5_0,
         QuantFormat::Q4_1,
+        QuantFormat::Q5_1,
         QuantFormat::Q4K,
+        QuantFormat::Q5K,
         QuantFormat::Q6K,
         QuantFormat::Q3K,
         QuantFormat::Iq4Xs,
@@ -362,6 +366,10 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             QuantFormat::Q5_0 => Some(34 * blocks),
             QuantFormat::Q4_1 => Some(20 * blocks),
             QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
+            // Q5_1 and Q5_K: 8-bit codes with the same scales (Q5_1's two f16, Q5_K's two f32
+            // and its 16 header bytes per 256 values).
+            QuantFormat::Q5_1 => Some(36 * blocks),
+            QuantFormat::Q5K => Some(40 * blocks + 16 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),
             // IQ4_XS: 4-bit codes and an f32 scale per block of 32, its 8 header bytes per 256
             // values kept aside.

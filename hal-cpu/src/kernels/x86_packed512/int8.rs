@@ -163,6 +163,39 @@ impl<const AFFINE: bool, const F16: bool> Dot for Q4<AFFINE, F16> {
     }
 }
 
+/// Q5_1 (with `F16`, its f16 `d` and `m`) and Q5_K: codes 0..=31 as bytes in Q8_0's places,
+/// unsigned as they are (no offset: `vpdpbusd` takes them directly); their minimum is added
+/// per block (see [`Dot::AFFINE`]).
+struct U5<const F16: bool>;
+impl<const F16: bool> Dot for U5<F16> {
+    const CHUNKS: usize = 8;
+    const LINES: usize = 8;
+    const OFFSET: i32 = 0;
+    const AFFINE: bool = true;
+    const F16_SCALES: bool = F16;
+    fn chunk(b: usize) -> usize {
+        8 * b
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        _b: usize,
+        x: [*const i8; R],
+        neg: [i32; R],
+        _neg2: [i32; R],
+    ) -> [__m512i; R] {
+        let mut acc = start(neg);
+        for c in 0..8 {
+            // SAFETY: the block has 8 chunks of 64 bytes (the caller's contract).
+            let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
+            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+            unsafe { step(&mut acc, c, v, x, 4 * c) };
+        }
+        finish(acc)
+    }
+}
+
 /// NF4, or with `IQ4` IQ4_NL (codes in Q4_0's nibble order): each code looked up in the code
 /// book's int8 levels plus 128, then as Q4_0 without the scaled high nibbles. With `VBMI`,
 /// one `vpermb` over a 64-byte table (the 16 levels 4 times) looks up the low nibbles
@@ -444,7 +477,7 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * P * ROWS && grp.rows == R);
     assert!(grp.qs.len() == R * nb * 32 && grp.d.len() == R * nb && grp.neg.len() == R * nb);
     assert!(D::HALVES == (w.kind == Kind::Q6K) && (!D::HALVES || grp.neg2.len() == R * nb));
-    assert!(D::AFFINE == matches!(w.kind, Kind::Affine4 { .. }) && (!D::AFFINE || grp.dxsx.len() == R * nb));
+    assert!(D::AFFINE == matches!(w.kind, Kind::Affine { .. }) && (!D::AFFINE || grp.dxsx.len() == R * nb));
     let codes: [&[u8]; P] = std::array::from_fn(|q| w.panel_codes(p + q));
     let scales: [Scales<'_>; P] = std::array::from_fn(|q| w.panel_scales(p + q));
     let bps = w.kind.blocks_per_scale(nb);
@@ -647,8 +680,22 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
     unsafe {
         match w.kind {
             Kind::Q4_0 => panel_all::<Q4<false>, 1>(w, p, act, y),
-            Kind::Affine4 { k_quant: false } => panel_all::<Q4<true, true>, 1>(w, p, act, y),
-            Kind::Affine4 { k_quant: true } => panel_all::<Q4<true, false>, 1>(w, p, act, y),
+            Kind::Affine {
+                wide: false,
+                k_quant: false,
+            } => panel_all::<Q4<true, true>, 1>(w, p, act, y),
+            Kind::Affine {
+                wide: false,
+                k_quant: true,
+            } => panel_all::<Q4<true, false>, 1>(w, p, act, y),
+            Kind::Affine {
+                wide: true,
+                k_quant: false,
+            } => panel_all::<U5<true>, 1>(w, p, act, y),
+            Kind::Affine {
+                wide: true,
+                k_quant: true,
+            } => panel_all::<U5<false>, 1>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
