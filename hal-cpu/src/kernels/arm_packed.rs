@@ -21,13 +21,14 @@
 //! combines them with its sub-block scales in i32 (`mul`, `mla`).
 
 use std::arch::aarch64::{
-    float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vandq_u8, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,
-    vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmlaq_s32, vmulq_f32, vmulq_n_f32, vmulq_s32, vqtbl1q_s8,
-    vreinterpretq_s32_s8, vreinterpretq_s8_u8, vshlq_n_s32, vshlq_u8, vshrq_n_s32, vshrq_n_u8, vst1q_f32,
+    float32x4_t, int32x4_t, int8x16_t, uint32x4_t, vaddq_f32, vaddq_s32, vandq_u32, vandq_u8, vcvtq_f32_s32,
+    vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmlaq_s32, vmulq_f32,
+    vmulq_n_f32, vmulq_n_s32, vmulq_s32, vqtbl1q_s8, vreinterpretq_s32_s8, vreinterpretq_s32_u32, vreinterpretq_s8_u8,
+    vreinterpretq_u32_u8, vshlq_n_s32, vshlq_u32, vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32,
 };
 use std::arch::asm;
 
-use super::panels::{q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
@@ -86,6 +87,21 @@ trait BlockDot {
     /// [`generic::q8_affine`](super::generic::q8_affine) does, and the panel's scales hold
     /// two slots per block (scales, then additive terms).
     const AFFINE: bool = false;
+    /// Whether the format has minimums per half block (Q2_K: values `d · sc · q - dmin · m`):
+    /// the scales hold two slots per 256 values (`d`, `dmin`), and each block also takes
+    /// away `dmin · (d_x · msum)`, `msum` from [`BlockDot::mins`], as
+    /// [`generic::q8_q2_k`](super::generic::q8_q2_k) does.
+    const MINS: bool = false;
+    /// With `MINS`: per row, `m_0 · s[r][0] + m_1 · s[r][1]` in each lane (the block's two
+    /// minimums times the sums of its halves' activation codes).
+    ///
+    /// # Safety
+    /// As [`BlockDot::dot`].
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn mins<const R: usize>(_w: *const u8, _b: usize, _s: [[i32; 2]; R]) -> [int32x4_t; R] {
+        [vdupq_n_s32(0); R]
+    }
     /// The chunk the block's codes start at, relative to the panel, for block `b`.
     fn chunk(b: usize) -> usize;
     /// # Safety
@@ -199,6 +215,70 @@ impl BlockDot for Tq2 {
             }
         }
         std::array::from_fn(|r| vaddq_s32(acc[0][r], acc[1][r]))
+    }
+}
+
+/// Q2_K: 2-bit codes in TQ2_0's arrangement ([`q2_k_chunks`]) shifted down as [`Tq2`]'s, each
+/// half of 16 codes (chunks 0..4 and 4..8) in its own accumulator, then
+/// `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`mul`, `mla`) with the 4-bit scales
+/// of the block's scale chunk, and from its high nibbles the minimums ([`BlockDot::mins`]):
+/// the arithmetic of [`generic::q8_q2_k`](super::generic::q8_q2_k). `CHUNKS` reaches the
+/// scale chunk from the last block of a super-block.
+struct Q2;
+impl Q2 {
+    /// The block's scale chunk as 4 lanes, shifted so that its half-block bytes are the low 16
+    /// bits of each.
+    ///
+    /// # Safety
+    /// As [`BlockDot::dot`].
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn scale_bytes(w: *const u8, b: usize) -> uint32x4_t {
+        let (c0, sc) = q2_k_chunks(b);
+        // SAFETY: the super-block's scale chunks lie in the panel (the caller's contract).
+        let s = vreinterpretq_u32_u8(unsafe { vld1q_u8(w.add(CHUNK * (sc - c0))) });
+        vshlq_u32(s, vdupq_n_s32(-16 * (b % 2) as i32))
+    }
+}
+impl BlockDot for Q2 {
+    const CHUNKS: usize = 12;
+    const OFFSET: i32 = 0;
+    const MINS: bool = true;
+    fn chunk(b: usize) -> usize {
+        q2_k_chunks(b).0
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        let shift = vreinterpretq_s8_u8(vdupq_n_u8((-2 * (b % 4) as i8) as u8));
+        for c in 0..8 {
+            // SAFETY: the quarter has 8 chunks (the caller's contract).
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            let q = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v, shift), vdupq_n_u8(3)));
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                acc[c / 4][r] = unsafe { sdot_at(acc[c / 4][r], q, xs[r][c / 4], c % 4) };
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { Self::scale_bytes(w, b) };
+        let nib = vdupq_n_u32(0xF);
+        let sc0 = vreinterpretq_s32_u32(vandq_u32(s, nib));
+        let sc1 = vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32::<8>(s), nib));
+        std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn mins<const R: usize>(w: *const u8, b: usize, s: [[i32; 2]; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let bytes = unsafe { Self::scale_bytes(w, b) };
+        let nib = vdupq_n_u32(0xF);
+        let m0 = vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32::<4>(bytes), nib));
+        let m1 = vreinterpretq_s32_u32(vandq_u32(vshrq_n_u32::<12>(bytes), nib));
+        std::array::from_fn(|r| vmlaq_s32(vmulq_n_s32(m0, s[r][0]), m1, vdupq_n_s32(s[r][1])))
     }
 }
 
@@ -327,15 +407,18 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     let rows: [_; R] = std::array::from_fn(|r| act.row(row0 + r));
     let dxsx: [&[f32]; R] = std::array::from_fn(|r| act.row_dxsx(row0 + r));
     assert!(D::AFFINE == matches!(w.kind, Kind::Affine { .. }) && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb)));
+    // Q2_K: the sums of each block's halves.
+    let halves: [&[[i32; 2]]; R] = std::array::from_fn(|r| act.row_halves(row0 + r));
+    assert!(D::MINS == (w.kind == Kind::Q2K) && (!D::MINS || halves.iter().all(|v| v.len() == nb)));
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(nb == 0 || CHUNK * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
     let cp = codes.as_ptr();
     let mut accf = [vdupq_n_f32(0.0); R];
     for g in 0..w.groups {
-        // SAFETY: g < groups (the affine formats: slots 2g and 2g + 1 of 2 groups); NEON is
-        // enabled here.
+        // SAFETY: g < groups (the affine formats and Q2_K: slots 2g and 2g + 1 of 2 groups);
+        // NEON is enabled here.
         let (sw, adds) = unsafe {
-            if D::AFFINE {
+            if D::AFFINE || D::MINS {
                 (load_scales(scales, 2 * g), load_scales(scales, 2 * g + 1))
             } else {
                 (load_scales(scales, g), vdupq_n_f32(0.0))
@@ -356,6 +439,12 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
             // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
             // (above); the features are enabled here.
             let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+            let msums = if D::MINS {
+                // SAFETY: as `dot`; b < nb, each row's halves hold nb pairs (asserted above).
+                unsafe { D::mins::<R>(wb, b, std::array::from_fn(|r| halves[r][b])) }
+            } else {
+                [vdupq_n_s32(0); R]
+            };
             for r in 0..R {
                 // The generic kernel's rounding, lane by lane: (s_w · d_x) · isum, or for NF4
                 // s_w · (d_x · isum), then added.
@@ -370,6 +459,11 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
                 if D::AFFINE {
                     // Then add · (d_x · Σ x), rounded apart: the generic kernel's second sum.
                     accf[r] = vaddq_f32(accf[r], vmulq_n_f32(adds, dxsx[r][b]));
+                }
+                if D::MINS {
+                    // Then dmin · (d_x · msum) taken away, rounded apart: the generic kernel's
+                    // second sum.
+                    accf[r] = vsubq_f32(accf[r], vmulq_f32(adds, vmulq_n_f32(vcvtq_f32_s32(msums[r]), d)));
                 }
             }
         }
@@ -435,6 +529,7 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Affine { wide: true, .. } => panel_all::<S8<true>>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
+            Kind::Q2K => panel_all::<Q2>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
             Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Nf4<true>>(w, p, act, y),

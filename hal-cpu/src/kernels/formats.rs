@@ -123,8 +123,10 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // NF4), NF4's look-up on NEON dotprod; IQ4_XS in the same panels, its sub-block
         // scales applied into an f32 scale per block of 32.
         // Q5_1 and Q5_K in the affine layout of Q4_1 and Q4_K with their 5-bit codes widened
-        // to bytes.
-        QuantFormat::Q4_1
+        // to bytes; Q2_K with its 2-bit codes in TQ2_0's panels and its scale bytes beside
+        // them.
+        QuantFormat::Q2K
+        | QuantFormat::Q4_1
         | QuantFormat::Q5_1
         | QuantFormat::Q4K
         | QuantFormat::Q5K
@@ -136,14 +138,6 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
             q8: yes,
             panels: false,
             packing: Packing::Sets(&[Isa::Avx2, Isa::Avx512Vnni, Isa::NeonDot]),
-        },
-        // Q2_K: the q8 path of the generic kernels (`q2_k_block`), which every set runs; no
-        // packed layout yet.
-        QuantFormat::Q2K => Entry {
-            exact: yes,
-            q8: yes,
-            panels: false,
-            packing: Packing::None("no packed kernel reads its blocks yet"),
         },
         QuantFormat::Ternary => Entry {
             exact: yes,

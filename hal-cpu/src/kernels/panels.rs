@@ -20,6 +20,7 @@
 //! | Q4_K | 4 | as Q4_1 (the sub-block pairs regrouped) | `P` f32 scales then `P` f32 additive terms per block |
 //! | Q5_1 | 8 | codes 0..=31 `4c .. 4c + 4` (u8) | as Q4_1 |
 //! | Q5_K | 8 | as Q5_1 | as Q4_K |
+//! | Q2_K | 20 per 256 values | chunks `0 .. 16`: as TQ2_0's (bytes `4c .. 4c + 4` of row `j`'s 64 bytes of codes); chunks `16 .. 20`: bytes `4s .. 4s + 4` of its 16 scale bytes (4-bit scale and minimum per 16 values) | `P` f16 `d` then `P` f16 `dmin` per 256 values |
 //! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
 //!
 //! The packing of the first formats moves whole groups of 4 bytes, so it keeps the bit width
@@ -33,7 +34,8 @@
 //! scale `d · sc` and term `-dmin · m` are products that f16 need not hold exactly: 24
 //! bytes per 32 values against 18, and its 16 header bytes per 256 values kept aside, for
 //! unpacking only); Q5_1 and Q5_K widen their 5-bit codes to bytes with the scales of Q4_1
-//! and Q4_K (36 and 40 bytes per 32 values against 24 and 22). Every layout converts back exactly ([`Packed::unpack_rows`]): the
+//! and Q4_K (36 and 40 bytes per 32 values against 24 and 22). Q2_K keeps its super-block's
+//! bytes as they are, rearranged: the file's 84 bytes per 256 values. Every layout converts back exactly ([`Packed::unpack_rows`]): the
 //! converted formats rebuild their blocks bit for bit from the codes, the f16 scales and
 //! what is kept aside. The `P` scales of a panel's block are contiguous, converted by one
 //! `vcvtph2ps` (or loaded as they are). The codes live in 64-byte aligned storage, so every
@@ -48,8 +50,10 @@
 //! and add `add · (d_x · Σ x)` per block after
 //! `(s_w · d_x) · isum`, two roundings as [`generic::q8_affine`] does; Q6_K sums each half
 //! block apart and combines them with its sub-block scales in i32, as
-//! [`generic::q8_sub16`] does. Neither has AVX-VNNI kernels: AVX-VNNI CPUs run their AVX2
-//! layouts.
+//! [`generic::q8_sub16`] does; Q2_K does the same with its 4-bit scales and takes away
+//! `dmin · (d_x · msum)` per block, `msum` its minimums times the sums of the activation
+//! halves, as [`generic::q8_q2_k`] does. None of these has AVX-VNNI kernels: AVX-VNNI CPUs run
+//! their AVX2 layouts.
 
 use std::sync::OnceLock;
 
@@ -59,8 +63,9 @@ use rayon::prelude::*;
 
 use super::ActQ8;
 use crate::kernels::codes::{
-    IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES,
-    Q5_0_BLOCK_BYTES, Q5_1_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    IQ4_NL_BLOCK_BYTES, IQ4_XS_BLOCK_BYTES, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES,
+    Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q5_1_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES,
+    TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic;
 use crate::pages::PageBuf;
@@ -155,6 +160,13 @@ pub(crate) enum Kind {
     Q6K,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
+    /// Q2_K: per 256 values, its 64 bytes of 2-bit codes in 16 chunks as TQ2_0's (the two
+    /// blocks share their arrangement: block `g` in bits `2 (g % 4)` of bytes `32 (g / 4) ..`),
+    /// then its 16 bytes of sub-block scales and minimums as they are, in 4 chunks (lane `j`
+    /// of chunk `s`: row `j`'s bytes `4 s .. 4 s + 4`, the low nibble a scale, the high one
+    /// a minimum, for the halves of blocks `2 s` and `2 s + 1`); two slots of `P` f16 per 256
+    /// values, `d` then `dmin`. The file's 84 bytes per 256 values, rearranged.
+    Q2K,
     /// IQ4_NL (AVX2, AVX-512 VNNI and NEON dotprod): packed as Q4_0 (its block has Q4_0's shape:
     /// f16 `d`, then 16 bytes of 4-bit indices in Q4_0's nibble order), 4 chunks per block of
     /// 32, f16 `d` per block; the kernels look the indices up in the code book's int8 levels.
@@ -245,6 +257,7 @@ impl Kind {
             },
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
+            QuantFormat::Q2K if rows_of(256) => Self::Q2K,
             QuantFormat::Int8PerChannel => Self::Int8 { block_size: None },
             QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => Self::Int8 {
                 block_size: Some(block_size),
@@ -259,21 +272,25 @@ impl Kind {
             (Isa::Avx2, Self::Q4_0) => "avx2-panel8-q4_0",
             (Isa::Avx2, Self::Q8_0) => "avx2-panel8-q8_0",
             (Isa::Avx2, Self::Tq2_0) => "avx2-panel8-tq2_0",
+            (Isa::Avx2, Self::Q2K) => "avx2-panel8-q2_k",
             (Isa::Avx2, Self::Int8 { block_size: None }) => "avx2-panel8-int8_channel",
             (Isa::Avx2, Self::Int8 { .. }) => "avx2-panel8-int8_block",
             (Isa::AvxVnni, Self::Q4_0) => "avxvnni-panel8-q4_0",
             (Isa::AvxVnni, Self::Q8_0) => "avxvnni-panel8-q8_0",
             (Isa::AvxVnni, Self::Tq2_0) => "avxvnni-panel8-tq2_0",
+            (Isa::AvxVnni, Self::Q2K) => "avxvnni-panel8-q2_k",
             (Isa::AvxVnni, Self::Int8 { block_size: None }) => "avxvnni-panel8-int8_channel",
             (Isa::AvxVnni, Self::Int8 { .. }) => "avxvnni-panel8-int8_block",
             (Isa::Avx512Vnni, Self::Q4_0) => "avx512vnni-panel16-q4_0",
             (Isa::Avx512Vnni, Self::Q8_0) => "avx512vnni-panel16-q8_0",
             (Isa::Avx512Vnni, Self::Tq2_0) => "avx512vnni-panel16-tq2_0",
+            (Isa::Avx512Vnni, Self::Q2K) => "avx512vnni-panel16-q2_k",
             (Isa::Avx512Vnni, Self::Int8 { block_size: None }) => "avx512vnni-panel16-int8_channel",
             (Isa::Avx512Vnni, Self::Int8 { .. }) => "avx512vnni-panel16-int8_block",
             (Isa::NeonDot, Self::Q4_0) => "neondot-panel4-q4_0",
             (Isa::NeonDot, Self::Q8_0) => "neondot-panel4-q8_0",
             (Isa::NeonDot, Self::Tq2_0) => "neondot-panel4-tq2_0",
+            (Isa::NeonDot, Self::Q2K) => "neondot-panel4-q2_k",
             (Isa::NeonDot, Self::Int8 { block_size: None }) => "neondot-panel4-int8_channel",
             (Isa::NeonDot, Self::Int8 { .. }) => "neondot-panel4-int8_block",
             (Isa::NeonDot, Self::Nf4 { .. }) => "neondot-panel4-nf4",
@@ -417,13 +434,13 @@ impl Kind {
             (Self::Q4_0, _) => 8,
             (Self::Tq2_0, _) => 1,
             // 8-bit codes on AVX2 and NEON enter signed; FP8 is not on the int8-activation path.
-            // NF4 on NEON: its int8 levels, signed. The affine codes (0..=15) enter unsigned
-            // as they are, their minimum added per block instead.
+            // NF4 on NEON: its int8 levels, signed. The affine codes (0..=31) and Q2_K's
+            // (0..=3) enter unsigned as they are, their minimum added per block instead.
             (
                 Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
                 Isa::Avx2 | Isa::NeonDot,
             )
-            | (Self::Fp8 { .. } | Self::Affine { .. }, _) => 0,
+            | (Self::Fp8 { .. } | Self::Affine { .. } | Self::Q2K, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
             // `level + 128`.
             (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
@@ -433,18 +450,20 @@ impl Kind {
 
     /// Code chunks of a panel for `nb` blocks of 32 values (a chunk holds 4 code bytes per
     /// row): per block 4 (4-bit codes), 8 (8-bit codes) or 2 (TQ2_0's 2-bit codes); Q6_K's
-    /// 8-bit codes and, per pair of blocks, one chunk of sub-block scales.
+    /// 8-bit codes and, per pair of blocks, one chunk of sub-block scales; Q2_K's 2-bit codes
+    /// and, per 256 values, 4 chunks of sub-block scales and minimums.
     fn panel_chunks(self, nb: usize) -> usize {
         match self {
             Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine { wide: false, .. } => 4 * nb,
             Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } | Self::Affine { wide: true, .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
+            Self::Q2K => 20 * nb.div_ceil(8),
         }
     }
 
     /// Whether the scales are f32 (int8, NF4, FP8, Q4_K, Q5_K, IQ4_XS), else f16 bits (Q4_0,
-    /// Q8_0, Q5_0, TQ2_0, Q4_1, Q5_1, Q6_K).
+    /// Q8_0, Q5_0, TQ2_0, Q4_1, Q5_1, Q6_K, Q2_K).
     pub(super) fn f32_scales(self) -> bool {
         matches!(
             self,
@@ -452,10 +471,10 @@ impl Kind {
         )
     }
 
-    /// Scale slots per group: 2 for the affine formats (the scales, then the additive terms),
-    /// else 1.
+    /// Scale slots per group: 2 for the affine formats (the scales, then the additive terms)
+    /// and Q2_K (`d`, then `dmin`), else 1.
     pub(super) fn scale_slots(self) -> usize {
-        if let Self::Affine { .. } = self {
+        if let Self::Affine { .. } | Self::Q2K = self {
             2
         } else {
             1
@@ -466,7 +485,7 @@ impl Kind {
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
             Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine { .. } => 1,
-            Self::Tq2_0 | Self::Q6K => 8,
+            Self::Tq2_0 | Self::Q6K | Self::Q2K => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
             | Self::Nf4 { block_size: b }
@@ -544,6 +563,14 @@ fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
 /// scales (bytes `2 (b % 2)` and `2 (b % 2) + 1` of each lane).
 pub(crate) fn q6_k_chunks(b: usize) -> (usize, usize) {
     (17 * (b / 2) + 8 * (b % 2), 17 * (b / 2) + 16)
+}
+
+/// The chunk where block `b`'s codes start in a Q2_K panel (8 chunks shared with the blocks of
+/// its quarter of 128 values, its codes at bits `2 (b % 4)`), and the chunk of its sub-block
+/// scales and minimums (bytes `2 (b % 2)` and `2 (b % 2) + 1` of each lane).
+pub(crate) fn q2_k_chunks(b: usize) -> (usize, usize) {
+    let (sb, g) = (b / 8, b % 8);
+    (20 * sb + 8 * (g / 4), 20 * sb + 16 + g / 2)
 }
 
 /// Packs the rows of panel `p` (`pr` rows) of a format whose codes are converted block by
@@ -633,6 +660,23 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                         out[(b / 8) * pr + j] = u16::from_le_bytes([d[0], d[1]]);
                     }
                 }
+                (Kind::Q2K, PanelScalesMut::F16(out)) => {
+                    if !b.is_multiple_of(8) {
+                        continue;
+                    }
+                    // The super-block as it is: its 64 bytes of codes (TQ2_0's arrangement), its
+                    // 16 scale bytes, `d` and `dmin`.
+                    let blk = &data[(row * (nb / 8) + b / 8) * Q2_K_BLOCK_BYTES..][..Q2_K_BLOCK_BYTES];
+                    let c0 = 20 * (b / 8);
+                    for t in 0..16 {
+                        pw[(c0 + t) * pr + j] = word(&blk[16 + 4 * t..]);
+                    }
+                    for t in 0..4 {
+                        pw[(c0 + 16 + t) * pr + j] = word(&blk[4 * t..]);
+                    }
+                    out[2 * (b / 8) * pr + j] = u16::from_le_bytes([blk[80], blk[81]]);
+                    out[(2 * (b / 8) + 1) * pr + j] = u16::from_le_bytes([blk[82], blk[83]]);
+                }
                 _ => unreachable!("{kind:?} is not converted block by block, or its scales have another type"),
             }
         }
@@ -689,7 +733,7 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
             // Converted block by block instead (`pack_converted`).
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs | Kind::Q2K => 0,
         };
         let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
@@ -699,7 +743,7 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs | Kind::Q2K => 0,
         };
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
@@ -707,7 +751,7 @@ impl Packed {
             Kind::Q4_0 | Kind::Iq4Nl | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs => 1,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs | Kind::Q2K => 1,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
@@ -1096,6 +1140,20 @@ impl Packed {
                         data.extend_from_slice(&self.scales16()[sbase + sb * pr].to_le_bytes());
                     }
                 }
+                Kind::Q2K => {
+                    // `block_q2_K`: the scales and minimums, the codes, `d`, `dmin`.
+                    for sb in 0..nb / 8 {
+                        for c in 16..20 {
+                            data.extend_from_slice(lane(20 * sb + c));
+                        }
+                        for c in 0..16 {
+                            data.extend_from_slice(lane(20 * sb + c));
+                        }
+                        for slot in 0..2 {
+                            data.extend_from_slice(&self.scales16()[sbase + (2 * sb + slot) * pr].to_le_bytes());
+                        }
+                    }
+                }
                 Kind::Nf4 { .. } => {
                     for b in 0..nb {
                         let mut blk = [0u8; 16];
@@ -1152,6 +1210,10 @@ pub(crate) struct PackedAct<'a> {
     /// [`ActQ8::sums`] converted to f32, times the block scale: the generic kernel's
     /// product), for the 8-row and 4-row kernels (else empty).
     pub(super) dxsx: Vec<f32>,
+    /// Q2_K, for the 8-row and 4-row kernels: row-major, per row and block, the sums of the
+    /// block's first and last 16 codes (empty for the other kinds, and on AVX-512, whose
+    /// groups carry them in `neg` and `neg2`).
+    pub(super) halves: Vec<i32>,
     /// For the AVX-512 kernels: the rows in the groups one pass over a panel takes, each
     /// group's rows interleaved block by block (empty for the other layouts).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -1170,7 +1232,7 @@ pub(super) struct ActGroup {
     pub(super) d: Vec<f32>,
     pub(super) neg: Vec<i32>,
     /// Q6_K: the offset correction of each block's last 16 codes (`neg` holds the first 16's);
-    /// empty for the other kinds.
+    /// Q2_K: the sum of those codes (`neg` holds the first 16's); empty for the other kinds.
     pub(super) neg2: Vec<i32>,
     /// The affine formats: `d_x · Σ q` per block; empty for the other kinds.
     pub(super) dxsx: Vec<f32>,
@@ -1199,19 +1261,25 @@ impl<'a> PackedAct<'a> {
         let offset = w.kind.offset(w.isa);
         let nb = a.nb;
         let q6k = w.kind == Kind::Q6K;
+        let q2k = w.kind == Kind::Q2K;
         let affine = matches!(w.kind, Kind::Affine { .. });
-        // Block `t` of every row (row-major): the offset corrections over all 32 codes, or
-        // Q6_K's over the first (`half == 0`) or last 16.
+        // The sum of the first (`half == 0`) or last 16 codes of block `t` of every row
+        // (row-major).
+        let half_sum =
+            |t: usize, half: usize| -> i32 { a.qs[32 * t + 16 * half..][..16].iter().map(|&v| i32::from(v)).sum() };
+        // Block `t`'s offset corrections over all 32 codes, or Q6_K's over the first or last
+        // 16; for Q2_K, the sums of its halves themselves.
         let neg_at = |t: usize, half: usize| -> i32 {
-            if q6k {
-                let q = &a.qs[32 * t + 16 * half..][..16];
-                -offset * q.iter().map(|&v| i32::from(v)).sum::<i32>()
+            if q2k {
+                half_sum(t, half)
+            } else if q6k {
+                -offset * half_sum(t, half)
             } else {
                 -offset * a.sums[t]
             }
         };
         let dxsx_at = |t: usize| a.d[t] * a.sums[t] as f32;
-        let interleave = w.isa == Isa::Avx512Vnni && (offset != 0 || affine);
+        let interleave = w.isa == Isa::Avx512Vnni && (offset != 0 || affine || q2k);
         // The row-major values serve the 8-row and 4-row kernels; the AVX-512 ones read them
         // from the interleaved groups only.
         let row_major = !interleave;
@@ -1227,6 +1295,11 @@ impl<'a> PackedAct<'a> {
         } else {
             Vec::new()
         };
+        let halves: Vec<i32> = if q2k && row_major {
+            (0..all).flat_map(|t| [half_sum(t, 0), half_sum(t, 1)]).collect()
+        } else {
+            Vec::new()
+        };
         let mut groups = Vec::new();
         if interleave {
             for (row0, rows) in row_groups(a.rows) {
@@ -1236,7 +1309,7 @@ impl<'a> PackedAct<'a> {
                     qs: Vec::with_capacity(rows * nb * 32),
                     d: Vec::with_capacity(rows * nb),
                     neg: Vec::with_capacity(rows * nb),
-                    neg2: Vec::with_capacity(if q6k { rows * nb } else { 0 }),
+                    neg2: Vec::with_capacity(if q6k || q2k { rows * nb } else { 0 }),
                     dxsx: Vec::with_capacity(if affine { rows * nb } else { 0 }),
                 };
                 for b in 0..nb {
@@ -1245,7 +1318,7 @@ impl<'a> PackedAct<'a> {
                         g.qs.extend_from_slice(&a.qs[t * 32..][..32]);
                         g.d.push(a.d[t]);
                         g.neg.push(neg_at(t, 0));
-                        if q6k {
+                        if q6k || q2k {
                             g.neg2.push(neg_at(t, 1));
                         }
                         if affine {
@@ -1261,7 +1334,19 @@ impl<'a> PackedAct<'a> {
             offset,
             neg,
             dxsx,
+            halves,
             groups,
+        }
+    }
+
+    /// Activation row `i`'s sums of the two halves of each block (Q2_K's 8-row and 4-row
+    /// layouts, else empty): `[first 16, last 16]` per block.
+    pub(super) fn row_halves(&self, i: usize) -> &[[i32; 2]] {
+        let nb = self.a.nb;
+        if self.halves.is_empty() {
+            &[]
+        } else {
+            bytemuck::cast_slice(&self.halves[2 * i * nb..][..2 * nb])
         }
     }
 

@@ -30,12 +30,12 @@ use std::arch::x86_64::{
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
     _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32,
     _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
-    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srli_epi16, _mm256_storeu_ps, _mm256_xor_si256,
-    _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32,
+    _mm256_storeu_ps, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::codes::IQ4_LEVELS;
-use super::panels::{q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
 /// products (offset already removed).
@@ -55,6 +55,21 @@ trait BlockDot {
     /// [`generic::q8_affine`](super::generic::q8_affine) does, and the panel's scales hold
     /// two slots per block (scales, then additive terms).
     const AFFINE: bool = false;
+    /// Whether the format has minimums per half block (Q2_K: values `d · sc · q - dmin · m`):
+    /// the scales hold two slots per 256 values (`d`, `dmin`), and each block also takes
+    /// away `dmin · (d_x · msum)`, `msum` from [`BlockDot::mins`], as
+    /// [`generic::q8_q2_k`](super::generic::q8_q2_k) does.
+    const MINS: bool = false;
+    /// With `MINS`: per row, `m_0 · s[r][0] + m_1 · s[r][1]` in each lane (the block's two
+    /// minimums times the sums of its halves' activation codes).
+    ///
+    /// # Safety
+    /// As [`BlockDot::dot`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn mins<const R: usize>(_w: *const u8, _b: usize, _s: [[i32; 2]; R]) -> [__m256i; R] {
+        [_mm256_setzero_si256(); R]
+    }
 }
 
 /// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
@@ -235,6 +250,83 @@ impl BlockDot for U5 {
     }
 }
 
+/// Q2_K: 2-bit codes in TQ2_0's arrangement ([`q2_k_chunks`]) shifted down as [`Tq2`]'s, each
+/// half of 16 codes (chunks 0..4 and 4..8) in its own i16 accumulator (4 pairs of at most
+/// `2 · 3 · 127`), then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 with the 4-bit
+/// scales of the block's scale chunk, and from its high nibbles the minimums
+/// ([`BlockDot::mins`]): the arithmetic of [`generic::q8_q2_k`](super::generic::q8_q2_k).
+/// `CHUNKS` reaches the scale chunk from the last block of a super-block.
+struct Q2;
+impl Q2 {
+    /// The block's scale chunk, shifted so that its half-block bytes are the low 16 bits of
+    /// each lane.
+    ///
+    /// # Safety
+    /// As [`BlockDot::dot`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn scale_bytes(w: *const u8, b: usize) -> __m256i {
+        let (c0, sc) = q2_k_chunks(b);
+        // SAFETY: the super-block's scale chunks lie in the panel (the caller's contract).
+        let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
+        _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32))
+    }
+}
+impl BlockDot for Q2 {
+    const CHUNKS: usize = 12;
+    const OFFSET: i32 = 0;
+    const MINS: bool = true;
+    fn chunk(b: usize) -> usize {
+        q2_k_chunks(b).0
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
+        let mut acc = [[_mm256_setzero_si256(); R]; 2];
+        for c in 0..8 {
+            // SAFETY: the quarter has 8 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let q = _mm256_and_si256(_mm256_srl_epi16(v, shift), mask);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = unsafe { bcast4(x[r].add(4 * c)) };
+                acc[c / 4][r] = _mm256_add_epi16(acc[c / 4][r], _mm256_maddubs_epi16(q, xb));
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { Self::scale_bytes(w, b) };
+        let nib = _mm256_set1_epi32(0xF);
+        let (sc0, sc1) = (
+            _mm256_and_si256(s, nib),
+            _mm256_and_si256(_mm256_srli_epi32::<8>(s), nib),
+        );
+        std::array::from_fn(|r| {
+            let (h0, h1) = (_mm256_madd_epi16(acc[0][r], ones), _mm256_madd_epi16(acc[1][r], ones));
+            _mm256_add_epi32(_mm256_mullo_epi32(h0, sc0), _mm256_mullo_epi32(h1, sc1))
+        })
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn mins<const R: usize>(w: *const u8, b: usize, s: [[i32; 2]; R]) -> [__m256i; R] {
+        // SAFETY: forwarded from the caller.
+        let bytes = unsafe { Self::scale_bytes(w, b) };
+        let nib = _mm256_set1_epi32(0xF);
+        let (m0, m1) = (
+            _mm256_and_si256(_mm256_srli_epi32::<4>(bytes), nib),
+            _mm256_and_si256(_mm256_srli_epi32::<12>(bytes), nib),
+        );
+        std::array::from_fn(|r| {
+            _mm256_add_epi32(
+                _mm256_mullo_epi32(m0, _mm256_set1_epi32(s[r][0])),
+                _mm256_mullo_epi32(m1, _mm256_set1_epi32(s[r][1])),
+            )
+        })
+    }
+}
+
 /// Q6_K: 8-bit codes `q - 32` as [`S8`]'s, each half of 16 codes (chunks 0..4 and 4..8) in its
 /// own accumulator, then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`vpmulld`),
 /// the sub-block scales sign-extended from the pair's scale chunk
@@ -340,15 +432,18 @@ macro_rules! panel8_kernels {
                 D::AFFINE == matches!(w.kind, Kind::Affine { .. })
                     && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb))
             );
+            // Q2_K: the sums of each block's halves.
+            let halves: [&[[i32; 2]]; R] = std::array::from_fn(|r| act.row_halves(row0 + r));
+            assert!(D::MINS == (w.kind == Kind::Q2K) && (!D::MINS || halves.iter().all(|v| v.len() == nb)));
             // `D::chunk` grows with the block, so the last block bounds every block's chunks.
             assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
             let cp = codes.as_ptr();
             let mut accf = [_mm256_setzero_ps(); R];
             for g in 0..w.groups {
-                // SAFETY: g < groups (the affine formats: slots 2g and 2g + 1 of 2 groups);
-                // the features are enabled here.
+                // SAFETY: g < groups (the affine formats and Q2_K: slots 2g and 2g + 1 of 2
+                // groups); the features are enabled here.
                 let (sw, adds) = unsafe {
-                    if D::AFFINE {
+                    if D::AFFINE || D::MINS {
                         (load_scales(scales, 2 * g), load_scales(scales, 2 * g + 1))
                     } else {
                         (load_scales(scales, g), _mm256_setzero_ps())
@@ -374,6 +469,13 @@ macro_rules! panel8_kernels {
                     // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32
                     // codes (above).
                     let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+                    let msums = if D::MINS {
+                        // SAFETY: as `dot`; b < nb, each row's halves hold nb pairs (asserted
+                        // above).
+                        unsafe { D::mins::<R>(wb, b, std::array::from_fn(|r| halves[r][b])) }
+                    } else {
+                        [_mm256_setzero_si256(); R]
+                    };
                     for r in 0..R {
                         // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by
                         // lane.
@@ -385,6 +487,12 @@ macro_rules! panel8_kernels {
                             // Then add · (d_x · Σ x), rounded apart: the generic kernel's
                             // second sum.
                             accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(adds, _mm256_set1_ps(dxsx[r][b])));
+                        }
+                        if D::MINS {
+                            // Then dmin · (d_x · msum) taken away, rounded apart: the generic
+                            // kernel's second sum.
+                            let dm = _mm256_mul_ps(_mm256_cvtepi32_ps(msums[r]), _mm256_set1_ps(d));
+                            accf[r] = _mm256_sub_ps(accf[r], _mm256_mul_ps(adds, dm));
                         }
                     }
                 }
@@ -560,6 +668,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Affine { wide: true, .. } => panel_all::<U5>(w, p, act, y),
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
+                Kind::Q2K => panel_all::<Q2>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
                 Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Iq4>(w, p, act, y),
                 Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
@@ -574,9 +683,15 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
                 Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
                 Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
-                Kind::Nf4 { .. } | Kind::Fp8 { .. } | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Nl | Kind::Iq4Xs => {
+                Kind::Nf4 { .. }
+                | Kind::Fp8 { .. }
+                | Kind::Affine { .. }
+                | Kind::Q6K
+                | Kind::Q2K
+                | Kind::Iq4Nl
+                | Kind::Iq4Xs => {
                     unreachable!(
-                        "NF4, FP8, Q4_1, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
+                        "NF4, FP8, Q4_1, Q5_1, Q2_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
                     )
                 }
             }

@@ -203,7 +203,7 @@ pub(crate) fn check_layout(
 /// The formats the packed layouts take (and NF4, FP8 and the GGML formats with a minimum or
 /// sub-block scales where only some layouts do). New ones go at the end: `tests/isa.rs` picks
 /// NF4's by index.
-pub(crate) fn packed_formats() -> [QuantFormat; 22] {
+pub(crate) fn packed_formats() -> [QuantFormat; 23] {
     [
         QuantFormat::Q4_0,
         QuantFormat::Q8_0,
@@ -230,6 +230,7 @@ pub(crate) fn packed_formats() -> [QuantFormat; 22] {
         QuantFormat::Q5_0,
         QuantFormat::Q4_1,
         QuantFormat::Q5_1,
+        QuantFormat::Q2K,
         QuantFormat::Q4K,
         QuantFormat::Q5K,
         QuantFormat::Q6K,
@@ -239,7 +240,7 @@ pub(crate) fn packed_formats() -> [QuantFormat; 22] {
     ]
 }
 
-/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1, Q5_1, Q4_K and Q5_K affine, Q6_K
+/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1, Q5_1, Q4_K and Q5_K affine, Q2_K, Q6_K
 /// and Q3_K in Q6_K's layout, IQ4_XS in IQ4_NL's with f32 scales)
 /// in `isa`'s layout, against the generic kernels bit for bit: every pass size of activation
 /// rows (1 to 7, 16, 33), `N` within and past whole panels, `K` of one and of several
@@ -252,6 +253,7 @@ pub(crate) fn converted_formats_at_every_row_count(isa: Isa) {
         QuantFormat::Q5_0,
         QuantFormat::Q4_1,
         QuantFormat::Q5_1,
+        QuantFormat::Q2K,
         QuantFormat::Q4K,
         QuantFormat::Q5K,
         QuantFormat::Q6K,
@@ -370,6 +372,8 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             // and its 16 header bytes per 256 values).
             QuantFormat::Q5_1 => Some(36 * blocks),
             QuantFormat::Q5K => Some(40 * blocks + 16 * blocks / 8),
+            // Q2_K: the file's 84 bytes per 256 values, rearranged.
+            QuantFormat::Q2K => Some(84 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),
             // IQ4_XS: 4-bit codes and an f32 scale per block of 32, its 8 header bytes per 256
             // values kept aside.

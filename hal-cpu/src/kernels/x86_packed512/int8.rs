@@ -5,11 +5,11 @@ use std::arch::x86_64::{
     __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
     _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32,
     _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_slli_epi32,
-    _mm512_sra_epi32, _mm512_srai_epi32, _mm512_srli_epi16, _mm512_storeu_ps, _mm512_xor_si512, _mm_cvtsi32_si128,
-    _mm_prefetch, _MM_HINT_T0,
+    _mm512_sra_epi32, _mm512_srai_epi32, _mm512_srl_epi32, _mm512_srli_epi16, _mm512_srli_epi32, _mm512_storeu_ps,
+    _mm512_sub_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::super::panels::{q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
+use super::super::panels::{q2_k_chunks, q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use super::{block_ranges, ScaleWalk, PREFETCH_BYTES, ROWS};
 use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
@@ -76,6 +76,22 @@ trait Dot {
     /// Whether the block's two halves of 16 codes carry their own offset corrections (Q6_K:
     /// `neg` and `neg2`).
     const HALVES: bool = false;
+    /// Whether the format has minimums per half block (Q2_K: values `d · sc · q - dmin · m`):
+    /// `neg` and `neg2` are then the sums of the halves' activation codes, not corrections,
+    /// the scales hold two f16 slots per 256 values (`d`, `dmin`), and each block also takes
+    /// away `dmin · (d_x · msum)`, `msum` from [`Dot::mins`], as
+    /// [`generic::q8_q2_k`](crate::kernels::generic::q8_q2_k) does.
+    const MINS: bool = false;
+    /// With `MINS`: per row, `m_0 · s_0[r] + m_1 · s_1[r]` in each lane (the block's two
+    /// minimums times the sums of the halves' activation codes).
+    ///
+    /// # Safety
+    /// As [`Dot::dot`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn mins<const R: usize>(_w: *const u8, _b: usize, _s0: [i32; R], _s1: [i32; R]) -> [__m512i; R] {
+        [_mm512_setzero_si512(); R]
+    }
 }
 
 /// Broadcasts the 4 activation codes at `p` to every 32-bit lane.
@@ -453,6 +469,91 @@ impl Dot for Q6 {
     }
 }
 
+/// Q2_K: 2-bit codes in TQ2_0's arrangement ([`q2_k_chunks`]), masked in place as [`Tq2`]'s,
+/// each half of 16 codes (chunks 0..4 and 4..8) in its own accumulator, then
+/// `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 with the 4-bit scales of the block's
+/// scale chunk, and from the same chunk's high nibbles the minimums ([`Dot::mins`]): the
+/// arithmetic of [`generic::q8_q2_k`](crate::kernels::generic::q8_q2_k). `CHUNKS` reaches the
+/// scale chunk from the last block of a super-block; `LINES` is 3 for the 2.5 lines a block
+/// takes (prefetching runs a little further ahead, never behind).
+struct Q2;
+impl Q2 {
+    /// The block's scale chunk, shifted so that its half-block bytes are the low 16 bits of
+    /// each lane.
+    ///
+    /// # Safety
+    /// As [`Dot::dot`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn scale_bytes(w: *const u8, b: usize) -> __m512i {
+        let (c0, sc) = q2_k_chunks(b);
+        // SAFETY: the super-block's scale chunks lie in the panel (the caller's contract).
+        let s = unsafe { _mm512_loadu_si512(w.add(64 * (sc - c0)).cast()) };
+        _mm512_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32))
+    }
+}
+impl Dot for Q2 {
+    const CHUNKS: usize = 12;
+    const LINES: usize = 3;
+    const OFFSET: i32 = 0;
+    const MINS: bool = true;
+    const F16_SCALES: bool = true;
+    fn chunk(b: usize) -> usize {
+        q2_k_chunks(b).0
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot<const R: usize>(
+        w: *const u8,
+        b: usize,
+        x: [*const i8; R],
+        _neg: [i32; R],
+        _neg2: [i32; R],
+    ) -> [__m512i; R] {
+        let f = 2 * (b % 4);
+        let mask = _mm512_set1_epi8((3u8 << f) as i8);
+        let mut acc = [[_mm512_setzero_si512(); R]; 2];
+        for c in 0..8 {
+            // SAFETY: the quarter has 8 chunks of 64 bytes (the caller's contract).
+            let v = _mm512_and_si512(unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) }, mask);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
+                let xb = unsafe { bcast4(x[r].add(4 * c)) };
+                acc[c / 4][r] = _mm512_dpbusd_epi32(acc[c / 4][r], v, xb);
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { Self::scale_bytes(w, b) };
+        let nib = _mm512_set1_epi32(0xF);
+        let (sc0, sc1) = (
+            _mm512_and_si512(s, nib),
+            _mm512_and_si512(_mm512_srli_epi32::<8>(s), nib),
+        );
+        let shift = _mm_cvtsi32_si128(f as i32);
+        std::array::from_fn(|r| {
+            let (h0, h1) = (_mm512_sra_epi32(acc[0][r], shift), _mm512_sra_epi32(acc[1][r], shift));
+            _mm512_add_epi32(_mm512_mullo_epi32(h0, sc0), _mm512_mullo_epi32(h1, sc1))
+        })
+    }
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn mins<const R: usize>(w: *const u8, b: usize, s0: [i32; R], s1: [i32; R]) -> [__m512i; R] {
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { Self::scale_bytes(w, b) };
+        let nib = _mm512_set1_epi32(0xF);
+        let (m0, m1) = (
+            _mm512_and_si512(_mm512_srli_epi32::<4>(s), nib),
+            _mm512_and_si512(_mm512_srli_epi32::<12>(s), nib),
+        );
+        std::array::from_fn(|r| {
+            _mm512_add_epi32(
+                _mm512_mullo_epi32(m0, _mm512_set1_epi32(s0[r])),
+                _mm512_mullo_epi32(m1, _mm512_set1_epi32(s1[r])),
+            )
+        })
+    }
+}
+
 /// Blocks `b0 .. b1` of panels `p .. p + P` against the `R` activation rows of `grp`, added
 /// to `acc[16 (P r + q) + j]`, the running sum of weight row `16 (p + q) + j` for activation
 /// row `grp.row0 + r` (blocks are added in order, so splitting the blocks into ranges, or
@@ -477,6 +578,7 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     assert!(b0 <= b1 && b1 <= nb && acc.len() >= R * P * ROWS && grp.rows == R);
     assert!(grp.qs.len() == R * nb * 32 && grp.d.len() == R * nb && grp.neg.len() == R * nb);
     assert!(D::HALVES == (w.kind == Kind::Q6K) && (!D::HALVES || grp.neg2.len() == R * nb));
+    assert!(D::MINS == (w.kind == Kind::Q2K) && (!D::MINS || grp.neg2.len() == R * nb));
     assert!(D::AFFINE == matches!(w.kind, Kind::Affine { .. }) && (!D::AFFINE || grp.dxsx.len() == R * nb));
     let codes: [&[u8]; P] = std::array::from_fn(|q| w.panel_codes(p + q));
     let scales: [Scales<'_>; P] = std::array::from_fn(|q| w.panel_scales(p + q));
@@ -495,6 +597,14 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
                 Scales::F16(s) => D::F16_SCALES && s.len() >= 2 * ROWS * nb,
                 Scales::F32(s) => !D::F16_SCALES && s.len() >= 2 * ROWS * nb,
             })
+    );
+    // Q2_K's: two f16 slots of 16 per 256 values.
+    assert!(
+        !D::MINS
+            || (D::F16_SCALES
+                && scales
+                    .iter()
+                    .all(|s| matches!(s, Scales::F16(s) if s.len() >= 2 * ROWS * nb.div_ceil(8))))
     );
     let (n2p, sxp) = (grp.neg2.as_ptr(), grp.dxsx.as_ptr());
     let cp = codes.map(<[u8]>::as_ptr);
@@ -521,16 +631,19 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
         Scales::F16(_) => 2 * ROWS,
         Scales::F32(_) => 4 * ROWS,
     };
-    let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes * if D::AFFINE { 2 } else { 1 };
+    let two_slots = D::AFFINE || D::MINS;
+    let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes * if two_slots { 2 } else { 1 };
     for b in b0..b1 {
-        // The affine formats: the block's scales and additive terms, slots 2b and 2b + 1.
-        let (sw, sg) = if D::AFFINE {
+        // The affine formats: the block's scales and additive terms, slots 2b and 2b + 1;
+        // Q2_K: its super-block's `d` and `dmin`, slots 2g and 2g + 1.
+        let slot = if D::MINS { 2 * (b / 8) } else { 2 * b };
+        let (sw, sg) = if two_slots {
             let mut sw = [_mm512_set1_ps(0.0); P];
             for q in 0..P {
-                // SAFETY: 2b + 1 < 2 nb slots of 16 of the type D reads (asserted above).
-                sw[q] = unsafe { affine_slot::<D>(sp[q], 2 * b) };
+                // SAFETY: slot + 1 < the slots of 16 of the type D reads (asserted above).
+                sw[q] = unsafe { affine_slot::<D>(sp[q], slot) };
             }
-            (sw, 2 * b)
+            (sw, slot)
         } else {
             // SAFETY: the blocks are visited in order, from b0, below b1.
             (unsafe { walk.at(b) }, walk.g)
@@ -550,7 +663,7 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
         let x: [*const i8; R] = std::array::from_fn(|r| qp.wrapping_add(32 * (R * b + r)));
         // SAFETY: R * b + r < R * nb = grp.neg.len() (asserted above).
         let neg: [i32; R] = std::array::from_fn(|r| unsafe { np.add(R * b + r).read() });
-        let neg2: [i32; R] = if D::HALVES {
+        let neg2: [i32; R] = if D::HALVES || D::MINS {
             // SAFETY: R * b + r < R * nb = grp.neg2.len() (asserted above).
             std::array::from_fn(|r| unsafe { n2p.add(R * b + r).read() })
         } else {
@@ -559,16 +672,23 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
         // SAFETY: each `wb[q]` points at the block's D::CHUNKS chunks (and Q6_K's scale
         // chunk) and each x[r] at 32 codes (above).
         let dots = unsafe { D::dots::<R, P>(wb, b, x, neg, neg2) };
-        let adds = if D::AFFINE {
+        let adds = if two_slots {
             let mut adds = [_mm512_set1_ps(0.0); P];
             for q in 0..P {
                 // SAFETY: as the scales above.
-                adds[q] = unsafe { affine_slot::<D>(sp[q], 2 * b + 1) };
+                adds[q] = unsafe { affine_slot::<D>(sp[q], slot + 1) };
             }
             adds
         } else {
             [_mm512_set1_ps(0.0); P]
         };
+        let mut msums = [[_mm512_setzero_si512(); R]; P];
+        if D::MINS {
+            for q in 0..P {
+                // SAFETY: as `dots`; `neg` and `neg2` are the halves' sums for Q2_K.
+                msums[q] = unsafe { D::mins::<R>(wb[q], b, neg, neg2) };
+            }
+        }
         for r in 0..R {
             // (s_w · d_x) · isum, then added: the generic kernel's rounding, lane by lane.
             // SAFETY: R * b + r < R * nb = grp.d.len() (asserted above).
@@ -586,6 +706,12 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
                     // SAFETY: R * b + r < R * nb = grp.dxsx.len() (asserted above).
                     let dxsx = _mm512_set1_ps(unsafe { sxp.add(R * b + r).read() });
                     accf[r][q] = _mm512_add_ps(accf[r][q], _mm512_mul_ps(adds[q], dxsx));
+                }
+                if D::MINS {
+                    // Then dmin · (d_x · msum) taken away, rounded apart: the generic kernel's
+                    // second sum.
+                    let dm = _mm512_mul_ps(_mm512_cvtepi32_ps(msums[q][r]), d);
+                    accf[r][q] = _mm512_sub_ps(accf[r][q], _mm512_mul_ps(adds[q], dm));
                 }
             }
         }
@@ -698,6 +824,7 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
             } => panel_all::<U5<false>, 1>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
+            Kind::Q2K => panel_all::<Q2, 1>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if p + 1 < panels => panel_all::<S8, 2>(w, p, act, y),
             Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => {
