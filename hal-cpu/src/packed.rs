@@ -46,15 +46,15 @@ mod panels;
 /// of the unsigned codes, then `add · (d_x · Σ x)` per block: the int8-activation path of
 /// `matmul_with`, rounded the same way), Q4_1's as its f16 `d` and `m` (converted to f32 in
 /// registers), Q4_K's as f32 (products of its super-block and sub-block scales); Q5_1 and Q5_K
-/// as Q4_1 and Q4_K with their 5-bit codes widened to bytes; Q6_K, and
+/// as Q4_1 and Q4_K with a chunk of fifth bits beside the nibbles; Q6_K, and
 /// Q3_K in the same layout, as 8-bit codes with i8 sub-block scales beside them (two integer
 /// sums per block of 32, combined in i32); Q2_K as its own bytes, the 2-bit codes in TQ2_0's
 /// panels with the 4-bit sub-block scales and minimums beside them (its minimums taken away
 /// per block, as `matmul_with` does). These pack for AVX-512 VNNI, AVX2 (which AVX-VNNI
-/// CPUs run) and NEON with the dot product. Packed Q4_1 and Q2_K take the original's bytes;
-/// the others take more (Q5_0, Q5_1, Q5_K, Q3_K and Q6_K 8 bits per code; Q4_K 24 bytes per
-/// 32 values plus its 16 header bytes per 256 values kept for unpacking, Q5_K likewise with
-/// 40 bytes per 32 values). All convert back to the original bytes exactly.
+/// CPUs run) and NEON with the dot product. Packed Q4_1, Q5_1 and Q2_K take the original's
+/// bytes; the others take more (Q5_0, Q3_K and Q6_K 8 bits per code; Q4_K 24 bytes per 32
+/// values plus its 16 header bytes per 256 values kept for unpacking, Q5_K likewise with 28
+/// bytes per 32 values). All convert back to the original bytes exactly.
 ///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and

@@ -16,15 +16,16 @@
 //! block sums. Each block's sum is scaled as the generic kernel does it, `(s_w · d_x) · isum`
 //! added to the f32 accumulator without FMA: the results are bit-identical to
 //! [`generic`](super::generic)'s q8 kernels. Q5_0 is a Q8_0 layout (codes `q - 16`); the
-//! affine formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K) or Q8_0's (Q5_1,
-//! Q5_K, codes 0..=31 as bytes) and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
+//! affine formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with
+//! each code's fifth bit put back first) and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
 //! combines them with its sub-block scales in i32 (`mul`, `mla`).
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, uint32x4_t, vaddq_f32, vaddq_s32, vandq_u32, vandq_u8, vcvtq_f32_s32,
     vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmlaq_s32, vmulq_f32,
-    vmulq_n_f32, vmulq_n_s32, vmulq_s32, vqtbl1q_s8, vreinterpretq_s32_s8, vreinterpretq_s32_u32, vreinterpretq_s8_u8,
-    vreinterpretq_u32_u8, vshlq_n_s32, vshlq_u32, vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32,
+    vmulq_n_f32, vmulq_n_s32, vmulq_s32, vorrq_u8, vqtbl1q_s8, vreinterpretq_s32_s8, vreinterpretq_s32_u32,
+    vreinterpretq_s8_u8, vreinterpretq_u32_u8, vreinterpretq_u8_u32, vshlq_n_s32, vshlq_u32, vshlq_u8, vshrq_n_s32,
+    vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32,
 };
 use std::arch::asm;
 
@@ -282,14 +283,52 @@ impl BlockDot for Q2 {
     }
 }
 
-/// 8-bit signed codes (Q8_0, int8), or with `AFFINE` the codes 0..=31 of Q5_1 and Q5_K as
-/// bytes (valid signed bytes as they are; their minimum is added per block, see
-/// [`BlockDot::AFFINE`]).
-struct S8<const AFFINE: bool = false>;
-impl<const AFFINE: bool> BlockDot for S8<AFFINE> {
+/// Q5_1 and Q5_K: per block, 4 chunks of the codes' low nibbles in Q4_0's order and a chunk of
+/// their fifth bits ([`five_bits`](super::panels::five_bits)), each code rebuilt as a byte
+/// (0..=31, a valid signed byte) and multiplied as it is; their minimum is added per block
+/// (see [`BlockDot::AFFINE`]).
+struct U5;
+impl BlockDot for U5 {
+    const CHUNKS: usize = 5;
+    const OFFSET: i32 = 0;
+    const AFFINE: bool = true;
+    fn chunk(b: usize) -> usize {
+        5 * b
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        // SAFETY: the block has 5 chunks (the caller's contract).
+        let h = vreinterpretq_u32_u8(unsafe { vld1q_u8(w.add(CHUNK * 4)) });
+        let five = vdupq_n_u8(0x10);
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        for c in 0..4 {
+            // SAFETY: as above.
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            // Bit c of each byte of `h` to bit 4 (the low nibbles' codes), and bit c + 4.
+            let lo5 = vandq_u8(vreinterpretq_u8_u32(vshlq_u32(h, vdupq_n_s32(4 - c as i32))), five);
+            let hi5 = vandq_u8(vreinterpretq_u8_u32(vshlq_u32(h, vdupq_n_s32(-(c as i32)))), five);
+            let lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), lo5));
+            let hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(v), hi5));
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                unsafe {
+                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
+                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
+                }
+            }
+        }
+        std::array::from_fn(|r| vaddq_s32(acc[0][r], acc[1][r]))
+    }
+}
+
+/// 8-bit signed codes (Q8_0, int8).
+struct S8;
+impl BlockDot for S8 {
     const CHUNKS: usize = 8;
     const OFFSET: i32 = 0;
-    const AFFINE: bool = AFFINE;
     fn chunk(b: usize) -> usize {
         8 * b
     }
@@ -525,8 +564,8 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     unsafe {
         match w.kind {
             Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
-            Kind::Affine { wide: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
-            Kind::Affine { wide: true, .. } => panel_all::<S8<true>>(w, p, act, y),
+            Kind::Affine { five: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
+            Kind::Affine { five: true, .. } => panel_all::<U5>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2>(w, p, act, y),

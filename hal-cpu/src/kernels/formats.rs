@@ -122,9 +122,9 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // AVX2 (AVX-VNNI CPUs run that layout), `vpermb` or `vpshufb` on AVX-512 VNNI (as
         // NF4), NF4's look-up on NEON dotprod; IQ4_XS in the same panels, its sub-block
         // scales applied into an f32 scale per block of 32.
-        // Q5_1 and Q5_K in the affine layout of Q4_1 and Q4_K with their 5-bit codes widened
-        // to bytes; Q2_K with its 2-bit codes in TQ2_0's panels and its scale bytes beside
-        // them.
+        // Q5_1 and Q5_K in the affine layout of Q4_1 and Q4_K with a chunk of fifth bits
+        // beside the nibbles; Q2_K with its 2-bit codes in TQ2_0's panels and its scale bytes
+        // beside them.
         QuantFormat::Q2K
         | QuantFormat::Q4_1
         | QuantFormat::Q5_1

@@ -18,8 +18,8 @@
 //! | Q5_0 | 8 | codes `q - 16` `4c .. 4c + 4` (i8): a Q8_0 block, run by Q8_0's kernels | `P` f16 per block |
 //! | Q4_1 | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..`, codes 0..=15 | `P` f16 `d` then `P` f16 `m` per block (the file's bits) |
 //! | Q4_K | 4 | as Q4_1 (the sub-block pairs regrouped) | `P` f32 scales then `P` f32 additive terms per block |
-//! | Q5_1 | 8 | codes 0..=31 `4c .. 4c + 4` (u8) | as Q4_1 |
-//! | Q5_K | 8 | as Q5_1 | as Q4_K |
+//! | Q5_1 | 5 | chunks `0 .. 4` as Q4_1's (the codes' low 4 bits); chunk 4: lane `j` holds row `j`'s 32 fifth bits, code `4c + t`'s at bit `c` of byte `t` | as Q4_1 |
+//! | Q5_K | 5 | as Q5_1 (the sub-block pairs regrouped) | as Q4_K |
 //! | Q2_K | 20 per 256 values | chunks `0 .. 16`: as TQ2_0's (bytes `4c .. 4c + 4` of row `j`'s 64 bytes of codes); chunks `16 .. 20`: bytes `4s .. 4s + 4` of its 16 scale bytes (4-bit scale and minimum per 16 values) | `P` f16 `d` then `P` f16 `dmin` per 256 values |
 //! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
 //!
@@ -33,9 +33,10 @@
 //! values the generic kernel reads); Q4_K keeps 4-bit codes with two f32 per block (its
 //! scale `d · sc` and term `-dmin · m` are products that f16 need not hold exactly: 24
 //! bytes per 32 values against 18, and its 16 header bytes per 256 values kept aside, for
-//! unpacking only); Q5_1 and Q5_K widen their 5-bit codes to bytes with the scales of Q4_1
-//! and Q4_K (36 and 40 bytes per 32 values against 24 and 22). Q2_K keeps its super-block's
-//! bytes as they are, rearranged: the file's 84 bytes per 256 values. Every layout converts back exactly ([`Packed::unpack_rows`]): the
+//! unpacking only); Q5_1 and Q5_K keep their 5-bit codes, the fifth bits regrouped, with the
+//! scales of Q4_1 and Q4_K (24 and 28 bytes per 32 values against 24 and 22). Q2_K keeps its
+//! super-block's bytes as they are, rearranged: the file's 84 bytes per 256 values. Every
+//! layout converts back exactly ([`Packed::unpack_rows`]): the
 //! converted formats rebuild their blocks bit for bit from the codes, the f16 scales and
 //! what is kept aside. The `P` scales of a panel's block are contiguous, converted by one
 //! `vcvtph2ps` (or loaded as they are). The codes live in 64-byte aligned storage, so every
@@ -46,8 +47,8 @@
 //! `x86_packed256` has the 8-row kernels (AVX2, AVX-VNNI), `x86_packed512` the 16-row ones
 //! (AVX-512 VNNI), `arm_packed` the 4-row ones (NEON with the dot product); `panel_dispatch` picks
 //! the one of the layout's instruction set. The affine formats run Q4_0's integer dot
-//! products without an offset (Q4_1, Q4_K), or those of unsigned 8-bit codes (Q5_1, Q5_K),
-//! and add `add · (d_x · Σ x)` per block after
+//! products without an offset (Q4_1, Q4_K, and Q5_1 and Q5_K with each code's fifth bit put
+//! back first), and add `add · (d_x · Σ x)` per block after
 //! `(s_w · d_x) · isum`, two roundings as [`generic::q8_affine`] does; Q6_K sums each half
 //! block apart and combines them with its sub-block scales in i32, as
 //! [`generic::q8_sub16`] does; Q2_K does the same with its 4-bit scales and takes away
@@ -142,14 +143,15 @@ pub(crate) enum Kind {
     /// scales per block; it runs Q8_0's kernels unchanged.
     Q5_0,
     /// The affine formats, values `scale · code + add`: Q4_1 and Q4_K (codes 0..=15, 4 chunks
-    /// per block of 32 in Q4_0's nibble order, Q4_K's nibbles regrouped), or with `wide`
-    /// Q5_1 and Q5_K (codes 0..=31 as bytes, 8 chunks per block, as Q8_0's); per block two
+    /// per block of 32 in Q4_0's nibble order, Q4_K's nibbles regrouped), or with `five`
+    /// Q5_1 and Q5_K (codes 0..=31: their low 4 bits so, then one chunk of fifth bits, see
+    /// [`five_bits`]); per block two
     /// slots of `P` values, the scales then the additive terms (as
     /// [`generic::affine_block`](super::generic::affine_block) computes them): Q4_1's and
     /// Q5_1's `d` and `m` as their f16 bits, the K-quants' products as f32.
     Affine {
-        /// 5-bit codes widened to bytes (Q5_1, Q5_K), else 4-bit codes (Q4_1, Q4_K).
-        wide: bool,
+        /// 5-bit codes (Q5_1, Q5_K), else 4-bit codes (Q4_1, Q4_K).
+        five: bool,
         /// A K-quant (Q4_K, Q5_K; else Q4_1, Q5_1).
         k_quant: bool,
     },
@@ -240,19 +242,19 @@ impl Kind {
             // tensor; the kernels read whole blocks per row).
             QuantFormat::Q5_0 if rows_of(32) => Self::Q5_0,
             QuantFormat::Q4_1 if rows_of(32) => Self::Affine {
-                wide: false,
+                five: false,
                 k_quant: false,
             },
             QuantFormat::Q4K if rows_of(256) => Self::Affine {
-                wide: false,
+                five: false,
                 k_quant: true,
             },
             QuantFormat::Q5_1 if rows_of(32) => Self::Affine {
-                wide: true,
+                five: true,
                 k_quant: false,
             },
             QuantFormat::Q5K if rows_of(256) => Self::Affine {
-                wide: true,
+                five: true,
                 k_quant: true,
             },
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
@@ -304,28 +306,28 @@ impl Kind {
             (
                 Isa::Avx2,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: false,
                 },
             ) => "avx2-panel8-q4_1",
             (
                 Isa::Avx2,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: true,
                 },
             ) => "avx2-panel8-q4_k",
             (
                 Isa::Avx2,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: false,
                 },
             ) => "avx2-panel8-q5_1",
             (
                 Isa::Avx2,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: true,
                 },
             ) => "avx2-panel8-q5_k",
@@ -334,28 +336,28 @@ impl Kind {
             (
                 Isa::AvxVnni,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: false,
                 },
             ) => "avxvnni-panel8-q4_1",
             (
                 Isa::AvxVnni,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: true,
                 },
             ) => "avxvnni-panel8-q4_k",
             (
                 Isa::AvxVnni,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: false,
                 },
             ) => "avxvnni-panel8-q5_1",
             (
                 Isa::AvxVnni,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: true,
                 },
             ) => "avxvnni-panel8-q5_k",
@@ -364,28 +366,28 @@ impl Kind {
             (
                 Isa::Avx512Vnni,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: false,
                 },
             ) => "avx512vnni-panel16-q4_1",
             (
                 Isa::Avx512Vnni,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: true,
                 },
             ) => "avx512vnni-panel16-q4_k",
             (
                 Isa::Avx512Vnni,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: false,
                 },
             ) => "avx512vnni-panel16-q5_1",
             (
                 Isa::Avx512Vnni,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: true,
                 },
             ) => "avx512vnni-panel16-q5_k",
@@ -394,28 +396,28 @@ impl Kind {
             (
                 Isa::NeonDot,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: false,
                 },
             ) => "neondot-panel4-q4_1",
             (
                 Isa::NeonDot,
                 Self::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: true,
                 },
             ) => "neondot-panel4-q4_k",
             (
                 Isa::NeonDot,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: false,
                 },
             ) => "neondot-panel4-q5_1",
             (
                 Isa::NeonDot,
                 Self::Affine {
-                    wide: true,
+                    five: true,
                     k_quant: true,
                 },
             ) => "neondot-panel4-q5_k",
@@ -454,8 +456,9 @@ impl Kind {
     /// and, per 256 values, 4 chunks of sub-block scales and minimums.
     fn panel_chunks(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine { wide: false, .. } => 4 * nb,
-            Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } | Self::Affine { wide: true, .. } => 8 * nb,
+            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine { five: false, .. } => 4 * nb,
+            Self::Affine { five: true, .. } => 5 * nb,
+            Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
             Self::Q2K => 20 * nb.div_ceil(8),
@@ -559,6 +562,14 @@ fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
     std::array::from_fn(|i| code(2 * i) << 4 | code(2 * i + 1))
 }
 
+/// The fifth bits of a block of 32 codes (Q5_1, Q5_K) as one lane of its fifth chunk: bit `c`
+/// of byte `t` is code `4c + t`'s, so that the chunk's bits for the 4 codes of nibble chunk
+/// `c` sit at bit `c` (low nibbles) and bit `c + 4` (high nibbles) of the 4 bytes those codes
+/// occupy, one shift from bit 4.
+pub(crate) fn five_bits(codes: &[u8; 32]) -> u32 {
+    (0..32).fold(0u32, |h, i| h | u32::from((codes[i] >> 4) & 1) << (8 * (i % 4) + i / 4))
+}
+
 /// The chunk where block `b`'s codes start in a Q6_K panel, and the chunk of its sub-block
 /// scales (bytes `2 (b % 2)` and `2 (b % 2) + 1` of each lane).
 pub(crate) fn q6_k_chunks(b: usize) -> (usize, usize) {
@@ -599,17 +610,15 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     let blk = &data[(row * nb + b) * Q5_0_BLOCK_BYTES..];
                     out[b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                 }
-                (Kind::Affine { wide, k_quant }, _) => {
+                (Kind::Affine { five, k_quant }, _) => {
                     let (codes, scale, add) = generic::affine_block(w, row, b);
-                    if wide {
-                        for t in 0..8 {
-                            pw[(8 * b + t) * pr + j] = word(&codes[4 * t..]);
-                        }
-                    } else {
-                        let bytes: [u8; 16] = std::array::from_fn(|i| codes[i] | codes[16 + i] << 4);
-                        for t in 0..4 {
-                            pw[(4 * b + t) * pr + j] = word(&bytes[4 * t..]);
-                        }
+                    let bytes: [u8; 16] = std::array::from_fn(|i| (codes[i] & 0xF) | (codes[16 + i] & 0xF) << 4);
+                    let c0 = if five { 5 * b } else { 4 * b };
+                    for t in 0..4 {
+                        pw[(c0 + t) * pr + j] = word(&bytes[4 * t..]);
+                    }
+                    if five {
+                        pw[(c0 + 4) * pr + j] = five_bits(&codes);
                     }
                     match (k_quant, &mut *ps) {
                         (true, PanelScalesMut::F32(out)) => {
@@ -620,7 +629,7 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                         // both blocks), whose f32 values are `scale` and `add` (`affine_block`
                         // reads them as f16).
                         (false, PanelScalesMut::F16(out)) => {
-                            let bytes = if wide { Q5_1_BLOCK_BYTES } else { Q4_1_BLOCK_BYTES };
+                            let bytes = if five { Q5_1_BLOCK_BYTES } else { Q4_1_BLOCK_BYTES };
                             let blk = &data[(row * nb + b) * bytes..][..4];
                             out[2 * b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                             out[(2 * b + 1) * pr + j] = u16::from_le_bytes([blk[2], blk[3]]);
@@ -851,9 +860,9 @@ impl Packed {
             scale_len,
             nested: w.nested().cloned(),
             headers: match kind {
-                Kind::Affine { wide, k_quant: true } => w
+                Kind::Affine { five, k_quant: true } => w
                     .data()
-                    .chunks_exact(if wide { Q5_K_BLOCK_BYTES } else { Q4_K_BLOCK_BYTES })
+                    .chunks_exact(if five { Q5_K_BLOCK_BYTES } else { Q4_K_BLOCK_BYTES })
                     .flat_map(|blk| &blk[..16])
                     .copied()
                     .collect(),
@@ -1000,7 +1009,7 @@ impl Packed {
                     }
                 }
                 Kind::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: false,
                 } => {
                     for b in 0..nb {
@@ -1012,9 +1021,14 @@ impl Packed {
                         }
                     }
                 }
-                Kind::Affine { wide: true, k_quant } => {
-                    // Code `i` of block `b` (a byte each, in order).
-                    let code = |b: usize, i: usize| lane(8 * b + i / 4)[i % 4];
+                Kind::Affine { five: true, k_quant } => {
+                    // Code `i` of block `b`: its nibble (Q4_0's order) and its fifth bit
+                    // ([`five_bits`]).
+                    let code = |b: usize, i: usize| {
+                        let byte = lane(5 * b + (i % 16) / 4)[i % 4];
+                        let low = if i < 16 { byte & 0xF } else { byte >> 4 };
+                        low | ((lane(5 * b + 4)[i % 4] >> (i / 4)) & 1) << 4
+                    };
                     if !k_quant {
                         // `block_q5_1`: `d`, `m`, the fifth bits (bit `i` of a u32: code `i`'s),
                         // the low nibbles in Q4_0's order.
@@ -1042,7 +1056,7 @@ impl Packed {
                     }
                 }
                 Kind::Affine {
-                    wide: false,
+                    five: false,
                     k_quant: true,
                 } => {
                     // Code `i` of block `b` (Q4_0's nibble order in the panel).

@@ -16,8 +16,8 @@
 //!
 //! IQ4_NL is a Q4_0 layout whose nibbles index its code book: looked up with `vpshufb`, its
 //! signed levels enter as 8-bit codes do. Q5_0 is a Q8_0 layout (codes `q - 16`). The affine
-//! formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K), or their codes 0..=31 as
-//! unsigned bytes (Q5_1, Q5_K), and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
+//! formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with each
+//! code's fifth bit put back first), and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
 //! runs the 8-bit codes' arithmetic with each half block in its own accumulator, combined
 //! with its sub-block scales in i32 (`vpmulld`).
 //!
@@ -28,10 +28,11 @@
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_broadcastsi128_si256,
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_set1_epi16, _mm256_set1_epi32,
-    _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
-    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32,
-    _mm256_storeu_ps, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16,
+    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
+    _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32,
+    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128,
+    _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::codes::IQ4_LEVELS;
@@ -218,30 +219,41 @@ impl BlockDot for S8 {
     }
 }
 
-/// Q5_1 and Q5_K: codes 0..=31 as bytes (Q8_0's places, 8 chunks per block), unsigned as they
-/// are, so `vpmaddubsw` takes them without `vpsignb`; their minimum is added per block (see
-/// [`BlockDot::AFFINE`]). A pair of products is at most `2 · 31 · 127`, so the pairs of 4
-/// chunks sum in i16 (at most 31,496) before one `vpmaddwd` per half block widens them.
+/// Q5_1 and Q5_K: per block, 4 chunks of the codes' low nibbles in Q4_0's order and a chunk of
+/// their fifth bits ([`five_bits`](super::panels::five_bits)), each code rebuilt as an unsigned
+/// byte (0..=31) and multiplied as it is by `vpmaddubsw`; their minimum is added per block (see
+/// [`BlockDot::AFFINE`]). A pair of products is at most `2 · 31 · 127`, so the low and the high
+/// nibbles' codes sum in i16 each (4 pairs: at most 31,496) before `vpmaddwd` widens them.
 struct U5;
 impl BlockDot for U5 {
-    const CHUNKS: usize = 8;
+    const CHUNKS: usize = 5;
     const OFFSET: i32 = 0;
     const AFFINE: bool = true;
     fn chunk(b: usize) -> usize {
-        8 * b
+        5 * b
     }
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
         let ones = _mm256_set1_epi16(1);
+        let nib = _mm256_set1_epi8(0x0F);
+        let five = _mm256_set1_epi8(0x10);
+        // SAFETY: the block has 5 chunks of 32 bytes (the caller's contract).
+        let h = unsafe { _mm256_loadu_si256(w.add(32 * 4).cast()) };
         let mut acc = [[_mm256_setzero_si256(); R]; 2];
-        for c in 0..8 {
-            // SAFETY: the block has 8 chunks of 32 bytes (the caller's contract).
+        for c in 0..4 {
+            // SAFETY: as above.
             let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            // Bit c of each byte of `h` to bit 4 (the low nibbles' codes), and bit c + 4.
+            let lo5 = _mm256_and_si256(_mm256_sll_epi32(h, _mm_cvtsi32_si128(4 - c as i32)), five);
+            let hi5 = _mm256_and_si256(_mm256_srl_epi32(h, _mm_cvtsi32_si128(c as i32)), five);
+            let lo = _mm256_or_si256(_mm256_and_si256(v, nib), lo5);
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), hi5);
             for r in 0..R {
-                // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
-                let xb = unsafe { bcast4(x[r].add(4 * c)) };
-                acc[c / 4][r] = _mm256_add_epi16(acc[c / 4][r], _mm256_maddubs_epi16(v, xb));
+                // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+                let (xl, xh) = unsafe { (bcast4(x[r].add(4 * c)), bcast4(x[r].add(16 + 4 * c))) };
+                acc[0][r] = _mm256_add_epi16(acc[0][r], _mm256_maddubs_epi16(lo, xl));
+                acc[1][r] = _mm256_add_epi16(acc[1][r], _mm256_maddubs_epi16(hi, xh));
             }
         }
         std::array::from_fn(|r| {
@@ -664,8 +676,8 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
         Isa::Avx2 => unsafe {
             match w.kind {
                 Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
-                Kind::Affine { wide: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
-                Kind::Affine { wide: true, .. } => panel_all::<U5>(w, p, act, y),
+                Kind::Affine { five: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
+                Kind::Affine { five: true, .. } => panel_all::<U5>(w, p, act, y),
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q2K => panel_all::<Q2>(w, p, act, y),

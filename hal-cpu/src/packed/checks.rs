@@ -368,10 +368,11 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             QuantFormat::Q5_0 => Some(34 * blocks),
             QuantFormat::Q4_1 => Some(20 * blocks),
             QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
-            // Q5_1 and Q5_K: 8-bit codes with the same scales (Q5_1's two f16, Q5_K's two f32
-            // and its 16 header bytes per 256 values).
-            QuantFormat::Q5_1 => Some(36 * blocks),
-            QuantFormat::Q5K => Some(40 * blocks + 16 * blocks / 8),
+            // Q5_1 and Q5_K: 4-bit codes and a chunk of fifth bits with the scales of Q4_1 and
+            // Q4_K (Q5_1's two f16: the file's 24 bytes; Q5_K's two f32 and its 16 header bytes
+            // per 256 values).
+            QuantFormat::Q5_1 => Some(24 * blocks),
+            QuantFormat::Q5K => Some(28 * blocks + 16 * blocks / 8),
             // Q2_K: the file's 84 bytes per 256 values, rearranged.
             QuantFormat::Q2K => Some(84 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),

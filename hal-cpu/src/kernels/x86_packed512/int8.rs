@@ -4,9 +4,9 @@
 use std::arch::x86_64::{
     __m512, __m512i, _mm256_loadu_si256, _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_cvtepi32_ps,
     _mm512_cvtph_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32,
-    _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_slli_epi32,
-    _mm512_sra_epi32, _mm512_srai_epi32, _mm512_srl_epi32, _mm512_srli_epi16, _mm512_srli_epi32, _mm512_storeu_ps,
-    _mm512_sub_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm512_or_si512, _mm512_set1_epi32, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_si512, _mm512_shuffle_epi8,
+    _mm512_sll_epi32, _mm512_slli_epi32, _mm512_sra_epi32, _mm512_srai_epi32, _mm512_srl_epi32, _mm512_srli_epi16,
+    _mm512_srli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::super::panels::{q2_k_chunks, q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
@@ -179,18 +179,20 @@ impl<const AFFINE: bool, const F16: bool> Dot for Q4<AFFINE, F16> {
     }
 }
 
-/// Q5_1 (with `F16`, its f16 `d` and `m`) and Q5_K: codes 0..=31 as bytes in Q8_0's places,
-/// unsigned as they are (no offset: `vpdpbusd` takes them directly); their minimum is added
-/// per block (see [`Dot::AFFINE`]).
+/// Q5_1 (with `F16`, its f16 `d` and `m`) and Q5_K: per block, 4 chunks of the codes' low
+/// nibbles in Q4_0's order and a chunk of their fifth bits
+/// ([`five_bits`](super::super::panels::five_bits)), each code rebuilt as an unsigned byte
+/// (the nibble, and its fifth bit shifted to bit 4) and multiplied as it is (no offset); the
+/// minimum is added per block (see [`Dot::AFFINE`]).
 struct U5<const F16: bool>;
 impl<const F16: bool> Dot for U5<F16> {
-    const CHUNKS: usize = 8;
-    const LINES: usize = 8;
+    const CHUNKS: usize = 5;
+    const LINES: usize = 5;
     const OFFSET: i32 = 0;
     const AFFINE: bool = true;
     const F16_SCALES: bool = F16;
     fn chunk(b: usize) -> usize {
-        8 * b
+        5 * b
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
@@ -201,12 +203,24 @@ impl<const F16: bool> Dot for U5<F16> {
         neg: [i32; R],
         _neg2: [i32; R],
     ) -> [__m512i; R] {
+        let nib = _mm512_set1_epi8(0x0F);
+        let five = _mm512_set1_epi8(0x10);
+        // SAFETY: the block has 5 chunks of 64 bytes (the caller's contract).
+        let h = unsafe { _mm512_loadu_si512(w.add(64 * 4).cast()) };
         let mut acc = start(neg);
-        for c in 0..8 {
-            // SAFETY: the block has 8 chunks of 64 bytes (the caller's contract).
+        for c in 0..4 {
+            // SAFETY: as above.
             let v = unsafe { _mm512_loadu_si512(w.add(64 * c).cast()) };
-            // SAFETY: codes 4c .. 4c + 4 lie in the 32 at x[r].
-            unsafe { step(&mut acc, c, v, x, 4 * c) };
+            // Bit c of each byte of `h` to bit 4 (the low nibbles' codes), and bit c + 4.
+            let lo5 = _mm512_and_si512(_mm512_sll_epi32(h, _mm_cvtsi32_si128(4 - c as i32)), five);
+            let hi5 = _mm512_and_si512(_mm512_srl_epi32(h, _mm_cvtsi32_si128(c as i32)), five);
+            let lo = _mm512_or_si512(_mm512_and_si512(v, nib), lo5);
+            let hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(v), nib), hi5);
+            // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 20 + 4c lie in the 32 at x[r].
+            unsafe {
+                step(&mut acc, 0, lo, x, 4 * c);
+                step(&mut acc, 1, hi, x, 16 + 4 * c);
+            }
         }
         finish(acc)
     }
@@ -807,19 +821,19 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
         match w.kind {
             Kind::Q4_0 => panel_all::<Q4<false>, 1>(w, p, act, y),
             Kind::Affine {
-                wide: false,
+                five: false,
                 k_quant: false,
             } => panel_all::<Q4<true, true>, 1>(w, p, act, y),
             Kind::Affine {
-                wide: false,
+                five: false,
                 k_quant: true,
             } => panel_all::<Q4<true, false>, 1>(w, p, act, y),
             Kind::Affine {
-                wide: true,
+                five: true,
                 k_quant: false,
             } => panel_all::<U5<true>, 1>(w, p, act, y),
             Kind::Affine {
-                wide: true,
+                five: true,
                 k_quant: true,
             } => panel_all::<U5<false>, 1>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
