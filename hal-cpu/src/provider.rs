@@ -542,6 +542,8 @@ mod tests {
             QuantFormat::Q5_0,
             QuantFormat::Q4K,
             QuantFormat::Q6K,
+            QuantFormat::Q5_1,
+            QuantFormat::Q2K,
             QuantFormat::Q5K,
         ] {
             let table = quantize(format, &w, &[vocab, dim]).unwrap();
