@@ -45,16 +45,17 @@ mod panels;
 /// nibble order with a scale and an additive term per block of 32 (the integer dot product
 /// of the unsigned codes, then `add · (d_x · Σ x)` per block: the int8-activation path of
 /// `matmul_with`, rounded the same way), Q4_1's as its f16 `d` and `m` (converted to f32 in
-/// registers), Q4_K's as f32 (products of its super-block and sub-block scales); Q5_1 and Q5_K
+/// registers), Q4_K's as its f16 `d` and `dmin` with its 6-bit sub-block scales and minimums as
+/// bytes (the block's scale `d · sc` and term formed in registers); Q5_1 and Q5_K
 /// as Q4_1 and Q4_K with a chunk of fifth bits beside the nibbles; Q6_K, and
 /// Q3_K in the same layout, as 8-bit codes with i8 sub-block scales beside them (two integer
 /// sums per block of 32, combined in i32); Q2_K as its own bytes, the 2-bit codes in TQ2_0's
 /// panels with the 4-bit sub-block scales and minimums beside them (its minimums taken away
 /// per block, as `matmul_with` does). These pack for AVX-512 VNNI, AVX2 (which AVX-VNNI
 /// CPUs run) and NEON with the dot product. Packed Q4_1, Q5_1 and Q2_K take the original's
-/// bytes; the others take more (Q5_0, Q3_K and Q6_K 8 bits per code; Q4_K 24 bytes per 32
-/// values plus its 16 header bytes per 256 values kept for unpacking, Q5_K likewise with 28
-/// bytes per 32 values). All convert back to the original bytes exactly.
+/// bytes; the others take more (Q5_0, Q3_K and Q6_K 8 bits per code; Q4_K and Q5_K 4 bytes
+/// more per 256 values than the file, plus their 16 header bytes per 256 values kept for
+/// unpacking). All convert back to the original bytes exactly.
 ///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and

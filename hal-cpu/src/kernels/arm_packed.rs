@@ -22,14 +22,14 @@
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, uint32x4_t, vaddq_f32, vaddq_s32, vandq_u32, vandq_u8, vcvtq_f32_s32,
-    vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8, vmlaq_s32, vmulq_f32,
-    vmulq_n_f32, vmulq_n_s32, vmulq_s32, vorrq_u8, vqtbl1q_s8, vreinterpretq_s32_s8, vreinterpretq_s32_u32,
-    vreinterpretq_s8_u8, vreinterpretq_u32_u8, vreinterpretq_u8_u32, vshlq_n_s32, vshlq_u32, vshlq_u8, vshrq_n_s32,
-    vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32,
+    vcvtq_f32_u32, vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8,
+    vmlaq_s32, vmulq_f32, vmulq_n_f32, vmulq_n_s32, vmulq_s32, vorrq_u8, vqtbl1q_s8, vreinterpretq_s32_s8,
+    vreinterpretq_s32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_u8, vreinterpretq_u8_u32, vshlq_n_s32, vshlq_u32,
+    vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32,
 };
 use std::arch::asm;
 
-use super::panels::{q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
@@ -88,6 +88,16 @@ trait BlockDot {
     /// [`generic::q8_affine`](super::generic::q8_affine) does, and the panel's scales hold
     /// two slots per block (scales, then additive terms).
     const AFFINE: bool = false;
+    /// With `AFFINE`: the K-quants (Q4_K, Q5_K), whose scale slots hold each super-block's `d`
+    /// and `dmin` and whose sub-block scale and minimum are bytes of the chunk
+    /// [`BlockDot::kq_chunk`]: a block's scale is `d · sc` and its term `-(dmin · m)`, formed
+    /// in registers as [`generic::affine_block`](super::generic::affine_block) forms them.
+    const KQ: bool = false;
+    /// With `KQ`: the chunk holding block `b`'s sub-block scale and minimum (bytes
+    /// `2 (b % 2)` and `2 (b % 2) + 1` of each lane), relative to the panel.
+    fn kq_chunk(_b: usize) -> usize {
+        0
+    }
     /// Whether the format has minimums per half block (Q2_K: values `d · sc · q - dmin · m`):
     /// the scales hold two slots per 256 values (`d`, `dmin`), and each block also takes
     /// away `dmin · (d_x · msum)`, `msum` from [`BlockDot::mins`], as
@@ -124,13 +134,17 @@ unsafe fn load_x<const R: usize>(x: [*const i8; R]) -> [[int8x16_t; 2]; R] {
 
 /// Q4_0's nibbles (`q + 8`), or with `AFFINE` the unsigned codes of Q4_1 and Q4_K in the same
 /// order (no offset; their minimum is added per block, see [`BlockDot::AFFINE`]).
-struct Q4<const AFFINE: bool>;
-impl<const AFFINE: bool> BlockDot for Q4<AFFINE> {
-    const CHUNKS: usize = 4;
+struct Q4<const AFFINE: bool, const K: bool = false>;
+impl<const AFFINE: bool, const K: bool> BlockDot for Q4<AFFINE, K> {
+    const CHUNKS: usize = if K { 8 } else { 4 };
     const OFFSET: i32 = if AFFINE { 0 } else { 8 };
     const AFFINE: bool = AFFINE;
+    const KQ: bool = K;
     fn chunk(b: usize) -> usize {
-        4 * b
+        affine_chunks(false, K, b).0
+    }
+    fn kq_chunk(b: usize) -> usize {
+        affine_chunks(false, K, b).1
     }
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
@@ -287,13 +301,17 @@ impl BlockDot for Q2 {
 /// their fifth bits ([`five_bits`](super::panels::five_bits)), each code rebuilt as a byte
 /// (0..=31, a valid signed byte) and multiplied as it is; their minimum is added per block
 /// (see [`BlockDot::AFFINE`]).
-struct U5;
-impl BlockDot for U5 {
-    const CHUNKS: usize = 5;
+struct U5<const K: bool>;
+impl<const K: bool> BlockDot for U5<K> {
+    const CHUNKS: usize = if K { 9 } else { 5 };
     const OFFSET: i32 = 0;
     const AFFINE: bool = true;
+    const KQ: bool = K;
     fn chunk(b: usize) -> usize {
-        5 * b
+        affine_chunks(true, K, b).0
+    }
+    fn kq_chunk(b: usize) -> usize {
+        affine_chunks(true, K, b).1
     }
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
@@ -451,6 +469,8 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
     assert!(D::MINS == (w.kind == Kind::Q2K) && (!D::MINS || halves.iter().all(|v| v.len() == nb)));
     // `D::chunk` grows with the block, so the last block bounds every block's chunks.
     assert!(nb == 0 || CHUNK * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
+    // The K-quants' scale chunks: the last block's bounds every block's.
+    assert!(!D::KQ || nb == 0 || CHUNK * (D::kq_chunk(nb - 1) + 1) <= codes.len());
     let cp = codes.as_ptr();
     let mut accf = [vdupq_n_f32(0.0); R];
     for g in 0..w.groups {
@@ -478,6 +498,19 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
             // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32 codes
             // (above); the features are enabled here.
             let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+            // The K-quants: the block's scale `d · sc` and the minimum's product `dmin · m` (its
+            // term negated), sc and m from the block's scale chunk.
+            let (sw, adds) = if D::KQ {
+                // SAFETY: the block's scale chunk lies in the panel (asserted above).
+                let s = vreinterpretq_u32_u8(unsafe { vld1q_u8(cp.add(CHUNK * D::kq_chunk(b))) });
+                let s = vshlq_u32(s, vdupq_n_s32(-16 * (b % 2) as i32));
+                let byte = vdupq_n_u32(0xFF);
+                let sc = vcvtq_f32_u32(vandq_u32(s, byte));
+                let m = vcvtq_f32_u32(vandq_u32(vshrq_n_u32::<8>(s), byte));
+                (vmulq_f32(sw, sc), vmulq_f32(adds, m))
+            } else {
+                (sw, adds)
+            };
             let msums = if D::MINS {
                 // SAFETY: as `dot`; b < nb, each row's halves hold nb pairs (asserted above).
                 unsafe { D::mins::<R>(wb, b, std::array::from_fn(|r| halves[r][b])) }
@@ -497,7 +530,14 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
                 accf[r] = vaddq_f32(accf[r], term);
                 if D::AFFINE {
                     // Then add · (d_x · Σ x), rounded apart: the generic kernel's second sum.
-                    accf[r] = vaddq_f32(accf[r], vmulq_n_f32(adds, dxsx[r][b]));
+                    let t = vmulq_n_f32(adds, dxsx[r][b]);
+                    // (The K-quants hold `dmin · m`, the term negated: taking it away rounds as
+                    // adding the term does.)
+                    accf[r] = if D::KQ {
+                        vsubq_f32(accf[r], t)
+                    } else {
+                        vaddq_f32(accf[r], t)
+                    };
                 }
                 if D::MINS {
                     // Then dmin · (d_x · msum) taken away, rounded apart: the generic kernel's
@@ -564,8 +604,22 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
     unsafe {
         match w.kind {
             Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
-            Kind::Affine { five: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
-            Kind::Affine { five: true, .. } => panel_all::<U5>(w, p, act, y),
+            Kind::Affine {
+                five: false,
+                k_quant: false,
+            } => panel_all::<Q4<true>>(w, p, act, y),
+            Kind::Affine {
+                five: false,
+                k_quant: true,
+            } => panel_all::<Q4<true, true>>(w, p, act, y),
+            Kind::Affine {
+                five: true,
+                k_quant: false,
+            } => panel_all::<U5<false>>(w, p, act, y),
+            Kind::Affine {
+                five: true,
+                k_quant: true,
+            } => panel_all::<U5<true>>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2>(w, p, act, y),

@@ -17,9 +17,9 @@
 //! | TQ2_0 | 16 per 256 values | bytes `4c .. 4c + 4` of row `j`'s 64 bytes of `qs` (2-bit fields: 4 blocks of 32 in one byte) | `P` f16 per 256 values |
 //! | Q5_0 | 8 | codes `q - 16` `4c .. 4c + 4` (i8): a Q8_0 block, run by Q8_0's kernels | `P` f16 per block |
 //! | Q4_1 | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..`, codes 0..=15 | `P` f16 `d` then `P` f16 `m` per block (the file's bits) |
-//! | Q4_K | 4 | as Q4_1 (the sub-block pairs regrouped) | `P` f32 scales then `P` f32 additive terms per block |
+//! | Q4_K | 36 per 256 values | per block 4 as Q4_1's (the sub-block pairs regrouped), then 4 chunks: lane `j` of chunk `s` holds row `j`'s 6-bit scale and minimum (bytes) of blocks `2s` and `2s + 1` | `P` f16 `d` then `P` f16 `dmin` per 256 values (the file's bits) |
 //! | Q5_1 | 5 | chunks `0 .. 4` as Q4_1's (the codes' low 4 bits); chunk 4: lane `j` holds row `j`'s 32 fifth bits, code `4c + t`'s at bit `c` of byte `t` | as Q4_1 |
-//! | Q5_K | 5 | as Q5_1 (the sub-block pairs regrouped) | as Q4_K |
+//! | Q5_K | 44 per 256 values | per block 5 as Q5_1's, then 4 chunks as Q4_K's | as Q4_K |
 //! | Q2_K | 20 per 256 values | chunks `0 .. 16`: as TQ2_0's (bytes `4c .. 4c + 4` of row `j`'s 64 bytes of codes); chunks `16 .. 20`: bytes `4s .. 4s + 4` of its 16 scale bytes (4-bit scale and minimum per 16 values) | `P` f16 `d` then `P` f16 `dmin` per 256 values |
 //! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
 //!
@@ -30,11 +30,12 @@
 //! the generic ones do: Q5_0 and Q6_K widen to 8-bit codes (34 bytes per 32 values against
 //! 22 and 26.25); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
 //! bytes per 32 values, as in the file: the kernels convert them to f32 in registers, the
-//! values the generic kernel reads); Q4_K keeps 4-bit codes with two f32 per block (its
-//! scale `d · sc` and term `-dmin · m` are products that f16 need not hold exactly: 24
-//! bytes per 32 values against 18, and its 16 header bytes per 256 values kept aside, for
-//! unpacking only); Q5_1 and Q5_K keep their 5-bit codes, the fifth bits regrouped, with the
-//! scales of Q4_1 and Q4_K (24 and 28 bytes per 32 values against 24 and 22). Q2_K keeps its
+//! values the generic kernel reads); Q4_K keeps 4-bit codes, its 6-bit sub-block scales and
+//! minimums as bytes and its f16 `d` and `dmin`, the kernels forming a block's scale `d · sc`
+//! and term `-(dmin · m)` in registers as the generic kernel forms them (148 bytes per 256
+//! values against 144, and its 16 header bytes per 256 values kept aside, for unpacking
+//! only); Q5_1 and Q5_K keep their 5-bit codes, the fifth bits regrouped, with the scales of
+//! Q4_1 and Q4_K (the file's 24 bytes per 32 values; 180 bytes per 256 against 176). Q2_K keeps its
 //! super-block's bytes as they are, rearranged: the file's 84 bytes per 256 values. Every
 //! layout converts back exactly ([`Packed::unpack_rows`]): the
 //! converted formats rebuild their blocks bit for bit from the codes, the f16 scales and
@@ -145,10 +146,11 @@ pub(crate) enum Kind {
     /// The affine formats, values `scale · code + add`: Q4_1 and Q4_K (codes 0..=15, 4 chunks
     /// per block of 32 in Q4_0's nibble order, Q4_K's nibbles regrouped), or with `five`
     /// Q5_1 and Q5_K (codes 0..=31: their low 4 bits so, then one chunk of fifth bits, see
-    /// [`five_bits`]); per block two
-    /// slots of `P` values, the scales then the additive terms (as
-    /// [`generic::affine_block`](super::generic::affine_block) computes them): Q4_1's and
-    /// Q5_1's `d` and `m` as their f16 bits, the K-quants' products as f32.
+    /// [`five_bits`]). Q4_1 and Q5_1: per block two slots of `P` f16, their `d` and `m` bits;
+    /// the K-quants: per 256 values two slots of `P` f16, `d` and `dmin`, and after each 8
+    /// blocks 4 chunks of sub-block scales and minimums ([`affine_chunks`]), the block's
+    /// scale and term formed from them as
+    /// [`generic::affine_block`](super::generic::affine_block) forms them.
     Affine {
         /// 5-bit codes (Q5_1, Q5_K), else 4-bit codes (Q4_1, Q4_K).
         five: bool,
@@ -456,8 +458,19 @@ impl Kind {
     /// and, per 256 values, 4 chunks of sub-block scales and minimums.
     fn panel_chunks(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Nf4 { .. } | Self::Affine { five: false, .. } => 4 * nb,
-            Self::Affine { five: true, .. } => 5 * nb,
+            Self::Q4_0
+            | Self::Iq4Nl
+            | Self::Iq4Xs
+            | Self::Nf4 { .. }
+            | Self::Affine {
+                five: false,
+                k_quant: false,
+            } => 4 * nb,
+            Self::Affine {
+                five: true,
+                k_quant: false,
+            } => 5 * nb,
+            Self::Affine { five, k_quant: true } => affine_chunks(five, true, 0).2 * nb.div_ceil(8),
             Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
@@ -465,12 +478,12 @@ impl Kind {
         }
     }
 
-    /// Whether the scales are f32 (int8, NF4, FP8, Q4_K, Q5_K, IQ4_XS), else f16 bits (Q4_0,
-    /// Q8_0, Q5_0, TQ2_0, Q4_1, Q5_1, Q6_K, Q2_K).
+    /// Whether the scales are f32 (int8, NF4, FP8, IQ4_XS), else f16 bits (Q4_0, Q8_0, Q5_0,
+    /// TQ2_0, the affine formats, Q6_K, Q2_K).
     pub(super) fn f32_scales(self) -> bool {
         matches!(
             self,
-            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Affine { k_quant: true, .. } | Self::Iq4Xs
+            Self::Int8 { .. } | Self::Nf4 { .. } | Self::Fp8 { .. } | Self::Iq4Xs
         )
     }
 
@@ -487,8 +500,8 @@ impl Kind {
     /// Blocks of 32 sharing one scale.
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
-            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine { .. } => 1,
-            Self::Tq2_0 | Self::Q6K | Self::Q2K => 8,
+            Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine { k_quant: false, .. } => 1,
+            Self::Tq2_0 | Self::Q6K | Self::Q2K | Self::Affine { k_quant: true, .. } => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
             | Self::Nf4 { block_size: b }
@@ -562,6 +575,21 @@ fn q4_order_to_nf4(b: [u8; 16]) -> [u8; 16] {
     std::array::from_fn(|i| code(2 * i) << 4 | code(2 * i + 1))
 }
 
+/// Where block `b` of an affine layout lies in its panel: the chunk its codes start at, for the
+/// K-quants the chunk of its sub-block scale and minimum (bytes `2 (b % 2)` and `2 (b % 2) + 1`
+/// of each lane, as u8), and the chunks per 256 values (K-quants: 8 blocks of 4 or 5 chunks,
+/// then 4 chunks of scales and minimums; else 8 blocks).
+pub(crate) const fn affine_chunks(five: bool, k_quant: bool, b: usize) -> (usize, usize, usize) {
+    let per = if five { 5 } else { 4 };
+    if k_quant {
+        let stride = 8 * per + 4;
+        let (sb, g) = (b / 8, b % 8);
+        (stride * sb + per * g, stride * sb + 8 * per + g / 2, stride)
+    } else {
+        (per * b, 0, 8 * per)
+    }
+}
+
 /// The fifth bits of a block of 32 codes (Q5_1, Q5_K) as one lane of its fifth chunk: bit `c`
 /// of byte `t` is code `4c + t`'s, so that the chunk's bits for the 4 codes of nibble chunk
 /// `c` sit at bit `c` (low nibbles) and bit `c + 4` (high nibbles) of the 4 bytes those codes
@@ -613,7 +641,7 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                 (Kind::Affine { five, k_quant }, _) => {
                     let (codes, scale, add) = generic::affine_block(w, row, b);
                     let bytes: [u8; 16] = std::array::from_fn(|i| (codes[i] & 0xF) | (codes[16 + i] & 0xF) << 4);
-                    let c0 = if five { 5 * b } else { 4 * b };
+                    let (c0, sc, _) = affine_chunks(five, k_quant, b);
                     for t in 0..4 {
                         pw[(c0 + t) * pr + j] = word(&bytes[4 * t..]);
                     }
@@ -621,9 +649,26 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                         pw[(c0 + 4) * pr + j] = five_bits(&codes);
                     }
                     match (k_quant, &mut *ps) {
-                        (true, PanelScalesMut::F32(out)) => {
-                            out[2 * b * pr + j] = scale;
-                            out[(2 * b + 1) * pr + j] = add;
+                        // The K-quants: the sub-block's 6-bit scale and minimum as bytes, the
+                        // super-block's `d` and `dmin` as the file has them (the first 4 bytes
+                        // of both blocks): `affine_block`'s scale `d · sc` and term
+                        // `-(dmin · m)` are formed from them in registers.
+                        (true, PanelScalesMut::F16(out)) => {
+                            let bytes = if five { Q5_K_BLOCK_BYTES } else { Q4_K_BLOCK_BYTES };
+                            let blk = &data[(row * (nb / 8) + b / 8) * bytes..][..16];
+                            let (s, m) = generic::q4_k_scale_min(&blk[4..16], b % 8);
+                            debug_assert!(
+                                scale.to_bits() == (super::codes::f16_at(blk) * f32::from(s)).to_bits()
+                                    && add.to_bits() == (-(super::codes::f16_at(&blk[2..]) * f32::from(m))).to_bits()
+                            );
+                            let mut lane = pw[sc * pr + j].to_ne_bytes();
+                            lane[2 * (b % 2)] = s;
+                            lane[2 * (b % 2) + 1] = m;
+                            pw[sc * pr + j] = u32::from_ne_bytes(lane);
+                            if b.is_multiple_of(8) {
+                                out[2 * (b / 8) * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
+                                out[(2 * (b / 8) + 1) * pr + j] = u16::from_le_bytes([blk[2], blk[3]]);
+                            }
                         }
                         // Q4_1 and Q5_1: `d` and `m` as the file has them (the first 4 bytes of
                         // both blocks), whose f32 values are `scale` and `add` (`affine_block`
@@ -634,7 +679,7 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                             out[2 * b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                             out[(2 * b + 1) * pr + j] = u16::from_le_bytes([blk[2], blk[3]]);
                         }
-                        _ => unreachable!("Q4_1 and Q5_1 pack f16 scales, the K-quants f32"),
+                        _ => unreachable!("the affine formats pack f16 scales"),
                     }
                 }
                 (Kind::Iq4Xs, PanelScalesMut::F32(out)) => {
@@ -1025,9 +1070,10 @@ impl Packed {
                     // Code `i` of block `b`: its nibble (Q4_0's order) and its fifth bit
                     // ([`five_bits`]).
                     let code = |b: usize, i: usize| {
-                        let byte = lane(5 * b + (i % 16) / 4)[i % 4];
+                        let c0 = affine_chunks(true, k_quant, b).0;
+                        let byte = lane(c0 + (i % 16) / 4)[i % 4];
                         let low = if i < 16 { byte & 0xF } else { byte >> 4 };
-                        low | ((lane(5 * b + 4)[i % 4] >> (i / 4)) & 1) << 4
+                        low | ((lane(c0 + 4)[i % 4] >> (i / 4)) & 1) << 4
                     };
                     if !k_quant {
                         // `block_q5_1`: `d`, `m`, the fifth bits (bit `i` of a u32: code `i`'s),
@@ -1061,7 +1107,7 @@ impl Packed {
                 } => {
                     // Code `i` of block `b` (Q4_0's nibble order in the panel).
                     let code = |b: usize, i: usize| {
-                        let byte = lane(4 * b + (i % 16) / 4)[i % 4];
+                        let byte = lane(affine_chunks(false, true, b).0 + (i % 16) / 4)[i % 4];
                         if i < 16 {
                             byte & 0xF
                         } else {

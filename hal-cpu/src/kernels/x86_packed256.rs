@@ -36,7 +36,7 @@ use std::arch::x86_64::{
 };
 
 use super::codes::IQ4_LEVELS;
-use super::panels::{q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
 /// products (offset already removed).
@@ -56,6 +56,16 @@ trait BlockDot {
     /// [`generic::q8_affine`](super::generic::q8_affine) does, and the panel's scales hold
     /// two slots per block (scales, then additive terms).
     const AFFINE: bool = false;
+    /// With `AFFINE`: the K-quants (Q4_K, Q5_K), whose scale slots hold each super-block's `d`
+    /// and `dmin` and whose sub-block scale and minimum are bytes of the chunk
+    /// [`BlockDot::kq_chunk`]: a block's scale is `d · sc` and its term `-(dmin · m)`, formed
+    /// in registers as [`generic::affine_block`](super::generic::affine_block) forms them.
+    const KQ: bool = false;
+    /// With `KQ`: the chunk holding block `b`'s sub-block scale and minimum (bytes
+    /// `2 (b % 2)` and `2 (b % 2) + 1` of each lane), relative to the panel.
+    fn kq_chunk(_b: usize) -> usize {
+        0
+    }
     /// Whether the format has minimums per half block (Q2_K: values `d · sc · q - dmin · m`):
     /// the scales hold two slots per 256 values (`d`, `dmin`), and each block also takes
     /// away `dmin · (d_x · msum)`, `msum` from [`BlockDot::mins`], as
@@ -94,13 +104,17 @@ fn finish_unsigned(acc: __m256i, neg: i32) -> __m256i {
 
 /// Q4_0's nibbles (`q + 8`), or with `AFFINE` the unsigned codes of Q4_1 and Q4_K in the same
 /// order (no offset; their minimum is added per block, see [`BlockDot::AFFINE`]).
-struct Q4<const AFFINE: bool>;
-impl<const AFFINE: bool> BlockDot for Q4<AFFINE> {
-    const CHUNKS: usize = 4;
+struct Q4<const AFFINE: bool, const K: bool = false>;
+impl<const AFFINE: bool, const K: bool> BlockDot for Q4<AFFINE, K> {
+    const CHUNKS: usize = if K { 8 } else { 4 };
     const OFFSET: i32 = if AFFINE { 0 } else { 8 };
     const AFFINE: bool = AFFINE;
+    const KQ: bool = K;
     fn chunk(b: usize) -> usize {
-        4 * b
+        affine_chunks(false, K, b).0
+    }
+    fn kq_chunk(b: usize) -> usize {
+        affine_chunks(false, K, b).1
     }
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -224,13 +238,17 @@ impl BlockDot for S8 {
 /// byte (0..=31) and multiplied as it is by `vpmaddubsw`; their minimum is added per block (see
 /// [`BlockDot::AFFINE`]). A pair of products is at most `2 · 31 · 127`, so the low and the high
 /// nibbles' codes sum in i16 each (4 pairs: at most 31,496) before `vpmaddwd` widens them.
-struct U5;
-impl BlockDot for U5 {
-    const CHUNKS: usize = 5;
+struct U5<const K: bool>;
+impl<const K: bool> BlockDot for U5<K> {
+    const CHUNKS: usize = if K { 9 } else { 5 };
     const OFFSET: i32 = 0;
     const AFFINE: bool = true;
+    const KQ: bool = K;
     fn chunk(b: usize) -> usize {
-        5 * b
+        affine_chunks(true, K, b).0
+    }
+    fn kq_chunk(b: usize) -> usize {
+        affine_chunks(true, K, b).1
     }
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -447,8 +465,10 @@ macro_rules! panel8_kernels {
             // Q2_K: the sums of each block's halves.
             let halves: [&[[i32; 2]]; R] = std::array::from_fn(|r| act.row_halves(row0 + r));
             assert!(D::MINS == (w.kind == Kind::Q2K) && (!D::MINS || halves.iter().all(|v| v.len() == nb)));
-            // `D::chunk` grows with the block, so the last block bounds every block's chunks.
+            // `D::chunk` grows with the block, so the last block bounds every block's chunks (and
+            // the K-quants' scale chunks).
             assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
+            assert!(!D::KQ || nb == 0 || 32 * (D::kq_chunk(nb - 1) + 1) <= codes.len());
             let cp = codes.as_ptr();
             let mut accf = [_mm256_setzero_ps(); R];
             for g in 0..w.groups {
@@ -481,6 +501,19 @@ macro_rules! panel8_kernels {
                     // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32
                     // codes (above).
                     let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+                    // The K-quants: the block's scale `d · sc` and the minimum's product
+                    // `dmin · m` (its term negated), sc and m from the block's scale chunk.
+                    let (sw, adds) = if D::KQ {
+                        // SAFETY: the block's scale chunk lies in the panel (asserted above).
+                        let s = unsafe { _mm256_loadu_si256(cp.add(32 * D::kq_chunk(b)).cast()) };
+                        let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
+                        let byte = _mm256_set1_epi32(0xFF);
+                        let sc = _mm256_cvtepi32_ps(_mm256_and_si256(s, byte));
+                        let m = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32::<8>(s), byte));
+                        (_mm256_mul_ps(sw, sc), _mm256_mul_ps(adds, m))
+                    } else {
+                        (sw, adds)
+                    };
                     let msums = if D::MINS {
                         // SAFETY: as `dot`; b < nb, each row's halves hold nb pairs (asserted
                         // above).
@@ -498,7 +531,14 @@ macro_rules! panel8_kernels {
                         if D::AFFINE {
                             // Then add · (d_x · Σ x), rounded apart: the generic kernel's
                             // second sum.
-                            accf[r] = _mm256_add_ps(accf[r], _mm256_mul_ps(adds, _mm256_set1_ps(dxsx[r][b])));
+                            let t = _mm256_mul_ps(adds, _mm256_set1_ps(dxsx[r][b]));
+                            // (The K-quants hold `dmin · m`, the term negated: taking it away
+                            // rounds as adding the term does.)
+                            accf[r] = if D::KQ {
+                                _mm256_sub_ps(accf[r], t)
+                            } else {
+                                _mm256_add_ps(accf[r], t)
+                            };
                         }
                         if D::MINS {
                             // Then dmin · (d_x · msum) taken away, rounded apart: the generic
@@ -676,8 +716,22 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
         Isa::Avx2 => unsafe {
             match w.kind {
                 Kind::Q4_0 => panel_all::<Q4<false>>(w, p, act, y),
-                Kind::Affine { five: false, .. } => panel_all::<Q4<true>>(w, p, act, y),
-                Kind::Affine { five: true, .. } => panel_all::<U5>(w, p, act, y),
+                Kind::Affine {
+                    five: false,
+                    k_quant: false,
+                } => panel_all::<Q4<true>>(w, p, act, y),
+                Kind::Affine {
+                    five: false,
+                    k_quant: true,
+                } => panel_all::<Q4<true, true>>(w, p, act, y),
+                Kind::Affine {
+                    five: true,
+                    k_quant: false,
+                } => panel_all::<U5<false>>(w, p, act, y),
+                Kind::Affine {
+                    five: true,
+                    k_quant: true,
+                } => panel_all::<U5<true>>(w, p, act, y),
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q2K => panel_all::<Q2>(w, p, act, y),

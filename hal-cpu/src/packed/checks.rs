@@ -367,12 +367,14 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
         let converted = match format {
             QuantFormat::Q5_0 => Some(34 * blocks),
             QuantFormat::Q4_1 => Some(20 * blocks),
-            QuantFormat::Q4K => Some(24 * blocks + 16 * blocks / 8),
-            // Q5_1 and Q5_K: 4-bit codes and a chunk of fifth bits with the scales of Q4_1 and
-            // Q4_K (Q5_1's two f16: the file's 24 bytes; Q5_K's two f32 and its 16 header bytes
-            // per 256 values).
+            // Q4_K and Q5_K: per 256 values their codes, 16 bytes of sub-block scales and
+            // minimums, `d` and `dmin` (the file's bytes and 4 more), and the 16 header bytes
+            // kept aside.
+            QuantFormat::Q4K => Some(148 * blocks / 8 + 16 * blocks / 8),
+            // Q5_1: 4-bit codes and a chunk of fifth bits with Q4_1's scales, the file's 24
+            // bytes.
             QuantFormat::Q5_1 => Some(24 * blocks),
-            QuantFormat::Q5K => Some(28 * blocks + 16 * blocks / 8),
+            QuantFormat::Q5K => Some(180 * blocks / 8 + 16 * blocks / 8),
             // Q2_K: the file's 84 bytes per 256 values, rearranged.
             QuantFormat::Q2K => Some(84 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),

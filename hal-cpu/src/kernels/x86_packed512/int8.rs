@@ -9,7 +9,7 @@ use std::arch::x86_64::{
     _mm512_srli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_xor_si512, _mm_cvtsi32_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::super::panels::{q2_k_chunks, q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
+use super::super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, ActGroup, Isa, Kind, Packed, PackedAct, Scales};
 use super::{block_ranges, ScaleWalk, PREFETCH_BYTES, ROWS};
 use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
@@ -69,10 +69,21 @@ trait Dot {
     /// [`generic::q8_affine`](crate::kernels::generic::q8_affine) does, and the panel's
     /// scales hold two slots per block (scales, then additive terms).
     const AFFINE: bool = false;
-    /// With `AFFINE`: whether the scales and additive terms are f16 bits (Q4_1's `d` and
-    /// `m`), else f32 (Q4_K's products). A constant, so that the block loop holds one kind of
-    /// load and no branch on the scales' type.
+    /// With `AFFINE` or `MINS`: whether the scales are f16 bits (every affine layout and
+    /// Q2_K's), else f32. A constant, so that the block loop holds one kind of load and no
+    /// branch on the scales' type.
     const F16_SCALES: bool = false;
+    /// With `AFFINE`: the K-quants (Q4_K, Q5_K), whose scale slots hold each super-block's `d`
+    /// and `dmin` and whose sub-block scale and minimum are bytes of the chunk
+    /// [`Dot::kq_chunk`]: a block's scale is `d · sc` and its term `-(dmin · m)`, formed in
+    /// registers as [`generic::affine_block`](crate::kernels::generic::affine_block) forms
+    /// them.
+    const KQ: bool = false;
+    /// With `KQ`: the chunk holding block `b`'s sub-block scale and minimum (bytes
+    /// `2 (b % 2)` and `2 (b % 2) + 1` of each lane), relative to the panel.
+    fn kq_chunk(_b: usize) -> usize {
+        0
+    }
     /// Whether the block's two halves of 16 codes carry their own offset corrections (Q6_K:
     /// `neg` and `neg2`).
     const HALVES: bool = false;
@@ -143,16 +154,20 @@ fn finish<const R: usize>(acc: [[__m512i; R]; 2]) -> [__m512i; R] {
 /// block, which saves one instruction per chunk.
 ///
 /// With `AFFINE` the same nibbles are the unsigned codes of Q4_1 and Q4_K (no offset; their
-/// minimum is added per block, see [`Dot::AFFINE`]), with `F16` Q4_1's f16 scales.
-struct Q4<const AFFINE: bool, const F16: bool = false>;
-impl<const AFFINE: bool, const F16: bool> Dot for Q4<AFFINE, F16> {
-    const CHUNKS: usize = 4;
-    const LINES: usize = 4;
+/// minimum is added per block, see [`Dot::AFFINE`]), with `K` in Q4_K's layout ([`Dot::KQ`]).
+struct Q4<const AFFINE: bool, const K: bool = false>;
+impl<const AFFINE: bool, const K: bool> Dot for Q4<AFFINE, K> {
+    const CHUNKS: usize = if K { 8 } else { 4 };
+    const LINES: usize = if K { 5 } else { 4 };
     const OFFSET: i32 = if AFFINE { 0 } else { 8 };
     const AFFINE: bool = AFFINE;
-    const F16_SCALES: bool = F16;
+    const F16_SCALES: bool = true;
+    const KQ: bool = K;
     fn chunk(b: usize) -> usize {
-        4 * b
+        affine_chunks(false, K, b).0
+    }
+    fn kq_chunk(b: usize) -> usize {
+        affine_chunks(false, K, b).1
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
@@ -179,20 +194,24 @@ impl<const AFFINE: bool, const F16: bool> Dot for Q4<AFFINE, F16> {
     }
 }
 
-/// Q5_1 (with `F16`, its f16 `d` and `m`) and Q5_K: per block, 4 chunks of the codes' low
+/// Q5_1 and (with `K`) Q5_K: per block, 4 chunks of the codes' low
 /// nibbles in Q4_0's order and a chunk of their fifth bits
 /// ([`five_bits`](super::super::panels::five_bits)), each code rebuilt as an unsigned byte
 /// (the nibble, and its fifth bit shifted to bit 4) and multiplied as it is (no offset); the
 /// minimum is added per block (see [`Dot::AFFINE`]).
-struct U5<const F16: bool>;
-impl<const F16: bool> Dot for U5<F16> {
-    const CHUNKS: usize = 5;
-    const LINES: usize = 5;
+struct U5<const K: bool>;
+impl<const K: bool> Dot for U5<K> {
+    const CHUNKS: usize = if K { 9 } else { 5 };
+    const LINES: usize = if K { 6 } else { 5 };
     const OFFSET: i32 = 0;
     const AFFINE: bool = true;
-    const F16_SCALES: bool = F16;
+    const F16_SCALES: bool = true;
+    const KQ: bool = K;
     fn chunk(b: usize) -> usize {
-        5 * b
+        affine_chunks(true, K, b).0
+    }
+    fn kq_chunk(b: usize) -> usize {
+        affine_chunks(true, K, b).1
     }
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
@@ -603,15 +622,18 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     assert!(b1 == 0 || 64 * (D::chunk(b1 - 1) + D::CHUNKS) <= codes[0].len());
     // Q6_K's scale chunks: the last block's bounds every block's.
     assert!(!D::HALVES || b1 == 0 || 64 * (q6_k_chunks(b1 - 1).1 + 1) <= codes[0].len());
-    // The affine formats' scales: two slots of 16 per block, of the type `D` reads (Q4_1's
-    // f16, Q4_K's f32).
+    // The affine formats' scales: two slots of 16 per block (the K-quants: per 256 values), of
+    // the type `D` reads.
+    let affine_slots = 2 * ROWS * if D::KQ { nb.div_ceil(8) } else { nb };
     assert!(
         !D::AFFINE
             || scales.iter().all(|s| match s {
-                Scales::F16(s) => D::F16_SCALES && s.len() >= 2 * ROWS * nb,
-                Scales::F32(s) => !D::F16_SCALES && s.len() >= 2 * ROWS * nb,
+                Scales::F16(s) => D::F16_SCALES && s.len() >= affine_slots,
+                Scales::F32(s) => !D::F16_SCALES && s.len() >= affine_slots,
             })
     );
+    // The K-quants' scale chunks: the last block's bounds every block's.
+    assert!(!D::KQ || b1 == 0 || 64 * (D::kq_chunk(b1 - 1) + 1) <= codes[0].len());
     // Q2_K's: two f16 slots of 16 per 256 values.
     assert!(
         !D::MINS
@@ -649,8 +671,8 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
     let scales_ahead = PREFETCH_BYTES / (64 * D::LINES) / bps * group_bytes * if two_slots { 2 } else { 1 };
     for b in b0..b1 {
         // The affine formats: the block's scales and additive terms, slots 2b and 2b + 1;
-        // Q2_K: its super-block's `d` and `dmin`, slots 2g and 2g + 1.
-        let slot = if D::MINS { 2 * (b / 8) } else { 2 * b };
+        // Q2_K and the K-quants: their super-block's `d` and `dmin`, slots 2g and 2g + 1.
+        let slot = if D::MINS || D::KQ { 2 * (b / 8) } else { 2 * b };
         let (sw, sg) = if two_slots {
             let mut sw = [_mm512_set1_ps(0.0); P];
             for q in 0..P {
@@ -696,6 +718,24 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
         } else {
             [_mm512_set1_ps(0.0); P]
         };
+        // The K-quants: the block's scale `d · sc` and the minimum's product `dmin · m` (its
+        // term negated), sc and m from the block's scale chunk.
+        let (sw, adds) = if D::KQ {
+            let (mut sw, mut adds) = (sw, adds);
+            for q in 0..P {
+                // SAFETY: the block's scale chunk lies in the panel (asserted above).
+                let s = unsafe { _mm512_loadu_si512(cp[q].add(64 * D::kq_chunk(b)).cast()) };
+                let s = _mm512_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
+                let byte = _mm512_set1_epi32(0xFF);
+                let sc = _mm512_cvtepi32_ps(_mm512_and_si512(s, byte));
+                let m = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32::<8>(s), byte));
+                sw[q] = _mm512_mul_ps(sw[q], sc);
+                adds[q] = _mm512_mul_ps(adds[q], m);
+            }
+            (sw, adds)
+        } else {
+            (sw, adds)
+        };
         let mut msums = [[_mm512_setzero_si512(); R]; P];
         if D::MINS {
             for q in 0..P {
@@ -719,7 +759,14 @@ unsafe fn panel_rows<D: Dot, const R: usize, const P: usize>(
                     // Then add · (d_x · Σ x), rounded apart: the generic kernel's second sum.
                     // SAFETY: R * b + r < R * nb = grp.dxsx.len() (asserted above).
                     let dxsx = _mm512_set1_ps(unsafe { sxp.add(R * b + r).read() });
-                    accf[r][q] = _mm512_add_ps(accf[r][q], _mm512_mul_ps(adds[q], dxsx));
+                    let t = _mm512_mul_ps(adds[q], dxsx);
+                    // (The K-quants hold `dmin · m`, the term negated: taking it away rounds as
+                    // adding the term does.)
+                    accf[r][q] = if D::KQ {
+                        _mm512_sub_ps(accf[r][q], t)
+                    } else {
+                        _mm512_add_ps(accf[r][q], t)
+                    };
                 }
                 if D::MINS {
                     // Then dmin · (d_x · msum) taken away, rounded apart: the generic kernel's
@@ -823,19 +870,19 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
             Kind::Affine {
                 five: false,
                 k_quant: false,
-            } => panel_all::<Q4<true, true>, 1>(w, p, act, y),
+            } => panel_all::<Q4<true, false>, 1>(w, p, act, y),
             Kind::Affine {
                 five: false,
                 k_quant: true,
-            } => panel_all::<Q4<true, false>, 1>(w, p, act, y),
+            } => panel_all::<Q4<true, true>, 1>(w, p, act, y),
             Kind::Affine {
                 five: true,
                 k_quant: false,
-            } => panel_all::<U5<true>, 1>(w, p, act, y),
+            } => panel_all::<U5<false>, 1>(w, p, act, y),
             Kind::Affine {
                 five: true,
                 k_quant: true,
-            } => panel_all::<U5<false>, 1>(w, p, act, y),
+            } => panel_all::<U5<true>, 1>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2, 1>(w, p, act, y),
