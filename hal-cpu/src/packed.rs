@@ -54,8 +54,7 @@ mod panels;
 /// per block, as `matmul_with` does). These pack for AVX-512 VNNI, AVX2 (which AVX-VNNI
 /// CPUs run) and NEON with the dot product. Packed Q4_1, Q5_1 and Q2_K take the original's
 /// bytes; the others take more (Q5_0, Q3_K and Q6_K 8 bits per code; Q4_K and Q5_K 4 bytes
-/// more per 256 values than the file, plus their 16 header bytes per 256 values kept for
-/// unpacking). All convert back to the original bytes exactly.
+/// more per 256 values than the file). All convert back to the original bytes exactly.
 ///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and

@@ -33,8 +33,8 @@
 //! values the generic kernel reads); Q4_K keeps 4-bit codes, its 6-bit sub-block scales and
 //! minimums as bytes and its f16 `d` and `dmin`, the kernels forming a block's scale `d · sc`
 //! and term `-(dmin · m)` in registers as the generic kernel forms them (148 bytes per 256
-//! values against 144, and its 16 header bytes per 256 values kept aside, for unpacking
-//! only); Q5_1 and Q5_K keep their 5-bit codes, the fifth bits regrouped, with the scales of
+//! values against 144; the file's 12 bytes of scales and minimums are rebuilt from those
+//! bytes to unpack, [`k_quant_header`]); Q5_1 and Q5_K keep their 5-bit codes, the fifth bits regrouped, with the scales of
 //! Q4_1 and Q4_K (the file's 24 bytes per 32 values; 180 bytes per 256 against 176). Q2_K keeps its
 //! super-block's bytes as they are, rearranged: the file's 84 bytes per 256 values. Every
 //! layout converts back exactly ([`Packed::unpack_rows`]): the
@@ -541,9 +541,8 @@ pub(crate) struct Packed {
     nested: Option<aihal_quantize::NestedAbsmax>,
     /// FP8 per tensor: the tensor's scales as they came, for unpacking.
     tensor_scales: Vec<f32>,
-    /// The block headers kept as they came, for unpacking, row-major: Q4_K's and Q5_K's 16
-    /// bytes per 256 values (`d`, `dmin` and the 12 bytes of sub-block scales and minimums). Empty
-    /// otherwise.
+    /// The block headers kept as they came, for unpacking, row-major: IQ4_XS's 8 bytes per 256
+    /// values (`d` and the scales' bits). Empty otherwise.
     headers: Vec<u8>,
     /// FP8: whether any code is NaN or infinite (the kernels then decode those codes).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // FP8 packs for AVX-512 only
@@ -588,6 +587,24 @@ pub(crate) const fn affine_chunks(five: bool, k_quant: bool, b: usize) -> (usize
     } else {
         (per * b, 0, 8 * per)
     }
+}
+
+/// The 16 header bytes of a Q4_K or Q5_K super-block: `d` and `dmin` (f16 bits), then its 8
+/// sub-blocks' 6-bit scales and minimums `(sc, m)` in the file's 12 bytes (sub-blocks 0-3 in
+/// the low 6 bits of bytes 0-3 and 4-7; sub-blocks 4-7 with their low 4 bits in the nibbles
+/// of bytes 8-11 and their high 2 bits in the top bits of bytes 0-7), the inverse of
+/// `generic::q4_k_scale_min` (the 96 bits hold the 16 six-bit fields exactly once).
+pub(crate) fn k_quant_header(d: u16, dmin: u16, sc_m: [(u8, u8); 8]) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..2].copy_from_slice(&d.to_le_bytes());
+    h[2..4].copy_from_slice(&dmin.to_le_bytes());
+    for j in 0..4 {
+        let ((s, m), (s4, m4)) = (sc_m[j], sc_m[j + 4]);
+        h[4 + j] = (s & 63) | (s4 >> 4) << 6;
+        h[8 + j] = (m & 63) | (m4 >> 4) << 6;
+        h[12 + j] = (s4 & 0xF) | (m4 & 0xF) << 4;
+    }
+    h
 }
 
 /// The fifth bits of a block of 32 codes (Q5_1, Q5_K) as one lane of its fifth chunk: bit `c`
@@ -905,12 +922,6 @@ impl Packed {
             scale_len,
             nested: w.nested().cloned(),
             headers: match kind {
-                Kind::Affine { five, k_quant: true } => w
-                    .data()
-                    .chunks_exact(if five { Q5_K_BLOCK_BYTES } else { Q4_K_BLOCK_BYTES })
-                    .flat_map(|blk| &blk[..16])
-                    .copied()
-                    .collect(),
                 Kind::Iq4Xs => w
                     .data()
                     .chunks_exact(IQ4_XS_BLOCK_BYTES)
@@ -1027,6 +1038,20 @@ impl Packed {
             let pc = self.panel_codes(p);
             let sbase = p * self.groups * pr * self.kind.scale_slots() + j;
             let lane = |c: usize| &pc[4 * pr * c + 4 * j..][..4];
+            // Q4_K's and Q5_K's 16 header bytes of super-block `sb`, from its `d` and `dmin`
+            // slots and its sub-blocks' scale and minimum bytes.
+            let k_header = |sb: usize, five: bool| {
+                let slot = |s: usize| self.scales16()[sbase + (2 * sb + s) * pr];
+                k_quant_header(
+                    slot(0),
+                    slot(1),
+                    std::array::from_fn(|g| {
+                        let b = 8 * sb + g;
+                        let l = lane(affine_chunks(five, true, b).1);
+                        (l[2 * (b % 2)], l[2 * (b % 2) + 1])
+                    }),
+                )
+            };
             match self.kind {
                 Kind::Q4_0 | Kind::Iq4Nl | Kind::Q8_0 => {
                     let cpb = if self.kind == Kind::Q8_0 { 8 } else { 4 };
@@ -1089,11 +1114,11 @@ impl Packed {
                         continue;
                     }
                     for sb in 0..nb / 8 {
-                        // `block_q5_K`: the header kept aside, `qh` (bit `g` of byte `i`: the
+                        // `block_q5_K`: the header rebuilt, `qh` (bit `g` of byte `i`: the
                         // fifth bit of sub-block `g`'s code `i`), then the low nibbles as
                         // Q4_K's.
                         let b0 = 8 * sb;
-                        data.extend_from_slice(&self.headers[(row * (nb / 8) + sb) * 16..][..16]);
+                        data.extend_from_slice(&k_header(sb, true));
                         data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((code(b0 + g, i) >> 4) & 1) << g)));
                         for g in 0..4 {
                             let (lo, hi) = (b0 + 2 * g, b0 + 2 * g + 1);
@@ -1115,7 +1140,7 @@ impl Packed {
                         }
                     };
                     for sb in 0..nb / 8 {
-                        data.extend_from_slice(&self.headers[(row * (nb / 8) + sb) * 16..][..16]);
+                        data.extend_from_slice(&k_header(sb, false));
                         // Q4_K's order: sub-blocks 2g (low nibbles) and 2g + 1 (high) share 32
                         // bytes.
                         for g in 0..4 {

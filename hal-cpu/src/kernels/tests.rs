@@ -60,3 +60,18 @@ fn act_quantization_keeps_rows_apart() {
     assert_eq!(&a.qs[..2], &[64, -127]);
     assert_eq!(&a.qs[32..34], &[16, 127]);
 }
+
+proptest::proptest! {
+    /// Q4_K's and Q5_K's 12 bytes of sub-block scales and minimums come back bit for bit from
+    /// the 8 `(sc, m)` pairs `q4_k_scale_min` reads out of them (what the packed layouts keep
+    /// instead of the bytes), with `d` and `dmin` in front: every one of the 96 bits is one
+    /// field's, so any 12 bytes round-trip.
+    #[test]
+    fn k_quant_header_inverts_q4_k_scale_min(d: u16, dmin: u16, scales: [u8; 12]) {
+        let pairs = std::array::from_fn(|g| generic::q4_k_scale_min(&scales, g));
+        let h = super::panels::k_quant_header(d, dmin, pairs);
+        proptest::prop_assert_eq!(&h[..2], &d.to_le_bytes()[..]);
+        proptest::prop_assert_eq!(&h[2..4], &dmin.to_le_bytes()[..]);
+        proptest::prop_assert_eq!(&h[4..], &scales[..]);
+    }
+}

@@ -361,20 +361,19 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
         // The GGML formats converted block by block take what their layout says, per row and
         // block of 32: Q5_0, Q6_K and Q3_K 8-bit codes (Q5_0 and its f16 scale as Q8_0's block;
         // Q6_K and Q3_K with their 2 sub-block scales, and f16 d per 256 values), Q4_1 4-bit codes with
-        // its two f16 (the file's 20 bytes), Q4_K 4-bit codes with two f32 (and its 16 header
-        // bytes per 256 values).
+        // its two f16 (the file's 20 bytes).
         let blocks = 16 * 512 / 32;
         let converted = match format {
             QuantFormat::Q5_0 => Some(34 * blocks),
             QuantFormat::Q4_1 => Some(20 * blocks),
             // Q4_K and Q5_K: per 256 values their codes, 16 bytes of sub-block scales and
-            // minimums, `d` and `dmin` (the file's bytes and 4 more), and the 16 header bytes
-            // kept aside.
-            QuantFormat::Q4K => Some(148 * blocks / 8 + 16 * blocks / 8),
+            // minimums, `d` and `dmin` (the file's bytes and 4 more; nothing kept aside: the
+            // file's 12 scale bytes are rebuilt from the 16 to unpack).
+            QuantFormat::Q4K => Some(148 * blocks / 8),
             // Q5_1: 4-bit codes and a chunk of fifth bits with Q4_1's scales, the file's 24
             // bytes.
             QuantFormat::Q5_1 => Some(24 * blocks),
-            QuantFormat::Q5K => Some(180 * blocks / 8 + 16 * blocks / 8),
+            QuantFormat::Q5K => Some(180 * blocks / 8),
             // Q2_K: the file's 84 bytes per 256 values, rearranged.
             QuantFormat::Q2K => Some(84 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),
