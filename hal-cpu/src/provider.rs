@@ -9,7 +9,7 @@ use aihal_ops::{
     Tensor,
 };
 use aihal_quantize::{QuantFormat, QuantizedTensor};
-use aihal_reference::{AttentionMask, AttentionShape, GateActivation, RopeStyle};
+use aihal_reference::{AttentionMask, AttentionShape, GateActivation};
 
 use crate::matmul::{ActivationPrecision, Activations, MatmulOptions};
 use crate::{kernel_set_name, matmul_packed, ops, PackedWeights};
@@ -191,9 +191,7 @@ impl Prepared for Binary {
 
 struct Rope {
     n_heads: usize,
-    head_dim: usize,
-    theta: f32,
-    style: RopeStyle,
+    rotary: ops::Rotary,
 }
 
 impl Prepared for Rope {
@@ -211,14 +209,7 @@ impl Prepared for Rope {
         };
         let mut y = Vec::with_capacity(xs.len());
         for seq in xs.chunks(per_seq.max(1)) {
-            y.extend(ops::rope(
-                seq,
-                self.n_heads,
-                self.head_dim,
-                pos0,
-                self.theta,
-                self.style,
-            )?);
+            y.extend(self.rotary.apply(seq, self.n_heads, pos0)?);
         }
         out(y, x.shape())
     }
@@ -447,9 +438,7 @@ impl Provider for CpuProvider {
                 style,
             } => Box::new(Rope {
                 n_heads,
-                head_dim,
-                theta,
-                style,
+                rotary: ops::Rotary::new(head_dim, theta, style),
             }),
             OpSpec::Embedding { table } => Box::new(Embedding(Arc::clone(table))),
             OpSpec::DenseEmbedding { table, dim } => Box::new(DenseEmbedding {

@@ -163,6 +163,7 @@ pub use act::{gelu, gelu_erf, silu};
 pub use attention::{attention, attention_masked};
 pub use norm::{layer_norm, rms_norm};
 pub use rope::rope;
+pub(crate) use rope::Rotary;
 pub use softmax::softmax;
 
 /// Whether the AVX2 + FMA builds of the ops' loops run here.

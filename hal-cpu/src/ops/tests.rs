@@ -253,3 +253,36 @@ fn exp8_over_every_f32() {
     eprintln!("exp8 over every f32: at most {libm} ulp from libm, {exact:.3} ulp from exact");
     assert!(libm <= EXP_ULPS_FROM_LIBM && exact <= EXP_ULPS_FROM_EXACT);
 }
+
+/// One prepared rotary embedding, applied again and again as a provider's op is (single tokens
+/// at repeated, new and earlier positions, a few tokens at once, two head counts as the query
+/// and key calls of a layer), gives the reference's bits every time: the table kept from the
+/// last single position is only reused at that position.
+#[test]
+fn a_prepared_rope_reused_across_positions_gives_the_reference_bits() {
+    use aihal_reference::{self as reference, RopeStyle};
+    for style in [RopeStyle::Half, RopeStyle::Interleaved] {
+        let (d, theta) = (24, 10_000.0);
+        let rotary = rope::Rotary::new(d, theta, style);
+        let (q, _, _, _) = attention_case(5, (d, 4, 1, 3, 3), 0.0);
+        for (heads, rows, pos) in [
+            (4, 1, 7),
+            (1, 1, 7),
+            (4, 1, 7),
+            (4, 1, 8),
+            (4, 3, 8),
+            (1, 1, 3),
+            (4, 1, 8),
+            (4, 1, 0),
+        ] {
+            let x = &q[..rows * heads * d];
+            let got = rotary.apply(x, heads, pos).unwrap();
+            let want = reference::rope(x, heads, d, pos, theta, style).unwrap();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{style:?}, {heads} heads, {rows} rows at {pos}"
+            );
+        }
+    }
+}
