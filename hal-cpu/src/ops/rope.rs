@@ -21,8 +21,11 @@ pub(crate) struct Rotary {
     theta: f32,
     style: RopeStyle,
     freqs: Vec<f64>,
-    last: Mutex<Option<(usize, Arc<[(f32, f32)]>)>>,
+    last: Mutex<Option<(usize, Table)>>,
 }
+
+/// `(sin, cos)` of every pair of values at one position.
+type Table = Arc<[(f32, f32)]>;
 
 impl Rotary {
     pub(crate) fn new(head_dim: usize, theta: f32, style: RopeStyle) -> Self {
@@ -51,12 +54,12 @@ impl Rotary {
     }
 
     /// The table of `pos`, from the last call's when it was at the same position.
-    fn table_cached(&self, pos: usize) -> Arc<[(f32, f32)]> {
+    fn table_cached(&self, pos: usize) -> Table {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         match &*last {
             Some((p, t)) if *p == pos => Arc::clone(t),
             _ => {
-                let t: Arc<[(f32, f32)]> = self.table(pos).into();
+                let t: Table = self.table(pos).into();
                 *last = Some((pos, Arc::clone(&t)));
                 t
             }
