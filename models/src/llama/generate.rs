@@ -178,12 +178,13 @@ impl Sampler {
         if logits.is_empty() {
             return Err(CoreError::invalid_input("sampling: no logits"));
         }
-        if let Some(i) = logits.iter().position(|v| v.is_nan()) {
+        let Some(top) = max_unless_nan(logits) else {
+            let i = logits.iter().position(|v| v.is_nan()).unwrap_or(0);
             return Err(CoreError::invalid_input(format!("sampling: logit {i} is NaN")));
-        }
+        };
         let o = self.options;
         if o.temperature == 0.0 {
-            return Ok(argmax(logits));
+            return Ok(first_index_of(logits, top));
         }
         // Candidates: (id, logit / temperature), the most likely first.
         let c = &mut self.candidates;
@@ -229,15 +230,36 @@ impl Sampler {
     }
 }
 
-/// The index of the largest value, the first on a tie (no NaN among `v`).
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate().skip(1) {
-        if x > v[best] {
-            best = i;
+/// The first index of a value equal to `top` in `v` (0 if none): `top` is one of `v`'s values,
+/// so exact equality is meant (and `0.0 == -0.0`, as `>` cannot tell them apart either).
+#[allow(clippy::float_cmp)]
+fn first_index_of(v: &[f32], top: f32) -> u32 {
+    v.iter().position(|&x| x == top).unwrap_or(0) as u32
+}
+
+/// The largest value of `v` (`-inf` when empty), `None` when one is NaN: one pass in 16
+/// independent lanes, which the compiler vectorizes (a vocabulary of 262144 logits is read
+/// once per generated token).
+fn max_unless_nan(v: &[f32]) -> Option<f32> {
+    const LANES: usize = 16;
+    let mut top = [f32::NEG_INFINITY; LANES];
+    let mut nan = [false; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            nan[l] |= c[l].is_nan();
+            top[l] = if c[l] > top[l] { c[l] } else { top[l] };
         }
     }
-    best as u32
+    let rest = chunks.remainder();
+    if nan.contains(&true) || rest.iter().any(|x| x.is_nan()) {
+        return None;
+    }
+    Some(
+        top.iter()
+            .chain(rest)
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m }),
+    )
 }
 
 /// What a generation does.
@@ -447,4 +469,52 @@ pub fn generate<M: CausalLm>(
         options.max_len = Some(prompt.len().saturating_add(options.max_tokens).clamp(1, ctx));
     }
     Generator::new(model, options)?.generate(prompt, on_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sampler, SamplingOptions, SplitMix64};
+
+    /// The index of the largest value, the first on a tie, one value at a time.
+    fn plain_argmax(v: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &x) in v.iter().enumerate().skip(1) {
+            if x > v[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    /// Greedy sampling picks the first index of the largest logit at every length (whole lane
+    /// groups and a remainder), with ties in and across lanes, signed zeros and infinities,
+    /// and names the first NaN.
+    #[test]
+    fn greedy_picks_the_first_largest_logit_and_refuses_nan() {
+        let mut greedy = Sampler::new(SamplingOptions::greedy()).unwrap();
+        let mut rng = SplitMix64::new(9);
+        for len in [1, 2, 15, 16, 17, 31, 32, 33, 100, 262_144] {
+            for case in 0..6 {
+                // Few distinct values, so the largest is often tied.
+                let mut v: Vec<f32> = (0..len).map(|_| (rng.next_f64() * 8.0).floor() as f32 - 4.0).collect();
+                match case {
+                    1 => v.iter_mut().for_each(|x| *x = f32::NEG_INFINITY),
+                    2 => v.iter_mut().for_each(|x| *x = if *x > 0.0 { -0.0 } else { 0.0 }),
+                    3 => v[len - 1] = f32::INFINITY,
+                    4 => v[len / 2] = 1e30,
+                    _ => {}
+                }
+                assert_eq!(
+                    greedy.sample(&v).unwrap(),
+                    plain_argmax(&v),
+                    "length {len}, case {case}"
+                );
+            }
+            let mut v = vec![1.0f32; len];
+            v[len - 1] = f32::NAN;
+            let e = greedy.sample(&v).unwrap_err().to_string();
+            assert!(e.contains(&format!("logit {} is NaN", len - 1)), "{e}");
+        }
+        assert!(greedy.sample(&[]).is_err());
+    }
 }
