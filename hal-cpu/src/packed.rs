@@ -40,21 +40,21 @@ mod panels;
 /// rows).
 ///
 /// Q5_0, Q4_1, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (among them the GGUF formats of SmolLM2
-/// Q4_1 and Gemma 3 Q4_K_M) pack too, their blocks converted once so that the kernels above run them: Q5_0 as a Q8_0 block
-/// of codes `q - 16` (Q8_0's kernels, every set); Q4_1 and Q4_K as 4-bit codes in Q4_0's
+/// Q4_1 and Gemma 3 Q4_K_M) pack too, their blocks converted once so that the kernels above run them: Q4_1 and Q4_K as 4-bit codes in Q4_0's
 /// nibble order with a scale and an additive term per block of 32 (the integer dot product
 /// of the unsigned codes, then `add · (d_x · Σ x)` per block: the int8-activation path of
 /// `matmul_with`, rounded the same way), Q4_1's as its f16 `d` and `m` (converted to f32 in
 /// registers), Q4_K's as its f16 `d` and `dmin` with its 6-bit sub-block scales and minimums as
 /// bytes (the block's scale `d · sc` and term formed in registers); Q5_1 and Q5_K
-/// as Q4_1 and Q4_K with a chunk of fifth bits beside the nibbles; Q6_K, and
+/// as Q4_1 and Q4_K with a chunk of fifth bits beside the nibbles, and Q5_0 in Q5_1's chunks
+/// (its offset of 16 taken away through the activation sums, as Q4_0's 8 is); Q6_K, and
 /// Q3_K in the same layout, as 8-bit codes with i8 sub-block scales beside them (two integer
 /// sums per block of 32, combined in i32); Q2_K as its own bytes, the 2-bit codes in TQ2_0's
 /// panels with the 4-bit sub-block scales and minimums beside them (its minimums taken away
 /// per block, as `matmul_with` does). These pack for AVX-512 VNNI, AVX2 (which AVX-VNNI
-/// CPUs run) and NEON with the dot product. Packed Q4_1, Q5_1 and Q2_K take the original's
-/// bytes; the others take more (Q5_0, Q3_K and Q6_K 8 bits per code; Q4_K and Q5_K 4 bytes
-/// more per 256 values than the file). All convert back to the original bytes exactly.
+/// CPUs run) and NEON with the dot product. Packed Q4_1, Q5_0, Q5_1 and Q2_K take the
+/// original's bytes; the others take more (Q3_K and Q6_K 8 bits per code; Q4_K and Q5_K 4
+/// bytes more per 256 values than the file). All convert back to the original bytes exactly.
 ///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and

@@ -19,7 +19,7 @@
 //! the header parse, a few MiB), so an earlier peak could only make the test fail, never pass.
 //!
 //! What the loaded model holds: at most what the packed layouts take for the file's tensors
-//! (as stored, but Q5_0 and Q6_K as 8-bit codes, 34 bytes per 32 values, and Q4_K as 148
+//! (as stored, but Q6_K as 8-bit codes, 34 bytes per 32 values, and Q4_K as 148
 //! bytes per 256 values; `hal-cpu`'s packed layouts) + 2 MiB. A
 //! second copy of the tied table (170 MiB for Gemma 3, 28.7 MiB for SmolLM2) exceeds it. With
 //! f32 activations (`LinearPrecision::F32`) the CPU provider keeps every weight as stored: the
@@ -130,15 +130,14 @@ fn loading_a_gguf_decoder_holds_one_stored_tensor_at_a_time() {
     drop(model);
 }
 
-/// The bytes `t` takes in aihal-cpu's packed layouts at most: as stored, but Q5_0 and Q6_K as
-/// 8-bit codes (34 bytes per 32 values, Q6_K plus 2 bytes per 256) and Q4_K as 148 bytes per
+/// The bytes `t` takes in aihal-cpu's packed layouts at most: as stored, but Q6_K as 8-bit
+/// codes (34 bytes per 32 values plus 2 per 256) and Q4_K as 148 bytes per
 /// 256 values (the file's 144 and `d`/`dmin` beside the sub-block scales).
 fn packed_bytes(t: &aihal_quantize::GgufTensorInfo) -> u64 {
     use aihal_quantize::GgmlType;
     let stored = t.byte_len().expect("a tensor of a known type");
     let values = t.shape().iter().product::<usize>() as u64;
     match t.ggml_type() {
-        GgmlType::Q5_0 => values / 32 * 34,
         GgmlType::Q6_K => values / 32 * 34 + values / 256 * 2,
         GgmlType::Q4_K => values / 256 * 148,
         _ => stored,

@@ -15,7 +15,7 @@
 //! are (below 16, valid signed bytes); the offset is removed exactly through the activation
 //! block sums. Each block's sum is scaled as the generic kernel does it, `(s_w · d_x) · isum`
 //! added to the f32 accumulator without FMA: the results are bit-identical to
-//! [`generic`](super::generic)'s q8 kernels. Q5_0 is a Q8_0 layout (codes `q - 16`); the
+//! [`generic`](super::generic)'s q8 kernels. Q5_0 runs Q5_1's 5-bit kernel with an offset of 16; the
 //! affine formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with
 //! each code's fifth bit put back first) and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
 //! combines them with its sub-block scales in i32 (`mul`, `mla`).
@@ -300,12 +300,13 @@ impl BlockDot for Q2 {
 /// Q5_1 and Q5_K: per block, 4 chunks of the codes' low nibbles in Q4_0's order and a chunk of
 /// their fifth bits ([`five_bits`](super::panels::five_bits)), each code rebuilt as a byte
 /// (0..=31, a valid signed byte) and multiplied as it is; their minimum is added per block
-/// (see [`BlockDot::AFFINE`]).
-struct U5<const K: bool>;
-impl<const K: bool> BlockDot for U5<K> {
+/// (see [`BlockDot::AFFINE`]). With `SYM`, Q5_0 in the same chunks: not affine, its offset of
+/// 16 removed through `neg` (the first accumulator's start).
+struct U5<const K: bool, const SYM: bool = false>;
+impl<const K: bool, const SYM: bool> BlockDot for U5<K, SYM> {
     const CHUNKS: usize = if K { 9 } else { 5 };
-    const OFFSET: i32 = 0;
-    const AFFINE: bool = true;
+    const OFFSET: i32 = if SYM { 16 } else { 0 };
+    const AFFINE: bool = !SYM;
     const KQ: bool = K;
     fn chunk(b: usize) -> usize {
         affine_chunks(true, K, b).0
@@ -315,13 +316,14 @@ impl<const K: bool> BlockDot for U5<K> {
     }
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [int32x4_t; R] {
         // SAFETY: forwarded from the caller.
         let xs = unsafe { load_x(x) };
         // SAFETY: the block has 5 chunks (the caller's contract).
         let h = vreinterpretq_u32_u8(unsafe { vld1q_u8(w.add(CHUNK * 4)) });
         let five = vdupq_n_u8(0x10);
-        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        // (`neg` is 0 but with `SYM`.)
+        let mut acc: [[int32x4_t; R]; 2] = [std::array::from_fn(|r| vdupq_n_s32(neg[r])), [vdupq_n_s32(0); R]];
         for c in 0..4 {
             // SAFETY: as above.
             let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
@@ -623,7 +625,8 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Q6K => panel_all::<Q6>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2>(w, p, act, y),
-            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+            Kind::Q5_0 => panel_all::<U5<false, true>>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
             Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Nf4<true>>(w, p, act, y),
             Kind::Fp8 { .. } => unreachable!("no NEON panel layout for {:?}", w.kind),

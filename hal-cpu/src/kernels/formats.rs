@@ -106,17 +106,11 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // The llama.cpp block formats with a minimum or sub-block scales: the q8 path is defined
         // by the generic kernels (`generic::weight_block`, `affine_block`, `sub16_block`); the
         // AVX2 set has row kernels for Q4_1, Q5_0 and Q4_K, the other sets run the generic
-        // ones; no per-call panel kernel reads them. Packed: Q5_0 as a Q8_0 block of codes
-        // `q - 16` (Q8_0's kernels, every set); Q4_1 and Q4_K in one affine 4-bit layout and
+        // ones; no per-call panel kernel reads them. Packed: Q5_0 in Q5_1's 5-bit layout (its
+        // kernels with an offset of 16); Q4_1 and Q4_K in one affine 4-bit layout and
         // Q6_K with its sub-block scales beside its 8-bit codes (see `panels`), on the sets
         // listed: no AVX-VNNI kernels of their own (none could be tested on the machine they
         // were written on), so AVX-VNNI CPUs run the AVX2 layout.
-        QuantFormat::Q5_0 => Entry {
-            exact: yes,
-            q8: yes,
-            panels: false,
-            packing: Packing::AllIntegerSets,
-        },
         // Q3_K packs in Q6_K's layout (8-bit codes, i8 scales per 16 values, f16 `d`); IQ4_NL
         // as Q4_0 (the same block shape) with its code book looked up in a table: `vpshufb` on
         // AVX2 (AVX-VNNI CPUs run that layout), `vpermb` or `vpshufb` on AVX-512 VNNI (as
@@ -125,7 +119,8 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // Q5_1 and Q5_K in the affine layout of Q4_1 and Q4_K with a chunk of fifth bits
         // beside the nibbles; Q2_K with its 2-bit codes in TQ2_0's panels and its scale bytes
         // beside them.
-        QuantFormat::Q2K
+        QuantFormat::Q5_0
+        | QuantFormat::Q2K
         | QuantFormat::Q4_1
         | QuantFormat::Q5_1
         | QuantFormat::Q4K

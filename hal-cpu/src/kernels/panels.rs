@@ -15,7 +15,7 @@
 //! | Q8_0 | 8 | codes `4c .. 4c + 4` (i8) | `P` f16 per block |
 //! | int8 per channel / per block (multiple of 32) | 8 | codes `4c .. 4c + 4`, zero past `K` | `P` f32 per scale block (per channel: one) |
 //! | TQ2_0 | 16 per 256 values | bytes `4c .. 4c + 4` of row `j`'s 64 bytes of `qs` (2-bit fields: 4 blocks of 32 in one byte) | `P` f16 per 256 values |
-//! | Q5_0 | 8 | codes `q - 16` `4c .. 4c + 4` (i8): a Q8_0 block, run by Q8_0's kernels | `P` f16 per block |
+//! | Q5_0 | 5 | as Q5_1's: chunks `0 .. 4` the codes' low 4 bits in Q4_0's order, chunk 4 their fifth bits (codes `q` 0..=31, offset 16) | `P` f16 per block |
 //! | Q4_1 | 4 | as Q4_0: low nibbles codes `4c ..`, high nibbles codes `16 + 4c ..`, codes 0..=15 | `P` f16 `d` then `P` f16 `m` per block (the file's bits) |
 //! | Q4_K | 36 per 256 values | per block 4 as Q4_1's (the sub-block pairs regrouped), then 4 chunks: lane `j` of chunk `s` holds row `j`'s 6-bit scale and minimum (bytes) of blocks `2s` and `2s + 1` | `P` f16 `d` then `P` f16 `dmin` per 256 values (the file's bits) |
 //! | Q5_1 | 5 | chunks `0 .. 4` as Q4_1's (the codes' low 4 bits); chunk 4: lane `j` holds row `j`'s 32 fifth bits, code `4c + t`'s at bit `c` of byte `t` | as Q4_1 |
@@ -27,8 +27,8 @@
 //! (4 bits stay 4 bits, 2 bits stay 2). Q5_0, Q4_1, Q5_1, Q4_K, Q5_K and Q6_K are converted block by
 //! block through the generic kernels' block readers (`generic::weight_block`,
 //! `affine_block`, `sub16_block`), so the packed kernels multiply exactly the codes and scales
-//! the generic ones do: Q5_0 and Q6_K widen to 8-bit codes (34 bytes per 32 values against
-//! 22 and 26.25); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
+//! the generic ones do: Q5_0 keeps its 5-bit codes in Q5_1's chunks (the file's 22 bytes per 32
+//! values); Q6_K widens to 8-bit codes (34 bytes per 32 values against 26.25); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
 //! bytes per 32 values, as in the file: the kernels convert them to f32 in registers, the
 //! values the generic kernel reads); Q4_K keeps 4-bit codes, its 6-bit sub-block scales and
 //! minimums as bytes and its f16 `d` and `dmin`, the kernels forming a block's scale `d · sc`
@@ -140,8 +140,9 @@ pub(crate) enum Kind {
     Q4_0,
     /// Q8_0: 8 chunks per block, f16 scales per block.
     Q8_0,
-    /// Q5_0 as a Q8_0 block: its codes `q - 16` (-16..=15) as i8, 8 chunks per block, f16
-    /// scales per block; it runs Q8_0's kernels unchanged.
+    /// Q5_0: its codes `q` (0..=31, value `d · (q - 16)`) in Q5_1's 5 chunks per block (the
+    /// low nibbles in Q4_0's order, then the fifth bits, see [`five_bits`]), f16 scales per
+    /// block; the 5-bit kernels of Q5_1 run it with an offset of 16 instead of a minimum.
     Q5_0,
     /// The affine formats, values `scale · code + add`: Q4_1 and Q4_K (codes 0..=15, 4 chunks
     /// per block of 32 in Q4_0's nibble order, Q4_K's nibbles regrouped), or with `five`
@@ -436,18 +437,19 @@ impl Kind {
     pub(crate) fn offset(self, isa: Isa) -> i32 {
         match (self, isa) {
             (Self::Q4_0, _) => 8,
+            (Self::Q5_0, _) => 16,
             (Self::Tq2_0, _) => 1,
             // 8-bit codes on AVX2 and NEON enter signed; FP8 is not on the int8-activation path.
             // NF4 on NEON: its int8 levels, signed. The affine codes (0..=31) and Q2_K's
             // (0..=3) enter unsigned as they are, their minimum added per block instead.
             (
-                Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
+                Self::Q8_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
                 Isa::Avx2 | Isa::NeonDot,
             )
             | (Self::Fp8 { .. } | Self::Affine { .. } | Self::Q2K, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
             // `level + 128`.
-            (Self::Q8_0 | Self::Q5_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
+            (Self::Q8_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
             | (Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs, _) => 128,
         }
     }
@@ -466,12 +468,13 @@ impl Kind {
                 five: false,
                 k_quant: false,
             } => 4 * nb,
-            Self::Affine {
+            Self::Q5_0
+            | Self::Affine {
                 five: true,
                 k_quant: false,
             } => 5 * nb,
             Self::Affine { five, k_quant: true } => affine_chunks(five, true, 0).2 * nb.div_ceil(8),
-            Self::Q8_0 | Self::Q5_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
+            Self::Q8_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
             Self::Q2K => 20 * nb.div_ceil(8),
@@ -647,11 +650,14 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
         for b in 0..nb {
             match (kind, &mut *ps) {
                 (Kind::Q5_0, PanelScalesMut::F16(out)) => {
+                    // The codes `q` (the generic kernel's `q - 16`, plus 16) as Q5_1's.
                     let (codes, _) = generic::weight_block(w, row, b);
-                    let bytes = codes.map(|c| c as u8);
-                    for t in 0..8 {
-                        pw[(8 * b + t) * pr + j] = word(&bytes[4 * t..]);
+                    let q: [u8; 32] = std::array::from_fn(|i| (codes[i] + 16) as u8);
+                    let bytes: [u8; 16] = std::array::from_fn(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4);
+                    for t in 0..4 {
+                        pw[(5 * b + t) * pr + j] = word(&bytes[4 * t..]);
                     }
+                    pw[(5 * b + 4) * pr + j] = five_bits(&q);
                     let blk = &data[(row * nb + b) * Q5_0_BLOCK_BYTES..];
                     out[b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                 }
@@ -1064,14 +1070,14 @@ impl Packed {
                 }
                 Kind::Q5_0 => {
                     for b in 0..nb {
-                        // The codes back to 5 bits (`q = code + 16`): the fifth bits, then the
+                        // The 5-bit codes (their nibble and fifth bit, as Q5_1's), then
+                        // `block_q5_0`: `d`, the fifth bits (bit `i` of a u32: code `i`'s), the
                         // low nibbles in Q4_0's order.
-                        let mut q = [0u8; 32];
-                        for c in 0..8 {
-                            for (t, &byte) in lane(8 * b + c).iter().enumerate() {
-                                q[4 * c + t] = (byte as i8).wrapping_add(16) as u8;
-                            }
-                        }
+                        let q: [u8; 32] = std::array::from_fn(|i| {
+                            let byte = lane(5 * b + (i % 16) / 4)[i % 4];
+                            let low = if i < 16 { byte & 0xF } else { byte >> 4 };
+                            low | ((lane(5 * b + 4)[i % 4] >> (i / 4)) & 1) << 4
+                        });
                         data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
                         let qh = (0..32).fold(0u32, |h, i| h | u32::from((q[i] >> 4) & 1) << i);
                         data.extend_from_slice(&qh.to_le_bytes());

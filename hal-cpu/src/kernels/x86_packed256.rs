@@ -15,7 +15,7 @@
 //! [`generic`](super::generic)'s q8 kernels.
 //!
 //! IQ4_NL is a Q4_0 layout whose nibbles index its code book: looked up with `vpshufb`, its
-//! signed levels enter as 8-bit codes do. Q5_0 is a Q8_0 layout (codes `q - 16`). The affine
+//! signed levels enter as 8-bit codes do. Q5_0 runs Q5_1's 5-bit kernel with an offset of 16. The affine
 //! formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with each
 //! code's fifth bit put back first), and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
 //! runs the 8-bit codes' arithmetic with each half block in its own accumulator, combined
@@ -238,11 +238,12 @@ impl BlockDot for S8 {
 /// byte (0..=31) and multiplied as it is by `vpmaddubsw`; their minimum is added per block (see
 /// [`BlockDot::AFFINE`]). A pair of products is at most `2 · 31 · 127`, so the low and the high
 /// nibbles' codes sum in i16 each (4 pairs: at most 31,496) before `vpmaddwd` widens them.
-struct U5<const K: bool>;
-impl<const K: bool> BlockDot for U5<K> {
+/// With `SYM`, Q5_0 in the same chunks: not affine, its offset of 16 removed through `neg`.
+struct U5<const K: bool, const SYM: bool = false>;
+impl<const K: bool, const SYM: bool> BlockDot for U5<K, SYM> {
     const CHUNKS: usize = if K { 9 } else { 5 };
-    const OFFSET: i32 = 0;
-    const AFFINE: bool = true;
+    const OFFSET: i32 = if SYM { 16 } else { 0 };
+    const AFFINE: bool = !SYM;
     const KQ: bool = K;
     fn chunk(b: usize) -> usize {
         affine_chunks(true, K, b).0
@@ -252,7 +253,7 @@ impl<const K: bool> BlockDot for U5<K> {
     }
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+    unsafe fn dot<const R: usize>(w: *const u8, _b: usize, x: [*const i8; R], neg: [i32; R]) -> [__m256i; R] {
         let ones = _mm256_set1_epi16(1);
         let nib = _mm256_set1_epi8(0x0F);
         let five = _mm256_set1_epi8(0x10);
@@ -275,7 +276,9 @@ impl<const K: bool> BlockDot for U5<K> {
             }
         }
         std::array::from_fn(|r| {
-            _mm256_add_epi32(_mm256_madd_epi16(acc[0][r], ones), _mm256_madd_epi16(acc[1][r], ones))
+            let sum = _mm256_add_epi32(_mm256_madd_epi16(acc[0][r], ones), _mm256_madd_epi16(acc[1][r], ones));
+            // `neg` is 0 but with `SYM`.
+            _mm256_add_epi32(sum, _mm256_set1_epi32(neg[r]))
         })
     }
 }
@@ -735,7 +738,8 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q2K => panel_all::<Q2>(w, p, act, y),
-                Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
+                Kind::Q5_0 => panel_all::<U5<false, true>>(w, p, act, y),
+                Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
                 Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Iq4>(w, p, act, y),
                 Kind::Nf4 { .. } | Kind::Fp8 { .. } => {
                     unreachable!("NF4 and FP8 have no AVX2 layout (Kind::for_tensor)")
@@ -748,8 +752,9 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             match w.kind {
                 Kind::Q4_0 => panel_all_vnni::<Q4Vnni>(w, p, act, y),
                 Kind::Tq2_0 => panel_all_vnni::<Tq2Vnni>(w, p, act, y),
-                Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
+                Kind::Q8_0 | Kind::Int8 { .. } => panel_all_vnni::<S8Vnni>(w, p, act, y),
                 Kind::Nf4 { .. }
+                | Kind::Q5_0
                 | Kind::Fp8 { .. }
                 | Kind::Affine { .. }
                 | Kind::Q6K
@@ -757,7 +762,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 | Kind::Iq4Nl
                 | Kind::Iq4Xs => {
                     unreachable!(
-                        "NF4, FP8, Q4_1, Q5_1, Q2_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
+                        "NF4, FP8, Q5_0, Q4_1, Q5_1, Q2_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS have no AVX-VNNI layout (Kind::for_tensor)"
                     )
                 }
             }

@@ -240,7 +240,7 @@ pub(crate) fn packed_formats() -> [QuantFormat; 23] {
     ]
 }
 
-/// The GGML formats packed through converted blocks (Q5_0 as Q8_0, Q4_1, Q5_1, Q4_K and Q5_K affine, Q2_K, Q6_K
+/// The GGML formats packed through converted blocks (Q5_0 in Q5_1's chunks, Q4_1, Q5_1, Q4_K and Q5_K affine, Q2_K, Q6_K
 /// and Q3_K in Q6_K's layout, IQ4_XS in IQ4_NL's with f32 scales)
 /// in `isa`'s layout, against the generic kernels bit for bit: every pass size of activation
 /// rows (1 to 7, 16, 33), `N` within and past whole panels, `K` of one and of several
@@ -359,12 +359,12 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
         // double quantization (its decoded absmax besides the 8-bit form) and FP8 per tensor
         // (the scale once per row).
         // The GGML formats converted block by block take what their layout says, per row and
-        // block of 32: Q5_0, Q6_K and Q3_K 8-bit codes (Q5_0 and its f16 scale as Q8_0's block;
-        // Q6_K and Q3_K with their 2 sub-block scales, and f16 d per 256 values), Q4_1 4-bit codes with
-        // its two f16 (the file's 20 bytes).
+        // block of 32: Q6_K and Q3_K 8-bit codes (with their 2 sub-block scales, and f16 d per
+        // 256 values), Q4_1 4-bit codes with its two f16 (the file's 20 bytes).
         let blocks = 16 * 512 / 32;
         let converted = match format {
-            QuantFormat::Q5_0 => Some(34 * blocks),
+            // Q5_0: Q5_1's 5-bit chunks with one f16, the file's 22 bytes.
+            QuantFormat::Q5_0 => Some(22 * blocks),
             QuantFormat::Q4_1 => Some(20 * blocks),
             // Q4_K and Q5_K: per 256 values their codes, 16 bytes of sub-block scales and
             // minimums, `d` and `dmin` (the file's bytes and 4 more; nothing kept aside: the

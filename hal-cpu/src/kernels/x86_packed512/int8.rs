@@ -198,13 +198,14 @@ impl<const AFFINE: bool, const K: bool> Dot for Q4<AFFINE, K> {
 /// nibbles in Q4_0's order and a chunk of their fifth bits
 /// ([`five_bits`](super::super::panels::five_bits)), each code rebuilt as an unsigned byte
 /// (the nibble, and its fifth bit shifted to bit 4) and multiplied as it is (no offset); the
-/// minimum is added per block (see [`Dot::AFFINE`]).
-struct U5<const K: bool>;
-impl<const K: bool> Dot for U5<K> {
+/// minimum is added per block (see [`Dot::AFFINE`]). With `SYM`, Q5_0 in the same chunks:
+/// not affine, its offset of 16 removed through `neg` as Q4_0's 8 is.
+struct U5<const K: bool, const SYM: bool = false>;
+impl<const K: bool, const SYM: bool> Dot for U5<K, SYM> {
     const CHUNKS: usize = if K { 9 } else { 5 };
     const LINES: usize = if K { 6 } else { 5 };
-    const OFFSET: i32 = 0;
-    const AFFINE: bool = true;
+    const OFFSET: i32 = if SYM { 16 } else { 0 };
+    const AFFINE: bool = !SYM;
     const F16_SCALES: bool = true;
     const KQ: bool = K;
     fn chunk(b: usize) -> usize {
@@ -841,7 +842,7 @@ unsafe fn panel_all<D: Dot, const P: usize>(w: &Packed, p: usize, act: &PackedAc
 /// codes are read once from memory, and one panel's two chains per row hide more latency.)
 pub(crate) fn panels_per_call(kind: Kind, m: usize) -> usize {
     match kind {
-        Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if m > 6 => 2,
+        Kind::Q8_0 | Kind::Int8 { .. } if m > 6 => 2,
         _ => 1,
     }
 }
@@ -886,9 +887,10 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
             Kind::Q6K => panel_all::<Q6, 1>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2, 1>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2, 1>(w, p, act, y),
-            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
-            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } if p + 1 < panels => panel_all::<S8, 2>(w, p, act, y),
-            Kind::Q8_0 | Kind::Q5_0 | Kind::Int8 { .. } => {
+            Kind::Q5_0 => panel_all::<U5<false, true>, 1>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } if span == 1 => panel_all::<S8, 1>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } if p + 1 < panels => panel_all::<S8, 2>(w, p, act, y),
+            Kind::Q8_0 | Kind::Int8 { .. } => {
                 // An odd last panel: alone, spread to the pair's layout.
                 let mut one = vec![0.0f32; ROWS * m];
                 panel_all::<S8, 1>(w, p, act, &mut one);

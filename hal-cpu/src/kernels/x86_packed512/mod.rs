@@ -15,7 +15,7 @@
 //! through the activation block sums (`-offset · Σ x`, the accumulator's starting value), so
 //! the block sum is the exact integer the generic kernel computes, and it is scaled and added
 //! as the generic kernel does, `(s_w · d_x) · isum` without FMA: the results are bit-identical
-//! to [`generic`](super::generic)'s q8 kernels. Q5_0 is a Q8_0 layout (codes `q - 16`). The
+//! to [`generic`](super::generic)'s q8 kernels. Q5_0 runs Q5_1's 5-bit kernel with an offset of 16. The
 //! affine formats (Q4_1, Q4_K) multiply their unsigned nibbles without an offset and then add
 //! `add · (d_x · Σ x)` per block, rounded apart; Q6_K flips its 8-bit codes as Q8_0's, keeps
 //! each half block's sum in its own accumulator (each started at its own offset correction)
