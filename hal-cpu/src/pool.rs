@@ -183,38 +183,3 @@ mod tests {
         assert_eq!(sum.load(Ordering::Relaxed), 28);
     }
 }
-#[cfg(test)]
-mod tmp_timing {
-    fn spin(us: f64) {
-        let t = std::time::Instant::now();
-        while t.elapsed().as_secs_f64() * 1e6 < us {}
-    }
-    #[test]
-    fn tmp_handoff() {
-        for (work, gap) in [(0.0, 0.0), (5.0, 3.0), (10.0, 3.0), (10.0, 30.0), (10.0, 100.0)] {
-            let n = 20000;
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                super::run_tasks(vec![0, 1], |_, _: i32| spin(work / 2.0));
-                spin(gap);
-            }
-            let per = t.elapsed().as_secs_f64() / n as f64 * 1e6;
-            eprintln!(
-                "TIME work {work} gap {gap}: {per:.2} us per call, overhead {:.2}",
-                per - work / 2.0 - gap
-            );
-            let t = std::time::Instant::now();
-            rayon::scope(|_| {
-                for _ in 0..n {
-                    super::run_tasks(vec![0, 1], |_, _: i32| spin(work / 2.0));
-                    spin(gap);
-                }
-            });
-            let per = t.elapsed().as_secs_f64() / n as f64 * 1e6;
-            eprintln!(
-                "TIME in pool: work {work} gap {gap}: {per:.2} us per call, overhead {:.2}",
-                per - work / 2.0 - gap
-            );
-        }
-    }
-}
