@@ -64,6 +64,7 @@ mod value;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use aihal_core::{CoreError, DType, Result, TensorBuffer};
 
@@ -293,6 +294,57 @@ impl GgufFile {
         let t = QuantizedTensor::from_parts(format, info.shape.clone(), data, Vec::new())
             .map_err(|e| in_context(e, || describe(info)))?;
         t.validate_values().map_err(|e| in_context(e, || describe(info)))?;
+        Ok(t)
+    }
+
+    /// Reads rows `rows` of quantized tensor `name` as a [`QuantizedTensor`] of shape
+    /// `[rows.len(), K]`, byte for byte: only those rows' bytes are read, so that a large
+    /// tensor (a vocabulary's embedding table) can be read and used a part at a time instead
+    /// of held whole. `K` is the last dimension of the tensor's shape (row-major, as
+    /// [`GgufTensorInfo::shape`] gives it) and its rows are all the others together. The
+    /// values are checked as [`read_tensor`](Self::read_tensor) checks them.
+    ///
+    /// Errors: those of `read_tensor`; `InvalidInput` for an empty range or one past the
+    /// tensor's rows, and `Unsupported` for a tensor whose rows do not hold whole blocks.
+    pub fn read_tensor_rows<R: Read + Seek>(
+        &self,
+        reader: &mut R,
+        name: &str,
+        rows: Range<usize>,
+    ) -> Result<QuantizedTensor> {
+        let info = self.info(name)?;
+        let (Some(format), Some((per, bytes))) = (info.ggml_type.quant_format(), info.ggml_type.block_layout()) else {
+            return Err(CoreError::unsupported(
+                format!("GgufFile::read_tensor_rows of {name:?}"),
+                format!("{} (rows are read of the quantized block types)", info.ggml_type),
+            ));
+        };
+        let k = info.shape.last().copied().unwrap_or(1);
+        let n: usize = info.shape.iter().rev().skip(1).product();
+        if k == 0 || !(k as u64).is_multiple_of(per) {
+            return Err(CoreError::unsupported(
+                format!("GgufFile::read_tensor_rows of {name:?}"),
+                format!("rows of {k} values, not whole blocks of {per}"),
+            ));
+        }
+        if rows.start >= rows.end || rows.end > n {
+            return Err(CoreError::invalid_input(format!(
+                "{}: rows {}..{} are not a non-empty range within its {n} rows",
+                describe(info),
+                rows.start,
+                rows.end
+            )));
+        }
+        // The whole tensor lies in the stream (checked as for a whole read), so these rows do.
+        checked_len(reader, info)?;
+        let row_bytes = k as u64 / per * bytes;
+        let mut data = vec![0u8; usize::try_from(row_bytes * rows.len() as u64).unwrap_or(usize::MAX)];
+        reader.seek(SeekFrom::Start(info.file_offset + row_bytes * rows.start as u64))?;
+        reader.read_exact(&mut data)?;
+        let context = || format!("{}, rows {}..{}", describe(info), rows.start, rows.end);
+        let t = QuantizedTensor::from_parts(format, vec![rows.len(), k], data, Vec::new())
+            .map_err(|e| in_context(e, context))?;
+        t.validate_values().map_err(|e| in_context(e, context))?;
         Ok(t)
     }
 

@@ -113,6 +113,26 @@ fn every_tensor_reads_back_byte_for_byte() {
             assert_eq!(q.shape(), e.shape);
             assert!(q.data() == e.bytes, "{}: blocks as written", e.name);
             assert!(q.scales().is_empty());
+            // The same bytes a few rows at a time, and the ranges that are not rows of it.
+            let k = *e.shape.last().unwrap();
+            let n = e.shape.iter().product::<usize>() / k;
+            let row_bytes = e.bytes.len() / n;
+            for step in [1, 2, n] {
+                for start in (0..n).step_by(step) {
+                    let end = (start + step).min(n);
+                    let part = gguf.read_tensor_rows(&mut f, &e.name, start..end).unwrap();
+                    assert_eq!((part.format(), part.shape()), (format, &[end - start, k][..]));
+                    assert!(
+                        part.data() == &e.bytes[start * row_bytes..end * row_bytes],
+                        "{}: rows {start}..{end}",
+                        e.name
+                    );
+                }
+            }
+            for bad in [0..0, n..n + 1, 0..n + 1] {
+                let err = gguf.read_tensor_rows(&mut f, &e.name, bad.clone()).unwrap_err();
+                assert!(matches!(err, CoreError::InvalidInput(_)), "{}: {bad:?}: {err}", e.name);
+            }
             let err = gguf.read_dense(&mut f, &e.name).unwrap_err();
             assert!(matches!(err, CoreError::Unsupported { .. }), "{}: {err}", e.name);
         } else if let Some(dtype) = ty.dense_dtype() {
@@ -122,6 +142,8 @@ fn every_tensor_reads_back_byte_for_byte() {
             assert!(d.bytes() == e.bytes, "{}: values as written", e.name);
             let err = gguf.read_tensor(&mut f, &e.name).unwrap_err();
             assert!(err.to_string().contains("read_dense"), "{}: {err}", e.name);
+            let err = gguf.read_tensor_rows(&mut f, &e.name, 0..1).unwrap_err();
+            assert!(matches!(err, CoreError::Unsupported { .. }), "{}: {err}", e.name);
         } else {
             // A type we do not read: listed, its bytes available, not read as a QuantizedTensor.
             let err = gguf.read_tensor(&mut f, &e.name).unwrap_err();
