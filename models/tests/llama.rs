@@ -12,7 +12,7 @@ use aihal_core::CoreError;
 use aihal_models::llama::{
     generate, GenerateOptions, Generator, LlamaModel, LlamaOptions, Sampler, SamplingOptions, StopReason,
 };
-use aihal_ops::{Executor, LinearPrecision};
+use aihal_ops::{Executor, LinearPrecision, OpKind};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use common::{cpu_executor, LlamaPeer, Rng};
@@ -570,4 +570,47 @@ fn the_model_follows_a_plan_from_the_dispatch_table() {
     assert!(plan.devices.iter().all(|d| d == "cpu"), "{plan:?}");
     assert_eq!(plan.transfers, 0);
     assert_eq!(logits(&planned, &[1, 5, 9]), before);
+}
+
+/// A quantized embedding table (tied to the output projection) read in parts of rows, each its
+/// own embedding and output op, gives the bits of the table read whole: prompt rows looked up
+/// across every part, the logits of every part in vocabulary order, the same greedy tokens,
+/// with parts that divide the vocabulary and a shorter last one. A part size of 0 is refused.
+#[test]
+fn a_table_read_in_parts_gives_the_bits_of_the_whole_table() {
+    let f = tiny_file(Weights::Q8);
+    let whole = load(f.path(), LinearPrecision::default());
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    // Q8_0 rows of HIDDEN values: 34 bytes per 32.
+    let row_bytes = HIDDEN / 32 * 34;
+    for rows in [16, 24, 1] {
+        // An executor of its own, so that its report counts this model's calls alone.
+        let exec = cpu_executor();
+        let options = LlamaOptions {
+            vocab_part_bytes: rows * row_bytes,
+            ..LlamaOptions::default()
+        };
+        let parts = LlamaModel::load(&exec, f.path(), options).unwrap();
+        assert_eq!(
+            bits(logits(&parts, &TINY_PROMPT)),
+            bits(logits(&whole, &TINY_PROMPT)),
+            "parts of {rows} rows"
+        );
+        assert_eq!(
+            greedy(&parts, &TINY_PROMPT, 8),
+            greedy(&whole, &TINY_PROMPT, 8),
+            "parts of {rows} rows"
+        );
+        // One output op per part: as many linear calls per forward as the layers' and the parts.
+        let report = exec.report();
+        let forwards = report.calls(OpKind::RmsNorm, aihal_core::Device::Cpu) / (2 * LAYERS as u64 + 1);
+        let per_forward = report.calls(OpKind::Linear, aihal_core::Device::Cpu) / forwards;
+        assert_eq!(per_forward, 7 * LAYERS as u64 + VOCAB.div_ceil(rows) as u64, "{report}");
+    }
+    let options = LlamaOptions {
+        vocab_part_bytes: 0,
+        ..LlamaOptions::default()
+    };
+    let err = LlamaModel::load(&exec(), f.path(), options).unwrap_err();
+    assert!(matches!(err, CoreError::InvalidConfig(_)), "{err}");
 }

@@ -36,15 +36,24 @@ pub struct LlamaOptions {
     /// long the sequence, where the cache's device can drop positions (the CPU; elsewhere it
     /// holds the whole sequence). Models without local layers run any input in one pass.
     pub local_chunk: usize,
+    /// The most bytes of a quantized embedding table or output projection read from the file
+    /// and made into one op; 32 MiB by default. A larger one (Gemma 3's 170 MiB table) is read
+    /// a part of its rows at a time, each part its own op (parts of a multiple of 64 rows), so
+    /// that loading holds one part as read beside the ops made so far instead of the whole
+    /// table twice, and so that each part fits in one buffer of a device that limits buffers
+    /// (wgpu's 128 MiB). The results do not depend on it.
+    pub vocab_part_bytes: usize,
 }
 
 impl Default for LlamaOptions {
-    /// 8-bit activations, the architecture's gate, passes of 512 positions.
+    /// 8-bit activations, the architecture's gate, passes of 512 positions, vocabulary tables
+    /// in parts of at most 32 MiB.
     fn default() -> Self {
         Self {
             precision: LinearPrecision::default(),
             gate_activation: None,
             local_chunk: 512,
+            vocab_part_bytes: 32 << 20,
         }
     }
 }
@@ -93,6 +102,36 @@ impl<R: Read + Seek> Reader<'_, R> {
             return Ok(Stored::Quantized(t));
         }
         self.dense(name, shape).map(Stored::Dense)
+    }
+
+    /// Rows `rows` of quantized tensor `name` of `shape` (`[rows, K]`), as stored.
+    fn quantized_rows(&mut self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<QuantizedTensor> {
+        self.info(name, shape)?;
+        let t = self
+            .file
+            .read_tensor_rows(&mut self.stream, name, rows)
+            .map_err(|e| crate::context(e, &format!("llama GGUF tensor {name}")))?;
+        self.progress.inc(t.data().len() as u64);
+        Ok(t)
+    }
+
+    /// The rows per part in which quantized tensor `name` (`[rows, K]`) is read and placed:
+    /// all of them, unless its bytes exceed `part_bytes`
+    /// ([`LlamaOptions::vocab_part_bytes`]): then as many as that many bytes hold, at least
+    /// one, a multiple of 64 from 64 on (whole panels of rows for every packed layout).
+    fn part_rows(&self, name: &str, rows: usize, part_bytes: usize) -> usize {
+        let Some(info) = self.file.tensor(name) else {
+            return rows;
+        };
+        let quantized = info.ggml_type().quant_format().is_some();
+        match info.byte_len() {
+            Some(bytes) if quantized && bytes > part_bytes as u64 && rows > 0 => {
+                let row = bytes.div_ceil(rows as u64).max(1);
+                let fit = usize::try_from(part_bytes as u64 / row).unwrap_or(rows).max(1);
+                (if fit >= 64 { fit / 64 * 64 } else { fit }).min(rows)
+            }
+            _ => rows,
+        }
     }
 
     /// Tensor `name` of `shape` in f32 (stored as F32, F16 or BF16).
@@ -187,12 +226,16 @@ struct AttentionOps {
 #[derive(Debug)]
 pub struct LlamaModel {
     config: LlamaConfig,
-    embed: Embedding,
+    /// The embedding table's parts ([`LlamaOptions::vocab_part_bytes`]), `embed_rows` ids
+    /// each.
+    embed: Vec<Embedding>,
+    embed_rows: usize,
     /// What the embedding rows are multiplied by (Gemma 3: `sqrt(hidden)`).
     embed_scale: Option<f32>,
     layers: Vec<Layer>,
     output_norm: RmsNorm,
-    output: Linear,
+    /// The output projection's parts, consecutive ranges of the vocabulary.
+    output: Vec<Linear>,
     /// The global layers' RoPE and attention (every layer's, without local layers).
     global: AttentionOps,
     /// The local layers' (Gemma 3), with their window and RoPE base.
@@ -312,6 +355,11 @@ impl LlamaModel {
                 "llama: LlamaOptions::local_chunk is 0; a pass needs at least one position",
             ));
         }
+        if options.vocab_part_bytes == 0 {
+            return Err(CoreError::invalid_config(
+                "llama: LlamaOptions::vocab_part_bytes is 0; a part holds at least one row",
+            ));
+        }
         let total = file
             .tensors()
             .iter()
@@ -341,38 +389,38 @@ impl LlamaModel {
 
         // The embedding table, and the output projection when it is tied to the table (no
         // `output.weight`), both built now, so that the table read from the file is dropped
-        // before the layers are read. A tied quantized table is looked up in the output
-        // projection's weight where its providers give rows (`Embedding::tied`: the CPU
-        // provider, from the weight as stored or packed), so the table is held once, in the
-        // projection's form; where they do not (the CubeCL and NPU providers), the table is
-        // shared with the embedding op, which keeps it as its provider does, and it is never
-        // copied while loading.
+        // before the layers are read (`quantized_table` says how a tied table is held once).
         let embd_name = "token_embd.weight";
         let tied = file.tensor("output.weight").is_none();
-        let tied_context = "token_embd.weight as the output projection";
-        let (embed, tied_output) = match r.stored(embd_name, &[vocab, h])? {
-            Stored::Quantized(t) => {
-                let t = Arc::new(t);
-                let output = tied
-                    .then(|| Linear::with_precision(exec, &t, None, options.precision))
-                    .transpose()
-                    .map_err(|e| crate::context(e, tied_context))?;
-                let embed = match output.as_ref().map(Embedding::tied) {
-                    Some(Ok(embed)) => embed,
-                    Some(Err(e)) if !e.is_not_implemented() => return Err(crate::context(e, embd_name)),
-                    _ => Embedding::shared(exec, &t).map_err(|e| crate::context(e, embd_name))?,
-                };
-                (embed, output)
+        // A table larger than `vocab_part_bytes` is read and made into ops a part of its rows
+        // at a time (each part's bytes dropped once its ops hold them).
+        let embed_rows = r.part_rows(embd_name, vocab, options.vocab_part_bytes);
+        let mut embed = Vec::new();
+        let mut tied_output = Vec::new();
+        if embed_rows < vocab {
+            for start in (0..vocab).step_by(embed_rows) {
+                let t = Arc::new(r.quantized_rows(embd_name, &[vocab, h], start..(start + embed_rows).min(vocab))?);
+                let (e, o) = quantized_table(exec, &t, tied, options.precision)?;
+                embed.push(e);
+                tied_output.extend(o);
             }
-            Stored::Dense(t) => {
-                let embed = Embedding::dense(exec, &t, h).map_err(|e| crate::context(e, embd_name))?;
-                let output = tied
-                    .then(|| Linear::dense(exec, &t, [vocab, h], None))
-                    .transpose()
-                    .map_err(|e| crate::context(e, tied_context))?;
-                (embed, output)
+        } else {
+            match r.stored(embd_name, &[vocab, h])? {
+                Stored::Quantized(t) => {
+                    let (e, o) = quantized_table(exec, &Arc::new(t), tied, options.precision)?;
+                    embed.push(e);
+                    tied_output.extend(o);
+                }
+                Stored::Dense(t) => {
+                    embed.push(Embedding::dense(exec, &t, h).map_err(|e| crate::context(e, embd_name))?);
+                    if tied {
+                        tied_output.push(
+                            Linear::dense(exec, &t, [vocab, h], None).map_err(|e| crate::context(e, TIED_CONTEXT))?,
+                        );
+                    }
+                }
             }
-        };
+        }
 
         let gemma = c.architecture == Architecture::Gemma3;
         let head_norm = |r: &mut Reader<'_, R>, name: &str| -> Result<RmsNorm> {
@@ -442,10 +490,23 @@ impl LlamaModel {
             )));
         }
         let output_norm = norm(&mut r, "output_norm.weight")?;
-        let output = match tied_output {
+        let output = if tied {
             // Tied embeddings: the output projection made from the embedding table above.
-            Some(output) => output,
-            None => linear(&mut r, "output.weight", vocab, h)?,
+            tied_output
+        } else {
+            let rows = r.part_rows("output.weight", vocab, options.vocab_part_bytes);
+            if rows < vocab {
+                (0..vocab)
+                    .step_by(rows)
+                    .map(|start| {
+                        let t = r.quantized_rows("output.weight", &[vocab, h], start..(start + rows).min(vocab))?;
+                        Linear::with_precision(exec, &t, None, options.precision)
+                            .map_err(|e| crate::context(e, "output.weight"))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                vec![linear(&mut r, "output.weight", vocab, h)?]
+            }
         };
 
         // GGUF llama files store Q and K with the rows of each head permuted so that RoPE
@@ -488,6 +549,7 @@ impl LlamaModel {
             local_chunk: options.local_chunk,
             config,
             embed,
+            embed_rows,
             layers,
             output_norm,
             output,
@@ -534,7 +596,7 @@ impl LlamaModel {
         };
         let mut chain: Vec<ChainOp<'_>> = vec![
             ChainOp {
-                op: &mut self.embed,
+                op: &mut self.embed[0],
                 input_bytes: rows * 4,
             },
             ChainOp {
@@ -594,12 +656,21 @@ impl LlamaModel {
                 input_bytes: f32s(d),
             },
             ChainOp {
-                op: &mut self.output,
+                op: &mut self.output[0],
                 input_bytes: f32s(d),
             },
         ];
         let plan = follow_plan(&exec, &mut chain, m)?;
         drop(chain);
+        // The other parts of the vocabulary's ops follow the first.
+        let embed = device_named(&self.embed[0], &plan.devices[0])?;
+        let output = device_named(&self.output[0], &plan.devices[15])?;
+        for part in &mut self.embed[1..] {
+            part.pin(m, embed)?;
+        }
+        for part in &mut self.output[1..] {
+            part.pin(m, output)?;
+        }
         // Layer 0's devices, at its ops' positions in the chain above.
         let [norm, q, k, v, o, ffn_norm, gate, up, down] = [
             (&first.attn_norm as &dyn Planned, 1),
@@ -770,7 +841,7 @@ impl LlamaModel {
         let c = &self.config;
         let (s, h, hd) = (ids.len(), c.embedding_length, c.head_dim);
         let pos0 = state.pos;
-        let mut x = self.embed.forward(ids, Some(&[1, s]))?;
+        let mut x = self.embed_rows(ids)?;
         if let Some(scale) = self.embed_scale {
             // The rows as f32, scaled (Gemma 3's `sqrt(hidden)`, in f32 as llama.cpp and
             // candle scale them), on the host: one small pass per call.
@@ -826,13 +897,83 @@ impl LlamaModel {
             let all = x.to_vec()?;
             Tensor::from_vec(all[(s - 1) * h..].to_vec(), &[1, h])?
         };
-        let logits = self.output.forward(&self.output_norm.forward(&last)?)?;
-        if logits.host_slice().is_some() {
-            Ok(logits.into_host().unwrap_or_default())
-        } else {
-            logits.to_vec()
+        let last = self.output_norm.forward(&last)?;
+        let host = |t: Tensor| {
+            if t.host_slice().is_some() {
+                Ok(t.into_host().unwrap_or_default())
+            } else {
+                t.to_vec()
+            }
+        };
+        if let [output] = &self.output[..] {
+            return host(output.forward(&last)?);
         }
+        // The parts' logits, in vocabulary order.
+        let mut logits = Vec::with_capacity(c.vocab_size);
+        for part in &self.output {
+            logits.extend(host(part.forward(&last)?)?);
+        }
+        Ok(logits)
     }
+
+    /// The embedding rows of `ids` (checked: below the vocabulary size), `[1, ids.len(), h]`:
+    /// each part of the table looks up the ids in its range.
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor> {
+        let (s, h) = (ids.len(), self.config.embedding_length);
+        if let [table] = &self.embed[..] {
+            return table.forward(ids, Some(&[1, s]));
+        }
+        let mut rows = vec![0.0f32; s * h];
+        for (p, table) in self.embed.iter().enumerate() {
+            let range = p * self.embed_rows..(p + 1) * self.embed_rows;
+            let (at, local): (Vec<usize>, Vec<u32>) = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, &id)| range.contains(&(id as usize)))
+                .map(|(i, &id)| (i, id - range.start as u32))
+                .unzip();
+            if at.is_empty() {
+                continue;
+            }
+            let t = table.forward(&local, Some(&[1, local.len()]))?;
+            let part = match t.host_slice() {
+                Some(v) => std::borrow::Cow::Borrowed(v),
+                None => std::borrow::Cow::Owned(t.to_vec()?),
+            };
+            for (j, &i) in at.iter().enumerate() {
+                rows[i * h..(i + 1) * h].copy_from_slice(&part[j * h..(j + 1) * h]);
+            }
+        }
+        Tensor::from_vec(rows, &[1, s, h])
+    }
+}
+
+/// What the embedding reads `token_embd.weight` as where it is also the output projection.
+const TIED_CONTEXT: &str = "token_embd.weight as the output projection";
+
+/// The embedding op over (a part of) a quantized table `t`, and with `tied` the output
+/// projection made from the same rows. A tied table is looked up in the output projection's
+/// weight where its providers give rows (`Embedding::tied`: the CPU provider, from the
+/// weight as stored or packed), so the rows are held once, in the projection's form; where
+/// they do not (the CubeCL and NPU providers), the table is shared with the embedding op,
+/// which keeps it as its provider does, and it is never copied.
+fn quantized_table(
+    exec: &Arc<Executor>,
+    t: &Arc<QuantizedTensor>,
+    tied: bool,
+    precision: LinearPrecision,
+) -> Result<(Embedding, Option<Linear>)> {
+    const NAME: &str = "token_embd.weight";
+    let output = tied
+        .then(|| Linear::with_precision(exec, t, None, precision))
+        .transpose()
+        .map_err(|e| crate::context(e, TIED_CONTEXT))?;
+    let embed = match output.as_ref().map(Embedding::tied) {
+        Some(Ok(embed)) => embed,
+        Some(Err(e)) if !e.is_not_implemented() => return Err(crate::context(e, NAME)),
+        _ => Embedding::shared(exec, t).map_err(|e| crate::context(e, NAME))?,
+    };
+    Ok((embed, output))
 }
 
 /// The device named `name` among those `op` was prepared on.
