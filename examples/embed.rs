@@ -66,15 +66,25 @@ fn parse_format(name: &str) -> Result<QuantFormat> {
 fn parse_args() -> Result<(PathBuf, QuantFormat)> {
     let mut model = PathBuf::from(".testdata/all-MiniLM-L6-v2");
     let mut format = QuantFormat::Q8_0;
-    let mut args = std::env::args().skip(1);
+    // `args_os`: an argument that is not valid UTF-8 is an error naming it, not a panic (a
+    // directory given to --model may be any bytes).
+    let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| CoreError::invalid_input(format!("argument \"{}\" is not valid UTF-8", a.display())))?;
         let mut value = |flag: &str| {
             args.next()
                 .ok_or_else(|| CoreError::invalid_input(format!("{flag} needs a value")))
         };
         match arg.as_str() {
             "--model" => model = value("--model")?.into(),
-            "--format" => format = parse_format(&value("--format")?)?,
+            "--format" => {
+                let name = value("--format")?.into_string().map_err(|v| {
+                    CoreError::invalid_input(format!("--format \"{}\" is not valid UTF-8", v.display()))
+                })?;
+                format = parse_format(&name)?;
+            }
             "-h" | "--help" => {
                 println!("usage: embed [--model DIR] [--format NAME]\nformats: {FORMATS}");
                 std::process::exit(0);

@@ -66,6 +66,13 @@ fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
         .map_err(|_| CoreError::invalid_input(format!("{flag} {value:?} is not a valid number")))
 }
 
+/// `value` as text, or an error naming `what` when it is not valid UTF-8.
+fn utf8(what: &str, value: std::ffi::OsString) -> Result<String> {
+    value
+        .into_string()
+        .map_err(|v| CoreError::invalid_input(format!("{what}: \"{}\" is not valid UTF-8", v.display())))
+}
+
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         gguf: named_model("smollm2")?,
@@ -75,15 +82,19 @@ fn parse_args() -> Result<Args> {
         sampling: SamplingOptions::greedy(),
         device: None,
     };
-    let mut it = std::env::args().skip(1);
+    // `args_os`: an argument that is not valid UTF-8 is an error naming it, not a panic (a
+    // path given to --gguf may be any bytes).
+    let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
+        let arg = utf8("an argument", arg)?;
+        let mut value_os = |flag: &str| {
             it.next()
                 .ok_or_else(|| CoreError::invalid_input(format!("{flag} needs a value")))
         };
+        let mut value = |flag: &str| utf8(flag, value_os(flag)?);
         match arg.as_str() {
             "--model" => args.gguf = named_model(&value("--model")?)?,
-            "--gguf" => args.gguf = value("--gguf")?.into(),
+            "--gguf" => args.gguf = value_os("--gguf")?.into(),
             "--prompt" => args.prompt = value("--prompt")?,
             "--chat" => args.chat = true,
             "--max-tokens" => args.max_tokens = parse("--max-tokens", &value("--max-tokens")?)?,
