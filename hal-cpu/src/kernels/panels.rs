@@ -610,6 +610,27 @@ pub(crate) fn k_quant_header(d: u16, dmin: u16, sc_m: [(u8, u8); 8]) -> [u8; 16]
     h
 }
 
+/// Lane `j` of the chunks of a block of 32 codes (0..=15, or 0..=31 with `five`) from chunk
+/// `c0` of a panel of `pr` rows: 4 chunks of their low nibbles in Q4_0's order, then with
+/// `five` one of their fifth bits ([`five_bits`]).
+fn put_nibbles(pw: &mut [u32], pr: usize, j: usize, c0: usize, codes: &[u8; 32], five: bool) {
+    let bytes: [u8; 16] = std::array::from_fn(|i| (codes[i] & 0xF) | (codes[16 + i] & 0xF) << 4);
+    for (t, lane) in bytemuck::cast::<[u8; 16], [u32; 4]>(bytes).into_iter().enumerate() {
+        pw[(c0 + t) * pr + j] = lane;
+    }
+    if five {
+        pw[(c0 + 4) * pr + j] = five_bits(codes);
+    }
+}
+
+/// The codes of a Q5_0 or Q5_1 block as the file stores them after the scales: `qh` (bit `i`
+/// of a little-endian u32 is code `i`'s fifth bit), then the low nibbles in Q4_0's order.
+fn push_q5_codes(data: &mut Vec<u8>, q: &[u8; 32]) {
+    let qh = (0..32).fold(0u32, |h, i| h | u32::from((q[i] >> 4) & 1) << i);
+    data.extend_from_slice(&qh.to_le_bytes());
+    data.extend((0..16).map(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4));
+}
+
 /// The fifth bits of a block of 32 codes (Q5_1, Q5_K) as one lane of its fifth chunk: bit `c`
 /// of byte `t` is code `4c + t`'s, so that the chunk's bits for the 4 codes of nibble chunk
 /// `c` sit at bit `c` (low nibbles) and bit `c + 4` (high nibbles) of the 4 bytes those codes
@@ -653,24 +674,14 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     // The codes `q` (the generic kernel's `q - 16`, plus 16) as Q5_1's.
                     let (codes, _) = generic::weight_block(w, row, b);
                     let q: [u8; 32] = std::array::from_fn(|i| (codes[i] + 16) as u8);
-                    let bytes: [u8; 16] = std::array::from_fn(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4);
-                    for t in 0..4 {
-                        pw[(5 * b + t) * pr + j] = word(&bytes[4 * t..]);
-                    }
-                    pw[(5 * b + 4) * pr + j] = five_bits(&q);
+                    put_nibbles(pw, pr, j, 5 * b, &q, true);
                     let blk = &data[(row * nb + b) * Q5_0_BLOCK_BYTES..];
                     out[b * pr + j] = u16::from_le_bytes([blk[0], blk[1]]);
                 }
                 (Kind::Affine { five, k_quant }, _) => {
                     let (codes, scale, add) = generic::affine_block(w, row, b);
-                    let bytes: [u8; 16] = std::array::from_fn(|i| (codes[i] & 0xF) | (codes[16 + i] & 0xF) << 4);
                     let (c0, sc, _) = affine_chunks(five, k_quant, b);
-                    for t in 0..4 {
-                        pw[(c0 + t) * pr + j] = word(&bytes[4 * t..]);
-                    }
-                    if five {
-                        pw[(c0 + 4) * pr + j] = five_bits(&codes);
-                    }
+                    put_nibbles(pw, pr, j, c0, &codes, five);
                     match (k_quant, &mut *ps) {
                         // The K-quants: the sub-block's 6-bit scale and minimum as bytes, the
                         // super-block's `d` and `dmin` as the file has them (the first 4 bytes
@@ -1046,6 +1057,13 @@ impl Packed {
             let lane = |c: usize| &pc[4 * pr * c + 4 * j..][..4];
             // Q4_K's and Q5_K's 16 header bytes of super-block `sb`, from its `d` and `dmin`
             // slots and its sub-blocks' scale and minimum bytes.
+            // Code `i` (0..=31) of the 5-bit block whose chunks start at `c0`: its nibble (Q4_0's
+            // order) and its fifth bit ([`five_bits`]).
+            let code5 = |c0: usize, i: usize| {
+                let byte = lane(c0 + (i % 16) / 4)[i % 4];
+                let low = if i < 16 { byte & 0xF } else { byte >> 4 };
+                low | ((lane(c0 + 4)[i % 4] >> (i / 4)) & 1) << 4
+            };
             let k_header = |sb: usize, five: bool| {
                 let slot = |s: usize| self.scales16()[sbase + (2 * sb + s) * pr];
                 k_quant_header(
@@ -1070,18 +1088,9 @@ impl Packed {
                 }
                 Kind::Q5_0 => {
                     for b in 0..nb {
-                        // The 5-bit codes (their nibble and fifth bit, as Q5_1's), then
-                        // `block_q5_0`: `d`, the fifth bits (bit `i` of a u32: code `i`'s), the
-                        // low nibbles in Q4_0's order.
-                        let q: [u8; 32] = std::array::from_fn(|i| {
-                            let byte = lane(5 * b + (i % 16) / 4)[i % 4];
-                            let low = if i < 16 { byte & 0xF } else { byte >> 4 };
-                            low | ((lane(5 * b + 4)[i % 4] >> (i / 4)) & 1) << 4
-                        });
+                        // `block_q5_0`: `d`, then the codes as Q5_1 stores them.
                         data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
-                        let qh = (0..32).fold(0u32, |h, i| h | u32::from((q[i] >> 4) & 1) << i);
-                        data.extend_from_slice(&qh.to_le_bytes());
-                        data.extend((0..16).map(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4));
+                        push_q5_codes(&mut data, &std::array::from_fn(|i| code5(5 * b, i)));
                     }
                 }
                 Kind::Affine {
@@ -1098,24 +1107,15 @@ impl Packed {
                     }
                 }
                 Kind::Affine { five: true, k_quant } => {
-                    // Code `i` of block `b`: its nibble (Q4_0's order) and its fifth bit
-                    // ([`five_bits`]).
-                    let code = |b: usize, i: usize| {
-                        let c0 = affine_chunks(true, k_quant, b).0;
-                        let byte = lane(c0 + (i % 16) / 4)[i % 4];
-                        let low = if i < 16 { byte & 0xF } else { byte >> 4 };
-                        low | ((lane(c0 + 4)[i % 4] >> (i / 4)) & 1) << 4
-                    };
+                    // Code `i` of block `b`.
+                    let code = |b: usize, i: usize| code5(affine_chunks(true, k_quant, b).0, i);
                     if !k_quant {
-                        // `block_q5_1`: `d`, `m`, the fifth bits (bit `i` of a u32: code `i`'s),
-                        // the low nibbles in Q4_0's order.
+                        // `block_q5_1`: `d`, `m`, then the codes.
                         for b in 0..nb {
                             for slot in 0..2 {
                                 data.extend_from_slice(&self.scales16()[sbase + (2 * b + slot) * pr].to_le_bytes());
                             }
-                            let qh = (0..32).fold(0u32, |h, i| h | u32::from((code(b, i) >> 4) & 1) << i);
-                            data.extend_from_slice(&qh.to_le_bytes());
-                            data.extend((0..16).map(|i| (code(b, i) & 0xF) | (code(b, 16 + i) & 0xF) << 4));
+                            push_q5_codes(&mut data, &std::array::from_fn(|i| code(b, i)));
                         }
                         continue;
                     }

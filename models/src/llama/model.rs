@@ -115,6 +115,13 @@ impl<R: Read + Seek> Reader<'_, R> {
         Ok(t)
     }
 
+    /// Whether tensor `name` is stored in a quantized block type (read as [`QuantizedTensor`]).
+    fn quantized(&self, name: &str) -> bool {
+        self.file
+            .tensor(name)
+            .is_some_and(|t| t.ggml_type().quant_format().is_some())
+    }
+
     /// The rows per part in which quantized tensor `name` (`[rows, K]`) is read and placed:
     /// all of them, unless its bytes exceed `part_bytes`
     /// ([`LlamaOptions::vocab_part_bytes`]): then as many as that many bytes hold, at least
@@ -123,9 +130,8 @@ impl<R: Read + Seek> Reader<'_, R> {
         let Some(info) = self.file.tensor(name) else {
             return rows;
         };
-        let quantized = info.ggml_type().quant_format().is_some();
         match info.byte_len() {
-            Some(bytes) if quantized && bytes > part_bytes as u64 && rows > 0 => {
+            Some(bytes) if self.quantized(name) && bytes > part_bytes as u64 && rows > 0 => {
                 let row = bytes.div_ceil(rows as u64).max(1);
                 let fit = usize::try_from(part_bytes as u64 / row).unwrap_or(rows).max(1);
                 (if fit >= 64 { fit / 64 * 64 } else { fit }).min(rows)
@@ -397,7 +403,7 @@ impl LlamaModel {
         let embed_rows = r.part_rows(embd_name, vocab, options.vocab_part_bytes);
         let mut embed = Vec::new();
         let mut tied_output = Vec::new();
-        if embed_rows < vocab {
+        if r.quantized(embd_name) {
             for start in (0..vocab).step_by(embed_rows) {
                 let t = Arc::new(r.quantized_rows(embd_name, &[vocab, h], start..(start + embed_rows).min(vocab))?);
                 let (e, o) = quantized_table(exec, &t, tied, options.precision)?;
@@ -405,20 +411,11 @@ impl LlamaModel {
                 tied_output.extend(o);
             }
         } else {
-            match r.stored(embd_name, &[vocab, h])? {
-                Stored::Quantized(t) => {
-                    let (e, o) = quantized_table(exec, &Arc::new(t), tied, options.precision)?;
-                    embed.push(e);
-                    tied_output.extend(o);
-                }
-                Stored::Dense(t) => {
-                    embed.push(Embedding::dense(exec, &t, h).map_err(|e| crate::context(e, embd_name))?);
-                    if tied {
-                        tied_output.push(
-                            Linear::dense(exec, &t, [vocab, h], None).map_err(|e| crate::context(e, TIED_CONTEXT))?,
-                        );
-                    }
-                }
+            let t = r.dense(embd_name, &[vocab, h])?;
+            embed.push(Embedding::dense(exec, &t, h).map_err(|e| crate::context(e, embd_name))?);
+            if tied {
+                tied_output
+                    .push(Linear::dense(exec, &t, [vocab, h], None).map_err(|e| crate::context(e, TIED_CONTEXT))?);
             }
         }
 
@@ -495,7 +492,7 @@ impl LlamaModel {
             tied_output
         } else {
             let rows = r.part_rows("output.weight", vocab, options.vocab_part_bytes);
-            if rows < vocab {
+            if r.quantized("output.weight") {
                 (0..vocab)
                     .step_by(rows)
                     .map(|start| {
@@ -905,13 +902,15 @@ impl LlamaModel {
                 t.to_vec()
             }
         };
-        if let [output] = &self.output[..] {
-            return host(output.forward(&last)?);
-        }
-        // The parts' logits, in vocabulary order.
-        let mut logits = Vec::with_capacity(c.vocab_size);
+        // The parts' logits, in vocabulary order (the first part's vector taken as it is).
+        let mut logits = Vec::new();
         for part in &self.output {
-            logits.extend(host(part.forward(&last)?)?);
+            let v = host(part.forward(&last)?)?;
+            if logits.is_empty() {
+                logits = v;
+            } else {
+                logits.extend(v);
+            }
         }
         Ok(logits)
     }
