@@ -4,8 +4,8 @@
 use aihal_core::Result;
 use aihal_reference::{self as reference, AttentionMask, AttentionShape};
 
-use super::dot;
 use super::softmax::{shifted_exp_lanes, softmax_row};
+use super::{dot, dot8};
 
 /// Keys per task when one query row (a decode step) is split over its keys. A constant, so
 /// that the sums, and the bits, depend on the inputs alone and never on the thread count.
@@ -141,13 +141,9 @@ fn attend_keys(part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32],
     let row = kv_heads * d;
     // scores[h * n + j]: head h against key first + j.
     let mut scores = vec![0.0f32; g.n_heads * n];
-    for j in 0..n {
-        let keys = &k[(first + j) * row..][..row];
-        for (kvh, kr) in keys.chunks_exact(d).enumerate() {
-            for h in kvh * group..(kvh + 1) * group {
-                scores[h * n + j] = dot(&q[h * d..][..d], kr) * g.scale;
-            }
-        }
+    for (h, sh) in scores.chunks_exact_mut(n).enumerate() {
+        let at = (h / group) * d;
+        scale_dots(sh, &q[h * d..][..d], |j| &k[(first + j) * row + at..][..d], g.scale);
     }
     // The unnormalized probabilities of every head, then their sums over the values: the same
     // sums in the same order (from 0, key by key) whichever loop runs them.
@@ -160,22 +156,23 @@ fn attend_keys(part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32],
     let live = |ph: &[f32]| ph[0] != f32::NEG_INFINITY && !ph[1].is_nan();
     let values = &v[first * row..end * row];
     if n * row * 4 <= SMALL_VALUES {
-        // The task's value rows stay in L1: per head, 16 sums at a time held in registers
-        // over every key (no load and store of the sums per key).
+        // The task's value rows stay in L1: per head, 32 sums at a time held in registers
+        // over every key (no load and store of the sums per key; four independent vectors
+        // of additions in flight).
         for (h, ph) in part.chunks_exact_mut(d + 2).enumerate().filter(|(_, ph)| live(ph)) {
             let (p, at) = (&probs[h * n..(h + 1) * n], (h / group) * d);
-            let mut lanes = ph[2..].chunks_exact_mut(16);
+            let mut lanes = ph[2..].chunks_exact_mut(32);
             let mut c0 = 0;
             for o in &mut lanes {
-                let mut acc = [0.0f32; 16];
+                let mut acc = [0.0f32; 32];
                 for (j, &pj) in p.iter().enumerate() {
-                    let vv = &values[j * row + at + c0..][..16];
-                    for l in 0..16 {
+                    let vv = &values[j * row + at + c0..][..32];
+                    for l in 0..32 {
                         acc[l] += pj * vv[l];
                     }
                 }
                 o.copy_from_slice(&acc);
-                c0 += 16;
+                c0 += 32;
             }
             let rest = lanes.into_remainder();
             for (j, &pj) in p.iter().enumerate() {
@@ -198,6 +195,25 @@ fn attend_keys(part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32],
     }
 }
 with_avx2!(attend_keys, attend_keys_avx2, attend_keys_best, (part: &mut [f32], first: usize, end: usize, q: &[f32], k: &[f32], v: &[f32], g: Geometry));
+
+/// `s[j] = dot(q, key(j)) * scale` for every `j` of `s`, 8 keys side by side ([`dot8`]):
+/// the bits of one [`dot`] per key.
+// Inlined into each build (baseline, AVX2 + FMA): that is how it gets compiled for both.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn scale_dots<'k>(s: &mut [f32], q: &[f32], key: impl Fn(usize) -> &'k [f32], scale: f32) {
+    let done = s.len() / 8 * 8;
+    let mut eights = s.chunks_exact_mut(8);
+    for (c, s8) in (&mut eights).enumerate() {
+        let r = dot8(q, std::array::from_fn(|e| key(8 * c + e)));
+        for (o, v) in s8.iter_mut().zip(r) {
+            *o = v * scale;
+        }
+    }
+    for (j, o) in eights.into_remainder().iter_mut().enumerate() {
+        *o = dot(q, key(done + j)) * scale;
+    }
+}
 
 /// The shape of one attention call, as [`attend`] needs it.
 #[derive(Clone, Copy)]
@@ -229,11 +245,8 @@ pub(super) fn attend(o: &mut [f32], th: usize, q: &[f32], k: &[f32], v: &[f32], 
     let qs = &q[th * d..(th + heads) * d];
     // scores[e * visible + j]: head h + e against key first + j.
     let mut scores = vec![0.0f32; heads * visible];
-    for j in 0..visible {
-        let kr = &k[((first + j) * n_kv_heads + kvh) * d..][..d];
-        for (e, qv) in qs.chunks_exact(d).enumerate() {
-            scores[e * visible + j] = dot(qv, kr) * g.scale;
-        }
+    for (qv, se) in qs.chunks_exact(d).zip(scores.chunks_exact_mut(visible)) {
+        scale_dots(se, qv, |j| &k[((first + j) * n_kv_heads + kvh) * d..][..d], g.scale);
     }
     let mut probs = vec![0.0f32; heads * visible];
     for (sr, pr) in scores.chunks_exact(visible).zip(probs.chunks_exact_mut(visible)) {
