@@ -85,9 +85,7 @@ fn each_dispatch_is_a_span_with_the_op_the_devices_and_the_fallback() {
     let recorder = std::sync::Arc::new(SpanRecorder::default());
     tracing::subscriber::with_default(recorder.clone(), || {
         op(None).dispatch_traced(&[1.0], &Device::Cpu).unwrap();
-        op(Some(|| Ok(vec![42.0])))
-            .dispatch_traced(&[1.0], &CUDA)
-            .unwrap();
+        op(Some(|| Ok(vec![42.0]))).dispatch_traced(&[1.0], &CUDA).unwrap();
         op(None).dispatch_traced_with(&[1.0], &CUDA, false).unwrap();
         op(None).dispatch_traced_with(&[1.0], &CUDA, true).unwrap_err();
     });
