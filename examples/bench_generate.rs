@@ -91,7 +91,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, BoxError>;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(std::ffi::OsString::into_string)
+        .collect()
+    {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("error: argument {} is not valid UTF-8", bad.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let result = if args.first().map(String::as_str) == Some("child") {
         child(&args[1..])
     } else {

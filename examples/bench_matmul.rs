@@ -130,7 +130,14 @@ fn floor_row(bufs: &[Vec<u64>]) -> Timed<'_> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| format!("argument {} is not valid UTF-8", a.display()))
+        })
+        .collect::<Result<_, _>>()?;
+    let quick = args.iter().any(|a| a == "quick");
     let threads = rayon::current_num_threads();
     println!(
         "aihal-cpu per-call kernel set: {} (the packed layouts are named on the packing lines below), rayon threads: {threads}",
@@ -144,7 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // N x K: a square projection, and Llama-7B's MLP both ways (up/gate 11008 x 4096, down
     // 4096 x 11008), so that "4096 x 11008" is covered in either reading.
-    let arg = |key: &str| std::env::args().find_map(|a| a.strip_prefix(key).map(str::to_owned));
+    let arg = |key: &str| args.iter().find_map(|a| a.strip_prefix(key).map(str::to_owned));
     let shapes: Vec<(usize, usize)> = match arg("shape=") {
         Some(s) => {
             let (n, k) = s.split_once('x').ok_or("shape=NxK, e.g. shape=11008x4096")?;
@@ -157,7 +164,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None if quick => vec![(4096, 4096)],
         // SmolLM2-135M (hidden 576, MLP 1536, vocabulary 49152) and Gemma 3 270M (hidden 640,
         // attention 1024, MLP 2048, vocabulary 262144), as N x K.
-        None if std::env::args().any(|a| a == "models") => vec![
+        None if args.iter().any(|a| a == "models") => vec![
             (576, 576),
             (192, 576),
             (1536, 576),

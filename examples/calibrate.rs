@@ -32,14 +32,16 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let mut out = aihal::dispatch_table_path();
     let mut options = CalibrateOptions::default();
-    let mut args = std::env::args().skip(1);
+    // As OS strings: the path after --out may be any bytes.
+    let mut args = std::env::args_os().skip(1);
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--software" => options.include_software = true,
-            "--out" => out = args.next().map(Into::into),
-            other => {
+        match a.to_str() {
+            Some("--software") => options.include_software = true,
+            Some("--out") => out = args.next().map(Into::into),
+            _ => {
                 return Err(CoreError::invalid_config(format!(
-                    "unknown argument `{other}` (accepted: --software, --out PATH)"
+                    "unknown argument `{}` (accepted: --software, --out PATH)",
+                    a.display()
                 )))
             }
         }

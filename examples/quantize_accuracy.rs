@@ -53,7 +53,7 @@ fn formats() -> Vec<QuantFormat> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).map_or_else(
+    let path = std::env::args_os().nth(1).map_or_else(
         || {
             std::path::PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
