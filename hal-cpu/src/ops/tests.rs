@@ -286,3 +286,24 @@ fn a_prepared_rope_reused_across_positions_gives_the_reference_bits() {
         }
     }
 }
+
+/// `dot8` gives each row the bits of one `dot`, at lengths with and without a tail, NaN and
+/// signed zeros among the values.
+#[test]
+fn dot8_gives_the_bits_of_eight_dots() {
+    let mut state = 3u64;
+    let mut next = || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+    };
+    for d in [1, 5, 8, 24, 64, 77] {
+        let q: Vec<f32> = (0..d).map(|_| next()).collect();
+        let mut rows: Vec<Vec<f32>> = (0..8).map(|_| (0..d).map(|_| next()).collect()).collect();
+        rows[2][0] = f32::NAN;
+        rows[5].fill(-0.0);
+        let got = dot8(&q, std::array::from_fn(|e| &rows[e][..]));
+        for (e, row) in rows.iter().enumerate() {
+            assert_eq!(got[e].to_bits(), dot(&q, row).to_bits(), "d {d}, row {e}");
+        }
+    }
+}
