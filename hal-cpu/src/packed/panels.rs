@@ -40,9 +40,9 @@ pub(super) fn run(
 
 /// Runs `panel(p, y, tile)` for every span `p` of `pr` weight rows of `w` (a panel, or what
 /// one kernel call covers) on the pool (the caller taking part, see [`crate::pool`]), `y`
-/// holding the span's outputs as `y[pr * i + j]`, and copies them into `out` (`[m, N]`). Each task owns the
-/// columns `c * per_task ..` of every output row: the rows split into disjoint slices, so the
-/// results go straight to `out`, without a transposed copy.
+/// holding the span's outputs as `y[pr * i + j]`, and copies them into `out` (`[m, N]`). A
+/// task owns the columns of its spans ([`guided_spans`]) in every output row: the rows split
+/// into disjoint slices, so the results go straight to `out`, without a transposed copy.
 fn for_each_panel(
     w: &Packed,
     m: usize,
@@ -51,20 +51,25 @@ fn for_each_panel(
     panel: impl Fn(usize, &mut [f32], &mut Tile) + Sync,
 ) {
     let n = w.n;
-    let threads = crate::pool::threads();
-    let per_task = n.div_ceil(threads * 4).next_multiple_of(pr).max(pr);
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per_task)).map(|_| Vec::with_capacity(m)).collect();
-    for row in out.chunks_mut(n) {
-        for (t, cols) in row.chunks_mut(per_task).enumerate() {
-            tasks[t].push(cols);
+    let spans = guided_spans(n.div_ceil(pr), crate::pool::threads());
+    let mut tasks: Vec<(usize, Vec<&mut [f32]>)> = Vec::with_capacity(spans.len());
+    let mut rows: Vec<&mut [f32]> = out.chunks_mut(n).collect();
+    for &(first, count) in &spans {
+        let width = (count * pr).min(n - first * pr);
+        let mut dst = Vec::with_capacity(m);
+        for row in &mut rows {
+            let (head, rest) = std::mem::take(row).split_at_mut(width);
+            dst.push(head);
+            *row = rest;
         }
+        tasks.push((first, dst));
     }
-    crate::pool::run_tasks(tasks, |c, mut dst| {
+    crate::pool::run_tasks(tasks, |_, (first, mut dst)| {
         let mut tile = Tile::default();
         let mut y = vec![0.0f32; pr * m];
         let width = dst[0].len();
         for t in 0..width.div_ceil(pr) {
-            let p = (c * per_task) / pr + t;
+            let p = first + t;
             let cols = pr.min(width - t * pr);
             panel(p, &mut y, &mut tile);
             for (i, row) in dst.iter_mut().enumerate() {
@@ -72,6 +77,25 @@ fn for_each_panel(
             }
         }
     });
+}
+
+/// `panels` panels split into tasks for `threads` threads, as (first panel, count): one
+/// task on one thread; otherwise largest first, each what is left over twice the thread
+/// count (guided scheduling), so that the tasks taken last, which decide when the call ends,
+/// are single panels, and a thread that joins late still finds work.
+fn guided_spans(panels: usize, threads: usize) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while at < panels {
+        let count = if threads <= 1 {
+            panels - at
+        } else {
+            (panels - at).div_ceil(2 * threads).max(1)
+        };
+        spans.push((at, count));
+        at += count;
+    }
+    spans
 }
 
 /// Validated inputs over the panels.
@@ -249,5 +273,32 @@ impl Tile {
         let (_, _, data, scales) = tile.into_parts();
         self.data = data;
         self.scales = scales;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guided_spans;
+
+    #[test]
+    fn guided_spans_cover_every_panel_once_largest_first() {
+        assert_eq!(guided_spans(72, 1), vec![(0, 72)]);
+        assert_eq!(guided_spans(0, 2), vec![]);
+        for threads in [2, 3, 8] {
+            for panels in [1, 2, 5, 24, 72, 6144] {
+                let spans = guided_spans(panels, threads);
+                let mut at = 0;
+                for &(first, count) in &spans {
+                    assert_eq!(first, at, "{panels} panels, {threads} threads: {spans:?}");
+                    assert!(count >= 1);
+                    at += count;
+                }
+                assert_eq!(at, panels);
+                assert!(spans.windows(2).all(|w| w[0].1 >= w[1].1), "{spans:?}");
+                assert_eq!(spans.last().map(|s| s.1), Some(1), "{spans:?}");
+                // Each at most what was left over twice the thread count.
+                assert!(spans[0].1 <= panels.div_ceil(2 * threads));
+            }
+        }
     }
 }
