@@ -159,6 +159,63 @@ impl QuantizedTensor {
         TensorBuffer::from_slice(&self.scales, &[self.scales.len()])
     }
 
+    /// The rows of `parts` stacked in order into one `[Σ rows, K]` tensor: the same weights
+    /// as the parts, so that one matrix product over it gives the parts' products side by
+    /// side (projections that share an input run as one call).
+    ///
+    /// Errors: `InvalidInput` when `parts` is empty, a part is not rank 2, or the parts
+    /// differ in format or row length; `Unsupported` for a format whose bytes or scales are
+    /// not whole rows (packed across rows, or one scale for the whole tensor, as `Ternary`
+    /// and NF4 over rows that are not whole blocks), and for double-quantized NF4.
+    pub fn stack_rows(parts: &[&QuantizedTensor]) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| CoreError::invalid_input("stack_rows: no tensors to stack"))?;
+        let (format, k) = (first.format, first.row_len());
+        let mut rows = 0usize;
+        for (i, p) in parts.iter().enumerate() {
+            if p.shape.len() != 2 || p.format != format || p.row_len() != k {
+                return Err(CoreError::invalid_input(format!(
+                    "stack_rows: tensor {i} is {} {:?}, where tensor 0 is {format} [.., {k}] (rank 2 each, one format and row length)",
+                    p.format, p.shape
+                )));
+            }
+            if p.nested.is_some() {
+                return Err(CoreError::unsupported(
+                    "stack_rows",
+                    format!("{format} with double quantization (its nested absmax spans rows)"),
+                ));
+            }
+            rows = rows
+                .checked_add(p.rows())
+                .ok_or_else(|| CoreError::invalid_input("stack_rows: the row count overflows usize"))?;
+        }
+        // Whole rows: the lengths of every part and of the whole are their rows times one
+        // row's.
+        let (row_data, row_scales) = expected_lens(format, &[1, k])?;
+        let whole = |r: usize| -> Result<bool> {
+            let (d, s) = expected_lens(format, &[r, k])?;
+            Ok(r.checked_mul(row_data) == Some(d) && r.checked_mul(row_scales) == Some(s))
+        };
+        let mut all_whole = whole(rows)?;
+        for p in parts {
+            all_whole &= whole(p.rows())?;
+        }
+        if !all_whole {
+            return Err(CoreError::unsupported(
+                "stack_rows",
+                format!("{format} over rows of {k} (its bytes or scales are not whole rows)"),
+            ));
+        }
+        let mut data = Vec::with_capacity(rows * row_data);
+        let mut scales = Vec::with_capacity(rows * row_scales);
+        for p in parts {
+            data.extend_from_slice(&p.data);
+            scales.extend_from_slice(&p.scales);
+        }
+        Self::from_parts(format, vec![rows, k], data, scales)
+    }
+
     /// Splits the tensor into its parts.
     pub fn into_parts(self) -> (QuantFormat, Vec<usize>, Vec<u8>, Vec<f32>) {
         (self.format, self.shape, self.data, self.scales)
@@ -231,6 +288,73 @@ mod tests {
             let err = QuantizedTensor::from_parts(format, shape, vec![0; data], vec![1.0; scales + 1]).unwrap_err();
             assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{format}");
         }
+    }
+
+    #[test]
+    fn stacked_rows_hold_the_parts_rows_in_order() {
+        let values = |n: usize, k: usize, seed: f32| -> Vec<f32> {
+            (0..n * k).map(|i| (i as f32 * 0.37 + seed).sin() * 3.0).collect()
+        };
+        for format in [
+            QuantFormat::Q4_1,
+            QuantFormat::Q8_0,
+            QuantFormat::Q4K,
+            QuantFormat::Int8PerChannel,
+            QuantFormat::Int8PerBlock { block_size: 32 },
+        ] {
+            let k = 256;
+            let parts: Vec<QuantizedTensor> = [(16, 0.0), (8, 1.0), (24, 2.0)]
+                .iter()
+                .map(|&(n, seed)| crate::quantize(format, &values(n, k, seed), &[n, k]).unwrap())
+                .collect();
+            let refs: Vec<&QuantizedTensor> = parts.iter().collect();
+            let stacked = QuantizedTensor::stack_rows(&refs).unwrap();
+            assert_eq!((stacked.format(), stacked.shape()), (format, &[48, k][..]), "{format}");
+            let want: Vec<f32> = parts.iter().flat_map(|p| crate::dequantize(p).unwrap()).collect();
+            assert_eq!(crate::dequantize(&stacked).unwrap(), want, "{format}");
+        }
+    }
+
+    #[test]
+    fn rows_that_cannot_stack_are_errors() {
+        let t = |format, shape: Vec<usize>| {
+            let (d, s) = expected_lens(format, &shape).unwrap();
+            QuantizedTensor::from_parts(format, shape, vec![0; d], vec![1.0; s]).unwrap()
+        };
+        assert!(matches!(
+            QuantizedTensor::stack_rows(&[]),
+            Err(CoreError::InvalidInput { .. })
+        ));
+        let (a, b) = (t(QuantFormat::Q4_0, vec![2, 64]), t(QuantFormat::Q8_0, vec![2, 64]));
+        assert!(matches!(
+            QuantizedTensor::stack_rows(&[&a, &b]),
+            Err(CoreError::InvalidInput { .. })
+        ));
+        let c = t(QuantFormat::Q4_0, vec![2, 32]);
+        assert!(matches!(
+            QuantizedTensor::stack_rows(&[&a, &c]),
+            Err(CoreError::InvalidInput { .. })
+        ));
+        let flat = t(QuantFormat::Q4_0, vec![128]);
+        assert!(matches!(
+            QuantizedTensor::stack_rows(&[&flat]),
+            Err(CoreError::InvalidInput { .. })
+        ));
+        // One scale for the whole tensor, and NF4 blocks across rows.
+        let (x, y) = (t(QuantFormat::Ternary, vec![3, 3]), t(QuantFormat::Ternary, vec![2, 3]));
+        assert!(matches!(
+            QuantizedTensor::stack_rows(&[&x, &y]),
+            Err(CoreError::Unsupported { .. })
+        ));
+        let nf4 = QuantFormat::Nf4 {
+            block_size: 64,
+            double_quant: false,
+        };
+        let (x, y) = (t(nf4, vec![3, 43]), t(nf4, vec![1, 43]));
+        assert!(matches!(
+            QuantizedTensor::stack_rows(&[&x, &y]),
+            Err(CoreError::Unsupported { .. })
+        ));
     }
 
     #[test]
