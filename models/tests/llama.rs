@@ -564,12 +564,45 @@ fn the_model_follows_a_plan_from_the_dispatch_table() {
     let plan = planned.follow_plan(MClass::One).unwrap();
     assert_eq!(
         plan.devices.len(),
-        16,
-        "embedding, one layer's 13 ops, output norm and output"
+        13,
+        "embedding, one layer's 10 ops (Q, K and V one op, gate and up one op), output norm and output"
     );
     assert!(plan.devices.iter().all(|d| d == "cpu"), "{plan:?}");
     assert_eq!(plan.transfers, 0);
     assert_eq!(logits(&planned, &[1, 5, 9]), before);
+}
+
+/// Q, K and V, and the gate and up projections, stacked into one op each give the bits of
+/// the separate ops: logits and greedy tokens, with int8 and f32 activations, one linear call
+/// per group instead of one per projection; F32 weights never stack.
+#[test]
+fn stacked_projections_give_the_bits_of_separate_ones() {
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    for (weights, stacks) in [(Weights::Q8, true), (Weights::F32, false)] {
+        let f = tiny_file(weights);
+        for precision in [LinearPrecision::Int8Activations, LinearPrecision::F32] {
+            let run = |stack_projections: bool| {
+                let exec = cpu_executor();
+                let options = LlamaOptions {
+                    precision,
+                    stack_projections,
+                    ..LlamaOptions::default()
+                };
+                let model = LlamaModel::load(&exec, f.path(), options).unwrap();
+                let out = (bits(logits(&model, &TINY_PROMPT)), greedy(&model, &TINY_PROMPT, 8));
+                let report = exec.report();
+                let forwards = report.calls(OpKind::RmsNorm, aihal_core::Device::Cpu) / (2 * LAYERS as u64 + 1);
+                (out, report.calls(OpKind::Linear, aihal_core::Device::Cpu) / forwards)
+            };
+            let (stacked, stacked_calls) = run(true);
+            let (separate, separate_calls) = run(false);
+            assert_eq!(stacked, separate, "{precision:?}");
+            // Per forward: the layers' linear calls and the output projection's one.
+            assert_eq!(separate_calls, 7 * LAYERS as u64 + 1, "{precision:?}");
+            let want = if stacks { 4 * LAYERS as u64 + 1 } else { separate_calls };
+            assert_eq!(stacked_calls, want, "{precision:?}");
+        }
+    }
 }
 
 /// A quantized embedding table (tied to the output projection) read in parts of rows, each its
@@ -601,11 +634,12 @@ fn a_table_read_in_parts_gives_the_bits_of_the_whole_table() {
             greedy(&whole, &TINY_PROMPT, 8),
             "parts of {rows} rows"
         );
-        // One output op per part: as many linear calls per forward as the layers' and the parts.
+        // One output op per part: as many linear calls per forward as the layers' (Q, K and V
+        // one call, gate and up one call) and the parts.
         let report = exec.report();
         let forwards = report.calls(OpKind::RmsNorm, aihal_core::Device::Cpu) / (2 * LAYERS as u64 + 1);
         let per_forward = report.calls(OpKind::Linear, aihal_core::Device::Cpu) / forwards;
-        assert_eq!(per_forward, 7 * LAYERS as u64 + VOCAB.div_ceil(rows) as u64, "{report}");
+        assert_eq!(per_forward, 4 * LAYERS as u64 + VOCAB.div_ceil(rows) as u64, "{report}");
     }
     let options = LlamaOptions {
         vocab_part_bytes: 0,

@@ -33,6 +33,7 @@
 mod config;
 mod generate;
 mod model;
+mod projections;
 
 pub use config::{Architecture, LlamaConfig};
 pub use generate::{

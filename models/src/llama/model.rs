@@ -17,6 +17,7 @@ use aihal_ops::{
 use aihal_quantize::{GgufFile, QuantizedTensor};
 
 use super::config::{Architecture, LlamaConfig};
+use super::projections::{Member, Projections};
 
 /// How a [`LlamaModel`] is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,17 +44,25 @@ pub struct LlamaOptions {
     /// table twice, and so that each part fits in one buffer of a device that limits buffers
     /// (wgpu's 128 MiB). The results do not depend on it.
     pub vocab_part_bytes: usize,
+    /// Whether a layer's Q, K and V projections, and its gate and up projections, each run
+    /// as one linear op over their weights' rows stacked, where they are quantized in one
+    /// format and the executor's device is the CPU (on by default). One call then reads the
+    /// shared input once and streams all three (or both) weights on one set of threads; each
+    /// output is the same sum as the separate ops give. The record then counts one linear
+    /// call where there were three (or two).
+    pub stack_projections: bool,
 }
 
 impl Default for LlamaOptions {
     /// 8-bit activations, the architecture's gate, passes of 512 positions, vocabulary tables
-    /// in parts of at most 32 MiB.
+    /// in parts of at most 32 MiB, stacked projections.
     fn default() -> Self {
         Self {
             precision: LinearPrecision::default(),
             gate_activation: None,
             local_chunk: 512,
             vocab_part_bytes: 32 << 20,
+            stack_projections: true,
         }
     }
 }
@@ -190,13 +199,12 @@ impl<R: Read + Seek> Reader<'_, R> {
 #[derive(Debug)]
 struct Layer {
     attn_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// Q, K and V.
+    qkv: Projections,
     o: Linear,
     ffn_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    /// The MLP's gate and up projections.
+    gate_up: Projections,
     down: Linear,
     /// Gemma 3's extra norms.
     gemma: Option<GemmaNorms>,
@@ -388,6 +396,18 @@ impl LlamaModel {
             }
             .map_err(|e| crate::context(e, name))
         };
+        // Projections of one input `[.., h]`, each `(name, out_features)`.
+        let projections = |r: &mut Reader<'_, R>, members: &[(String, usize)]| -> Result<Projections> {
+            let mut read = Vec::with_capacity(members.len());
+            for (name, out) in members {
+                read.push(match r.stored(name, &[*out, h])? {
+                    Stored::Quantized(w) => Member::Quantized(w),
+                    Stored::Dense(w) => Member::Dense(w, [*out, h]),
+                });
+            }
+            let names: Vec<String> = members.iter().map(|(name, _)| name.clone()).collect();
+            Projections::new(exec, read, &names, options.precision, options.stack_projections)
+        };
         let norm = |r: &mut Reader<'_, R>, name: &str| -> Result<RmsNorm> {
             let w = r.dense(name, &[h])?;
             RmsNorm::new(exec, &w, eps).map_err(|e| crate::context(e, name))
@@ -428,9 +448,10 @@ impl LlamaModel {
         for l in 0..c.block_count {
             let n = |what: &str| format!("blk.{l}.{what}.weight");
             let attn_norm = norm(&mut r, &n("attn_norm"))?;
-            let q = linear(&mut r, &n("attn_q"), q_dim, h)?;
-            let k = linear(&mut r, &n("attn_k"), kv_dim, h)?;
-            let v = linear(&mut r, &n("attn_v"), kv_dim, h)?;
+            let qkv = projections(
+                &mut r,
+                &[(n("attn_q"), q_dim), (n("attn_k"), kv_dim), (n("attn_v"), kv_dim)],
+            )?;
             let q_norm = if gemma {
                 Some(head_norm(&mut r, &n("attn_q_norm"))?)
             } else {
@@ -448,8 +469,7 @@ impl LlamaModel {
                 None
             };
             let ffn_norm = norm(&mut r, &n("ffn_norm"))?;
-            let gate = linear(&mut r, &n("ffn_gate"), ffn, h)?;
-            let up = linear(&mut r, &n("ffn_up"), ffn, h)?;
+            let gate_up = projections(&mut r, &[(n("ffn_gate"), ffn), (n("ffn_up"), ffn)])?;
             let down = linear(&mut r, &n("ffn_down"), h, ffn)?;
             let post_ffn = if gemma {
                 Some(norm(&mut r, &n("post_ffw_norm"))?)
@@ -467,13 +487,10 @@ impl LlamaModel {
             };
             layers.push(Layer {
                 attn_norm,
-                q,
-                k,
-                v,
+                qkv,
                 o,
                 ffn_norm,
-                gate,
-                up,
+                gate_up,
                 down,
                 gemma,
                 local: c.is_local(l),
@@ -591,6 +608,8 @@ impl LlamaModel {
         let Some((first, rest)) = self.layers.split_first_mut() else {
             return Err(CoreError::invalid_input("a plan needs at least one layer"));
         };
+        // Layer 0's ops in order, with where each sits in the chain (after the embedding).
+        let (n_qkv, n_gate_up) = (first.qkv.ops().len(), first.gate_up.ops().len());
         let mut chain: Vec<ChainOp<'_>> = vec![
             ChainOp {
                 op: &mut self.embed[0],
@@ -600,18 +619,14 @@ impl LlamaModel {
                 op: &mut first.attn_norm,
                 input_bytes: f32s(d),
             },
-            ChainOp {
-                op: &mut first.q,
+        ];
+        for op in first.qkv.ops_mut() {
+            chain.push(ChainOp {
+                op,
                 input_bytes: f32s(d),
-            },
-            ChainOp {
-                op: &mut first.k,
-                input_bytes: f32s(d),
-            },
-            ChainOp {
-                op: &mut first.v,
-                input_bytes: f32s(d),
-            },
+            });
+        }
+        chain.extend([
             ChainOp {
                 op: &mut self.global.rope_q,
                 input_bytes: f32s(q_dim),
@@ -632,14 +647,14 @@ impl LlamaModel {
                 op: &mut first.ffn_norm,
                 input_bytes: f32s(d),
             },
-            ChainOp {
-                op: &mut first.gate,
+        ]);
+        for op in first.gate_up.ops_mut() {
+            chain.push(ChainOp {
+                op,
                 input_bytes: f32s(d),
-            },
-            ChainOp {
-                op: &mut first.up,
-                input_bytes: f32s(d),
-            },
+            });
+        }
+        chain.extend([
             ChainOp {
                 op: &mut self.gated,
                 input_bytes: f32s(ff),
@@ -656,12 +671,19 @@ impl LlamaModel {
                 op: &mut self.output[0],
                 input_bytes: f32s(d),
             },
-        ];
+        ]);
+        let at_qkv = 2;
+        let at_rope = at_qkv + n_qkv;
+        let at_o = at_rope + 2;
+        let at_ffn_norm = at_o + 2;
+        let at_gate_up = at_ffn_norm + 1;
+        let at_down = at_gate_up + n_gate_up + 1;
+        let at_output = at_down + 2;
         let plan = follow_plan(&exec, &mut chain, m)?;
         drop(chain);
         // The other parts of the vocabulary's ops follow the first.
         let embed = device_named(&self.embed[0], &plan.devices[0])?;
-        let output = device_named(&self.output[0], &plan.devices[15])?;
+        let output = device_named(&self.output[0], &plan.devices[at_output])?;
         for part in &mut self.embed[1..] {
             part.pin(m, embed)?;
         }
@@ -669,23 +691,32 @@ impl LlamaModel {
             part.pin(m, output)?;
         }
         // Layer 0's devices, at its ops' positions in the chain above.
-        let [norm, q, k, v, o, ffn_norm, gate, up, down] = [
+        let [norm, o, ffn_norm, down] = [
             (&first.attn_norm as &dyn Planned, 1),
-            (&first.q, 2),
-            (&first.k, 3),
-            (&first.v, 4),
-            (&first.o, 7),
-            (&first.ffn_norm, 9),
-            (&first.gate, 10),
-            (&first.up, 11),
-            (&first.down, 13),
+            (&first.o, at_o),
+            (&first.ffn_norm, at_ffn_norm),
+            (&first.down, at_down),
         ]
         .map(|(op, i)| device_named(op, &plan.devices[i]));
-        let (norm, q, k, v, o, ffn_norm, gate, up, down) = (norm?, q?, k?, v?, o?, ffn_norm?, gate?, up?, down?);
+        let (norm, o, ffn_norm, down) = (norm?, o?, ffn_norm?, down?);
+        let qkv: Vec<Device> = first
+            .qkv
+            .ops()
+            .into_iter()
+            .enumerate()
+            .map(|(j, op)| device_named(op, &plan.devices[at_qkv + j]))
+            .collect::<Result<_>>()?;
+        let gate_up: Vec<Device> = first
+            .gate_up
+            .ops()
+            .into_iter()
+            .enumerate()
+            .map(|(j, op)| device_named(op, &plan.devices[at_gate_up + j]))
+            .collect::<Result<_>>()?;
         // The ops outside the chain follow their counterparts in it: the local layers' RoPE
         // the global one's, Gemma 3's extra norms the layer's first norm.
-        let rope_q = device_named(&self.global.rope_q, &plan.devices[5])?;
-        let rope_k = device_named(&self.global.rope_k, &plan.devices[6])?;
+        let rope_q = device_named(&self.global.rope_q, &plan.devices[at_rope])?;
+        let rope_k = device_named(&self.global.rope_k, &plan.devices[at_rope + 1])?;
         if let Some(local) = &mut self.local {
             local.rope_q.pin(m, rope_q)?;
             local.rope_k.pin(m, rope_k)?;
@@ -693,15 +724,23 @@ impl LlamaModel {
         if let Some(g) = &mut first.gemma {
             g.pin(m, norm)?;
         }
+        // A layer whose projections are laid out as layer 0's follows them one by one; one
+        // laid out otherwise (stacked where layer 0's are not, as when the members' formats
+        // differ between layers) follows layer 0's first projection.
+        let pin_group = |group: &mut Projections, devices: &[Device]| -> Result<()> {
+            let mut ops = group.ops_mut();
+            let same = ops.len() == devices.len();
+            for (j, op) in ops.iter_mut().enumerate() {
+                op.pin(m, if same { devices[j] } else { devices[0] })?;
+            }
+            Ok(())
+        };
         for l in rest {
             l.attn_norm.pin(m, norm)?;
-            l.q.pin(m, q)?;
-            l.k.pin(m, k)?;
-            l.v.pin(m, v)?;
+            pin_group(&mut l.qkv, &qkv)?;
             l.o.pin(m, o)?;
             l.ffn_norm.pin(m, ffn_norm)?;
-            l.gate.pin(m, gate)?;
-            l.up.pin(m, up)?;
+            pin_group(&mut l.gate_up, &gate_up)?;
             l.down.pin(m, down)?;
             if let Some(g) = &mut l.gemma {
                 g.pin(m, norm)?;
@@ -855,9 +894,10 @@ impl LlamaModel {
         let run = |x: &mut Tensor, layer: &Layer, cache: &mut KvCache| -> Result<()> {
             let ops = self.attention_ops(layer);
             let n = layer.attn_norm.forward(x)?;
-            let mut q = layer.q.forward(&n)?.reshape(&[1, s, c.head_count, hd])?;
-            let mut k = layer.k.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
-            let v = layer.v.forward(&n)?.reshape(&[1, s, c.head_count_kv, hd])?;
+            let [q, k, v] = three(layer.qkv.forward(&n)?)?;
+            let mut q = q.reshape(&[1, s, c.head_count, hd])?;
+            let mut k = k.reshape(&[1, s, c.head_count_kv, hd])?;
+            let v = v.reshape(&[1, s, c.head_count_kv, hd])?;
             if let Some(g) = &layer.gemma {
                 q = g.q.forward(&q)?;
                 k = g.k.forward(&k)?;
@@ -874,7 +914,8 @@ impl LlamaModel {
             }
             *x = self.add.forward(&a, x)?;
             let n = layer.ffn_norm.forward(x)?;
-            let m = self.gated.forward(&layer.gate.forward(&n)?, &layer.up.forward(&n)?)?;
+            let [gate, up] = two(layer.gate_up.forward(&n)?)?;
+            let m = self.gated.forward(&gate, &up)?;
             let mut f = layer.down.forward(&m)?;
             if let Some(g) = &layer.gemma {
                 f = g.post_ffn.forward(&f)?;
@@ -945,6 +986,20 @@ impl LlamaModel {
         }
         Tensor::from_vec(rows, &[1, s, h])
     }
+}
+
+/// The three outputs of Q, K and V.
+fn three(v: Vec<Tensor>) -> Result<[Tensor; 3]> {
+    let n = v.len();
+    v.try_into()
+        .map_err(|_| CoreError::invalid_input(format!("llama: Q, K and V gave {n} outputs, not 3")))
+}
+
+/// The two outputs of the gate and up projections.
+fn two(v: Vec<Tensor>) -> Result<[Tensor; 2]> {
+    let n = v.len();
+    v.try_into()
+        .map_err(|_| CoreError::invalid_input(format!("llama: the gate and up projections gave {n} outputs, not 2")))
 }
 
 /// What the embedding reads `token_embd.weight` as where it is also the output projection.
