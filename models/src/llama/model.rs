@@ -699,20 +699,16 @@ impl LlamaModel {
         ]
         .map(|(op, i)| device_named(op, &plan.devices[i]));
         let (norm, o, ffn_norm, down) = (norm?, o?, ffn_norm?, down?);
-        let qkv: Vec<Device> = first
-            .qkv
-            .ops()
-            .into_iter()
-            .enumerate()
-            .map(|(j, op)| device_named(op, &plan.devices[at_qkv + j]))
-            .collect::<Result<_>>()?;
-        let gate_up: Vec<Device> = first
-            .gate_up
-            .ops()
-            .into_iter()
-            .enumerate()
-            .map(|(j, op)| device_named(op, &plan.devices[at_gate_up + j]))
-            .collect::<Result<_>>()?;
+        // Each group's ops, at their positions from `at` on.
+        let devices = |group: &Projections, at: usize| -> Result<Vec<Device>> {
+            group
+                .ops()
+                .into_iter()
+                .enumerate()
+                .map(|(j, op)| device_named(op, &plan.devices[at + j]))
+                .collect()
+        };
+        let (qkv, gate_up) = (devices(&first.qkv, at_qkv)?, devices(&first.gate_up, at_gate_up)?);
         // The ops outside the chain follow their counterparts in it: the local layers' RoPE
         // the global one's, Gemma 3's extra norms the layer's first norm.
         let rope_q = device_named(&self.global.rope_q, &plan.devices[at_rope])?;
