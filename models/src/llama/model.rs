@@ -17,7 +17,7 @@ use aihal_ops::{
 use aihal_quantize::{GgufFile, QuantizedTensor};
 
 use super::config::{Architecture, LlamaConfig};
-use super::projections::{Member, Projections};
+use super::projections::Projections;
 
 /// How a [`LlamaModel`] is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,9 +69,25 @@ impl Default for LlamaOptions {
 
 /// A weight as stored: quantized (kept so, never re-quantized) or plain numbers widened to
 /// f32.
-enum Stored {
+pub(super) enum Stored {
     Quantized(QuantizedTensor),
     Dense(Vec<f32>),
+}
+
+impl Stored {
+    /// The linear op over this weight, `shape` `[out, in]` (what a dense weight's values are
+    /// read as), with `precision` for a quantized one.
+    pub(super) fn into_linear(
+        self,
+        exec: &Arc<Executor>,
+        shape: [usize; 2],
+        precision: LinearPrecision,
+    ) -> Result<Linear> {
+        match self {
+            Self::Quantized(w) => Linear::with_precision(exec, &w, None, precision),
+            Self::Dense(w) => Linear::dense(exec, &w, shape, None),
+        }
+    }
 }
 
 /// Reads the tensors of one GGUF file, checking names and shapes, and shows the bytes read
@@ -390,20 +406,15 @@ impl LlamaModel {
         let eps = c.rms_norm_eps;
 
         let linear = |r: &mut Reader<'_, R>, name: &str, out: usize, inp: usize| -> Result<Linear> {
-            match r.stored(name, &[out, inp])? {
-                Stored::Quantized(w) => Linear::with_precision(exec, &w, None, options.precision),
-                Stored::Dense(w) => Linear::dense(exec, &w, [out, inp], None),
-            }
-            .map_err(|e| crate::context(e, name))
+            r.stored(name, &[out, inp])?
+                .into_linear(exec, [out, inp], options.precision)
+                .map_err(|e| crate::context(e, name))
         };
         // Projections of one input `[.., h]`, each `(name, out_features)`.
         let projections = |r: &mut Reader<'_, R>, members: &[(String, usize)]| -> Result<Projections> {
             let mut read = Vec::with_capacity(members.len());
             for (name, out) in members {
-                read.push(match r.stored(name, &[*out, h])? {
-                    Stored::Quantized(w) => Member::Quantized(w),
-                    Stored::Dense(w) => Member::Dense(w, [*out, h]),
-                });
+                read.push((r.stored(name, &[*out, h])?, [*out, h]));
             }
             let names: Vec<String> = members.iter().map(|(name, _)| name.clone()).collect();
             Projections::new(exec, read, &names, options.precision, options.stack_projections)
@@ -890,7 +901,7 @@ impl LlamaModel {
         let run = |x: &mut Tensor, layer: &Layer, cache: &mut KvCache| -> Result<()> {
             let ops = self.attention_ops(layer);
             let n = layer.attn_norm.forward(x)?;
-            let [q, k, v] = three(layer.qkv.forward(&n)?)?;
+            let [q, k, v] = outputs(layer.qkv.forward(&n)?, "Q, K and V")?;
             let mut q = q.reshape(&[1, s, c.head_count, hd])?;
             let mut k = k.reshape(&[1, s, c.head_count_kv, hd])?;
             let v = v.reshape(&[1, s, c.head_count_kv, hd])?;
@@ -910,7 +921,7 @@ impl LlamaModel {
             }
             *x = self.add.forward(&a, x)?;
             let n = layer.ffn_norm.forward(x)?;
-            let [gate, up] = two(layer.gate_up.forward(&n)?)?;
+            let [gate, up] = outputs(layer.gate_up.forward(&n)?, "the gate and up projections")?;
             let m = self.gated.forward(&gate, &up)?;
             let mut f = layer.down.forward(&m)?;
             if let Some(g) = &layer.gemma {
@@ -984,18 +995,11 @@ impl LlamaModel {
     }
 }
 
-/// The three outputs of Q, K and V.
-fn three(v: Vec<Tensor>) -> Result<[Tensor; 3]> {
+/// The `N` outputs of a group of projections (`what`, for the error).
+fn outputs<const N: usize>(v: Vec<Tensor>, what: &str) -> Result<[Tensor; N]> {
     let n = v.len();
     v.try_into()
-        .map_err(|_| CoreError::invalid_input(format!("llama: Q, K and V gave {n} outputs, not 3")))
-}
-
-/// The two outputs of the gate and up projections.
-fn two(v: Vec<Tensor>) -> Result<[Tensor; 2]> {
-    let n = v.len();
-    v.try_into()
-        .map_err(|_| CoreError::invalid_input(format!("llama: the gate and up projections gave {n} outputs, not 2")))
+        .map_err(|_| CoreError::invalid_input(format!("llama: {what} gave {n} outputs, not {N}")))
 }
 
 /// What the embedding reads `token_embd.weight` as where it is also the output projection.

@@ -7,13 +7,7 @@ use aihal_core::{Device, Result};
 use aihal_ops::{Executor, Linear, LinearPrecision, Planned, Tensor};
 use aihal_quantize::QuantizedTensor;
 
-/// One weight of a group as read from the file.
-pub(super) enum Member {
-    /// Kept quantized as stored.
-    Quantized(QuantizedTensor),
-    /// F32/F16/BF16 widened to f32, `[out, in]` row-major.
-    Dense(Vec<f32>, [usize; 2]),
-}
+use super::model::Stored;
 
 /// Linear layers over one input: each its own op, or one op over their rows stacked.
 ///
@@ -34,22 +28,23 @@ pub(super) enum Projections {
 }
 
 impl Projections {
-    /// The ops for `members` (names for errors in `names`): stacked when `stack` is set, the
+    /// The ops for `members` (each a weight as stored and its `[out, in]`; names for errors in
+    /// `names`): stacked when `stack` is set, the
     /// executor's device is the CPU, every member is quantized in one format whose rows stack
     /// ([`QuantizedTensor::stack_rows`]) and the stacked op was prepared on the CPU alone;
     /// each its own op otherwise.
     pub(super) fn new(
         exec: &Arc<Executor>,
-        members: Vec<Member>,
+        members: Vec<(Stored, [usize; 2])>,
         names: &[String],
         precision: LinearPrecision,
         stack: bool,
     ) -> Result<Self> {
         let quantized: Vec<&QuantizedTensor> = members
             .iter()
-            .filter_map(|m| match m {
-                Member::Quantized(w) => Some(w),
-                Member::Dense(..) => None,
+            .filter_map(|(m, _)| match m {
+                Stored::Quantized(w) => Some(w),
+                Stored::Dense(_) => None,
             })
             .collect();
         if stack && exec.device() == Device::Cpu && members.len() > 1 && quantized.len() == members.len() {
@@ -67,12 +62,9 @@ impl Projections {
         let ops = members
             .into_iter()
             .zip(names)
-            .map(|(m, name)| {
-                match m {
-                    Member::Quantized(w) => Linear::with_precision(exec, &w, None, precision),
-                    Member::Dense(w, shape) => Linear::dense(exec, &w, shape, None),
-                }
-                .map_err(|e| crate::context(e, name))
+            .map(|((m, shape), name)| {
+                m.into_linear(exec, shape, precision)
+                    .map_err(|e| crate::context(e, name))
             })
             .collect::<Result<_>>()?;
         Ok(Self::Separate(ops))
