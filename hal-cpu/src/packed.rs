@@ -49,12 +49,14 @@ mod panels;
 /// as Q4_1 and Q4_K with a chunk of fifth bits beside the nibbles, and Q5_0 in Q5_1's chunks
 /// (its offset of 16 taken away through the activation sums, as Q4_0's 8 is); Q6_K, and
 /// Q3_K in the same layout, as 8-bit codes with i8 sub-block scales beside them (two integer
-/// sums per block of 32, combined in i32); Q2_K as its own bytes, the 2-bit codes in TQ2_0's
+/// sums per block of 32, combined in i32), but Q6_K on AVX2 at its 6 bits (4-bit and 2-bit
+/// chunks, joined in registers; a panel taken by more than 8 activation rows is widened to
+/// bytes once per call); Q2_K as its own bytes, the 2-bit codes in TQ2_0's
 /// panels with the 4-bit sub-block scales and minimums beside them (its minimums taken away
 /// per block, as `matmul_with` does). These pack for AVX-512 VNNI, AVX2 (which AVX-VNNI
 /// CPUs run) and NEON with the dot product. Packed Q4_1, Q5_0, Q5_1 and Q2_K take the
-/// original's bytes; the others take more (Q3_K and Q6_K 8 bits per code; Q4_K and Q5_K 4
-/// bytes more per 256 values than the file). All convert back to the original bytes exactly.
+/// original's bytes, and Q6_K on AVX2 too; the others take more (Q3_K, and Q6_K on AVX-512 and
+/// NEON, 8 bits per code; Q4_K and Q5_K 4 bytes more per 256 values than the file). All convert back to the original bytes exactly.
 ///
 /// NF4 whose blocks tile the rows (`K` a multiple of the block size) packs with AVX-512 (F/BW
 /// and VNNI) and on NEON with the dot product: the codes regrouped in Q4_0's nibble order and

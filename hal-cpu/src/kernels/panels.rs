@@ -22,13 +22,15 @@
 //! | Q5_K | 44 per 256 values | per block 5 as Q5_1's, then 4 chunks as Q4_K's | as Q4_K |
 //! | Q2_K | 20 per 256 values | chunks `0 .. 16`: as TQ2_0's (bytes `4c .. 4c + 4` of row `j`'s 64 bytes of codes); chunks `16 .. 20`: bytes `4s .. 4s + 4` of its 16 scale bytes (4-bit scale and minimum per 16 values) | `P` f16 `d` then `P` f16 `dmin` per 256 values |
 //! | Q6_K | 17 per 2 blocks | chunks `0 .. 8` and `8 .. 16`: the two blocks' codes `q - 32` (i8) as Q8_0's; chunk 16: lane `j` holds row `j`'s i8 sub-block scales (16 values each) `sc0, sc1` of the first block, then of the second | `P` f16 `d` per 256 values |
+//! | Q6_K on AVX2 | 13 per 2 blocks | per block 4 chunks of the codes' (`q`, 0..=63) low nibbles as Q4_1's, then 2 chunks of their high 2 bits (lane `j`: row `j`'s, code `16 h + 4c + t`'s at bits `2c` of byte `t` of chunk `h`); chunk 12 as Q6_K's chunk 16 | as Q6_K |
 //!
 //! The packing of the first formats moves whole groups of 4 bytes, so it keeps the bit width
 //! (4 bits stay 4 bits, 2 bits stay 2). Q5_0, Q4_1, Q5_1, Q4_K, Q5_K and Q6_K are converted block by
 //! block through the generic kernels' block readers (`generic::weight_block`,
 //! `affine_block`, `sub16_block`), so the packed kernels multiply exactly the codes and scales
 //! the generic ones do: Q5_0 keeps its 5-bit codes in Q5_1's chunks (the file's 22 bytes per 32
-//! values); Q6_K widens to 8-bit codes (34 bytes per 32 values against 26.25); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
+//! values); Q6_K widens to 8-bit codes (34 bytes per 32 values against 26.25) but on AVX2,
+//! which keeps its 6 bits (the file's 210 bytes per 256 values); Q4_1 keeps its 4-bit codes and its f16 `d` and `m` bits as they are (20
 //! bytes per 32 values, as in the file: the kernels convert them to f32 in registers, the
 //! values the generic kernel reads); Q4_K keeps 4-bit codes, its 6-bit sub-block scales and
 //! minimums as bytes and its f16 `d` and `dmin`, the kernels forming a block's scale `d · sc`
@@ -163,6 +165,11 @@ pub(crate) enum Kind {
     /// `j`'s i8 sub-block scales of the two blocks (`sc0`, `sc1` of the even block, then of
     /// the odd one; Q3_K's 6-bit scales minus 32); f16 `d` per 256 values.
     Q6K,
+    /// Q6_K at its 6 bits (AVX2): per pair of blocks of 32, per block 4 chunks of the codes'
+    /// (`q`, 0..=63) low nibbles in Q4_0's order and 2 chunks of their high 2 bits
+    /// ([`six_bits`]), then the pair's chunk of sub-block scales as [`Kind::Q6K`]'s; f16 `d`
+    /// per 256 values: the file's 210 bytes per 256 values, against [`Kind::Q6K`]'s 274.
+    Q6KSix,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
     /// Q2_K: per 256 values, its 64 bytes of 2-bit codes in 16 chunks as TQ2_0's (the two
@@ -260,6 +267,7 @@ impl Kind {
                 five: true,
                 k_quant: true,
             },
+            QuantFormat::Q6K if rows_of(256) && isa == Isa::Avx2 => Self::Q6KSix,
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Q2K if rows_of(256) => Self::Q2K,
@@ -334,7 +342,10 @@ impl Kind {
                     k_quant: true,
                 },
             ) => "avx2-panel8-q5_k",
-            (Isa::Avx2, Self::Q6K) => "avx2-panel8-q6_k",
+            (Isa::Avx2, Self::Q6KSix) => "avx2-panel8-q6_k",
+            // On AVX2 the 8-bit layout holds Q3_K only (Q6_K takes `Q6KSix`).
+            (Isa::Avx2, Self::Q6K) => "avx2-panel8-q3_k",
+            (_, Self::Q6KSix) => unreachable!("Q6KSix is an AVX2 layout (Kind::for_tensor)"),
             (Isa::AvxVnni, Self::Q5_0) => "avxvnni-panel8-q5_0",
             (
                 Isa::AvxVnni,
@@ -446,7 +457,7 @@ impl Kind {
                 Self::Q8_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
                 Isa::Avx2 | Isa::NeonDot,
             )
-            | (Self::Fp8 { .. } | Self::Affine { .. } | Self::Q2K, _) => 0,
+            | (Self::Fp8 { .. } | Self::Affine { .. } | Self::Q2K | Self::Q6KSix, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
             // `level + 128`.
             (Self::Q8_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
@@ -477,6 +488,7 @@ impl Kind {
             Self::Q8_0 | Self::Int8 { .. } | Self::Fp8 { .. } => 8 * nb,
             Self::Tq2_0 => 2 * nb,
             Self::Q6K => 17 * nb.div_ceil(2),
+            Self::Q6KSix => 13 * nb.div_ceil(2),
             Self::Q2K => 20 * nb.div_ceil(8),
         }
     }
@@ -504,7 +516,7 @@ impl Kind {
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
             Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine { k_quant: false, .. } => 1,
-            Self::Tq2_0 | Self::Q6K | Self::Q2K | Self::Affine { k_quant: true, .. } => 8,
+            Self::Tq2_0 | Self::Q6K | Self::Q6KSix | Self::Q2K | Self::Affine { k_quant: true, .. } => 8,
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
             | Self::Nf4 { block_size: b }
@@ -645,6 +657,25 @@ pub(crate) fn q6_k_chunks(b: usize) -> (usize, usize) {
     (17 * (b / 2) + 8 * (b % 2), 17 * (b / 2) + 16)
 }
 
+/// [`q6_k_chunks`] for [`Kind::Q6KSix`]: 6 chunks per block, the pair's scale chunk 13th.
+pub(crate) fn q6_k_six_chunks(b: usize) -> (usize, usize) {
+    (13 * (b / 2) + 6 * (b % 2), 13 * (b / 2) + 12)
+}
+
+/// The high 2 bits (`q >> 4`) of 16 codes (0..=63) as one lane of a [`Kind::Q6KSix`] chunk:
+/// bits `2c .. 2c + 2` of byte `t` are code `4c + t`'s, so that nibble chunk `c`'s bits sit
+/// one shift from bits 4 and 5 of the bytes its codes occupy.
+pub(crate) fn six_bits(codes: &[u8]) -> u32 {
+    (0..16).fold(0u32, |h, i| {
+        h | u32::from((codes[i] >> 4) & 3) << (8 * (i % 4) + 2 * (i / 4))
+    })
+}
+
+/// The inverse of [`six_bits`] joined with nibble chunk lanes: code `i`'s high 2 bits.
+fn six_bits_at(h: u32, i: usize) -> u8 {
+    ((h >> (8 * (i % 4) + 2 * (i / 4))) & 3) as u8
+}
+
 /// The chunk where block `b`'s codes start in a Q2_K panel (8 chunks shared with the blocks of
 /// its quarter of 128 values, its codes at bits `2 (b % 4)`), and the chunk of its sub-block
 /// scales and minimums (bytes `2 (b % 2)` and `2 (b % 2) + 1` of each lane).
@@ -726,13 +757,24 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     }
                     out[b * pr + j] = scale;
                 }
-                (Kind::Q6K, PanelScalesMut::F16(out)) => {
+                (Kind::Q6K | Kind::Q6KSix, PanelScalesMut::F16(out)) => {
                     let (codes, [s0, s1], _) = generic::sub16_block(w, row, b);
-                    let bytes = codes.map(|c| c as u8);
-                    let (c0, sc) = q6_k_chunks(b);
-                    for t in 0..8 {
-                        pw[(c0 + t) * pr + j] = word(&bytes[4 * t..]);
-                    }
+                    let sc = if kind == Kind::Q6KSix {
+                        // The codes `q` (the generic kernel's `q - 32`, plus 32).
+                        let q: [u8; 32] = std::array::from_fn(|i| (codes[i] + 32) as u8);
+                        let (c0, sc) = q6_k_six_chunks(b);
+                        put_nibbles(pw, pr, j, c0, &q, false);
+                        pw[(c0 + 4) * pr + j] = six_bits(&q[..16]);
+                        pw[(c0 + 5) * pr + j] = six_bits(&q[16..]);
+                        sc
+                    } else {
+                        let bytes = codes.map(|c| c as u8);
+                        let (c0, sc) = q6_k_chunks(b);
+                        for t in 0..8 {
+                            pw[(c0 + t) * pr + j] = word(&bytes[4 * t..]);
+                        }
+                        sc
+                    };
                     let mut lane = pw[sc * pr + j].to_ne_bytes();
                     lane[2 * (b % 2)] = s0 as u8;
                     lane[2 * (b % 2) + 1] = s1 as u8;
@@ -821,7 +863,7 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
             // Converted block by block instead (`pack_converted`).
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs | Kind::Q2K => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Iq4Xs | Kind::Q2K => 0,
         };
         let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
@@ -831,7 +873,7 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs | Kind::Q2K => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Iq4Xs | Kind::Q2K => 0,
         };
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
@@ -839,7 +881,7 @@ impl Packed {
             Kind::Q4_0 | Kind::Iq4Nl | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Iq4Xs | Kind::Q2K => 1,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Iq4Xs | Kind::Q2K => 1,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
@@ -1163,9 +1205,10 @@ impl Packed {
                         }
                     }
                 }
-                Kind::Q6K => {
+                Kind::Q6K | Kind::Q6KSix => {
                     // Q6_K's codes are `q - 32` and its scales as stored; Q3_K's codes `q - 4`
-                    // and its 6-bit scales minus 32.
+                    // and its 6-bit scales minus 32. `Q6KSix` holds `q` itself.
+                    let six = self.kind == Kind::Q6KSix;
                     let q3 = self.format == QuantFormat::Q3K;
                     let (code_add, scale_add) = if q3 { (4, 32) } else { (32, 0) };
                     for sb in 0..nb / 8 {
@@ -1175,10 +1218,22 @@ impl Packed {
                         let mut sc = [0u8; 16];
                         for (g, qg) in q.iter_mut().enumerate() {
                             let b = 8 * sb + g;
-                            let (c0, sc_chunk) = q6_k_chunks(b);
-                            for c in 0..8 {
-                                for (t, &byte) in lane(c0 + c).iter().enumerate() {
-                                    qg[4 * c + t] = (byte as i8).wrapping_add(code_add) as u8;
+                            let (c0, sc_chunk) = if six { q6_k_six_chunks(b) } else { q6_k_chunks(b) };
+                            if six {
+                                let h =
+                                    [lane(c0 + 4), lane(c0 + 5)].map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]));
+                                for c in 0..4 {
+                                    for (t, &byte) in lane(c0 + c).iter().enumerate() {
+                                        let i = 4 * c + t;
+                                        qg[i] = (byte & 0xF) | six_bits_at(h[0], i) << 4;
+                                        qg[16 + i] = (byte >> 4) | six_bits_at(h[1], i) << 4;
+                                    }
+                                }
+                            } else {
+                                for c in 0..8 {
+                                    for (t, &byte) in lane(c0 + c).iter().enumerate() {
+                                        qg[4 * c + t] = (byte as i8).wrapping_add(code_add) as u8;
+                                    }
                                 }
                             }
                             for (h, &v) in lane(sc_chunk)[2 * (b % 2)..][..2].iter().enumerate() {
@@ -1386,7 +1441,7 @@ impl<'a> PackedAct<'a> {
         } else {
             Vec::new()
         };
-        let halves: Vec<i32> = if q2k && row_major {
+        let halves: Vec<i32> = if (q2k || w.kind == Kind::Q6KSix) && row_major {
             (0..all).flat_map(|t| [half_sum(t, 0), half_sum(t, 1)]).collect()
         } else {
             Vec::new()
@@ -1431,7 +1486,7 @@ impl<'a> PackedAct<'a> {
     }
 
     /// Activation row `i`'s sums of the two halves of each block (Q2_K's 8-row and 4-row
-    /// layouts, else empty): `[first 16, last 16]` per block.
+    /// layouts and Q6_K's 6-bit one, else empty): `[first 16, last 16]` per block.
     pub(super) fn row_halves(&self, i: usize) -> &[[i32; 2]] {
         let nb = self.a.nb;
         if self.halves.is_empty() {

@@ -30,13 +30,13 @@ use std::arch::x86_64::{
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
     _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16,
     _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
-    _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32,
-    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128,
-    _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16,
+    _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32,
+    _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::codes::IQ4_LEVELS;
-use super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, q6_k_six_chunks, Isa, Kind, Packed, PackedAct, Scales};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
 /// products (offset already removed).
@@ -71,6 +71,24 @@ trait BlockDot {
     /// away `dmin · (d_x · msum)`, `msum` from [`BlockDot::mins`], as
     /// [`generic::q8_q2_k`](super::generic::q8_q2_k) does.
     const MINS: bool = false;
+    /// Whether the block's dot products take each row's sums of its halves' activation codes
+    /// ([`BlockDot::dot_halves`] runs instead of [`BlockDot::dot`]; Q6_K at 6 bits).
+    const HALVES: bool = false;
+    /// With `HALVES`: [`BlockDot::dot`] given `s[r]`, row `r`'s sums of the block's first and
+    /// last 16 activation codes.
+    ///
+    /// # Safety
+    /// As [`BlockDot::dot`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot_halves<const R: usize>(
+        _w: *const u8,
+        _b: usize,
+        _x: [*const i8; R],
+        _s: [[i32; 2]; R],
+    ) -> [__m256i; R] {
+        [_mm256_setzero_si256(); R]
+    }
     /// With `MINS`: per row, `m_0 · s[r][0] + m_1 · s[r][1]` in each lane (the block's two
     /// minimums times the sums of its halves' activation codes).
     ///
@@ -394,21 +412,161 @@ impl BlockDot for Q6 {
         // SAFETY: the pair's scale chunk lies in the panel (the caller's contract: `CHUNKS`
         // reaches it from the odd block, and the even block's lies before that).
         let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
-        // Bytes 2 (b % 2) and 2 (b % 2) + 1 of each lane, sign-extended.
-        let (sc0, sc1) = if b.is_multiple_of(2) {
-            (
-                _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(s)),
-                _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(s)),
-            )
-        } else {
-            (
-                _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(s)),
-                _mm256_srai_epi32::<24>(s),
-            )
-        };
+        let (sc0, sc1) = q6_k_scales(s, b);
         std::array::from_fn(|r| {
             _mm256_add_epi32(_mm256_mullo_epi32(acc[0][r], sc0), _mm256_mullo_epi32(acc[1][r], sc1))
         })
+    }
+}
+
+/// The sub-block scales of block `b` from its pair's scale chunk `s` (bytes `2 (b % 2)` and
+/// `2 (b % 2) + 1` of each lane), sign-extended to i32.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q6_k_scales(s: __m256i, b: usize) -> (__m256i, __m256i) {
+    if b.is_multiple_of(2) {
+        (
+            _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(s)),
+            _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(s)),
+        )
+    } else {
+        (
+            _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(s)),
+            _mm256_srai_epi32::<24>(s),
+        )
+    }
+}
+
+/// Q6_K at its 6 bits ([`Kind::Q6KSix`]), or with `WIDE` the same panel widened to 8-bit
+/// codes `q` ([`widen_q6_k_six`], in [`Q6`]'s chunks), which a panel takes for more than 8
+/// activation rows so that its codes are decoded once rather than once per 4 rows. Each
+/// nibble chunk's codes `q` (0..=63) are joined with their high 2 bits (one shift and mask from
+/// the half's chunk of high bits, see [`q6_codes`]) and multiplied unsigned (`vpmaddubsw`: a
+/// pair is at most 2 · 63 · 127, two chunks' pairs fit i16); each half of 16 codes (low
+/// nibbles: codes 0..16, high: 16..32) is summed apart, its offset of 32 taken away through the
+/// half's activation sum (`Σ (q - 32) x = Σ q x - 32 Σ x`, exactly), then
+/// `isum = sc_0 · half_0 + sc_1 · half_1` in i32 as [`Q6`] forms it: the arithmetic of
+/// [`generic::q8_sub16`](super::generic::q8_sub16). `CHUNKS` counts the scale chunk, which
+/// follows the odd block's codes.
+struct Q6Six<const WIDE: bool>;
+impl<const WIDE: bool> BlockDot for Q6Six<WIDE> {
+    const CHUNKS: usize = if WIDE { 9 } else { 7 };
+    const OFFSET: i32 = 0;
+    const HALVES: bool = true;
+    fn chunk(b: usize) -> usize {
+        if WIDE {
+            q6_k_chunks(b).0
+        } else {
+            q6_k_six_chunks(b).0
+        }
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(_w: *const u8, _b: usize, _x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        unreachable!("Q6_K at 6 bits needs its halves' sums (BlockDot::dot_halves)")
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot_halves<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], s: [[i32; 2]; R]) -> [__m256i; R] {
+        let ones = _mm256_set1_epi16(1);
+        let (c0, sc) = if WIDE { q6_k_chunks(b) } else { q6_k_six_chunks(b) };
+        // SAFETY: the pair's scale chunk lies in the panel (the caller's contract: `CHUNKS`
+        // reaches it from the odd block, and the even block's lies before that).
+        let (sc0, sc1) = q6_k_scales(unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) }, b);
+        let mut out = [_mm256_setzero_si256(); R];
+        for h in 0..2 {
+            let hb = if WIDE {
+                _mm256_setzero_si256()
+            } else {
+                // SAFETY: the block has 6 chunks of 32 bytes (8 with `WIDE`; the caller's
+                // contract).
+                unsafe { _mm256_loadu_si256(w.add(32 * (4 + h)).cast()) }
+            };
+            let mut acc = [_mm256_setzero_si256(); R];
+            for pair in 0..2 {
+                let mut a16 = [_mm256_setzero_si256(); R];
+                for c in 2 * pair..2 * pair + 2 {
+                    // SAFETY: as above.
+                    let q = unsafe {
+                        if WIDE {
+                            _mm256_loadu_si256(w.add(32 * (4 * h + c)).cast())
+                        } else {
+                            let codes = q6_codes(_mm256_loadu_si256(w.add(32 * c).cast()), hb, c);
+                            codes[h]
+                        }
+                    };
+                    for r in 0..R {
+                        // SAFETY: codes 16h + 4c .. 16h + 4c + 4 lie in the 32 at x[r].
+                        let xb = unsafe { bcast4(x[r].add(16 * h + 4 * c)) };
+                        a16[r] = _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(q, xb));
+                    }
+                }
+                for r in 0..R {
+                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(a16[r], ones));
+                }
+            }
+            let sch = if h == 0 { sc0 } else { sc1 };
+            for r in 0..R {
+                let half = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(32 * s[r][h]));
+                out[r] = _mm256_add_epi32(out[r], _mm256_mullo_epi32(half, sch));
+            }
+        }
+        out
+    }
+}
+
+/// The codes `q` (0..=63) of nibble chunk `c` of a [`Kind::Q6KSix`] block, `[low nibbles,
+/// high nibbles]` of `v`, each with bits `2c` and `2c + 1` of each byte of `hb` moved to bits
+/// 4 and 5: `hb` is one half's chunk of high bits, so only that half's entry is a code (the
+/// callers take that one; the other, unused, is not computed).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q6_codes(v: __m256i, hb: __m256i, c: usize) -> [__m256i; 2] {
+    let nib = _mm256_set1_epi8(0x0F);
+    let top = _mm256_set1_epi8(0x30);
+    // The bits moved to bits 4 and 5 come from the same byte; the mask drops the rest.
+    let t = match c {
+        0 => _mm256_slli_epi16::<4>(hb),
+        1 => _mm256_slli_epi16::<2>(hb),
+        2 => hb,
+        _ => _mm256_srli_epi16::<2>(hb),
+    };
+    let high = _mm256_and_si256(t, top);
+    [
+        _mm256_or_si256(_mm256_and_si256(v, nib), high),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), nib), high),
+    ]
+}
+
+/// Panel `codes` of a [`Kind::Q6KSix`] layout (`nb` blocks, 8 rows) widened into `out` in
+/// [`Q6`]'s chunks ([`q6_k_chunks`]): per block 8 chunks of the codes `q` as bytes (chunk `c`:
+/// codes `4c .. 4c + 4`), then each pair's scale chunk as it is.
+///
+/// # Panics
+/// If `codes` or `out` is shorter than the panel in its layout.
+#[target_feature(enable = "avx2")]
+fn widen_q6_k_six(codes: &[u8], nb: usize, out: &mut [u8]) {
+    let pairs = nb.div_ceil(2);
+    assert!(codes.len() >= 32 * 13 * pairs && out.len() >= 32 * 17 * pairs);
+    for b in 0..nb {
+        let ((s0, ssc), (d0, dsc)) = (q6_k_six_chunks(b), q6_k_chunks(b));
+        let chunk = |c: usize| -> __m256i {
+            // SAFETY: chunk `c` of the panel lies in `codes` (asserted above).
+            unsafe { _mm256_loadu_si256(codes[32 * c..][..32].as_ptr().cast()) }
+        };
+        let mut put = |c: usize, v: __m256i| {
+            // SAFETY: chunk `c` of the widened panel lies in `out` (asserted above).
+            unsafe { _mm256_storeu_si256(out[32 * c..][..32].as_mut_ptr().cast(), v) }
+        };
+        let (h0, h1) = (chunk(s0 + 4), chunk(s0 + 5));
+        for c in 0..4 {
+            let v = chunk(s0 + c);
+            put(d0 + c, q6_codes(v, h0, c)[0]);
+            put(d0 + 4 + c, q6_codes(v, h1, c)[1]);
+        }
+        if b % 2 == 1 || b + 1 == nb {
+            put(dsc, chunk(ssc));
+        }
     }
 }
 
@@ -439,7 +597,7 @@ unsafe fn load_scales(scales: Scales<'_>, g: usize) -> __m256 {
 /// written to `y[8 i + j]`), compiled with `$feat` so that the block dot products of that set
 /// inline into them.
 macro_rules! panel8_kernels {
-    ($rows:ident, $all:ident, $feat:literal, $isa:expr) => {
+    ($rows:ident, $all:ident, $all_in:ident, $feat:literal, $isa:expr) => {
         /// # Safety
         /// The features of the set are available; `p` is a panel of `w`, laid out for its
         /// instruction set; `a` was quantized from rows of `w.k` values and has rows
@@ -449,12 +607,12 @@ macro_rules! panel8_kernels {
         unsafe fn $rows<D: BlockDot, const R: usize>(
             w: &Packed,
             p: usize,
+            codes: &[u8],
             act: &PackedAct<'_>,
             row0: usize,
         ) -> [[f32; 8]; R] {
             let nb = w.nb;
             assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == $isa);
-            let codes = w.panel_codes(p);
             let scales = w.panel_scales(p);
             let bps = w.kind.blocks_per_scale(nb);
             // Each activation row's codes, scales and block sums, sliced once (and for the
@@ -465,9 +623,10 @@ macro_rules! panel8_kernels {
                 D::AFFINE == matches!(w.kind, Kind::Affine { .. })
                     && (!D::AFFINE || dxsx.iter().all(|v| v.len() == nb))
             );
-            // Q2_K: the sums of each block's halves.
+            // Q2_K and Q6_K at 6 bits: the sums of each block's halves.
             let halves: [&[[i32; 2]]; R] = std::array::from_fn(|r| act.row_halves(row0 + r));
-            assert!(D::MINS == (w.kind == Kind::Q2K) && (!D::MINS || halves.iter().all(|v| v.len() == nb)));
+            assert!(D::MINS == (w.kind == Kind::Q2K) && D::HALVES == (w.kind == Kind::Q6KSix));
+            assert!(!(D::MINS || D::HALVES) || halves.iter().all(|v| v.len() == nb));
             // `D::chunk` grows with the block, so the last block bounds every block's chunks (and
             // the K-quants' scale chunks).
             assert!(nb == 0 || 32 * (D::chunk(nb - 1) + D::CHUNKS) <= codes.len());
@@ -503,7 +662,14 @@ macro_rules! panel8_kernels {
                     };
                     // SAFETY: `wb` points at the block's D::CHUNKS chunks and each x[r] at 32
                     // codes (above).
-                    let dots = unsafe { D::dot::<R>(wb, b, x, neg) };
+                    let dots = unsafe {
+                        if D::HALVES {
+                            // b < nb, each row's halves hold nb pairs (asserted above).
+                            D::dot_halves::<R>(wb, b, x, std::array::from_fn(|r| halves[r][b]))
+                        } else {
+                            D::dot::<R>(wb, b, x, neg)
+                        }
+                    };
                     // The K-quants: the block's scale `d · sc` and the minimum's product
                     // `dmin · m` (its term negated), sc and m from the block's scale chunk.
                     let (sw, adds) = if D::KQ {
@@ -566,6 +732,38 @@ macro_rules! panel8_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn $all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
             let m = a.a.rows;
+            if D::HALVES && m > 8 && w.kind == Kind::Q6KSix {
+                // Q6_K at 6 bits for more than two passes of rows: the panel's codes decoded
+                // once, into a buffer of this thread, then every pass reads them as bytes
+                // (for one or two passes, decoding in each pass is the faster).
+                thread_local! {
+                    static WIDE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                WIDE.with_borrow_mut(|wide| {
+                    // Grown once per thread (never cleared: every byte read is written first).
+                    let need = 32 * 17 * w.nb.div_ceil(2);
+                    if wide.len() < need {
+                        wide.resize(need, 0);
+                    }
+                    let wide = &mut wide[..need];
+                    widen_q6_k_six(w.panel_codes(p), w.nb, wide);
+                    // SAFETY: forwarded from the caller; `wide` holds the panel in the
+                    // layout `Q6Six<true>` reads.
+                    unsafe { $all_in::<Q6Six<true>>(w, p, wide, a, y) }
+                });
+                return;
+            }
+            // SAFETY: forwarded from the caller.
+            unsafe { $all_in::<D>(w, p, w.panel_codes(p), a, y) }
+        }
+
+        /// [`$all`] over the panel's codes `codes` (as laid out for `D`).
+        ///
+        /// # Safety
+        /// As `$all`.
+        #[target_feature(enable = $feat)]
+        unsafe fn $all_in<D: BlockDot>(w: &Packed, p: usize, codes: &[u8], a: &PackedAct<'_>, y: &mut [f32]) {
+            let m = a.a.rows;
             let mut i0 = 0;
             while i0 < m {
                 let rows = (m - i0).min(4);
@@ -577,10 +775,10 @@ macro_rules! panel8_kernels {
                 // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
                 unsafe {
                     match rows {
-                        4 => put(&$rows::<D, 4>(w, p, a, i0)),
-                        3 => put(&$rows::<D, 3>(w, p, a, i0)),
-                        2 => put(&$rows::<D, 2>(w, p, a, i0)),
-                        _ => put(&$rows::<D, 1>(w, p, a, i0)),
+                        4 => put(&$rows::<D, 4>(w, p, codes, a, i0)),
+                        3 => put(&$rows::<D, 3>(w, p, codes, a, i0)),
+                        2 => put(&$rows::<D, 2>(w, p, codes, a, i0)),
+                        _ => put(&$rows::<D, 1>(w, p, codes, a, i0)),
                     }
                 }
                 i0 += rows;
@@ -589,8 +787,14 @@ macro_rules! panel8_kernels {
     };
 }
 
-panel8_kernels!(panel_rows, panel_all, "avx2,fma,f16c", Isa::Avx2);
-panel8_kernels!(panel_rows_vnni, panel_all_vnni, "avx2,fma,f16c,avxvnni", Isa::AvxVnni);
+panel8_kernels!(panel_rows, panel_all, panel_all_in, "avx2,fma,f16c", Isa::Avx2);
+panel8_kernels!(
+    panel_rows_vnni,
+    panel_all_vnni,
+    panel_all_in_vnni,
+    "avx2,fma,f16c,avxvnni",
+    Isa::AvxVnni
+);
 
 // ---------------------------------------------------------------------------------------
 // AVX-VNNI: the same 8-row panels, `vpdpbusd` on 256-bit vectors (unsigned codes times signed
@@ -736,6 +940,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                     k_quant: true,
                 } => panel_all::<U5<true>>(w, p, act, y),
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
+                Kind::Q6KSix => panel_all::<Q6Six<false>>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q2K => panel_all::<Q2>(w, p, act, y),
                 Kind::Q5_0 => panel_all::<U5<false, true>>(w, p, act, y),
@@ -758,6 +963,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 | Kind::Fp8 { .. }
                 | Kind::Affine { .. }
                 | Kind::Q6K
+                | Kind::Q6KSix
                 | Kind::Q2K
                 | Kind::Iq4Nl
                 | Kind::Iq4Xs => {
