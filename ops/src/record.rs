@@ -12,9 +12,12 @@ use crate::provider::OpKind;
 /// Providers one executor can hold (a machine's CPU, a few GPUs, an NPU).
 pub(crate) const MAX_PROVIDERS: usize = 8;
 
-/// The first this-many calls of each op and provider are timed, then one call in this many:
-/// reading the clock costs more than the routing itself, so past the first calls the
-/// record's total time is the timed calls' time scaled to all calls.
+/// The first this-many calls of each op and provider are timed, then about one call in this
+/// many: reading the clock costs more than the routing itself, so past the first calls the
+/// record's total time is the timed calls' time scaled to all calls. Which calls are timed
+/// follows a Weyl sequence over the call count ([`timed_call`]), not every this-many-th call:
+/// a model calls each op kind the same number of times per step, and a fixed stride that
+/// divides that number would time the same few call sites in every step.
 pub(crate) const TIME_ONE_IN: u64 = 16;
 
 #[derive(Default)]
@@ -46,6 +49,16 @@ pub(crate) struct Record {
     fallbacks: Mutex<Vec<Fallback>>,
 }
 
+/// Whether call number `n` (from 0) of an op and provider is timed: the first
+/// [`TIME_ONE_IN`] calls, then those whose `n` times the golden ratio (modulo 1) falls in the
+/// first 1/`TIME_ONE_IN` of the unit interval. That sequence is equidistributed over every
+/// arithmetic progression of `n`, so every call site of a loop is sampled at the same rate.
+#[inline]
+fn timed_call(n: u64) -> bool {
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    n < TIME_ONE_IN || n.wrapping_mul(GOLDEN) < u64::MAX / TIME_ONE_IN
+}
+
 impl Record {
     pub(crate) fn new() -> Self {
         Self {
@@ -61,7 +74,7 @@ impl Record {
     pub(crate) fn start(&self, op: OpKind, provider: usize) -> bool {
         let c = &self.counters[op as usize * MAX_PROVIDERS + provider];
         let n = c.calls.fetch_add(1, Ordering::Relaxed);
-        n < TIME_ONE_IN || n.is_multiple_of(TIME_ONE_IN)
+        timed_call(n)
     }
 
     /// Adds a timed call's duration.
@@ -191,5 +204,33 @@ impl fmt::Display for Report {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{timed_call, TIME_ONE_IN};
+
+    /// A loop that calls an op at 96 sites per step (a model's linear layers) has every site
+    /// timed at about one call in `TIME_ONE_IN`, where a stride of 16 would time 6 of them.
+    #[test]
+    fn every_call_site_of_a_loop_is_sampled() {
+        for sites in [1u64, 2, 7, 16, 96, 288] {
+            let steps = 16 * 400;
+            let mut per_site = vec![0u64; sites as usize];
+            for n in TIME_ONE_IN..TIME_ONE_IN + sites * steps {
+                if timed_call(n) {
+                    per_site[(n % sites) as usize] += 1;
+                }
+            }
+            let want = steps as f64 / TIME_ONE_IN as f64;
+            for (site, &got) in per_site.iter().enumerate() {
+                assert!(
+                    (got as f64 - want).abs() <= 0.1 * want,
+                    "{sites} sites: site {site} timed {got} times, want about {want}"
+                );
+            }
+        }
+        assert!((0..TIME_ONE_IN).all(timed_call), "the first calls are all timed");
     }
 }
