@@ -29,10 +29,10 @@ use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_broadcastsi128_si256,
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
     _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16,
-    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8,
-    _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi32, _mm256_srl_epi16,
-    _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32,
-    _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setr_epi8, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi32,
+    _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_storeu_si256,
+    _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::codes::IQ4_LEVELS;
@@ -306,21 +306,62 @@ impl<const K: bool, const SYM: bool> BlockDot for U5<K, SYM> {
 /// `2 · 3 · 127`), then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 with the 4-bit
 /// scales of the block's scale chunk, and from its high nibbles the minimums
 /// ([`BlockDot::mins`]): the arithmetic of [`generic::q8_q2_k`](super::generic::q8_q2_k).
+/// The scales enter as 16-bit multipliers of `vpmaddwd` (each half's scale in both 16-bit
+/// halves of a lane; the two minimums side by side against the halves' two activation sums),
+/// so a row's block takes three `vpmaddwd` and no 32-bit multiply.
 /// `CHUNKS` reaches the scale chunk from the last block of a super-block.
 struct Q2;
 impl Q2 {
-    /// The block's scale chunk, shifted so that its half-block bytes are the low 16 bits of
-    /// each lane.
+    /// The block's scale chunk with, in each 32-bit lane, the lane's bytes `i` and `j` of the
+    /// block (0: half 0's scale and minimum, 1: half 1's) widened to its low and high 16 bits.
     ///
     /// # Safety
     /// As [`BlockDot::dot`].
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn scale_bytes(w: *const u8, b: usize) -> __m256i {
+    unsafe fn scale_pair<const I: i8, const J: i8>(w: *const u8, b: usize) -> __m256i {
         let (c0, sc) = q2_k_chunks(b);
         // SAFETY: the super-block's scale chunks lie in the panel (the caller's contract).
         let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
-        _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32))
+        // The block's two bytes shifted down to bytes 0 and 1 of each lane, then spread by a
+        // constant shuffle.
+        let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
+        let z = -1;
+        let pick = _mm256_setr_epi8(
+            I,
+            z,
+            J,
+            z,
+            4 + I,
+            z,
+            4 + J,
+            z,
+            8 + I,
+            z,
+            8 + J,
+            z,
+            12 + I,
+            z,
+            12 + J,
+            z, //
+            I,
+            z,
+            J,
+            z,
+            4 + I,
+            z,
+            4 + J,
+            z,
+            8 + I,
+            z,
+            8 + J,
+            z,
+            12 + I,
+            z,
+            12 + J,
+            z,
+        );
+        _mm256_shuffle_epi8(s, pick)
     }
 }
 impl BlockDot for Q2 {
@@ -334,7 +375,6 @@ impl BlockDot for Q2 {
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
         let mask = _mm256_set1_epi8(3);
-        let ones = _mm256_set1_epi16(1);
         let shift = _mm_cvtsi32_si128(2 * (b % 4) as i32);
         let mut acc = [[_mm256_setzero_si256(); R]; 2];
         for c in 0..8 {
@@ -347,33 +387,28 @@ impl BlockDot for Q2 {
                 acc[c / 4][r] = _mm256_add_epi16(acc[c / 4][r], _mm256_maddubs_epi16(q, xb));
             }
         }
+        // Each half's 4-bit scale in both 16-bit halves of every lane.
+        let nib = _mm256_set1_epi16(0xF);
         // SAFETY: forwarded from the caller.
-        let s = unsafe { Self::scale_bytes(w, b) };
-        let nib = _mm256_set1_epi32(0xF);
-        let (sc0, sc1) = (
-            _mm256_and_si256(s, nib),
-            _mm256_and_si256(_mm256_srli_epi32::<8>(s), nib),
-        );
-        std::array::from_fn(|r| {
-            let (h0, h1) = (_mm256_madd_epi16(acc[0][r], ones), _mm256_madd_epi16(acc[1][r], ones));
-            _mm256_add_epi32(_mm256_mullo_epi32(h0, sc0), _mm256_mullo_epi32(h1, sc1))
-        })
+        let (sc0, sc1) = unsafe {
+            (
+                _mm256_and_si256(Self::scale_pair::<0, 0>(w, b), nib),
+                _mm256_and_si256(Self::scale_pair::<1, 1>(w, b), nib),
+            )
+        };
+        // |half| <= 4 · 762 and sc <= 15: the products and their sums fit i32 exactly.
+        std::array::from_fn(|r| _mm256_add_epi32(_mm256_madd_epi16(acc[0][r], sc0), _mm256_madd_epi16(acc[1][r], sc1)))
     }
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn mins<const R: usize>(w: *const u8, b: usize, s: [[i32; 2]; R]) -> [__m256i; R] {
+        // The two minimums (high nibbles) as the low and high 16 bits of every lane.
         // SAFETY: forwarded from the caller.
-        let bytes = unsafe { Self::scale_bytes(w, b) };
-        let nib = _mm256_set1_epi32(0xF);
-        let (m0, m1) = (
-            _mm256_and_si256(_mm256_srli_epi32::<4>(bytes), nib),
-            _mm256_and_si256(_mm256_srli_epi32::<12>(bytes), nib),
-        );
+        let m = _mm256_srli_epi16::<4>(unsafe { Self::scale_pair::<0, 1>(w, b) });
         std::array::from_fn(|r| {
-            _mm256_add_epi32(
-                _mm256_mullo_epi32(m0, _mm256_set1_epi32(s[r][0])),
-                _mm256_mullo_epi32(m1, _mm256_set1_epi32(s[r][1])),
-            )
+            // A half's sum of 16 codes is at most 16 · 127 in magnitude: an i16.
+            let pair = (s[r][0] as u16 as u32 | ((s[r][1] as u16 as u32) << 16)) as i32;
+            _mm256_madd_epi16(m, _mm256_set1_epi32(pair))
         })
     }
 }
