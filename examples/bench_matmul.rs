@@ -9,6 +9,9 @@
 //! cargo run --release --example bench_matmul -- shape=640x2048 only=q4_1,q5_0   # several, comma separated
 //! cargo run --release --example bench_matmul -- shape=11008x4096 m=1    # one shape (N x K)
 //! cargo run --release --example bench_matmul -- models only=q4_1   # SmolLM2's and Gemma 3 270M's shapes
+//! RAYON_NUM_THREADS=1 cargo run --release --example bench_matmul -- shape=4096x14336 m=512 packed-only
+//!     # the packed rows and the floor alone (no candle, no unpacked rows: minutes per call at
+//!     # hundreds of rows for some of them), as against ggml's `test-backend-ops` at 512 rows
 //! ```
 //!
 //! Each of our formats is also compared with candle's `QMatMul` on the same format where candle
@@ -138,6 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect::<Result<_, _>>()?;
     let quick = args.iter().any(|a| a == "quick");
+    let packed_only = args.iter().any(|a| a == "packed-only");
     let threads = rayon::current_num_threads();
     println!(
         "aihal-cpu per-call kernel set: {} (the packed layouts are named on the packing lines below), rayon threads: {threads}",
@@ -230,6 +234,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut candle = Vec::new();
         let mut dtypes = vec![GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K];
         dtypes.extend(ours.iter().filter_map(|&f| candle_dtype(f)));
+        if packed_only {
+            dtypes.clear();
+        }
         let mut seen = Vec::new();
         dtypes.retain(|d| {
             let first = !seen.contains(d);
@@ -301,7 +308,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Row index of candle's row for a dtype (the floor is row 0).
             let peer = |d: GgmlDType| candle.iter().position(|c| c.0 == d).map(|i| i + 1);
             let mut formats: Vec<Option<QuantFormat>> = vec![None; peers];
-            for (format, bytes, mats) in &weights {
+            for (format, bytes, mats) in weights.iter().filter(|_| !packed_only) {
                 for precision in [ActivationPrecision::Int8, ActivationPrecision::F32] {
                     if precision == ActivationPrecision::Int8 && !aihal_cpu::has_int8_activation_path(*format) {
                         continue;
