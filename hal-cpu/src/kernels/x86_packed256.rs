@@ -29,7 +29,7 @@ use std::arch::x86_64::{
     __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_broadcastsi128_si256,
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
     _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16,
-    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setr_epi8, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_setzero_si256,
     _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi32,
     _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_storeu_si256,
     _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
@@ -319,48 +319,16 @@ impl Q2 {
     /// As [`BlockDot::dot`].
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn scale_pair<const I: i8, const J: i8>(w: *const u8, b: usize) -> __m256i {
+    unsafe fn scale_pair<const I: u8, const J: u8>(w: *const u8, b: usize) -> __m256i {
         let (c0, sc) = q2_k_chunks(b);
         // SAFETY: the super-block's scale chunks lie in the panel (the caller's contract).
         let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
         // The block's two bytes shifted down to bytes 0 and 1 of each lane, then spread by a
         // constant shuffle.
         let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
-        let z = -1;
-        let pick = _mm256_setr_epi8(
-            I,
-            z,
-            J,
-            z,
-            4 + I,
-            z,
-            4 + J,
-            z,
-            8 + I,
-            z,
-            8 + J,
-            z,
-            12 + I,
-            z,
-            12 + J,
-            z, //
-            I,
-            z,
-            J,
-            z,
-            4 + I,
-            z,
-            4 + J,
-            z,
-            8 + I,
-            z,
-            8 + J,
-            z,
-            12 + I,
-            z,
-            12 + J,
-            z,
-        );
+        // Lane k's control bytes: 4k + I, none (high bit set: zero), 4k + J, none.
+        let lane = |k: u8| i32::from_le_bytes([4 * k + I, 0x80, 4 * k + J, 0x80]);
+        let pick = _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
         _mm256_shuffle_epi8(s, pick)
     }
 }
