@@ -629,7 +629,7 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
             Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Nf4<true>>(w, p, act, y),
-            Kind::Fp8 { .. } | Kind::Q6KSix => unreachable!("no NEON panel layout for {:?}", w.kind),
+            Kind::Fp8 { .. } | Kind::Q6KSix | Kind::Q3KFour => unreachable!("no NEON panel layout for {:?}", w.kind),
         }
     }
 }

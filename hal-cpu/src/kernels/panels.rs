@@ -160,7 +160,8 @@ pub(crate) enum Kind {
         /// A K-quant (Q4_K, Q5_K; else Q4_1, Q5_1).
         k_quant: bool,
     },
-    /// Q6_K, and Q3_K in the same layout: per pair of blocks of 32, 8 chunks of codes (i8:
+    /// Q6_K, and Q3_K in the same layout (AVX-512 VNNI and NEON dotprod; AVX2 takes
+    /// [`Kind::Q6KSix`] and [`Kind::Q3KFour`]): per pair of blocks of 32, 8 chunks of codes (i8:
     /// Q6_K's `q - 32`, Q3_K's `q - 4`) per block, then one chunk whose lane `j` holds row
     /// `j`'s i8 sub-block scales of the two blocks (`sc0`, `sc1` of the even block, then of
     /// the odd one; Q3_K's 6-bit scales minus 32); f16 `d` per 256 values.
@@ -170,6 +171,12 @@ pub(crate) enum Kind {
     /// ([`six_bits`]), then the pair's chunk of sub-block scales as [`Kind::Q6K`]'s; f16 `d`
     /// per 256 values: the file's 210 bytes per 256 values, against [`Kind::Q6K`]'s 274.
     Q6KSix,
+    /// Q3_K in 4 bits (AVX2): per pair of blocks of 32, per block 4 chunks of its codes
+    /// `q + 4` (0..=7) as nibbles in Q4_0's order, then the pair's chunk of sub-block scales as
+    /// [`Kind::Q6K`]'s (the 6-bit scales minus 32), [`q3_k_chunks`]; f16 `d` per 256 values:
+    /// 146 bytes per 256 values against the file's 110 and [`Kind::Q6K`]'s 274, each code one
+    /// mask (or shift and mask) from its byte where the file's 3 bits take five operations.
+    Q3KFour,
     /// TQ2_0: 16 chunks per 256 values, f16 scales per 256 values.
     Tq2_0,
     /// Q2_K: per 256 values, its 64 bytes of 2-bit codes in 16 chunks as TQ2_0's (the two
@@ -268,6 +275,7 @@ impl Kind {
                 k_quant: true,
             },
             QuantFormat::Q6K if rows_of(256) && isa == Isa::Avx2 => Self::Q6KSix,
+            QuantFormat::Q3K if rows_of(256) && isa == Isa::Avx2 => Self::Q3KFour,
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Q2K if rows_of(256) => Self::Q2K,
@@ -343,9 +351,11 @@ impl Kind {
                 },
             ) => "avx2-panel8-q5_k",
             (Isa::Avx2, Self::Q6KSix) => "avx2-panel8-q6_k",
-            // On AVX2 the 8-bit layout holds Q3_K only (Q6_K takes `Q6KSix`).
-            (Isa::Avx2, Self::Q6K) => "avx2-panel8-q3_k",
-            (_, Self::Q6KSix) => unreachable!("Q6KSix is an AVX2 layout (Kind::for_tensor)"),
+            (Isa::Avx2, Self::Q3KFour) => "avx2-panel8-q3_k",
+            // On AVX2 Q6_K and Q3_K take `Q6KSix` and `Q3KFour`.
+            (Isa::Avx2, Self::Q6K) | (_, Self::Q6KSix | Self::Q3KFour) => {
+                unreachable!("{self:?} on {isa:?}: Q6KSix and Q3KFour are the AVX2 layouts (Kind::for_tensor)")
+            }
             (Isa::AvxVnni, Self::Q5_0) => "avxvnni-panel8-q5_0",
             (
                 Isa::AvxVnni,
@@ -457,7 +467,7 @@ impl Kind {
                 Self::Q8_0 | Self::Q6K | Self::Int8 { .. } | Self::Nf4 { .. } | Self::Iq4Nl | Self::Iq4Xs,
                 Isa::Avx2 | Isa::NeonDot,
             )
-            | (Self::Fp8 { .. } | Self::Affine { .. } | Self::Q2K | Self::Q6KSix, _) => 0,
+            | (Self::Fp8 { .. } | Self::Affine { .. } | Self::Q2K | Self::Q6KSix | Self::Q3KFour, _) => 0,
             // 8-bit codes on AVX-512 as `q + 128`; NF4's and IQ4_NL's int8 levels as
             // `level + 128`.
             (Self::Q8_0 | Self::Q6K | Self::Int8 { .. }, Isa::AvxVnni | Isa::Avx512Vnni)
@@ -490,6 +500,7 @@ impl Kind {
             Self::Q6K => 17 * nb.div_ceil(2),
             Self::Q6KSix => 13 * nb.div_ceil(2),
             Self::Q2K => 20 * nb.div_ceil(8),
+            Self::Q3KFour => 9 * nb.div_ceil(2),
         }
     }
 
@@ -516,7 +527,9 @@ impl Kind {
     pub(super) fn blocks_per_scale(self, nb: usize) -> usize {
         match self {
             Self::Q4_0 | Self::Iq4Nl | Self::Iq4Xs | Self::Q8_0 | Self::Q5_0 | Self::Affine { k_quant: false, .. } => 1,
-            Self::Tq2_0 | Self::Q6K | Self::Q6KSix | Self::Q2K | Self::Affine { k_quant: true, .. } => 8,
+            Self::Tq2_0 | Self::Q6K | Self::Q6KSix | Self::Q3KFour | Self::Q2K | Self::Affine { k_quant: true, .. } => {
+                8
+            }
             Self::Int8 { block_size: None } | Self::Fp8 { block_size: None, .. } => nb.max(1),
             Self::Int8 { block_size: Some(b) }
             | Self::Nf4 { block_size: b }
@@ -684,6 +697,22 @@ pub(crate) fn q2_k_chunks(b: usize) -> (usize, usize) {
     (20 * sb + 8 * (g / 4), 20 * sb + 16 + g / 2)
 }
 
+/// [`q6_k_chunks`] for [`Kind::Q3KFour`]: 4 chunks per block, the pair's scale chunk 9th.
+pub(crate) fn q3_k_chunks(b: usize) -> (usize, usize) {
+    (9 * (b / 2) + 4 * (b % 2), 9 * (b / 2) + 8)
+}
+
+/// Q3_K's 12 bytes of 6-bit scales from the 16 scales (the inverse of
+/// [`generic::q3_k_scale`]).
+fn q3_k_scale_bytes(sc: &[u8; 16]) -> [u8; 12] {
+    let mut packed = [0u8; 12];
+    for (j, &s) in sc.iter().enumerate() {
+        packed[j % 8] |= (s & 0xF) << (4 * (j / 8));
+        packed[8 + j % 4] |= ((s >> 4) & 3) << (2 * (j / 4));
+    }
+    packed
+}
+
 /// Packs the rows of panel `p` (`pr` rows) of a format whose codes are converted block by
 /// block (Q5_0, the affine formats, Q6_K and Q3_K, IQ4_XS), through the generic kernels' own block readers so that the
 /// packed kernels see exactly the codes and scales the generic ones do: `pw` is the panel's
@@ -757,9 +786,15 @@ fn pack_converted(w: &QuantizedTensor, kind: Kind, p: usize, pr: usize, pw: &mut
                     }
                     out[b * pr + j] = scale;
                 }
-                (Kind::Q6K | Kind::Q6KSix, PanelScalesMut::F16(out)) => {
+                (Kind::Q6K | Kind::Q6KSix | Kind::Q3KFour, PanelScalesMut::F16(out)) => {
                     let (codes, [s0, s1], _) = generic::sub16_block(w, row, b);
-                    let sc = if kind == Kind::Q6KSix {
+                    let sc = if kind == Kind::Q3KFour {
+                        // The codes `q` (the generic kernel's `q - 4`, plus 4) as nibbles.
+                        let q: [u8; 32] = std::array::from_fn(|i| (codes[i] + 4) as u8);
+                        let (c0, sc) = q3_k_chunks(b);
+                        put_nibbles(pw, pr, j, c0, &q, false);
+                        sc
+                    } else if kind == Kind::Q6KSix {
                         // The codes `q` (the generic kernel's `q - 32`, plus 32).
                         let q: [u8; 32] = std::array::from_fn(|i| (codes[i] + 32) as u8);
                         let (c0, sc) = q6_k_six_chunks(b);
@@ -863,7 +898,7 @@ impl Packed {
             Kind::Int8 { .. } | Kind::Fp8 { .. } => k,
             Kind::Nf4 { .. } => k / 2,
             // Converted block by block instead (`pack_converted`).
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Iq4Xs | Kind::Q2K => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Q3KFour | Kind::Iq4Xs | Kind::Q2K => 0,
         };
         let converted = row_bytes == 0 && k > 0;
         // Where chunk `c` of a panel starts in each row's bytes.
@@ -873,7 +908,7 @@ impl Packed {
             Kind::Tq2_0 => (c / 16) * TQ2_0_BLOCK_BYTES + 4 * (c % 16),
             Kind::Int8 { .. } | Kind::Fp8 { .. } => 4 * c,
             Kind::Nf4 { .. } => (c / 4) * 16 + 4 * (c % 4),
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Iq4Xs | Kind::Q2K => 0,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Q3KFour | Kind::Iq4Xs | Kind::Q2K => 0,
         };
         // Consecutive chunks whose sources are one run of bytes in each row (a block's codes,
         // or 32 bytes of an unblocked row): copied a run at a time, one bounds check a run.
@@ -881,7 +916,7 @@ impl Packed {
             Kind::Q4_0 | Kind::Iq4Nl | Kind::Nf4 { .. } => 4,
             Kind::Q8_0 | Kind::Int8 { .. } | Kind::Fp8 { .. } => 8,
             Kind::Tq2_0 => 16,
-            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Iq4Xs | Kind::Q2K => 1,
+            Kind::Q5_0 | Kind::Affine { .. } | Kind::Q6K | Kind::Q6KSix | Kind::Q3KFour | Kind::Iq4Xs | Kind::Q2K => 1,
         };
         debug_assert!(panel_chunks.is_multiple_of(run));
         let words: &mut [u32] = bytemuck::cast_slice_mut(codes);
@@ -1205,10 +1240,11 @@ impl Packed {
                         }
                     }
                 }
-                Kind::Q6K | Kind::Q6KSix => {
+                Kind::Q6K | Kind::Q6KSix | Kind::Q3KFour => {
                     // Q6_K's codes are `q - 32` and its scales as stored; Q3_K's codes `q - 4`
-                    // and its 6-bit scales minus 32. `Q6KSix` holds `q` itself.
+                    // and its 6-bit scales minus 32. `Q6KSix` and `Q3KFour` hold `q` itself.
                     let six = self.kind == Kind::Q6KSix;
+                    let four = self.kind == Kind::Q3KFour;
                     let q3 = self.format == QuantFormat::Q3K;
                     let (code_add, scale_add) = if q3 { (4, 32) } else { (32, 0) };
                     for sb in 0..nb / 8 {
@@ -1218,8 +1254,19 @@ impl Packed {
                         let mut sc = [0u8; 16];
                         for (g, qg) in q.iter_mut().enumerate() {
                             let b = 8 * sb + g;
-                            let (c0, sc_chunk) = if six { q6_k_six_chunks(b) } else { q6_k_chunks(b) };
-                            if six {
+                            let (c0, sc_chunk) = match self.kind {
+                                Kind::Q6KSix => q6_k_six_chunks(b),
+                                Kind::Q3KFour => q3_k_chunks(b),
+                                _ => q6_k_chunks(b),
+                            };
+                            if four {
+                                for c in 0..4 {
+                                    for (t, &byte) in lane(c0 + c).iter().enumerate() {
+                                        qg[4 * c + t] = byte & 0xF;
+                                        qg[16 + 4 * c + t] = byte >> 4;
+                                    }
+                                }
+                            } else if six {
                                 let h =
                                     [lane(c0 + 4), lane(c0 + 5)].map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]));
                                 for c in 0..4 {
@@ -1252,12 +1299,7 @@ impl Packed {
                                     (0..32).map(|i| (0..4).fold(0u8, |v, t| v | (q[4 * h + t][i] & 3) << (2 * t))),
                                 );
                             }
-                            let mut packed = [0u8; 12];
-                            for (j, &s) in sc.iter().enumerate() {
-                                packed[j % 8] |= (s & 0xF) << (4 * (j / 8));
-                                packed[8 + j % 4] |= ((s >> 4) & 3) << (2 * (j / 4));
-                            }
-                            data.extend_from_slice(&packed);
+                            data.extend_from_slice(&q3_k_scale_bytes(&sc));
                             data.extend_from_slice(&d);
                             continue;
                         }
@@ -1441,7 +1483,7 @@ impl<'a> PackedAct<'a> {
         } else {
             Vec::new()
         };
-        let halves: Vec<i32> = if (q2k || w.kind == Kind::Q6KSix) && row_major {
+        let halves: Vec<i32> = if (q2k || matches!(w.kind, Kind::Q6KSix | Kind::Q3KFour)) && row_major {
             (0..all).flat_map(|t| [half_sum(t, 0), half_sum(t, 1)]).collect()
         } else {
             Vec::new()

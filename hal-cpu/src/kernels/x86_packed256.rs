@@ -19,7 +19,8 @@
 //! formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with each
 //! code's fifth bit put back first), and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K
 //! runs the 8-bit codes' arithmetic with each half block in its own accumulator, combined
-//! with its sub-block scales in i32 (`vpmulld`).
+//! with its sub-block scales in i32 (`vpmulld`). Q2_K's and Q3_K's half blocks are summed in
+//! i16 and take their sub-block scales as `vpmaddwd`'s 16-bit multipliers.
 //!
 //! With AVX-VNNI the same panels are multiplied by `vpdpbusd` on 256-bit vectors, with the
 //! offsets of the AVX-512 kernels (see the AVX-VNNI section below). Q4_1, Q4_K, Q6_K and
@@ -30,13 +31,16 @@ use std::arch::x86_64::{
     _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
     _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16,
     _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi32,
-    _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_storeu_si256,
-    _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
+    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi16,
+    _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps,
+    _mm256_storeu_si256, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128,
+    _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::codes::IQ4_LEVELS;
-use super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, q6_k_six_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{
+    affine_chunks, q2_k_chunks, q3_k_chunks, q6_k_chunks, q6_k_six_chunks, Isa, Kind, Packed, PackedAct, Scales,
+};
 
 /// One block of 32 values of a panel against `R` activation rows: the 8 lanes' integer dot
 /// products (offset already removed).
@@ -45,6 +49,7 @@ trait BlockDot {
     const CHUNKS: usize;
     /// Chunks the block's codes start at, relative to the panel, for block `b`.
     fn chunk(b: usize) -> usize;
+
     /// # Safety
     /// AVX2 is available; `w` points at the block's chunks (as [`BlockDot::chunk`] places
     /// them), each `x[r]` at 32 readable activation codes in -127..=127.
@@ -573,6 +578,82 @@ fn widen_q6_k_six(codes: &[u8], nb: usize, out: &mut [u8]) {
     }
 }
 
+/// Q3_K in 4 bits ([`Kind::Q3KFour`]): the codes `u = q + 4` (0..=7) as [`Q4`]'s nibbles, each
+/// half of 16 codes (low nibbles: codes 0..16, high: 16..32) in its own i16 accumulator (4
+/// pairs of at most `2 · 7 · 127`), widened by `vpmaddwd` with its signed sub-block scale as
+/// the 16-bit multiplier; the offset of 4 taken away through the halves' activation sums
+/// (`Σ sc (u - 4) x = Σ sc u x - 4 Σ sc x`, exactly in i32): the integers of
+/// [`generic::q8_sub16`](super::generic::q8_sub16). `CHUNKS` counts the scale chunk, which
+/// follows the odd block's codes.
+struct Q3;
+impl Q3 {
+    /// The pair's scale chunk with, in each 32-bit lane, the lane's signed scale bytes `i`
+    /// and `j` of block `b` (0: half 0's, 1: half 1's) widened to its low and high 16 bits.
+    ///
+    /// # Safety
+    /// As [`BlockDot::dot`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn scale_pair<const I: u8, const J: u8>(w: *const u8, b: usize) -> __m256i {
+        let (c0, sc) = q3_k_chunks(b);
+        // SAFETY: the pair's scale chunk lies in the panel (the caller's contract).
+        let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
+        let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
+        // Lane k's control bytes: none (zero), 4k + I, none, 4k + J: each byte lands in the
+        // high half of its 16 bits, then an arithmetic shift extends its sign.
+        let lane = |k: u8| i32::from_le_bytes([0x80, 4 * k + I, 0x80, 4 * k + J]);
+        let pick = _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
+        _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(s, pick))
+    }
+}
+impl BlockDot for Q3 {
+    const CHUNKS: usize = 5;
+    const OFFSET: i32 = 0;
+    const HALVES: bool = true;
+    fn chunk(b: usize) -> usize {
+        q3_k_chunks(b).0
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot<const R: usize>(_w: *const u8, _b: usize, _x: [*const i8; R], _neg: [i32; R]) -> [__m256i; R] {
+        unreachable!("Q3_K in 4 bits needs its halves' sums (BlockDot::dot_halves)")
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot_halves<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], s: [[i32; 2]; R]) -> [__m256i; R] {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = [[_mm256_setzero_si256(); R]; 2];
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks of 32 bytes (the caller's contract).
+            let v = unsafe { _mm256_loadu_si256(w.add(32 * c).cast()) };
+            let lo = _mm256_and_si256(v, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+            for r in 0..R {
+                // SAFETY: codes 4c .. 4c + 4 and 16 + 4c .. 16 + 4c + 4 lie in the 32 at x[r].
+                let (xl, xh) = unsafe { (bcast4(x[r].add(4 * c)), bcast4(x[r].add(16 + 4 * c))) };
+                acc[0][r] = _mm256_add_epi16(acc[0][r], _mm256_maddubs_epi16(lo, xl));
+                acc[1][r] = _mm256_add_epi16(acc[1][r], _mm256_maddubs_epi16(hi, xh));
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        let (sc0, sc1, pair) = unsafe {
+            (
+                Self::scale_pair::<0, 0>(w, b),
+                Self::scale_pair::<1, 1>(w, b),
+                Self::scale_pair::<0, 1>(w, b),
+            )
+        };
+        std::array::from_fn(|r| {
+            // |4 · half sum| <= 4 · 16 · 127 fits i16; with |sc| <= 32 every product and sum
+            // below is exact in i32.
+            let four = ((4 * s[r][0]) as u16 as u32 | (((4 * s[r][1]) as u16 as u32) << 16)) as i32;
+            let off = _mm256_madd_epi16(pair, _mm256_set1_epi32(four));
+            let dot = _mm256_add_epi32(_mm256_madd_epi16(acc[0][r], sc0), _mm256_madd_epi16(acc[1][r], sc1));
+            _mm256_sub_epi32(dot, off)
+        })
+    }
+}
+
 /// The 8 scales of group `g`.
 ///
 /// # Safety
@@ -628,7 +709,7 @@ macro_rules! panel8_kernels {
             );
             // Q2_K and Q6_K at 6 bits: the sums of each block's halves.
             let halves: [&[[i32; 2]]; R] = std::array::from_fn(|r| act.row_halves(row0 + r));
-            assert!(D::MINS == (w.kind == Kind::Q2K) && D::HALVES == (w.kind == Kind::Q6KSix));
+            assert!(D::MINS == (w.kind == Kind::Q2K) && D::HALVES == matches!(w.kind, Kind::Q6KSix | Kind::Q3KFour));
             assert!(!(D::MINS || D::HALVES) || halves.iter().all(|v| v.len() == nb));
             // `D::chunk` grows with the block, so the last block bounds every block's chunks (and
             // the K-quants' scale chunks).
@@ -944,6 +1025,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 } => panel_all::<U5<true>>(w, p, act, y),
                 Kind::Q6K => panel_all::<Q6>(w, p, act, y),
                 Kind::Q6KSix => panel_all::<Q6Six<false>>(w, p, act, y),
+                Kind::Q3KFour => panel_all::<Q3>(w, p, act, y),
                 Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
                 Kind::Q2K => panel_all::<Q2>(w, p, act, y),
                 Kind::Q5_0 => panel_all::<U5<false, true>>(w, p, act, y),
@@ -967,6 +1049,7 @@ pub(super) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 | Kind::Affine { .. }
                 | Kind::Q6K
                 | Kind::Q6KSix
+                | Kind::Q3KFour
                 | Kind::Q2K
                 | Kind::Iq4Nl
                 | Kind::Iq4Xs => {

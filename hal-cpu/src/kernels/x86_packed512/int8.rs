@@ -904,7 +904,7 @@ fn panel_with(w: &Packed, u: usize, act: &PackedAct<'_>, y: &mut [f32], vbmi: bo
             Kind::Iq4Nl | Kind::Iq4Xs if vbmi => panel_all::<Nf4<true, true>, 1>(w, p, act, y),
             Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Nf4<false, true>, 1>(w, p, act, y),
             Kind::Fp8 { .. } => unreachable!("FP8 runs fp8_panel, on f32 activations"),
-            Kind::Q6KSix => unreachable!("Q6KSix is an AVX2 layout (Kind::for_tensor)"),
+            Kind::Q6KSix | Kind::Q3KFour => unreachable!("{:?} is an AVX2 layout (Kind::for_tensor)", w.kind),
         }
     }
 }
