@@ -27,14 +27,14 @@
 //! IQ4_NL have no AVX-VNNI kernels (no CPU here to test one): AVX-VNNI CPUs pack them for AVX2.
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256, _mm256_broadcastsi128_si256,
-    _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi16,
-    _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srai_epi16,
-    _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_ps,
-    _mm256_storeu_si256, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_si256, _mm_cvtsi32_si128, _mm_loadu_si128,
-    _mm_prefetch, _MM_HINT_T0,
+    __m256, __m256i, _mm256_add_epi16, _mm256_add_epi32, _mm256_add_epi8, _mm256_add_ps, _mm256_and_si256,
+    _mm256_broadcastsi128_si256, _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_mullo_epi32, _mm256_or_si256,
+    _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
+    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_sll_epi32, _mm256_slli_epi16,
+    _mm256_slli_epi32, _mm256_srai_epi16, _mm256_srai_epi32, _mm256_srl_epi16, _mm256_srl_epi32, _mm256_srli_epi16,
+    _mm256_srli_epi32, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32, _mm256_sub_ps, _mm256_xor_si256,
+    _mm_cvtsi32_si128, _mm_loadu_si128, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::codes::IQ4_LEVELS;
@@ -654,6 +654,43 @@ impl BlockDot for Q3 {
     }
 }
 
+/// Panel `codes` of a [`Kind::Q3KFour`] layout (`nb` blocks, 8 rows) widened into `out` in
+/// the layout [`Q6Six<true>`] reads ([`q6_k_chunks`]): per block 8 chunks of the codes
+/// `q + 32` (Q3_K's `q` is -4..=3: `q + 32` is what Q6_K stores for the same `q`), then each
+/// pair's scale chunk as it is (the same signed bytes in the same places).
+///
+/// # Panics
+/// If `codes` or `out` is shorter than the panel in its layout.
+#[target_feature(enable = "avx2")]
+fn widen_q3_k_four(codes: &[u8], nb: usize, out: &mut [u8]) {
+    let pairs = nb.div_ceil(2);
+    assert!(codes.len() >= 32 * 9 * pairs && out.len() >= 32 * 17 * pairs);
+    let (nib, add) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(28));
+    for b in 0..nb {
+        let ((s0, ssc), (d0, dsc)) = (q3_k_chunks(b), q6_k_chunks(b));
+        let chunk = |c: usize| -> __m256i {
+            // SAFETY: chunk `c` of the panel lies in `codes` (asserted above).
+            unsafe { _mm256_loadu_si256(codes[32 * c..][..32].as_ptr().cast()) }
+        };
+        let mut put = |c: usize, v: __m256i| {
+            // SAFETY: chunk `c` of the widened panel lies in `out` (asserted above).
+            unsafe { _mm256_storeu_si256(out[32 * c..][..32].as_mut_ptr().cast(), v) }
+        };
+        for c in 0..4 {
+            // Low nibbles: codes 4c .. 4c + 4; high: 16 + 4c ..; `q + 4` plus 28.
+            let v = chunk(s0 + c);
+            put(d0 + c, _mm256_add_epi8(_mm256_and_si256(v, nib), add));
+            put(
+                d0 + 4 + c,
+                _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16::<4>(v), nib), add),
+            );
+        }
+        if b % 2 == 1 || b + 1 == nb {
+            put(dsc, chunk(ssc));
+        }
+    }
+}
+
 /// The 8 scales of group `g`.
 ///
 /// # Safety
@@ -816,10 +853,10 @@ macro_rules! panel8_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn $all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
             let m = a.a.rows;
-            if D::HALVES && m > 8 && w.kind == Kind::Q6KSix {
-                // Q6_K at 6 bits for more than two passes of rows: the panel's codes decoded
-                // once, into a buffer of this thread, then every pass reads them as bytes
-                // (for one or two passes, decoding in each pass is the faster).
+            if D::HALVES && m > 8 {
+                // Q6_K at 6 bits and Q3_K in 4 for more than two passes of rows: the panel's
+                // codes decoded once, into a buffer of this thread, then every pass reads them
+                // as bytes (for one or two passes, decoding in each pass is the faster).
                 thread_local! {
                     static WIDE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
                 }
@@ -830,9 +867,13 @@ macro_rules! panel8_kernels {
                         wide.resize(need, 0);
                     }
                     let wide = &mut wide[..need];
-                    widen_q6_k_six(w.panel_codes(p), w.nb, wide);
+                    if w.kind == Kind::Q3KFour {
+                        widen_q3_k_four(w.panel_codes(p), w.nb, wide);
+                    } else {
+                        widen_q6_k_six(w.panel_codes(p), w.nb, wide);
+                    }
                     // SAFETY: forwarded from the caller; `wide` holds the panel in the
-                    // layout `Q6Six<true>` reads.
+                    // layout `Q6Six<true>` reads (Q3_K's codes as Q6_K's of the same value).
                     unsafe { $all_in::<Q6Six<true>>(w, p, wide, a, y) }
                 });
                 return;
