@@ -18,18 +18,19 @@
 //! [`generic`](super::generic)'s q8 kernels. Q5_0 runs Q5_1's 5-bit kernel with an offset of 16; the
 //! affine formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with
 //! each code's fifth bit put back first) and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
-//! combines them with its sub-block scales in i32 (`mul`, `mla`).
+//! combines them with its sub-block scales in i32 (`mul`, `mla`), as does Q3_K, whose 4-bit
+//! codes `q + 4` lose their offset before `sdot`.
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, uint32x4_t, vaddq_f32, vaddq_s32, vandq_u32, vandq_u8, vcvtq_f32_s32,
     vcvtq_f32_u32, vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8,
     vmlaq_s32, vmulq_f32, vmulq_n_f32, vmulq_n_s32, vmulq_s32, vorrq_u8, vqtbl1q_s8, vreinterpretq_s32_s8,
     vreinterpretq_s32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_u8, vreinterpretq_u8_u32, vshlq_n_s32, vshlq_u32,
-    vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32,
+    vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32, vsubq_u8,
 };
 use std::arch::asm;
 
-use super::panels::{affine_chunks, q2_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{affine_chunks, q2_k_chunks, q3_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
 use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
@@ -400,16 +401,67 @@ impl BlockDot for Q6 {
         let (c0, sc) = q6_k_chunks(b);
         // SAFETY: the pair's scale chunk lies in the panel (the caller's contract: `CHUNKS`
         // reaches it from the odd block, and the even block's lies before that).
-        let s = vreinterpretq_s32_s8(unsafe { vld1q_s8(w.add(CHUNK * (sc - c0)).cast()) });
-        // Bytes 2 (b % 2) and 2 (b % 2) + 1 of each lane, sign-extended.
-        let (sc0, sc1) = if b.is_multiple_of(2) {
-            (
-                vshrq_n_s32::<24>(vshlq_n_s32::<24>(s)),
-                vshrq_n_s32::<24>(vshlq_n_s32::<16>(s)),
-            )
-        } else {
-            (vshrq_n_s32::<24>(vshlq_n_s32::<8>(s)), vshrq_n_s32::<24>(s))
-        };
+        let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * (sc - c0)), b) };
+        std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
+    }
+}
+
+/// The sub-block scales of block `b` from its pair's scale chunk at `s` (bytes `2 (b % 2)` and
+/// `2 (b % 2) + 1` of each lane), sign-extended to i32.
+///
+/// # Safety
+/// NEON is available; 16 bytes at `s` are readable.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn sub16_scales(s: *const u8, b: usize) -> (int32x4_t, int32x4_t) {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let s = vreinterpretq_s32_s8(unsafe { vld1q_s8(s.cast()) });
+    if b.is_multiple_of(2) {
+        (
+            vshrq_n_s32::<24>(vshlq_n_s32::<24>(s)),
+            vshrq_n_s32::<24>(vshlq_n_s32::<16>(s)),
+        )
+    } else {
+        (vshrq_n_s32::<24>(vshlq_n_s32::<8>(s)), vshrq_n_s32::<24>(s))
+    }
+}
+
+/// Q3_K in 4 bits ([`Kind::Q3KFour`]): the codes `q + 4` (0..=7) as [`Q4`]'s nibbles, 4 taken
+/// away from each before `sdot` (signed codes -4..=3), each half of 16 codes (low nibbles:
+/// codes 0..16, high: 16..32) in its own accumulator, combined with the sub-block scales in
+/// i32 as [`Q6`] does: the arithmetic of [`generic::q8_sub16`](super::generic::q8_sub16).
+/// `CHUNKS` counts the scale chunk, which follows the odd block's codes.
+struct Q3;
+impl BlockDot for Q3 {
+    const CHUNKS: usize = 5;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        q3_k_chunks(b).0
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller.
+        let xs = unsafe { load_x(x) };
+        let (nib, four) = (vdupq_n_u8(0x0F), vdupq_n_u8(4));
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        for c in 0..4 {
+            // SAFETY: the block has 4 chunks (the caller's contract).
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            // Low nibbles: codes 4c .. 4c + 4 of each row; high nibbles: codes 16 + 4c ...
+            let lo = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(v, nib), four));
+            let hi = vreinterpretq_s8_u8(vsubq_u8(vshrq_n_u8::<4>(v), four));
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                unsafe {
+                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
+                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
+                }
+            }
+        }
+        let (c0, sc) = q3_k_chunks(b);
+        // SAFETY: the pair's scale chunk lies in the panel (as `Q6`'s).
+        let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * (sc - c0)), b) };
         std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
     }
 }
@@ -623,13 +675,14 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 k_quant: true,
             } => panel_all::<U5<true>>(w, p, act, y),
             Kind::Q6K => panel_all::<Q6>(w, p, act, y),
+            Kind::Q3KFour => panel_all::<Q3>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2>(w, p, act, y),
             Kind::Q5_0 => panel_all::<U5<false, true>>(w, p, act, y),
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
             Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Nf4<true>>(w, p, act, y),
-            Kind::Fp8 { .. } | Kind::Q6KSix | Kind::Q3KFour => unreachable!("no NEON panel layout for {:?}", w.kind),
+            Kind::Fp8 { .. } | Kind::Q6KSix => unreachable!("no NEON panel layout for {:?}", w.kind),
         }
     }
 }

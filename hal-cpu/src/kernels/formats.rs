@@ -112,7 +112,7 @@ pub(crate) fn entry(format: QuantFormat) -> Entry {
         // listed: no AVX-VNNI kernels of their own (none could be tested on the machine they
         // were written on), so AVX-VNNI CPUs run the AVX2 layout.
         // Q3_K packs in Q6_K's layout (8-bit codes, i8 scales per 16 values, f16 `d`), on AVX2
-        // as 4-bit codes with the same scales; IQ4_NL
+        // and NEON dotprod as 4-bit codes with the same scales; IQ4_NL
         // as Q4_0 (the same block shape) with its code book looked up in a table: `vpshufb` on
         // AVX2 (AVX-VNNI CPUs run that layout), `vpermb` or `vpshufb` on AVX-512 VNNI (as
         // NF4), NF4's look-up on NEON dotprod; IQ4_XS in the same panels, its sub-block

@@ -160,8 +160,8 @@ pub(crate) enum Kind {
         /// A K-quant (Q4_K, Q5_K; else Q4_1, Q5_1).
         k_quant: bool,
     },
-    /// Q6_K, and Q3_K in the same layout (AVX-512 VNNI and NEON dotprod; AVX2 takes
-    /// [`Kind::Q6KSix`] and [`Kind::Q3KFour`]): per pair of blocks of 32, 8 chunks of codes (i8:
+    /// Q6_K, and Q3_K in the same layout (AVX-512 VNNI, and Q6_K on NEON dotprod; AVX2 takes
+    /// [`Kind::Q6KSix`] and [`Kind::Q3KFour`], NEON [`Kind::Q3KFour`]): per pair of blocks of 32, 8 chunks of codes (i8:
     /// Q6_K's `q - 32`, Q3_K's `q - 4`) per block, then one chunk whose lane `j` holds row
     /// `j`'s i8 sub-block scales of the two blocks (`sc0`, `sc1` of the even block, then of
     /// the odd one; Q3_K's 6-bit scales minus 32); f16 `d` per 256 values.
@@ -171,7 +171,7 @@ pub(crate) enum Kind {
     /// ([`six_bits`]), then the pair's chunk of sub-block scales as [`Kind::Q6K`]'s; f16 `d`
     /// per 256 values: the file's 210 bytes per 256 values, against [`Kind::Q6K`]'s 274.
     Q6KSix,
-    /// Q3_K in 4 bits (AVX2): per pair of blocks of 32, per block 4 chunks of its codes
+    /// Q3_K in 4 bits (AVX2, NEON dotprod): per pair of blocks of 32, per block 4 chunks of its codes
     /// `q + 4` (0..=7) as nibbles in Q4_0's order, then the pair's chunk of sub-block scales as
     /// [`Kind::Q6K`]'s (the 6-bit scales minus 32), [`q3_k_chunks`]; f16 `d` per 256 values:
     /// 146 bytes per 256 values against the file's 110 and [`Kind::Q6K`]'s 274, each code one
@@ -275,7 +275,7 @@ impl Kind {
                 k_quant: true,
             },
             QuantFormat::Q6K if rows_of(256) && isa == Isa::Avx2 => Self::Q6KSix,
-            QuantFormat::Q3K if rows_of(256) && isa == Isa::Avx2 => Self::Q3KFour,
+            QuantFormat::Q3K if rows_of(256) && matches!(isa, Isa::Avx2 | Isa::NeonDot) => Self::Q3KFour,
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
             QuantFormat::Q2K if rows_of(256) => Self::Q2K,
@@ -352,9 +352,10 @@ impl Kind {
             ) => "avx2-panel8-q5_k",
             (Isa::Avx2, Self::Q6KSix) => "avx2-panel8-q6_k",
             (Isa::Avx2, Self::Q3KFour) => "avx2-panel8-q3_k",
-            // On AVX2 Q6_K and Q3_K take `Q6KSix` and `Q3KFour`.
+            (Isa::NeonDot, Self::Q3KFour) => "neondot-panel4-q3_k",
+            // On AVX2 Q6_K and Q3_K take `Q6KSix` and `Q3KFour`; on NEON Q3_K takes `Q3KFour`.
             (Isa::Avx2, Self::Q6K) | (_, Self::Q6KSix | Self::Q3KFour) => {
-                unreachable!("{self:?} on {isa:?}: Q6KSix and Q3KFour are the AVX2 layouts (Kind::for_tensor)")
+                unreachable!("{self:?} on {isa:?}: not a layout of that set (Kind::for_tensor)")
             }
             (Isa::AvxVnni, Self::Q5_0) => "avxvnni-panel8-q5_0",
             (
@@ -1398,8 +1399,9 @@ pub(crate) struct PackedAct<'a> {
     /// [`ActQ8::sums`] converted to f32, times the block scale: the generic kernel's
     /// product), for the 8-row and 4-row kernels (else empty).
     pub(super) dxsx: Vec<f32>,
-    /// Q2_K, for the 8-row and 4-row kernels: row-major, per row and block, the sums of the
-    /// block's first and last 16 codes (empty for the other kinds, and on AVX-512, whose
+    /// Q2_K, for the 8-row and 4-row kernels, and the AVX2 layouts of Q6_K and Q3_K: row-major,
+    /// per row and block, the sums of the block's first and last 16 codes (empty for the other
+    /// kinds, and on AVX-512, whose
     /// groups carry them in `neg` and `neg2`).
     pub(super) halves: Vec<i32>,
     /// For the AVX-512 kernels: the rows in the groups one pass over a panel takes, each
@@ -1483,7 +1485,9 @@ impl<'a> PackedAct<'a> {
         } else {
             Vec::new()
         };
-        let halves: Vec<i32> = if (q2k || matches!(w.kind, Kind::Q6KSix | Kind::Q3KFour)) && row_major {
+        // (Q3_K's 4-bit codes take the sums on AVX2; NEON takes the offset from each code.)
+        let halves_kind = q2k || w.kind == Kind::Q6KSix || (w.kind == Kind::Q3KFour && w.isa == Isa::Avx2);
+        let halves: Vec<i32> = if halves_kind && row_major {
             (0..all).flat_map(|t| [half_sum(t, 0), half_sum(t, 1)]).collect()
         } else {
             Vec::new()
@@ -1528,7 +1532,8 @@ impl<'a> PackedAct<'a> {
     }
 
     /// Activation row `i`'s sums of the two halves of each block (Q2_K's 8-row and 4-row
-    /// layouts and Q6_K's 6-bit one, else empty): `[first 16, last 16]` per block.
+    /// layouts, Q6_K's 6-bit one and Q3_K's 4-bit one, else empty): `[first 16, last 16]` per
+    /// block.
     pub(super) fn row_halves(&self, i: usize) -> &[[i32; 2]] {
         let nb = self.a.nb;
         if self.halves.is_empty() {

@@ -379,9 +379,9 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             // Q6_K on AVX2: its 6-bit codes in 4-bit and 2-bit chunks, 26 bytes per block of 32
             // with the sub-block scales, and f16 d per 256 values (the file's 210 per 256).
             QuantFormat::Q6K if isa == Isa::Avx2 => Some(26 * blocks + 2 * blocks / 8),
-            // Q3_K on AVX2: its codes as nibbles with the sub-block scales, 18 bytes per block
+            // Q3_K on AVX2 and NEON: its codes as nibbles with the sub-block scales, 18 bytes per block
             // of 32, and f16 d per 256 values (the file's 110 per 256).
-            QuantFormat::Q3K if isa == Isa::Avx2 => Some(18 * blocks + 2 * blocks / 8),
+            QuantFormat::Q3K if matches!(isa, Isa::Avx2 | Isa::NeonDot) => Some(18 * blocks + 2 * blocks / 8),
             QuantFormat::Q6K | QuantFormat::Q3K => Some(34 * blocks + 2 * blocks / 8),
             // IQ4_XS: 4-bit codes and an f32 scale per block of 32, its 8 header bytes per 256
             // values kept aside.
