@@ -327,14 +327,34 @@ impl Q2 {
     unsafe fn scale_pair<const I: u8, const J: u8>(w: *const u8, b: usize) -> __m256i {
         let (c0, sc) = q2_k_chunks(b);
         // SAFETY: the super-block's scale chunks lie in the panel (the caller's contract).
-        let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
-        // The block's two bytes shifted down to bytes 0 and 1 of each lane, then spread by a
-        // constant shuffle.
-        let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
-        // Lane k's control bytes: 4k + I, none (high bit set: zero), 4k + J, none.
-        let lane = |k: u8| i32::from_le_bytes([4 * k + I, 0x80, 4 * k + J, 0x80]);
-        let pick = _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
-        _mm256_shuffle_epi8(s, pick)
+        spread_bytes::<I, J, false>(unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) }, b)
+    }
+}
+
+/// In each 32-bit lane of the scale chunk `s`, bytes `2 (b % 2) + i` and `2 (b % 2) + j`
+/// (block `b`'s of the pair the chunk holds) widened to the lane's low and high 16 bits,
+/// zero-extended, or with `SIGNED` sign-extended.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn spread_bytes<const I: u8, const J: u8, const SIGNED: bool>(s: __m256i, b: usize) -> __m256i {
+    // The block's two bytes shifted down to bytes 0 and 1 of each lane, then spread by a
+    // constant shuffle.
+    let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
+    // Lane k's control bytes (a high bit set: zero): 4k + I, none, 4k + J, none; signed, the
+    // bytes land in the high halves of their 16 bits, whose arithmetic shift extends the sign.
+    let lane = |k: u8| {
+        i32::from_le_bytes(if SIGNED {
+            [0x80, 4 * k + I, 0x80, 4 * k + J]
+        } else {
+            [4 * k + I, 0x80, 4 * k + J, 0x80]
+        })
+    };
+    let pick = _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
+    let v = _mm256_shuffle_epi8(s, pick);
+    if SIGNED {
+        _mm256_srai_epi16::<8>(v)
+    } else {
+        v
     }
 }
 impl BlockDot for Q2 {
@@ -597,13 +617,7 @@ impl Q3 {
     unsafe fn scale_pair<const I: u8, const J: u8>(w: *const u8, b: usize) -> __m256i {
         let (c0, sc) = q3_k_chunks(b);
         // SAFETY: the pair's scale chunk lies in the panel (the caller's contract).
-        let s = unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) };
-        let s = _mm256_srl_epi32(s, _mm_cvtsi32_si128(16 * (b % 2) as i32));
-        // Lane k's control bytes: none (zero), 4k + I, none, 4k + J: each byte lands in the
-        // high half of its 16 bits, then an arithmetic shift extends its sign.
-        let lane = |k: u8| i32::from_le_bytes([0x80, 4 * k + I, 0x80, 4 * k + J]);
-        let pick = _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
-        _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(s, pick))
+        spread_bytes::<I, J, true>(unsafe { _mm256_loadu_si256(w.add(32 * (sc - c0)).cast()) }, b)
     }
 }
 impl BlockDot for Q3 {
