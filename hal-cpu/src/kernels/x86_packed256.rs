@@ -49,7 +49,6 @@ trait BlockDot {
     const CHUNKS: usize;
     /// Chunks the block's codes start at, relative to the panel, for block `b`.
     fn chunk(b: usize) -> usize;
-
     /// # Safety
     /// AVX2 is available; `w` points at the block's chunks (as [`BlockDot::chunk`] places
     /// them), each `x[r]` at 32 readable activation codes in -127..=127.
