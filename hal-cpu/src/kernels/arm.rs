@@ -20,7 +20,9 @@ use std::arch::asm;
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
-use crate::kernels::codes::{decode_row_into, f16_at, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES};
+use crate::kernels::codes::{
+    decode_row_into, f16_at, ChunkedRow, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+};
 
 /// `neon+dotprod` when the CPU has the int8 dot product, else `neon`; `+fp16` when it also has
 /// FEAT_FP16 (half-precision arithmetic: E4M3 weights are decoded through f16).
@@ -782,9 +784,9 @@ unsafe fn exact_e5m2(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 /// See [`ExactFn`].
 #[target_feature(enable = "neon")]
 unsafe fn exact_chunked(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let row = ChunkedRow::new(w, n);
     let f = |b: usize| {
-        let mut buf = [0.0f32; 32];
-        decode_row_into(w, n, 32 * b, &mut buf);
+        let buf = row.block(b);
         // SAFETY: `buf` has 32 values; NEON is enabled here.
         std::array::from_fn(|i| unsafe { vld1q_f32(buf.as_ptr().add(4 * i)) })
     };

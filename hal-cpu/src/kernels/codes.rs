@@ -42,6 +42,58 @@ pub(crate) fn decode_row_into(w: &aihal_quantize::QuantizedTensor, n: usize, k0:
         .expect("the matmul entry point checked the weight and the row range (check_matmul)");
 }
 
+/// Values decoded per call of the format's scalar decoder by [`ChunkedRow`]: a K-quant's
+/// super-block, or 8 blocks of 32.
+const CHUNKED: usize = 256;
+
+/// One weight row handed to a kernel 32 values at a time, decoded [`CHUNKED`] at a time by the
+/// format's scalar decoder ([`decode_row_into`]): the decoder's fixed cost is paid once per 256
+/// values, and a K-quant's super-block is decoded once, not once for each 32 of its values.
+/// For the exact kernels of formats without a decoder in registers.
+pub(crate) struct ChunkedRow<'a> {
+    w: &'a aihal_quantize::QuantizedTensor,
+    n: usize,
+    /// The values of the row in `buf`: `start .. start + CHUNKED` (`usize::MAX` before the
+    /// first decode).
+    start: std::cell::Cell<usize>,
+    buf: std::cell::RefCell<[f32; CHUNKED]>,
+}
+
+impl<'a> ChunkedRow<'a> {
+    /// Row `n` of `w` (checked by the matmul entry point, as for [`decode_row_into`]).
+    pub(crate) fn new(w: &'a aihal_quantize::QuantizedTensor, n: usize) -> Self {
+        Self {
+            w,
+            n,
+            start: std::cell::Cell::new(usize::MAX),
+            buf: std::cell::RefCell::new([0.0; CHUNKED]),
+        }
+    }
+
+    /// Blocks of 32 that lie entirely inside the row.
+    pub(crate) fn full_blocks(&self) -> usize {
+        self.w.row_len() / 32
+    }
+
+    /// Values `32 b .. 32 b + 32` of the row, `b < full_blocks()`: what [`decode_row_into`]
+    /// gives for them (fastest when `b` goes up one at a time).
+    pub(crate) fn block(&self, b: usize) -> [f32; 32] {
+        let k0 = 32 * b;
+        let start = k0 / CHUNKED * CHUNKED;
+        let mut buf = self.buf.borrow_mut();
+        if self.start.get() != start {
+            // Whole blocks of 32 only: a K-quant's rows are whole super-blocks, and the
+            // other formats decode any multiple of 32 values.
+            let len = CHUNKED.min(32 * self.full_blocks() - start);
+            decode_row_into(self.w, self.n, start, &mut buf[..len]);
+            self.start.set(start);
+        }
+        let mut out = [0.0f32; 32];
+        out.copy_from_slice(&buf[k0 - start..][..32]);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,8 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Q8Fn, MAX_ROWS};
 use crate::kernels::codes::{
-    decode_row_into, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES,
-    Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    decode_row_into, ChunkedRow, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES,
+    Q5_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic::q4_k_scale_min;
 
@@ -866,20 +866,17 @@ unsafe fn exact_e5m2(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
     unsafe { exact_any(&fp8_row::<true>(w, n, block_size), w, n, x, rows, out) }
 }
 
-/// Any format: the scalar decode into a stack buffer of 32, then AVX2 dot products.
-pub(super) struct Chunked<'a> {
-    pub(super) w: &'a QuantizedTensor,
-    pub(super) n: usize,
-}
+/// Any format: the scalar decode ([`ChunkedRow`], 256 values per call), then AVX2 dot
+/// products.
+pub(super) struct Chunked<'a>(pub(super) ChunkedRow<'a>);
 impl F32Row for Chunked<'_> {
     fn full_blocks(&self) -> usize {
-        self.w.row_len() / 32
+        self.0.full_blocks()
     }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn values(&self, b: usize) -> [__m256; 4] {
-        let mut buf = [0.0f32; 32];
-        decode_row_into(self.w, self.n, 32 * b, &mut buf);
+        let buf = self.0.block(b);
         // SAFETY: `buf` has 32 values.
         unsafe {
             let p = buf.as_ptr();
@@ -898,5 +895,5 @@ impl F32Row for Chunked<'_> {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exact_chunked(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
     // SAFETY: forwarded from the caller (the ExactFn contract).
-    unsafe { exact_any(&Chunked { w, n }, w, n, x, rows, out) }
+    unsafe { exact_any(&Chunked(ChunkedRow::new(w, n)), w, n, x, rows, out) }
 }

@@ -17,7 +17,7 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::x86::{fp8_row, int8_row, nf4_row, q4_0_row, q8_0_row, tq2_row, Chunked, F32Row, Widen};
 use super::{ExactPanelFn, Panel, EXACT_PANEL, PANEL};
-use crate::kernels::codes::decode_row_into;
+use crate::kernels::codes::{decode_row_into, ChunkedRow};
 
 /// The exact panel kernel of every format (formats without an in-register decoder decode 32
 /// values at a time with the scalar decoder, still once per panel).
@@ -231,7 +231,7 @@ entry!(fp_q4_0, |w, n| q4_0_row(w, n), wide);
 entry!(fp_q8_0, |w, n| q8_0_row(w, n), wide);
 entry!(fp_tq2_0, |w, n| tq2_row(w, n), wide);
 entry!(fp_int8, |w, n| int8_row(w, n), wide);
-entry!(fp_chunked, |w, n| Chunked { w, n });
+entry!(fp_chunked, |w, n| Chunked(ChunkedRow::new(w, n)));
 
 /// # Safety
 /// See [`ExactPanelFn`].
