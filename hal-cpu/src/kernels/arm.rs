@@ -4,7 +4,7 @@
 //! Q8_0, Q4_0, TQ2_0 and int8 weights are decoded in registers on both paths, NF4 on the
 //! int8-activation path (`tbl` on its int8 levels), FP8 (per tensor or per block of a
 //! multiple of 32) on the f32 path; the other formats, and NF4 on the f32 path, use the
-//! scalar decode of 32 values at a time with NEON dot products.
+//! scalar decode (256 values per call, handed on 32 at a time) with NEON dot products.
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, uint16x8_t, uint32x4_t, uint8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u16,

@@ -19,8 +19,8 @@ use super::x86::{fp8_row, int8_row, nf4_row, q4_0_row, q8_0_row, tq2_row, Chunke
 use super::{ExactPanelFn, Panel, EXACT_PANEL, PANEL};
 use crate::kernels::codes::{decode_row_into, ChunkedRow};
 
-/// The exact panel kernel of every format (formats without an in-register decoder decode 32
-/// values at a time with the scalar decoder, still once per panel).
+/// The exact panel kernel of every format (formats without an in-register decoder go through
+/// the scalar decoder, 256 values per call, still once per panel).
 #[allow(clippy::unnecessary_wraps)] // the table's signature: other sets lack some formats
 pub(crate) fn exact_panel_avx2(format: QuantFormat) -> Option<ExactPanelFn> {
     Some(match format {
