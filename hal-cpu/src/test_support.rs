@@ -246,7 +246,7 @@ type PerLayout = fn(crate::kernels::panels::Isa);
 /// kernel set, layout or build, with the instruction sets each needs.
 pub fn checks() -> Vec<Check> {
     let mut all = Vec::new();
-    let per_set: [PerSet; 9] = [
+    let per_set: [PerSet; 10] = [
         (
             "every_format_at_block_and_vector_edges",
             kc::every_format_at_block_and_vector_edges,
@@ -260,6 +260,10 @@ pub fn checks() -> Vec<Check> {
             kc::row_kernels_give_a_row_the_sums_it_gets_alone,
         ),
         ("zeros_outliers_and_denormals", kc::zeros_outliers_and_denormals),
+        (
+            "f32_path_reads_weights_as_the_decoder",
+            kc::f32_path_reads_weights_as_the_decoder,
+        ),
         (
             "nan_and_inf_in_activations_propagate_on_every_path",
             kc::nan_and_inf_in_activations_propagate_on_every_path,

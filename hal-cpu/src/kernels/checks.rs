@@ -421,6 +421,38 @@ pub(crate) fn row_kernels_give_a_row_the_sums_it_gets_alone(set: &Kernels) {
     }
 }
 
+/// The f32 path reads every weight as the format's decoder gives it, bit for bit, on `set`:
+/// one-hot activation rows (a single 1.0, zeros elsewhere) make each output one weight, a
+/// product and sums that round nothing. Through the row kernels (3 rows) and the exact
+/// panels (17), over whole blocks and a partial one.
+pub(crate) fn f32_path_reads_weights_as_the_decoder(set: &Kernels) {
+    assert_runs_here(set);
+    for format in all_formats() {
+        let (n, k) = (11, fit_k(format, 288));
+        let mut rng = Rng::new(17);
+        let w = random_weight(format, n, k, &mut rng);
+        let want = reference::dequantize_weight(&w).unwrap();
+        for m in [3, 17] {
+            let hot: Vec<usize> = (0..m).map(|i| (i * 97 + 5) % k).collect();
+            let mut x = vec![0.0f32; m * k];
+            for (i, &c) in hot.iter().enumerate() {
+                x[i * k + c] = 1.0;
+            }
+            let got = run_with(set, &x, m, &w, ActivationPrecision::F32);
+            for (i, &c) in hot.iter().enumerate() {
+                for j in 0..n {
+                    let (g, r) = (got[i * n + j], want[j * k + c]);
+                    assert!(
+                        g == r || (g.is_nan() && r.is_nan()),
+                        "{format} {}: weight [{j}, {c}] read as {g}, decoded as {r}",
+                        set.name
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Zero, outlier and subnormal activations on `set`.
 pub(crate) fn zeros_outliers_and_denormals(set: &Kernels) {
     assert_runs_here(set);

@@ -12,9 +12,9 @@ use std::arch::x86_64::{
     _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
     _mm256_permutevar8x32_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
     _mm256_set_epi64x, _mm256_setzero_ps, _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32,
-    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps,
-    _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_shuffle_ps,
-    _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_and_si128,
+    _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8,
+    _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -32,6 +32,9 @@ pub(super) fn exact_for(format: QuantFormat) -> ExactFn {
     match format {
         QuantFormat::Q8_0 => exact_q8_0,
         QuantFormat::Q4_0 => exact_q4_0,
+        QuantFormat::Q5_0 => exact_q5_0,
+        QuantFormat::Q4_1 => exact_q4_1,
+        QuantFormat::Q4K => exact_q4_k,
         QuantFormat::Int8PerChannel => exact_int8_channel,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8_block,
         QuantFormat::Tq2_0 => exact_tq2_0,
@@ -181,6 +184,60 @@ pub(super) fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
 pub(super) fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
     let bytes = w.row_len() / 32 * Q4_0_BLOCK_BYTES;
     Q4_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+pub(super) fn q5_0_row(w: &QuantizedTensor, n: usize) -> Q5_0Row<'_> {
+    let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
+    Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+}
+
+/// Q4_1 on the f32 path: `q · d + m` per value, the two roundings of the format's decoder.
+pub(super) struct Q4_1F32<'a>(Q4_1Row<'a>);
+pub(super) fn q4_1_f32(w: &QuantizedTensor, n: usize) -> Q4_1F32<'_> {
+    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
+    Q4_1F32(Q4_1Row(&w.data()[n * bytes..(n + 1) * bytes]))
+}
+impl F32Row for Q4_1F32<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.full_blocks()
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        // SAFETY: b < full_blocks() (the caller's contract); block b has its f16 m at bytes
+        // 2..4.
+        let ((q, d), m) = unsafe {
+            (
+                self.0.codes(b),
+                f16_scale(self.0 .0[b * Q4_1_BLOCK_BYTES + 2..][..2].as_ptr()),
+            )
+        };
+        let m = _mm256_set1_ps(m);
+        widen_codes(q, d).map(|v| _mm256_add_ps(v, m))
+    }
+}
+
+/// Q4_K on the f32 path: `(d · sc) · q - dmin · m` per value, the roundings of the format's
+/// decoder.
+pub(super) struct Q4KF32<'a>(Q4KRow<'a>);
+pub(super) fn q4_k_f32(w: &QuantizedTensor, n: usize) -> Q4KF32<'_> {
+    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
+    Q4KF32(Q4KRow(&w.data()[n * bytes..(n + 1) * bytes]))
+}
+impl F32Row for Q4KF32<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.full_blocks()
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        // SAFETY: b < full_blocks() (the caller's contract).
+        let (q, d) = unsafe { self.0.codes(b) };
+        let blk = &self.0 .0[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+        let (_, m) = q4_k_scale_min(&blk[4..16], b % 8);
+        let m = _mm256_set1_ps(crate::kernels::codes::f16_at(&blk[2..]) * f32::from(m));
+        widen_codes(q, d).map(|v| _mm256_sub_ps(v, m))
+    }
 }
 
 /// The 32 nibbles of 16 bytes as 32 u8 lanes (0..=15): byte `i`'s low nibble in lane `i`, its
@@ -446,8 +503,7 @@ unsafe fn q8_q4_1(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: u
 /// See [`Q8Fn`]; `w` is Q5_0.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_q5_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
-    let row = Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes]);
+    let row = q5_0_row(w, n);
     // SAFETY: forwarded from the caller (the Q8Fn contract).
     unsafe { q8_any(&row, None, a, row0, rows, out) }
 }
@@ -578,6 +634,30 @@ unsafe fn exact_q8_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 unsafe fn exact_q4_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
     // SAFETY: forwarded from the caller (the ExactFn contract).
     unsafe { exact_any(&Widen(&q4_0_row(w, n)), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is Q5_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_q5_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&Widen(&q5_0_row(w, n)), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is Q4_1.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_q4_1(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&q4_1_f32(w, n), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is Q4_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_q4_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&q4_k_f32(w, n), w, n, x, rows, out) }
 }
 
 /// # Safety
