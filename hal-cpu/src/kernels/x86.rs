@@ -12,9 +12,9 @@ use std::arch::x86_64::{
     _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
     _mm256_permutevar8x32_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
     _mm256_set_epi64x, _mm256_setzero_ps, _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32,
-    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_and_si128,
-    _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8,
-    _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    _mm256_srl_epi16, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm256_sub_ps, _mm_add_ps, _mm_add_ss,
+    _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps,
+    _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -22,7 +22,7 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 use super::{ActQ8, ExactFn, Q8Fn, MAX_ROWS};
 use crate::kernels::codes::{
     decode_row_into, ChunkedRow, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES,
-    Q5_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic::q4_k_scale_min;
 
@@ -35,6 +35,7 @@ pub(super) fn exact_for(format: QuantFormat) -> ExactFn {
         QuantFormat::Q5_0 => exact_q5_0,
         QuantFormat::Q4_1 => exact_q4_1,
         QuantFormat::Q4K => exact_q4_k,
+        QuantFormat::Q6K => exact_q6_k,
         QuantFormat::Int8PerChannel => exact_int8_channel,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8_block,
         QuantFormat::Tq2_0 => exact_tq2_0,
@@ -214,6 +215,62 @@ impl F32Row for Q4_1F32<'_> {
         };
         let m = _mm256_set1_ps(m);
         widen_codes(q, d).map(|v| _mm256_add_ps(v, m))
+    }
+}
+
+/// Q6_K on the f32 path: block `b` is sub-blocks `2 (b % 8)` and `2 (b % 8) + 1` of 16 values,
+/// each value `(d · sc) · (q - 32)`, the roundings of the format's decoder. Super-block:
+/// `ql` (128 bytes of low nibbles), `qh` (64 bytes of high pairs), 16 i8 scales, f16 `d`
+/// (ggml-common.h `block_q6_K`).
+pub(super) struct Q6KF32<'a>(&'a [u8]);
+pub(super) fn q6_k_f32(w: &QuantizedTensor, n: usize) -> Q6KF32<'_> {
+    let bytes = w.row_len() / 256 * Q6_K_BLOCK_BYTES;
+    Q6KF32(&w.data()[n * bytes..(n + 1) * bytes])
+}
+impl F32Row for Q6KF32<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q6_K_BLOCK_BYTES * 8
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn values(&self, b: usize) -> [__m256; 4] {
+        let blk = &self.0[b / 8 * Q6_K_BLOCK_BYTES..][..Q6_K_BLOCK_BYTES];
+        // Half `h` of the super-block (128 values), its 32-value part `t`: the low nibbles
+        // (t < 2) or high ones of `ql[64 h + 32 (t % 2)..]`, bits `2 t` of `qh[32 h..]`.
+        let (h, t) = (b % 8 / 4, b % 4);
+        let ql = &blk[64 * h + 32 * (t % 2)..][..32];
+        let qh = &blk[128 + 32 * h..][..32];
+        // SAFETY: `ql` and `qh` have 32 bytes; `blk` has its f16 d at bytes 208..210.
+        let (ql, qh, d) = unsafe {
+            (
+                _mm256_loadu_si256(ql.as_ptr().cast()),
+                _mm256_loadu_si256(qh.as_ptr().cast()),
+                f16_scale(blk[208..].as_ptr()),
+            )
+        };
+        let nib = _mm256_set1_epi8(0x0F);
+        let lo = if t < 2 {
+            _mm256_and_si256(ql, nib)
+        } else {
+            _mm256_and_si256(_mm256_srli_epi16(ql, 4), nib)
+        };
+        let pair = _mm256_and_si256(
+            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * t as i32)),
+            _mm256_set1_epi8(3),
+        );
+        // Each byte's pair is at most 3: shifted by 4 within its 16-bit lane it stays in its byte.
+        let q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(pair, 4)), _mm256_set1_epi8(32));
+        let sc = |i: usize| d * f32::from(blk[192 + 8 * h + 2 * t + i] as i8);
+        let (s0, s1) = (_mm256_set1_ps(sc(0)), _mm256_set1_ps(sc(1)));
+        let lo = _mm256_castsi256_si128(q);
+        let hi = _mm256_extracti128_si256(q, 1);
+        let f = |v: __m128i, s: __m256| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), s);
+        [
+            f(lo, s0),
+            f(_mm_srli_si128(lo, 8), s0),
+            f(hi, s1),
+            f(_mm_srli_si128(hi, 8), s1),
+        ]
     }
 }
 
@@ -658,6 +715,14 @@ unsafe fn exact_q4_1(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 unsafe fn exact_q4_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
     // SAFETY: forwarded from the caller (the ExactFn contract).
     unsafe { exact_any(&q4_k_f32(w, n), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`]; `w` is Q6_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_q6_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&q6_k_f32(w, n), w, n, x, rows, out) }
 }
 
 /// # Safety

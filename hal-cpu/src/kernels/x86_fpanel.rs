@@ -16,7 +16,8 @@ use std::arch::x86_64::{
 use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::x86::{
-    fp8_row, int8_row, nf4_row, q4_0_row, q4_1_f32, q4_k_f32, q5_0_row, q8_0_row, tq2_row, Chunked, F32Row, Widen,
+    fp8_row, int8_row, nf4_row, q4_0_row, q4_1_f32, q4_k_f32, q5_0_row, q6_k_f32, q8_0_row, tq2_row, Chunked, F32Row,
+    Widen,
 };
 use super::{ExactPanelFn, Panel, EXACT_PANEL, PANEL};
 use crate::kernels::codes::{decode_row_into, ChunkedRow};
@@ -31,6 +32,7 @@ pub(crate) fn exact_panel_avx2(format: QuantFormat) -> Option<ExactPanelFn> {
         QuantFormat::Q5_0 => fp_q5_0,
         QuantFormat::Q4_1 => fp_q4_1,
         QuantFormat::Q4K => fp_q4_k,
+        QuantFormat::Q6K => fp_q6_k,
         QuantFormat::Tq2_0 => fp_tq2_0,
         QuantFormat::Int8PerChannel => fp_int8,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => fp_int8,
@@ -239,6 +241,7 @@ entry!(fp_int8, |w, n| int8_row(w, n), wide);
 entry!(fp_q5_0, |w, n| q5_0_row(w, n), wide);
 entry!(fp_q4_1, |w, n| q4_1_f32(w, n));
 entry!(fp_q4_k, |w, n| q4_k_f32(w, n));
+entry!(fp_q6_k, |w, n| q6_k_f32(w, n));
 entry!(fp_chunked, |w, n| Chunked(ChunkedRow::new(w, n)));
 
 /// # Safety
