@@ -2,7 +2,10 @@
 //!
 //! Weights are decoded 32 at a time in registers: integer codes for the q8 path
 //! (`vpmaddubsw` on |w| and sign-adjusted activations, as ggml does), or f32 vectors for the
-//! exact path, used for up to `MAX_ROWS` activation rows before the next block is read.
+//! exact path, used for up to `MAX_ROWS` activation rows before the next block is read. On the
+//! exact path each value is rounded as the format's decoder rounds it (`d · q`, Q4_1's
+//! `d · q + m`, the K-quants' `(d · sc) · q - dmin · m`), so only the order of the sums differs
+//! from the reference; formats without such a decoder here take [`ChunkedRow`]'s.
 
 use std::arch::x86_64::{
     __m128i, __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_blendv_ps, _mm256_castps256_ps128,
