@@ -424,11 +424,11 @@ pub(crate) fn row_kernels_give_a_row_the_sums_it_gets_alone(set: &Kernels) {
 /// The f32 path reads every weight as the format's decoder gives it, bit for bit, on `set`:
 /// one-hot activation rows (a single 1.0, zeros elsewhere) make each output one weight, a
 /// product and sums that round nothing. Through the row kernels (3 rows) and the exact
-/// panels (17), over whole blocks and a partial one.
+/// panels (17), over whole blocks of 32 and, where the format takes any K, 12 values past them.
 pub(crate) fn f32_path_reads_weights_as_the_decoder(set: &Kernels) {
     assert_runs_here(set);
     for format in all_formats() {
-        let (n, k) = (11, fit_k(format, 288));
+        let (n, k) = (11, fit_k(format, 300));
         let mut rng = Rng::new(17);
         let w = random_weight(format, n, k, &mut rng);
         let want = reference::dequantize_weight(&w).unwrap();

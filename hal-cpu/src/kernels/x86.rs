@@ -15,9 +15,9 @@ use std::arch::x86_64::{
     _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
     _mm256_permutevar8x32_ps, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_set1_ps,
     _mm256_set_epi64x, _mm256_setzero_ps, _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32,
-    _mm256_srl_epi16, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm256_sub_ps, _mm_add_ps, _mm_add_ss,
-    _mm_and_si128, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps,
-    _mm_set1_epi8, _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    _mm256_srl_epi16, _mm256_srli_epi16, _mm256_srli_epi32, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_and_si128,
+    _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8,
+    _mm_shuffle_ps, _mm_srli_epi16, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
 };
 
 use aihal_quantize::{QuantFormat, QuantizedTensor};
@@ -195,30 +195,56 @@ pub(super) fn q5_0_row(w: &QuantizedTensor, n: usize) -> Q5_0Row<'_> {
     Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes])
 }
 
-/// Q4_1 on the f32 path: `q · d + m` per value, the two roundings of the format's decoder.
-pub(super) struct Q4_1F32<'a>(Q4_1Row<'a>);
-pub(super) fn q4_1_f32(w: &QuantizedTensor, n: usize) -> Q4_1F32<'_> {
-    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
-    Q4_1F32(Q4_1Row(&w.data()[n * bytes..(n + 1) * bytes]))
+/// An affine format on the f32 path: `scale · q` per value from `codes`, then the block's
+/// additive term `term(row, b)` added (Q4_1's `m`; Q4_K's `-(dmin · m)`, whose addition rounds
+/// as the decoder's subtraction of `dmin · m`): the decoder's two roundings.
+pub(super) struct AffineF32<'a, T: Row> {
+    codes: T,
+    row: &'a [u8],
+    term: fn(&[u8], usize) -> f32,
 }
-impl F32Row for Q4_1F32<'_> {
+pub(super) fn q4_1_f32(w: &QuantizedTensor, n: usize) -> AffineF32<'_, Q4_1Row<'_>> {
+    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    AffineF32 {
+        codes: Q4_1Row(row),
+        row,
+        term: q4_1_term,
+    }
+}
+pub(super) fn q4_k_f32(w: &QuantizedTensor, n: usize) -> AffineF32<'_, Q4KRow<'_>> {
+    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    AffineF32 {
+        codes: Q4KRow(row),
+        row,
+        term: q4_k_term,
+    }
+}
+impl<T: Row> F32Row for AffineF32<'_, T> {
     fn full_blocks(&self) -> usize {
-        self.0.full_blocks()
+        self.codes.full_blocks()
     }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn values(&self, b: usize) -> [__m256; 4] {
-        // SAFETY: b < full_blocks() (the caller's contract); block b has its f16 m at bytes
-        // 2..4.
-        let ((q, d), m) = unsafe {
-            (
-                self.0.codes(b),
-                f16_scale(self.0 .0[b * Q4_1_BLOCK_BYTES + 2..][..2].as_ptr()),
-            )
-        };
-        let m = _mm256_set1_ps(m);
-        widen_codes(q, d).map(|v| _mm256_add_ps(v, m))
+        // SAFETY: b < full_blocks() (the caller's contract).
+        let (q, d) = unsafe { self.codes.codes(b) };
+        let t = _mm256_set1_ps((self.term)(self.row, b));
+        widen_codes(q, d).map(|v| _mm256_add_ps(v, t))
     }
+}
+
+/// Block `b`'s additive term in a Q4_1 row: its f16 `m`.
+fn q4_1_term(row: &[u8], b: usize) -> f32 {
+    crate::kernels::codes::f16_at(&row[b * Q4_1_BLOCK_BYTES + 2..])
+}
+
+/// Block `b`'s additive term in a Q4_K row: `-(dmin · m)`, `m` its sub-block's minimum.
+fn q4_k_term(row: &[u8], b: usize) -> f32 {
+    let blk = &row[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+    let (_, m) = q4_k_scale_min(&blk[4..16], b % 8);
+    -(crate::kernels::codes::f16_at(&blk[2..]) * f32::from(m))
 }
 
 /// Q6_K on the f32 path: block `b` is sub-blocks `2 (b % 8)` and `2 (b % 8) + 1` of 16 values,
@@ -274,29 +300,6 @@ impl F32Row for Q6KF32<'_> {
             f(hi, s1),
             f(_mm_srli_si128(hi, 8), s1),
         ]
-    }
-}
-
-/// Q4_K on the f32 path: `(d · sc) · q - dmin · m` per value, the roundings of the format's
-/// decoder.
-pub(super) struct Q4KF32<'a>(Q4KRow<'a>);
-pub(super) fn q4_k_f32(w: &QuantizedTensor, n: usize) -> Q4KF32<'_> {
-    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
-    Q4KF32(Q4KRow(&w.data()[n * bytes..(n + 1) * bytes]))
-}
-impl F32Row for Q4KF32<'_> {
-    fn full_blocks(&self) -> usize {
-        self.0.full_blocks()
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn values(&self, b: usize) -> [__m256; 4] {
-        // SAFETY: b < full_blocks() (the caller's contract).
-        let (q, d) = unsafe { self.0.codes(b) };
-        let blk = &self.0 .0[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
-        let (_, m) = q4_k_scale_min(&blk[4..16], b % 8);
-        let m = _mm256_set1_ps(crate::kernels::codes::f16_at(&blk[2..]) * f32::from(m));
-        widen_codes(q, d).map(|v| _mm256_sub_ps(v, m))
     }
 }
 
@@ -554,9 +557,7 @@ unsafe fn q8_q4_1(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: u
     let row = &w.data()[n * bytes..(n + 1) * bytes];
     // SAFETY: forwarded from the caller (the Q8Fn contract).
     unsafe { q8_any(&Q4_1Row(row), None, a, row0, rows, out) };
-    // SAFETY: the CPU has F16C (the Q8Fn contract); block `b` has its f16 m at bytes 2..4.
-    let m = |b: usize| unsafe { f16_scale(row[b * Q4_1_BLOCK_BYTES + 2..][..2].as_ptr()) };
-    add_minimums(m, a, row0, rows, out);
+    add_minimums(|b| q4_1_term(row, b), a, row0, rows, out);
 }
 
 /// # Safety
@@ -576,12 +577,7 @@ unsafe fn q8_q4_k(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: u
     let row = &w.data()[n * bytes..(n + 1) * bytes];
     // SAFETY: forwarded from the caller (the Q8Fn contract).
     unsafe { q8_any(&Q4KRow(row), None, a, row0, rows, out) };
-    let m = |b: usize| {
-        let blk = &row[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
-        let (_, m) = q4_k_scale_min(&blk[4..16], b % 8);
-        -(crate::kernels::codes::f16_at(&blk[2..]) * f32::from(m))
-    };
-    add_minimums(m, a, row0, rows, out);
+    add_minimums(|b| q4_k_term(row, b), a, row0, rows, out);
 }
 
 // ---------------------------------------------------------------------------------------
