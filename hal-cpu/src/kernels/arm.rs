@@ -3,17 +3,19 @@
 //!
 //! Q8_0, Q4_0, TQ2_0 and int8 weights are decoded in registers on both paths, NF4 on the
 //! int8-activation path (`tbl` on its int8 levels), FP8 (per tensor or per block of a
-//! multiple of 32) on the f32 path; the other formats, and NF4 on the f32 path, use the
-//! scalar decode (256 values per call, handed on 32 at a time) with NEON dot products.
+//! multiple of 32), Q5_0, Q4_1, Q4_K and Q6_K on the f32 path (each value rounded as the
+//! format's decoder rounds it); the other formats, and NF4 on the f32 path, use the scalar
+//! decode (256 values per call, handed on 32 at a time) with NEON dot products.
 
 use std::arch::aarch64::{
     float32x4_t, int32x4_t, int8x16_t, uint16x8_t, uint32x4_t, uint8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_u16,
     vandq_u32, vandq_u8, vbslq_u16, vbslq_u32, vceqq_u16, vceqq_u32, vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32,
     vdupq_n_s8, vdupq_n_u16, vdupq_n_u32, vdupq_n_u8, vfmaq_f32, vfmaq_n_f32, vget_high_s16, vget_high_s8,
     vget_low_s16, vget_low_s8, vget_low_u16, vget_low_u8, vld1q_f32, vld1q_s8, vld1q_u8, vmovl_high_u16, vmovl_high_u8,
-    vmovl_s16, vmovl_s8, vmovl_u16, vmovl_u8, vmull_s8, vmulq_f32, vmulq_n_f32, vorrq_u16, vorrq_u32, vpaddlq_s16,
-    vqtbl1q_s8, vreinterpretq_f32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_f32, vshlq_n_u16, vshlq_n_u32, vshlq_u8,
-    vshrq_n_u8, vsubq_s8, vzip1q_u8, vzip2q_u8,
+    vmovl_s16, vmovl_s8, vmovl_u16, vmovl_u8, vmull_s8, vmulq_f32, vmulq_n_f32, vorrq_u16, vorrq_u32, vorrq_u8,
+    vpaddlq_s16, vqtbl1q_s8, vqtbl1q_u8, vreinterpretq_f32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_f32,
+    vreinterpretq_u8_u32, vshlq_n_u16, vshlq_n_u32, vshlq_n_u8, vshlq_u8, vshrq_n_u8, vsubq_s8, vtstq_u8, vzip1q_u8,
+    vzip2q_u8,
 };
 use std::arch::asm;
 
@@ -21,8 +23,10 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
 use crate::kernels::codes::{
-    decode_row_into, f16_at, ChunkedRow, NF4_I8, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    decode_row_into, f16_at, q4_1_term, q4_k_term, ChunkedRow, NF4_I8, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES,
+    Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
+use crate::kernels::generic::q4_k_scale_min;
 
 /// `neon+dotprod` when the CPU has the int8 dot product, else `neon`; `+fp16` when it also has
 /// FEAT_FP16 (half-precision arithmetic: E4M3 weights are decoded through f16).
@@ -83,6 +87,10 @@ fn exact_for(format: QuantFormat) -> ExactFn {
     match format {
         QuantFormat::Q8_0 => exact_q8_0,
         QuantFormat::Q4_0 => exact_q4_0,
+        QuantFormat::Q5_0 => exact_q5_0,
+        QuantFormat::Q4_1 => exact_q4_1,
+        QuantFormat::Q4K => exact_q4_k,
+        QuantFormat::Q6K => exact_q6_k,
         QuantFormat::Tq2_0 => exact_tq2_0,
         QuantFormat::Int8PerChannel => exact_int8,
         QuantFormat::Int8PerBlock { block_size } if block_size.is_multiple_of(32) => exact_int8,
@@ -150,6 +158,198 @@ impl Row for Q4_0Row<'_> {
         let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
         (lo, hi, f16_at(blk))
     }
+}
+
+/// A Q5_0 row: codes `q - 16` (-16..=15) with the block's `d`. Block: f16 d, the 32 fifth
+/// bits as a little-endian u32 (value `j`'s in bit `j`), 16 bytes of low nibbles in Q4_0's
+/// order (ggml-common.h `block_q5_0`).
+struct Q5_0Row<'a>(&'a [u8]);
+impl Row for Q5_0Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q5_0_BLOCK_BYTES
+    }
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (int8x16_t, int8x16_t, f32) {
+        const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+        const LO_AT: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+        const HI_AT: [u8; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+        let blk = &self.0[b * Q5_0_BLOCK_BYTES..][..Q5_0_BLOCK_BYTES];
+        // SAFETY: `blk[6..]` has 16 bytes.
+        let v = unsafe { vld1q_u8(blk[6..].as_ptr()) };
+        let qh = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]])));
+        // Lane `j` of the low half tests bit `j` of the u32, of the high half bit `16 + j`:
+        // byte `j / 8` (or `2 + j / 8`) against `1 << (j % 8)`.
+        // SAFETY: each array has 16 bytes.
+        let (bits, lo_at, hi_at) = unsafe {
+            (
+                vld1q_u8(BITS.as_ptr()),
+                vld1q_u8(LO_AT.as_ptr()),
+                vld1q_u8(HI_AT.as_ptr()),
+            )
+        };
+        let fifth = |at| vandq_u8(vtstq_u8(vqtbl1q_u8(qh, at), bits), vdupq_n_u8(0x10));
+        let sixteen = vdupq_n_s8(16);
+        let lo = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0F)), fifth(lo_at));
+        let hi = vorrq_u8(vshrq_n_u8(v, 4), fifth(hi_at));
+        (
+            vsubq_s8(vreinterpretq_s8_u8(lo), sixteen),
+            vsubq_s8(vreinterpretq_s8_u8(hi), sixteen),
+            f16_at(blk),
+        )
+    }
+}
+
+/// A Q4_1 row: the codes as stored (0..=15) with the block's `d` (`m` added apart). Block:
+/// f16 d, f16 m, 16 bytes of nibbles (ggml-common.h `block_q4_1`).
+struct Q4_1Row<'a>(&'a [u8]);
+impl Row for Q4_1Row<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q4_1_BLOCK_BYTES
+    }
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (int8x16_t, int8x16_t, f32) {
+        let blk = &self.0[b * Q4_1_BLOCK_BYTES..][..Q4_1_BLOCK_BYTES];
+        // SAFETY: `blk[4..]` has 16 bytes.
+        let v = unsafe { vld1q_u8(blk[4..].as_ptr()) };
+        let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
+        (lo, vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), f16_at(blk))
+    }
+}
+
+/// A Q4_K row: sub-block `b % 8` of super-block `b / 8` (0..=15, the low nibbles of 32 bytes
+/// for even sub-blocks, the high ones for odd) with the scale `d · sc` (`-(dmin · m)` added
+/// apart).
+struct Q4KRow<'a>(&'a [u8]);
+impl Row for Q4KRow<'_> {
+    fn full_blocks(&self) -> usize {
+        self.0.len() / Q4_K_BLOCK_BYTES * 8
+    }
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn codes(&self, b: usize) -> (int8x16_t, int8x16_t, f32) {
+        let blk = &self.0[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+        let g = b % 8;
+        let (sc, _) = q4_k_scale_min(&blk[4..16], g);
+        let q = &blk[16 + 32 * (g / 2)..][..32];
+        // SAFETY: `q` has 32 bytes.
+        let (v0, v1) = unsafe { (vld1q_u8(q.as_ptr()), vld1q_u8(q.as_ptr().add(16))) };
+        let c = |v| {
+            vreinterpretq_s8_u8(if g.is_multiple_of(2) {
+                vandq_u8(v, vdupq_n_u8(0x0F))
+            } else {
+                vshrq_n_u8(v, 4)
+            })
+        };
+        (c(v0), c(v1), f16_at(blk) * f32::from(sc))
+    }
+}
+
+/// The exact path over an affine row: `scale · q` widened, then the block's additive term
+/// `term(row, b)` added: the decoder's two roundings.
+///
+/// # Safety
+/// See [`ExactFn`]; `codes` and `row` are the same weight row.
+#[allow(clippy::too_many_arguments)] // the ExactFn arguments, and the row's three views
+#[target_feature(enable = "neon")]
+unsafe fn exact_affine(
+    codes: &impl Row,
+    row: &[u8],
+    term: fn(&[u8], usize) -> f32,
+    w: &QuantizedTensor,
+    n: usize,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) {
+    let f = |b| {
+        // SAFETY: NEON is enabled here; b < full_blocks() in exact_rows.
+        let v = unsafe { widen_block(codes, b) };
+        let t = vdupq_n_f32(term(row, b));
+        v.map(|v| vaddq_f32(v, t))
+    };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&f, codes.full_blocks(), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "neon")]
+unsafe fn exact_q5_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
+    let row = Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes]);
+    // SAFETY: NEON is enabled here; b < full_blocks() in exact_rows.
+    let f = |b| unsafe { widen_block(&row, b) };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&f, row.full_blocks(), w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "neon")]
+unsafe fn exact_q4_1(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_affine(&Q4_1Row(row), row, q4_1_term, w, n, x, rows, out) }
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "neon")]
+unsafe fn exact_q4_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_affine(&Q4KRow(row), row, q4_k_term, w, n, x, rows, out) }
+}
+
+/// Q6_K block `b` (sub-blocks `2 (b % 8)` and `2 (b % 8) + 1` of 16 values) as f32, each
+/// value `(d · sc) · (q - 32)` as the decoder rounds it. Super-block: `ql` (128 bytes of low
+/// nibbles), `qh` (64 bytes of high pairs), 16 i8 scales, f16 `d` (ggml-common.h
+/// `block_q6_K`).
+///
+/// # Safety
+/// NEON is available; `row` holds whole super-blocks and `b / 8` is one of them.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn q6_k_values(row: &[u8], b: usize) -> [float32x4_t; 8] {
+    let blk = &row[b / 8 * Q6_K_BLOCK_BYTES..][..Q6_K_BLOCK_BYTES];
+    // Half `h` (128 values), its 32-value part `t`: the low nibbles (t < 2) or high ones of
+    // `ql[64 h + 32 (t % 2)..]`, bits `2 t` of `qh[32 h..]`.
+    let (h, t) = (b % 8 / 4, b % 4);
+    let ql = &blk[64 * h + 32 * (t % 2)..][..32];
+    let qh = &blk[128 + 32 * h..][..32];
+    let shift = vdupq_n_s8(-2 * t as i8);
+    let code = |i: usize| {
+        // SAFETY: `ql` and `qh` have 32 bytes: 16 at 16i (i < 2).
+        let (l, hb) = unsafe { (vld1q_u8(ql.as_ptr().add(16 * i)), vld1q_u8(qh.as_ptr().add(16 * i))) };
+        let lo = if t < 2 {
+            vandq_u8(l, vdupq_n_u8(0x0F))
+        } else {
+            vshrq_n_u8(l, 4)
+        };
+        let pair = vandq_u8(vshlq_u8(hb, shift), vdupq_n_u8(3));
+        vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vshlq_n_u8(pair, 4))), vdupq_n_s8(32))
+    };
+    let d = f16_at(&blk[208..]);
+    let sc = |i: usize| d * f32::from(blk[192 + 8 * h + 2 * t + i] as i8);
+    let (a, c) = (widen(code(0), sc(0)), widen(code(1), sc(1)));
+    [a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3]]
+}
+
+/// # Safety
+/// See [`ExactFn`].
+#[target_feature(enable = "neon")]
+unsafe fn exact_q6_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
+    let bytes = w.row_len() / 256 * Q6_K_BLOCK_BYTES;
+    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    // SAFETY: NEON is enabled here; b < full blocks in exact_rows, inside the row's
+    // super-blocks.
+    let f = |b| unsafe { q6_k_values(row, b) };
+    // SAFETY: forwarded from the caller (the ExactFn contract).
+    unsafe { exact_any(&f, row.len() / Q6_K_BLOCK_BYTES * 8, w, n, x, rows, out) }
 }
 
 /// A TQ2_0 row: group `g` of 32 values in 2-bit field `g % 4` of bytes `32 * (g / 4) ..` of

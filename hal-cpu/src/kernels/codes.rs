@@ -42,6 +42,20 @@ pub(crate) fn decode_row_into(w: &aihal_quantize::QuantizedTensor, n: usize, k0:
         .expect("the matmul entry point checked the weight and the row range (check_matmul)");
 }
 
+/// Block `b`'s additive term in a Q4_1 row: its f16 `m` (value `d · q + m`).
+pub(crate) fn q4_1_term(row: &[u8], b: usize) -> f32 {
+    f16_at(&row[b * Q4_1_BLOCK_BYTES + 2..])
+}
+
+/// Block `b`'s additive term in a Q4_K row (`b / 8` its super-block, `b % 8` the sub-block):
+/// `-(dmin · m)`, `m` the sub-block's minimum (value `(d · sc) · q - dmin · m`; adding the
+/// negated product rounds as the subtraction).
+pub(crate) fn q4_k_term(row: &[u8], b: usize) -> f32 {
+    let blk = &row[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
+    let (_, m) = super::generic::q4_k_scale_min(&blk[4..16], b % 8);
+    -(f16_at(&blk[2..]) * f32::from(m))
+}
+
 /// Values decoded per call of the format's scalar decoder by [`ChunkedRow`]: a K-quant's
 /// super-block, or 8 blocks of 32.
 const CHUNKED: usize = 256;

@@ -24,8 +24,8 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Q8Fn, MAX_ROWS};
 use crate::kernels::codes::{
-    decode_row_into, ChunkedRow, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES,
-    Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    decode_row_into, q4_1_term, q4_k_term, ChunkedRow, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES,
+    Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic::q4_k_scale_min;
 
@@ -233,18 +233,6 @@ impl<T: Row> F32Row for AffineF32<'_, T> {
         let t = _mm256_set1_ps((self.term)(self.row, b));
         widen_codes(q, d).map(|v| _mm256_add_ps(v, t))
     }
-}
-
-/// Block `b`'s additive term in a Q4_1 row: its f16 `m`.
-fn q4_1_term(row: &[u8], b: usize) -> f32 {
-    crate::kernels::codes::f16_at(&row[b * Q4_1_BLOCK_BYTES + 2..])
-}
-
-/// Block `b`'s additive term in a Q4_K row: `-(dmin · m)`, `m` its sub-block's minimum.
-fn q4_k_term(row: &[u8], b: usize) -> f32 {
-    let blk = &row[b / 8 * Q4_K_BLOCK_BYTES..][..Q4_K_BLOCK_BYTES];
-    let (_, m) = q4_k_scale_min(&blk[4..16], b % 8);
-    -(crate::kernels::codes::f16_at(&blk[2..]) * f32::from(m))
 }
 
 /// Q6_K on the f32 path: block `b` is sub-blocks `2 (b % 8)` and `2 (b % 8) + 1` of 16 values,
