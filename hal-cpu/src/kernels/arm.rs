@@ -23,7 +23,7 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Kernels, Q8Fn};
 use crate::kernels::codes::{
-    decode_row_into, f16_at, q4_1_term, q4_k_term, ChunkedRow, NF4_I8, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES,
+    block_row, decode_row_into, f16_at, q4_1_term, q4_k_term, ChunkedRow, NF4_I8, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES,
     Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic::q4_k_scale_min;
@@ -277,8 +277,7 @@ unsafe fn exact_affine(
 /// See [`ExactFn`].
 #[target_feature(enable = "neon")]
 unsafe fn exact_q5_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
-    let row = Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes]);
+    let row = Q5_0Row(block_row(w, n));
     // SAFETY: NEON is enabled here; b < full_blocks() in exact_rows.
     let f = |b| unsafe { widen_block(&row, b) };
     // SAFETY: forwarded from the caller (the ExactFn contract).
@@ -289,8 +288,7 @@ unsafe fn exact_q5_0(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 /// See [`ExactFn`].
 #[target_feature(enable = "neon")]
 unsafe fn exact_q4_1(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     // SAFETY: forwarded from the caller (the ExactFn contract).
     unsafe { exact_affine(&Q4_1Row(row), row, q4_1_term, w, n, x, rows, out) }
 }
@@ -299,8 +297,7 @@ unsafe fn exact_q4_1(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out:
 /// See [`ExactFn`].
 #[target_feature(enable = "neon")]
 unsafe fn exact_q4_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     // SAFETY: forwarded from the caller (the ExactFn contract).
     unsafe { exact_affine(&Q4KRow(row), row, q4_k_term, w, n, x, rows, out) }
 }
@@ -343,8 +340,7 @@ unsafe fn q6_k_values(row: &[u8], b: usize) -> [float32x4_t; 8] {
 /// See [`ExactFn`].
 #[target_feature(enable = "neon")]
 unsafe fn exact_q6_k(w: &QuantizedTensor, n: usize, x: &[f32], rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 256 * Q6_K_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     // SAFETY: NEON is enabled here; b < full blocks in exact_rows, inside the row's
     // super-blocks.
     let f = |b| unsafe { q6_k_values(row, b) };
@@ -376,8 +372,7 @@ impl Row for Tq2Row<'_> {
 }
 
 fn tq2_row(w: &QuantizedTensor, n: usize) -> Tq2Row<'_> {
-    let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
-    Tq2Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Tq2Row(block_row(w, n))
 }
 
 /// # Safety
@@ -513,13 +508,11 @@ unsafe fn q8_nf4<const DOT: bool>(w: &QuantizedTensor, n: usize, a: &ActQ8, row0
 }
 
 fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
-    let bytes = w.row_len() / 32 * Q8_0_BLOCK_BYTES;
-    Q8_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Q8_0Row(block_row(w, n))
 }
 
 fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
-    let bytes = w.row_len() / 32 * Q4_0_BLOCK_BYTES;
-    Q4_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Q4_0Row(block_row(w, n))
 }
 
 /// `acc + Σ` of 4-byte groups of `a * b` per i32 lane, with `sdot` (FEAT_DotProd).

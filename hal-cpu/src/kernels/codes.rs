@@ -42,6 +42,15 @@ pub(crate) fn decode_row_into(w: &aihal_quantize::QuantizedTensor, n: usize, k0:
         .expect("the matmul entry point checked the weight and the row range (check_matmul)");
 }
 
+/// The bytes of row `n` of `w`, a GGML block format (whole blocks per row, as the matmul entry
+/// points have checked).
+pub(crate) fn block_row(w: &aihal_quantize::QuantizedTensor, n: usize) -> &[u8] {
+    let (values, bytes) =
+        aihal_quantize::ggml::block_layout(w.format()).expect("the row kernels of a GGML block format");
+    let len = w.row_len() / values * bytes;
+    &w.data()[n * len..(n + 1) * len]
+}
+
 /// Block `b`'s additive term in a Q4_1 row: its f16 `m` (value `d · q + m`).
 pub(crate) fn q4_1_term(row: &[u8], b: usize) -> f32 {
     f16_at(&row[b * Q4_1_BLOCK_BYTES + 2..])

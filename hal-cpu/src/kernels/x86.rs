@@ -24,8 +24,8 @@ use aihal_quantize::{QuantFormat, QuantizedTensor};
 
 use super::{ActQ8, ExactFn, Q8Fn, MAX_ROWS};
 use crate::kernels::codes::{
-    decode_row_into, q4_1_term, q4_k_term, ChunkedRow, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES, Q4_1_BLOCK_BYTES,
-    Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+    block_row, decode_row_into, q4_1_term, q4_k_term, ChunkedRow, NF4_I8, NF4_LEVELS, Q4_0_BLOCK_BYTES,
+    Q4_1_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_0_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
 };
 use crate::kernels::generic::q4_k_scale_min;
 
@@ -181,18 +181,15 @@ pub(super) fn int8_row(w: &QuantizedTensor, n: usize) -> Int8Row<'_> {
 }
 
 pub(super) fn q8_0_row(w: &QuantizedTensor, n: usize) -> Q8_0Row<'_> {
-    let bytes = w.row_len() / 32 * Q8_0_BLOCK_BYTES;
-    Q8_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Q8_0Row(block_row(w, n))
 }
 
 pub(super) fn q4_0_row(w: &QuantizedTensor, n: usize) -> Q4_0Row<'_> {
-    let bytes = w.row_len() / 32 * Q4_0_BLOCK_BYTES;
-    Q4_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Q4_0Row(block_row(w, n))
 }
 
 pub(super) fn q5_0_row(w: &QuantizedTensor, n: usize) -> Q5_0Row<'_> {
-    let bytes = w.row_len() / 32 * Q5_0_BLOCK_BYTES;
-    Q5_0Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Q5_0Row(block_row(w, n))
 }
 
 /// An affine format on the f32 path: `scale · q` per value from `codes`, then the block's
@@ -204,8 +201,7 @@ pub(super) struct AffineF32<'a, T: Row> {
     term: fn(&[u8], usize) -> f32,
 }
 pub(super) fn q4_1_f32(w: &QuantizedTensor, n: usize) -> AffineF32<'_, Q4_1Row<'_>> {
-    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     AffineF32 {
         codes: Q4_1Row(row),
         row,
@@ -213,8 +209,7 @@ pub(super) fn q4_1_f32(w: &QuantizedTensor, n: usize) -> AffineF32<'_, Q4_1Row<'
     }
 }
 pub(super) fn q4_k_f32(w: &QuantizedTensor, n: usize) -> AffineF32<'_, Q4KRow<'_>> {
-    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     AffineF32 {
         codes: Q4KRow(row),
         row,
@@ -241,8 +236,7 @@ impl<T: Row> F32Row for AffineF32<'_, T> {
 /// (ggml-common.h `block_q6_K`).
 pub(super) struct Q6KF32<'a>(&'a [u8]);
 pub(super) fn q6_k_f32(w: &QuantizedTensor, n: usize) -> Q6KF32<'_> {
-    let bytes = w.row_len() / 256 * Q6_K_BLOCK_BYTES;
-    Q6KF32(&w.data()[n * bytes..(n + 1) * bytes])
+    Q6KF32(block_row(w, n))
 }
 impl F32Row for Q6KF32<'_> {
     fn full_blocks(&self) -> usize {
@@ -541,8 +535,7 @@ fn add_minimums(add: impl Fn(usize) -> f32, a: &ActQ8, row0: usize, rows: usize,
 /// See [`Q8Fn`]; `w` is Q4_1.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_q4_1(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 32 * Q4_1_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     // SAFETY: forwarded from the caller (the Q8Fn contract).
     unsafe { q8_any(&Q4_1Row(row), None, a, row0, rows, out) };
     add_minimums(|b| q4_1_term(row, b), a, row0, rows, out);
@@ -561,8 +554,7 @@ unsafe fn q8_q5_0(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: u
 /// See [`Q8Fn`]; `w` is Q4_K.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_q4_k(w: &QuantizedTensor, n: usize, a: &ActQ8, row0: usize, rows: usize, out: &mut [f32]) {
-    let bytes = w.row_len() / 256 * Q4_K_BLOCK_BYTES;
-    let row = &w.data()[n * bytes..(n + 1) * bytes];
+    let row = block_row(w, n);
     // SAFETY: forwarded from the caller (the Q8Fn contract).
     unsafe { q8_any(&Q4KRow(row), None, a, row0, rows, out) };
     add_minimums(|b| q4_k_term(row, b), a, row0, rows, out);
@@ -754,8 +746,7 @@ impl Row for Tq2Row<'_> {
 }
 
 pub(super) fn tq2_row(w: &QuantizedTensor, n: usize) -> Tq2Row<'_> {
-    let bytes = w.row_len() / 256 * TQ2_0_BLOCK_BYTES;
-    Tq2Row(&w.data()[n * bytes..(n + 1) * bytes])
+    Tq2Row(block_row(w, n))
 }
 
 /// # Safety
