@@ -21,8 +21,8 @@
 //! the header parse, a few MiB), so an earlier peak could only make the test fail, never pass.
 //!
 //! What the loaded model holds: at most what the packed layouts take for the file's tensors
-//! (as stored, but Q6_K as 8-bit codes, 34 bytes per 32 values, as the AVX-512 and NEON
-//! layouts hold it (AVX2's keeps its 210 bytes per 256 values), and Q4_K as 148 bytes per 256
+//! (as stored, but Q6_K as 8-bit codes, 34 bytes per 32 values, as the AVX-512 layout holds
+//! it (AVX2's and NEON's keep its 210 bytes per 256 values), and Q4_K as 148 bytes per 256
 //! values; `hal-cpu`'s packed layouts) + 2 MiB. A
 //! second copy of the tied table (170 MiB for Gemma 3, 28.7 MiB for SmolLM2) exceeds it. With
 //! f32 activations (`LinearPrecision::F32`) the CPU provider keeps every weight as stored: the
@@ -143,7 +143,7 @@ fn loading_a_gguf_decoder_holds_one_stored_tensor_at_a_time() {
 }
 
 /// The bytes `t` takes in aihal-cpu's packed layouts at most: as stored, but Q6_K as 8-bit
-/// codes (34 bytes per 32 values plus 2 per 256; AVX2's layout keeps the stored 210 per 256) and Q4_K as 148 bytes per
+/// codes (34 bytes per 32 values plus 2 per 256; AVX2's and NEON's layouts keep the stored 210 per 256) and Q4_K as 148 bytes per
 /// 256 values (the file's 144 and `d`/`dmin` beside the sub-block scales).
 fn packed_bytes(t: &aihal_quantize::GgufTensorInfo) -> u64 {
     use aihal_quantize::GgmlType;

@@ -17,20 +17,24 @@
 //! added to the f32 accumulator without FMA: the results are bit-identical to
 //! [`generic`](super::generic)'s q8 kernels. Q5_0 runs Q5_1's 5-bit kernel with an offset of 16; the
 //! affine formats run Q4_0's arithmetic without the offset (Q4_1, Q4_K; Q5_1 and Q5_K with
-//! each code's fifth bit put back first) and add `add · (d_x · Σ x)` per block, rounded apart; Q6_K keeps each half block's sum apart and
-//! combines them with its sub-block scales in i32 (`mul`, `mla`), as does Q3_K, whose 4-bit
-//! codes `q + 4` lose their offset before `sdot`.
+//! each code's fifth bit put back first) and add `add · (d_x · Σ x)` per block, rounded
+//! apart; Q6_K (its 6-bit codes joined, 32 taken away from each before `sdot`) keeps each
+//! half block's sum apart and combines them with its sub-block scales in i32 (`mul`, `mla`),
+//! as does Q3_K, whose 4-bit codes `q + 4` lose their offset before `sdot`.
 
 use std::arch::aarch64::{
-    float32x4_t, int32x4_t, int8x16_t, uint32x4_t, vaddq_f32, vaddq_s32, vandq_u32, vandq_u8, vcvtq_f32_s32,
-    vcvtq_f32_u32, vdupq_n_f32, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32, vld1q_s8, vld1q_u8,
-    vmlaq_s32, vmulq_f32, vmulq_n_f32, vmulq_n_s32, vmulq_s32, vorrq_u8, vqtbl1q_s8, vreinterpretq_s32_s8,
-    vreinterpretq_s32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_u8, vreinterpretq_u8_u32, vshlq_n_s32, vshlq_u32,
-    vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vsubq_f32, vsubq_u8,
+    float32x4_t, int32x4_t, int8x16_t, uint32x4_t, uint8x16_t, vaddq_f32, vaddq_s32, vandq_u32, vandq_u8,
+    vcvtq_f32_s32, vcvtq_f32_u32, vdupq_n_f32, vdupq_n_s32, vdupq_n_s8, vdupq_n_u32, vdupq_n_u8, vld1_u16, vld1q_f32,
+    vld1q_s8, vld1q_u8, vmlaq_s32, vmulq_f32, vmulq_n_f32, vmulq_n_s32, vmulq_s32, vorrq_u8, vqtbl1q_s8,
+    vreinterpretq_s32_s8, vreinterpretq_s32_u32, vreinterpretq_s8_u8, vreinterpretq_u32_u8, vreinterpretq_u8_s8,
+    vreinterpretq_u8_u32, vshlq_n_s32, vshlq_u32, vshlq_u8, vshrq_n_s32, vshrq_n_u32, vshrq_n_u8, vst1q_f32, vst1q_u8,
+    vsubq_f32, vsubq_u8,
 };
 use std::arch::asm;
 
-use super::panels::{affine_chunks, q2_k_chunks, q3_k_chunks, q6_k_chunks, Isa, Kind, Packed, PackedAct, Scales};
+use super::panels::{
+    affine_chunks, q2_k_chunks, q3_k_chunks, q6_k_chunks, q6_k_six_chunks, Isa, Kind, Packed, PackedAct, Scales,
+};
 use crate::kernels::codes::{IQ4_LEVELS, NF4_I8};
 
 /// Weight rows per panel: one per i32 lane of a 128-bit vector.
@@ -371,7 +375,8 @@ impl BlockDot for S8 {
     }
 }
 
-/// Q6_K: 8-bit codes `q - 32` as [`S8`]'s, each half of 16 codes (chunks 0..4 and 4..8) in its
+/// Q6_K widened to 8-bit codes `q - 32` (a [`Kind::Q6KSix`] panel decoded once for more than
+/// one pass of rows, [`widen_q6_k_six`]) as [`S8`]'s, each half of 16 codes (chunks 0..4 and 4..8) in its
 /// own accumulator, then `isum = sc_0 · half_0 + sc_1 · half_1` exactly in i32 (`mul`, `mla`),
 /// the sub-block scales sign-extended from the pair's scale chunk
 /// ([`q6_k_chunks`](super::panels::q6_k_chunks)): the arithmetic of
@@ -403,6 +408,93 @@ impl BlockDot for Q6 {
         // reaches it from the odd block, and the even block's lies before that).
         let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * (sc - c0)), b) };
         std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
+    }
+}
+
+/// Q6_K at its 6 bits ([`Kind::Q6KSix`]): each nibble chunk's codes `q` (0..=63) joined with
+/// their high 2 bits (one shift and mask from the half's chunk of high bits, see
+/// [`q6_codes`]), 32 taken away from each before `sdot` (signed codes -32..=31, the values
+/// [`Q6`] reads as bytes), then each half of 16 codes in its own accumulator and the sub-block
+/// scales as [`Q6`]: the same integers, so the same results. `CHUNKS` counts the scale chunk,
+/// which follows the odd block's codes.
+struct Q6Six;
+impl BlockDot for Q6Six {
+    const CHUNKS: usize = 7;
+    const OFFSET: i32 = 0;
+    fn chunk(b: usize) -> usize {
+        q6_k_six_chunks(b).0
+    }
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
+        // SAFETY: forwarded from the caller; the block has 6 chunks (the caller's contract).
+        let (xs, h0, h1) = unsafe { (load_x(x), vld1q_u8(w.add(CHUNK * 4)), vld1q_u8(w.add(CHUNK * 5))) };
+        let mut acc = [[vdupq_n_s32(0); R]; 2];
+        for c in 0..4 {
+            // SAFETY: as above.
+            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
+            let [lo, hi] = q6_codes(v, h0, h1, c);
+            for r in 0..R {
+                // SAFETY: FEAT_DotProd is available (the caller's contract).
+                unsafe {
+                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
+                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
+                }
+            }
+        }
+        let (c0, sc) = q6_k_six_chunks(b);
+        // SAFETY: the pair's scale chunk lies in the panel (as `Q6`'s).
+        let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * (sc - c0)), b) };
+        std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
+    }
+}
+
+/// The signed codes `q - 32` of nibble chunk `c` of a [`Kind::Q6KSix`] block, `[low nibbles
+/// (codes 4c .. 4c + 4 of each row), high nibbles (codes 16 + 4c ..)]`, from the chunk `v`
+/// and the halves' chunks of high bits `h0`, `h1` (bits `2c` and `2c + 1` of each byte, see
+/// [`six_bits`](super::panels::six_bits), moved to bits 4 and 5).
+#[target_feature(enable = "neon")]
+#[inline]
+fn q6_codes(v: uint8x16_t, h0: uint8x16_t, h1: uint8x16_t, c: usize) -> [int8x16_t; 2] {
+    let (nib, top, off) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_u8(32));
+    // Bits 2c and 2c + 1 to bits 4 and 5: a shift left by 4 - 2c (right by 2 for c = 3).
+    let shift = vdupq_n_s8(4 - 2 * c as i8);
+    let high = |h: uint8x16_t| vandq_u8(vshlq_u8(h, shift), top);
+    [
+        vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vandq_u8(v, nib), high(h0)), off)),
+        vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vshrq_n_u8::<4>(v), high(h1)), off)),
+    ]
+}
+
+/// Panel `codes` of a [`Kind::Q6KSix`] layout (`nb` blocks) widened into `out` in [`Q6`]'s
+/// layout ([`q6_k_chunks`]): per block 8 chunks of the codes `q - 32` as bytes, then each
+/// pair's scale chunk as it is.
+///
+/// # Panics
+/// If `codes` or `out` is shorter than the panel in its layout.
+#[target_feature(enable = "neon")]
+fn widen_q6_k_six(codes: &[u8], nb: usize, out: &mut [u8]) {
+    let pairs = nb.div_ceil(2);
+    assert!(codes.len() >= CHUNK * 13 * pairs && out.len() >= CHUNK * 17 * pairs);
+    let chunk = |c: usize| -> uint8x16_t {
+        // SAFETY: chunk `c` of the panel lies in `codes` (asserted above).
+        unsafe { vld1q_u8(codes[CHUNK * c..][..CHUNK].as_ptr()) }
+    };
+    for b in 0..nb {
+        let ((s0, ssc), (d0, dsc)) = (q6_k_six_chunks(b), q6_k_chunks(b));
+        let mut put = |c: usize, v: uint8x16_t| {
+            // SAFETY: chunk `c` of the widened panel lies in `out` (asserted above).
+            unsafe { vst1q_u8(out[CHUNK * c..][..CHUNK].as_mut_ptr(), v) }
+        };
+        let (h0, h1) = (chunk(s0 + 4), chunk(s0 + 5));
+        for c in 0..4 {
+            let [lo, hi] = q6_codes(chunk(s0 + c), h0, h1, c);
+            put(d0 + c, vreinterpretq_u8_s8(lo));
+            put(d0 + 4 + c, vreinterpretq_u8_s8(hi));
+        }
+        if b % 2 == 1 || b + 1 == nb {
+            put(dsc, chunk(ssc));
+        }
     }
 }
 
@@ -493,24 +585,24 @@ unsafe fn load_scales(scales: Scales<'_>, g: usize) -> float32x4_t {
     }
 }
 
-/// Panel `p` against activation rows `row0 .. row0 + R` of `act`: `out[r][j]` is the output
-/// of weight row `4p + j` for activation row `row0 + r`.
+/// Panel `p` (its codes `codes`, laid out for `D`) against activation rows `row0 .. row0 + R`
+/// of `act`: `out[r][j]` is the output of weight row `4p + j` for activation row `row0 + r`.
 ///
 /// # Safety
 /// NEON and FEAT_DotProd are available; `p` is a panel of `w`, laid out for
 /// [`Isa::NeonDot`]; `act` was prepared for `w` and has rows `row0 .. row0 + R`; `w.kind`
-/// matches `D`.
+/// matches `D` (or `D` is [`Q6`] and `codes` panel `p` of a [`Kind::Q6KSix`] layout widened).
 #[target_feature(enable = "neon,dotprod")]
 #[inline]
 unsafe fn panel_rows<D: BlockDot, const R: usize>(
     w: &Packed,
     p: usize,
+    codes: &[u8],
     act: &PackedAct<'_>,
     row0: usize,
 ) -> [[f32; 4]; R] {
     let nb = w.nb;
     assert!(act.a.nb == nb && act.offset == D::OFFSET && w.isa == Isa::NeonDot && row0 + R <= act.a.rows);
-    let codes = w.panel_codes(p);
     let scales = w.panel_scales(p);
     let bps = w.kind.blocks_per_scale(nb);
     // Each activation row's codes, scales and block corrections, sliced once (and for the
@@ -621,6 +713,36 @@ unsafe fn panel_rows<D: BlockDot, const R: usize>(
 /// NEON and FEAT_DotProd are available; as [`panel_rows`] for every row; `y.len() >= 4 a.rows`.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mut [f32]) {
+    if w.kind == Kind::Q6KSix && a.a.rows > PASS_ROWS {
+        // Q6_K at 6 bits for more than one pass of rows: the panel's codes decoded once, into
+        // a buffer of this thread, then every pass reads them as bytes.
+        thread_local! {
+            static WIDE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        WIDE.with_borrow_mut(|wide| {
+            // Grown once per thread (never cleared: every byte read is written first).
+            let need = CHUNK * 17 * w.nb.div_ceil(2);
+            if wide.len() < need {
+                wide.resize(need, 0);
+            }
+            let wide = &mut wide[..need];
+            widen_q6_k_six(w.panel_codes(p), w.nb, wide);
+            // SAFETY: forwarded from the caller; `wide` holds the panel in the layout `Q6`
+            // reads.
+            unsafe { panel_all_in::<Q6>(w, p, wide, a, y) }
+        });
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { panel_all_in::<D>(w, p, w.panel_codes(p), a, y) }
+}
+
+/// [`panel_all`] over the panel's codes `codes` (as laid out for `D`).
+///
+/// # Safety
+/// As [`panel_all`], and as [`panel_rows`] for `codes`.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn panel_all_in<D: BlockDot>(w: &Packed, p: usize, codes: &[u8], a: &PackedAct<'_>, y: &mut [f32]) {
     let m = a.a.rows;
     let mut i0 = 0;
     while i0 < m {
@@ -633,10 +755,10 @@ unsafe fn panel_all<D: BlockDot>(w: &Packed, p: usize, a: &PackedAct<'_>, y: &mu
         // SAFETY: forwarded from the caller; rows i0 .. i0 + rows of `a` exist.
         unsafe {
             match rows {
-                4 => put(&panel_rows::<D, 4>(w, p, a, i0)),
-                3 => put(&panel_rows::<D, 3>(w, p, a, i0)),
-                2 => put(&panel_rows::<D, 2>(w, p, a, i0)),
-                _ => put(&panel_rows::<D, 1>(w, p, a, i0)),
+                4 => put(&panel_rows::<D, 4>(w, p, codes, a, i0)),
+                3 => put(&panel_rows::<D, 3>(w, p, codes, a, i0)),
+                2 => put(&panel_rows::<D, 2>(w, p, codes, a, i0)),
+                _ => put(&panel_rows::<D, 1>(w, p, codes, a, i0)),
             }
         }
         i0 += rows;
@@ -674,7 +796,7 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
                 five: true,
                 k_quant: true,
             } => panel_all::<U5<true>>(w, p, act, y),
-            Kind::Q6K => panel_all::<Q6>(w, p, act, y),
+            Kind::Q6KSix => panel_all::<Q6Six>(w, p, act, y),
             Kind::Q3KFour => panel_all::<Q3>(w, p, act, y),
             Kind::Tq2_0 => panel_all::<Tq2>(w, p, act, y),
             Kind::Q2K => panel_all::<Q2>(w, p, act, y),
@@ -682,7 +804,7 @@ pub(crate) fn panel(w: &Packed, p: usize, act: &PackedAct<'_>, y: &mut [f32]) {
             Kind::Q8_0 | Kind::Int8 { .. } => panel_all::<S8>(w, p, act, y),
             Kind::Nf4 { .. } => panel_all::<Nf4>(w, p, act, y),
             Kind::Iq4Nl | Kind::Iq4Xs => panel_all::<Nf4<true>>(w, p, act, y),
-            Kind::Fp8 { .. } | Kind::Q6KSix => unreachable!("no NEON panel layout for {:?}", w.kind),
+            Kind::Fp8 { .. } | Kind::Q6K => unreachable!("no NEON panel layout for {:?}", w.kind),
         }
     }
 }

@@ -160,13 +160,13 @@ pub(crate) enum Kind {
         /// A K-quant (Q4_K, Q5_K; else Q4_1, Q5_1).
         k_quant: bool,
     },
-    /// Q6_K, and Q3_K in the same layout (AVX-512 VNNI, and Q6_K on NEON dotprod; AVX2 takes
-    /// [`Kind::Q6KSix`] and [`Kind::Q3KFour`], NEON [`Kind::Q3KFour`]): per pair of blocks of 32, 8 chunks of codes (i8:
+    /// Q6_K, and Q3_K in the same layout (AVX-512 VNNI; AVX2 and NEON dotprod take
+    /// [`Kind::Q6KSix`] and [`Kind::Q3KFour`]): per pair of blocks of 32, 8 chunks of codes (i8:
     /// Q6_K's `q - 32`, Q3_K's `q - 4`) per block, then one chunk whose lane `j` holds row
     /// `j`'s i8 sub-block scales of the two blocks (`sc0`, `sc1` of the even block, then of
     /// the odd one; Q3_K's 6-bit scales minus 32); f16 `d` per 256 values.
     Q6K,
-    /// Q6_K at its 6 bits (AVX2): per pair of blocks of 32, per block 4 chunks of the codes'
+    /// Q6_K at its 6 bits (AVX2, NEON dotprod): per pair of blocks of 32, per block 4 chunks of the codes'
     /// (`q`, 0..=63) low nibbles in Q4_0's order and 2 chunks of their high 2 bits
     /// ([`six_bits`]), then the pair's chunk of sub-block scales as [`Kind::Q6K`]'s; f16 `d`
     /// per 256 values: the file's 210 bytes per 256 values, against [`Kind::Q6K`]'s 274.
@@ -274,7 +274,7 @@ impl Kind {
                 five: true,
                 k_quant: true,
             },
-            QuantFormat::Q6K if rows_of(256) && isa == Isa::Avx2 => Self::Q6KSix,
+            QuantFormat::Q6K if rows_of(256) && matches!(isa, Isa::Avx2 | Isa::NeonDot) => Self::Q6KSix,
             QuantFormat::Q3K if rows_of(256) && matches!(isa, Isa::Avx2 | Isa::NeonDot) => Self::Q3KFour,
             QuantFormat::Q6K | QuantFormat::Q3K if rows_of(256) => Self::Q6K,
             QuantFormat::Tq2_0 => Self::Tq2_0,
@@ -353,8 +353,9 @@ impl Kind {
             (Isa::Avx2, Self::Q6KSix) => "avx2-panel8-q6_k",
             (Isa::Avx2, Self::Q3KFour) => "avx2-panel8-q3_k",
             (Isa::NeonDot, Self::Q3KFour) => "neondot-panel4-q3_k",
-            // On AVX2 Q6_K and Q3_K take `Q6KSix` and `Q3KFour`; on NEON Q3_K takes `Q3KFour`.
-            (Isa::Avx2, Self::Q6K) | (_, Self::Q6KSix | Self::Q3KFour) => {
+            (Isa::NeonDot, Self::Q6KSix) => "neondot-panel4-q6_k",
+            // On AVX2 and NEON Q6_K and Q3_K take `Q6KSix` and `Q3KFour`.
+            (Isa::Avx2 | Isa::NeonDot, Self::Q6K) | (_, Self::Q6KSix | Self::Q3KFour) => {
                 unreachable!("{self:?} on {isa:?}: not a layout of that set (Kind::for_tensor)")
             }
             (Isa::AvxVnni, Self::Q5_0) => "avxvnni-panel8-q5_0",
@@ -446,7 +447,6 @@ impl Kind {
                     k_quant: true,
                 },
             ) => "neondot-panel4-q5_k",
-            (Isa::NeonDot, Self::Q6K) => "neondot-panel4-q6_k",
             (_, Self::Nf4 { .. }) => "avx512vnni-panel16-nf4",
             (_, Self::Fp8 { e5m2: false, .. }) => "avx512vnni-panel16-fp8_e4m3",
             (_, Self::Fp8 { e5m2: true, .. }) => "avx512vnni-panel16-fp8_e5m2",
@@ -1485,8 +1485,9 @@ impl<'a> PackedAct<'a> {
         } else {
             Vec::new()
         };
-        // (Q3_K's 4-bit codes take the sums on AVX2; NEON takes the offset from each code.)
-        let halves_kind = q2k || w.kind == Kind::Q6KSix || (w.kind == Kind::Q3KFour && w.isa == Isa::Avx2);
+        // (Q6_K's 6-bit and Q3_K's 4-bit codes take the sums on AVX2; NEON takes the offset
+        // from each code.)
+        let halves_kind = q2k || (matches!(w.kind, Kind::Q6KSix | Kind::Q3KFour) && w.isa == Isa::Avx2);
         let halves: Vec<i32> = if halves_kind && row_major {
             (0..all).flat_map(|t| [half_sum(t, 0), half_sum(t, 1)]).collect()
         } else {

@@ -376,9 +376,10 @@ pub(crate) fn layouts_keep_the_bit_width(isa: Isa) {
             QuantFormat::Q5K => Some(180 * blocks / 8),
             // Q2_K: the file's 84 bytes per 256 values, rearranged.
             QuantFormat::Q2K => Some(84 * blocks / 8),
-            // Q6_K on AVX2: its 6-bit codes in 4-bit and 2-bit chunks, 26 bytes per block of 32
-            // with the sub-block scales, and f16 d per 256 values (the file's 210 per 256).
-            QuantFormat::Q6K if isa == Isa::Avx2 => Some(26 * blocks + 2 * blocks / 8),
+            // Q6_K on AVX2 and NEON: its 6-bit codes in 4-bit and 2-bit chunks, 26 bytes per
+            // block of 32 with the sub-block scales, and f16 d per 256 values (the file's 210
+            // per 256).
+            QuantFormat::Q6K if matches!(isa, Isa::Avx2 | Isa::NeonDot) => Some(26 * blocks + 2 * blocks / 8),
             // Q3_K on AVX2 and NEON: its codes as nibbles with the sub-block scales, 18 bytes per block
             // of 32, and f16 d per 256 values (the file's 110 per 256).
             QuantFormat::Q3K if matches!(isa, Isa::Avx2 | Isa::NeonDot) => Some(18 * blocks + 2 * blocks / 8),
