@@ -649,14 +649,6 @@ fn put_nibbles(pw: &mut [u32], pr: usize, j: usize, c0: usize, codes: &[u8; 32],
     }
 }
 
-/// The codes of a Q5_0 or Q5_1 block as the file stores them after the scales: `qh` (bit `i`
-/// of a little-endian u32 is code `i`'s fifth bit), then the low nibbles in Q4_0's order.
-fn push_q5_codes(data: &mut Vec<u8>, q: &[u8; 32]) {
-    let qh = (0..32).fold(0u32, |h, i| h | u32::from((q[i] >> 4) & 1) << i);
-    data.extend_from_slice(&qh.to_le_bytes());
-    data.extend((0..16).map(|i| (q[i] & 0xF) | (q[16 + i] & 0xF) << 4));
-}
-
 /// The fifth bits of a block of 32 codes (Q5_1, Q5_K) as one lane of its fifth chunk: bit `c`
 /// of byte `t` is code `4c + t`'s, so that the chunk's bits for the 4 codes of nibble chunk
 /// `c` sit at bit `c` (low nibbles) and bit `c + 4` (high nibbles) of the 4 bytes those codes
@@ -685,10 +677,27 @@ pub(crate) fn six_bits(codes: &[u8]) -> u32 {
     })
 }
 
-/// The inverse of [`six_bits`] joined with nibble chunk lanes: code `i`'s high 2 bits.
-fn six_bits_at(h: u32, i: usize) -> u8 {
-    ((h >> (8 * (i % 4) + 2 * (i / 4))) & 3) as u8
-}
+/// Each byte's low nibble in a word of 4 code bytes (the unpacking works 4 codes at a time).
+const NIBBLES: u32 = 0x0F0F_0F0F;
+
+/// Each byte's low 2 bits in a word of 4 code bytes.
+const TWO_BITS: u32 = 0x0303_0303;
+
+/// Bit `c` of a byte moved to bit `4c`: the fifth bits of a [`five_bits`] lane back in code
+/// order with one lookup per byte (byte `t`'s bit `c` is code `4c + t`'s).
+const SPREAD4: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut c = 0;
+        while c < 8 {
+            table[byte] |= ((byte as u32 >> c) & 1) << (4 * c);
+            c += 1;
+        }
+        byte += 1;
+    }
+    table
+};
 
 /// The chunk where block `b`'s codes start in a Q2_K panel (8 chunks shared with the blocks of
 /// its quarter of 128 values, its codes at bits `2 (b % 4)`), and the chunk of its sub-block
@@ -1118,6 +1127,52 @@ impl Packed {
         Ok(out)
     }
 
+    /// [`unpack_rows`](Self::unpack_rows) for the formats whose block is its f16 scale slots
+    /// followed by its chunks' lanes in order (Q4_0, IQ4_NL, Q8_0, Q4_1), written into `data`
+    /// (empty): each chunk of a panel is read once and its lanes copied straight to their
+    /// rows, rather than a row at a time. `false` (and `data` untouched) for the other kinds.
+    fn unpack_lanes(&self, n0: usize, rows: usize, data: &mut Vec<u8>) -> bool {
+        let (slots, cpb) = match self.kind {
+            Kind::Q4_0 | Kind::Iq4Nl => (1, 4),
+            Kind::Q8_0 => (1, 8),
+            Kind::Affine {
+                five: false,
+                k_quant: false,
+            } => (2, 4),
+            _ => return false,
+        };
+        let (nb, pr) = (self.nb, self.isa.rows());
+        let block = 2 * slots + 4 * cpb;
+        let row_bytes = nb * block;
+        data.resize(rows * row_bytes, 0);
+        let s16 = self.scales16();
+        let mut r0 = 0;
+        while r0 < rows {
+            // Rows `r0 .. r0 + js` of the output are rows `j0 .. j0 + js` of panel `p`.
+            let (p, j0) = ((n0 + r0) / pr, (n0 + r0) % pr);
+            let js = (pr - j0).min(rows - r0);
+            let codes = self.panel_codes(p);
+            let sbase = p * self.groups * pr * slots;
+            for j in 0..js {
+                let row = &mut data[(r0 + j) * row_bytes..][..row_bytes];
+                let lane = 4 * (j0 + j);
+                for (b, out) in row.chunks_exact_mut(block).enumerate() {
+                    let (head, body) = out.split_at_mut(2 * slots);
+                    for (slot, h) in head.chunks_exact_mut(2).enumerate() {
+                        h.copy_from_slice(&s16[sbase + (slots * b + slot) * pr + j0 + j].to_le_bytes());
+                    }
+                    // The block's chunks, and in each this row's 4 bytes.
+                    let chunks = &codes[4 * pr * cpb * b..][..4 * pr * cpb];
+                    for (dst, chunk) in body.chunks_exact_mut(4).zip(chunks.chunks_exact(4 * pr)) {
+                        dst.copy_from_slice(&chunk[lane..lane + 4]);
+                    }
+                }
+            }
+            r0 += js;
+        }
+        true
+    }
+
     pub(crate) fn unpack_rows(
         &self,
         n0: usize,
@@ -1128,19 +1183,49 @@ impl Packed {
         let (nb, k, pr) = (self.nb, self.k, self.isa.rows());
         data.clear();
         scales.clear();
-        for row in n0..n0 + rows {
+        let rest = if self.unpack_lanes(n0, rows, &mut data) {
+            n0..n0
+        } else {
+            n0..n0 + rows
+        };
+        for row in rest {
             let (p, j) = (row / pr, row % pr);
             let pc = self.panel_codes(p);
             let sbase = p * self.groups * pr * self.kind.scale_slots() + j;
             let lane = |c: usize| &pc[4 * pr * c + 4 * j..][..4];
             // Q4_K's and Q5_K's 16 header bytes of super-block `sb`, from its `d` and `dmin`
             // slots and its sub-blocks' scale and minimum bytes.
-            // Code `i` (0..=31) of the 5-bit block whose chunks start at `c0`: its nibble (Q4_0's
-            // order) and its fifth bit ([`five_bits`]).
-            let code5 = |c0: usize, i: usize| {
-                let byte = lane(c0 + (i % 16) / 4)[i % 4];
-                let low = if i < 16 { byte & 0xF } else { byte >> 4 };
-                low | ((lane(c0 + 4)[i % 4] >> (i / 4)) & 1) << 4
+            // Chunk `c`'s lane as a word (byte `t` its `t`-th byte).
+            let word = |c: usize| {
+                let l = lane(c);
+                u32::from_le_bytes([l[0], l[1], l[2], l[3]])
+            };
+            // The fifth bits of the 5-bit block whose chunks start at `c0`, bit `i` code `i`'s
+            // (the fifth chunk holds it at bit `8 (i % 4) + i / 4`, see [`five_bits`]).
+            let fifth_bits = |c0: usize| {
+                let f = lane(c0 + 4);
+                (0..4).fold(0u32, |h, t| h | SPREAD4[usize::from(f[t])] << t)
+            };
+            // The 5-bit block whose chunks start at `c0` as Q5_0 and Q5_1 store its codes: `qh`
+            // (its fifth bits), then 16 bytes of nibbles, byte `i` codes `i` and `16 + i`: the
+            // panel's nibble chunks, in that order already.
+            let push_q5 = |data: &mut Vec<u8>, c0: usize| {
+                data.extend_from_slice(&fifth_bits(c0).to_le_bytes());
+                for c in 0..4 {
+                    data.extend_from_slice(lane(c0 + c));
+                }
+            };
+            // Q4_K's and Q5_K's codes of sub-blocks `lo` and `hi` whose nibble chunks start at
+            // `cl` and `ch`, as the file stores them: byte `i` code `i` of `lo` (low nibble) and
+            // of `hi` (high), four at a time.
+            let push_pair = |data: &mut Vec<u8>, cl: usize, ch: usize| {
+                let mut out = [0u8; 32];
+                for c in 0..4 {
+                    let (a, b) = (word(cl + c), word(ch + c));
+                    out[4 * c..][..4].copy_from_slice(&((a & NIBBLES) | (b & NIBBLES) << 4).to_le_bytes());
+                    out[16 + 4 * c..][..4].copy_from_slice(&((a >> 4) & NIBBLES | (b & !NIBBLES)).to_le_bytes());
+                }
+                data.extend_from_slice(&out);
             };
             let k_header = |sb: usize, five: bool| {
                 let slot = |s: usize| self.scales16()[sbase + (2 * sb + s) * pr];
@@ -1155,45 +1240,29 @@ impl Packed {
                 )
             };
             match self.kind {
-                Kind::Q4_0 | Kind::Iq4Nl | Kind::Q8_0 => {
-                    let cpb = if self.kind == Kind::Q8_0 { 8 } else { 4 };
-                    for b in 0..nb {
-                        data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
-                        for c in 0..cpb {
-                            data.extend_from_slice(lane(b * cpb + c));
-                        }
-                    }
-                }
+                Kind::Q4_0
+                | Kind::Iq4Nl
+                | Kind::Q8_0
+                | Kind::Affine {
+                    five: false,
+                    k_quant: false,
+                } => unreachable!("{:?} is unpacked by unpack_lanes", self.kind),
                 Kind::Q5_0 => {
                     for b in 0..nb {
                         // `block_q5_0`: `d`, then the codes as Q5_1 stores them.
                         data.extend_from_slice(&self.scales16()[sbase + b * pr].to_le_bytes());
-                        push_q5_codes(&mut data, &std::array::from_fn(|i| code5(5 * b, i)));
-                    }
-                }
-                Kind::Affine {
-                    five: false,
-                    k_quant: false,
-                } => {
-                    for b in 0..nb {
-                        for slot in 0..2 {
-                            data.extend_from_slice(&self.scales16()[sbase + (2 * b + slot) * pr].to_le_bytes());
-                        }
-                        for c in 0..4 {
-                            data.extend_from_slice(lane(4 * b + c));
-                        }
+                        push_q5(&mut data, 5 * b);
                     }
                 }
                 Kind::Affine { five: true, k_quant } => {
-                    // Code `i` of block `b`.
-                    let code = |b: usize, i: usize| code5(affine_chunks(true, k_quant, b).0, i);
+                    let c0 = |b: usize| affine_chunks(true, k_quant, b).0;
                     if !k_quant {
                         // `block_q5_1`: `d`, `m`, then the codes.
                         for b in 0..nb {
                             for slot in 0..2 {
                                 data.extend_from_slice(&self.scales16()[sbase + (2 * b + slot) * pr].to_le_bytes());
                             }
-                            push_q5_codes(&mut data, &std::array::from_fn(|i| code(b, i)));
+                            push_q5(&mut data, c0(b));
                         }
                         continue;
                     }
@@ -1203,10 +1272,10 @@ impl Packed {
                         // Q4_K's.
                         let b0 = 8 * sb;
                         data.extend_from_slice(&k_header(sb, true));
-                        data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((code(b0 + g, i) >> 4) & 1) << g)));
+                        let f: [u32; 8] = std::array::from_fn(|g| fifth_bits(c0(b0 + g)));
+                        data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | (((f[g] >> i) & 1) as u8) << g)));
                         for g in 0..4 {
-                            let (lo, hi) = (b0 + 2 * g, b0 + 2 * g + 1);
-                            data.extend((0..32).map(|i| (code(lo, i) & 0xF) | (code(hi, i) & 0xF) << 4));
+                            push_pair(&mut data, c0(b0 + 2 * g), c0(b0 + 2 * g + 1));
                         }
                     }
                 }
@@ -1214,22 +1283,17 @@ impl Packed {
                     five: false,
                     k_quant: true,
                 } => {
-                    // Code `i` of block `b` (Q4_0's nibble order in the panel).
-                    let code = |b: usize, i: usize| {
-                        let byte = lane(affine_chunks(false, true, b).0 + (i % 16) / 4)[i % 4];
-                        if i < 16 {
-                            byte & 0xF
-                        } else {
-                            byte >> 4
-                        }
-                    };
                     for sb in 0..nb / 8 {
                         data.extend_from_slice(&k_header(sb, false));
                         // Q4_K's order: sub-blocks 2g (low nibbles) and 2g + 1 (high) share 32
                         // bytes.
                         for g in 0..4 {
                             let (lo, hi) = (8 * sb + 2 * g, 8 * sb + 2 * g + 1);
-                            data.extend((0..32).map(|i| code(lo, i) | code(hi, i) << 4));
+                            push_pair(
+                                &mut data,
+                                affine_chunks(false, true, lo).0,
+                                affine_chunks(false, true, hi).0,
+                            );
                         }
                     }
                 }
@@ -1244,6 +1308,9 @@ impl Packed {
                 Kind::Q6K | Kind::Q6KSix | Kind::Q3KFour => {
                     // Q6_K's codes are `q - 32` and its scales as stored; Q3_K's codes `q - 4`
                     // and its 6-bit scales minus 32. `Q6KSix` and `Q3KFour` hold `q` itself.
+                    // Four codes at a time: word `w` of a block holds its codes `4w .. 4w + 4`,
+                    // one per byte (little-endian), and every mask keeps each byte's bits to
+                    // itself.
                     let six = self.kind == Kind::Q6KSix;
                     let four = self.kind == Kind::Q3KFour;
                     let q3 = self.format == QuantFormat::Q3K;
@@ -1251,7 +1318,7 @@ impl Packed {
                     for sb in 0..nb / 8 {
                         // The codes `q` and the sub-block scales of the 8 blocks, then the
                         // super-block's fields rebuilt from them.
-                        let mut q = [[0u8; 32]; 8];
+                        let mut q = [[0u32; 8]; 8];
                         let mut sc = [0u8; 16];
                         for (g, qg) in q.iter_mut().enumerate() {
                             let b = 8 * sb + g;
@@ -1260,28 +1327,22 @@ impl Packed {
                                 Kind::Q3KFour => q3_k_chunks(b),
                                 _ => q6_k_chunks(b),
                             };
-                            if four {
+                            if four || six {
+                                // Nibble chunk `c`: codes `4c ..` in its low nibbles, `16 + 4c ..`
+                                // in its high ones; Q6_K's high 2 bits at bits `2c` of each
+                                // byte of the halves' chunks ([`six_bits`]).
+                                let h = if six { [word(c0 + 4), word(c0 + 5)] } else { [0; 2] };
                                 for c in 0..4 {
-                                    for (t, &byte) in lane(c0 + c).iter().enumerate() {
-                                        qg[4 * c + t] = byte & 0xF;
-                                        qg[16 + 4 * c + t] = byte >> 4;
-                                    }
-                                }
-                            } else if six {
-                                let h =
-                                    [lane(c0 + 4), lane(c0 + 5)].map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]));
-                                for c in 0..4 {
-                                    for (t, &byte) in lane(c0 + c).iter().enumerate() {
-                                        let i = 4 * c + t;
-                                        qg[i] = (byte & 0xF) | six_bits_at(h[0], i) << 4;
-                                        qg[16 + i] = (byte >> 4) | six_bits_at(h[1], i) << 4;
-                                    }
+                                    let v = word(c0 + c);
+                                    qg[c] = (v & NIBBLES) | ((h[0] >> (2 * c)) & TWO_BITS) << 4;
+                                    qg[4 + c] = ((v >> 4) & NIBBLES) | ((h[1] >> (2 * c)) & TWO_BITS) << 4;
                                 }
                             } else {
-                                for c in 0..8 {
-                                    for (t, &byte) in lane(c0 + c).iter().enumerate() {
-                                        qg[4 * c + t] = (byte as i8).wrapping_add(code_add) as u8;
-                                    }
+                                for (c, qc) in qg.iter_mut().enumerate() {
+                                    let l = lane(c0 + c);
+                                    *qc = u32::from_le_bytes(std::array::from_fn(|t| {
+                                        (l[t] as i8).wrapping_add(code_add) as u8
+                                    }));
                                 }
                             }
                             for (h, &v) in lane(sc_chunk)[2 * (b % 2)..][..2].iter().enumerate() {
@@ -1289,15 +1350,26 @@ impl Packed {
                             }
                         }
                         let d = self.scales16()[sbase + sb * pr].to_le_bytes();
+                        let put = |data: &mut Vec<u8>, words: [u32; 8]| {
+                            for w in words {
+                                data.extend_from_slice(&w.to_le_bytes());
+                            }
+                        };
                         if q3 {
                             // `block_q3_K`: `hmask` (bit `g` of byte `i`: the third bit of
                             // block `g`'s code `i`), the 2-bit fields (block `g = 4 h + t` at
                             // bits `2 t` of byte `32 h + i`), the scales' nibbles and high
                             // pairs, `d`.
-                            data.extend((0..32).map(|i| (0..8).fold(0u8, |v, g| v | ((q[g][i] >> 2) & 1) << g)));
+                            put(
+                                &mut data,
+                                std::array::from_fn(|w| (0..8).fold(0, |v, g| v | ((q[g][w] >> 2) & 0x0101_0101) << g)),
+                            );
                             for h in 0..2 {
-                                data.extend(
-                                    (0..32).map(|i| (0..4).fold(0u8, |v, t| v | (q[4 * h + t][i] & 3) << (2 * t))),
+                                put(
+                                    &mut data,
+                                    std::array::from_fn(|w| {
+                                        (0..4).fold(0, |v, t| v | (q[4 * h + t][w] & TWO_BITS) << (2 * t))
+                                    }),
                                 );
                             }
                             data.extend_from_slice(&q3_k_scale_bytes(&sc));
@@ -1307,14 +1379,19 @@ impl Packed {
                         // `block_q6_K`.
                         for h in 0..2 {
                             for s in 0..2 {
-                                data.extend(
-                                    (0..32).map(|i| (q[4 * h + s][i] & 0xF) | (q[4 * h + s + 2][i] & 0xF) << 4),
+                                let (a, b) = (4 * h + s, 4 * h + s + 2);
+                                put(
+                                    &mut data,
+                                    std::array::from_fn(|w| (q[a][w] & NIBBLES) | (q[b][w] & NIBBLES) << 4),
                                 );
                             }
                         }
                         for h in 0..2 {
-                            data.extend(
-                                (0..32).map(|i| (0..4).fold(0u8, |v, t| v | ((q[4 * h + t][i] >> 4) & 3) << (2 * t))),
+                            put(
+                                &mut data,
+                                std::array::from_fn(|w| {
+                                    (0..4).fold(0, |v, t| v | ((q[4 * h + t][w] >> 4) & TWO_BITS) << (2 * t))
+                                }),
                             );
                         }
                         data.extend_from_slice(&sc);

@@ -213,3 +213,53 @@ fn pack_options_turn_huge_pages_off() {
         (huge.layout_name(), w.data())
     );
 }
+
+/// Every layout of every instruction set converts back to the bytes it was packed from, whole
+/// and a panel's rows at a time (the last panel partial), on any CPU: packing and unpacking
+/// are plain code (only the kernels need the set), so the layouts of the sets this CPU lacks
+/// (AVX-512's 16-row and NEON's 4-row panels on an AVX2 machine) are checked here too.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn every_layout_of_every_set_converts_back_to_its_bytes_on_any_cpu() {
+    use crate::kernels::panels::{Isa, Kind, Packed};
+    let mut rng = Rng::new(17);
+    let n = 37;
+    let mut checked = 0;
+    for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni, Isa::NeonDot] {
+        for format in packed_formats() {
+            let w = random_weight(format, n, 512, &mut rng);
+            let Some(kind) = Kind::for_tensor(&w, isa) else {
+                continue;
+            };
+            let what = format!("{format} in {isa:?}'s {kind:?}");
+            let p = Packed::pack(&w, kind, isa, false).unwrap();
+            let back = p.unpack();
+            assert_eq!(
+                (back.data(), back.scales(), back.nested()),
+                (w.data(), w.scales(), w.nested()),
+                "{what}"
+            );
+            let (row_data, row_scales) = (w.data().len() / n, w.scales().len() / n);
+            let pr = isa.rows();
+            for n0 in [0, pr, (n - 1) / pr * pr] {
+                let rows = pr.min(n - n0);
+                let t = p.unpack_rows(n0, rows, Vec::new(), Vec::new());
+                assert_eq!(
+                    t.data(),
+                    &w.data()[n0 * row_data..][..rows * row_data],
+                    "{what}: rows {n0}.."
+                );
+                if row_scales > 0 && !matches!(kind, Kind::Fp8 { block_size: None, .. }) {
+                    assert_eq!(
+                        t.scales(),
+                        &w.scales()[n0 * row_scales..][..rows * row_scales],
+                        "{what}: scales of rows {n0}.."
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    // Every format in at least one layout of each set that packs it.
+    assert!(checked >= 3 * packed_formats().len() / 2, "{checked} layouts");
+}
