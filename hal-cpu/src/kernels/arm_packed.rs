@@ -427,25 +427,12 @@ impl BlockDot for Q6Six {
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
-        // SAFETY: forwarded from the caller; the block has 6 chunks (the caller's contract).
-        let (xs, h0, h1) = unsafe { (load_x(x), vld1q_u8(w.add(CHUNK * 4)), vld1q_u8(w.add(CHUNK * 5))) };
-        let mut acc = [[vdupq_n_s32(0); R]; 2];
-        for c in 0..4 {
-            // SAFETY: as above.
-            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
-            let [lo, hi] = q6_codes(v, h0, h1, c);
-            for r in 0..R {
-                // SAFETY: FEAT_DotProd is available (the caller's contract).
-                unsafe {
-                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
-                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
-                }
-            }
-        }
+        // SAFETY: the block has 6 chunks (the caller's contract).
+        let (h0, h1) = unsafe { (vld1q_u8(w.add(CHUNK * 4)), vld1q_u8(w.add(CHUNK * 5))) };
         let (c0, sc) = q6_k_six_chunks(b);
-        // SAFETY: the pair's scale chunk lies in the panel (as `Q6`'s).
-        let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * (sc - c0)), b) };
-        std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
+        // SAFETY: forwarded from the caller; the pair's scale chunk lies in the panel (as
+        // `Q6`'s).
+        unsafe { nibble_halves_dot(w, x, sc - c0, b, |v, c| q6_codes(v, h0, h1, c)) }
     }
 }
 
@@ -533,29 +520,55 @@ impl BlockDot for Q3 {
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
     unsafe fn dot<const R: usize>(w: *const u8, b: usize, x: [*const i8; R], _neg: [i32; R]) -> [int32x4_t; R] {
-        // SAFETY: forwarded from the caller.
-        let xs = unsafe { load_x(x) };
         let (nib, four) = (vdupq_n_u8(0x0F), vdupq_n_u8(4));
-        let mut acc = [[vdupq_n_s32(0); R]; 2];
-        for c in 0..4 {
-            // SAFETY: the block has 4 chunks (the caller's contract).
-            let v = unsafe { vld1q_u8(w.add(CHUNK * c)) };
-            // Low nibbles: codes 4c .. 4c + 4 of each row; high nibbles: codes 16 + 4c ...
-            let lo = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(v, nib), four));
-            let hi = vreinterpretq_s8_u8(vsubq_u8(vshrq_n_u8::<4>(v), four));
-            for r in 0..R {
-                // SAFETY: FEAT_DotProd is available (the caller's contract).
-                unsafe {
-                    acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
-                    acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
-                }
+        let (c0, sc) = q3_k_chunks(b);
+        // SAFETY: forwarded from the caller; the pair's scale chunk lies in the panel (as
+        // `Q6`'s).
+        unsafe {
+            nibble_halves_dot(w, x, sc - c0, b, |v, _| {
+                [
+                    vreinterpretq_s8_u8(vsubq_u8(vandq_u8(v, nib), four)),
+                    vreinterpretq_s8_u8(vsubq_u8(vshrq_n_u8::<4>(v), four)),
+                ]
+            })
+        }
+    }
+}
+
+/// The block dot product of [`Q3`] and [`Q6Six`]: for each of the block's 4 nibble chunks `v`
+/// (at `w`), `codes(v, c)` gives its signed codes `[low nibbles (codes 4c .. 4c + 4 of each
+/// row), high nibbles (codes 16 + 4c ..)]`; each half of 16 codes is summed in its own
+/// accumulator, then `sc_0 · half_0 + sc_1 · half_1` in i32 with the sub-block scales of the
+/// pair's chunk `sc` chunks past `w`.
+///
+/// # Safety
+/// As [`BlockDot::dot`]; the chunk `sc` chunks past `w` is readable.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn nibble_halves_dot<const R: usize>(
+    w: *const u8,
+    x: [*const i8; R],
+    sc: usize,
+    b: usize,
+    codes: impl Fn(uint8x16_t, usize) -> [int8x16_t; 2],
+) -> [int32x4_t; R] {
+    // SAFETY: forwarded from the caller.
+    let xs = unsafe { load_x(x) };
+    let mut acc = [[vdupq_n_s32(0); R]; 2];
+    for c in 0..4 {
+        // SAFETY: the block has 4 nibble chunks (the caller's contract).
+        let [lo, hi] = codes(unsafe { vld1q_u8(w.add(CHUNK * c)) }, c);
+        for r in 0..R {
+            // SAFETY: FEAT_DotProd is available (the caller's contract).
+            unsafe {
+                acc[0][r] = sdot_at(acc[0][r], lo, xs[r][0], c);
+                acc[1][r] = sdot_at(acc[1][r], hi, xs[r][1], c);
             }
         }
-        let (c0, sc) = q3_k_chunks(b);
-        // SAFETY: the pair's scale chunk lies in the panel (as `Q6`'s).
-        let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * (sc - c0)), b) };
-        std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
     }
+    // SAFETY: the scale chunk is readable (the caller's contract).
+    let (sc0, sc1) = unsafe { sub16_scales(w.add(CHUNK * sc), b) };
+    std::array::from_fn(|r| vmlaq_s32(vmulq_s32(acc[0][r], sc0), acc[1][r], sc1))
 }
 
 /// The 4 scales of group `g`.
